@@ -1,0 +1,35 @@
+# The two commands of README.md: `make lab` (the main job) and `make test` (the whole suite).
+# Each bootstraps .venv from the pinned set in constraints.txt, so a fresh machine needs only
+# python3 (>= 3.11), make and, for the tests, apt-get (Debian packages of real peers).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: lab test lint unit clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/sitemail lab demo --data-dir demo/SiteA
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: $(STAMP)
+	scripts/test-deps.sh
+	$(MAKE) lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache

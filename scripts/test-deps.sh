@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Debian packages the test suite uses as real outside peers (Postfix's smtp-sink/smtp-source).
+# Installed only when missing; the system Postfix service is kept stopped: tests run their own
+# private instances on loopback ports.
+set -euo pipefail
+need=()
+command -v smtp-sink >/dev/null 2>&1 || [ -x /usr/sbin/smtp-sink ] || need+=(postfix)
+if [ ${#need[@]} -eq 0 ]; then exit 0; fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "test-deps: missing ${need[*]}; run as root or install them (tests needing them are skipped)" >&2
+  exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# Debian starts the service on install; we only ever run private instances.
+(command -v postfix >/dev/null && postfix status >/dev/null 2>&1 && postfix stop) || true

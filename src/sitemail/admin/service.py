@@ -1,0 +1,216 @@
+"""AdminService: every administrative operation, shared by the CLI, the HTTP API and the console.
+
+One job: open a server's data dir (config, database, directory) and carry out admin operations
+on it with validation, returning values (never printing). Front ends only parse and render.
+Works whether or not the server is running: SQLite in WAL mode lets both write safely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+
+from sitemail.admin.tls import make_self_signed
+from sitemail.config import CONFIG_FILE, ServerConfig, load_config, render_config
+from sitemail.core.address import normalize_domain
+from sitemail.core.clock import Clock, SystemClock
+from sitemail.core.errors import ConfigError, ConflictError, InvalidValueError
+from sitemail.directory import (
+    AddressingResult,
+    Directory,
+    ImportReport,
+    ObjectKind,
+    OrgInfo,
+    Recipient,
+    RecipientChanges,
+    export_lines,
+    hash_password,
+    import_lines,
+    set_addressing,
+)
+from sitemail.directory.service import check_name
+from sitemail.store import Store, default_url, open_store, upgrade
+
+__all__ = ["AdminService", "read_password_file"]
+
+
+def read_password_file(path: Path, stdin: Callable[[], str] | None = None) -> str:
+    """The first line of `path` (`-` = standard input), without its line ending."""
+    if str(path) == "-":
+        text = stdin() if stdin else ""
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InvalidValueError(f"cannot read password file {path}: {exc.strerror}") from exc
+    password = text.splitlines()[0] if text else ""
+    if not password:
+        raise InvalidValueError(f"password file {path} is empty")
+    return password
+
+
+class AdminService:
+    """Administrative operations on one server's data dir."""
+
+    def __init__(self, config: ServerConfig, store: Store, clock: Clock | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock or SystemClock()
+        self.directory = Directory(store, self.clock)
+
+    @classmethod
+    def open(cls, data_dir: Path, clock: Clock | None = None) -> AdminService:
+        config = load_config(data_dir)
+        store = open_store(config.database_url or default_url(data_dir))
+        upgrade(store)
+        return cls(config, store, clock)
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- init -------------------------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        data_dir: Path,
+        *,
+        org: str,
+        site: str,
+        server: str,
+        domain: str,
+        listen: Sequence[str],
+        database_url: str = "",
+        clock: Clock | None = None,
+    ) -> AdminService:
+        """Create a data dir: config, database, directory, self-signed TLS certificate."""
+        check_name("organisation name", org)
+        check_name("site name", site)
+        check_name("server name", server)
+        domain = normalize_domain(domain)
+        if (data_dir / CONFIG_FILE).exists():
+            raise ConflictError(f"{data_dir} is already a sitemail data dir")
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create data dir {data_dir}: {exc.strerror}") from exc
+        config_text = render_config(
+            server=server, site=site, listen=list(listen), database_url=database_url
+        )
+        (data_dir / CONFIG_FILE).write_text(config_text, encoding="utf-8")
+        try:
+            service = cls.open(data_dir, clock)
+            service.directory.initialize(
+                org=org, site=site, server=server, domain=domain, listen=list(listen)
+            )
+        except Exception:
+            (data_dir / CONFIG_FILE).unlink(missing_ok=True)  # leave no half-made data dir
+            raise
+        config = service.config
+        make_self_signed(
+            config.path(config.tls.cert_file),
+            config.path(config.tls.key_file),
+            [f"{server.lower()}.{domain}", domain],
+            list(listen),
+        )
+        return service
+
+    def org(self) -> OrgInfo:
+        return self.directory.org()
+
+    # -- recipients -------------------------------------------------------------------------
+
+    def add_recipient(
+        self,
+        kind: ObjectKind,
+        alias: str,
+        *,
+        display_name: str,
+        given_name: str = "",
+        surname: str = "",
+        initials: str = "",
+        target: str = "",
+        members: Sequence[str] = (),
+        extra_addresses: Sequence[str] = (),
+        password: str | None = None,
+    ) -> Recipient:
+        return self.directory.add_recipient(
+            kind,
+            alias,
+            display_name=display_name,
+            given_name=given_name,
+            surname=surname,
+            initials=initials,
+            target=target,
+            members=members,
+            extra_addresses=extra_addresses,
+            password_hash=hash_password(password) if password is not None else None,
+        )
+
+    def list_recipients(self, kind: ObjectKind | None, site: str | None = None) -> list[Recipient]:
+        return self.directory.list_recipients(kind, site=site)
+
+    def get_recipient(self, ref: str, kind: ObjectKind | None = None) -> Recipient:
+        return self.directory.get(ref, kind)
+
+    def update_recipient(
+        self,
+        ref: str,
+        changes: RecipientChanges,
+        kind: ObjectKind | None = None,
+        password: str | None = None,
+    ) -> Recipient:
+        if password is not None:
+            self.directory.set_password(ref, hash_password(password))
+        return self.directory.update_recipient(ref, changes, kind)
+
+    def remove_recipient(self, ref: str, kind: ObjectKind | None = None) -> Recipient:
+        return self.directory.remove_recipient(ref, kind)
+
+    def set_members(self, ref: str, add: Sequence[str], remove: Sequence[str]) -> Recipient:
+        return self.directory.set_members(ref, add, remove)
+
+    def members(self, group: Recipient) -> list[Recipient]:
+        return self.directory.member_recipients(group)
+
+    def name_of(self, guid: str) -> str:
+        try:
+            return self.directory.get(guid).alias
+        except Exception:
+            return guid
+
+    # -- addressing -------------------------------------------------------------------------
+
+    def addressing(self) -> str:
+        return str(self.directory.template())
+
+    def set_addressing(
+        self,
+        address_type: str,
+        template: str,
+        *,
+        update_recipients: bool,
+        drop_old: bool = False,
+        dry_run: bool = False,
+        progress_total: Callable[[int], Callable[[int], None] | None] | None = None,
+    ) -> AddressingResult:
+        if address_type.lower() != "smtp":
+            raise InvalidValueError(f"unknown address type {address_type!r}: only 'smtp' exists")
+        if drop_old and not update_recipients:
+            raise InvalidValueError("--drop-old only makes sense with --update-recipients")
+        return set_addressing(
+            self.directory,
+            template,
+            update_recipients=update_recipients,
+            drop_old=drop_old,
+            dry_run=dry_run,
+            progress_total=progress_total,
+        )
+
+    # -- export / import --------------------------------------------------------------------
+
+    def export_directory(self) -> Iterator[str]:
+        return export_lines(self.directory)
+
+    def import_directory(self, lines: Iterable[str]) -> ImportReport:
+        return import_lines(self.directory, lines)

@@ -1,0 +1,25 @@
+"""Server configuration: `sitemail.toml` in the data dir, read once into frozen dataclasses."""
+
+from sitemail.config.model import (
+    CONFIG_FILE,
+    DnsConfig,
+    LimitsConfig,
+    QueueConfig,
+    ServerConfig,
+    SmtpConfig,
+    TlsConfig,
+    load_config,
+    render_config,
+)
+
+__all__ = [
+    "CONFIG_FILE",
+    "DnsConfig",
+    "LimitsConfig",
+    "QueueConfig",
+    "ServerConfig",
+    "SmtpConfig",
+    "TlsConfig",
+    "load_config",
+    "render_config",
+]

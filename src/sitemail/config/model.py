@@ -1,0 +1,266 @@
+"""Read and validate `sitemail.toml`; write the initial one at `sitemail init`.
+
+One job: turn the file into a `ServerConfig` (frozen, fully validated) or raise `ConfigError`
+naming the file, the key and what is wrong, so a bad setting stops the server at start with one
+clear line, never a traceback later. Unknown keys are errors too: a typo must not be ignored.
+The directory (sites, recipients, routes) is *not* here: it lives in the database and replicates.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from sitemail.core.errors import ConfigError
+
+__all__ = [
+    "CONFIG_FILE",
+    "DnsConfig",
+    "LimitsConfig",
+    "QueueConfig",
+    "ServerConfig",
+    "SmtpConfig",
+    "TlsConfig",
+    "load_config",
+    "render_config",
+]
+
+CONFIG_FILE = "sitemail.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    """Listeners and outbound delivery."""
+
+    port: int = 25
+    outbound_port: int = 25  # the lab runs every site on one port number on its own address
+    smart_host: str = ""  # "host[:port]"; empty: deliver by MX
+    trusted_networks: tuple[str, ...] = ()  # clients allowed to relay without AUTH
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    cert_file: str = "tls/cert.pem"  # relative paths are inside the data dir
+    key_file: str = "tls/key.pem"
+
+
+@dataclass(frozen=True, slots=True)
+class DnsConfig:
+    """Name servers as "ip" or "ip:port"; empty means none (domain routes and smart host only)."""
+
+    nameservers: tuple[str, ...] = ()
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    retry_initial: float = 300.0  # seconds; doubles per attempt
+    retry_max: float = 3600.0
+    expiry: float = 48 * 3600.0
+    delay_notice: float = 4 * 3600.0  # 0 disables delay notices
+    hop_limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Defaults from reliability-bar.md (Postfix / RFC 5321 column)."""
+
+    message_size: int = 10_240_000
+    recipients: int = 1000
+    line_length: int = 1000  # RFC 5321 4.5.3.1.6 text line, CRLF included
+    command_length: int = 512
+    timeout: float = 300.0
+    data_timeout: float = 600.0
+    connections_per_client: int = 20
+    connections_total: int = 500
+    error_limit: int = 10  # errors before the session is closed (421)
+    error_delay: float = 1.0  # tarpit per error beyond the first few
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    data_dir: Path
+    server: str
+    site: str
+    listen: tuple[str, ...]
+    database_url: str = ""  # empty: SQLite file in the data dir
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+    def path(self, relative: str) -> Path:
+        p = Path(relative)
+        return p if p.is_absolute() else self.data_dir / p
+
+
+def _section(cls: type[Any], raw: object, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a table")
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown setting {key!r} (known: {', '.join(known)})")
+        default = known[key].default
+        values[key] = _coerce(value, default, f"{where}.{key}")
+    return cls(**values)
+
+
+def _coerce(value: object, default: object, where: str) -> object:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{where}: expected a non-negative integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{where}: expected a non-negative number, got {value!r}")
+        return float(value)
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _check_port(port: int, where: str) -> None:
+    if not 0 < port < 65536:
+        raise ConfigError(f"{where}: port must be 1-65535, got {port}")
+
+
+def _check_address(text: str, where: str) -> None:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: not an IP address: {text!r}") from exc
+
+
+def load_config(data_dir: Path) -> ServerConfig:
+    """Read `data_dir/sitemail.toml`; every problem is a `ConfigError` naming file and key."""
+    path = data_dir / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"{path} not found: is {data_dir} a sitemail data dir? (create one with `sitemail init`)"
+        )
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"{path}: cannot parse: {exc}") from exc
+    where = str(path)
+    server_raw = raw.pop("server", None)
+    if not isinstance(server_raw, dict):
+        raise ConfigError(f"{where}: missing [server] table")
+    sections = {
+        "smtp": SmtpConfig,
+        "tls": TlsConfig,
+        "dns": DnsConfig,
+        "queue": QueueConfig,
+        "limits": LimitsConfig,
+    }
+    parsed = {
+        name: _section(cls, raw.pop(name, {}), f"{where} [{name}]")
+        for name, cls in sections.items()
+    }
+    if raw:
+        raise ConfigError(f"{where}: unknown table(s) {', '.join(sorted(raw))}")
+    config = _server(server_raw, data_dir, f"{where} [server]", parsed)
+    _validate(config, where)
+    return config
+
+
+def _server(
+    raw: dict[str, Any], data_dir: Path, where: str, parsed: dict[str, Any]
+) -> ServerConfig:
+    allowed = {"name", "site", "listen", "database_url"}
+    unknown = set(raw) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+    for key in ("name", "site"):
+        if not isinstance(raw.get(key), str) or not raw[key]:
+            raise ConfigError(f"{where}: {key!r} must be a non-empty string")
+    listen = raw.get("listen", [])
+    if not isinstance(listen, list) or not listen or not all(isinstance(a, str) for a in listen):
+        raise ConfigError(f"{where}: 'listen' must be a non-empty list of IP addresses")
+    database_url = raw.get("database_url", "")
+    if not isinstance(database_url, str):
+        raise ConfigError(f"{where}: 'database_url' must be a string")
+    return ServerConfig(
+        data_dir=data_dir,
+        server=raw["name"],
+        site=raw["site"],
+        listen=tuple(listen),
+        database_url=database_url,
+        **parsed,
+    )
+
+
+def _validate(config: ServerConfig, where: str) -> None:
+    for address in config.listen:
+        _check_address(address, f"{where} [server] listen")
+    _check_port(config.smtp.port, f"{where} [smtp] port")
+    _check_port(config.smtp.outbound_port, f"{where} [smtp] outbound_port")
+    for server in config.dns.nameservers:
+        host, _, port = server.partition(":")
+        _check_address(host, f"{where} [dns] nameservers")
+        if port:
+            if not port.isdigit():
+                raise ConfigError(f"{where} [dns] nameservers: bad port in {server!r}")
+            _check_port(int(port), f"{where} [dns] nameservers")
+    for net in config.smtp.trusted_networks:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"{where} [smtp] trusted_networks: bad network {net!r}") from exc
+    if config.queue.retry_initial <= 0 or config.queue.retry_max < config.queue.retry_initial:
+        raise ConfigError(f"{where} [queue]: need 0 < retry_initial <= retry_max")
+    if config.limits.command_length < 512 or config.limits.line_length < 1000:
+        raise ConfigError(
+            f"{where} [limits]: RFC 5321 requires command_length >= 512, line_length >= 1000"
+        )
+
+
+def _toml_str(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_config(*, server: str, site: str, listen: list[str], database_url: str = "") -> str:
+    """The initial `sitemail.toml` written by `sitemail init`, defaults shown as comments."""
+    listen_list = ", ".join(_toml_str(a) for a in listen)
+    return f"""# sitemail server configuration (read once at start; see docs/configuration.md)
+[server]
+name = {_toml_str(server)}
+site = {_toml_str(site)}
+listen = [{listen_list}]
+# database_url = "postgresql+psycopg://user@host/db"   # default: sitemail.db in this directory
+{"database_url = " + _toml_str(database_url) if database_url else ""}
+
+[smtp]
+# port = 25
+# outbound_port = 25
+# smart_host = ""
+# trusted_networks = []
+
+[dns]
+# nameservers = ["127.0.0.1:53"]
+
+[queue]
+# retry_initial = 300
+# retry_max = 3600
+# expiry = 172800
+# delay_notice = 14400
+# hop_limit = 50
+
+[limits]
+# message_size = 10240000
+# recipients = 1000
+"""

@@ -1,0 +1,1 @@
+"""Transports the queue calls: local (mailbox store), remote (SMTP client)."""

@@ -1,0 +1,53 @@
+"""The directory: organisation, sites, servers, recipients, proxy addresses, Site Addressing.
+
+Each site is the only writer of its naming context; USNs order its changes; deletes leave
+tombstones; proxy addresses are unique across the organisation.
+"""
+
+from sitemail.directory.addressing import AddressFields, Template, parse_template
+from sitemail.directory.model import (
+    RECIPIENT_KINDS,
+    Guid,
+    ObjectKind,
+    Proxy,
+    Recipient,
+    format_proxy,
+    parse_proxy,
+)
+from sitemail.directory.passwords import hash_password, verify_password
+from sitemail.directory.readdress import Collision, ReaddressPlan
+from sitemail.directory.service import (
+    AddressingResult,
+    AddressOwner,
+    Directory,
+    OrgInfo,
+    RecipientChanges,
+    set_addressing,
+)
+from sitemail.directory.transfer import ImportReport, export_lines, import_lines
+
+__all__ = [
+    "RECIPIENT_KINDS",
+    "AddressFields",
+    "AddressOwner",
+    "AddressingResult",
+    "Collision",
+    "Directory",
+    "Guid",
+    "ImportReport",
+    "ObjectKind",
+    "OrgInfo",
+    "Proxy",
+    "ReaddressPlan",
+    "Recipient",
+    "RecipientChanges",
+    "Template",
+    "export_lines",
+    "format_proxy",
+    "hash_password",
+    "import_lines",
+    "parse_proxy",
+    "parse_template",
+    "set_addressing",
+    "verify_password",
+]

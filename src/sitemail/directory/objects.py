@@ -1,0 +1,174 @@
+"""Low-level reads and writes of directory objects inside one transaction.
+
+One job: the SQL for `dir_object`, `proxy_address` and `site_usn`, so the service code above
+it speaks in recipients and never in rows. Invariants kept here: every write of an object takes
+a fresh USN from its owning site's counter and bumps its version; the proxy index always equals
+the live objects' proxy lists.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from sitemail.core.errors import DuplicateAddressError
+from sitemail.directory.model import Guid, ObjectKind, Proxy, Recipient, parse_proxy
+from sitemail.store.tables import dir_object, proxy_address, site_usn
+
+__all__ = [
+    "allocate_usns",
+    "index_proxies",
+    "insert_object",
+    "new_guid",
+    "row_to_recipient",
+    "unindex_proxies",
+    "update_object",
+]
+
+
+def new_guid() -> Guid:
+    return Guid(str(uuid.uuid4()))
+
+
+def allocate_usns(conn: Connection, site: str, count: int = 1) -> int:
+    """Reserve `count` consecutive USNs of `site`; returns the first. Monotonic, never reused."""
+    result = conn.execute(
+        update(site_usn)
+        .where(site_usn.c.site == site)
+        .values(usn=site_usn.c.usn + count)
+        .returning(site_usn.c.usn)
+    ).scalar_one_or_none()
+    if result is None:
+        conn.execute(insert(site_usn).values(site=site, usn=count))
+        return 1
+    return int(result) - count + 1
+
+
+def row_to_recipient(row: Any) -> Recipient:
+    return Recipient(
+        guid=Guid(row.guid),
+        site=row.site,
+        kind=ObjectKind(row.kind),
+        alias=row.name,
+        display_name=row.display_name,
+        attrs=dict(row.attrs),
+        usn_changed=row.usn_changed,
+        version=row.version,
+        is_deleted=row.is_deleted,
+    )
+
+
+def insert_object(
+    conn: Connection,
+    *,
+    site: str,
+    kind: ObjectKind,
+    name: str,
+    display_name: str,
+    attrs: dict[str, Any],
+    now: float,
+    guid: Guid | None = None,
+) -> Recipient:
+    usn = allocate_usns(conn, site)
+    guid = guid or new_guid()
+    conn.execute(
+        insert(dir_object).values(
+            guid=guid,
+            site=site,
+            kind=str(kind),
+            name=name,
+            display_name=display_name,
+            attrs=attrs,
+            usn_created=usn,
+            usn_changed=usn,
+            version=1,
+            is_deleted=False,
+            changed_at=now,
+        )
+    )
+    return Recipient(guid, site, kind, name, display_name, attrs, usn, 1, False)
+
+
+def update_object(
+    conn: Connection,
+    obj: Recipient,
+    *,
+    now: float,
+    attrs: dict[str, Any] | None = None,
+    display_name: str | None = None,
+    is_deleted: bool | None = None,
+) -> Recipient:
+    usn = allocate_usns(conn, obj.site)
+    values: dict[str, Any] = {
+        "usn_changed": usn,
+        "version": obj.version + 1,
+        "changed_at": now,
+    }
+    if attrs is not None:
+        values["attrs"] = attrs
+    if display_name is not None:
+        values["display_name"] = display_name
+    if is_deleted is not None:
+        values["is_deleted"] = is_deleted
+    conn.execute(update(dir_object).where(dir_object.c.guid == obj.guid).values(**values))
+    return Recipient(
+        guid=obj.guid,
+        site=obj.site,
+        kind=obj.kind,
+        alias=obj.alias,
+        display_name=display_name if display_name is not None else obj.display_name,
+        attrs=attrs if attrs is not None else obj.attrs,
+        usn_changed=usn,
+        version=obj.version + 1,
+        is_deleted=is_deleted if is_deleted is not None else obj.is_deleted,
+    )
+
+
+def proxy_rows(guid: str, proxies: Iterable[Proxy]) -> list[dict[str, Any]]:
+    return [
+        {
+            "address_key": p.key,
+            "address": p.address,
+            "domain": p.address.rpartition("@")[2].lower(),
+            "guid": guid,
+            "type": p.type,
+            "is_primary": p.primary,
+        }
+        for p in proxies
+    ]
+
+
+def owners_of(conn: Connection, keys: Sequence[str]) -> dict[str, str]:
+    """Which guid holds each of these address keys (absent keys are free)."""
+    if not keys:
+        return {}
+    rows = conn.execute(
+        select(proxy_address.c.address_key, proxy_address.c.guid).where(
+            proxy_address.c.address_key.in_(list(keys))
+        )
+    )
+    return {r.address_key: r.guid for r in rows}
+
+
+def index_proxies(conn: Connection, guid: str, proxies: Sequence[str]) -> None:
+    """Add an object's proxies to the index; a clash is a `DuplicateAddressError`."""
+    parsed = [parse_proxy(p) for p in proxies]
+    taken = {k: g for k, g in owners_of(conn, [p.key for p in parsed]).items() if g != guid}
+    if taken:
+        raise DuplicateAddressError(
+            "address already in use in the organisation: " + ", ".join(sorted(taken))
+        )
+    rows = proxy_rows(guid, parsed)
+    if rows:
+        try:
+            conn.execute(insert(proxy_address), rows)
+        except IntegrityError as exc:  # the same address twice in one list
+            raise DuplicateAddressError(f"duplicate address in {proxies}") from exc
+
+
+def unindex_proxies(conn: Connection, guid: str) -> None:
+    conn.execute(delete(proxy_address).where(proxy_address.c.guid == guid))

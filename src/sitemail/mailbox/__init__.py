@@ -1,0 +1,1 @@
+"""Mailboxes: folders, messages, flags and UIDs, shared by delivery and client access."""

@@ -1,0 +1,1 @@
+"""The durable queue: spool with group commit, scheduler, retries, expiry, DSNs, tracking."""

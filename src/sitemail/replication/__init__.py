@@ -1,0 +1,1 @@
+"""Directory replication by mail: signed requests and answers, apply, pending partners."""

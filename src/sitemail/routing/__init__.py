@@ -1,0 +1,1 @@
+"""Routing: recipient -> Route (pure), the routing table, DNS MX/A resolution."""

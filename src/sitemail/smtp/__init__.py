@@ -1,0 +1,1 @@
+"""Inbound SMTP (aiosmtpd engine, our policy) and the listeners of the Internet Mail Service."""
