@@ -25,7 +25,7 @@ from rich.table import Table
 from sitemail.admin.datadir import remember_data_dir, resolve_data_dir
 from sitemail.admin.demo import run_demo
 from sitemail.admin.service import AdminService, read_password_file
-from sitemail.core.errors import SitemailError
+from sitemail.core.errors import NotFoundError, SitemailError
 from sitemail.directory import AddressingResult, ObjectKind, Recipient, RecipientChanges
 
 __all__ = ["app", "main"]
@@ -521,7 +521,8 @@ def addressing_set(
                 progress_total=None if as_json else _progress_factory(progress),
             )
         finally:
-            progress.stop()
+            if progress.live.is_started:  # stop() on a non-terminal prints a blank line
+                progress.stop()
         print_addressing(result, as_json, dry_run)
 
 
@@ -565,7 +566,7 @@ def directory_import(
             try:
                 handle = source.open(encoding="utf-8")
             except OSError as exc:
-                raise SitemailError(f"cannot read {source}: {exc.strerror}") from exc
+                raise NotFoundError(f"cannot read {source}: {exc.strerror}") from exc
             with handle:
                 report = service.import_directory(handle)
         out.print(

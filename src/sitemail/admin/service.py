@@ -14,7 +14,7 @@ from sitemail.admin.tls import make_self_signed
 from sitemail.config import CONFIG_FILE, ServerConfig, load_config, render_config
 from sitemail.core.address import normalize_domain
 from sitemail.core.clock import Clock, SystemClock
-from sitemail.core.errors import ConfigError, ConflictError, InvalidValueError
+from sitemail.core.errors import ConfigError, ConflictError, InvalidValueError, NotFoundError
 from sitemail.directory import (
     AddressingResult,
     Directory,
@@ -41,8 +41,10 @@ def read_password_file(path: Path, stdin: Callable[[], str] | None = None) -> st
     else:
         try:
             text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InvalidValueError(f"cannot read password file {path}: {exc.strerror}") from exc
+        except OSError as exc:  # sysexits EX_NOINPUT (66): an input file cannot be read
+            raise NotFoundError(f"cannot read password file {path}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise InvalidValueError(f"password file {path} is not UTF-8 text") from exc
     password = text.splitlines()[0] if text else ""
     if not password:
         raise InvalidValueError(f"password file {path} is empty")

@@ -25,19 +25,32 @@ MAX_DOMAIN = 255
 MAX_LABEL = 63
 
 # RFC 5322 atext; non-ASCII is allowed for SMTPUTF8 (RFC 6531 extends atext with UTF8-non-ascii).
-_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff"
+# Lone surrogates (from `surrogateescape` decoding, e.g. of argv) are not UTF-8: excluded.
+_UTF8 = r"\u0080-\ud7ff\ue000-\U0010ffff"
+_ATEXT = rf"A-Za-z0-9!#$%&'*+/=?^_`{{|}}~\-{_UTF8}"
 _DOT_ATOM = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*")
-_QUOTED = re.compile(r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]|\\[\x20-\x7e])*"')
+_QUOTED = re.compile(rf'"(?:[\x20\x21\x23-\x5b\x5d-\x7e{_UTF8}]|\\[\x20-\x7e])*"')
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _ADDRESS_LITERAL = re.compile(r"\[(?:\d{1,3}\.){3}\d{1,3}\]")
 _NOT_ATEXT = re.compile(rf"[^{_ATEXT}.]")
+_DOTS = re.compile(r"\.{2,}")
 
 
 def valid_local_part_chars(text: str) -> str:
-    """Drop every character not allowed in a dot-atom local part (Site Addressing's rule)."""
+    """Drop every character not allowed in a dot-atom local part (Site Addressing's rule).
+
+    Invisible non-ASCII characters (no-break and other spaces, controls, format characters)
+    go too: `parse_address` strips surrounding blanks, so a local part must not start with one.
+    """
     cleaned = _NOT_ATEXT.sub("", text)
+    if not cleaned.isascii():
+        cleaned = "".join(
+            c for c in cleaned if c.isascii() or (c.isprintable() and not c.isspace())
+        )
     # Dots may not lead, trail or repeat in a dot-atom.
-    return re.sub(r"\.{2,}", ".", cleaned).strip(".")
+    if ".." in cleaned:
+        cleaned = _DOTS.sub(".", cleaned)
+    return cleaned.strip(".")
 
 
 def normalize_domain(text: str) -> str:

@@ -5,6 +5,12 @@ tombstones; proxy addresses are unique across the organisation.
 """
 
 from sitemail.directory.addressing import AddressFields, Template, parse_template
+from sitemail.directory.config_objects import (
+    DomainRouteEntry,
+    add_domain_route,
+    list_domain_routes,
+    remove_domain_route,
+)
 from sitemail.directory.model import (
     RECIPIENT_KINDS,
     Guid,
@@ -33,6 +39,7 @@ __all__ = [
     "AddressingResult",
     "Collision",
     "Directory",
+    "DomainRouteEntry",
     "Guid",
     "ImportReport",
     "ObjectKind",
@@ -42,12 +49,15 @@ __all__ = [
     "Recipient",
     "RecipientChanges",
     "Template",
+    "add_domain_route",
     "export_lines",
     "format_proxy",
     "hash_password",
     "import_lines",
+    "list_domain_routes",
     "parse_proxy",
     "parse_template",
+    "remove_domain_route",
     "set_addressing",
     "verify_password",
 ]

@@ -6,15 +6,17 @@ Tokens (Exchange's, KB Q153270): `%m` alias, `%g` given name, `%s` surname, `%i`
 character x by y in what follows, `%%` a literal percent. Characters that a dot-atom local part
 cannot hold are dropped after expansion. A template given as just `@domain` means `%m@domain`.
 If expansion leaves an empty local part (say `%g` for a recipient without a given name), the
-alias is used, so every recipient still gets an address.
+alias is used, so every recipient still gets an address. A local part is cut to 64 octets
+(RFC 5321), and a collision counter (`jsmith2`) replaces its tail rather than overflow it.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
-from sitemail.core.address import normalize_domain, valid_local_part_chars
+from sitemail.core.address import MAX_LOCAL_PART, normalize_domain, valid_local_part_chars
 from sitemail.core.errors import InvalidValueError
 
 __all__ = ["AddressFields", "Template", "parse_template"]
@@ -43,40 +45,67 @@ class Template:
 
     def local_part(self, fields: AddressFields) -> str:
         """Expand the local part for one recipient (never empty)."""
-        values = {
-            "m": fields.alias,
-            "g": fields.given_name,
-            "s": fields.surname,
-            "i": fields.initials,
-            "d": fields.display_name,
-        }
-        replacements: list[tuple[str, str]] = []
         out: list[str] = []
-        pos = 0
-        for match in _TOKEN.finditer(self.local_format):
-            out.append(_replace_all(self.local_format[pos : match.start()], replacements))
-            pos = match.end()
-            text = match.group(0)
-            if text == "%%":
-                out.append("%")
-            elif match.group(2):
-                count, token = match.group(1), match.group(2)
-                value = values[token][: int(count)] if count else values[token]
-                out.append(_replace_all(value, replacements))
-            elif match.group(3) is not None:
-                replacements.append((match.group(3), match.group(4)))
-        out.append(_replace_all(self.local_format[pos:], replacements))
-        local = valid_local_part_chars("".join(out))
-        return local or valid_local_part_chars(fields.alias) or "recipient"
+        for literal, field, count, replacements in _compile(self.local_format):
+            if not field:
+                out.append(literal)
+                continue
+            value: str = getattr(fields, field)
+            if count is not None:
+                value = value[:count]
+            for old, new in replacements:
+                value = value.replace(old, new)
+            out.append(value)
+        local = _fit(valid_local_part_chars("".join(out)), MAX_LOCAL_PART)
+        return local or _fit(valid_local_part_chars(fields.alias), MAX_LOCAL_PART) or "recipient"
 
     def address(self, fields: AddressFields) -> str:
         return f"{self.local_part(fields)}@{self.domain}"
 
+    def numbered(self, local: str, counter: int) -> str:
+        """The address `local` + `counter` (a collision's `jsmith2`), still within 64 octets."""
+        suffix = str(counter)
+        return f"{_fit(local, MAX_LOCAL_PART - len(suffix))}{suffix}@{self.domain}"
 
-def _replace_all(text: str, replacements: list[tuple[str, str]]) -> str:
-    for old, new in replacements:
-        text = text.replace(old, new)
-    return text
+
+def _fit(local: str, octets: int) -> str:
+    """Cut `local` to at most `octets` of UTF-8 on a character boundary, without a final dot."""
+    encoded = local.encode("utf-8")
+    if len(encoded) <= octets:
+        return local
+    return encoded[:octets].decode("utf-8", "ignore").rstrip(".")
+
+
+_FIELDS = {"m": "alias", "g": "given_name", "s": "surname", "i": "initials", "d": "display_name"}
+# One piece of a compiled local format: literal text, or the AddressFields attribute to expand
+# with its count, and the %r replacements in force at that point.
+_Piece = tuple[str, str, int | None, tuple[tuple[str, str], ...]]
+
+
+@functools.lru_cache(maxsize=64)
+def _compile(local_format: str) -> tuple[_Piece, ...]:
+    """Split a local format into pieces once, so expanding it per recipient is a short loop."""
+    replacements: tuple[tuple[str, str], ...] = ()
+    pieces: list[_Piece] = []
+    pos = 0
+
+    def literal(text: str) -> None:
+        for old, new in replacements:
+            text = text.replace(old, new)
+        pieces.append((text, "", None, ()))
+
+    for match in _TOKEN.finditer(local_format):
+        literal(local_format[pos : match.start()])
+        pos = match.end()
+        if match.group(0) == "%%":
+            pieces.append(("%", "", None, ()))
+        elif match.group(2):
+            count = int(match.group(1)) if match.group(1) else None
+            pieces.append(("", _FIELDS[match.group(2)], count, replacements))
+        elif match.group(3) is not None:
+            replacements = (*replacements, (match.group(3), match.group(4)))
+    literal(local_format[pos:])
+    return tuple(pieces)
 
 
 def parse_template(text: str) -> Template:

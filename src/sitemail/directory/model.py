@@ -31,6 +31,7 @@ class ObjectKind(StrEnum):
     MAILBOX = "mailbox"
     CONTACT = "contact"
     GROUP = "group"
+    DOMAIN_ROUTE = "domain_route"  # the IMS E-Mail Domain table: forward a domain to a host
 
 
 RECIPIENT_KINDS = frozenset({ObjectKind.MAILBOX, ObjectKind.CONTACT, ObjectKind.GROUP})

@@ -110,6 +110,7 @@ class Directory:
         self.store = store
         self.clock = clock
         self._org: OrgInfo | None = None
+        self._lookup_sql: str | None = None
 
     # -- the organisation -------------------------------------------------------------------
 
@@ -305,7 +306,7 @@ class Directory:
         candidate, counter = f"{local}@{template.domain}", 1
         while owners_of(conn, [candidate.lower()]):
             counter += 1
-            candidate = f"{local}{counter}@{template.domain}"
+            candidate = template.numbered(local, counter)
         return candidate
 
     def _find_alias(self, conn: Connection, site: str, alias: str) -> Recipient | None:
@@ -516,9 +517,21 @@ class Directory:
     # -- the hot path -----------------------------------------------------------------------
 
     def lookup(self, address: str) -> AddressOwner | None:
-        """Who holds `address` anywhere in the organisation (one indexed probe)."""
-        with self.store.engine.connect() as conn:
-            return self.lookup_in(conn, address)
+        """Who holds `address` anywhere in the organisation (one indexed probe).
+
+        On SQLite the probe goes through `Store.fetch_one` (~20 us, target < 50 us: see
+        bench/readdress.py); elsewhere through an ordinary pooled connection.
+        """
+        if not self.store.is_sqlite:
+            with self.store.engine.connect() as conn:
+                return self.lookup_in(conn, address)
+        if self._lookup_sql is None:
+            self._lookup_sql = str(_LOOKUP.compile(dialect=self.store.engine.dialect))
+        row = self.store.fetch_one(self._lookup_sql, (address.strip().lower(),))
+        if row is None:
+            return None
+        guid, found, is_primary, kind, site, name = row
+        return AddressOwner(Guid(guid), ObjectKind(kind), site, name, found, bool(is_primary))
 
     @staticmethod
     def lookup_in(conn: Connection, address: str) -> AddressOwner | None:

@@ -17,8 +17,9 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from sitemail.core.errors import InvalidValueError, SitemailError
-from sitemail.directory.model import ObjectKind
+from sitemail.core.address import parse_address
+from sitemail.core.errors import InvalidAddressError, InvalidValueError, SitemailError
+from sitemail.directory.model import ObjectKind, parse_proxy
 from sitemail.directory.objects import allocate_usns, index_proxies, unindex_proxies
 from sitemail.directory.service import Directory
 from sitemail.store.tables import dir_object
@@ -36,6 +37,18 @@ _FIELDS = (
     "version",
     "is_deleted",
 )
+
+
+_TYPES: dict[str, type] = {
+    "guid": str,
+    "site": str,
+    "name": str,
+    "display_name": str,
+    "usn_changed": int,
+    "version": int,
+    "is_deleted": bool,
+}
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +85,19 @@ def _parse(line: str, number: int) -> dict[str, Any]:
         raise InvalidValueError(f"line {number}: unknown kind {record['kind']!r}") from exc
     if not isinstance(record["attrs"], dict) or not isinstance(record["version"], int):
         raise InvalidValueError(f"line {number}: attrs must be an object, version an integer")
+    for key, kind in _TYPES.items():  # bool is an int in Python: refuse it where ints are due
+        if not isinstance(record[key], kind) or (kind is int and isinstance(record[key], bool)):
+            raise InvalidValueError(f"line {number}: {key} must be {_TYPE_NAMES[kind]}")
+    for key in ("proxies", "members"):
+        value = record["attrs"].get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InvalidValueError(f"line {number}: attrs.{key} must be a list of strings")
+    for proxy in map(parse_proxy, record["attrs"].get("proxies", [])):
+        if proxy.type == "SMTP":
+            try:
+                parse_address(proxy.address)
+            except InvalidAddressError as exc:
+                raise InvalidValueError(f"line {number}: {exc.message}") from exc
     return record
 
 

@@ -1,1 +1,21 @@
 """Mailboxes: folders, messages, flags and UIDs, shared by delivery and client access."""
+
+from sitemail.mailbox.store import (
+    DEFAULT_FOLDERS,
+    FolderInfo,
+    StoredMessage,
+    append_message,
+    ensure_folders,
+    list_folders,
+    list_messages,
+)
+
+__all__ = [
+    "DEFAULT_FOLDERS",
+    "FolderInfo",
+    "StoredMessage",
+    "append_message",
+    "ensure_folders",
+    "list_folders",
+    "list_messages",
+]

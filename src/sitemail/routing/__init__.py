@@ -1,1 +1,5 @@
-"""Routing: recipient -> Route (pure), the routing table, DNS MX/A resolution."""
+"""Routing: recipient -> Route (pure decision), domain routes, DNS MX/A resolution."""
+
+from sitemail.routing.route import Route, Transport
+
+__all__ = ["Route", "Transport"]

@@ -1,20 +1,27 @@
 """Database engines: SQLite in the data dir by default, PostgreSQL by URL.
 
 One job: hand out a configured SQLAlchemy `Engine` and transactions on it. SQLite connections
-get WAL, `synchronous=FULL` (the commit is on disk before we answer anyone), foreign keys and a
-busy timeout. Writers open with `BEGIN IMMEDIATE` so two writers queue on the lock instead of
-failing half-way when a read transaction tries to upgrade.
+get WAL, `synchronous=FULL` (the commit is on disk before we answer anyone), foreign keys, a
+busy timeout and a 32 MiB page cache (bulk changes of 100,000 objects stay in memory). Writers
+open with `BEGIN IMMEDIATE` so two writers queue on the lock instead of failing half-way when a
+read transaction tries to upgrade.
+
+Hot-path point reads (the address lookup on every RCPT TO) skip the pool and SQLAlchemy's
+execution layer: on SQLite, `fetch_one` runs them on a long-lived DBAPI connection of the
+calling thread, in autocommit, so each read sees the latest commit for ~20 us instead of ~250.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import PoolProxiedConnection
 
 from sitemail.core.errors import StoreError
 
@@ -38,6 +45,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA cache_size=-32768")  # KiB: 32 MiB, grown only as pages are read
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -52,6 +60,9 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
+        self._local = threading.local()
+        self._readers: list[PoolProxiedConnection] = []
+        self._readers_lock = threading.Lock()
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -74,7 +85,36 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreError(f"database read failed: {exc.__class__.__name__}: {exc}") from exc
 
+    def fetch_one(self, sql: str, params: Sequence[Any]) -> Sequence[Any] | None:
+        """First row of a read-only query on this thread's own SQLite connection, or None.
+
+        SQLite only (`is_sqlite`): `sql` is in the driver's dialect (compile a statement with
+        `engine.dialect`). The connection lives outside the pool, one per thread, in autocommit.
+        """
+        reader: Any = getattr(self._local, "reader", None)
+        try:
+            if reader is None:
+                proxied = self.engine.raw_connection()
+                reader = proxied.driver_connection
+                proxied.detach()  # outside the pool: it must never hold a pool slot
+                with self._readers_lock:
+                    self._readers.append(proxied)
+                self._local.reader = reader
+            cursor = reader.execute(sql, params)
+            try:
+                row: Sequence[Any] | None = cursor.fetchone()
+            finally:
+                cursor.close()  # ends the statement, so no read snapshot outlives the call
+        except (SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as exc:
+            raise StoreError(f"database read failed: {exc.__class__.__name__}: {exc}") from exc
+        return row
+
     def close(self) -> None:
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for proxied in readers:
+            proxied.close()
+        self._local = threading.local()
         self.engine.dispose()
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -27,11 +28,16 @@ from sqlalchemy import (
 
 __all__ = [
     "dir_object",
+    "mail_folder",
+    "mail_message",
     "mailbox_secret",
     "metadata",
     "organization",
     "proxy_address",
+    "queue_message",
+    "queue_rcpt",
     "site_usn",
+    "track_event",
 ]
 
 # Named constraints so Alembic can alter them on SQLite (batch mode) and PostgreSQL alike.
@@ -112,4 +118,103 @@ mailbox_secret = Table(
         primary_key=True,
     ),
     Column("password_hash", Text, nullable=False),
+)
+
+
+# -- the queue ------------------------------------------------------------------------------
+# A message is acknowledged only after its row and its recipients' rows are committed
+# (synchronous=FULL: fsynced). Delivery to a local mailbox and the recipient's state change
+# commit in one transaction, so a crash can neither lose nor duplicate a delivery.
+
+queue_message = Table(
+    "queue_message",
+    metadata,
+    Column("queue_id", String(32), primary_key=True),
+    Column("received_at", Float, nullable=False),
+    Column("sender", String(320), nullable=False),  # "" is the null sender
+    Column("envelope", JSON, nullable=False),  # RET, ENVID, BODY, SMTPUTF8, client, helo, auth
+    Column("message_id", String(998), nullable=False, default=""),
+    Column("size", Integer, nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Column("is_dsn", Boolean, nullable=False, default=False),
+    Column("held", Boolean, nullable=False, default=False),
+    Column("done", Boolean, nullable=False, default=False),  # every recipient is final
+    Index("ix_queue_message_message_id", "message_id"),
+    Index("ix_queue_message_done", "done"),
+)
+
+queue_rcpt = Table(
+    "queue_rcpt",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "queue_id",
+        String(32),
+        ForeignKey("queue_message.queue_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("address", String(320), nullable=False),
+    Column("notify", String(32), nullable=False, default=""),  # "SUCCESS,FAILURE" or ""
+    Column("orcpt", String(500), nullable=False, default=""),
+    Column("state", String(16), nullable=False),  # queued / delivered / failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("first_attempt_at", Float, nullable=True),
+    Column("last_status", String(16), nullable=False, default=""),
+    Column("last_text", Text, nullable=False, default=""),
+    Column("delay_notified", Boolean, nullable=False, default=False),
+    Index("ix_queue_rcpt_due", "state", "next_attempt_at"),
+    Index("ix_queue_rcpt_queue_id", "queue_id"),
+)
+
+# -- mailboxes --------------------------------------------------------------------------------
+
+mail_folder = Table(
+    "mail_folder",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("mailbox", String(36), nullable=False),  # the mailbox recipient's guid
+    Column("name", String(255), nullable=False),
+    Column("uidvalidity", Integer, nullable=False),
+    Column("uidnext", Integer, nullable=False, default=1),
+    Column("special_use", String(32), nullable=False, default=""),
+    Index("ux_mail_folder_mailbox_name", "mailbox", "name", unique=True),
+)
+
+mail_message = Table(
+    "mail_message",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "folder_id",
+        Integer,
+        ForeignKey("mail_folder.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("uid", Integer, nullable=False),
+    Column("internal_date", Float, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("flags", String(1000), nullable=False, default=""),
+    Column("message_id", String(998), nullable=False, default=""),
+    Column("queue_id", String(32), nullable=False, default=""),  # for tracking and audits
+    Column("content", LargeBinary, nullable=False),
+    Index("ux_mail_message_folder_uid", "folder_id", "uid", unique=True),
+)
+
+# -- message tracking -------------------------------------------------------------------------
+
+track_event = Table(
+    "track_event",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("event", String(16), nullable=False),  # received queued delivered deferred ...
+    Column("queue_id", String(32), nullable=False),
+    Column("message_id", String(998), nullable=False, default=""),
+    Column("sender", String(320), nullable=False, default=""),
+    Column("recipient", String(320), nullable=False, default=""),
+    Column("site", String(64), nullable=False, default=""),
+    Column("detail", Text, nullable=False, default=""),
+    Index("ix_track_event_queue_id", "queue_id"),
+    Index("ix_track_event_message_id", "message_id"),
 )

@@ -1,0 +1,174 @@
+"""Queue operations for administrators: list, show, retry, hold, release, delete, track.
+
+One job: the read and write operations behind `sitemail queue ...` and `sitemail track`,
+on the same tables the spool and manager use. Deleting is an explicit admin decision: it is
+tracked, and sends no DSN (like `postsuper -d`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, delete, func, or_, select, update
+
+from sitemail.core.clock import Clock
+from sitemail.core.errors import NotFoundError
+from sitemail.queue.model import RcptState
+from sitemail.queue.records import TrackEvent, track
+from sitemail.store.engine import Store
+from sitemail.store.tables import queue_message, queue_rcpt, track_event
+
+__all__ = ["QueueAdmin", "QueueEntry", "RecipientEntry"]
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientEntry:
+    address: str
+    state: str
+    attempts: int
+    next_attempt_at: float
+    last_status: str
+    last_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    queue_id: str
+    received_at: float
+    sender: str
+    size: int
+    message_id: str
+    held: bool
+    is_dsn: bool
+    recipients: list[RecipientEntry]
+
+
+class QueueAdmin:
+    def __init__(self, store: Store, clock: Clock, site: str) -> None:
+        self._store = store
+        self._clock = clock
+        self._site = site
+
+    def entries(self) -> list[QueueEntry]:
+        with self._store.read() as conn:
+            messages = conn.execute(
+                select(queue_message).order_by(queue_message.c.received_at)
+            ).all()
+            rcpts = conn.execute(select(queue_rcpt).order_by(queue_rcpt.c.id)).all()
+        by_message: dict[str, list[RecipientEntry]] = {}
+        for r in rcpts:
+            by_message.setdefault(r.queue_id, []).append(
+                RecipientEntry(
+                    r.address, r.state, r.attempts, r.next_attempt_at, r.last_status, r.last_text
+                )
+            )
+        return [
+            QueueEntry(
+                m.queue_id,
+                m.received_at,
+                m.sender,
+                m.size,
+                m.message_id,
+                m.held,
+                m.is_dsn,
+                by_message.get(m.queue_id, []),
+            )
+            for m in messages
+        ]
+
+    def show(self, queue_id: str) -> tuple[QueueEntry, bytes]:
+        for entry in self.entries():
+            if entry.queue_id == queue_id.upper():
+                with self._store.read() as conn:
+                    content = conn.execute(
+                        select(queue_message.c.content).where(
+                            queue_message.c.queue_id == entry.queue_id
+                        )
+                    ).scalar_one()
+                return entry, bytes(content)
+        raise NotFoundError(f"no message {queue_id!r} in the queue")
+
+    def _require(self, queue_id: str) -> str:
+        key = queue_id.upper()
+        with self._store.read() as conn:
+            found = conn.execute(
+                select(func.count())
+                .select_from(queue_message)
+                .where(queue_message.c.queue_id == key)
+            ).scalar_one()
+        if not found:
+            raise NotFoundError(f"no message {queue_id!r} in the queue")
+        return key
+
+    def retry(self, queue_id: str | None) -> int:
+        """Make queued recipients due now (all messages when `queue_id` is None)."""
+        now = self._clock.now()
+        query = update(queue_rcpt).where(queue_rcpt.c.state == RcptState.QUEUED.value)
+        if queue_id is not None:
+            query = query.where(queue_rcpt.c.queue_id == self._require(queue_id))
+        with self._store.write() as conn:
+            return int(conn.execute(query.values(next_attempt_at=now)).rowcount)
+
+    def set_held(self, queue_id: str, held: bool) -> None:
+        key = self._require(queue_id)
+        with self._store.write() as conn:
+            conn.execute(
+                update(queue_message).where(queue_message.c.queue_id == key).values(held=held)
+            )
+            self._track_admin(conn, key, "held" if held else "released")
+
+    def delete(self, queue_id: str) -> None:
+        key = self._require(queue_id)
+        with self._store.write() as conn:
+            self._track_admin(conn, key, "deleted")
+            conn.execute(delete(queue_rcpt).where(queue_rcpt.c.queue_id == key))
+            conn.execute(delete(queue_message).where(queue_message.c.queue_id == key))
+
+    def _track_admin(self, conn: Connection, key: str, event: str) -> None:
+        row = conn.execute(select(queue_message).where(queue_message.c.queue_id == key)).first()
+        track(
+            conn,
+            [
+                TrackEvent(
+                    self._clock.now(),
+                    event,
+                    key,
+                    row.message_id if row else "",
+                    row.sender if row else "",
+                    "",
+                    self._site,
+                    "by administrator",
+                )
+            ],
+        )
+
+    def track(self, ref: str) -> list[TrackEvent]:
+        """Every event of a message by queue id or Message-ID (with or without <>)."""
+        ref = ref.strip()
+        bare = ref.strip("<>")
+        with self._store.read() as conn:
+            ids = {
+                r.queue_id
+                for r in conn.execute(
+                    select(track_event.c.queue_id).where(
+                        or_(
+                            track_event.c.queue_id == ref.upper(),
+                            track_event.c.message_id == ref,
+                            track_event.c.message_id == f"<{bare}>",
+                        )
+                    )
+                )
+            }
+            rows = conn.execute(
+                select(track_event)
+                .where(track_event.c.queue_id.in_(ids))
+                .order_by(track_event.c.id)
+            ).all()
+        if not rows:
+            raise NotFoundError(f"no tracking events for {ref!r}")
+        return [
+            TrackEvent(
+                r.at, r.event, r.queue_id, r.message_id, r.sender, r.recipient, r.site, r.detail
+            )
+            for r in rows
+        ]

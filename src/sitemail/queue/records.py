@@ -1,0 +1,313 @@
+"""The queue's SQL: messages, recipients and tracking events, inside a caller's transaction.
+
+One job: read and write `queue_message`, `queue_rcpt` and `track_event` rows, so the spool, the
+manager, the transports and the admin commands share one definition of the queue's state.
+Recipient state only moves forward: queued -> delivered | failed; every write of a result is
+guarded by `state = 'queued'`, which makes recording a result idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+
+from sitemail.core.envelope import BodyType, Envelope, EnvelopeRecipient, Notify, Ret
+from sitemail.queue.model import QueuedMessage, QueuedRecipient, QueueId, RcptState
+from sitemail.store.tables import queue_message, queue_rcpt, track_event
+
+__all__ = [
+    "NewMessage",
+    "TrackEvent",
+    "add_recipients",
+    "insert_message",
+    "load_message",
+    "load_recipients",
+    "new_queue_id",
+    "track",
+]
+
+_MESSAGE_ID = re.compile(
+    rb"^message-id:[ \t]*((?:.*)(?:\r\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE
+)
+
+
+def new_queue_id(now: float) -> QueueId:
+    """Sortable by arrival (milliseconds, hex) and unguessable (random suffix)."""
+    return QueueId(f"{int(now * 1000):011X}{secrets.token_hex(4).upper()}")
+
+
+def extract_message_id(content: bytes) -> str:
+    head = content.split(b"\r\n\r\n", 1)[0]
+    match = _MESSAGE_ID.search(head)
+    if match is None:
+        return ""
+    return re.sub(rb"\s+", b"", match.group(1)).decode("utf-8", "replace")[:998]
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    envelope: Envelope
+    content: bytes
+    is_dsn: bool = False
+    queue_id: QueueId | None = None  # pre-allocated by the SMTP session (Received header)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackEvent:
+    at: float
+    event: str
+    queue_id: str
+    message_id: str = ""
+    sender: str = ""
+    recipient: str = ""
+    site: str = ""
+    detail: str = ""
+
+
+def track(conn: Connection, events: Sequence[TrackEvent]) -> None:
+    if events:
+        conn.execute(
+            insert(track_event),
+            [
+                {
+                    "at": e.at,
+                    "event": e.event,
+                    "queue_id": e.queue_id,
+                    "message_id": e.message_id,
+                    "sender": e.sender,
+                    "recipient": e.recipient,
+                    "site": e.site,
+                    "detail": e.detail,
+                }
+                for e in events
+            ],
+        )
+
+
+def _envelope_json(env: Envelope) -> dict[str, Any]:
+    return {
+        "ret": env.ret.value if env.ret else "",
+        "envid": env.envid,
+        "body": env.body.value,
+        "smtputf8": env.smtputf8,
+        "client_address": env.client_address,
+        "client_name": env.client_name,
+        "authenticated_as": env.authenticated_as,
+        "extra": env.extra,
+    }
+
+
+def _recipient_row(queue_id: str, rcpt: EnvelopeRecipient, now: float) -> dict[str, Any]:
+    return {
+        "queue_id": queue_id,
+        "address": rcpt.address,
+        "notify": ",".join(sorted(n.value for n in rcpt.notify)),
+        "orcpt": rcpt.orcpt,
+        "state": RcptState.QUEUED.value,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "first_attempt_at": None,
+        "last_status": "",
+        "last_text": "",
+        "delay_notified": False,
+    }
+
+
+def insert_message(
+    conn: Connection, queue_id: QueueId, message: NewMessage, now: float, site: str
+) -> str:
+    """Write one message and its recipients; returns its Message-ID."""
+    message_id = extract_message_id(message.content)
+    env = message.envelope
+    conn.execute(
+        insert(queue_message).values(
+            queue_id=queue_id,
+            received_at=now,
+            sender=env.sender,
+            envelope=_envelope_json(env),
+            message_id=message_id,
+            size=len(message.content),
+            content=message.content,
+            is_dsn=message.is_dsn,
+            held=False,
+            done=False,
+        )
+    )
+    conn.execute(insert(queue_rcpt), [_recipient_row(queue_id, r, now) for r in env.recipients])
+    detail = f"from {env.client_address}" if env.client_address else "generated"
+    track(
+        conn,
+        [
+            TrackEvent(now, "received", queue_id, message_id, env.sender, r.address, site, detail)
+            for r in env.recipients
+        ],
+    )
+    return message_id
+
+
+def add_recipients(
+    conn: Connection, queue_id: str, recipients: Iterable[EnvelopeRecipient], now: float
+) -> int:
+    """Add recipients to a queued message (group expansion, contact forwarding)."""
+    rows = [_recipient_row(queue_id, r, now) for r in recipients]
+    if rows:
+        conn.execute(insert(queue_rcpt), rows)
+        conn.execute(
+            update(queue_message).where(queue_message.c.queue_id == queue_id).values(done=False)
+        )
+    return len(rows)
+
+
+def message_recipient_addresses(conn: Connection, queue_id: str) -> set[str]:
+    rows = conn.execute(select(queue_rcpt.c.address).where(queue_rcpt.c.queue_id == queue_id))
+    return {r.address.lower() for r in rows}
+
+
+def _to_envelope(row: Any, recipients: tuple[EnvelopeRecipient, ...]) -> Envelope:
+    data = row.envelope
+    return Envelope(
+        sender=row.sender,
+        recipients=recipients,
+        ret=Ret(data["ret"]) if data.get("ret") else None,
+        envid=data.get("envid", ""),
+        body=BodyType(data.get("body", "7BIT")),
+        smtputf8=bool(data.get("smtputf8", False)),
+        client_address=data.get("client_address", ""),
+        client_name=data.get("client_name", ""),
+        authenticated_as=data.get("authenticated_as", ""),
+        extra=dict(data.get("extra", {})),
+    )
+
+
+def to_recipient(row: Any) -> QueuedRecipient:
+    notify = frozenset(Notify(n) for n in row.notify.split(",") if n)
+    return QueuedRecipient(
+        id=row.id,
+        queue_id=QueueId(row.queue_id),
+        recipient=EnvelopeRecipient(row.address, notify, row.orcpt),
+        attempts=row.attempts,
+        first_attempt_at=row.first_attempt_at,
+        delay_notified=row.delay_notified,
+    )
+
+
+def load_message(conn: Connection, queue_id: str) -> tuple[QueuedMessage, bytes] | None:
+    row = conn.execute(select(queue_message).where(queue_message.c.queue_id == queue_id)).first()
+    if row is None:
+        return None
+    rcpts = conn.execute(
+        select(queue_rcpt).where(queue_rcpt.c.queue_id == queue_id).order_by(queue_rcpt.c.id)
+    ).all()
+    envelope = _to_envelope(row, tuple(to_recipient(r).recipient for r in rcpts))
+    message = QueuedMessage(
+        queue_id=QueueId(row.queue_id),
+        envelope=envelope,
+        received_at=row.received_at,
+        size=row.size,
+        message_id=row.message_id,
+        is_dsn=row.is_dsn,
+    )
+    return message, bytes(row.content)
+
+
+def load_recipients(
+    conn: Connection, queue_id: str, state: RcptState | None = None
+) -> list[tuple[QueuedRecipient, Any]]:
+    query = select(queue_rcpt).where(queue_rcpt.c.queue_id == queue_id)
+    if state is not None:
+        query = query.where(queue_rcpt.c.state == state.value)
+    rows = conn.execute(query.order_by(queue_rcpt.c.id)).all()
+    return [(to_recipient(r), r) for r in rows]
+
+
+def due_queue_ids(conn: Connection, now: float, limit: int) -> list[str]:
+    """Messages with at least one queued recipient due now, oldest first, not held."""
+    rows = conn.execute(
+        select(queue_rcpt.c.queue_id)
+        .join(queue_message, queue_message.c.queue_id == queue_rcpt.c.queue_id)
+        .where(
+            queue_rcpt.c.state == RcptState.QUEUED.value,
+            queue_rcpt.c.next_attempt_at <= now,
+            queue_message.c.held.is_(False),
+        )
+        .group_by(queue_rcpt.c.queue_id)
+        .order_by(func.min(queue_rcpt.c.next_attempt_at))
+        .limit(limit)
+    ).all()
+    return [r.queue_id for r in rows]
+
+
+def next_due_at(conn: Connection) -> float | None:
+    value = conn.execute(
+        select(func.min(queue_rcpt.c.next_attempt_at))
+        .join(queue_message, queue_message.c.queue_id == queue_rcpt.c.queue_id)
+        .where(queue_rcpt.c.state == RcptState.QUEUED.value, queue_message.c.held.is_(False))
+    ).scalar_one_or_none()
+    return None if value is None else float(value)
+
+
+def finish_recipient(
+    conn: Connection, rcpt_id: int, *, state: RcptState, status: str, text: str, now: float
+) -> bool:
+    """Move a queued recipient to a final state; False if it was already final (idempotent)."""
+    result = conn.execute(
+        update(queue_rcpt)
+        .where(queue_rcpt.c.id == rcpt_id, queue_rcpt.c.state == RcptState.QUEUED.value)
+        .values(
+            state=state.value,
+            last_status=status,
+            last_text=text,
+            attempts=queue_rcpt.c.attempts + 1,
+            first_attempt_at=func.coalesce(queue_rcpt.c.first_attempt_at, now),
+        )
+    )
+    return bool(result.rowcount)
+
+
+def defer_recipient(
+    conn: Connection, rcpt_id: int, *, status: str, text: str, now: float, next_at: float
+) -> None:
+    conn.execute(
+        update(queue_rcpt)
+        .where(queue_rcpt.c.id == rcpt_id, queue_rcpt.c.state == RcptState.QUEUED.value)
+        .values(
+            last_status=status,
+            last_text=text,
+            attempts=queue_rcpt.c.attempts + 1,
+            next_attempt_at=next_at,
+            first_attempt_at=func.coalesce(queue_rcpt.c.first_attempt_at, now),
+        )
+    )
+
+
+def mark_delay_notified(conn: Connection, rcpt_ids: Sequence[int]) -> None:
+    if rcpt_ids:
+        conn.execute(
+            update(queue_rcpt)
+            .where(queue_rcpt.c.id.in_(list(rcpt_ids)))
+            .values(delay_notified=True)
+        )
+
+
+def close_if_done(conn: Connection, queue_id: str) -> bool:
+    """Drop a message whose recipients are all final (its tracking events remain)."""
+    pending = conn.execute(
+        select(func.count())
+        .select_from(queue_rcpt)
+        .where(queue_rcpt.c.queue_id == queue_id, queue_rcpt.c.state == RcptState.QUEUED.value)
+    ).scalar_one()
+    if pending:
+        return False
+    conn.execute(delete(queue_rcpt).where(queue_rcpt.c.queue_id == queue_id))
+    conn.execute(delete(queue_message).where(queue_message.c.queue_id == queue_id))
+    return True
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)

@@ -1,0 +1,151 @@
+"""The composition root: builds every component of one server and runs them in one TaskGroup.
+
+One job: wire config, store, directory, routing, queue, transports and listeners together.
+Nothing else constructs components; nothing else knows the whole picture. The queue gets its
+transports here by name (it never imports delivery), and every task belongs to the TaskGroup
+of `SiteServer.run`, so stopping the server stops everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sitemail.config import ServerConfig
+from sitemail.core.clock import Clock, SystemClock
+from sitemail.core.errors import ConfigError
+from sitemail.delivery.local import LocalDelivery
+from sitemail.delivery.remote import RemoteDelivery
+from sitemail.directory import Directory
+from sitemail.queue.manager import QueueManager
+from sitemail.queue.model import DeliveryAgent
+from sitemail.queue.spool import Spool
+from sitemail.routing.resolver import DnsResolver
+from sitemail.routing.route import Transport
+from sitemail.routing.router import Router
+from sitemail.smtp.engine import start_smtp_server
+from sitemail.smtp.policy import ImsPolicy
+from sitemail.store import Store, default_url, open_store, upgrade
+
+__all__ = ["SiteServer", "build_tls_context"]
+
+log = logging.getLogger("sitemail.site")
+
+
+def build_tls_context(config: ServerConfig) -> ssl.SSLContext:
+    cert, key = config.path(config.tls.cert_file), config.path(config.tls.key_file)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load TLS certificate {cert} / key {key}: {exc}") from exc
+    return context
+
+
+def _nameservers(config: ServerConfig) -> list[tuple[str, int]]:
+    servers = []
+    for entry in config.dns.nameservers:
+        host, _, port = entry.partition(":")
+        servers.append((host, int(port) if port else 53))
+    return servers
+
+
+@dataclass(slots=True)
+class Components:
+    store: Store
+    directory: Directory
+    router: Router
+    spool: Spool
+    manager: QueueManager
+
+
+class SiteServer:
+    """One `sitemail serve` process."""
+
+    def __init__(self, config: ServerConfig, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.components: Components | None = None
+        self.smtp_ports: list[tuple[str, int]] = []
+
+    def build(self) -> Components:
+        config = self.config
+        store = open_store(config.database_url or default_url(config.data_dir))
+        upgrade(store)
+        directory = Directory(store, self.clock)
+        org = directory.org()
+        router = Router(directory, smart_host=config.smtp.smart_host)
+        server_name = self.server_name(directory)
+        remote = RemoteDelivery(
+            resolver=DnsResolver(
+                _nameservers(config), timeout=config.dns.timeout, lifetime=config.dns.timeout
+            ),
+            helo_name=server_name,
+            port=config.smtp.outbound_port,
+            local_names=frozenset({server_name}),
+            local_addresses=frozenset(config.listen),
+            rng=random.Random(),  # noqa: S311 - MX load spreading, not security
+        )
+        agents: dict[Transport, DeliveryAgent] = {
+            Transport.LOCAL: LocalDelivery(directory, self.clock, org.local_site),
+            Transport.RELAY: remote,
+            Transport.MX: remote,
+        }
+        manager = QueueManager(
+            store,
+            self.clock,
+            site=org.local_site,
+            reporting_mta=server_name,
+            settings=config.queue,
+            router=router.route,
+            agents=agents,
+        )
+        spool = Spool(store, self.clock, org.local_site, on_enqueued=manager.wake)
+        self.components = Components(store, directory, router, spool, manager)
+        return self.components
+
+    def server_name(self, directory: Directory) -> str:
+        """Our host name in greetings and Received headers: server.site-domain."""
+        org = directory.org()
+        return f"{org.local_server.lower()}.{directory.template().domain}"
+
+    async def run(self, ready: Callable[[SiteServer], None] | None = None) -> None:
+        """Serve until cancelled."""
+        parts = self.components or self.build()
+        tls = build_tls_context(self.config)
+        policy = ImsPolicy(
+            parts.directory,
+            parts.router,
+            parts.spool,
+            self.clock,
+            trusted_networks=self.config.smtp.trusted_networks,
+        )
+        await parts.spool.start()
+        servers = []
+        try:
+            for address in self.config.listen:
+                server = await start_smtp_server(
+                    address,
+                    self.config.smtp.port,
+                    policy=policy,
+                    server_name=self.server_name(parts.directory),
+                    limits=self.config.limits,
+                    tls_context=tls,
+                )
+                servers.append(server)
+                port = server.sockets[0].getsockname()[1]
+                self.smtp_ports.append((address, port))
+                log.info("SMTP listening on %s:%d", address, port)
+            if ready is not None:
+                ready(self)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(parts.manager.run(), name="queue-manager")
+        finally:
+            for server in servers:
+                server.close()
+            await parts.spool.stop()
+            parts.store.close()

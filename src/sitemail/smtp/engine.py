@@ -1,0 +1,1088 @@
+"""The SMTP protocol engine: aiosmtpd underneath, sitemail's rules on top.
+
+One job: speak ESMTP (RFC 5321) on one listening address and turn each step into a question for
+the policy (`SmtpPolicy`), whose typed `Reply` we send. Collaborators: the policy (MAIL/RCPT
+decisions, durable acceptance and queue ids), `LimitsConfig`, an optional `ssl.SSLContext`.
+
+Invariants:
+- Every 2xx/4xx/5xx reply carries an enhanced status code (RFC 2034/3463), except the ones
+  RFC 2034 section 3 exempts: the 220 greeting and the 250 answering HELO/EHLO (whose first
+  line is the host name and whose other lines are the EHLO keywords). 354 is intermediate.
+- "250 ... queued as <id>" after DATA is sent only after the acceptor returned it, i.e. after
+  the message is durable. If the acceptor raises, the answer is 451 4.3.0 and the client keeps
+  the message; nothing is half-accepted by us.
+- A message with a bare CR or bare LF anywhere is refused whole (550 5.5.2, like Postfix's
+  `smtpd_forbid_bare_newline`); DATA ends only at CRLF "." CRLF. So smuggling payloads
+  (`\\n.\\n`, `\\r\\n.\\r` + `MAIL FROM` ...) never yield a second envelope: they are inside
+  the one message, which is refused. Command lines with a bare CR or LF are refused too.
+- Commands pipelined after STARTTLS are discarded (CVE-2024-34083; aiosmtpd 1.4.6 flushes the
+  plaintext buffer when the TLS transport comes up in `connection_made`).
+- No exception text or traceback ever reaches a client: unexpected faults answer 451 4.3.0.
+
+What comes from aiosmtpd 1.4.6 (pinned: we use its private parts): the asyncio protocol and
+stream plumbing, the inactivity timer, and the STARTTLS transport switch with its buffer flush.
+What we replace: the command loop (`_handle_client`) and every command. Its hooks could not do
+the job: bare LF is accepted in command lines before any hook runs, DSN parameters are refused
+with 555 before any hook runs, its built-in replies lack enhanced codes, and DATA cannot see
+bare CRs per line or count sizes after dot-unstuffing.
+
+Design choices:
+- Received header and queue id: the policy pre-allocates the queue id (`new_queue_id()`) when
+  DATA ends; we prepend a Received header (RFC 5321 section 4.4) naming it, and pass the same id
+  to `accept(..., queue_id=...)`, which must store the message under that id. So the header,
+  the 250 reply and the queue agree, and the content handed over is final.
+- A DATA line longer than `line_length` (CRLF included, after dot-unstuffing) refuses the
+  message with `500 5.5.0 Line too long`, the reply RFC 5321 section 4.5.3.1.9 lists. We do
+  not wrap long lines as Postfix does: rewrapping changes content (breaks DKIM) and a line over 998
+  octets is invalid RFC 5322 anyway (we do not offer BINARYMIME).
+- Command length: `command_length` (512, CRLF included) for every command; MAIL and RCPT in
+  an EHLO session get the extension allowances of RFC 1870/3461/6531/4954 on top.
+  Over-long: `500 5.5.2 Line too long`.
+- Timeouts: `timeout` between commands; during DATA and while the acceptor works,
+  `data_timeout`, restarted at most once a second while lines keep arriving (aiosmtpd itself
+  never restarts its timer during DATA).
+- Connection limits: counted in the protocol factory (aiosmtpd has none); over the limit the
+  client gets `421 4.7.0` instead of the greeting, and the connection is closed.
+- Error tarpit: every 4xx/5xx reply counts as an error except 452 4.5.3 (a client sending more
+  recipients than allowed is not misbehaving) and 421. After `tarpit_after` errors (default:
+  half of `error_limit`) each further error reply is delayed by `error_delay` (Exchange's
+  tarpit; well-behaved replies are never slowed). At `error_limit` errors: `421 4.7.0`, close.
+- Replies to pipelined commands are written in one batch when the client's input runs dry
+  (RFC 2920 section 3.2 allows it), saving system calls.
+- AUTH is not offered yet (a hook for the submission issue): `AUTH` answers 502 5.5.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import re
+import ssl
+from asyncio import sslproto
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from email.utils import format_datetime
+from typing import Any, Final, Protocol
+
+from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import Envelope as AiosmtpdEnvelope
+
+from sitemail.config.model import LimitsConfig
+from sitemail.core.address import parse_address
+from sitemail.core.clock import Clock, SystemClock
+from sitemail.core.envelope import BodyType, Envelope, EnvelopeRecipient, Notify, Ret
+from sitemail.core.errors import InvalidAddressError
+from sitemail.core.reply import Reply
+
+__all__ = [
+    "ConnectionLimiter",
+    "MailParams",
+    "SessionInfo",
+    "SmtpPolicy",
+    "SmtpSession",
+    "decode_xtext",
+    "encode_xtext",
+    "parse_mail_params",
+    "parse_rcpt_params",
+    "received_header",
+    "split_path",
+    "start_smtp_server",
+]
+
+log = logging.getLogger("sitemail.smtp")
+
+# RFC 5321 4.5.3.1.4 is 512 octets for a command line; extensions add to MAIL and RCPT:
+# SIZE +26 (RFC 1870), BODY=8BITMIME +14, SMTPUTF8 +10 (RFC 6531), RET/ENVID +100 and
+# NOTIFY/ORCPT +500 (RFC 3461 section 5), AUTH= +500 (RFC 4954 section 5).
+_ESMTP_ALLOWANCE: Final = {"MAIL": 26 + 14 + 10 + 100 + 500, "RCPT": 500}
+_MAX_ENVID: Final = 100  # RFC 3461 section 4.4
+_MAX_ORCPT: Final = 500  # RFC 3461 section 4.2
+_DATA_TIMER_GRANULARITY: Final = 1.0  # seconds between restarts of the DATA timer
+
+_OK: Final = Reply(250, "2.0.0", "Ok")
+_BAD_SEQUENCE_HELO: Final = Reply(503, "5.5.1", "Error: send HELO/EHLO first")
+_LINE_TOO_LONG_COMMAND: Final = Reply(500, "5.5.2", "Error: line too long")
+_BARE_NEWLINE_COMMAND: Final = Reply(
+    500, "5.5.2", "Error: bare <CR> or <LF> received; lines must end in <CR><LF>"
+)
+_BARE_NEWLINE_DATA: Final = Reply(
+    550,
+    "5.5.2",
+    "Message refused: bare <CR> or <LF> received; lines must end in <CR><LF> "
+    "(RFC 5321 section 2.3.8)",
+)
+_INTERNAL_ERROR: Final = Reply(451, "4.3.0", "Error: local error in processing, try again later")
+_ACCEPT_FAILED: Final = Reply(
+    451, "4.3.0", "Error: message not accepted, queue write failed; try again later"
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Values exchanged with the policy
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """What the policy may know about the client at MAIL and RCPT time."""
+
+    peer_ip: str
+    helo: str
+    tls: bool
+    authenticated_user: str = ""  # "" until AUTH exists (submission issue)
+
+
+class SmtpPolicy(Protocol):
+    """The policy seam (DESIGN.md 5.3): each SMTP step answered with a typed `Reply`."""
+
+    async def check_connect(self, peer_ip: str) -> Reply | None:
+        """None to greet the client; a Reply (421/554) to refuse the connection with it."""
+        ...
+
+    async def check_mail(self, session: SessionInfo, sender: str) -> Reply:
+        """Decide MAIL FROM; `sender` is "" for the null reverse-path. 2xx accepts."""
+        ...
+
+    async def check_rcpt(self, session: SessionInfo, recipient: EnvelopeRecipient) -> Reply:
+        """Decide one RCPT TO (address validated, DSN parameters parsed). 2xx accepts."""
+        ...
+
+    def new_queue_id(self) -> str:
+        """A fresh, unused queue id; the Received header names it before `accept` runs."""
+        ...
+
+    async def accept(self, envelope: Envelope, content: bytes, *, queue_id: str) -> Reply:
+        """Store the message durably under `queue_id`, then return `250 2.0.0 Ok: queued as
+        <queue_id>`. Raising means "not stored": the client hears 451 4.3.0 and retries."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers (unit-tested): xtext, paths, parameters, the Received header
+
+_XTEXT: Final = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-Fa-f]{2})*")
+_XTEXT_HEX: Final = re.compile(r"\+([0-9A-Fa-f]{2})")
+_UNICODE_ESCAPE: Final = re.compile(r"\\x\{([0-9A-Fa-f]{2,6})\}")
+_ATOM: Final = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+_KEYWORD: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
+
+
+def decode_xtext(text: str) -> str:
+    """Decode RFC 3461 xtext ("+" HEX HEX for special octets); ValueError if malformed.
+
+    The decoded octets must be UTF-8; lower-case hex is tolerated.
+    """
+    if not _XTEXT.fullmatch(text):
+        raise ValueError(f"malformed xtext: {text!r}")
+    if "+" not in text:
+        return text
+    raw = bytearray()
+    pos = 0
+    for match in _XTEXT_HEX.finditer(text):
+        raw += text[pos : match.start()].encode("ascii")
+        raw.append(int(match.group(1), 16))
+        pos = match.end()
+    raw += text[pos:].encode("ascii")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"xtext does not decode to UTF-8: {text!r}") from exc
+
+
+def encode_xtext(text: str) -> str:
+    """Encode text as RFC 3461 xtext: "+", "=", controls, space and non-ASCII become +XX."""
+    out: list[str] = []
+    for char in text:
+        if "!" <= char <= "~" and char not in "+=":
+            out.append(char)
+        else:
+            out.extend(f"+{octet:02X}" for octet in char.encode("utf-8"))
+    return "".join(out)
+
+
+def split_path(arg: str) -> tuple[str, list[str]] | None:
+    """Split "<path> params..." (after FROM:/TO:) into the path and its parameters.
+
+    Angle brackets are expected; quoted local parts may contain ">" and spaces. Without
+    brackets the first word is the path (lenient, like Postfix). None if malformed.
+    """
+    text = arg.lstrip(" \t")
+    if not text.startswith("<"):
+        words = text.split()
+        if not words:
+            return None
+        return words[0], words[1:]
+    in_quotes = False
+    escaped = False
+    for index in range(1, len(text)):
+        char = text[index]
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            in_quotes = not in_quotes
+        elif char == ">" and not in_quotes:
+            rest = text[index + 1 :]
+            if rest and not rest[0].isspace():
+                return None
+            return text[1:index], rest.split()
+    return None
+
+
+def _split_params(params: Sequence[str]) -> dict[str, str | None] | Reply:
+    """KEY[=VALUE] words into a dict keyed by upper-case keyword; values keep their case."""
+    result: dict[str, str | None] = {}
+    for word in params:
+        key, eq, value = word.partition("=")
+        if not _KEYWORD.fullmatch(key) or (eq and not value):
+            return Reply(501, "5.5.4", f"Syntax error in parameter {word!r}")
+        name = key.upper()
+        if name in result:
+            return Reply(501, "5.5.4", f"Duplicate parameter {name}")
+        result[name] = value if eq else None
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class MailParams:
+    """MAIL FROM parameters we understand (RFC 1870, 6152, 6531, 3461)."""
+
+    size: int | None = None
+    body: BodyType = BodyType.SEVEN_BIT
+    smtputf8: bool = False
+    ret: Ret | None = None
+    envid: str = ""
+
+
+def _mail_param(name: str, value: str | None, size_limit: int) -> tuple[str, Any] | Reply:
+    """One MAIL parameter -> (MailParams field, value), or the Reply refusing it."""
+    if name == "SIZE":
+        if value is None or not value.isascii() or not value.isdigit() or len(value) > 20:
+            return Reply(501, "5.5.4", "Syntax error in SIZE parameter")
+        if int(value) > size_limit:
+            return Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+        return "size", int(value)
+    if name == "BODY":
+        try:
+            return "body", BodyType((value or "").upper())
+        except ValueError:
+            return Reply(501, "5.5.4", "BODY must be 7BIT or 8BITMIME")
+    if name == "SMTPUTF8":
+        if value is not None:
+            return Reply(501, "5.5.4", "SMTPUTF8 takes no value")
+        return "smtputf8", True
+    if name == "RET":
+        try:
+            return "ret", Ret((value or "").upper())
+        except ValueError:
+            return Reply(501, "5.5.4", "RET must be FULL or HDRS")
+    if name == "ENVID":
+        decoded = _decode_printable(value)
+        if decoded is None or len(decoded) > _MAX_ENVID or not decoded.isascii():
+            return Reply(501, "5.5.4", "Malformed ENVID parameter (xtext, at most 100)")
+        return "envid", decoded
+    return Reply(555, "5.5.4", f"MAIL parameter {name} not recognized")
+
+
+def parse_mail_params(params: Sequence[str], *, size_limit: int) -> MailParams | Reply:
+    """Parse MAIL FROM parameters; a Reply (501/552/555) when one is invalid or unknown."""
+    split = _split_params(params)
+    if isinstance(split, Reply):
+        return split
+    fields: dict[str, Any] = {}  # field name -> value, each typed by _mail_param
+    for name, value in split.items():
+        if name == "AUTH":
+            continue  # RFC 4954 section 5: accepted and ignored until AUTH is offered
+        parsed = _mail_param(name, value, size_limit)
+        if isinstance(parsed, Reply):
+            return parsed
+        fields[parsed[0]] = parsed[1]
+    return replace(MailParams(), **fields)
+
+
+def _decode_printable(value: str | None) -> str | None:
+    """xtext-decode; None if malformed or if it decodes to control characters."""
+    if value is None:
+        return None
+    try:
+        decoded = decode_xtext(value)
+    except ValueError:
+        return None
+    if _CONTROL.search(decoded):
+        return None  # a CR/LF here would later be injected into a DSN's headers
+    return decoded
+
+
+def _parse_orcpt(value: str | None) -> str | None:
+    """ORCPT=addr-type;xtext -> "addr-type;decoded" (both as sent), or None if malformed."""
+    if value is None:
+        return None
+    addr_type, sep, encoded = value.partition(";")
+    if not sep or not encoded or not _ATOM.fullmatch(addr_type):
+        return None
+    if addr_type.lower() == "utf-8":
+        # RFC 6533 utf-8-addr-xtext/unitext: raw UTF-8 (SMTPUTF8) or \x{HEX} escapes.
+        ascii_part = "".join(c if c.isascii() else encode_xtext(c) for c in encoded)
+        decoded = _decode_printable(ascii_part)
+        if decoded is not None:
+            try:
+                decoded = _UNICODE_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), decoded)
+            except (ValueError, OverflowError):
+                return None
+    else:
+        decoded = _decode_printable(encoded)
+    if not decoded or len(decoded) > _MAX_ORCPT or _CONTROL.search(decoded):
+        return None
+    return f"{addr_type};{decoded}"
+
+
+def parse_rcpt_params(address: str, params: Sequence[str]) -> EnvelopeRecipient | Reply:
+    """Parse RCPT TO parameters (RFC 3461 NOTIFY, ORCPT) into a recipient, or a Reply."""
+    split = _split_params(params)
+    if isinstance(split, Reply):
+        return split
+    notify: frozenset[Notify] = frozenset()
+    orcpt = ""
+    for name, value in split.items():
+        if name == "NOTIFY":
+            words = [w.upper() for w in (value or "").split(",")]
+            try:
+                notify = frozenset(Notify(w) for w in words)
+            except ValueError:
+                return Reply(501, "5.5.4", "NOTIFY must be NEVER or SUCCESS,FAILURE,DELAY")
+            if len(notify) != len(words) or (Notify.NEVER in notify and len(notify) > 1):
+                return Reply(501, "5.5.4", "NOTIFY must be NEVER or SUCCESS,FAILURE,DELAY")
+        elif name == "ORCPT":
+            parsed = _parse_orcpt(value)
+            if parsed is None:
+                return Reply(501, "5.5.4", "Malformed ORCPT parameter (addr-type;xtext)")
+            orcpt = parsed
+        else:
+            return Reply(555, "5.5.4", f"RCPT parameter {name} not recognized")
+    return EnvelopeRecipient(address=address, notify=notify, orcpt=orcpt)
+
+
+_HELO_UNSAFE: Final = re.compile(r"[^\x21-\x7e]|[()\\;]")
+
+
+def _address_literal(ip: str) -> str:
+    try:
+        parsed = ipaddress.ip_address(ip)
+    except ValueError:
+        return "[unknown]"
+    return f"[IPv6:{parsed}]" if parsed.version == 6 else f"[{parsed}]"
+
+
+def received_header(
+    *,
+    helo: str,
+    peer_ip: str,
+    server_name: str,
+    protocol: str,
+    queue_id: str,
+    recipients: Sequence[str],
+    when: datetime,
+    tls: str = "",
+) -> bytes:
+    """The Received trace header (RFC 5321 4.4), folded, ending in CRLF.
+
+    We do no reverse DNS, so the TCP-info is the address literal alone. The "for" clause names
+    the recipient only when there is exactly one (no disclosure of the others).
+    """
+    helo_text = _HELO_UNSAFE.sub("?", helo)[:255] or "unknown"
+    lines = [f"Received: from {helo_text} ({_address_literal(peer_ip)})"]
+    if tls:
+        lines.append(f"\t({tls})")
+    lines.append(f"\tby {server_name} with {protocol} id {queue_id}")
+    date = format_datetime(when)
+    if len(recipients) == 1:
+        lines.append(f"\tfor <{recipients[0]}>; {date}")
+    else:
+        lines[-1] += ";"
+        lines.append(f"\t{date}")
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+def _protocol_name(*, esmtp: bool, tls: bool, auth: bool, utf8: bool) -> str:
+    """RFC 3848 / RFC 6531 3.7.3 "with" keyword: ESMTP, ESMTPS, ESMTPSA, UTF8SMTPS..."""
+    if not esmtp:
+        return "SMTP"
+    base = "UTF8SMTP" if utf8 else "ESMTP"
+    return base + ("S" if tls else "") + ("A" if auth else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Connection accounting
+
+
+class ConnectionLimiter:
+    """Counts open sessions per client address and in total (aiosmtpd has no such limit)."""
+
+    def __init__(self, per_client: int, total: int) -> None:
+        self._per_client = per_client
+        self._total_limit = total
+        self._by_ip: dict[str, int] = {}
+        self.total = 0
+
+    def acquire(self, peer_ip: str) -> Reply | None:
+        """Count one more session, or return the 421 that refuses it."""
+        if self.total >= self._total_limit:
+            return Reply(421, "4.7.0", "Error: too many connections, try again later")
+        if self._by_ip.get(peer_ip, 0) >= self._per_client:
+            return Reply(421, "4.7.0", "Error: too many connections from your address")
+        self._by_ip[peer_ip] = self._by_ip.get(peer_ip, 0) + 1
+        self.total += 1
+        return None
+
+    def release(self, peer_ip: str) -> None:
+        left = self._by_ip.get(peer_ip, 0) - 1
+        if left > 0:
+            self._by_ip[peer_ip] = left
+        else:
+            self._by_ip.pop(peer_ip, None)
+        self.total = max(0, self.total - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The session
+
+
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    """What every session of one listener shares."""
+
+    policy: SmtpPolicy
+    server_name: str
+    limits: LimitsConfig
+    tls_context: ssl.SSLContext | None
+    clock: Clock
+    limiter: ConnectionLimiter
+    tarpit_after: int
+    loop: asyncio.AbstractEventLoop
+
+
+@dataclass(slots=True)
+class _Transaction:
+    sender: str | None = None
+    params: MailParams = field(default_factory=MailParams)
+    recipients: list[EnvelopeRecipient] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _Body:
+    """The message as DATA delivers it: kept lines, or the reason it will be refused."""
+
+    limits: LimitsConfig
+    lines: list[bytes] = field(default_factory=list)
+    size: int = 0
+    bare: bool = False
+    too_long: bool = False
+    too_big: bool = False
+
+    def add_fragment(self, fragment: bytes) -> None:
+        """Part of a line longer than the reader's limit; never holds the line's CRLF."""
+        self.bare = self.bare or b"\r" in fragment or b"\n" in fragment
+        self.too_long = True
+        self.lines.clear()
+
+    def add_line(self, line: bytes) -> None:
+        """One line ending in CRLF, still dot-stuffed."""
+        content = line[:-2]
+        if b"\r" in content or b"\n" in content:
+            self.bare = True
+        if line[:1] == b".":
+            line = line[1:]
+        self.size += len(line)
+        if len(line) > self.limits.line_length:
+            self.too_long = True
+        if self.size > self.limits.message_size:
+            self.too_big = True
+        if self.bare or self.too_long or self.too_big:
+            self.lines.clear()
+        else:
+            self.lines.append(line)
+
+    def result(self) -> tuple[bytes, Reply | None]:
+        if self.bare:
+            return b"", _BARE_NEWLINE_DATA
+        if self.too_long:
+            return b"", Reply(
+                500,
+                "5.5.0",
+                f"Line too long: at most {self.limits.line_length} octets per line including "
+                "CRLF (RFC 5321 section 4.5.3.1.6)",
+            )
+        if self.too_big:
+            return b"", Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+        return b"".join(self.lines), None
+
+
+class _Handler:
+    """The aiosmtpd handler object: a safety net only; the session consults the policy."""
+
+    async def handle_exception(self, error: Exception) -> str:
+        del error
+        return _INTERNAL_ERROR.render()
+
+
+_HANDLER: Final = _Handler()
+_Command = Callable[["SmtpSession", str], Awaitable[None]]
+
+
+class SmtpSession(SMTP):
+    """One SMTP connection: aiosmtpd's protocol with our command loop and commands."""
+
+    def __init__(self, settings: _Settings) -> None:
+        limits = settings.limits
+        # SMTP.__init__ is not called: per connection it runs inspect.getmembers() over the
+        # session and handler to find AUTH mechanisms and hooks (~300 us, a third of a
+        # message's budget), and we use neither. We set the same state it sets, inert where we
+        # replaced the feature; tests/unit/smtp checks the attribute set against aiosmtpd's.
+        reader_limit = max(limits.line_length, limits.command_length + _ESMTP_ALLOWANCE["MAIL"])
+        asyncio.StreamReaderProtocol.__init__(
+            self,
+            asyncio.StreamReader(limit=reader_limit + 2, loop=settings.loop),
+            client_connected_cb=self._cb_client_connected,
+            loop=settings.loop,
+        )
+        self.__ident__ = "sitemail"
+        self.loop = settings.loop
+        self.event_handler = _HANDLER
+        self.data_size_limit = limits.message_size
+        self.enable_SMTPUTF8 = True
+        self._decode_data = False
+        self.hostname = settings.server_name
+        self.tls_context = settings.tls_context
+        self.require_starttls = False
+        self._timeout_duration = limits.timeout
+        self._timeout_handle: asyncio.TimerHandle | None = None
+        self._tls_handshake_okay = True
+        self._tls_protocol: sslproto.SSLProtocol | None = None
+        self._original_transport: asyncio.BaseTransport | None = None
+        self.session: Session | None = None
+        self.envelope: AiosmtpdEnvelope | None = None
+        self.transport: asyncio.BaseTransport | None = None
+        self._handler_coroutine: asyncio.Task[None] | None = None
+        self._auth_require_tls = True
+        self._auth_required = False
+        self._authenticator = None
+        self._auth_callback = None
+        self._auth_methods: dict[str, Any] = {}
+        self._handle_hooks: dict[str, Any] = {}
+        self._smtp_methods: dict[str, Any] = {}
+        self._ehlo_hook_ver = None
+        self._enforce_call_limit = False
+        self._proxy_timeout = None
+        self._settings = settings
+        self._policy = settings.policy
+        self._limits = limits
+        self._peer_ip = ""
+        self._counted = False
+        self._refused = False
+        self._lost = False
+        self._closing = False
+        self._out: list[bytes] = []
+        self._errors = 0
+        self._helo = ""
+        self._esmtp = False
+        self._txn = _Transaction()
+
+    # -- connection lifecycle ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._original_transport is not None:
+            # The TLS transport is up after STARTTLS. aiosmtpd drops any plaintext the client
+            # pipelined after STARTTLS here (CVE-2024-34083) and starts a new Session.
+            super().connection_made(transport)
+            self._helo = ""
+            self._esmtp = False
+            self._txn = _Transaction()
+            return
+        peer = transport.get_extra_info("peername")
+        self._peer_ip = str(peer[0]) if peer else ""
+        refusal = self._settings.limiter.acquire(self._peer_ip)
+        if refusal is not None:
+            log.warning("smtp connection refused peer=%s reply=%r", self._peer_ip, refusal.render())
+            self._refused = True
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(refusal.render().encode("ascii") + b"\r\n")
+            transport.close()
+            return
+        self._counted = True
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused or self._lost:
+            return
+        self._lost = True
+        if self._counted:
+            self._counted = False
+            self._settings.limiter.release(self._peer_ip)
+        super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        """Replaces aiosmtpd's command loop (see the module docstring for why)."""
+        try:
+            await self._converse()
+        except asyncio.CancelledError:
+            self._writer.close()
+            raise
+        except (ConnectionError, asyncio.IncompleteReadError):
+            await self._close()
+        except Exception:
+            log.exception("smtp session failed peer=%s", self._peer_ip)
+            with contextlib.suppress(Exception):
+                self._queue(_INTERNAL_ERROR)
+                await self._close()
+
+    async def _converse(self) -> None:
+        refusal = await self._policy.check_connect(self._peer_ip)
+        if refusal is not None:
+            self._queue(refusal)
+            await self._close()
+            return
+        self._queue(Reply(220, "", f"{self._settings.server_name} ESMTP sitemail"))
+        while not self._closing and self.transport is not None:
+            line = await self._read_command_line()
+            if line is None:
+                continue
+            self._reset_timeout()
+            verb, _, arg_bytes = line.partition(b" ")
+            if not verb.isalpha() or not verb.isascii():
+                await self._reply(Reply(500, "5.5.2", "Error: bad syntax"))
+                continue
+            command = verb.upper().decode("ascii")
+            allowance = _ESMTP_ALLOWANCE.get(command, 0) if self._esmtp else 0
+            if len(line) + 2 > self._limits.command_length + allowance:
+                await self._reply(_LINE_TOO_LONG_COMMAND)
+                continue
+            try:
+                arg = arg_bytes.decode("utf-8").strip(" \t")
+            except UnicodeDecodeError:
+                await self._reply(Reply(500, "5.5.2", "Error: invalid UTF-8 in command"))
+                continue
+            method = _COMMANDS.get(command)
+            if method is None:
+                await self._reply(Reply(500, "5.5.2", "Error: command not recognized"))
+                continue
+            try:
+                await method(self, arg)
+            except (asyncio.CancelledError, ConnectionError):
+                raise
+            except Exception:
+                log.exception("smtp command failed peer=%s command=%s", self._peer_ip, command)
+                await self._reply(_INTERNAL_ERROR)
+
+    async def _read_command_line(self) -> bytes | None:
+        """One command line without its CRLF; None if it was refused (reply sent)."""
+        # StreamReader._buffer is private; aiosmtpd itself clears it for STARTTLS.
+        if b"\n" not in self._reader._buffer:  # type: ignore[attr-defined]
+            await self._flush()  # about to wait for input: send the batched replies
+        try:
+            line: bytes = await self._reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError as exc:
+            await self._discard_rest_of_line(exc.consumed)
+            await self._reply(_LINE_TOO_LONG_COMMAND)
+            return None
+        if not line.endswith(b"\r\n") or b"\r" in line[:-2]:
+            await self._reply(_BARE_NEWLINE_COMMAND)
+            return None
+        if len(line) == 2:
+            await self._reply(Reply(500, "5.5.2", "Error: empty command"))
+            return None
+        return line[:-2]
+
+    async def _discard_rest_of_line(self, consumed: int) -> None:
+        await self._reader.read(consumed)
+        while True:
+            try:
+                await self._reader.readuntil(b"\n")
+            except asyncio.LimitOverrunError as exc:
+                await self._reader.read(exc.consumed)
+            else:
+                return
+
+    # -- replies -----------------------------------------------------------------------------
+
+    def _queue(self, reply: Reply) -> None:
+        self._out.append(reply.render().encode("utf-8") + b"\r\n")
+
+    async def _flush(self) -> None:
+        if not self._out:
+            return
+        data = b"".join(self._out)
+        self._out.clear()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self._writer.write(data)
+        await self._writer.drain()
+
+    async def _close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        with contextlib.suppress(ConnectionError):
+            await self._flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    async def _reply(self, reply: Reply) -> None:
+        """Queue a reply; count errors, tarpit, and close after a 421 or too many errors."""
+        if self._closing:
+            return
+        if reply.code >= 400 and reply.code != 421 and reply.enhanced != "4.5.3":
+            self._errors += 1
+            if self._errors > self._settings.tarpit_after and self._limits.error_delay > 0:
+                await self._flush()
+                await asyncio.sleep(self._limits.error_delay)
+        self._queue(reply)
+        if reply.code == 421:
+            await self._close()
+        elif self._errors >= self._limits.error_limit:
+            log.warning("smtp error limit peer=%s errors=%d", self._peer_ip, self._errors)
+            self._queue(Reply(421, "4.7.0", "Error: too many errors, closing connection"))
+            await self._close()
+
+    # -- state helpers -----------------------------------------------------------------------
+
+    @property
+    def _tls_active(self) -> bool:
+        return self._tls_protocol is not None
+
+    def _session_info(self) -> SessionInfo:
+        return SessionInfo(peer_ip=self._peer_ip, helo=self._helo, tls=self._tls_active)
+
+    def _ehlo_keywords(self) -> list[str]:
+        keywords = [
+            "PIPELINING",
+            f"SIZE {self._limits.message_size}",
+            "8BITMIME",
+            "SMTPUTF8",
+            "ENHANCEDSTATUSCODES",
+            "DSN",
+        ]
+        if self._settings.tls_context is not None and not self._tls_active:
+            keywords.append("STARTTLS")
+        # AUTH goes here once an authenticator exists, and only when self._tls_active.
+        return keywords
+
+    # -- commands (dispatched through _COMMANDS, not aiosmtpd's smtp_* methods) ----------
+
+    async def _cmd_helo(self, hostname: str) -> None:
+        if not hostname:
+            await self._reply(Reply(501, "5.5.4", "Syntax: HELO hostname"))
+            return
+        self._helo, self._esmtp, self._txn = hostname, False, _Transaction()
+        await self._reply(Reply(250, "", self._settings.server_name))
+
+    async def _cmd_ehlo(self, hostname: str) -> None:
+        if not hostname:
+            await self._reply(Reply(501, "5.5.4", "Syntax: EHLO hostname"))
+            return
+        self._helo, self._esmtp, self._txn = hostname, True, _Transaction()
+        lines = [self._settings.server_name, *self._ehlo_keywords()]
+        await self._reply(Reply(250, "", "\n".join(lines)))
+
+    async def _cmd_noop(self, arg: str) -> None:
+        del arg  # RFC 5321 4.1.1.9: a parameter is allowed and ignored
+        await self._reply(_OK)
+
+    async def _cmd_rset(self, arg: str) -> None:
+        if arg:
+            await self._reply(Reply(501, "5.5.4", "Syntax: RSET"))
+            return
+        self._txn = _Transaction()
+        await self._reply(_OK)
+
+    async def _cmd_quit(self, arg: str) -> None:
+        del arg
+        self._queue(Reply(221, "2.0.0", "Bye"))
+        await self._close()
+
+    async def _cmd_vrfy(self, arg: str) -> None:
+        if not arg:
+            await self._reply(Reply(501, "5.5.4", "Syntax: VRFY <address>"))
+            return
+        await self._reply(
+            Reply(252, "2.1.5", "Cannot VRFY user, but will accept message and attempt delivery")
+        )
+
+    async def _cmd_expn(self, arg: str) -> None:
+        del arg
+        await self._reply(Reply(502, "5.5.1", "Error: EXPN not available"))
+
+    async def _cmd_help(self, arg: str) -> None:
+        del arg
+        await self._reply(Reply(214, "2.0.0", "Commands: " + " ".join(sorted(_COMMANDS))))
+
+    async def _cmd_auth(self, arg: str) -> None:
+        del arg  # hook for the submission listener: not offered yet
+        await self._reply(Reply(502, "5.5.1", "Error: authentication not available here"))
+
+    async def _cmd_starttls(self, arg: str) -> None:
+        if arg:
+            await self._reply(Reply(501, "5.5.4", "Syntax: STARTTLS"))
+            return
+        context = self._settings.tls_context
+        if context is None:
+            await self._reply(Reply(502, "5.5.1", "Error: STARTTLS not available"))
+            return
+        if self._tls_active:
+            await self._reply(Reply(503, "5.5.1", "Error: TLS already active"))
+            return
+        self._queue(Reply(220, "2.0.0", "Ready to start TLS"))
+        await self._flush()
+        # As aiosmtpd's _cmd_starttls: put an SSLProtocol between the socket and us.
+        waiter = self.loop.create_future()
+        self._tls_protocol = sslproto.SSLProtocol(
+            self.loop, self, context, waiter, server_side=True
+        )
+        plain = self.transport
+        assert plain is not None
+        self._original_transport = plain
+        plain.set_protocol(self._tls_protocol)
+        self.transport = self._tls_protocol._app_transport
+        self._tls_protocol.connection_made(plain)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a failed handshake: nothing sensible can be said in clear
+            log.info("smtp TLS handshake failed peer=%s error=%s", self._peer_ip, exc)
+            self._closing = True
+            self._out.clear()
+            with contextlib.suppress(Exception):
+                plain.close()
+            # SSLProtocol reports connection_lost to us only after a completed handshake, so
+            # end the session here (as aiosmtpd's loop does for TLSSetupException): this frees
+            # the connection slot and stops the timer.
+            self.connection_lost(exc)
+
+    async def _cmd_mail(self, arg: str) -> None:
+        if not self._helo:
+            await self._reply(_BAD_SEQUENCE_HELO)
+            return
+        if self._txn.sender is not None:
+            await self._reply(Reply(503, "5.5.1", "Error: nested MAIL command"))
+            return
+        syntax = Reply(501, "5.5.4", "Syntax: MAIL FROM:<address> [parameters]")
+        if arg[:5].upper() != "FROM:":
+            await self._reply(syntax)
+            return
+        split = split_path(arg[5:])
+        if split is None:
+            await self._reply(syntax)
+            return
+        path, words = split
+        if words and not self._esmtp:
+            await self._reply(Reply(555, "5.5.4", "Error: MAIL parameters need EHLO"))
+            return
+        params = parse_mail_params(words, size_limit=self._limits.message_size)
+        if isinstance(params, Reply):
+            await self._reply(params)
+            return
+        sender = ""
+        if path:
+            try:
+                sender = str(parse_address(path))
+            except InvalidAddressError as exc:
+                await self._reply(Reply(553, "5.1.7", f"Bad sender address: {exc.message}"))
+                return
+        if not sender.isascii() and not params.smtputf8:
+            await self._reply(Reply(553, "5.6.7", "Non-ASCII sender address needs SMTPUTF8"))
+            return
+        reply = await self._policy.check_mail(self._session_info(), sender)
+        if reply.is_positive:
+            self._txn = _Transaction(sender=sender, params=params)
+        await self._reply(reply)
+
+    async def _cmd_rcpt(self, arg: str) -> None:
+        if not self._helo:
+            await self._reply(_BAD_SEQUENCE_HELO)
+            return
+        if self._txn.sender is None:
+            await self._reply(Reply(503, "5.5.1", "Error: need MAIL command"))
+            return
+        syntax = Reply(501, "5.5.4", "Syntax: RCPT TO:<address> [parameters]")
+        if arg[:3].upper() != "TO:":
+            await self._reply(syntax)
+            return
+        split = split_path(arg[3:])
+        if split is None:
+            await self._reply(syntax)
+            return
+        path, words = split
+        if words and not self._esmtp:
+            await self._reply(Reply(555, "5.5.4", "Error: RCPT parameters need EHLO"))
+            return
+        if len(self._txn.recipients) >= self._limits.recipients:
+            await self._reply(Reply(452, "4.5.3", "Error: too many recipients"))
+            return
+        try:
+            address = str(parse_address(path))
+        except InvalidAddressError as exc:
+            await self._reply(Reply(553, "5.1.3", f"Bad recipient address: {exc.message}"))
+            return
+        if not address.isascii() and not self._txn.params.smtputf8:
+            await self._reply(Reply(553, "5.6.7", "Non-ASCII recipient address needs SMTPUTF8"))
+            return
+        recipient = parse_rcpt_params(address, words)
+        if isinstance(recipient, Reply):
+            await self._reply(recipient)
+            return
+        reply = await self._policy.check_rcpt(self._session_info(), recipient)
+        key = address.lower()
+        if reply.is_positive and key not in self._txn.seen:
+            self._txn.seen.add(key)  # a duplicate RCPT is answered alike but delivered once
+            self._txn.recipients.append(recipient)
+        await self._reply(reply)
+
+    async def _cmd_data(self, arg: str) -> None:
+        if not self._helo:
+            await self._reply(_BAD_SEQUENCE_HELO)
+            return
+        if self._txn.sender is None:
+            await self._reply(Reply(503, "5.5.1", "Error: need MAIL command"))
+            return
+        if not self._txn.recipients:
+            await self._reply(Reply(554, "5.5.1", "Error: no valid recipients"))
+            return
+        if arg:
+            await self._reply(Reply(501, "5.5.4", "Syntax: DATA"))
+            return
+        self._queue(Reply(354, "", "End data with <CR><LF>.<CR><LF>"))
+        await self._flush()
+        txn, self._txn = self._txn, _Transaction()
+        body, refusal = await self._read_data()
+        if refusal is not None:
+            await self._reply(refusal)
+            self._reset_timeout()
+            return
+        reply = await self._deliver(txn, body)
+        self._reset_timeout()
+        await self._reply(reply)
+
+    async def _read_data(self) -> tuple[bytes, Reply | None]:
+        """Read the message up to CRLF.CRLF; the unstuffed body, or the Reply refusing it.
+
+        Only CRLF ends a line (aiosmtpd 1.4.5's fix for CVE-2024-27305), and a line holding any
+        other CR or LF makes us refuse the whole message. After a refusal is certain, lines are
+        still read to the end, but no longer kept.
+        """
+        body = _Body(self._limits)
+        reader = self._reader
+        in_long_line = False  # the previous read was a fragment of an over-long line
+        self._reset_timeout(self._limits.data_timeout)
+        timer_started = self.loop.time()
+        while True:
+            try:
+                line: bytes = await reader.readuntil(b"\r\n")
+            except asyncio.LimitOverrunError as exc:
+                body.add_fragment(await reader.read(exc.consumed))
+                in_long_line = True
+                continue
+            now = self.loop.time()
+            if now - timer_started > _DATA_TIMER_GRANULARITY:
+                self._reset_timeout(self._limits.data_timeout)
+                timer_started = now
+            if in_long_line:  # the tail of an over-long line
+                in_long_line = False
+                body.add_fragment(line[:-2])
+            elif line == b".\r\n":
+                return body.result()
+            else:
+                body.add_line(line)
+
+    async def _deliver(self, txn: _Transaction, body: bytes) -> Reply:
+        """Prepend our Received header and hand the message to the acceptor."""
+        assert txn.sender is not None
+        params = txn.params
+        tls_note = ""
+        if self._tls_active and self.transport is not None:
+            cipher: Any = self.transport.get_extra_info("cipher")
+            if cipher:
+                tls_note = f"using {cipher[1]} with cipher {cipher[0]} ({cipher[2]} bits)"
+        queue_id = self._policy.new_queue_id()
+        header = received_header(
+            helo=self._helo,
+            peer_ip=self._peer_ip,
+            server_name=self._settings.server_name,
+            protocol=_protocol_name(
+                esmtp=self._esmtp, tls=self._tls_active, auth=False, utf8=params.smtputf8
+            ),
+            queue_id=queue_id,
+            recipients=[r.address for r in txn.recipients],
+            when=self._settings.clock.utcnow(),
+            tls=tls_note,
+        )
+        envelope = Envelope(
+            sender=txn.sender,
+            recipients=tuple(txn.recipients),
+            ret=params.ret,
+            envid=params.envid,
+            body=params.body,
+            smtputf8=params.smtputf8,
+            client_address=self._peer_ip,
+            client_name=self._helo,
+        )
+        self._reset_timeout(self._limits.data_timeout)
+        try:
+            return await self._policy.accept(envelope, header + body, queue_id=queue_id)
+        except (asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception:
+            log.exception("smtp accept failed peer=%s queue_id=%s", self._peer_ip, queue_id)
+            return _ACCEPT_FAILED
+
+
+_COMMANDS: Final[dict[str, _Command]] = {
+    "HELO": SmtpSession._cmd_helo,
+    "EHLO": SmtpSession._cmd_ehlo,
+    "MAIL": SmtpSession._cmd_mail,
+    "RCPT": SmtpSession._cmd_rcpt,
+    "DATA": SmtpSession._cmd_data,
+    "RSET": SmtpSession._cmd_rset,
+    "NOOP": SmtpSession._cmd_noop,
+    "QUIT": SmtpSession._cmd_quit,
+    "VRFY": SmtpSession._cmd_vrfy,
+    "EXPN": SmtpSession._cmd_expn,
+    "HELP": SmtpSession._cmd_help,
+    "AUTH": SmtpSession._cmd_auth,
+    "STARTTLS": SmtpSession._cmd_starttls,
+}
+
+
+async def start_smtp_server(
+    host: str,
+    port: int,
+    *,
+    policy: SmtpPolicy,
+    server_name: str,
+    limits: LimitsConfig,
+    tls_context: ssl.SSLContext | None = None,
+    clock: Clock | None = None,
+    tarpit_after: int | None = None,
+) -> asyncio.Server:
+    """Listen on host:port (0 = any free port) in the running loop; returns the server.
+
+    The bound port is `server.sockets[0].getsockname()[1]`. `server.close()` stops accepting;
+    sessions already open end on their own (QUIT, timeout) or when the loop closes.
+    """
+    loop = asyncio.get_running_loop()
+    settings = _Settings(
+        policy=policy,
+        server_name=server_name,
+        limits=limits,
+        tls_context=tls_context,
+        clock=clock or SystemClock(),
+        limiter=ConnectionLimiter(limits.connections_per_client, limits.connections_total),
+        tarpit_after=max(1, limits.error_limit // 2) if tarpit_after is None else tarpit_after,
+        loop=loop,
+    )
+    return await loop.create_server(lambda: SmtpSession(settings), host, port)

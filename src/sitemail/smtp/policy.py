@@ -1,0 +1,107 @@
+"""Who may send what to whom: the IMS's answer at each SMTP step, as typed replies.
+
+One job: decide MAIL and RCPT, and hand accepted messages to the durable spool. At RCPT a
+recipient is accepted when
+- its address is a proxy address of any recipient in the directory (any site), or
+- its domain is routed by an E-Mail Domain route (the article's "forward all messages for
+  this domain to host"), or
+- the client is authenticated or in `trusted_networks`;
+unknown users of the organisation's own domains get `550 5.1.1` (refused now, so no bounce
+is ever sent to a forged sender), everything else `550 5.7.1` (no open relay). The percent
+hack, bang paths, source routes and quoted local parts carrying an `@` are refused outright.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+
+from sitemail.core.address import parse_address
+from sitemail.core.clock import Clock
+from sitemail.core.envelope import Envelope, EnvelopeRecipient
+from sitemail.core.errors import InvalidAddressError
+from sitemail.core.reply import Reply
+from sitemail.directory import Directory
+from sitemail.queue.model import QueueId
+from sitemail.queue.records import NewMessage, new_queue_id
+from sitemail.queue.spool import Spool
+from sitemail.routing.router import Router
+from sitemail.smtp.engine import SessionInfo
+
+__all__ = ["ImsPolicy"]
+
+OK_SENDER = Reply(250, "2.1.0", "Sender ok")
+OK_RECIPIENT = Reply(250, "2.1.5", "Recipient ok")
+RELAY_DENIED = Reply(
+    550, "5.7.1", "Relaying denied: this server accepts mail only for its organisation"
+)
+ROUTING_CHARS = Reply(550, "5.7.1", "Percent hack and bang paths are not accepted")
+
+
+class ImsPolicy:
+    """The Internet Mail Service's SMTP policy for one site."""
+
+    def __init__(
+        self,
+        directory: Directory,
+        router: Router,
+        spool: Spool,
+        clock: Clock,
+        *,
+        trusted_networks: Sequence[str] = (),
+    ) -> None:
+        self._directory = directory
+        self._router = router
+        self._spool = spool
+        self._clock = clock
+        self._trusted = [ipaddress.ip_network(n, strict=False) for n in trusted_networks]
+
+    def is_trusted(self, peer_ip: str) -> bool:
+        try:
+            address = ipaddress.ip_address(peer_ip)
+        except ValueError:
+            return False
+        return any(address in net for net in self._trusted)
+
+    async def check_connect(self, peer_ip: str) -> Reply | None:
+        del peer_ip
+        return None
+
+    async def check_mail(self, session: SessionInfo, sender: str) -> Reply:
+        del session
+        if sender == "":
+            return OK_SENDER  # the null reverse-path of bounces
+        try:
+            parse_address(sender)
+        except InvalidAddressError as exc:
+            return Reply(553, "5.1.7", f"Bad sender address: {exc.message}")
+        return OK_SENDER
+
+    async def check_rcpt(self, session: SessionInfo, recipient: EnvelopeRecipient) -> Reply:
+        peer_ip, authenticated = session.peer_ip, bool(session.authenticated_user)
+        try:
+            address = parse_address(recipient.address)
+        except InvalidAddressError as exc:
+            return Reply(553, "5.1.3", f"Bad recipient address: {exc.message}")
+        if address.has_routing_characters:
+            return ROUTING_CHARS
+        if self._directory.lookup(str(address)) is not None:
+            return OK_RECIPIENT
+        if self._router.is_authoritative(address.domain):
+            return Reply(550, "5.1.1", f"<{address}>: no such user here")
+        if self._router.domain_route(address.domain) is not None:
+            return OK_RECIPIENT
+        if authenticated or self.is_trusted(peer_ip):
+            return OK_RECIPIENT
+        return RELAY_DENIED
+
+    def new_queue_id(self) -> str:
+        """Allocated before acceptance, so the Received header can name it."""
+        return new_queue_id(self._clock.now())
+
+    async def accept(self, envelope: Envelope, content: bytes, *, queue_id: str) -> Reply:
+        """Queue the message durably; the 250 names the queue id (failures raise: 451)."""
+        queue_id = await self._spool.enqueue(
+            NewMessage(envelope, content, queue_id=QueueId(queue_id))
+        )
+        return Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
