@@ -9,13 +9,18 @@ of `SiteServer.run`, so stopping the server stops everything.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import signal
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from sitemail.config import ServerConfig
+from sitemail.admin import cli
+from sitemail.admin.datadir import resolve_data_dir
+from sitemail.config import ServerConfig, load_config
 from sitemail.core.clock import Clock, SystemClock
 from sitemail.core.errors import ConfigError
 from sitemail.delivery.local import LocalDelivery
@@ -24,14 +29,14 @@ from sitemail.directory import Directory
 from sitemail.queue.manager import QueueManager
 from sitemail.queue.model import DeliveryAgent
 from sitemail.queue.spool import Spool
-from sitemail.routing.resolver import DnsResolver
+from sitemail.routing.resolver import DnsResolver, NoDnsResolver, Resolver
 from sitemail.routing.route import Transport
 from sitemail.routing.router import Router
 from sitemail.smtp.engine import start_smtp_server
 from sitemail.smtp.policy import ImsPolicy
 from sitemail.store import Store, default_url, open_store, upgrade
 
-__all__ = ["SiteServer", "build_tls_context"]
+__all__ = ["SiteServer", "build_tls_context", "main", "run_server"]
 
 log = logging.getLogger("sitemail.site")
 
@@ -80,10 +85,15 @@ class SiteServer:
         org = directory.org()
         router = Router(directory, smart_host=config.smtp.smart_host)
         server_name = self.server_name(directory)
+        nameservers = _nameservers(config)
+        resolver: Resolver = (
+            DnsResolver(nameservers, timeout=config.dns.timeout, lifetime=config.dns.timeout)
+            if nameservers
+            else NoDnsResolver()
+        )
         remote = RemoteDelivery(
-            resolver=DnsResolver(
-                _nameservers(config), timeout=config.dns.timeout, lifetime=config.dns.timeout
-            ),
+            resolver=resolver,
+            source_address=config.listen[0],
             helo_name=server_name,
             port=config.smtp.outbound_port,
             local_names=frozenset({server_name}),
@@ -149,3 +159,42 @@ class SiteServer:
                 server.close()
             await parts.spool.stop()
             parts.store.close()
+
+
+def run_server(data_dir: Path) -> None:
+    """`sitemail serve`: run one server in this process until SIGINT/SIGTERM."""
+    config = load_config(data_dir)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every connection
+    server = SiteServer(config)
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if task is not None:
+                loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await server.run(lambda s: log.info("ready: %s", s.smtp_ports))
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {', '.join(config.listen)} port {config.smtp.port}: {exc.strerror}"
+            " (is another server running? change [server] listen or [smtp] port)"
+        ) from exc
+
+
+@cli.app.command("serve")
+@cli.handle_errors
+def serve(data_dir: cli.DataDir = None) -> None:
+    """Run the server: SMTP listeners, the queue and delivery, until Ctrl-C or SIGTERM."""
+    run_server(resolve_data_dir(data_dir))
+
+
+def main() -> None:
+    """Console-script entry point: the admin CLI plus `serve`."""
+    cli.app()

@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
@@ -27,6 +28,7 @@ from sitemail.admin.demo import run_demo
 from sitemail.admin.service import AdminService, read_password_file
 from sitemail.core.errors import NotFoundError, SitemailError
 from sitemail.directory import AddressingResult, ObjectKind, Recipient, RecipientChanges
+from sitemail.queue.admin import QueueEntry
 
 __all__ = ["app", "main"]
 
@@ -590,6 +592,206 @@ def lab_demo(
     service.close()
     remember_data_dir(data_dir)
     out.print(f"done: try `sitemail mailbox list --data-dir {data_dir}`", markup=False)
+
+
+# -- the Internet Mail Service ------------------------------------------------------------------
+
+route_app = typer.Typer(
+    help="E-Mail Domain routes: forward all messages for a domain to a host (bypasses DNS).",
+    no_args_is_help=True,
+)
+queue_app = typer.Typer(help="The message queue of this server.", no_args_is_help=True)
+app.add_typer(route_app, name="domain-route")
+app.add_typer(queue_app, name="queue")
+
+
+@route_app.command("add")
+@handle_errors
+def route_add(
+    domain: Annotated[
+        str, typer.Argument(help="Domain (and its subdomains); '#domain' for exactly it.")
+    ],
+    host: Annotated[str, typer.Argument(help="Host, IP address or host:port to forward to.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Forward all messages for DOMAIN to HOST."""
+    with admin(data_dir) as service:
+        entry = service.add_domain_route(domain, host)
+        out.print(f"route added: {entry.domain} -> {entry.host}", markup=False)
+
+
+@route_app.command("list")
+@handle_errors
+def route_list(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
+    """List this site's domain routes."""
+    with admin(data_dir) as service:
+        routes = service.list_domain_routes()
+        if as_json:
+            emit_json([{"domain": r.domain, "host": r.host, "site": r.site} for r in routes])
+            return
+        for r in routes:
+            out.print(f"{r.domain:30} -> {r.host}", markup=False)
+        out.print(f"{len(routes)} route(s)")
+
+
+@route_app.command("remove")
+@handle_errors
+def route_remove(domain: Annotated[str, typer.Argument()], data_dir: DataDir = None) -> None:
+    """Remove the route for DOMAIN."""
+    with admin(data_dir) as service:
+        entry = service.remove_domain_route(domain)
+        out.print(f"route removed: {entry.domain}", markup=False)
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _entry_json(entry: QueueEntry) -> dict[str, Any]:
+    return {
+        "queue_id": entry.queue_id,
+        "received_at": _when(entry.received_at),
+        "sender": entry.sender,
+        "size": entry.size,
+        "message_id": entry.message_id,
+        "held": entry.held,
+        "is_dsn": entry.is_dsn,
+        "recipients": [
+            {
+                "address": r.address,
+                "state": r.state,
+                "attempts": r.attempts,
+                "next_attempt_at": _when(r.next_attempt_at),
+                "last_status": r.last_status,
+                "last_text": r.last_text,
+            }
+            for r in entry.recipients
+        ],
+    }
+
+
+@queue_app.command("list")
+@handle_errors
+def queue_list(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
+    """List queued messages with each recipient's state and last error."""
+    with admin(data_dir) as service:
+        entries = service.queue.entries()
+        if as_json:
+            emit_json([_entry_json(e) for e in entries])
+            return
+        for e in entries:
+            flags = " HELD" if e.held else ""
+            out.print(
+                f"{e.queue_id}{flags}  {_when(e.received_at)}  {e.size:>8}  <{e.sender}>",
+                markup=False,
+            )
+            for r in e.recipients:
+                reason = f"  ({r.last_status} {r.last_text})" if r.last_text else ""
+                out.print(f"    {r.state:9} {r.address}  tries {r.attempts}{reason}", markup=False)
+        out.print(f"{len(entries)} message(s) in the queue")
+
+
+@queue_app.command("show")
+@handle_errors
+def queue_show(
+    queue_id: Annotated[str, typer.Argument()],
+    data_dir: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show one queued message: envelope, recipients and headers."""
+    with admin(data_dir) as service:
+        entry, content = service.queue.show(queue_id)
+        head = content.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+        if as_json:
+            emit_json(_entry_json(entry) | {"headers": head})
+            return
+        emit = _entry_json(entry)
+        for key in ("queue_id", "received_at", "sender", "size", "message_id", "held"):
+            out.print(f"{key:12} {emit[key]}", markup=False)
+        for r in emit["recipients"]:
+            out.print(
+                f"recipient    {r['address']} {r['state']} tries {r['attempts']} {r['last_status']} {r['last_text']}",
+                markup=False,
+            )
+        out.print(head, markup=False)
+
+
+QueueRef = Annotated[str, typer.Argument(help="Queue id.")]
+
+
+@queue_app.command("retry")
+@handle_errors
+def queue_retry(
+    queue_id: Annotated[
+        str | None, typer.Argument(help="Queue id (default: every message).")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Make deferred recipients due now (a running server picks them up within seconds)."""
+    with admin(data_dir) as service:
+        count = service.queue.retry(queue_id)
+        out.print(f"{count} recipient(s) due now")
+
+
+@queue_app.command("hold")
+@handle_errors
+def queue_hold(queue_id: QueueRef, data_dir: DataDir = None) -> None:
+    """Keep a message in the queue without delivery attempts."""
+    with admin(data_dir) as service:
+        service.queue.set_held(queue_id, held=True)
+        out.print(f"{queue_id.upper()} held")
+
+
+@queue_app.command("release")
+@handle_errors
+def queue_release(queue_id: QueueRef, data_dir: DataDir = None) -> None:
+    """Let a held message be delivered again."""
+    with admin(data_dir) as service:
+        service.queue.set_held(queue_id, held=False)
+        out.print(f"{queue_id.upper()} released")
+
+
+@queue_app.command("delete")
+@handle_errors
+def queue_delete(queue_id: QueueRef, data_dir: DataDir = None) -> None:
+    """Delete a message from the queue (tracked; no DSN is sent)."""
+    with admin(data_dir) as service:
+        service.queue.delete(queue_id)
+        out.print(f"{queue_id.upper()} deleted")
+
+
+@app.command("track")
+@handle_errors
+def track_cmd(
+    ref: Annotated[str, typer.Argument(help="Message-ID or queue id.")],
+    data_dir: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Follow one message: received, queued, delivered, deferred, relayed, bounced."""
+    with admin(data_dir) as service:
+        events = service.queue.track(ref)
+        if as_json:
+            emit_json(
+                [
+                    {
+                        "at": _when(e.at),
+                        "event": e.event,
+                        "queue_id": e.queue_id,
+                        "message_id": e.message_id,
+                        "sender": e.sender,
+                        "recipient": e.recipient,
+                        "site": e.site,
+                        "detail": e.detail,
+                    }
+                    for e in events
+                ]
+            )
+            return
+        for e in events:
+            out.print(
+                f"{_when(e.at)}  {e.site:8} {e.queue_id}  {e.event:9} {e.recipient}  {e.detail}",
+                markup=False,
+            )
 
 
 def main() -> None:

@@ -18,17 +18,22 @@ from sitemail.core.errors import ConfigError, ConflictError, InvalidValueError, 
 from sitemail.directory import (
     AddressingResult,
     Directory,
+    DomainRouteEntry,
     ImportReport,
     ObjectKind,
     OrgInfo,
     Recipient,
     RecipientChanges,
+    add_domain_route,
     export_lines,
     hash_password,
     import_lines,
+    list_domain_routes,
+    remove_domain_route,
     set_addressing,
 )
 from sitemail.directory.service import check_name
+from sitemail.queue.admin import QueueAdmin
 from sitemail.store import Store, default_url, open_store, upgrade
 
 __all__ = ["AdminService", "read_password_file"]
@@ -208,6 +213,21 @@ class AdminService:
             dry_run=dry_run,
             progress_total=progress_total,
         )
+
+    # -- IMS: domain routes and the queue --------------------------------------------------
+
+    def add_domain_route(self, domain: str, host: str) -> DomainRouteEntry:
+        return add_domain_route(self.directory, domain, host)
+
+    def list_domain_routes(self) -> list[DomainRouteEntry]:
+        return list_domain_routes(self.directory)
+
+    def remove_domain_route(self, domain: str) -> DomainRouteEntry:
+        return remove_domain_route(self.directory, domain)
+
+    @property
+    def queue(self) -> QueueAdmin:
+        return QueueAdmin(self.store, self.clock, self.directory.local_site)
 
     # -- export / import --------------------------------------------------------------------
 

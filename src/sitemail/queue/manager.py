@@ -27,7 +27,7 @@ from sqlalchemy import Connection
 from sitemail.config.model import QueueConfig
 from sitemail.core.clock import Clock
 from sitemail.core.envelope import Envelope, EnvelopeRecipient, Notify
-from sitemail.queue.dsn import DsnEntry, DsnKind, build_dsn
+from sitemail.queue.dsn import DsnEntry, DsnKind, build_dsn, dsn_body_type
 from sitemail.queue.model import (
     DeliveryAgent,
     Outcome,
@@ -327,6 +327,8 @@ class QueueManager:
         envelope = Envelope(
             sender="",
             recipients=(EnvelopeRecipient(message.envelope.sender, frozenset({Notify.NEVER})),),
+            body=dsn_body_type(dsn),
+            smtputf8=not message.envelope.sender.isascii(),
         )
         queue_id = new_queue_id(now)
         insert_message(conn, queue_id, NewMessage(envelope, dsn, is_dsn=True), now, self._site)

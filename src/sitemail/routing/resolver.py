@@ -46,6 +46,7 @@ __all__ = [
     "MailHosts",
     "MailLoopError",
     "MxRecord",
+    "NoDnsResolver",
     "NoMailHostError",
     "NoSuchDomainError",
     "NullMxError",
@@ -342,3 +343,18 @@ async def resolve_mail_hosts(
     if implicit:
         raise NoMailHostError(domain, "domain has no MX and no address records")
     raise NoMailHostError(domain, "no MX host of the domain has an address")
+
+
+class NoDnsResolver:
+    """The resolver of a server configured without name servers ([dns] nameservers empty).
+
+    Domain routes to IP addresses and a smart host given as an IP still work; anything that
+    needs DNS is deferred with a message that says what to configure (never bounced: it is a
+    configuration problem, not the recipient's).
+    """
+
+    async def mx(self, domain: str) -> tuple[MxRecord, ...]:
+        raise DnsTemporaryError(domain, "no DNS servers configured ([dns] nameservers)")
+
+    async def addresses(self, host: str) -> tuple[str, ...]:
+        raise DnsTemporaryError(host, "no DNS servers configured ([dns] nameservers)")
