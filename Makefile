@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 lab: $(STAMP)
 	$(BIN)/sitemail lab demo --data-dir demo/SiteA
+	@echo "serving SiteA: SMTP on 127.10.10.10:25 (Ctrl-C stops)"
+	$(BIN)/sitemail serve --data-dir demo/SiteA
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
