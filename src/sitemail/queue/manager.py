@@ -237,6 +237,11 @@ class QueueManager:
                             diagnostic=diagnostic,
                             remote_mta=result.remote_mta,
                             last_attempt=stamp,
+                            will_retry_until=datetime.fromtimestamp(
+                                work.message.received_at + self._settings.expiry, UTC
+                            )
+                            if kind is DsnKind.DELAY
+                            else None,
                         )
                     )
                     if kind is DsnKind.DELAY:
