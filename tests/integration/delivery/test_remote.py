@@ -103,13 +103,13 @@ class SinkSession(aiosmtpd_smtp.SMTP):  # type: ignore[misc,unused-ignore]  # ai
         self.rcpt_args: list[str] = []
 
     @aiosmtpd_smtp.syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
-    async def smtp_MAIL(self, arg: str) -> None:  # noqa: N802 - aiosmtpd dispatches by this name
+    async def smtp_MAIL(self, arg: str) -> None:
         self.sink.mail_commands.append(arg)
         self.mail_arg, self.rcpt_args = arg, []
         await super().smtp_MAIL(_without_dsn(arg) if arg else arg)
 
     @aiosmtpd_smtp.syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
-    async def smtp_RCPT(self, arg: str) -> None:  # noqa: N802 - aiosmtpd dispatches by this name
+    async def smtp_RCPT(self, arg: str) -> None:
         self.rcpt_args.append(arg)
         await super().smtp_RCPT(_without_dsn(arg) if arg else arg)
 
@@ -165,7 +165,7 @@ class Sink:
 
     # aiosmtpd handler hooks
 
-    async def handle_EHLO(  # noqa: N802 - aiosmtpd hook name
+    async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
@@ -174,7 +174,7 @@ class Sink:
         responses.insert(-1, "250-ENHANCEDSTATUSCODES")
         return responses
 
-    async def handle_RCPT(  # noqa: N802 - aiosmtpd hook name
+    async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         reply = self.rcpt_replies.get(address.lower())
@@ -185,9 +185,7 @@ class Sink:
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 Ok"
 
-    async def handle_DATA(  # noqa: N802 - aiosmtpd hook name
-        self, server: SinkSession, session: Any, envelope: Any
-    ) -> str:
+    async def handle_DATA(self, server: SinkSession, session: Any, envelope: Any) -> str:
         if self.data_reply:
             return self.data_reply
         self.received.append(
