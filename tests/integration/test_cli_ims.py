@@ -1,0 +1,107 @@
+"""The IMS commands of the CLI: domain routes, the queue, tracking, and `serve` start-up errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner, Result
+
+from sitemail.admin.service import AdminService
+from sitemail.core.clock import SystemClock
+from sitemail.core.envelope import Envelope, EnvelopeRecipient
+from sitemail.queue.records import NewMessage
+from sitemail.queue.spool import Spool
+from sitemail.site import cli
+
+runner = CliRunner()
+
+
+def run(*args: str | Path) -> Result:
+    return runner.invoke(cli.app, [str(a) for a in args])
+
+
+def queue_one(service: AdminService) -> str:
+    """Queue a message through the real spool (as an SMTP session would)."""
+    envelope = Envelope("a@outside.test", (EnvelopeRecipient("x@partner.test"),))
+    content = b"Subject: q\r\nMessage-ID: <q1@test>\r\n\r\nbody\r\n"
+    spool = Spool(service.store, SystemClock(), "SiteA")
+    return asyncio.run(spool.enqueue(NewMessage(envelope, content)))
+
+
+def test_cli_domain_route_add_list_remove(site_a: AdminService) -> None:
+    """Routes are added (with '#' for exact), listed as JSON, removed; bad input is refused."""
+    data_dir = site_a.config.data_dir
+    assert (
+        run("domain-route", "add", "SiteB.Example.com", "127.10.10.15", "-D", data_dir).exit_code
+        == 0
+    )
+    assert (
+        run("domain-route", "add", "#example.net", "mx.example.net:2525", "-D", data_dir).exit_code
+        == 0
+    )
+    listed = json.loads(run("domain-route", "list", "--json", "-D", data_dir).stdout)
+    assert {(r["domain"], r["host"]) for r in listed} == {
+        ("siteb.example.com", "127.10.10.15"),
+        ("#example.net", "mx.example.net:2525"),
+    }
+    duplicate = run("domain-route", "add", "siteb.example.com", "127.0.0.1", "-D", data_dir)
+    assert duplicate.exit_code == 73
+    bad_host = run("domain-route", "add", "x.test", "not a host", "-D", data_dir)
+    assert bad_host.exit_code == 65
+    assert run("domain-route", "remove", "siteb.example.com", "-D", data_dir).exit_code == 0
+    assert run("domain-route", "remove", "siteb.example.com", "-D", data_dir).exit_code == 66
+
+
+def test_cli_queue_hold_release_retry_delete_and_track(site_a: AdminService) -> None:
+    """Queue commands act on a real queued message; tracking shows every admin step."""
+    data_dir = site_a.config.data_dir
+    queue_id = queue_one(site_a)
+    listed = json.loads(run("queue", "list", "--json", "-D", data_dir).stdout)
+    assert [m["queue_id"] for m in listed] == [queue_id]
+    assert listed[0]["recipients"][0]["state"] == "queued"
+    shown = run("queue", "show", queue_id, "-D", data_dir)
+    assert shown.exit_code == 0
+    assert "Message-ID: <q1@test>" in shown.stdout
+    assert run("queue", "hold", queue_id, "-D", data_dir).exit_code == 0
+    assert json.loads(run("queue", "list", "--json", "-D", data_dir).stdout)[0]["held"] is True
+    assert run("queue", "release", queue_id, "-D", data_dir).exit_code == 0
+    assert "1 recipient(s) due now" in run("queue", "retry", "-D", data_dir).stdout
+    assert run("queue", "delete", queue_id, "-D", data_dir).exit_code == 0
+    assert json.loads(run("queue", "list", "--json", "-D", data_dir).stdout) == []
+    events = json.loads(run("track", "<q1@test>", "--json", "-D", data_dir).stdout)
+    assert [e["event"] for e in events] == ["received", "held", "released", "deleted"]
+    assert run("queue", "delete", queue_id, "-D", data_dir).exit_code == 66
+    assert run("track", "<nothing@test>", "-D", data_dir).exit_code == 66
+
+
+def test_cli_serve_port_in_use_is_a_clear_error(site_a: AdminService) -> None:
+    """A listener that cannot bind stops `serve` with one error line saying what to change."""
+    data_dir = site_a.config.data_dir
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = data_dir / "sitemail.toml"
+        config.write_text(config.read_text().replace("# port = 25", f"port = {port}"))
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from sitemail.site import main; main()",
+                "serve",
+                "-D",
+                str(data_dir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 78, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"cannot listen on 127.0.0.1 port {port}" in done.stderr
