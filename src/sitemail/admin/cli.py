@@ -576,6 +576,45 @@ def directory_import(
         )
 
 
+site_app = typer.Typer(
+    help="This site: its key and its place in the organisation.", no_args_is_help=True
+)
+app.add_typer(site_app, name="site")
+
+
+@site_app.command("key")
+@handle_errors
+def site_key(data_dir: DataDir = None) -> None:
+    """Print this site's public key (first line, the form --peer-key takes), then its fingerprint."""
+    with admin(data_dir) as service:
+        token, print_ = service.site_key()
+        out.print(token, markup=False)
+        out.print(print_, markup=False)
+
+
+@site_app.command("show")
+@handle_errors
+def site_show(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
+    """Show the organisation, this site and server, and the Site Addressing template."""
+    with admin(data_dir) as service:
+        info = service.org()
+        token, print_ = service.site_key()
+        data = {
+            "organization": info.name,
+            "site": info.local_site,
+            "server": info.local_server,
+            "addressing": service.addressing(),
+            "public_key": token,
+            "fingerprint": print_,
+            "data_dir": str(service.config.data_dir),
+        }
+        if as_json:
+            emit_json(data)
+            return
+        for key, value in data.items():
+            out.print(f"{key:13} {value}", markup=False)
+
+
 lab_app = typer.Typer(help="The article's organisation on this machine.", no_args_is_help=True)
 app.add_typer(lab_app, name="lab")
 

@@ -34,6 +34,7 @@ from sitemail.directory import (
 )
 from sitemail.directory.service import check_name
 from sitemail.queue.admin import QueueAdmin
+from sitemail.replication.keys import fingerprint, generate_site_key, load_site_key
 from sitemail.store import Store, default_url, open_store, upgrade
 
 __all__ = ["AdminService", "read_password_file"]
@@ -114,6 +115,8 @@ class AdminService:
             (data_dir / CONFIG_FILE).unlink(missing_ok=True)  # leave no half-made data dir
             raise
         config = service.config
+        key = generate_site_key(data_dir)
+        service.directory.update_site_attrs(public_key=key.public.token)
         make_self_signed(
             config.path(config.tls.cert_file),
             config.path(config.tls.key_file),
@@ -121,6 +124,11 @@ class AdminService:
             list(listen),
         )
         return service
+
+    def site_key(self) -> tuple[str, str]:
+        """This site's public key token and its fingerprint (the private key never leaves)."""
+        key = load_site_key(self.config.data_dir)
+        return key.public.token, fingerprint(key.public.token)
 
     def org(self) -> OrgInfo:
         return self.directory.org()

@@ -213,6 +213,28 @@ class Directory:
             ).all()
         return [row_to_recipient(r) for r in rows]
 
+    def site_object(self, site: str | None = None) -> Recipient:
+        site = site or self.local_site
+        objects = self.list_objects(ObjectKind.SITE, site=site)
+        if not objects:
+            raise NotFoundError(f"no site {site!r} in the directory")
+        return objects[0]
+
+    def update_site_attrs(self, **attrs: Any) -> Recipient:
+        """Change attributes of this site's own site object (a new USN; it replicates)."""
+        with self.store.write() as conn:
+            row = conn.execute(
+                select(dir_object).where(
+                    dir_object.c.site == self.local_site,
+                    dir_object.c.kind == str(ObjectKind.SITE),
+                    dir_object.c.is_deleted.is_(False),
+                )
+            ).first()
+            if row is None:
+                raise NotFoundError(f"no site object for {self.local_site}")
+            obj = row_to_recipient(row)
+            return update_object(conn, obj, now=self.clock.now(), attrs={**obj.attrs, **attrs})
+
     # -- site addressing --------------------------------------------------------------------
 
     def template(self, site: str | None = None) -> Template:
