@@ -13,6 +13,7 @@ import contextlib
 import logging
 import random
 import signal
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from sitemail.admin import cli
 from sitemail.admin.datadir import resolve_data_dir
+from sitemail.admin.wake import open_wake_socket
 from sitemail.config import ServerConfig, load_config
 from sitemail.core.clock import Clock, SystemClock
 from sitemail.core.errors import ConfigError
@@ -29,6 +31,10 @@ from sitemail.directory import Directory
 from sitemail.queue.manager import QueueManager
 from sitemail.queue.model import DeliveryAgent
 from sitemail.queue.spool import Spool
+from sitemail.replication.agent import ReplicationAgent
+from sitemail.replication.keys import load_site_key
+from sitemail.replication.replicator import Replicator
+from sitemail.replication.scheduler import ReplicationScheduler
 from sitemail.routing.resolver import DnsResolver, NoDnsResolver, Resolver
 from sitemail.routing.route import Transport
 from sitemail.routing.router import Router
@@ -66,6 +72,7 @@ class Components:
     router: Router
     spool: Spool
     manager: QueueManager
+    replicator: Replicator
 
 
 class SiteServer:
@@ -100,10 +107,15 @@ class SiteServer:
             local_addresses=frozenset(config.listen),
             rng=random.Random(),  # noqa: S311 - MX load spreading, not security
         )
+        replicator = Replicator(
+            directory, self.clock, load_site_key(config.data_dir), config.replication
+        )
+        wake_queue = _Later()
         agents: dict[Transport, DeliveryAgent] = {
             Transport.LOCAL: LocalDelivery(directory, self.clock, org.local_site),
             Transport.RELAY: remote,
             Transport.MX: remote,
+            Transport.REPLICATION: ReplicationAgent(replicator, wake_queue),
         }
         manager = QueueManager(
             store,
@@ -114,8 +126,9 @@ class SiteServer:
             router=router.route,
             agents=agents,
         )
+        wake_queue.target = manager.wake
         spool = Spool(store, self.clock, org.local_site, on_enqueued=manager.wake)
-        self.components = Components(store, directory, router, spool, manager)
+        self.components = Components(store, directory, router, spool, manager, replicator)
         return self.components
 
     def server_name(self, directory: Directory) -> str:
@@ -136,6 +149,7 @@ class SiteServer:
         )
         await parts.spool.start()
         servers = []
+        wake: socket.socket | None = None
         try:
             for address in self.config.listen:
                 server = await start_smtp_server(
@@ -150,15 +164,50 @@ class SiteServer:
                 port = server.sockets[0].getsockname()[1]
                 self.smtp_ports.append((address, port))
                 log.info("SMTP listening on %s:%d", address, port)
+            scheduler = ReplicationScheduler(
+                parts.replicator,
+                on_enqueued=parts.manager.wake,
+                local_hosts=[*self.config.listen, self.server_name(parts.directory)],
+            )
+            wake = self._listen_for_wake(parts.manager.wake)
             if ready is not None:
                 ready(self)
             async with asyncio.TaskGroup() as group:
                 group.create_task(parts.manager.run(), name="queue-manager")
+                group.create_task(scheduler.run(), name="replication-scheduler")
         finally:
+            if wake is not None:
+                asyncio.get_running_loop().remove_reader(wake.fileno())
+                wake.close()
             for server in servers:
                 server.close()
             await parts.spool.stop()
             parts.store.close()
+
+    def _listen_for_wake(self, wake: Callable[[], None]) -> socket.socket | None:
+        """`sitemail` commands that queue something nudge us (admin/wake.py)."""
+        sock = open_wake_socket(self.config.data_dir)
+        if sock is None:
+            return None
+
+        def drain() -> None:
+            with contextlib.suppress(OSError):
+                while sock.recv(64):
+                    pass
+            wake()
+
+        asyncio.get_running_loop().add_reader(sock.fileno(), drain)
+        return sock
+
+
+class _Later:
+    """A callable whose target is set once the object it calls exists (wiring order)."""
+
+    def __init__(self) -> None:
+        self.target: Callable[[], None] = lambda: None
+
+    def __call__(self) -> None:
+        self.target()
 
 
 def run_server(data_dir: Path) -> None:

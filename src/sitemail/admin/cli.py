@@ -30,7 +30,7 @@ from sitemail.core.errors import NotFoundError, SitemailError
 from sitemail.directory import AddressingResult, ObjectKind, Recipient, RecipientChanges
 from sitemail.queue.admin import QueueEntry
 
-__all__ = ["app", "main"]
+__all__ = ["app", "cli_replication", "main"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -836,3 +836,7 @@ def track_cmd(
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+# Replication, KCC and `directory list` live in their own module; importing it registers them.
+from sitemail.admin import cli_replication  # noqa: E402

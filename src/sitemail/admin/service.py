@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
+from sitemail.admin.replication import ReplicationAdmin
 from sitemail.admin.tls import make_self_signed
 from sitemail.config import CONFIG_FILE, ServerConfig, load_config, render_config
 from sitemail.core.address import normalize_domain
@@ -232,6 +233,10 @@ class AdminService:
 
     def remove_domain_route(self, domain: str) -> DomainRouteEntry:
         return remove_domain_route(self.directory, domain)
+
+    @property
+    def replication(self) -> ReplicationAdmin:
+        return ReplicationAdmin(self.config, self.directory, self.clock)
 
     @property
     def queue(self) -> QueueAdmin:

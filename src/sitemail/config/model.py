@@ -21,6 +21,7 @@ __all__ = [
     "DnsConfig",
     "LimitsConfig",
     "QueueConfig",
+    "ReplicationConfig",
     "ServerConfig",
     "SmtpConfig",
     "TlsConfig",
@@ -65,6 +66,18 @@ class QueueConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicationConfig:
+    """Directory replication timing (seconds). Connector schedules live in the directory."""
+
+    startup_delay: float = 300.0  # every connector requests this long after start
+    request_timeout: float = 7200.0  # an unanswered request may be sent again after this
+    message_ttl: float = 48 * 3600.0  # a replication message expires (never DSNs) after this
+    kcc_interval: float = 3 * 3600.0
+    tombstone_lifetime: float = 30 * 86400.0
+    gc_interval: float = 12 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
 class LimitsConfig:
     """Defaults from reliability-bar.md (Postfix / RFC 5321 column)."""
 
@@ -92,6 +105,7 @@ class ServerConfig:
     dns: DnsConfig = field(default_factory=DnsConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    replication: ReplicationConfig = field(default_factory=ReplicationConfig)
 
     def path(self, relative: str) -> Path:
         p = Path(relative)
@@ -166,6 +180,7 @@ def load_config(data_dir: Path) -> ServerConfig:
         "dns": DnsConfig,
         "queue": QueueConfig,
         "limits": LimitsConfig,
+        "replication": ReplicationConfig,
     }
     parsed = {
         name: _section(cls, raw.pop(name, {}), f"{where} [{name}]")
@@ -223,6 +238,8 @@ def _validate(config: ServerConfig, where: str) -> None:
             raise ConfigError(f"{where} [smtp] trusted_networks: bad network {net!r}") from exc
     if config.queue.retry_initial <= 0 or config.queue.retry_max < config.queue.retry_initial:
         raise ConfigError(f"{where} [queue]: need 0 < retry_initial <= retry_max")
+    if config.replication.tombstone_lifetime < 2 * 86400:
+        raise ConfigError(f"{where} [replication]: tombstone_lifetime must be at least 2 days")
     if config.limits.command_length < 512 or config.limits.line_length < 1000:
         raise ConfigError(
             f"{where} [limits]: RFC 5321 requires command_length >= 512, line_length >= 1000"
@@ -263,4 +280,12 @@ listen = [{listen_list}]
 [limits]
 # message_size = 10240000
 # recipients = 1000
+
+[replication]
+# startup_delay = 300          # seconds after start before every connector requests
+# request_timeout = 7200       # an unanswered request is sent again after this
+# message_ttl = 172800
+# kcc_interval = 10800
+# tombstone_lifetime = 2592000 # 30 days
+# gc_interval = 43200
 """

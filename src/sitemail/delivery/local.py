@@ -22,13 +22,11 @@ from sitemail.core.clock import Clock
 from sitemail.core.envelope import EnvelopeRecipient
 from sitemail.directory import Directory, ObjectKind, Recipient
 from sitemail.mailbox import append_message
-from sitemail.queue.model import Outcome, QueuedMessage, QueuedRecipient, RcptState, RecipientResult
+from sitemail.queue.model import Outcome, QueuedMessage, QueuedRecipient, RecipientResult
 from sitemail.queue.records import (
-    TrackEvent,
     add_recipients,
-    finish_recipient,
     message_recipient_addresses,
-    track,
+    record_delivered,
 )
 from sitemail.routing.route import Route
 
@@ -145,24 +143,6 @@ class LocalDelivery:
         text: str,
         now: float,
     ) -> RecipientResult:
-        finish_recipient(
-            conn, rcpt.id, state=RcptState.DELIVERED, status="2.0.0", text=text, now=now
-        )
-        track(
-            conn,
-            [
-                TrackEvent(
-                    now,
-                    event,
-                    message.queue_id,
-                    message.message_id,
-                    message.envelope.sender,
-                    rcpt.recipient.address,
-                    self._site,
-                    text,
-                )
-            ],
-        )
-        return RecipientResult(
-            rcpt.id, Outcome.DELIVERED, 250, "2.0.0", text, already_recorded=True
+        return record_delivered(
+            conn, message=message, rcpt=rcpt, site=self._site, event=event, text=text, now=now
         )

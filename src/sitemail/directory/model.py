@@ -32,6 +32,7 @@ class ObjectKind(StrEnum):
     CONTACT = "contact"
     GROUP = "group"
     DOMAIN_ROUTE = "domain_route"  # the IMS E-Mail Domain table: forward a domain to a host
+    REPLICATION_CONNECTOR = "replication_connector"  # a Directory Replication Connector
 
 
 RECIPIENT_KINDS = frozenset({ObjectKind.MAILBOX, ObjectKind.CONTACT, ObjectKind.GROUP})

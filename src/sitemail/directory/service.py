@@ -145,7 +145,9 @@ class Directory:
                 kind=ObjectKind.SITE,
                 name=site,
                 display_name=site_display_name or site,
-                attrs={"organization": org},
+                # routing_domain: where the site's directory-service mailbox lives for good,
+                # even after Site Addressing moves recipients to a shared domain.
+                attrs={"organization": org, "routing_domain": template.domain},
                 now=now,
             )
             insert_object(
@@ -234,6 +236,11 @@ class Directory:
                 raise NotFoundError(f"no site object for {self.local_site}")
             obj = row_to_recipient(row)
             return update_object(conn, obj, now=self.clock.now(), attrs={**obj.attrs, **attrs})
+
+    def routing_domain(self, site: str | None = None) -> str:
+        """The domain of a site's directory-service mailbox (its routing address)."""
+        obj = self.site_object(site)
+        return str(obj.attrs.get("routing_domain") or self.template(site).domain).lower()
 
     # -- site addressing --------------------------------------------------------------------
 

@@ -99,6 +99,11 @@ class QueueManager:
         self._wake = asyncio.Event()
         self._running: set[str] = set()
 
+    @property
+    def busy(self) -> bool:
+        """Whether a pass is delivering something right now (tests wait for quiet)."""
+        return bool(self._running)
+
     def wake(self) -> None:
         """New mail or an admin retry: look at the queue now."""
         self._wake.set()

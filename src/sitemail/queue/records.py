@@ -18,7 +18,14 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from sitemail.core.envelope import BodyType, Envelope, EnvelopeRecipient, Notify, Ret
-from sitemail.queue.model import QueuedMessage, QueuedRecipient, QueueId, RcptState
+from sitemail.queue.model import (
+    Outcome,
+    QueuedMessage,
+    QueuedRecipient,
+    QueueId,
+    RcptState,
+    RecipientResult,
+)
 from sitemail.store.tables import queue_message, queue_rcpt, track_event
 
 __all__ = [
@@ -29,6 +36,7 @@ __all__ = [
     "load_message",
     "load_recipients",
     "new_queue_id",
+    "record_delivered",
     "track",
 ]
 
@@ -311,3 +319,33 @@ def close_if_done(conn: Connection, queue_id: str) -> bool:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+def record_delivered(
+    conn: Connection,
+    *,
+    message: QueuedMessage,
+    rcpt: QueuedRecipient,
+    site: str,
+    event: str,
+    text: str,
+    now: float,
+) -> RecipientResult:
+    """A transport's final step inside its own transaction: recipient done, event tracked."""
+    finish_recipient(conn, rcpt.id, state=RcptState.DELIVERED, status="2.0.0", text=text, now=now)
+    track(
+        conn,
+        [
+            TrackEvent(
+                now,
+                event,
+                message.queue_id,
+                message.message_id,
+                message.envelope.sender,
+                rcpt.recipient.address,
+                site,
+                text,
+            )
+        ],
+    )
+    return RecipientResult(rcpt.id, Outcome.DELIVERED, 250, "2.0.0", text, already_recorded=True)

@@ -5,10 +5,13 @@ site, and turn received bytes back into a verified payload, or refuse them with 
 `ReplicationRejected` naming why. Nothing is trusted before the signature checks out against
 the key pinned for the claimed origin.
 
-Wire form: a MIME message to the peer's directory-service address with one part,
-`application/x-sitemail-replication+json`, holding `{"payload": <base64 of the canonical
-JSON>, "signature": <base64 Ed25519 signature over those exact bytes>}`. The payload always
-carries `type`, `org`, `origin`, `target`, `seq` (per sender, strictly increasing) and
+Wire form: a single-part MIME message to the peer's directory-service address, of type
+`application/x-sitemail-replication`, whose body (base64, so every line stays short) is the
+zlib-compressed canonical JSON payload, with two header fields: `X-Sitemail-Origin` (the
+sending site) and `X-Sitemail-Signature` (base64 Ed25519 signature over exactly the compressed
+bytes). The origin header only picks the key to try; the signature is checked before anything
+is decompressed (so only a signing peer can make us inflate), and the signed origin must equal
+it. The payload always carries `type`, `org`, `origin`, `target`, `seq` (per sender, strictly increasing) and
 `expires` (epoch seconds), so a message cannot be replayed, redirected to another site or
 used after it expires. Canonical JSON = sorted keys, no spaces, UTF-8: the signed bytes are
 the transmitted bytes (no re-serialisation on the receiving side).
@@ -19,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -28,7 +32,8 @@ from email.utils import formatdate, make_msgid
 from enum import StrEnum
 from typing import Any
 
-from sitemail.replication.keys import PublicKey, SiteKey
+from sitemail.core.errors import InvalidValueError
+from sitemail.replication.keys import PublicKey, SiteKey, parse_public_key
 
 __all__ = [
     "CONTENT_TYPE",
@@ -38,12 +43,16 @@ __all__ = [
     "ReplicationRejected",
     "canonical",
     "decode_message",
+    "decode_self_signed",
     "encode_message",
 ]
 
-CONTENT_TYPE = "application/x-sitemail-replication+json"
+CONTENT_TYPE = "application/x-sitemail-replication"
+ORIGIN_HEADER = "X-Sitemail-Origin"
+SIGNATURE_HEADER = "X-Sitemail-Signature"
 DSA_LOCAL_PART = "sitemail-dsa"  # the directory-service mailbox of every site (Exchange's DSA)
 MAX_MESSAGE = 32 * 1024 * 1024
+MAX_PAYLOAD = 64 * 1024 * 1024  # inflated; 512 objects are far below this
 _REQUIRED = {"type": str, "org": str, "origin": str, "target": str, "seq": int, "expires": int}
 
 
@@ -93,11 +102,8 @@ def encode_message(
     message: ReplicationMessage, key: SiteKey, *, sender: str, recipient: str, now: float
 ) -> bytes:
     """The complete RFC 5322 message, ready to be queued."""
-    payload = canonical(message.as_payload())
-    envelope = {
-        "payload": base64.b64encode(payload).decode("ascii"),
-        "signature": base64.b64encode(key.sign(payload)).decode("ascii"),
-    }
+    payload = zlib.compress(canonical(message.as_payload()), 6)
+    signature = base64.b64encode(key.sign(payload)).decode("ascii")
     mail = EmailMessage(policy=SMTP_POLICY)
     mail["From"] = sender
     mail["To"] = recipient
@@ -109,10 +115,11 @@ def encode_message(
     mail["Auto-Submitted"] = "auto-generated"
     mail["X-Sitemail-Replication"] = message.type.value
     mail.set_content(
-        json.dumps(envelope, indent=0).encode(),
+        payload,
         maintype="application",
-        subtype="x-sitemail-replication+json",
-        cte="7bit",
+        subtype="x-sitemail-replication",
+        cte="base64",
+        headers=[f"{ORIGIN_HEADER}: {message.origin}", f"{SIGNATURE_HEADER}: {signature}"],
     )
     return mail.as_bytes()
 
@@ -124,7 +131,7 @@ def _field(payload: Mapping[str, Any], name: str, kind: type) -> Any:
     return value
 
 
-def _extract(raw: bytes) -> tuple[bytes, bytes]:
+def _extract(raw: bytes) -> tuple[str, bytes, bytes]:
     if len(raw) > MAX_MESSAGE:
         raise ReplicationRejected("malformed", "message too large")
     mail = BytesParser(policy=SMTP_POLICY).parsebytes(raw)
@@ -132,13 +139,25 @@ def _extract(raw: bytes) -> tuple[bytes, bytes]:
     if part is None:
         raise ReplicationRejected("malformed", f"no {CONTENT_TYPE} part")
     try:
-        data = part.get_payload(decode=True)
-        outer = json.loads(data) if isinstance(data, bytes) else {}
-        payload = base64.b64decode(outer["payload"], validate=True)
-        signature = base64.b64decode(outer["signature"], validate=True)
-    except (ValueError, TypeError, KeyError, binascii.Error) as exc:
+        origin = str(part.get(ORIGIN_HEADER, "")).strip()
+        signature = base64.b64decode(str(part.get(SIGNATURE_HEADER, "")).strip(), validate=True)
+        payload = part.get_payload(decode=True)
+    except (ValueError, TypeError, binascii.Error) as exc:
         raise ReplicationRejected("malformed", f"bad envelope: {exc.__class__.__name__}") from exc
-    return payload, signature
+    if not origin or not signature or not isinstance(payload, bytes):
+        raise ReplicationRejected("malformed", "no origin, signature or payload")
+    return origin, payload, signature
+
+
+def _inflate(data: bytes) -> bytes:
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, MAX_PAYLOAD)
+    except zlib.error as exc:
+        raise ReplicationRejected("malformed", "payload does not inflate") from exc
+    if inflater.unconsumed_tail or not inflater.eof:
+        raise ReplicationRejected("malformed", "payload too large or truncated")
+    return out
 
 
 def decode_message(
@@ -152,21 +171,22 @@ def decode_message(
     """Verify and parse; raises ReplicationRejected (malformed, unknown-origin, bad-signature,
     wrong-organisation, misaddressed, expired). Replays are the caller's check (it owns the
     high-water marks)."""
-    payload, signature = _extract(raw)
-    try:
-        unverified = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ReplicationRejected("malformed", "payload is not JSON") from exc
-    if not isinstance(unverified, dict):
-        raise ReplicationRejected("malformed", "payload is not an object")
-    origin = _field(unverified, "origin", str)
+    origin, compressed, signature = _extract(raw)
     key = key_for(origin)
     if key is None:
         raise ReplicationRejected("unknown-origin", f"no key pinned or learned for site {origin!r}")
-    if not key.verify(signature, payload):
+    if not key.verify(signature, compressed):
         raise ReplicationRejected("bad-signature", f"signature does not verify with {origin}'s key")
-    fields = {name: _field(unverified, name, kind) for name, kind in _REQUIRED.items()}
-    body = unverified.get("body")
+    try:
+        verified = json.loads(_inflate(compressed))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ReplicationRejected("malformed", "payload is not JSON") from exc
+    if not isinstance(verified, dict):
+        raise ReplicationRejected("malformed", "payload is not an object")
+    fields = {name: _field(verified, name, kind) for name, kind in _REQUIRED.items()}
+    if fields["origin"] != origin:
+        raise ReplicationRejected("bad-signature", "signed origin differs from the envelope's")
+    body = verified.get("body")
     if not isinstance(body, dict):
         raise ReplicationRejected("malformed", "body missing")
     try:
@@ -184,3 +204,27 @@ def decode_message(
     return ReplicationMessage(
         kind, fields["org"], origin, fields["target"], fields["seq"], fields["expires"], body
     )
+
+
+def decode_self_signed(
+    raw: bytes, *, org: str, site: str, now: float
+) -> tuple[ReplicationMessage, PublicKey]:
+    """A request from a site we hold no key for, checked against the key it carries itself.
+
+    This proves only that the sender holds that key, not who it is: such a request is never
+    answered, only held as a pending partner whose key fingerprint the admin compares with
+    the one the other site's admin reads out (`sitemail site key`) before accepting it.
+    """
+    origin, compressed, _ = _extract(raw)
+    try:
+        verified = json.loads(_inflate(compressed))
+        token = verified["body"]["key"]
+        key = parse_public_key(token) if isinstance(token, str) else None
+    except (ValueError, UnicodeDecodeError, TypeError, KeyError, InvalidValueError) as exc:
+        raise ReplicationRejected("malformed", "request carries no usable key") from exc
+    if key is None:
+        raise ReplicationRejected("malformed", "request carries no usable key")
+    message = decode_message(raw, key_for=lambda _: key, org=org, site=site, now=now)
+    if message.origin != origin:
+        raise ReplicationRejected("bad-signature", "signed origin differs from the envelope's")
+    return message, key

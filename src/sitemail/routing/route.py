@@ -2,7 +2,8 @@
 
 `Route(transport, nexthop, recipient)` as in Postfix's transport maps. `nexthop` means, per
 transport: local -> the recipient's guid; relay -> "host[:port]" (a domain route or smart
-host); mx -> the recipient domain; site -> the remote site's directory name; reject -> "".
+host); mx -> the recipient domain; site -> the remote site's directory name; replication, reject
+-> "".
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ class Transport(StrEnum):
     RELAY = "relay"
     MX = "mx"
     SITE = "site"
+    REPLICATION = "replication"  # this site's directory-service mailbox
     REJECT = "reject"  # a permanent failure decided by routing (unknown user, loop to self)
     DEFER = "defer"  # no route now (e.g. a remote site with no connected-site route yet)
 

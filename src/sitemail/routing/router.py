@@ -1,6 +1,9 @@
 """The per-recipient routing decision of DESIGN.md section 2, as one function with a typed answer.
 
 One job: `Router.route(address) -> Route`. Order:
+0. `sitemail-dsa@<this site's routing domain>` -> `replication` (the directory-service
+   mailbox); the DSA address of any other domain is routed like any remote address below,
+   skipping rule 2 (other sites' routing domains are ours too, but their DSA is elsewhere);
 1. the address is a proxy of a recipient in the (replicated) directory: its home site is this
    site -> `local` (nexthop: the recipient's guid); another site -> `site` (nexthop: that site);
 2. not found, but the domain is one the organisation is authoritative for -> `reject` 5.1.1
@@ -28,6 +31,7 @@ __all__ = ["Router"]
 
 T = TypeVar("T")
 _CACHE_SECONDS = 2.0
+DSA_LOCAL_PART = "sitemail-dsa"  # the directory-service mailbox of every site
 
 
 class _Cached(Generic[T]):
@@ -59,6 +63,7 @@ class Router:
         self._local_site = directory.local_site
         self._domains = _Cached(directory.accepted_domains)
         self._routes = _Cached(self._load_routes)
+        self._dsa_domain = _Cached(directory.routing_domain)
 
     def _load_routes(self) -> Sequence[DomainRoute]:
         routes = []
@@ -71,6 +76,11 @@ class Router:
         """Forget cached configuration (after an admin change in this process)."""
         self._domains.invalidate()
         self._routes.invalidate()
+        self._dsa_domain.invalidate()
+
+    def is_local_dsa(self, local_part: str, domain: str) -> bool:
+        """Whether this is our directory-service mailbox (replication mail for this site)."""
+        return local_part.lower() == DSA_LOCAL_PART and domain.lower() == self._dsa_domain.get()
 
     def is_authoritative(self, domain: str) -> bool:
         return domain.lower() in self._domains.get()
@@ -85,10 +95,14 @@ class Router:
                 return Route(Transport.LOCAL, owner.guid, address)
             return Route(Transport.SITE, owner.site, address)
         try:
-            domain = parse_address(address).domain
+            parsed = parse_address(address)
         except InvalidAddressError as exc:
             return Route(Transport.REJECT, "", address, "5.1.3", exc.message)
-        if self.is_authoritative(domain):
+        domain = parsed.domain
+        is_dsa = parsed.local.lower() == DSA_LOCAL_PART
+        if is_dsa and self.is_local_dsa(parsed.local, domain):
+            return Route(Transport.REPLICATION, "", address)
+        if not is_dsa and self.is_authoritative(domain):
             return Route(Transport.REJECT, "", address, "5.1.1", "no such user here")
         route = self.domain_route(domain)
         if route is not None:

@@ -3,6 +3,7 @@
 One job: decide MAIL and RCPT, and hand accepted messages to the durable spool. At RCPT a
 recipient is accepted when
 - its address is a proxy address of any recipient in the directory (any site), or
+- it is this site's directory-service mailbox (replication; signatures are checked later), or
 - its domain is routed by an E-Mail Domain route (the article's "forward all messages for
   this domain to host"), or
 - the client is authenticated or in `trusted_networks`;
@@ -87,6 +88,8 @@ class ImsPolicy:
             return ROUTING_CHARS
         if self._directory.lookup(str(address)) is not None:
             return OK_RECIPIENT
+        if self._router.is_local_dsa(address.local, address.domain):
+            return OK_RECIPIENT  # replication mail: the replicator verifies every message
         if self._router.is_authoritative(address.domain):
             return Reply(550, "5.1.1", f"<{address}>: no such user here")
         if self._router.domain_route(address.domain) is not None:

@@ -34,8 +34,15 @@ __all__ = [
     "metadata",
     "organization",
     "proxy_address",
+    "proxy_conflict",
     "queue_message",
     "queue_rcpt",
+    "repl_link",
+    "repl_peer",
+    "repl_pending",
+    "repl_rejection",
+    "repl_sequence",
+    "repl_watermark",
     "site_usn",
     "track_event",
 ]
@@ -217,4 +224,107 @@ track_event = Table(
     Column("detail", Text, nullable=False, default=""),
     Index("ix_track_event_queue_id", "queue_id"),
     Index("ix_track_event_message_id", "message_id"),
+)
+
+
+# -- replication state (local to this server; none of it replicates) -------------------------
+
+proxy_conflict = Table(
+    # Claims on an address that lost to another object (duplicate proxy addresses across
+    # sites, seen only through replication). The index holds the claimant with the lowest
+    # guid, so every site picks the same owner whatever order replicas arrived in; a loser is
+    # promoted when the winner lets the address go. The KCC reports every row as a warning.
+    "proxy_conflict",
+    metadata,
+    Column("address_key", String(320), primary_key=True),
+    Column(
+        "guid",
+        String(36),
+        ForeignKey("dir_object.guid", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("address", String(320), nullable=False),
+    Column("domain", String(255), nullable=False),
+    Column("type", String(16), nullable=False, default="SMTP"),
+    Column("is_primary", Boolean, nullable=False),
+    Index("ix_proxy_conflict_guid", "guid"),
+)
+
+repl_sequence = Table(
+    # The sequence number of the next replication message this site signs (one row).
+    "repl_sequence",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("seq", BigInt, nullable=False),
+)
+
+repl_watermark = Table(
+    # The up-to-dateness vector: for each naming context, every change up to `usn` is here.
+    "repl_watermark",
+    metadata,
+    Column("nc", String(64), primary_key=True),
+    Column("usn", BigInt, nullable=False),
+)
+
+repl_peer = Table(
+    # One row per site we exchanged replication messages with.
+    "repl_peer",
+    metadata,
+    Column("peer", String(64), primary_key=True),
+    Column("hw_request", BigInt, nullable=False, default=0),  # highest request seq accepted
+    Column("hw_answer", BigInt, nullable=False, default=0),  # highest answer seq accepted
+    Column("outstanding_seq", BigInt, nullable=True),  # our unanswered request, if any
+    Column("outstanding_at", Float, nullable=True),
+    Column("outstanding_full", Boolean, nullable=False, default=False),
+    Column("last_request_at", Float, nullable=True),  # we asked
+    Column("last_answer_at", Float, nullable=True),  # they answered
+    Column("last_complete_at", Float, nullable=True),  # an answer without "more"
+    Column("last_served_at", Float, nullable=True),  # they asked, we answered
+    Column("requests_sent", Integer, nullable=False, default=0),
+    Column("answers_received", Integer, nullable=False, default=0),
+    Column("requests_served", Integer, nullable=False, default=0),
+    Column("objects_applied", Integer, nullable=False, default=0),
+)
+
+repl_link = Table(
+    # Per peer and naming context: what they hold of it (from their requests) and what they
+    # have of it (from their answers), for `replication status` and tombstone collection.
+    "repl_link",
+    metadata,
+    Column("peer", String(64), primary_key=True),
+    Column("nc", String(64), primary_key=True),
+    Column("peer_watermark", BigInt, nullable=True),  # their USN for nc, as they asked
+    Column("peer_high", BigInt, nullable=True),  # the highest USN of nc they hold
+    Column("last_answer_at", Float, nullable=True),
+    Column("objects_applied", Integer, nullable=False, default=0),
+)
+
+repl_pending = Table(
+    # Requests from sites that have no connector here (the article's one-sided configuration):
+    # held for the admin, neither answered nor bounced.
+    "repl_pending",
+    metadata,
+    Column("origin", String(64), primary_key=True),
+    Column("state", String(16), nullable=False),  # pending / rejected
+    Column("first_seen", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("requests", Integer, nullable=False, default=1),
+    Column("public_key", String(100), nullable=False),
+    Column("routing_address", String(255), nullable=False),
+    Column("bridgehead", String(64), nullable=False, default=""),
+    Column("verified", Boolean, nullable=False, default=False),  # by a key we already knew
+    Column("request", LargeBinary, nullable=False),  # the last request, answered on accept
+)
+
+repl_rejection = Table(
+    # Every replication message that changed nothing, with why (logged and counted).
+    "repl_rejection",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("origin", String(64), nullable=False, default=""),
+    Column("queue_id", String(32), nullable=False, default=""),
+    Column("detail", Text, nullable=False, default=""),
+    Index("ix_repl_rejection_reason", "reason"),
 )

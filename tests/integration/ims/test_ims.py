@@ -90,8 +90,9 @@ class Lab:
         self.clock.advance(advance)
         manager = self.server.components.manager if self.server.components else None
         assert manager is not None
-        while await manager.run_once():
-            pass
+        # The server's own queue loop may hold a message mid-delivery: wait until it is quiet.
+        while await manager.run_once() or manager.busy:  # noqa: ASYNC110 - polls two sources
+            await asyncio.sleep(0.005)
 
 
 def message(subject: str, *, extra: str = "") -> bytes:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import email
+import email.policy
 import json
+import zlib
 from pathlib import Path
 
 import pytest
@@ -93,13 +96,21 @@ def test_codec_refuses_forged_signature(keys: dict[str, SiteKey]) -> None:
 def test_codec_refuses_tampered_payload(keys: dict[str, SiteKey]) -> None:
     """Changing the payload after signing (here: the objects) breaks the signature."""
     raw = encode(keys, message())
-    head, _, body = raw.partition(b"\r\n\r\n")
-    outer = json.loads(body)
-    payload = json.loads(base64.b64decode(outer["payload"]))
+    mail = email.message_from_bytes(raw, policy=email.policy.SMTP)
+    payload = json.loads(zlib.decompress(base64.b64decode(mail.get_payload())))
     payload["body"]["objects"][0]["attrs"]["x"] = "evil"
-    outer["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
+    mail.set_content(
+        zlib.compress(json.dumps(payload).encode()),
+        maintype="application",
+        subtype="x-sitemail-replication",
+        cte="base64",
+        headers=[
+            f"X-Sitemail-Origin: {mail['X-Sitemail-Origin']}",
+            f"X-Sitemail-Signature: {mail['X-Sitemail-Signature']}",
+        ],
+    )
     with pytest.raises(ReplicationRejected) as refused:
-        decode(keys, head + b"\r\n\r\n" + json.dumps(outer).encode())
+        decode(keys, mail.as_bytes())
     assert refused.value.reason == "bad-signature"
 
 

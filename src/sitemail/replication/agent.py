@@ -1,0 +1,63 @@
+"""The `replication` transport: what the queue calls for mail to our directory-service mailbox.
+
+One job: hand each message to the `Replicator` and record the recipient as delivered in the
+same transaction as everything the message caused (objects applied, answer or next request
+queued), then wake the queue for what was queued. A rejected message is delivered too (it is
+consumed, logged and counted, never bounced): a forged message must not make us send mail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+from sitemail.queue.model import QueuedMessage, QueuedRecipient, RecipientResult
+from sitemail.queue.records import record_delivered
+from sitemail.replication.replicator import Replicator
+from sitemail.routing.route import Route
+
+__all__ = ["ReplicationAgent"]
+
+
+class ReplicationAgent:
+    def __init__(self, replicator: Replicator, on_enqueued: Callable[[], None]) -> None:
+        self._replicator = replicator
+        self._on_enqueued = on_enqueued
+        # The directory-service mailbox is processed on one thread, in arrival order
+        # (Exchange's DS does the same): answers build on each other's watermarks.
+        self._serial = asyncio.Lock()
+
+    async def deliver(
+        self,
+        message: QueuedMessage,
+        content: bytes,
+        recipients: list[tuple[QueuedRecipient, Route]],
+    ) -> list[RecipientResult]:
+        async with self._serial:
+            results = await asyncio.to_thread(self._deliver, message, content, recipients)
+        self._on_enqueued()
+        return results
+
+    def _deliver(
+        self,
+        message: QueuedMessage,
+        content: bytes,
+        recipients: Sequence[tuple[QueuedRecipient, Route]],
+    ) -> list[RecipientResult]:
+        replicator = self._replicator
+        now = replicator.clock.now()
+        with replicator.directory.store.write() as conn:
+            outcome = replicator.receive(conn, content, queue_id=message.queue_id)
+            text = f"replication {outcome.outcome}: {outcome.detail}"
+            return [
+                record_delivered(
+                    conn,
+                    message=message,
+                    rcpt=rcpt,
+                    site=replicator.site,
+                    event="delivered",
+                    text=text,
+                    now=now,
+                )
+                for rcpt, _ in recipients
+            ]

@@ -1,0 +1,299 @@
+"""Replicated objects on the wire and their application to the local directory.
+
+One job: turn directory rows into wire objects and apply received wire objects, idempotently
+and in any order. Rules (DESIGN.md section 3):
+- an object belongs to the naming context named by its `site`; objects of this site's own
+  naming context are never taken from anyone (we are their only writer);
+- per guid the higher `version` wins (ties: the higher `usn_changed`); an equal or older copy
+  changes nothing, so duplicates and replays of answers are harmless;
+- a tombstone (`is_deleted`) replaces the object and drops its addresses from the index;
+- proxy addresses: when two objects claim one address (an admin error across sites that only
+  replication reveals), the index gives it to the lowest guid and keeps the other claims in
+  `proxy_conflict`, so every site routes the same way whatever order objects arrived in, and
+  a losing claim takes over when the winner lets the address go. The KCC reports conflicts.
+Secrets never travel: wire objects are the `dir_object` rows only (no `mailbox_secret`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, update
+
+from sitemail.directory import ObjectKind, parse_proxy
+from sitemail.store.tables import dir_object, proxy_address, proxy_conflict
+
+__all__ = [
+    "ApplyResult",
+    "WireObject",
+    "apply_objects",
+    "object_from_wire",
+    "objects_since",
+]
+
+_KINDS = frozenset(k.value for k in ObjectKind)
+_TEXT_FIELDS = ("guid", "site", "kind", "name", "display_name")
+_INT_FIELDS = ("usn_created", "usn_changed", "version")
+
+
+@dataclass(frozen=True, slots=True)
+class WireObject:
+    guid: str
+    site: str
+    kind: str
+    name: str
+    display_name: str
+    attrs: dict[str, Any]
+    usn_created: int
+    usn_changed: int
+    version: int
+    is_deleted: bool
+    changed_at: float
+
+    def as_wire(self) -> dict[str, Any]:
+        return {
+            "guid": self.guid,
+            "site": self.site,
+            "kind": self.kind,
+            "name": self.name,
+            "display_name": self.display_name,
+            "attrs": self.attrs,
+            "usn_created": self.usn_created,
+            "usn_changed": self.usn_changed,
+            "version": self.version,
+            "is_deleted": self.is_deleted,
+            "changed_at": self.changed_at,
+        }
+
+    def row(self) -> dict[str, Any]:
+        return self.as_wire()
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    applied: int = 0  # created or replaced
+    unchanged: int = 0  # equal or older than ours
+    refused: int = 0  # malformed, or claiming a naming context it may not
+
+
+def object_from_wire(data: object) -> WireObject | None:
+    """A validated wire object, or None when anything is missing or of the wrong type."""
+    if not isinstance(data, Mapping):
+        return None
+    texts = [data.get(f) for f in _TEXT_FIELDS]
+    ints = [data.get(f) for f in _INT_FIELDS]
+    attrs, deleted, changed_at = data.get("attrs"), data.get("is_deleted"), data.get("changed_at")
+    if not all(isinstance(t, str) and 0 < len(t) <= 256 for t in texts[:4]):
+        return None
+    if not isinstance(texts[4], str) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ints
+    ):
+        return None
+    if not isinstance(attrs, dict) or not isinstance(deleted, bool):
+        return None
+    if not isinstance(changed_at, int | float) or isinstance(changed_at, bool):
+        return None
+    if texts[2] not in _KINDS or not _proxies_ok(attrs.get("proxies", [])):
+        return None
+    guid, site, kind, name, display_name = (str(t) for t in texts)
+    usn_created, usn_changed, version = (int(str(i)) for i in ints)
+    return WireObject(
+        guid,
+        site,
+        kind,
+        name,
+        display_name,
+        attrs,
+        usn_created,
+        usn_changed,
+        version,
+        deleted,
+        float(changed_at),
+    )
+
+
+def _proxies_ok(proxies: object) -> bool:
+    return isinstance(proxies, list) and all(
+        isinstance(p, str) and ":" in p and "@" in p and len(p) <= 330 for p in proxies
+    )
+
+
+def objects_since(conn: Connection, nc: str, usn: int, limit: int) -> list[WireObject]:
+    """Objects of naming context `nc` (tombstones included) changed after `usn`, oldest first."""
+    rows = conn.execute(
+        select(dir_object)
+        .where(dir_object.c.site == nc, dir_object.c.usn_changed > usn)
+        .order_by(dir_object.c.usn_changed)
+        .limit(limit)
+    ).all()
+    return [
+        WireObject(
+            r.guid,
+            r.site,
+            r.kind,
+            r.name,
+            r.display_name,
+            dict(r.attrs),
+            r.usn_created,
+            r.usn_changed,
+            r.version,
+            bool(r.is_deleted),
+            float(r.changed_at),
+        )
+        for r in rows
+    ]
+
+
+def apply_objects(
+    conn: Connection, objects: Sequence[WireObject], *, local_site: str, allowed: Iterable[str]
+) -> ApplyResult:
+    """Apply replicated objects in one transaction (the caller's); see the module rules.
+
+    `allowed` are the naming contexts the answer declared; an object outside them is refused.
+    """
+    result = ApplyResult()
+    ncs = set(allowed) - {local_site}
+    wanted = [o for o in objects if o.site in ncs]
+    result.refused += len(objects) - len(wanted)
+    held = _current_versions(conn, [o.guid for o in wanted])
+    fresh: dict[str, WireObject] = {}
+    changed: list[WireObject] = []
+    for obj in wanted:
+        current = held.get(obj.guid)
+        if current is not None and current[0] != obj.site:
+            result.refused += 1  # a guid may not move to another naming context
+            continue
+        if current is not None and (current[1], current[2]) >= (obj.version, obj.usn_changed):
+            result.unchanged += 1
+            continue
+        if obj.guid not in held or obj.guid in fresh:
+            fresh[obj.guid] = obj  # not stored yet: only the newest copy gets inserted
+        else:
+            changed.append(obj)
+        held[obj.guid] = (obj.site, obj.version, obj.usn_changed)
+        result.applied += 1
+    _insert_fresh(conn, list(fresh.values()))
+    for obj in changed:
+        _store(conn, obj)
+    return result
+
+
+def _insert_fresh(conn: Connection, objects: Sequence[WireObject]) -> None:
+    """New objects in bulk: one insert for the rows, one for every uncontested address."""
+    if not objects:
+        return
+    conn.execute(insert(dir_object), [o.row() for o in objects])
+    rows = [
+        _proxy_row(o.guid, str(p))
+        for o in objects
+        if not o.is_deleted
+        for p in o.attrs.get("proxies", [])
+    ]
+    taken = _owners(conn, [r["address_key"] for r in rows])
+    free: list[dict[str, Any]] = []
+    contested: list[dict[str, Any]] = []
+    for row in rows:
+        key = row["address_key"]
+        (contested if key in taken else free).append(row)
+        taken.setdefault(key, row["guid"])
+    if free:
+        conn.execute(insert(proxy_address), free)
+    for row in contested:
+        _claim(conn, row)
+
+
+def _owners(conn: Connection, keys: Sequence[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for start in range(0, len(keys), 500):
+        rows = conn.execute(
+            select(proxy_address.c.address_key, proxy_address.c.guid).where(
+                proxy_address.c.address_key.in_(keys[start : start + 500])
+            )
+        )
+        found.update({r.address_key: r.guid for r in rows})
+    return found
+
+
+def _current_versions(conn: Connection, guids: Sequence[str]) -> dict[str, tuple[str, int, int]]:
+    found: dict[str, tuple[str, int, int]] = {}
+    for start in range(0, len(guids), 500):
+        rows = conn.execute(
+            select(
+                dir_object.c.guid, dir_object.c.site, dir_object.c.version, dir_object.c.usn_changed
+            ).where(dir_object.c.guid.in_(guids[start : start + 500]))
+        )
+        found.update({r.guid: (r.site, r.version, r.usn_changed) for r in rows})
+    return found
+
+
+def _store(conn: Connection, obj: WireObject) -> None:
+    conn.execute(update(dir_object).where(dir_object.c.guid == obj.guid).values(**obj.row()))
+    proxies = [] if obj.is_deleted else [str(p) for p in obj.attrs.get("proxies", [])]
+    reindex(conn, obj.guid, proxies)
+
+
+def _proxy_row(guid: str, text: str) -> dict[str, Any]:
+    proxy = parse_proxy(text)
+    return {
+        "address_key": proxy.key,
+        "address": proxy.address,
+        "domain": proxy.address.rpartition("@")[2].lower(),
+        "guid": guid,
+        "type": proxy.type,
+        "is_primary": proxy.primary,
+    }
+
+
+def reindex(conn: Connection, guid: str, proxies: Sequence[str]) -> None:
+    """Make the index and the conflict claims of `guid` equal `proxies` (lowest guid wins)."""
+    released = {
+        r.address_key
+        for r in conn.execute(
+            select(proxy_address.c.address_key).where(proxy_address.c.guid == guid)
+        )
+    }
+    conn.execute(delete(proxy_address).where(proxy_address.c.guid == guid))
+    conn.execute(delete(proxy_conflict).where(proxy_conflict.c.guid == guid))
+    rows = {r["address_key"]: r for r in (_proxy_row(guid, p) for p in proxies)}
+    for row in rows.values():
+        _claim(conn, row)
+    for key in sorted(released - set(rows)):
+        _promote(conn, key)
+
+
+def _claim(conn: Connection, row: dict[str, Any]) -> None:
+    """Claim one address for row["guid"]: free -> index; else the lower guid holds it."""
+    key = row["address_key"]
+    owner = conn.execute(select(proxy_address).where(proxy_address.c.address_key == key)).first()
+    if owner is None:
+        conn.execute(insert(proxy_address).values(**row))
+        return
+    if owner.guid == row["guid"]:
+        return  # the same address twice in one list: the first spelling stands
+    if row["guid"] < owner.guid:  # we win: the current owner's claim becomes a conflict
+        conn.execute(delete(proxy_address).where(proxy_address.c.address_key == key))
+        conn.execute(insert(proxy_conflict).values(**owner._asdict()))
+        conn.execute(insert(proxy_address).values(**row))
+    else:
+        conn.execute(insert(proxy_conflict).values(**row))
+
+
+def _promote(conn: Connection, key: str) -> None:
+    """The address is free: the lowest-guid losing claim (if any) takes it."""
+    row = conn.execute(
+        select(proxy_conflict)
+        .where(proxy_conflict.c.address_key == key)
+        .order_by(proxy_conflict.c.guid)
+        .limit(1)
+    ).first()
+    if row is None:
+        return
+    values = row._asdict()
+    conn.execute(
+        delete(proxy_conflict).where(
+            proxy_conflict.c.address_key == key, proxy_conflict.c.guid == values["guid"]
+        )
+    )
+    conn.execute(insert(proxy_address).values(**values))

@@ -1,0 +1,205 @@
+"""The Knowledge Consistency Check: what the directory says the organisation looks like.
+
+One job: derive, from the objects held here (own and replicated), the known sites and their
+servers, the replication topology (every site's connectors, since connectors replicate), and
+the warnings an admin must act on, each with how to fix it:
+- a connector whose remote site has replicated here but has no connector back to this site,
+  or a remote connector to this site with no connector from here (the article's one-sided
+  configuration: replication silently stops);
+- a connector naming no known site (display names are not directory names);
+- the same proxy address held by objects of two sites (found only through replication);
+- a domain route pointing back at this server (mail would loop);
+- sites waiting as pending partners.
+A site appears here only once its configuration has replicated (the article: "Check Now").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from sitemail.core.errors import InvalidValueError
+from sitemail.directory import Directory, ObjectKind, list_domain_routes
+from sitemail.replication import state
+from sitemail.replication.connectors import Connector, all_connectors
+from sitemail.replication.keys import fingerprint
+from sitemail.store.tables import dir_object, proxy_address, proxy_conflict
+
+__all__ = ["KccReport", "KccWarning", "SiteInfo", "run_kcc"]
+
+
+@dataclass(frozen=True, slots=True)
+class KccWarning:
+    code: str
+    message: str
+    fix: str
+
+
+@dataclass(frozen=True, slots=True)
+class SiteInfo:
+    name: str
+    display_name: str
+    servers: tuple[str, ...]
+    routing_domain: str
+    key_fingerprint: str
+    is_local: bool
+
+
+@dataclass(slots=True)
+class KccReport:
+    local_site: str
+    sites: list[SiteInfo] = field(default_factory=list)
+    connectors: list[Connector] = field(default_factory=list)
+    warnings: list[KccWarning] = field(default_factory=list)
+
+
+def run_kcc(directory: Directory, *, local_hosts: Iterable[str] = ()) -> KccReport:
+    local = directory.local_site
+    report = KccReport(local)
+    report.sites = _sites(directory)
+    report.connectors = all_connectors(directory)
+    known = {s.name for s in report.sites}
+    _check_connectors(directory, report, known)
+    _check_duplicates(directory, report)
+    _check_routes(directory, report, {h.lower() for h in local_hosts})
+    _check_pending(directory, report)
+    return report
+
+
+def _sites(directory: Directory) -> list[SiteInfo]:
+    servers: dict[str, list[str]] = {}
+    for server in directory.list_objects(ObjectKind.SERVER):
+        servers.setdefault(server.site, []).append(server.alias)
+    infos = []
+    for site in directory.list_objects(ObjectKind.SITE):
+        key = str(site.attrs.get("public_key", ""))
+        infos.append(
+            SiteInfo(
+                name=site.alias,
+                display_name=site.display_name,
+                servers=tuple(sorted(servers.get(site.site, []))),
+                routing_domain=str(site.attrs.get("routing_domain", "")),
+                key_fingerprint=_fingerprint(key),
+                is_local=site.site == directory.local_site,
+            )
+        )
+    return infos
+
+
+def _fingerprint(token: str) -> str:
+    try:
+        return fingerprint(token)
+    except InvalidValueError:
+        return "(no valid key)"
+
+
+def _check_connectors(directory: Directory, report: KccReport, known: set[str]) -> None:
+    local = report.local_site
+    ours = {c.site: c for c in report.connectors if c.owner == local}
+    towards_us = {c.owner: c for c in report.connectors if c.site == local and c.owner != local}
+    by_display = {s.display_name.lower(): s.name for s in report.sites}
+    for name in sorted(ours):
+        if name not in known:
+            hint = by_display.get(name.lower())
+            report.warnings.append(
+                KccWarning(
+                    "unknown-site",
+                    f"the replication connector to {name} names no site known here"
+                    + (f" ({name!r} is the display name of {hint})" if hint else ""),
+                    "use the remote site's directory name (`sitemail site show` there); until "
+                    "its configuration replicates here, the name cannot be checked",
+                )
+            )
+        elif name not in towards_us:
+            report.warnings.append(
+                KccWarning(
+                    "missing-reverse-connector",
+                    f"{name} has no replication connector to {local}: it will hold our "
+                    "requests as a pending partner and never pull from us",
+                    f"on {name}: sitemail replication connector add {local} --bridgehead "
+                    f"{directory.org().local_server} --routing-address "
+                    f"{directory.routing_domain()} --peer-key <`sitemail site key` here>, or "
+                    f"`sitemail replication pending accept {local}` there",
+                )
+            )
+    for owner in sorted(set(towards_us) - set(ours)):
+        report.warnings.append(
+            KccWarning(
+                "missing-reverse-connector",
+                f"{owner} replicates from {local}, but {local} has no connector to {owner}",
+                f"sitemail replication pending accept {owner}, or sitemail replication "
+                f"connector add {owner} --bridgehead ... --routing-address ... --peer-key ...",
+            )
+        )
+
+
+def _check_duplicates(directory: Directory, report: KccReport) -> None:
+    with directory.store.read() as conn:
+        rows = conn.execute(
+            select(
+                proxy_conflict.c.address,
+                dir_object.c.site,
+                dir_object.c.name,
+                proxy_address.c.guid,
+            )
+            .join(dir_object, dir_object.c.guid == proxy_conflict.c.guid)
+            .join(
+                proxy_address,
+                proxy_address.c.address_key == proxy_conflict.c.address_key,
+                isouter=True,
+            )
+            .order_by(proxy_conflict.c.address_key)
+        ).all()
+        holders = {
+            r.guid: f"{r.site}/{r.name}"
+            for r in conn.execute(
+                select(dir_object.c.guid, dir_object.c.site, dir_object.c.name).where(
+                    dir_object.c.guid.in_([r.guid for r in rows if r.guid])
+                )
+            )
+        }
+    for row in rows:
+        winner = holders.get(row.guid, "nobody")
+        report.warnings.append(
+            KccWarning(
+                "duplicate-address",
+                f"{row.address} is claimed by {row.site}/{row.name} and by {winner}; "
+                f"mail goes to {winner}",
+                f"remove the address from one of them at its home site "
+                f"(sitemail mailbox set ... --remove-address {row.address})",
+            )
+        )
+
+
+def _check_routes(directory: Directory, report: KccReport, local_hosts: set[str]) -> None:
+    for route in list_domain_routes(directory):
+        host = route.host.rsplit(":", 1)[0].strip("[]").lower() if route.host else ""
+        if host in local_hosts:
+            report.warnings.append(
+                KccWarning(
+                    "routing-loop",
+                    f"the domain route for {route.domain} points at this server ({route.host})",
+                    f"sitemail domain-route remove {route.domain}, then add it with the "
+                    "host that really serves the domain",
+                )
+            )
+
+
+def _check_pending(directory: Directory, report: KccReport) -> None:
+    with directory.store.read() as conn:
+        pending = state.list_pending(conn)
+    for p in pending:
+        if p.state != "pending":
+            continue
+        report.warnings.append(
+            KccWarning(
+                "pending-partner",
+                f"{p.origin} asks to replicate ({p.requests} requests since "
+                f"{p.first_seen:.0f}) but has no connector here",
+                f"compare key {_fingerprint(p.public_key)} with "
+                f"`sitemail site key` at {p.origin}, then sitemail replication pending accept "
+                f"{p.origin} (or reject)",
+            )
+        )

@@ -1,0 +1,450 @@
+"""The replication protocol: requests, answers, and what each side does with them.
+
+One job: the pull protocol of DESIGN.md section 3 between this site and its peers, carried by
+the normal queue. Every step runs inside the caller's write transaction, so a received message
+is applied, its successor queued and its own delivery recorded in one commit (a crash replays
+the whole step or none of it).
+
+- Request (requester -> peer): `{"ncs": {nc: usn held}, "exclude": [...], "full": bool, "key",
+  "routing_address", "bridgehead"}`. The peer answers for the naming contexts named and, so
+  replication is transitive, for every other one it holds that is not excluded (the requester's
+  own and those of its other direct peers, which it pulls directly).
+- Answer (peer -> requester): `{"in_reply_to": seq, "ncs": {nc: {"from", "to", "high"}},
+  "objects": [...], "more": bool}`: at most 512 objects, oldest USN first per naming context.
+  The requester applies them (apply.py), raises each watermark to `to` when the answer starts
+  at or below what it holds, and while `more` is set asks again from where the answer stopped.
+- One request outstanding per peer: a scheduled or "now" request is not sent while one is
+  unanswered (until `request_timeout`), so a peer that never answers (the article's one-sided
+  connector) does not pile requests up; it shows as waiting.
+- Messages are signed (codec.py) and verified against the connector's pinned key, or a key
+  learned through a verified replica; a sequence number at or below the sender's high-water
+  mark (kept per message type) is a replay. Rejected messages change nothing but a counter.
+- A request from a site without a connector here is held as a pending partner.
+Replication mail travels from the null sender, so it can never cause a DSN.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from sitemail.config import ReplicationConfig
+from sitemail.core.clock import Clock
+from sitemail.core.envelope import Envelope, EnvelopeRecipient, Notify
+from sitemail.directory import Directory, ObjectKind
+from sitemail.queue.records import NewMessage, insert_message, new_queue_id
+from sitemail.replication import state
+from sitemail.replication.apply import apply_objects, object_from_wire, objects_since
+from sitemail.replication.codec import (
+    DSA_LOCAL_PART,
+    MessageType,
+    ReplicationMessage,
+    ReplicationRejected,
+    decode_message,
+    decode_self_signed,
+    encode_message,
+)
+from sitemail.replication.connectors import Connector, list_connectors
+from sitemail.replication.keys import PublicKey, SiteKey, parse_public_key
+from sitemail.store.tables import dir_object
+
+__all__ = ["BATCH", "Received", "Replicator", "RequestOutcome", "dsa_address"]
+
+log = logging.getLogger("sitemail.replication")
+
+BATCH = 512  # objects per answer, as Exchange's directory service
+
+
+def dsa_address(routing_domain: str) -> str:
+    return f"{DSA_LOCAL_PART}@{routing_domain}"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOutcome:
+    peer: str
+    sent: bool
+    seq: int  # the request sent, or the one still outstanding
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """What became of one received replication message (for the tracking log)."""
+
+    outcome: str  # answered / applied / pending / rejected
+    origin: str
+    detail: str
+
+
+class Replicator:
+    """This site's side of replication."""
+
+    def __init__(
+        self,
+        directory: Directory,
+        clock: Clock,
+        key: SiteKey,
+        settings: ReplicationConfig,
+        *,
+        batch: int = BATCH,
+    ) -> None:
+        self.directory = directory
+        self.clock = clock
+        self.key = key
+        self.settings = settings
+        self.batch = batch
+        org = directory.org()
+        self.site = org.local_site
+        self.server = org.local_server
+        self.org = org.name
+
+    # -- identities and keys ----------------------------------------------------------------
+
+    def routing_domain(self) -> str:
+        return self.directory.routing_domain()
+
+    def key_for(self, connectors: Mapping[str, Connector]) -> Callable[[str], PublicKey | None]:
+        def lookup(origin: str) -> PublicKey | None:
+            connector = connectors.get(origin)
+            if connector is not None:
+                return parse_public_key(connector.peer_key)
+            learned = self._learned_key(origin)
+            return parse_public_key(learned) if learned else None
+
+        return lookup
+
+    def _learned_key(self, origin: str) -> str:
+        sites = self.directory.list_objects(ObjectKind.SITE, site=origin)
+        return str(sites[0].attrs.get("public_key", "")) if sites else ""
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def _queue(self, conn: Connection, kind: MessageType, target: str, to: str, body: Any) -> int:
+        now = self.clock.now()
+        seq = state.next_seq(conn)
+        message = ReplicationMessage(
+            kind,
+            self.org,
+            self.site,
+            target,
+            seq,
+            int(now + self.settings.message_ttl),
+            body,
+        )
+        raw = encode_message(
+            message, self.key, sender=dsa_address(self.routing_domain()), recipient=to, now=now
+        )
+        envelope = Envelope("", (EnvelopeRecipient(to, frozenset({Notify.NEVER})),))
+        insert_message(conn, new_queue_id(now), NewMessage(envelope, raw), now, self.site)
+        return seq
+
+    def held_ncs(self, conn: Connection) -> set[str]:
+        return {r[0] for r in conn.execute(select(dir_object.c.site).distinct())}
+
+    def _request_body(
+        self, conn: Connection, connector: Connector, cursors: Mapping[str, int], full: bool
+    ) -> dict[str, Any]:
+        direct = {c.site for c in list_connectors(self.directory)}
+        exclude = sorted({self.site} | (direct - {connector.site}))
+        known = (self.held_ncs(conn) | {connector.site}) - set(exclude)
+        marks = state.watermarks(conn)
+        ncs = {
+            nc: cursors.get(nc, 0 if full else marks.get(nc, 0))
+            for nc in sorted(known | set(cursors))
+        }
+        return {
+            "ncs": {nc: usn for nc, usn in ncs.items() if nc not in exclude},
+            "exclude": exclude,
+            "full": full,
+            "key": self.key.public.token,
+            "routing_address": self.routing_domain(),
+            "bridgehead": self.server,
+        }
+
+    def request(
+        self, conn: Connection, connector: Connector, *, full: bool = False, force: bool = False
+    ) -> RequestOutcome:
+        """Ask `connector.site` for what we miss, unless a request to it is still unanswered."""
+        now = self.clock.now()
+        peer = state.get_peer(conn, connector.site)
+        if peer.outstanding_seq is not None and not (force or full):
+            age = now - float(peer.outstanding_at or 0.0)
+            if age < self.settings.request_timeout:
+                return RequestOutcome(
+                    connector.site,
+                    False,
+                    int(peer.outstanding_seq),
+                    f"waiting: request #{peer.outstanding_seq} sent {age:.0f} s ago is unanswered",
+                )
+        return self._send_request(conn, connector, {}, full=full)
+
+    def _send_request(
+        self, conn: Connection, connector: Connector, cursors: Mapping[str, int], *, full: bool
+    ) -> RequestOutcome:
+        now = self.clock.now()
+        body = self._request_body(conn, connector, cursors, full)
+        seq = self._queue(
+            conn, MessageType.REQUEST, connector.site, dsa_address(connector.routing_address), body
+        )
+        state.update_peer(
+            conn,
+            connector.site,
+            outstanding_seq=seq,
+            outstanding_at=now,
+            outstanding_full=full,
+            last_request_at=now,
+        )
+        state.bump_peer(conn, connector.site, "requests_sent")
+        kind = "refresh-all request" if full else "request"
+        return RequestOutcome(connector.site, True, seq, f"{kind} #{seq} queued")
+
+    # -- receiving --------------------------------------------------------------------------
+
+    def receive(self, conn: Connection, raw: bytes, *, queue_id: str = "") -> Received:
+        """Verify and act on one message addressed to our directory-service mailbox."""
+        now = self.clock.now()
+        connectors = {c.site: c for c in list_connectors(self.directory)}
+        try:
+            message = decode_message(
+                raw, key_for=self.key_for(connectors), org=self.org, site=self.site, now=now
+            )
+        except ReplicationRejected as refused:
+            if refused.reason == "unknown-origin":
+                return self._maybe_pending(conn, raw, queue_id, refused)
+            return self._reject(conn, refused.reason, "", queue_id, refused.detail)
+        mark = "hw_request" if message.type is MessageType.REQUEST else "hw_answer"
+        peer = state.get_peer(conn, message.origin)
+        if message.seq <= int(getattr(peer, mark)):
+            return self._reject(
+                conn,
+                "replay",
+                message.origin,
+                queue_id,
+                f"{message.type} #{message.seq} at or below high-water mark {getattr(peer, mark)}",
+            )
+        connector = connectors.get(message.origin)
+        if message.type is MessageType.REQUEST and connector is None:
+            # Held, not taken: the high-water mark stays, so accepting it later answers it.
+            return self._hold(conn, message, raw, verified=True)
+        state.update_peer(conn, message.origin, **{mark: message.seq})
+        if message.type is MessageType.REQUEST:
+            assert connector is not None
+            return self.serve(conn, message, connector)
+        if connector is None:
+            return self._reject(
+                conn, "no-connector", message.origin, queue_id, "answer from a site we do not ask"
+            )
+        return self._take_answer(conn, message, connector)
+
+    def _reject(
+        self, conn: Connection, reason: str, origin: str, queue_id: str, detail: str
+    ) -> Received:
+        log.warning(
+            "replication message refused: reason=%s origin=%s queue_id=%s detail=%s",
+            reason,
+            origin or "?",
+            queue_id,
+            detail,
+        )
+        state.record_rejection(
+            conn,
+            at=self.clock.now(),
+            reason=reason,
+            origin=origin,
+            queue_id=queue_id,
+            detail=detail,
+        )
+        return Received("rejected", origin, f"{reason}: {detail}")
+
+    def _maybe_pending(
+        self, conn: Connection, raw: bytes, queue_id: str, refused: ReplicationRejected
+    ) -> Received:
+        try:
+            message, _ = decode_self_signed(raw, org=self.org, site=self.site, now=self.clock.now())
+        except ReplicationRejected as again:
+            return self._reject(conn, again.reason, "", queue_id, again.detail)
+        if message.type is not MessageType.REQUEST:
+            return self._reject(conn, refused.reason, message.origin, queue_id, refused.detail)
+        return self._hold(conn, message, raw, verified=False)
+
+    def _hold(
+        self, conn: Connection, message: ReplicationMessage, raw: bytes, *, verified: bool
+    ) -> Received:
+        now = self.clock.now()
+        body = message.body
+        state.hold_pending(
+            conn,
+            state.Pending(
+                origin=message.origin,
+                state="pending",
+                first_seen=now,
+                last_seen=now,
+                requests=1,
+                public_key=str(body.get("key", ""))[:100],
+                routing_address=str(body.get("routing_address", ""))[:255],
+                bridgehead=str(body.get("bridgehead", ""))[:64],
+                verified=verified,
+                request=raw,
+            ),
+        )
+        log.warning(
+            "replication request from %s held: no connector to it here "
+            "(sitemail replication pending accept %s)",
+            message.origin,
+            message.origin,
+        )
+        return Received("pending", message.origin, "held as a pending partner")
+
+    # -- answering --------------------------------------------------------------------------
+
+    def serve(
+        self, conn: Connection, message: ReplicationMessage, connector: Connector
+    ) -> Received:
+        """Answer one verified request from a configured peer."""
+        now = self.clock.now()
+        body = message.body
+        requested = _int_map(body.get("ncs"))
+        exclude = {str(x) for x in body.get("exclude", []) if isinstance(x, str)}
+        exclude |= {message.origin}
+        for nc, usn in requested.items():
+            state.bump_link(conn, message.origin, nc, applied=0, peer_watermark=usn)
+        extra = sorted(self.held_ncs(conn) - set(requested) - exclude)
+        cursors = {nc: usn for nc, usn in sorted(requested.items()) if nc not in exclude}
+        cursors.update(dict.fromkeys(extra, 0))
+        objects, ncs, more = self._collect(conn, cursors)
+        answer = {
+            "in_reply_to": message.seq,
+            "ncs": ncs,
+            "objects": [o.as_wire() for o in objects],
+            "more": more,
+        }
+        self._queue(
+            conn,
+            MessageType.ANSWER,
+            message.origin,
+            dsa_address(connector.routing_address),
+            answer,
+        )
+        state.update_peer(conn, message.origin, last_served_at=now)
+        state.bump_peer(conn, message.origin, "requests_served")
+        return Received(
+            "answered",
+            message.origin,
+            f"request #{message.seq}: {len(objects)} objects, more={more}",
+        )
+
+    def _collect(
+        self, conn: Connection, cursors: Mapping[str, int]
+    ) -> tuple[list[Any], dict[str, dict[str, int]], bool]:
+        budget = self.batch
+        objects: list[Any] = []
+        ncs: dict[str, dict[str, int]] = {}
+        more = False
+        for nc, start in cursors.items():
+            if budget <= 0:
+                more = True
+                break
+            found = objects_since(conn, nc, start, budget + 1)
+            high = _highest_usn(conn, nc)
+            if len(found) > budget:  # this naming context goes on in the next answer
+                found = found[:budget]
+                more = True
+                end = found[-1].usn_changed
+            else:
+                end = max(start, high)
+            ncs[nc] = {"from": start, "to": end, "high": high}
+            objects.extend(found)
+            budget -= len(found)
+        return objects, ncs, more
+
+    # -- taking answers ---------------------------------------------------------------------
+
+    def _take_answer(
+        self, conn: Connection, message: ReplicationMessage, connector: Connector
+    ) -> Received:
+        now = self.clock.now()
+        body = message.body
+        ranges = _ranges(body.get("ncs"))
+        raw_objects = body.get("objects")
+        if ranges is None or not isinstance(raw_objects, list):
+            return self._reject(conn, "malformed", message.origin, "", "answer without ranges")
+        objects = [object_from_wire(o) for o in raw_objects]
+        valid = [o for o in objects if o is not None]
+        result = apply_objects(conn, valid, local_site=self.site, allowed=ranges)
+        result.refused += len(objects) - len(valid)
+        marks = state.watermarks(conn)
+        per_nc: dict[str, int] = {}
+        for obj in valid:
+            per_nc[obj.site] = per_nc.get(obj.site, 0) + 1
+        for nc, (start, end, high) in ranges.items():
+            if nc == self.site:
+                continue
+            if start <= marks.get(nc, 0) and end > marks.get(nc, 0):
+                state.set_watermark(conn, nc, end)
+            state.bump_link(
+                conn,
+                connector.site,
+                nc,
+                applied=per_nc.get(nc, 0),
+                peer_high=high,
+                last_answer_at=now,
+            )
+        state.bump_peer(conn, connector.site, "answers_received")
+        state.bump_peer(conn, connector.site, "objects_applied", result.applied)
+        state.update_peer(conn, connector.site, last_answer_at=now)
+        peer = state.get_peer(conn, connector.site)
+        more = body.get("more") is True
+        if peer.outstanding_seq == body.get("in_reply_to"):
+            if more:
+                cursors = {nc: end for nc, (_, end, _) in ranges.items()}
+                self._send_request(conn, connector, cursors, full=bool(peer.outstanding_full))
+            else:
+                state.update_peer(
+                    conn,
+                    connector.site,
+                    outstanding_seq=None,
+                    outstanding_at=None,
+                    outstanding_full=False,
+                    last_complete_at=now,
+                )
+        detail = (
+            f"answer #{message.seq}: {result.applied} applied, {result.unchanged} unchanged, "
+            f"{result.refused} refused, more={more}"
+        )
+        return Received("applied", message.origin, detail)
+
+
+def _highest_usn(conn: Connection, nc: str) -> int:
+    value = conn.execute(
+        select(func.max(dir_object.c.usn_changed)).where(dir_object.c.site == nc)
+    ).scalar()
+    return int(value or 0)
+
+
+def _int_map(value: object) -> dict[str, int]:
+    if not isinstance(value, dict):
+        return {}
+    return {
+        str(k): int(v)
+        for k, v in value.items()
+        if isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    }
+
+
+def _ranges(value: object) -> dict[str, tuple[int, int, int]] | None:
+    if not isinstance(value, dict):
+        return None
+    ranges: dict[str, tuple[int, int, int]] = {}
+    for nc, spec in value.items():
+        if not isinstance(spec, dict):
+            return None
+        numbers = [spec.get("from"), spec.get("to"), spec.get("high")]
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers):
+            return None
+        start, end, high = (int(str(n)) for n in numbers)
+        ranges[str(nc)] = (start, end, high)
+    return ranges
