@@ -229,7 +229,7 @@ def test_ims_domain_route_relays_and_bounces_only_the_refused_recipient(tmp_path
             assert "Final-Recipient: rfc822; gone@partner.test" in status
             assert "Status: 5.1.1" in status
             assert "ok@partner.test" not in status
-            assert lab.queue().entries() == []
+            await until(lambda: lab.queue().entries() == [])  # closing follows delivery
 
     run(scenario)
 
@@ -273,7 +273,7 @@ def test_ims_retries_then_delay_notice_then_expiry_dsn(tmp_path: Path) -> None:
             status = notices[1].get_payload()[1].as_string()
             assert "Action: failed" in status
             assert "Status: 4.4.7" in status
-            assert lab.queue().entries() == []
+            await until(lambda: lab.queue().entries() == [])
             events = [e.event for e in lab.queue().track("<r1@test>")]
             assert events[0] == "received"
             assert "deferred" in events
