@@ -120,8 +120,11 @@ class QueueManager:
                 continue
             next_at = await asyncio.to_thread(self._next_due)
             delay = _IDLE_POLL if next_at is None else max(0.0, next_at - self._clock.now())
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a cancellation that
+            # races the wake-up, and then the server never stops.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=min(delay, _IDLE_POLL) or 0.01)
+                async with asyncio.timeout(min(delay, _IDLE_POLL) or 0.01):
+                    await self._wake.wait()
             self._wake.clear()
 
     def _next_due(self) -> float | None:

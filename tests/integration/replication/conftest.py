@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import json
 import socket
 import uuid
@@ -151,7 +152,14 @@ class Org:
     async def stop(self, site: Site) -> None:
         if site.task is not None:
             site.task.cancel()
-            await asyncio.gather(site.task, return_exceptions=True)
+            done, _ = await asyncio.wait({site.task}, timeout=15)
+            if not done:
+                stacks = io.StringIO()
+                for task in asyncio.all_tasks():
+                    task.print_stack(file=stacks)
+                raise AssertionError(
+                    f"{site.name} did not stop within 15 s of cancellation:\n{stacks.getvalue()}"
+                )
         site.task = None
         site.server = None
 
@@ -191,7 +199,8 @@ async def until(check: Callable[[], bool], limit: float = 20.0, what: str = "con
     deadline = loop.time() + limit
     while not await asyncio.to_thread(check):
         if loop.time() > deadline:
-            raise AssertionError(f"{what} not met within {limit} s")
+            detail = getattr(check, "explain", lambda: "")()
+            raise AssertionError(f"{what} not met within {limit} s {detail}")
         await asyncio.sleep(0.05)
 
 
@@ -203,4 +212,9 @@ def idle(site: Site, peer: str) -> Callable[[], bool]:
         waiting = any(p.waiting for p in status.peers if p.peer == peer)
         return not waiting and not site.service.queue.entries()
 
+    def explain() -> str:
+        entries = site.service.queue.entries()
+        return f"(status {site.service.replication.status()}, queue {entries})"
+
+    check.explain = explain  # type: ignore[attr-defined]
     return check

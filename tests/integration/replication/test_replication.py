@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
+
+from sitemail.admin.wake import poke
+from sitemail.directory import ObjectKind
 
 from .conftest import idle, organisation, until
 
@@ -37,5 +41,163 @@ def test_replication_full_then_incremental(tmp_path: Path) -> None:
             assert a.replica("SiteB") == b.replica("SiteB")
             peer = next(p for p in a.service.replication.status().peers if p.peer == "SiteB")
             assert peer.answers_received == 4
+
+    run(scenario)
+
+
+def peer_status(site: Any, peer: str) -> Any:
+    return next(p for p in site.service.replication.status().peers if p.peer == peer)
+
+
+def test_replication_refresh_all_resends_everything_and_changes_nothing(tmp_path: Path) -> None:
+    """Refresh All pulls every object from USN 0 again; equal versions are left alone."""
+
+    async def scenario() -> None:
+        async with organisation(tmp_path) as org:
+            a, b = org.create("SiteA"), org.create("SiteB")
+            b.add_mailboxes(600)
+            org.connect(a, b)
+            org.connect(b, a)
+            await org.start(a)
+            await org.start(b)
+            a.request_now("SiteB")
+            await until(idle(a, "SiteB"))
+            before = a.snapshot()
+            applied = peer_status(a, "SiteB").objects_applied
+            answers = peer_status(a, "SiteB").answers_received
+            outcome = a.request_now("SiteB", refresh_all=True)
+            assert outcome.sent
+            assert "refresh-all" in outcome.detail
+            await until(idle(a, "SiteB"))
+            status = peer_status(a, "SiteB")
+            assert status.answers_received == answers + 2  # 600 + config objects again
+            assert status.objects_applied == applied  # nothing was newer
+            assert a.snapshot() == before
+
+    run(scenario)
+
+
+def test_replication_deletion_travels_as_tombstone(tmp_path: Path) -> None:
+    """A mailbox removed at its home site disappears at the replica, address and all."""
+
+    async def scenario() -> None:
+        async with organisation(tmp_path) as org:
+            a, b = org.create("SiteA"), org.create("SiteB")
+            b.service.add_recipient(ObjectKind.MAILBOX, "gone", display_name="Gone Soon")
+            b.service.add_recipient(ObjectKind.MAILBOX, "stays", display_name="Stays")
+            org.connect(a, b)
+            org.connect(b, a)
+            await org.start(a)
+            await org.start(b)
+            a.request_now("SiteB")
+            await until(idle(a, "SiteB"))
+            assert a.service.directory.lookup("gone@siteb.example.com") is not None
+            b.service.remove_recipient("gone")
+            a.request_now("SiteB")
+            await until(idle(a, "SiteB"))
+            assert a.aliases("SiteB") == {"stays"}
+            assert a.service.directory.lookup("gone@siteb.example.com") is None
+            assert a.replica("SiteB") == b.replica("SiteB")  # the tombstone itself replicated
+
+    run(scenario)
+
+
+def test_replication_is_transitive_a_learns_c_through_b(tmp_path: Path) -> None:
+    """With connectors A-B and B-C only, A holds C's recipients after pulling from B."""
+
+    async def scenario() -> None:
+        async with organisation(tmp_path) as org:
+            a, b, c = org.create("SiteA"), org.create("SiteB"), org.create("SiteC")
+            c.add_mailboxes(3, prefix="c")
+            for x, y in ((a, b), (b, a), (b, c), (c, b)):
+                org.connect(x, y)
+            for site in (a, b, c):
+                await org.start(site)
+            b.request_now("SiteC")
+            await until(idle(b, "SiteC"))
+            a.request_now("SiteB")
+            await until(idle(a, "SiteB"))
+            assert a.aliases("SiteC") == {"c0", "c1", "c2"}
+            assert a.replica("SiteC") == c.replica("SiteC")
+            owner = a.service.directory.lookup("c1@sitec.example.com")
+            assert owner is not None
+            assert owner.site == "SiteC"
+            c.service.add_recipient(ObjectKind.MAILBOX, "c9", display_name="Late C")
+            b.request_now("SiteC")
+            await until(idle(b, "SiteC"))
+            a.request_now("SiteB")
+            await until(idle(a, "SiteB"))
+            assert "c9" in a.aliases("SiteC")
+            assert {s.name for s in a.service.replication.kcc().sites} == {
+                "SiteA",
+                "SiteB",
+                "SiteC",
+            }
+
+    run(scenario)
+
+
+def test_replication_peer_down_then_back_misses_nothing(tmp_path: Path) -> None:
+    """A request to a stopped site waits in the queue; once it is back, every change arrives."""
+
+    async def scenario() -> None:
+        async with organisation(tmp_path) as org:
+            a, b = org.create("SiteA"), org.create("SiteB")
+            b.add_mailboxes(5)
+            org.connect(a, b)
+            org.connect(b, a)
+            await org.start(a)
+            a.request_now("SiteB")  # B is not running: the request is deferred
+            await until(
+                lambda: any(r.attempts for e in a.service.queue.entries() for r in e.recipients),
+                what="a delivery attempt",
+            )
+            assert peer_status(a, "SiteB").waiting
+            assert not a.request_now("SiteB").sent  # no pile-up while waiting
+            b.add_mailboxes(3, prefix="whiledown")
+            b.service.remove_recipient("user0")
+            await org.start(b)
+            a.service.queue.retry(None)
+            poke(a.data_dir)
+            await until(idle(a, "SiteB"))
+            assert a.replica("SiteB") == b.replica("SiteB")
+            assert "whiledown2" in a.aliases("SiteB")
+            assert "user0" not in a.aliases("SiteB")
+
+    run(scenario)
+
+
+def test_replication_one_sided_connector_is_held_as_pending_partner(tmp_path: Path) -> None:
+    """B holds A's request (no connector to A there) until the admin accepts it; A waits."""
+
+    async def scenario() -> None:
+        async with organisation(tmp_path) as org:
+            a, b = org.create("SiteA"), org.create("SiteB")
+            b.add_mailboxes(2)
+            org.connect(a, b)
+            org.route(b, a)  # B can reach A, but has no replication connector to it
+            await org.start(a)
+            await org.start(b)
+            a.request_now("SiteB")
+            await until(lambda: bool(b.service.replication.pending()), what="pending partner")
+            held = b.service.replication.pending()[0]
+            assert (held.origin, held.state, held.routing_address) == (
+                "SiteA",
+                "pending",
+                "sitea.example.com",
+            )
+            assert held.public_key == a.key()
+            await until(lambda: not a.service.queue.entries() and not b.service.queue.entries())
+            assert peer_status(a, "SiteB").waiting
+            assert a.aliases("SiteB") == set()  # not answered
+            assert not a.request_now("SiteB").sent  # one outstanding request, no duplicates
+            codes = {w.code for w in b.service.replication.kcc().warnings}
+            assert "pending-partner" in codes
+            b.service.replication.accept_pending("SiteA", schedule="never")
+            poke(b.data_dir)
+            await until(idle(a, "SiteB"))
+            assert a.aliases("SiteB") == {"user0", "user1"}
+            assert b.service.replication.pending() == []
+            assert [c.site for c in b.service.replication.list_connectors()] == ["SiteA"]
 
     run(scenario)
