@@ -57,6 +57,7 @@ __all__ = ["BATCH", "Received", "Replicator", "RequestOutcome", "dsa_address"]
 log = logging.getLogger("sitemail.replication")
 
 BATCH = 512  # objects per answer, as Exchange's directory service
+MAX_PENDING = 100  # held requests from unconfigured sites: a flood cannot grow the table
 
 
 def dsa_address(routing_domain: str) -> str:
@@ -265,8 +266,9 @@ class Replicator:
     ) -> Received:
         try:
             message, _ = decode_self_signed(raw, org=self.org, site=self.site, now=self.clock.now())
-        except ReplicationRejected as again:
-            return self._reject(conn, again.reason, "", queue_id, again.detail)
+        except ReplicationRejected:
+            # Not even a self-consistent request: what counts is that nobody vouches for it.
+            return self._reject(conn, refused.reason, "", queue_id, refused.detail)
         if message.type is not MessageType.REQUEST:
             return self._reject(conn, refused.reason, message.origin, queue_id, refused.detail)
         return self._hold(conn, message, raw, verified=False)
@@ -276,6 +278,12 @@ class Replicator:
     ) -> Received:
         now = self.clock.now()
         body = message.body
+        if state.get_pending(conn, message.origin) is None and state.count_pending(conn) >= (
+            MAX_PENDING
+        ):
+            return self._reject(
+                conn, "too-many-pending", message.origin, "", f"{MAX_PENDING} partners wait already"
+            )
         state.hold_pending(
             conn,
             state.Pending(

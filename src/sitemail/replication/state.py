@@ -27,6 +27,7 @@ __all__ = [
     "Pending",
     "bump_link",
     "bump_peer",
+    "count_pending",
     "get_peer",
     "get_pending",
     "list_pending",
@@ -143,6 +144,10 @@ def _pending(row: Any) -> Pending:
 def get_pending(conn: Connection, origin: str) -> Pending | None:
     row = conn.execute(select(repl_pending).where(repl_pending.c.origin == origin)).first()
     return None if row is None else _pending(row)
+
+
+def count_pending(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(repl_pending)).scalar_one())
 
 
 def list_pending(conn: Connection) -> list[Pending]:
