@@ -3,10 +3,17 @@
 One job: `plan_readdress` computes, without writing, the new primary SMTP address of every live
 recipient of this site under a new template (the dry-run diff), resolving collisions across the
 organisation by appending a counter (`jsmith2`); `apply_readdress` writes a plan in bulk: new
-primary, old primary kept as a secondary unless `drop_old`, one USN each, index updated. It is
-built for 100,000 recipients in seconds (bench/readdress.py): one read of the index entries in
-the template's domain (the only ones a new address can clash with), set arithmetic in memory,
-and batched writes that touch only the index rows that change.
+primary, old primary kept as a secondary unless `drop_old`, one USN each, index updated. A plan
+is applied in the transaction that made it (its collision checks and row references hold there).
+
+It is built for 100,000 recipients in seconds (bench/readdress.py): one read of the index
+entries in the template's domain (the only ones a new address can clash with), one read of the
+recipients' rows, set arithmetic in memory, and batched writes that touch only the index rows
+that change. The per-recipient work is plain tuples and strings: the plan keeps what it computed
+as rows and builds `Readdress` values only when asked (a dry run's diff). On SQLite (the default
+store) the rows are read and written through the driver: attributes are decoded in one JSON
+parse, and each object is rewritten by its rowid, one b-tree probe instead of two. Elsewhere the
+same plan goes through ordinary SQLAlchemy statements.
 
 Better than Exchange 5.5 (KB Q291086): the old primary is kept by default, so mail to it still
 arrives; an address the recipient already holds as a secondary is promoted (KB Q196421).
@@ -16,14 +23,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    Connection,
+    bindparam,
+    delete,
+    false,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.sql.dml import UpdateBase
 
-from sitemail.directory.addressing import AddressFields, Template
+from sitemail.directory.addressing import Template
 from sitemail.directory.model import (
     RECIPIENT_KINDS,
     Guid,
@@ -62,32 +79,128 @@ class Readdress:
         return bool(self.new_proxies != self.recipient.attrs.get("proxies", []))
 
 
+class _Planned(NamedTuple):
+    """One recipient's part of a plan: its row as read, and its `Readdress` as plain values."""
+
+    guid: str
+    kind: str
+    name: str
+    display_name: str
+    attrs: dict[str, Any]
+    usn_changed: int
+    version: int
+    ref: Any  # what the write finds the row by: its rowid on SQLite, else its guid
+    old_primary: str
+    new_primary: str
+    new_proxies: list[str]
+    promoted: bool
+    released: tuple[str, ...]
+    demoted: tuple[str, ...]  # keys of the SMTP primaries the recipient holds now
+    changed: bool
+
+
+# A live recipient's row: guid, kind, name, display_name, attrs, usn_changed, version, ref.
+_Row = tuple[str, str, str, str, dict[str, Any], int, int, Any]
+
+
 @dataclass(slots=True)
 class ReaddressPlan:
     template: Template
     drop_old: bool
-    changes: list[Readdress] = field(default_factory=list)
+    site: str = ""
     collisions: list[Collision] = field(default_factory=list)
+    rows: list[_Planned] = field(default_factory=list, repr=False)
+    _changes: list[Readdress] | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def changes(self) -> list[Readdress]:
+        """Every recipient's re-addressing, in creation order (built on first use)."""
+        if self._changes is None:
+            kinds = {str(k): k for k in RECIPIENT_KINDS}
+            self._changes = [
+                Readdress(
+                    Recipient(
+                        Guid(p.guid),
+                        self.site,
+                        kinds[p.kind],
+                        p.name,
+                        p.display_name,
+                        p.attrs,
+                        p.usn_changed,
+                        p.version,
+                    ),
+                    p.old_primary,
+                    p.new_primary,
+                    p.new_proxies,
+                    p.promoted,
+                    p.released,
+                )
+                for p in self.rows
+            ]
+        return self._changes
 
     @property
     def changed(self) -> list[Readdress]:
         return [c for c in self.changes if c.changed]
 
+    @property
+    def changed_count(self) -> int:
+        """How many recipients the plan changes (`len(changed)`, without building them)."""
+        return sum(p.changed for p in self.rows)
 
-def _live_recipients(conn: Connection, site: str) -> Iterator[Recipient]:
+
+def _driver_path(conn: Connection) -> bool:
+    """Whether to read and write through the DBAPI driver (SQLite) or through SQLAlchemy."""
+    return conn.dialect.name == "sqlite"
+
+
+_KINDS = sorted(str(k) for k in RECIPIENT_KINDS)
+
+
+def _live_recipients(conn: Connection, site: str) -> list[_Row]:
+    """The live recipients of `site`, oldest first (creation order decides collisions)."""
     c = dir_object.c
-    rows = conn.execute(
-        select(c.guid, c.kind, c.name, c.display_name, c.attrs, c.usn_changed, c.version)
-        .where(
-            c.site == site,
-            c.kind.in_([str(k) for k in RECIPIENT_KINDS]),
-            c.is_deleted.is_(False),
+    where = (c.site == site, c.kind.in_(_KINDS), c.is_deleted.is_(False))
+    if not _driver_path(conn):
+        result = conn.execute(
+            select(c.guid, c.kind, c.name, c.display_name, c.attrs, c.usn_changed, c.version)
+            .where(*where)
+            .order_by(c.usn_created)
         )
-        .order_by(c.usn_created)
-    )
-    kinds = {str(k): k for k in RECIPIENT_KINDS}
-    for guid, kind, name, display_name, attrs, usn, version in rows:
-        yield Recipient(Guid(guid), site, kinds[kind], name, display_name, attrs, usn, version)
+        return [
+            (r.guid, r.kind, r.name, r.display_name, r.attrs, r.usn_changed, r.version, r.guid)
+            for r in result
+        ]
+    # SQLite: rowids and the attributes' JSON text straight from the driver, sorted here (no
+    # temporary b-tree); one parse of all the texts joined into an array decodes them at C
+    # speed (SQLAlchemy's JSON type would call json.loads per row).
+    statement = select(
+        c.usn_created, c.guid, c.kind, c.name, c.display_name, c.attrs, c.usn_changed,
+        c.version, literal_column("rowid"),
+    ).where(*where)  # fmt: skip
+    compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = tuple(compiled.params[name] for name in compiled.positiontup or [])
+    cursor = conn.exec_driver_sql(str(compiled), params).cursor
+    assert cursor is not None
+    rows = list(cursor.fetchall())
+    rows.sort(key=_first)
+    texts = [row[5] for row in rows]
+    try:
+        decoded = json.loads(f"[{','.join(texts)}]")
+    except ValueError:
+        decoded = None
+    if not isinstance(decoded, list) or len(decoded) != len(rows):
+        decoded = [json.loads(text) for text in texts]  # says which row is not JSON
+    return [
+        (guid, kind, name, display_name, attrs, usn, version, rowid)
+        for (_, guid, kind, name, display_name, _, usn, version, rowid), attrs in zip(
+            rows, decoded, strict=True
+        )
+    ]
+
+
+def _first(row: Sequence[Any]) -> Any:
+    return row[0]
 
 
 def _holders(conn: Connection, domain: str) -> dict[str, str]:
@@ -112,47 +225,59 @@ def plan_readdress(
     conn: Connection, site: str, template: Template, *, drop_old: bool
 ) -> ReaddressPlan:
     """Compute the new addresses of every live recipient of `site`; writes nothing."""
-    plan = ReaddressPlan(template=template, drop_old=drop_old)
+    plan = ReaddressPlan(template=template, drop_old=drop_old, site=site)
     holders = _holders(conn, template.domain)
-    recipients = list(_live_recipients(conn, site))
+    recipients = _live_recipients(conn, site)
     if drop_old:  # old primaries are released by this run, so they are free to be reused
         for recipient in recipients:
-            for proxy in recipient.proxies:
-                if proxy.type == "SMTP" and proxy.primary:
-                    holders.pop(proxy.key, None)
+            for text in recipient[4].get("proxies", []):
+                if text.startswith("SMTP:"):
+                    holders.pop(text[5:].lower(), None)
+    expand = template.expander()
+    names = template.uses_names
+    domain = template.domain
+    rows = plan.rows
     for recipient in recipients:
-        fields = AddressFields(
-            recipient.alias,
-            recipient.given_name,
-            recipient.surname,
-            recipient.initials,
-            recipient.display_name,
-        )
-        local = template.local_part(fields)
-        wanted = f"{local}@{template.domain}"
-        given, counter = wanted, 1
-        while holders.get(given.lower(), recipient.guid) != recipient.guid:
-            counter += 1
-            given = template.numbered(local, counter)
-        if given != wanted:
+        guid, _, alias, display_name, attrs, _, _, _ = recipient
+        if names:
+            local = expand(
+                alias,
+                str(attrs.get("given_name", "")),
+                str(attrs.get("surname", "")),
+                str(attrs.get("initials", "")),
+                display_name,
+            )
+        else:
+            local = expand(alias, "", "", "", display_name)
+        given = wanted = f"{local}@{domain}"
+        key = given.lower()
+        if holders.get(key, guid) != guid:
+            counter = 1
+            while holders.get(key, guid) != guid:
+                counter += 1
+                given = template.numbered(local, counter)
+                key = given.lower()
             holder = _describe(conn, holders[wanted.lower()])
-            plan.collisions.append(Collision(recipient.alias, wanted, given, holder))
-        holders[given.lower()] = recipient.guid  # taken for the recipients after this one
-        plan.changes.append(_readdress(recipient, given, drop_old))
+            plan.collisions.append(Collision(alias, wanted, given, holder))
+        holders[key] = guid  # taken for the recipients after this one
+        rows.append(_readdress(recipient, given, key, drop_old))
     return plan
 
 
-def _readdress(recipient: Recipient, new_primary: str, drop_old: bool) -> Readdress:
+def _readdress(recipient: _Row, new_primary: str, new_key: str, drop_old: bool) -> _Planned:
     # Plain string work on `SMTP:addr` / `smtp:addr` entries: this runs once per recipient.
-    new_key = new_primary.lower()
+    old_proxies = recipient[4].get("proxies", [])
     proxies = [f"SMTP:{new_primary}"]
     old_primary, promoted = "", False
     released: tuple[str, ...] = ()
-    for text in recipient.attrs.get("proxies", []):
+    demoted: tuple[str, ...] = ()
+    for text in old_proxies:
         prefix, _, address = text.partition(":")
         key = address.lower()
-        if prefix == "SMTP" and not old_primary:
-            old_primary = address
+        if prefix == "SMTP":
+            demoted = (*demoted, key)
+            if not old_primary:
+                old_primary = address
         if key == new_key:
             promoted = True  # promoted (or unchanged)
         elif prefix == "SMTP":  # the old primary
@@ -162,7 +287,16 @@ def _readdress(recipient: Recipient, new_primary: str, drop_old: bool) -> Readdr
                 proxies.append(f"smtp:{address}")
         else:
             proxies.append(text if prefix == "smtp" else format_proxy(parse_proxy(text)))
-    return Readdress(recipient, old_primary, new_primary, proxies, promoted, released)
+    return _Planned(
+        *recipient,
+        old_primary,
+        new_primary,
+        proxies,
+        promoted,
+        released,
+        demoted,
+        proxies != old_proxies,
+    )
 
 
 def apply_readdress(
@@ -172,114 +306,166 @@ def apply_readdress(
 
     The index is updated, not rebuilt. Released old primaries (drop_old) are deleted first, all
     of them, since an address one recipient gives up may go to another in an earlier batch.
-    Then per batch: the SMTP primaries of its recipients are demoted in one statement, each new
-    primary is inserted (or, held already, promoted in place), and the objects are rewritten
-    with consecutive USNs. Secondaries that stay are not touched.
+    Then per batch: the SMTP primaries of its recipients are demoted, each new primary is
+    inserted (or, held already, promoted in place), and the objects are rewritten with
+    consecutive USNs. Secondaries that stay are not touched.
     """
-    changed = plan.changed
+    changed = [p for p in plan.rows if p.changed]
     if not changed:
         return 0
     first_usn = allocate_usns(conn, site, len(changed))
-    released = [{"b_key": key} for c in changed for key in c.released]
-    for start in range(0, len(released), _BATCH):
-        _executemany(conn, _DELETE_PROXY, released[start : start + _BATCH])
-    for start in range(0, len(changed), _BATCH):
-        batch = changed[start : start + _BATCH]
-        _write_batch(conn, batch, first_usn + start, now)
-        if progress is not None:
-            progress(len(batch))
+    writer = _Writer(conn)
+    with _bulk_cache(conn, writer.driver):
+        released = [(key,) for p in changed for key in p.released]
+        for start in range(0, len(released), _BATCH):
+            writer.run(_DELETE_PROXY, released[start : start + _BATCH])
+        for start in range(0, len(changed), _BATCH):
+            batch = changed[start : start + _BATCH]
+            _write_batch(writer, batch, first_usn + start, now)
+            if progress is not None:
+                progress(len(batch))
     return len(changed)
 
 
-def _write_batch(conn: Connection, batch: Sequence[Readdress], first_usn: int, now: float) -> None:
-    objects: list[dict[str, Any]] = []
-    promoted: list[dict[str, Any]] = []
-    added: list[dict[str, Any]] = []
-    for offset, change in enumerate(batch):
-        recipient = change.recipient
+_BULK_CACHE_KIB = 262_144
+
+
+@contextmanager
+def _bulk_cache(conn: Connection, sqlite: bool) -> Iterator[None]:
+    """On SQLite, a page cache of up to 256 MiB while the plan is written (pages are allocated
+    only as used): rewriting 100,000 objects dirties more pages than the usual 32 MiB hold, and
+    a full cache spills them into the WAL before the commit, some twice. The connection's own
+    setting is restored afterwards (it goes back to the pool)."""
+    if not sqlite:
+        yield
+        return
+    before = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
+    conn.exec_driver_sql(f"PRAGMA cache_size=-{_BULK_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA cache_size={int(before)}")
+
+
+def _write_batch(writer: _Writer, batch: Sequence[_Planned], first_usn: int, now: float) -> None:
+    objects: list[tuple[Any, ...]] = []
+    demoted: list[tuple[Any, ...]] = []
+    promoted: list[tuple[Any, ...]] = []
+    added: list[tuple[Any, ...]] = []
+    driver = writer.driver
+    usn = first_usn
+    for change in batch:
+        guid = change.guid
         address = change.new_primary
         key = address.lower()
-        objects.append(
-            {
-                "b_guid": recipient.guid,
-                "attrs": {**recipient.attrs, "proxies": change.new_proxies},
-                "usn_changed": first_usn + offset,
-                "version": recipient.version + 1,
-                "changed_at": now,
-            }
-        )
-        if change.promoted:
-            promoted.append({"b_key": key, "address": address, "is_primary": True})
+        if driver:  # only the proxies are sent: SQLite sets them into the stored JSON
+            proxies: Any = _json_strings(change.new_proxies)
         else:
-            added.append(
-                {
-                    "address_key": key,
-                    "address": address,
-                    "domain": address.rpartition("@")[2].lower(),
-                    "guid": recipient.guid,
-                    "type": "SMTP",
-                    "is_primary": True,
-                }
-            )
-    conn.execute(_DEMOTE, {"guids": [c.recipient.guid for c in batch]})
-    _executemany(conn, _PROMOTE, promoted)
-    _executemany(conn, insert(proxy_address), added)
-    _executemany(conn, _UPDATE_OBJECT, objects, json_columns=("attrs",))
+            proxies = {**change.attrs, "proxies": change.new_proxies}
+        objects.append((proxies, usn, change.version + 1, now, change.ref))
+        usn += 1
+        demoted.extend((k, guid) for k in change.demoted)
+        if change.promoted:
+            promoted.append((address, True, key))
+        else:
+            domain = address.rpartition("@")[2].lower()
+            added.append((key, address, domain, guid, "SMTP", True))
+    writer.run(_DEMOTE, demoted)
+    writer.run(_PROMOTE, promoted)
+    writer.run(_INSERT_PROXY, added)
+    writer.run(_SET_PROXIES_BY_ROWID if driver else _UPDATE_OBJECT, objects)
 
 
-def _executemany(
-    conn: Connection,
-    statement: UpdateBase,
-    rows: Sequence[dict[str, Any]],
-    json_columns: Sequence[str] = (),
-) -> None:
-    """Run `statement` once per row of parameters (the rows are consumed: JSON may be encoded
-    in place).
+def _json_strings(values: list[str]) -> str:
+    """`json.dumps(values)` for a list of strings, without its per-call setup when no string
+    needs escaping (printable ASCII without quote or backslash: the usual proxy address)."""
+    for value in values:
+        if not (value.isascii() and value.isprintable()) or '"' in value or "\\" in value:
+            return json.dumps(values)
+    return '["' + '", "'.join(values) + '"]'
+
+
+class _Writer:
+    """Runs a statement once per row of positional parameters (its bind names, in order).
 
     On SQLite the rows go straight to the DBAPI's executemany: at 100,000 rows SQLAlchemy's
-    per-row parameter processing costs more than SQLite's own work. Other databases take the
-    ordinary path (which also serialises JSON and adapts types for their driver).
+    per-row parameter processing costs more than SQLite's own work (JSON is encoded by the
+    caller). Other databases take the ordinary path, which serialises JSON and adapts types.
     """
-    if not rows:
-        return
-    if conn.dialect.name != "sqlite":
-        conn.execute(statement, list(rows))
-        return
-    compiled = statement.compile(dialect=conn.dialect)
-    names = compiled.positiontup or []
-    for row in rows:
-        for name in json_columns:
-            row[name] = json.dumps(row[name])
-    params: list[tuple[Any, ...]]
-    if len(names) == 1:
-        params = [(row[names[0]],) for row in rows]
-    else:
-        params = list(map(itemgetter(*names), rows))
-    conn.exec_driver_sql(str(compiled), params)
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.driver = _driver_path(conn)
+        self._sql: dict[int, str] = {}
+
+    def run(self, statement: _Statement, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        dml, names = statement
+        if not self.driver:
+            self.conn.execute(dml, [dict(zip(names, row, strict=True)) for row in rows])
+            return
+        sql = self._sql.get(id(dml))
+        if sql is None:
+            compiled = dml.compile(dialect=self.conn.dialect)
+            if tuple(compiled.positiontup or ()) != names:
+                raise AssertionError(f"bind order {compiled.positiontup} is not {names}")
+            sql = self._sql[id(dml)] = str(compiled)
+        self.conn.exec_driver_sql(sql, rows)
 
 
-_UPDATE_OBJECT = (
-    update(dir_object)
-    .where(dir_object.c.guid == bindparam("b_guid"))
-    .values(
-        attrs=bindparam("attrs"),
-        usn_changed=bindparam("usn_changed"),
-        version=bindparam("version"),
-        changed_at=bindparam("changed_at"),
-    )
+# A statement and the names of its bind parameters in positional (SQLite) order.
+_Statement = tuple[UpdateBase, tuple[str, ...]]
+
+_OBJECT_VALUES = {
+    "attrs": bindparam("attrs", type_=dir_object.c.attrs.type),
+    "usn_changed": bindparam("usn_changed"),
+    "version": bindparam("version"),
+    "changed_at": bindparam("changed_at"),
+}
+_OBJECT_NAMES = ("attrs", "usn_changed", "version", "changed_at")
+_UPDATE_OBJECT: _Statement = (
+    update(dir_object).where(dir_object.c.guid == bindparam("b_ref")).values(_OBJECT_VALUES),
+    (*_OBJECT_NAMES, "b_ref"),
 )
-_DEMOTE = (
+_SET_PROXIES_BY_ROWID: _Statement = (  # SQLite: only the proxies change in the stored JSON
+    update(dir_object)
+    .where(literal_column("rowid") == bindparam("b_ref"))
+    .values(
+        _OBJECT_VALUES
+        | {
+            "attrs": func.json_set(
+                dir_object.c.attrs, literal_column("'$.proxies'"), func.json(bindparam("attrs"))
+            )
+        }
+    ),
+    (*_OBJECT_NAMES, "b_ref"),
+)
+_DEMOTE: _Statement = (
     update(proxy_address)
     .where(
-        proxy_address.c.guid.in_(bindparam("guids", expanding=True)),
-        proxy_address.c.type == "SMTP",
+        proxy_address.c.address_key == bindparam("b_key"),
+        proxy_address.c.guid == bindparam("b_guid"),
+        proxy_address.c.type == literal_column("'SMTP'"),
         proxy_address.c.is_primary.is_(True),
     )
-    .values(is_primary=False)
+    .values(is_primary=false()),
+    ("b_key", "b_guid"),
 )
-_PROMOTE = (
+_PROMOTE: _Statement = (
     update(proxy_address)
     .where(proxy_address.c.address_key == bindparam("b_key"))
-    .values(address=bindparam("address"), is_primary=bindparam("is_primary"))
+    .values(address=bindparam("address"), is_primary=bindparam("is_primary")),
+    ("address", "is_primary", "b_key"),
 )
-_DELETE_PROXY = delete(proxy_address).where(proxy_address.c.address_key == bindparam("b_key"))
+_INSERT_PROXY: _Statement = (
+    insert(proxy_address).values(
+        {name: bindparam(name) for name in ("address_key", "address", "domain", "guid")}
+        | {"type": bindparam("type"), "is_primary": bindparam("is_primary")}
+    ),
+    ("address_key", "address", "domain", "guid", "type", "is_primary"),
+)
+_DELETE_PROXY: _Statement = (
+    delete(proxy_address).where(proxy_address.c.address_key == bindparam("b_key")),
+    ("b_key",),
+)

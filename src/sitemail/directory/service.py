@@ -644,6 +644,6 @@ def set_addressing(
         directory.store_template(conn, template)
         updated = 0
         if plan is not None:
-            progress = progress_total(len(plan.changed)) if progress_total else None
+            progress = progress_total(plan.changed_count) if progress_total else None
             updated = apply_readdress(conn, site, plan, directory.clock.now(), progress)
     return AddressingResult(old, str(template), plan, applied=True, updated=updated)

@@ -235,3 +235,37 @@ def test_template_parse_raises_only_invalid_value_error(text: str) -> None:
     except InvalidValueError:
         return
     assert parse_template(str(template)) == template
+
+
+# -- the expander: the same answers, fast for the usual templates -------------------------------
+
+_TEXT = st.text(
+    st.sampled_from("abcXYZ09._-+'%é ()\"\\\u00a0\u200b") | st.characters(), max_size=70
+)
+
+
+@given(
+    template=st.sampled_from(
+        ["%m", "%g", "%1g%s", "%g.%s", "%r .%d", "%2s%i.x", "staff.%m", "%m%%", "%12m", "%d"]
+    ),
+    fields=st.builds(AddressFields, _TEXT, _TEXT, _TEXT, _TEXT, _TEXT),
+)
+@example(template="%m", fields=AddressFields("x" * 64))
+@example(template="%m", fields=AddressFields("x" * 65))
+@example(template="%m", fields=AddressFields(".jsmith"))
+@example(template="%m", fields=AddressFields("j..smith"))
+@example(template="%g.%s", fields=AddressFields("a", given_name="John", surname=""))
+def test_template_expander_equals_local_part(template: str, fields: AddressFields) -> None:
+    """`expander()` answers exactly what `local_part` does, for any fields."""
+    parsed = parse_template(f"{template}@example.com")
+    expand = parsed.expander()
+    values = (fields.alias, fields.given_name, fields.surname, fields.initials)
+    assert expand(*values, fields.display_name) == parsed.local_part(fields)
+
+
+def test_template_uses_names_only_with_name_tokens() -> None:
+    """`uses_names` is false for templates that read the alias alone."""
+    assert not parse_template("@example.com").uses_names
+    assert not parse_template("staff.%m%%@example.com").uses_names
+    assert parse_template("%1g%s@example.com").uses_names
+    assert parse_template("%d@example.com").uses_names

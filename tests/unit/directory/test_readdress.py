@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -445,3 +447,90 @@ def test_readdress_case_only_change_rewrites_the_spelling(site_a: AdminService) 
     assert owner is not None
     assert (owner.address, owner.is_primary) == ("SMITH@sitea.example.com", True)
     assert_index_matches_proxies(site_a)
+
+
+# -- the SQLite driver path and the portable SQLAlchemy path agree ------------------------------
+
+
+def varied_directory(site: AdminService) -> None:
+    """Recipients of every kind with the cases re-addressing distinguishes."""
+    site.add_recipient(
+        MAILBOX, "jsmith", display_name="John Smith", given_name="John", surname="Smith",
+        extra_addresses=["John.Smith@example.com", "john@legacy.example"],
+    )  # fmt: skip
+    add_mailbox(site, "jsmith2", given_name="Jane", surname="Smith")
+    add_mailbox(site, "mjones", given_name="Mary", surname="Jones", name="Mary Jones (Sales)")
+    add_mailbox(site, "x" * 64, given_name="José", surname="Müller")
+    add_mailbox(site, "dup.smith", given_name="", surname="Smith")
+    add_mailbox(site, "gone")
+    site.remove_recipient("gone")
+    site.add_recipient(CONTACT, "partner", display_name="P", target="p@partner.example")
+    site.add_recipient(GROUP, "staff", display_name="Staff", members=["jsmith", "mjones"])
+    import_replica(site, "bsmith", "smith@example.com")
+    import_replica(site, "held", "staff@example.com")
+
+
+def directory_state(site: AdminService) -> tuple[object, ...]:
+    """Everything re-addressing writes, with guids replaced by aliases (copies share them)."""
+    recipients = site.directory.list_recipients(None, include_deleted=True)
+    with site.store.read() as conn:
+        c = proxy_address.c
+        index = conn.execute(select(c.address_key, c.address, c.domain, c.guid, c.type,
+                                    c.is_primary)).all()  # fmt: skip
+    return (
+        sorted(
+            (r.alias, r.site, r.attrs, r.usn_changed, r.version, r.is_deleted) for r in recipients
+        ),
+        sorted(tuple(row) for row in index),
+        usn_counter(site),
+        site.addressing(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("template", "drop_old"),
+    [
+        ("@example.com", False),
+        ("@example.com", True),
+        ("%1g%s@example.com", False),
+        ("%g.%s@example.com", False),  # promotes jsmith's secondary
+        ("%s@example.com", True),  # counters against SiteB and within the run
+        ("%r .%d@sitea.example.com", False),
+    ],
+)
+def test_readdress_driver_and_portable_paths_agree(
+    site_a: AdminService,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    template: str,
+    drop_old: bool,
+) -> None:
+    """The SQLite fast path (driver, rowids, json_set) and the SQLAlchemy path used on other
+    databases write the same directory, report the same plan and the same collisions."""
+    varied_directory(site_a)
+    site_a.close()
+    results = []
+    for driver in (True, False):
+        monkeypatch.setattr(readdress_module, "_driver_path", lambda _conn, d=driver: d)
+        copy = AdminService.open(
+            Path(shutil.copytree(tmp_path / "SiteA", tmp_path / f"copy-{driver}"))
+        )
+        try:
+            result = copy.set_addressing(
+                "smtp", template, update_recipients=True, drop_old=drop_old
+            )
+            assert result.plan is not None
+            assert_index_matches_proxies(copy)
+            results.append((result.updated, result.plan.changes, result.plan.collisions,
+                            directory_state(copy)))  # fmt: skip
+        finally:
+            copy.close()
+    assert results[0] == results[1]
+
+
+def test_readdress_restores_the_page_cache_setting(populated: AdminService) -> None:
+    """The bigger cache of the bulk write is the transaction's only: pooled connections keep
+    the configured 32 MiB."""
+    populated.set_addressing("smtp", "@example.com", update_recipients=True)
+    with populated.store.read() as conn:
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == -32768
