@@ -90,8 +90,12 @@ class Lab:
         self.clock.advance(advance)
         manager = self.server.components.manager if self.server.components else None
         assert manager is not None
-        while await manager.run_once():
-            pass
+        # The server's own queue task may be handling some messages: wait for those too, or a
+        # notice it is about to deliver would be missed (the pass would see nothing to do).
+        while True:
+            if not await manager.run_once() and not manager._running:
+                return
+            await asyncio.sleep(0.01)
 
 
 def message(subject: str, *, extra: str = "") -> bytes:
