@@ -100,11 +100,7 @@ class SiteServer:
             local_addresses=frozenset(config.listen),
             rng=random.Random(),  # noqa: S311 - MX load spreading, not security
         )
-        agents: dict[Transport, DeliveryAgent] = {
-            Transport.LOCAL: LocalDelivery(directory, self.clock, org.local_site),
-            Transport.RELAY: remote,
-            Transport.MX: remote,
-        }
+        agents: dict[Transport, DeliveryAgent] = {Transport.RELAY: remote, Transport.MX: remote}
         manager = QueueManager(
             store,
             self.clock,
@@ -113,6 +109,11 @@ class SiteServer:
             settings=config.queue,
             router=router.route,
             agents=agents,
+        )
+        # Local delivery records through the manager inside its own delivery transaction.
+        manager.register(
+            Transport.LOCAL,
+            LocalDelivery(directory, self.clock, org.local_site, record=manager.record),
         )
         spool = Spool(store, self.clock, org.local_site, on_enqueued=manager.wake)
         self.components = Components(store, directory, router, spool, manager)

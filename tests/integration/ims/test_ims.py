@@ -352,3 +352,46 @@ def test_ims_group_expands_and_contact_forwards(tmp_path: Path) -> None:
             assert lab.sink.received[0][1] == ["p@partner.test"]
 
     run(scenario)
+
+
+def test_ims_local_delivery_commits_its_notice_and_dequeue_with_the_delivery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash right after a local delivery commits neither loses its DSN nor leaves it queued.
+
+    Found by the crash test (tests/integration/test_crash.py): local delivery committed the
+    mailbox copy, and the queue recorded the notice and dequeued the message in a second
+    transaction; a kill -9 between the two left a delivered message in the queue for ever and
+    dropped a NOTIFY=SUCCESS notice.
+    """
+
+    async def scenario() -> None:
+        async with running_site(tmp_path) as lab:
+            manager = lab.server.components.manager  # type: ignore[union-attr]
+
+            def crash(*_args: object) -> None:
+                raise RuntimeError("the process dies after the transport returned")
+
+            monkeypatch.setattr(manager, "_record", crash)
+
+            def send() -> None:
+                with smtplib.SMTP(HOST, lab.port, local_hostname="client.test") as client:
+                    client.sendmail(
+                        "mjones@sitea.example.com",
+                        ["jsmith@sitea.example.com"],
+                        message("n1"),
+                        rcpt_options=["NOTIFY=SUCCESS"],
+                    )
+
+            await asyncio.to_thread(send)
+            await until(lambda: len(lab.inbox("jsmith")) == 1 and len(lab.inbox("mjones")) == 1)
+            await until(lambda: lab.queue().entries() == [])
+            assert b"Action: delivered" in lab.inbox("mjones")[0]
+            events = [e.event for e in lab.queue().track("<n1@test>")]
+            assert events == ["received", "delivered", "dsn"]
+            monkeypatch.undo()
+            await lab.queue_pass()
+            assert len(lab.inbox("jsmith")) == 1
+            assert len(lab.inbox("mjones")) == 1
+
+    run(scenario)
