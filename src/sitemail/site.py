@@ -110,13 +110,7 @@ class SiteServer:
         replicator = Replicator(
             directory, self.clock, load_site_key(config.data_dir), config.replication
         )
-        wake_queue = _Later()
-        agents: dict[Transport, DeliveryAgent] = {
-            Transport.LOCAL: LocalDelivery(directory, self.clock, org.local_site),
-            Transport.RELAY: remote,
-            Transport.MX: remote,
-            Transport.REPLICATION: ReplicationAgent(replicator, wake_queue),
-        }
+        agents: dict[Transport, DeliveryAgent] = {Transport.RELAY: remote, Transport.MX: remote}
         manager = QueueManager(
             store,
             self.clock,
@@ -126,7 +120,16 @@ class SiteServer:
             router=router.route,
             agents=agents,
         )
-        wake_queue.target = manager.wake
+        # Local delivery and replication record through the manager inside their own
+        # transactions: delivery, notice and dequeue commit together.
+        manager.register(
+            Transport.LOCAL,
+            LocalDelivery(directory, self.clock, org.local_site, record=manager.record),
+        )
+        manager.register(
+            Transport.REPLICATION,
+            ReplicationAgent(replicator, on_enqueued=manager.wake, record=manager.record),
+        )
         spool = Spool(store, self.clock, org.local_site, on_enqueued=manager.wake)
         self.components = Components(store, directory, router, spool, manager, replicator)
         return self.components
@@ -198,16 +201,6 @@ class SiteServer:
 
         asyncio.get_running_loop().add_reader(sock.fileno(), drain)
         return sock
-
-
-class _Later:
-    """A callable whose target is set once the object it calls exists (wiring order)."""
-
-    def __init__(self) -> None:
-        self.target: Callable[[], None] = lambda: None
-
-    def __call__(self) -> None:
-        self.target()
 
 
 def run_server(data_dir: Path) -> None:

@@ -1,8 +1,9 @@
 """Local delivery: into this site's mailboxes, expanding groups and forwarding contacts.
 
 One job: for recipients routed `local`, do the final step in ONE transaction together with the
-queue's record of it, so a crash at any instant leaves a message either delivered once and
-dequeued, or still queued (never lost, never twice):
+queue's record of it (the queue's `ResultRecorder`: recipient state, notice, dequeueing), so a
+crash at any instant leaves a message either delivered once and dequeued, or still queued
+(never lost, never twice):
 - mailbox: add `Return-Path` and `Delivered-To`, refuse a message that already carries our
   `Delivered-To` for this address (a mail loop, 5.4.6), append to INBOX;
 - group: add each member's primary address as a new recipient of the same queued message
@@ -22,7 +23,13 @@ from sitemail.core.clock import Clock
 from sitemail.core.envelope import EnvelopeRecipient
 from sitemail.directory import Directory, ObjectKind, Recipient
 from sitemail.mailbox import append_message
-from sitemail.queue.model import Outcome, QueuedMessage, QueuedRecipient, RecipientResult
+from sitemail.queue.model import (
+    Outcome,
+    QueuedMessage,
+    QueuedRecipient,
+    RecipientResult,
+    ResultRecorder,
+)
 from sitemail.queue.records import (
     add_recipients,
     message_recipient_addresses,
@@ -45,10 +52,13 @@ def delivered_to_addresses(content: bytes) -> set[str]:
 class LocalDelivery:
     """The `local` transport."""
 
-    def __init__(self, directory: Directory, clock: Clock, site: str) -> None:
+    def __init__(
+        self, directory: Directory, clock: Clock, site: str, record: ResultRecorder
+    ) -> None:
         self._directory = directory
         self._clock = clock
         self._site = site
+        self._queue_record = record
 
     async def deliver(
         self,
@@ -74,6 +84,10 @@ class LocalDelivery:
                         conn, message=message, content=content, rcpt=rcpt, target=target, seen=seen
                     )
                 )
+            # Notices and dequeueing commit with the deliveries; failures go back to the queue.
+            done = [r for r in results if r.already_recorded]
+            if done:
+                self._queue_record(conn, message, content, [r for r, _ in recipients], done)
         return results
 
     def _deliver_one(

@@ -3,7 +3,9 @@
 One job: move every queued recipient to a final state. Each pass takes the messages with a
 recipient due now, routes each recipient (`router(address) -> Route`), groups recipients of one
 message by (transport, next hop) so one transaction carries them, calls the registered
-transport, and records each result together with the DSN it calls for, in one transaction:
+transport, and records each result together with the DSN it calls for, in one transaction
+(a transport that commits its own delivery, like local delivery, records through `record` in
+that transaction, so delivery, notice and dequeueing cannot be split by a crash):
 - delivered: final; a SUCCESS DSN if the sender asked for one;
 - failed (5xx, routing reject, hop limit): final; a FAILURE DSN (never for a DSN or for <>);
 - deferred (4xx, network): retried after `retry_initial * 2**(attempts-1)` capped at
@@ -103,6 +105,10 @@ class QueueManager:
     def busy(self) -> bool:
         """Whether a pass is delivering something right now (tests wait for quiet)."""
         return bool(self._running)
+
+    def register(self, transport: Transport, agent: DeliveryAgent) -> None:
+        """Add a transport after construction (one that records through `record`)."""
+        self._agents[transport] = agent
 
     def wake(self) -> None:
         """New mail or an admin retry: look at the queue now."""
@@ -223,41 +229,57 @@ class QueueManager:
     # -- recording -------------------------------------------------------------------------
 
     def _record(self, work: _Work, results: Sequence[RecipientResult]) -> None:
-        """Write every result and the notices they call for in one transaction."""
+        """Write every result the transport did not commit itself, in one transaction."""
+        pending = [r for r in results if not r.already_recorded]
+        if not pending:
+            return
+        with self._store.write() as conn:
+            self.record(conn, work.message, work.content, work.due, pending)
+
+    def record(
+        self,
+        conn: Connection,
+        message: QueuedMessage,
+        content: bytes,
+        recipients: Sequence[QueuedRecipient],
+        results: Sequence[RecipientResult],
+    ) -> None:
+        """Write results and the notices they call for, and dequeue the message once every
+        recipient is final, in the caller's transaction (this is the `ResultRecorder`)."""
+        work = _Work(message, content, list(recipients))
         now = self._clock.now()
         by_id = {r.id: r for r in work.due}
         notices: dict[DsnKind, list[DsnEntry]] = defaultdict(list)
         delayed_ids: list[int] = []
         stamp = datetime.fromtimestamp(now, UTC)
-        with self._store.write() as conn:
-            for result in results:
-                rcpt = by_id.get(result.rcpt_id)
-                if rcpt is None:
-                    continue
-                notice = self._record_one(conn, work.message, rcpt, result, now)
-                if notice is not None:
-                    kind, status, diagnostic = notice
-                    notices[kind].append(
-                        DsnEntry(
-                            recipient=rcpt.recipient,
-                            action=_ACTIONS[kind],
-                            status=status,
-                            diagnostic=diagnostic,
-                            remote_mta=result.remote_mta,
-                            last_attempt=stamp,
-                            will_retry_until=datetime.fromtimestamp(
-                                work.message.received_at + self._settings.expiry, UTC
-                            )
-                            if kind is DsnKind.DELAY
-                            else None,
+        for result in results:
+            rcpt = by_id.get(result.rcpt_id)
+            if rcpt is None:
+                continue
+            notice = self._record_one(conn, work.message, rcpt, result, now)
+            if notice is not None:
+                kind, status, diagnostic = notice
+                notices[kind].append(
+                    DsnEntry(
+                        recipient=rcpt.recipient,
+                        action=_ACTIONS[kind],
+                        status=status,
+                        diagnostic=diagnostic,
+                        remote_mta=result.remote_mta,
+                        last_attempt=stamp,
+                        will_retry_until=datetime.fromtimestamp(
+                            work.message.received_at + self._settings.expiry, UTC
                         )
+                        if kind is DsnKind.DELAY
+                        else None,
                     )
-                    if kind is DsnKind.DELAY:
-                        delayed_ids.append(rcpt.id)
-            for kind, entries in notices.items():
-                self._queue_notice(conn, work, kind, entries, now)
-            mark_delay_notified(conn, delayed_ids)
-            close_if_done(conn, work.message.queue_id)
+                )
+                if kind is DsnKind.DELAY:
+                    delayed_ids.append(rcpt.id)
+        for kind, entries in notices.items():
+            self._queue_notice(conn, work, kind, entries, now)
+        mark_delay_notified(conn, delayed_ids)
+        close_if_done(conn, work.message.queue_id)
 
     def _record_one(
         self,

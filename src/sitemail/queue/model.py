@@ -8,9 +8,12 @@ again later, 5xx failed for that recipient only (a DSN follows).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import NewType, Protocol
+
+from sqlalchemy import Connection
 
 from sitemail.core.envelope import Envelope, EnvelopeRecipient
 from sitemail.routing.route import Route
@@ -23,6 +26,7 @@ __all__ = [
     "QueuedRecipient",
     "RcptState",
     "RecipientResult",
+    "ResultRecorder",
 ]
 
 QueueId = NewType("QueueId", str)
@@ -70,7 +74,27 @@ class RecipientResult:
     status: str  # enhanced status "2.0.0", "4.4.1", "5.1.1"
     text: str  # diagnostic, e.g. the remote server's reply text
     remote_mta: str = ""  # the host that answered, for the DSN's Remote-MTA field
-    already_recorded: bool = False  # the transport committed this result with its delivery
+    # The transport committed this result with its delivery, through the queue's
+    # `ResultRecorder` (its notice and the dequeueing of a finished message included).
+    already_recorded: bool = False
+
+
+class ResultRecorder(Protocol):
+    """The queue's recording of results inside a transaction the caller holds.
+
+    A transport that commits its delivery itself (local delivery) records its results with
+    this in that same transaction, so the delivery, the notice it calls for and the removal
+    of a finished message from the queue are one commit: a crash leaves all or none of them.
+    """
+
+    def __call__(
+        self,
+        conn: Connection,
+        message: QueuedMessage,
+        content: bytes,
+        recipients: Sequence[QueuedRecipient],
+        results: Sequence[RecipientResult],
+    ) -> None: ...
 
 
 class DeliveryAgent(Protocol):

@@ -1,8 +1,8 @@
 """The `replication` transport: what the queue calls for mail to our directory-service mailbox.
 
-One job: hand each message to the `Replicator` and record the recipient as delivered in the
-same transaction as everything the message caused (objects applied, answer or next request
-queued), then wake the queue for what was queued. A rejected message is delivered too (it is
+One job: hand each message to the `Replicator` and record the recipient as delivered (and the
+message as dequeued) in the same transaction as everything the message caused (objects
+applied, answer or next request queued), then wake the queue for what was queued. A rejected message is delivered too (it is
 consumed, logged and counted, never bounced): a forged message must not make us send mail.
 """
 
@@ -11,7 +11,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
-from sitemail.queue.model import QueuedMessage, QueuedRecipient, RecipientResult
+from sitemail.queue.model import (
+    QueuedMessage,
+    QueuedRecipient,
+    RecipientResult,
+    ResultRecorder,
+)
 from sitemail.queue.records import record_delivered
 from sitemail.replication.replicator import Replicator
 from sitemail.routing.route import Route
@@ -20,9 +25,12 @@ __all__ = ["ReplicationAgent"]
 
 
 class ReplicationAgent:
-    def __init__(self, replicator: Replicator, on_enqueued: Callable[[], None]) -> None:
+    def __init__(
+        self, replicator: Replicator, *, on_enqueued: Callable[[], None], record: ResultRecorder
+    ) -> None:
         self._replicator = replicator
         self._on_enqueued = on_enqueued
+        self._queue_record = record
         # The directory-service mailbox is processed on one thread, in arrival order
         # (Exchange's DS does the same): answers build on each other's watermarks.
         self._serial = asyncio.Lock()
@@ -49,7 +57,7 @@ class ReplicationAgent:
         with replicator.directory.store.write() as conn:
             outcome = replicator.receive(conn, content, queue_id=message.queue_id)
             text = f"replication {outcome.outcome}: {outcome.detail}"
-            return [
+            results = [
                 record_delivered(
                     conn,
                     message=message,
@@ -61,3 +69,5 @@ class ReplicationAgent:
                 )
                 for rcpt, _ in recipients
             ]
+            self._queue_record(conn, message, content, [r for r, _ in recipients], results)
+        return results
