@@ -18,6 +18,7 @@ from sitemail.queue.model import (
     ResultRecorder,
 )
 from sitemail.queue.records import record_delivered
+from sitemail.replication.codec import ReplicationMessage, ReplicationRejected
 from sitemail.replication.replicator import Replicator
 from sitemail.routing.route import Route
 
@@ -42,20 +43,35 @@ class ReplicationAgent:
         recipients: list[tuple[QueuedRecipient, Route]],
     ) -> list[RecipientResult]:
         async with self._serial:
-            results = await asyncio.to_thread(self._deliver, message, content, recipients)
+            verified, asked = await asyncio.to_thread(self._ask_ahead, content)
+            if asked:
+                self._on_enqueued()  # the next request leaves while this answer is applied
+            results = await asyncio.to_thread(self._deliver, message, content, recipients, verified)
         self._on_enqueued()
         return results
+
+    def _ask_ahead(self, content: bytes) -> tuple[ReplicationMessage | None, bool]:
+        replicator = self._replicator
+        try:
+            verified = replicator.verify(content)
+        except ReplicationRejected:
+            return None, False  # `receive` records why
+        with replicator.directory.store.write() as conn:
+            return verified, replicator.ask_ahead(conn, verified)
 
     def _deliver(
         self,
         message: QueuedMessage,
         content: bytes,
         recipients: Sequence[tuple[QueuedRecipient, Route]],
+        verified: ReplicationMessage | None,
     ) -> list[RecipientResult]:
         replicator = self._replicator
         now = replicator.clock.now()
         with replicator.directory.store.write() as conn:
-            outcome = replicator.receive(conn, content, queue_id=message.queue_id)
+            outcome = replicator.receive(
+                conn, content, queue_id=message.queue_id, verified=verified
+            )
             text = f"replication {outcome.outcome}: {outcome.detail}"
             results = [
                 record_delivered(
