@@ -201,3 +201,20 @@ def test_replication_one_sided_connector_is_held_as_pending_partner(tmp_path: Pa
             assert [c.site for c in b.service.replication.list_connectors()] == ["SiteA"]
 
     run(scenario)
+
+
+def test_replication_every_connector_requests_shortly_after_start(tmp_path: Path) -> None:
+    """Without any admin action, a connector pulls `startup_delay` after the server starts."""
+
+    async def scenario() -> None:
+        async with organisation(tmp_path) as org:
+            a = org.create("SiteA", startup_delay=0.5)
+            b = org.create("SiteB")
+            b.add_mailboxes(2)
+            org.connect(a, b)
+            org.connect(b, a)
+            await org.start(b)
+            await org.start(a)
+            await until(lambda: a.aliases("SiteB") == {"user0", "user1"}, what="start-up pull")
+
+    run(scenario)
