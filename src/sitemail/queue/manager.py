@@ -115,23 +115,46 @@ class QueueManager:
         self._wake.set()
 
     async def run(self) -> None:
-        """Forever: deliver what is due, then sleep until the next due time or a wake-up."""
-        while True:
-            try:
-                handled = await self.run_once()
-            except Exception:  # a bad pass must not stop the queue
-                log.exception("queue pass failed")
-                handled = 0
-            if handled:
-                continue
-            next_at = await asyncio.to_thread(self._next_due)
-            delay = _IDLE_POLL if next_at is None else max(0.0, next_at - self._clock.now())
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a cancellation that
-            # races the wake-up, and then the server never stops.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(delay, _IDLE_POLL) or 0.01):
-                    await self._wake.wait()
-            self._wake.clear()
+        """Forever: start every message that is due, without waiting for those in flight (a
+        long delivery must not hold up mail queued after it), then sleep until the next due
+        time or a wake-up. Every task belongs to this TaskGroup, so cancelling `run` stops
+        them all."""
+        slots = asyncio.Semaphore(_PARALLEL_MESSAGES)
+        async with asyncio.TaskGroup() as group:
+            while True:
+                try:
+                    started = await self._start_due(group, slots)
+                except Exception:  # a bad pass must not stop the queue
+                    log.exception("queue pass failed")
+                    started = 0
+                if started:
+                    continue
+                next_at = await asyncio.to_thread(self._next_due)
+                delay = _IDLE_POLL if next_at is None else max(0.0, next_at - self._clock.now())
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a cancellation that
+                # races the wake-up, and then the server never stops.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(delay, _IDLE_POLL) or 0.01):
+                        await self._wake.wait()
+                self._wake.clear()
+
+    async def _start_due(self, group: asyncio.TaskGroup, slots: asyncio.Semaphore) -> int:
+        ids = await asyncio.to_thread(self._due_ids, self._clock.now())
+        ids = [i for i in ids if i not in self._running]
+        for queue_id in ids:
+            self._running.add(queue_id)
+            group.create_task(self._process_in_slot(queue_id, slots), name=f"deliver-{queue_id}")
+        return len(ids)
+
+    async def _process_in_slot(self, queue_id: str, slots: asyncio.Semaphore) -> None:
+        try:
+            async with slots:
+                await self._process(queue_id)
+        except Exception:  # one message's fault must not cancel its siblings
+            log.exception("delivery of %s failed; it stays queued", queue_id)
+        finally:
+            self._running.discard(queue_id)
+            self._wake.set()  # what it queued (notices, expansions) or freed is due now
 
     def _next_due(self) -> float | None:
         with self._store.read() as conn:
