@@ -84,7 +84,9 @@ def test_replication_deletion_travels_as_tombstone(tmp_path: Path) -> None:
         async with organisation(tmp_path) as org:
             a, b = org.create("SiteA"), org.create("SiteB")
             b.service.add_recipient(ObjectKind.MAILBOX, "gone", display_name="Gone Soon")
-            b.service.add_recipient(ObjectKind.MAILBOX, "stays", display_name="Stays")
+            stays = b.service.add_recipient(
+                ObjectKind.MAILBOX, "stays", display_name="Stays", password="s3cret pass phrase"
+            )
             org.connect(a, b)
             org.connect(b, a)
             await org.start(a)
@@ -92,6 +94,9 @@ def test_replication_deletion_travels_as_tombstone(tmp_path: Path) -> None:
             a.request_now("SiteB")
             await until(idle(a, "SiteB"))
             assert a.service.directory.lookup("gone@siteb.example.com") is not None
+            assert b.service.directory.password_hash(stays.guid) is not None
+            assert a.service.directory.password_hash(stays.guid) is None  # secrets stay home
+            assert "s3cret" not in repr(a.snapshot())
             b.service.remove_recipient("gone")
             a.request_now("SiteB")
             await until(idle(a, "SiteB"))
