@@ -57,17 +57,20 @@ class ReplicationScheduler:
         settings = replicator.settings
         now = replicator.clock.now()
         sent = 0
-        with replicator.directory.store.write() as conn:
-            for connector in list_connectors(replicator.directory):
-                due = self._due.setdefault(connector.site, self._started + settings.startup_delay)
-                if now < due:
-                    continue
+        due = []
+        for connector in list_connectors(replicator.directory):
+            at = self._due.setdefault(connector.site, self._started + settings.startup_delay)
+            if now >= at:
                 interval = connector.interval
                 self._due[connector.site] = now + interval if interval else float("inf")
-                outcome = replicator.request(conn, connector)
-                sent += outcome.sent
-                if not outcome.sent:
-                    log.info("replication to %s: %s", connector.site, outcome.detail)
+                due.append(connector)
+        if due:  # the write lock only when something is to be sent
+            with replicator.directory.store.write() as conn:
+                for connector in due:
+                    outcome = replicator.request(conn, connector)
+                    sent += outcome.sent
+                    if not outcome.sent:
+                        log.info("replication to %s: %s", connector.site, outcome.detail)
         if now >= self._next_kcc:
             self._next_kcc = now + settings.kcc_interval
             self.check_knowledge()
