@@ -35,6 +35,7 @@ from sitemail.routing.router import Router
 from sitemail.smtp.engine import start_smtp_server
 from sitemail.smtp.policy import ImsPolicy
 from sitemail.store import Store, default_url, open_store, upgrade
+from sitemail.store.writer import GroupWriter
 
 __all__ = ["SiteServer", "build_tls_context", "main", "run_server"]
 
@@ -66,6 +67,7 @@ class Components:
     router: Router
     spool: Spool
     manager: QueueManager
+    writer: GroupWriter
 
 
 class SiteServer:
@@ -105,6 +107,7 @@ class SiteServer:
             Transport.RELAY: remote,
             Transport.MX: remote,
         }
+        writer = GroupWriter(store)  # every queue write of the process: one commit per batch
         manager = QueueManager(
             store,
             self.clock,
@@ -113,9 +116,10 @@ class SiteServer:
             settings=config.queue,
             router=router.route,
             agents=agents,
+            writer=writer,
         )
-        spool = Spool(store, self.clock, org.local_site, on_enqueued=manager.wake)
-        self.components = Components(store, directory, router, spool, manager)
+        spool = Spool(store, self.clock, org.local_site, on_enqueued=manager.wake, writer=writer)
+        self.components = Components(store, directory, router, spool, manager, writer)
         return self.components
 
     def server_name(self, directory: Directory) -> str:
@@ -134,6 +138,7 @@ class SiteServer:
             self.clock,
             trusted_networks=self.config.smtp.trusted_networks,
         )
+        await parts.writer.start()
         await parts.spool.start()
         servers = []
         try:
@@ -158,6 +163,7 @@ class SiteServer:
             for server in servers:
                 server.close()
             await parts.spool.stop()
+            await parts.writer.stop()
             parts.store.close()
 
 

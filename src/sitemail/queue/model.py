@@ -3,19 +3,26 @@
 The queue never imports a transport: `site.py` registers objects satisfying `DeliveryAgent`
 under a `routing.Transport` name. A transport receives one message and the recipients that
 share a next hop, and answers one `RecipientResult` per recipient: 2xx delivered, 4xx try
-again later, 5xx failed for that recipient only (a DSN follows).
+again later, 5xx failed for that recipient only (a DSN follows). A transport whose whole work
+is database writes (local delivery) is also a `TransactionalAgent`: the queue then runs it
+inside its own write transaction, so the delivery, the queue's record of it and the dequeue
+commit together, and many messages share one commit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import NewType, Protocol
+from typing import NamedTuple, NewType, Protocol, runtime_checkable
+
+from sqlalchemy import Connection
 
 from sitemail.core.envelope import Envelope, EnvelopeRecipient
 from sitemail.routing.route import Route
 
 __all__ = [
+    "Delivery",
     "DeliveryAgent",
     "Outcome",
     "QueueId",
@@ -23,6 +30,7 @@ __all__ = [
     "QueuedRecipient",
     "RcptState",
     "RecipientResult",
+    "TransactionalAgent",
 ]
 
 QueueId = NewType("QueueId", str)
@@ -82,3 +90,21 @@ class DeliveryAgent(Protocol):
         content: bytes,
         recipients: list[tuple[QueuedRecipient, Route]],
     ) -> list[RecipientResult]: ...
+
+
+class Delivery(NamedTuple):
+    """One message for a transactional transport, with the recipients it should take."""
+
+    message: QueuedMessage
+    content: bytes
+    recipients: list[tuple[QueuedRecipient, Route]]
+
+
+@runtime_checkable
+class TransactionalAgent(Protocol):
+    """A transport that only writes to the database: it delivers in the caller's transaction,
+    many messages at once, answering one list of results per message, in order."""
+
+    def deliver_in(
+        self, conn: Connection, batch: Sequence[Delivery]
+    ) -> list[list[RecipientResult]]: ...
