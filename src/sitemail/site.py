@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import signal
 import ssl
@@ -167,6 +168,22 @@ class SiteServer:
             parts.store.close()
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (the `speed` extra), else asyncio's own.
+
+    The engine runs on either (STARTTLS included); uvloop's transports spend less time per
+    reply and per read. `SITEMAIL_EVENT_LOOP=asyncio` keeps asyncio's loop regardless.
+    """
+    if os.environ.get("SITEMAIL_EVENT_LOOP", "") == "asyncio":
+        return None
+    try:
+        import uvloop  # noqa: PLC0415 - optional dependency
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def run_server(data_dir: Path) -> None:
     """`sitemail serve`: run one server in this process until SIGINT/SIGTERM."""
     config = load_config(data_dir)
@@ -186,7 +203,8 @@ def run_server(data_dir: Path) -> None:
             await server.run(lambda s: log.info("ready: %s", s.smtp_ports))
 
     try:
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(main())
     except OSError as exc:
         raise ConfigError(
             f"cannot listen on {', '.join(config.listen)} port {config.smtp.port}: {exc.strerror}"

@@ -65,7 +65,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.utils import format_datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as AiosmtpdEnvelope
@@ -644,9 +644,10 @@ class SmtpSession(SMTP):
         if refusal is not None:
             log.warning("smtp connection refused peer=%s reply=%r", self._peer_ip, refusal.render())
             self._refused = True
-            assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(refusal.render().encode("ascii") + b"\r\n")
-            transport.close()
+            # A cast, not isinstance: uvloop's transports do not derive from asyncio's classes.
+            writer = cast(asyncio.WriteTransport, transport)
+            writer.write(refusal.render().encode("ascii") + b"\r\n")
+            writer.close()
             return
         self._counted = True
         super().connection_made(transport)
