@@ -127,6 +127,9 @@ class QueueManager:
         self._router = router
         self._agents = dict(agents)
         self._writer = writer or GroupWriter(store)
+        self._transactional = frozenset(
+            t for t, agent in self._agents.items() if isinstance(agent, TransactionalAgent)
+        )
         self._wake = asyncio.Event()
         self._running: set[str] = set()
 
@@ -170,13 +173,15 @@ class QueueManager:
                 async with limit:
                     await self._process(plan)
 
-            fast = [plan for plan in plans if self._all_transactional(plan)]
+            fast: list[_Plan] = []
             async with asyncio.TaskGroup() as group:
+                for plan in plans:
+                    if self._all_transactional(plan):
+                        fast.append(plan)
+                    else:
+                        group.create_task(slow(plan))
                 if fast:
                     group.create_task(self._process_in_transaction(fast))
-                for plan in plans:
-                    if not self._all_transactional(plan):
-                        group.create_task(slow(plan))
         finally:
             self._running.difference_update(ids)
         return len(plans)
@@ -225,10 +230,7 @@ class QueueManager:
         return plan
 
     def _all_transactional(self, plan: _Plan) -> bool:
-        return all(
-            isinstance(self._agents.get(transport), TransactionalAgent)
-            for transport, _ in plan.groups
-        )
+        return all(transport in self._transactional for transport, _ in plan.groups)
 
     async def _process_in_transaction(self, plans: list[_Plan]) -> None:
         """Deliver, record and dequeue in one transaction shared with other writers; if that

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,9 +55,28 @@ _MESSAGE_ID = re.compile(
 )
 
 
+class _RandomHex:
+    """Random hex digits from the OS, fetched 4 KiB at a time (one system call per 1,024 ids
+    instead of one per id); thread-safe, as the spool and the queue both make ids."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool = ""
+
+    def take(self, digits: int) -> str:
+        with self._lock:
+            if len(self._pool) < digits:
+                self._pool = secrets.token_hex(4096).upper()
+            out, self._pool = self._pool[:digits], self._pool[digits:]
+        return out
+
+
+_RANDOM_HEX = _RandomHex()
+
+
 def new_queue_id(now: float) -> QueueId:
     """Sortable by arrival (milliseconds, hex) and unguessable (random suffix)."""
-    return QueueId(f"{int(now * 1000):011X}{secrets.token_hex(4).upper()}")
+    return QueueId(f"{int(now * 1000):011X}{_RANDOM_HEX.take(8)}")
 
 
 def extract_message_id(content: bytes) -> str:
