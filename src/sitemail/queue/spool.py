@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,6 +35,12 @@ class _Pending:
     future: asyncio.Future[QueueId]
 
 
+@dataclass(slots=True)
+class _Batch:
+    items: list[_Pending]
+    taken: bool = False  # the writer has started on it: join the next one
+
+
 class Spool:
     """Writer of new messages into the queue, through a shared group-committing writer."""
 
@@ -52,8 +59,9 @@ class Spool:
         self._on_enqueued = on_enqueued
         self._own_writer = writer is None
         self.writer = writer or GroupWriter(store)
-        self._pending: list[_Pending] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()  # the open batch is closed by the writer thread
+        self._open: _Batch | None = None
+        self._submitting: set[asyncio.Task[None]] = set()
 
     @property
     def commits(self) -> int:
@@ -64,52 +72,65 @@ class Spool:
         await self.writer.start()
 
     async def stop(self) -> None:
-        flusher, self._flusher = self._flusher, None
-        if flusher is not None:
-            flusher.cancel()
+        tasks, self._submitting = self._submitting, set()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await flusher
-        for pending in self._pending:
+                await task
+        batch, self._open = self._open, None
+        for pending in batch.items if batch is not None else []:
             if not pending.future.done():
                 pending.future.set_exception(ConnectionAbortedError("server shutting down"))
-        self._pending.clear()
         if self._own_writer:
             await self.writer.stop()
 
     async def enqueue(self, message: NewMessage) -> QueueId:
-        """Durably queue `message`; returns its queue id once it is on disk."""
+        """Durably queue `message`; returns its queue id once it is on disk.
+
+        Messages join the open batch: one writer job that takes, when the writer thread runs
+        it, every message that joined until then (three statements for all of them). So a
+        message never waits for an earlier batch's commit before its own can start.
+        """
         future: asyncio.Future[QueueId] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(message, future))
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush(), name="spool-flush")
+        pending = _Pending(message, future)
+        batch = self._open
+        with self._lock:
+            joined = batch is not None and not batch.taken
+            if joined and batch is not None:
+                batch.items.append(pending)
+        if not joined:
+            batch = self._open = _Batch([pending])
+            task = asyncio.create_task(self._submit(batch), name="spool-batch")
+            self._submitting.add(task)
+            task.add_done_callback(self._submitting.discard)
         queue_id = await future
         if self._on_enqueued is not None:
             self._on_enqueued()
         return queue_id
 
-    async def _flush(self) -> None:
-        """Hand every waiting message to the writer as one job (three statements for all),
-        and again for those that arrived meanwhile, until none waits."""
+    async def _submit(self, batch: _Batch) -> None:
         try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    ids = await self.writer.submit(functools.partial(self._insert, batch=batch))
-                except Exception as exc:  # every waiter gets it (451); nothing was written
-                    for pending in batch:
-                        if not pending.future.done():
-                            pending.future.set_exception(exc)
-                    continue
-                for pending, queue_id in zip(batch, ids, strict=True):
-                    if not pending.future.done():
-                        pending.future.set_result(queue_id)
+            ids = await self.writer.submit(functools.partial(self._insert, batch=batch))
+        except Exception as exc:  # every waiter gets it (451); nothing was written
+            for pending in batch.items:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            return
         finally:
-            self._flusher = None
+            if self._open is batch:
+                self._open = None
+        for pending, queue_id in zip(batch.items, ids, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(queue_id)
 
-    def _insert(self, conn: Connection, *, batch: list[_Pending]) -> list[QueueId]:
+    def _insert(self, conn: Connection, *, batch: _Batch) -> list[QueueId]:
+        """In the writer thread: close the batch (later messages open the next) and write it."""
+        with self._lock:
+            batch.taken = True
         now = self._clock.now()
-        ids = [p.message.queue_id or new_queue_id(now) for p in batch]
+        ids = [p.message.queue_id or new_queue_id(now) for p in batch.items]
         insert_messages(
-            conn, [(i, p.message) for i, p in zip(ids, batch, strict=True)], now, self._site
+            conn, [(i, p.message) for i, p in zip(ids, batch.items, strict=True)], now, self._site
         )
         return ids

@@ -110,14 +110,15 @@ class GroupWriter:
                     for job in todo:
                         try:
                             job.result = job.run(conn)
-                        except Exception as exc:
-                            job.error, failed = exc, job
+                        except Exception:
+                            failed = job
                             raise
             except Exception as exc:
                 if failed is None:  # BEGIN or COMMIT failed: nothing of the batch is written
                     for job in todo:
                         job.error = exc
                     return
+                failed.error = exc  # as Store.write reports it (a StoreError for SQL errors)
                 todo = [job for job in todo if job is not failed]
                 continue
             self.commits += 1
