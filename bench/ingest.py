@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import shlex
@@ -161,6 +162,8 @@ def _configure(data_dir: Path, port: int, max_connections: int) -> None:
     """
     path = data_dir / "sitemail.toml"
     text = path.read_text(encoding="utf-8")
+    if "\n[smtp]\n" not in text or "\n[limits]\n" not in text:
+        raise BenchError(f"{path} has no [smtp] or [limits] table to extend")
     text = text.replace("\n[smtp]\n", f"\n[smtp]\nport = {port}\n", 1)
     text = text.replace(
         "\n[limits]\n",
@@ -500,8 +503,10 @@ def main(argv: list[str] | None = None) -> int:
         "latency_messages": args.latency_messages,
         "size_bytes": args.size,
     }
+    summary["event_loop"] = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     print(
-        f"sitemail vs Postfix {summary['postfix']}: {args.messages} x {args.size} B per run, "
+        f"sitemail ({summary['event_loop']}) vs Postfix {summary['postfix']}: "
+        f"{args.messages} x {args.size} B per run, "
         f"c={','.join(map(str, settings.concurrency))}, {summary['cpus']} CPUs, "
         f"load average {load[0]:.2f} at start",
         flush=True,
@@ -518,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     result = medians(rounds)
+    summary["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
+    print(f"load average {summary['loadavg_1m_at_end']:.2f} at the end (the machine may be shared)")
     print()
     if args.repeat > 1:
         print(f"median of {args.repeat} rounds:")
