@@ -1,9 +1,8 @@
 """Local delivery: into this site's mailboxes, expanding groups and forwarding contacts.
 
 One job: for recipients routed `local`, do the final step in ONE transaction together with the
-queue's record of it (the queue's `ResultRecorder`: recipient state, notice, dequeueing), so a
-crash at any instant leaves a message either delivered once and dequeued, or still queued
-(never lost, never twice):
+queue's record of it, so a crash at any instant leaves a message either delivered once and
+dequeued, or still queued (never lost, never twice):
 - mailbox: add `Return-Path` and `Delivered-To`, refuse a message that already carries our
   `Delivered-To` for this address (a mail loop, 5.4.6), append to INBOX;
 - group: add each member's primary address as a new recipient of the same queued message
@@ -21,23 +20,30 @@ from sqlalchemy import Connection
 
 from sitemail.core.clock import Clock
 from sitemail.core.envelope import EnvelopeRecipient
+from sitemail.core.errors import NotFoundError
 from sitemail.directory import Directory, ObjectKind, Recipient
-from sitemail.mailbox import append_message
+from sitemail.mailbox import Append, append_messages
 from sitemail.queue.model import (
+    Delivery,
     Outcome,
     QueuedMessage,
     QueuedRecipient,
+    RcptState,
     RecipientResult,
-    ResultRecorder,
 )
 from sitemail.queue.records import (
+    TrackEvent,
     add_recipients,
+    finish_recipient,
+    finish_recipients,
     message_recipient_addresses,
-    record_delivered,
+    track,
 )
 from sitemail.routing.route import Route
 
 __all__ = ["LocalDelivery"]
+
+_PLACEHOLDER = RecipientResult(0, Outcome.DEFERRED, 451, "4.3.0", "not delivered yet")
 
 _DELIVERED_TO = re.compile(rb"^delivered-to:[ \t]*(.*?)\r?$", re.IGNORECASE | re.MULTILINE)
 
@@ -52,13 +58,10 @@ def delivered_to_addresses(content: bytes) -> set[str]:
 class LocalDelivery:
     """The `local` transport."""
 
-    def __init__(
-        self, directory: Directory, clock: Clock, site: str, record: ResultRecorder
-    ) -> None:
+    def __init__(self, directory: Directory, clock: Clock, site: str) -> None:
         self._directory = directory
         self._clock = clock
         self._site = site
-        self._queue_record = record
 
     async def deliver(
         self,
@@ -72,62 +75,102 @@ class LocalDelivery:
         self,
         message: QueuedMessage,
         content: bytes,
-        recipients: Sequence[tuple[QueuedRecipient, Route]],
+        recipients: list[tuple[QueuedRecipient, Route]],
     ) -> list[RecipientResult]:
-        results: list[RecipientResult] = []
-        seen = delivered_to_addresses(content)
         with self._directory.store.write() as conn:
+            return self.deliver_in(conn, [Delivery(message, content, recipients)])[0]
+
+    def deliver_in(
+        self, conn: Connection, batch: Sequence[Delivery]
+    ) -> list[list[RecipientResult]]:
+        """Deliver many messages in the caller's write transaction (the queue records the
+        results in it too); one list of results per message, in order.
+
+        Mailbox deliveries of the whole batch are written together (one UID update per
+        mailbox, one INSERT, one UPDATE of the queue's recipients, one INSERT of tracking
+        events); groups and contacts are expanded message by message.
+        """
+        now = self._clock.now()
+        out: list[list[RecipientResult]] = []
+        appends: list[Append] = []
+        waiting: list[tuple[int, int, QueuedMessage, QueuedRecipient, Recipient]] = []
+        targets: dict[str, Recipient] = {}
+        for number, (message, content, recipients) in enumerate(batch):
+            seen = delivered_to_addresses(content)
+            results: list[RecipientResult] = []
             for rcpt, route in recipients:
-                target = self._directory.get(route.nexthop) if route.nexthop else None
-                results.append(
-                    self._deliver_one(
-                        conn, message=message, content=content, rcpt=rcpt, target=target, seen=seen
+                target = None
+                if route.nexthop:
+                    target = targets.get(route.nexthop) or self._directory.by_guid_in(
+                        conn, route.nexthop
                     )
+                    if target is None:
+                        raise NotFoundError(f"no recipient {route.nexthop!r} in the directory")
+                    targets[route.nexthop] = target
+                address = rcpt.recipient.address
+                if (
+                    target is not None
+                    and target.kind is ObjectKind.MAILBOX
+                    and address.lower() not in seen
+                    and target.primary_smtp.lower() not in seen
+                ):
+                    head = (
+                        f"Return-Path: <{message.envelope.sender}>\r\nDelivered-To: {address}\r\n"
+                    )
+                    appends.append(
+                        Append(
+                            target.guid,
+                            head.encode() + content,
+                            message.message_id,
+                            message.queue_id,
+                        )
+                    )
+                    waiting.append((number, len(results), message, rcpt, target))
+                    results.append(_PLACEHOLDER)
+                    continue
+                results.append(self._deliver_one(conn, message=message, rcpt=rcpt, target=target))
+            out.append(results)
+        uids = append_messages(conn, appends, now=now)
+        finished: list[tuple[int, RcptState, str, str]] = []
+        events: list[TrackEvent] = []
+        for (number, index, message, rcpt, target), uid in zip(waiting, uids, strict=True):
+            text = f"delivered to mailbox {target.alias} (uid {uid})"
+            finished.append((rcpt.id, RcptState.DELIVERED, "2.0.0", text))
+            events.append(
+                TrackEvent(
+                    now,
+                    "delivered",
+                    message.queue_id,
+                    message.message_id,
+                    message.envelope.sender,
+                    rcpt.recipient.address,
+                    self._site,
+                    text,
                 )
-            # Notices and dequeueing commit with the deliveries; failures go back to the queue.
-            done = [r for r in results if r.already_recorded]
-            if done:
-                self._queue_record(conn, message, content, [r for r, _ in recipients], done)
-        return results
+            )
+            out[number][index] = RecipientResult(
+                rcpt.id, Outcome.DELIVERED, 250, "2.0.0", text, already_recorded=True
+            )
+        finish_recipients(conn, finished, now)
+        track(conn, events)
+        return out
 
     def _deliver_one(
         self,
         conn: Connection,
         *,
         message: QueuedMessage,
-        content: bytes,
         rcpt: QueuedRecipient,
         target: Recipient | None,
-        seen: set[str],
     ) -> RecipientResult:
+        """Everything but a mailbox delivery: unknown target, a loop, a group, a contact."""
         now = self._clock.now()
         address = rcpt.recipient.address
         if target is None:
             return RecipientResult(rcpt.id, Outcome.FAILED, 550, "5.1.1", "no such recipient")
-        if target.kind is ObjectKind.MAILBOX:
-            if address.lower() in seen or target.primary_smtp.lower() in seen:
-                return RecipientResult(
-                    rcpt.id,
-                    Outcome.FAILED,
-                    554,
-                    "5.4.6",
-                    f"mail loop: already delivered to {address}",
-                )
-            stored = (
-                f"Return-Path: <{message.envelope.sender}>\r\nDelivered-To: {address}\r\n".encode()
-                + content
-            )
-            uid = append_message(
-                conn,
-                target.guid,
-                stored,
-                now=now,
-                message_id=message.message_id,
-                queue_id=message.queue_id,
-            )
-            text = f"delivered to mailbox {target.alias} (uid {uid})"
-            return self._record(
-                conn, message=message, rcpt=rcpt, event="delivered", text=text, now=now
+        if target.kind is ObjectKind.MAILBOX:  # only a loop gets here: deliver_in appends
+            return RecipientResult(
+                rcpt.id, Outcome.FAILED, 554, "5.4.6", f"mail loop: already delivered to {address}"
             )
         new = self._expansion(target)
         existing = message_recipient_addresses(conn, message.queue_id)
@@ -157,6 +200,24 @@ class LocalDelivery:
         text: str,
         now: float,
     ) -> RecipientResult:
-        return record_delivered(
-            conn, message=message, rcpt=rcpt, site=self._site, event=event, text=text, now=now
+        finish_recipient(
+            conn, rcpt.id, state=RcptState.DELIVERED, status="2.0.0", text=text, now=now
+        )
+        track(
+            conn,
+            [
+                TrackEvent(
+                    now,
+                    event,
+                    message.queue_id,
+                    message.message_id,
+                    message.envelope.sender,
+                    rcpt.recipient.address,
+                    self._site,
+                    text,
+                )
+            ],
+        )
+        return RecipientResult(
+            rcpt.id, Outcome.DELIVERED, 250, "2.0.0", text, already_recorded=True
         )

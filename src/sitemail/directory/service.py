@@ -384,6 +384,14 @@ class Directory:
             raise NotFoundError(f"{ref!r} is a {found.kind}, not a {kind}")
         return found
 
+    @staticmethod
+    def by_guid_in(conn: Connection, guid: str) -> Recipient | None:
+        """The live recipient with this guid, read in the caller's transaction (delivery)."""
+        row = conn.execute(_BY_GUID, {"b_guid": guid}).first()
+        if row is None or row.is_deleted or ObjectKind(row.kind) not in RECIPIENT_KINDS:
+            return None
+        return row_to_recipient(row)
+
     def _writable(self, conn: Connection, ref: str, kind: ObjectKind | None) -> Recipient:
         obj = self._resolve(conn, ref)
         if kind is not None and obj.kind is not kind:
@@ -647,3 +655,6 @@ def set_addressing(
             progress = progress_total(plan.changed_count) if progress_total else None
             updated = apply_readdress(conn, site, plan, directory.clock.now(), progress)
     return AddressingResult(old, str(template), plan, applied=True, updated=updated)
+
+
+_BY_GUID = select(dir_object).where(dir_object.c.guid == bindparam("b_guid"))

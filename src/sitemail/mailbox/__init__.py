@@ -2,9 +2,11 @@
 
 from sitemail.mailbox.store import (
     DEFAULT_FOLDERS,
+    Append,
     FolderInfo,
     StoredMessage,
     append_message,
+    append_messages,
     ensure_folders,
     list_folders,
     list_messages,
@@ -12,9 +14,11 @@ from sitemail.mailbox.store import (
 
 __all__ = [
     "DEFAULT_FOLDERS",
+    "Append",
     "FolderInfo",
     "StoredMessage",
     "append_message",
+    "append_messages",
     "ensure_folders",
     "list_folders",
     "list_messages",

@@ -3,26 +3,32 @@
 One job: move every queued recipient to a final state. Each pass takes the messages with a
 recipient due now, routes each recipient (`router(address) -> Route`), groups recipients of one
 message by (transport, next hop) so one transaction carries them, calls the registered
-transport, and records each result together with the DSN it calls for, in one transaction
-(a transport that commits its own delivery, like local delivery, records through `record` in
-that transaction, so delivery, notice and dequeueing cannot be split by a crash):
+transport, and records each result together with the DSN it calls for, in one transaction:
 - delivered: final; a SUCCESS DSN if the sender asked for one;
 - failed (5xx, routing reject, hop limit): final; a FAILURE DSN (never for a DSN or for <>);
 - deferred (4xx, network): retried after `retry_initial * 2**(attempts-1)` capped at
   `retry_max`; a DELAY DSN once after `delay_notice`; failed with 4.4.7 at `expiry`.
-Time comes from the injected clock, so tests step through 48 hours in milliseconds.
+Messages whose due recipients all go to transactional transports (local delivery) are
+delivered, recorded and dequeued together, a whole pass in one job of the shared
+`GroupWriter` (one commit, shared with the spool's new messages); if that job fails, each of
+its messages is tried alone, so one bad message holds no other up. The others go to their
+network transports (at most `_PARALLEL_MESSAGES` at once) and their results are recorded
+through the same writer. Time comes from the injected clock, so tests step through 48 hours
+in milliseconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -31,23 +37,25 @@ from sitemail.core.clock import Clock
 from sitemail.core.envelope import Envelope, EnvelopeRecipient, Notify
 from sitemail.queue.dsn import DsnEntry, DsnKind, build_dsn, dsn_body_type
 from sitemail.queue.model import (
+    Delivery,
     DeliveryAgent,
     Outcome,
     QueuedMessage,
     QueuedRecipient,
     RcptState,
     RecipientResult,
+    TransactionalAgent,
 )
 from sitemail.queue.records import (
     NewMessage,
     TrackEvent,
+    close_done,
     close_if_done,
     defer_recipient,
     due_queue_ids,
     finish_recipient,
     insert_message,
-    load_message,
-    load_recipients,
+    load_messages,
     mark_delay_notified,
     new_queue_id,
     next_due_at,
@@ -55,6 +63,7 @@ from sitemail.queue.records import (
 )
 from sitemail.routing.route import Route, Transport
 from sitemail.store.engine import Store
+from sitemail.store.writer import GroupWriter
 
 __all__ = ["QueueManager", "count_received_headers"]
 
@@ -62,7 +71,8 @@ log = logging.getLogger("sitemail.queue")
 
 _RECEIVED = re.compile(rb"^received:", re.IGNORECASE | re.MULTILINE)
 _BATCH = 100
-_PARALLEL_MESSAGES = 32
+_PARALLEL_MESSAGES = 32  # messages handed to network transports at once
+_PASS_BYTES = 32 * 1024 * 1024  # message content loaded by one pass (at least one message)
 _IDLE_POLL = 5.0
 
 
@@ -75,6 +85,24 @@ class _Work:
     message: QueuedMessage
     content: bytes
     due: list[QueuedRecipient]
+
+
+@dataclass(slots=True)
+class _Plan:
+    """One message of a pass: results known before delivery, and recipients by next hop."""
+
+    work: _Work
+    results: list[RecipientResult] = field(default_factory=list)
+    groups: dict[tuple[Transport, str], list[tuple[QueuedRecipient, Route]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+
+
+def _internal_error(
+    transport: Transport, exc: Exception, members: Sequence[tuple[QueuedRecipient, Route]]
+) -> list[RecipientResult]:
+    text = f"internal error in {transport} transport: {exc.__class__.__name__}"
+    return [RecipientResult(r.id, Outcome.DEFERRED, 451, "4.3.0", text) for r, _ in members]
 
 
 class QueueManager:
@@ -90,6 +118,7 @@ class QueueManager:
         settings: QueueConfig,
         router: Callable[[str], Route],
         agents: Mapping[Transport, DeliveryAgent],
+        writer: GroupWriter | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -98,27 +127,27 @@ class QueueManager:
         self._settings = settings
         self._router = router
         self._agents = dict(agents)
+        self._writer = writer or GroupWriter(store)
+        self._transactional = frozenset(
+            t for t, agent in self._agents.items() if isinstance(agent, TransactionalAgent)
+        )
         self._wake = asyncio.Event()
         self._running: set[str] = set()
+
+    def wake(self) -> None:
+        """New mail or an admin retry: look at the queue now."""
+        self._wake.set()
 
     @property
     def busy(self) -> bool:
         """Whether a pass is delivering something right now (tests wait for quiet)."""
         return bool(self._running)
 
-    def register(self, transport: Transport, agent: DeliveryAgent) -> None:
-        """Add a transport after construction (one that records through `record`)."""
-        self._agents[transport] = agent
-
-    def wake(self) -> None:
-        """New mail or an admin retry: look at the queue now."""
-        self._wake.set()
-
     async def run(self) -> None:
-        """Forever: start every message that is due, without waiting for those in flight (a
-        long delivery must not hold up mail queued after it), then sleep until the next due
-        time or a wake-up. Every task belongs to this TaskGroup, so cancelling `run` stops
-        them all."""
+        """Forever: start what is due without waiting for what is in flight (a long delivery,
+        e.g. applying a replication answer, must not hold up mail queued after it), then
+        sleep until the next due time or a wake-up. Every delivery task belongs to this
+        TaskGroup, so cancelling `run` stops them all."""
         slots = asyncio.Semaphore(_PARALLEL_MESSAGES)
         async with asyncio.TaskGroup() as group:
             while True:
@@ -138,102 +167,166 @@ class QueueManager:
                         await self._wake.wait()
                 self._wake.clear()
 
-    async def _start_due(self, group: asyncio.TaskGroup, slots: asyncio.Semaphore) -> int:
-        ids = await asyncio.to_thread(self._due_ids, self._clock.now())
-        ids = [i for i in ids if i not in self._running]
-        for queue_id in ids:
-            self._running.add(queue_id)
-            group.create_task(self._process_in_slot(queue_id, slots), name=f"deliver-{queue_id}")
-        return len(ids)
-
-    async def _process_in_slot(self, queue_id: str, slots: asyncio.Semaphore) -> None:
-        try:
-            async with slots:
-                await self._process(queue_id)
-        except Exception:  # one message's fault must not cancel its siblings
-            log.exception("delivery of %s failed; it stays queued", queue_id)
-        finally:
-            self._running.discard(queue_id)
-            self._wake.set()  # what it queued (notices, expansions) or freed is due now
-
     def _next_due(self) -> float | None:
         with self._store.read() as conn:
             return next_due_at(conn)
 
-    async def run_once(self) -> int:
-        """One pass over every message due now; returns how many were handled."""
+    async def _start_due(self, group: asyncio.TaskGroup, slots: asyncio.Semaphore) -> int:
+        """Start every due message not already in flight; returns how many were started."""
         now = self._clock.now()
         ids = await asyncio.to_thread(self._due_ids, now)
         ids = [i for i in ids if i not in self._running]
         if not ids:
             return 0
-        limit = asyncio.Semaphore(_PARALLEL_MESSAGES)
-
-        async def one(queue_id: str) -> None:
-            async with limit:
-                await self._process(queue_id)
-
         self._running.update(ids)
         try:
+            plans = await asyncio.to_thread(self._prepare, ids, now)
+        except BaseException:
+            self._running.difference_update(ids)
+            raise
+        planned = {p.work.message.queue_id for p in plans}
+        self._running.difference_update(set(ids) - planned)
+        fast = [p for p in plans if self._all_transactional(p)]
+        for plan in plans:
+            if not self._all_transactional(plan):
+                group.create_task(self._guarded([plan], self._slow(plan, slots)))
+        if fast:
+            group.create_task(self._guarded(fast, self._process_in_transaction(fast)))
+        return len(ids)
+
+    async def _slow(self, plan: _Plan, slots: asyncio.Semaphore) -> None:
+        async with slots:
+            await self._process(plan)
+
+    async def _guarded(self, plans: list[_Plan], work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except Exception:  # one message's fault must not cancel its siblings
+            log.exception("delivery pass failed; the messages stay queued")
+        finally:
+            self._running.difference_update(p.work.message.queue_id for p in plans)
+            self._wake.set()  # what it queued (notices, expansions) or freed is due now
+
+    async def run_once(self) -> int:
+        """One pass over every message due now, waiting for it; returns how many were handled
+        (tests step the injected clock with this)."""
+        now = self._clock.now()
+        ids = await asyncio.to_thread(self._due_ids, now)
+        ids = [i for i in ids if i not in self._running]
+        if not ids:
+            return 0
+        self._running.update(ids)
+        try:
+            plans = await asyncio.to_thread(self._prepare, ids, now)
+            limit = asyncio.Semaphore(_PARALLEL_MESSAGES)
+            fast = [p for p in plans if self._all_transactional(p)]
             async with asyncio.TaskGroup() as group:
-                for queue_id in ids:
-                    group.create_task(one(queue_id))
+                for plan in plans:
+                    if not self._all_transactional(plan):
+                        group.create_task(self._slow(plan, limit))
+                if fast:
+                    group.create_task(self._process_in_transaction(fast))
         finally:
             self._running.difference_update(ids)
-        return len(ids)
+        return len(plans)
 
     def _due_ids(self, now: float) -> list[str]:
         with self._store.read() as conn:
             return due_queue_ids(conn, now, _BATCH)
 
-    def _load(self, queue_id: str, now: float) -> _Work | None:
+    def _prepare(self, ids: Sequence[str], now: float) -> list[_Plan]:
+        """Load the messages (up to a memory budget; the rest wait for the next pass) and
+        route their due recipients."""
         with self._store.read() as conn:
-            loaded = load_message(conn, queue_id)
-            if loaded is None:
-                return None
-            rows = load_recipients(conn, queue_id, RcptState.QUEUED)
-        due = [r for r, row in rows if row.next_attempt_at <= now]
-        return _Work(loaded[0], loaded[1], due)
+            loaded = load_messages(conn, ids, max_bytes=_PASS_BYTES)
+        plans = []
+        for message, content, rows in loaded:
+            due = [
+                r
+                for r, row in rows
+                if row.state == RcptState.QUEUED.value and row.next_attempt_at <= now
+            ]
+            if due:
+                plans.append(self._plan(_Work(message, content, due)))
+        return plans
 
-    async def _process(self, queue_id: str) -> None:
-        now = self._clock.now()
-        work = await asyncio.to_thread(self._load, queue_id, now)
-        if work is None or not work.due:
-            return
-        results: list[RecipientResult] = []
+    def _plan(self, work: _Work) -> _Plan:
+        plan = _Plan(work)
         if count_received_headers(work.content) > self._settings.hop_limit:
             text = f"too many hops ({self._settings.hop_limit} Received headers): mail loop?"
-            results = [RecipientResult(r.id, Outcome.FAILED, 554, "5.4.6", text) for r in work.due]
-        else:
-            results = await self._deliver(work)
-        await asyncio.to_thread(self._record, work, results)
-        log.debug("processed %s: %d result(s)", queue_id, len(results))
-
-    async def _deliver(self, work: _Work) -> list[RecipientResult]:
-        groups: dict[tuple[Transport, str], list[tuple[QueuedRecipient, Route]]] = defaultdict(list)
-        results: list[RecipientResult] = []
+            plan.results = [
+                RecipientResult(r.id, Outcome.FAILED, 554, "5.4.6", text) for r in work.due
+            ]
+            return plan
         for rcpt in work.due:
-            route = await asyncio.to_thread(self._router, rcpt.recipient.address)
+            route = self._router(rcpt.recipient.address)
             if route.transport is Transport.REJECT:
-                results.append(
+                plan.results.append(
                     RecipientResult(rcpt.id, Outcome.FAILED, 550, route.status, route.reason)
                 )
             elif route.transport is Transport.DEFER:
-                results.append(
+                plan.results.append(
                     RecipientResult(rcpt.id, Outcome.DEFERRED, 451, route.status, route.reason)
                 )
             else:
                 key = (route.transport, "" if route.transport is Transport.LOCAL else route.nexthop)
-                groups[key].append((rcpt, route))
+                plan.groups[key].append((rcpt, route))
+        return plan
+
+    def _all_transactional(self, plan: _Plan) -> bool:
+        return all(transport in self._transactional for transport, _ in plan.groups)
+
+    async def _process_in_transaction(self, plans: list[_Plan]) -> None:
+        """Deliver, record and dequeue in one transaction shared with other writers; if that
+        fails, message by message, so a message that cannot be delivered holds no other up."""
+        try:
+            await self._writer.submit(functools.partial(self._deliver_and_record, plans=plans))
+        except Exception as exc:
+            if len(plans) > 1:
+                await asyncio.gather(*(self._process_in_transaction([p]) for p in plans))
+                return
+            # a transport bug defers; it never loses the message
+            plan = plans[0]
+            log.exception("local delivery failed for %s", plan.work.message.queue_id)
+            results = list(plan.results)
+            for (transport, _), members in plan.groups.items():
+                results.extend(_internal_error(transport, exc, members))
+            await self._writer.submit(
+                lambda conn: self._record_in(conn, plan.work, results, close=True)
+            )
+
+    def _deliver_and_record(self, conn: Connection, *, plans: list[_Plan]) -> None:
+        results = {id(plan): list(plan.results) for plan in plans}
+        by_transport: dict[Transport, list[tuple[_Plan, Delivery]]] = defaultdict(list)
+        for plan in plans:
+            work = plan.work
+            for (transport, _), members in plan.groups.items():
+                by_transport[transport].append(
+                    (plan, Delivery(work.message, work.content, members))
+                )
+        for transport, items in by_transport.items():
+            agent = self._agents[transport]
+            assert isinstance(agent, TransactionalAgent)
+            answers = agent.deliver_in(conn, [delivery for _, delivery in items])
+            for (plan, _), answer in zip(items, answers, strict=True):
+                results[id(plan)].extend(answer)
+        for plan in plans:
+            self._record_in(conn, plan.work, results[id(plan)], close=False)
+        close_done(conn, [plan.work.message.queue_id for plan in plans])
+
+    async def _process(self, plan: _Plan) -> None:
+        work = plan.work
+        results = list(plan.results)
         outcomes = await asyncio.gather(
             *(
                 self._hand_over(work, transport, members)
-                for (transport, _), members in groups.items()
+                for (transport, _), members in plan.groups.items()
             )
         )
         for outcome in outcomes:
             results.extend(outcome)
-        return results
+        await self._writer.submit(lambda conn: self._record_in(conn, work, results, close=True))
+        log.debug("processed %s: %d result(s)", work.message.queue_id, len(results))
 
     async def _hand_over(
         self, work: _Work, transport: Transport, members: list[tuple[QueuedRecipient, Route]]
@@ -243,33 +336,22 @@ class QueueManager:
             text = f"no {transport} transport on this server yet"
             return [RecipientResult(r.id, Outcome.DEFERRED, 451, "4.3.5", text) for r, _ in members]
         try:
+            if isinstance(agent, TransactionalAgent):
+                delivery = Delivery(work.message, work.content, members)
+                answers = await self._writer.submit(lambda conn: agent.deliver_in(conn, [delivery]))
+                return answers[0]
             return await agent.deliver(work.message, work.content, members)
         except Exception as exc:  # a transport bug defers; it never loses the message
             log.exception("%s transport failed for %s", transport, work.message.queue_id)
-            text = f"internal error in {transport} transport: {exc.__class__.__name__}"
-            return [RecipientResult(r.id, Outcome.DEFERRED, 451, "4.3.0", text) for r, _ in members]
+            return _internal_error(transport, exc, members)
 
     # -- recording -------------------------------------------------------------------------
 
-    def _record(self, work: _Work, results: Sequence[RecipientResult]) -> None:
-        """Write every result the transport did not commit itself, in one transaction."""
-        pending = [r for r in results if not r.already_recorded]
-        if not pending:
-            return
-        with self._store.write() as conn:
-            self.record(conn, work.message, work.content, work.due, pending)
-
-    def record(
-        self,
-        conn: Connection,
-        message: QueuedMessage,
-        content: bytes,
-        recipients: Sequence[QueuedRecipient],
-        results: Sequence[RecipientResult],
+    def _record_in(
+        self, conn: Connection, work: _Work, results: Sequence[RecipientResult], *, close: bool
     ) -> None:
-        """Write results and the notices they call for, and dequeue the message once every
-        recipient is final, in the caller's transaction (this is the `ResultRecorder`)."""
-        work = _Work(message, content, list(recipients))
+        """Write every result and the notices they call for, in the caller's transaction;
+        with `close`, drop the message if every recipient is final (else the caller will)."""
         now = self._clock.now()
         by_id = {r.id: r for r in work.due}
         notices: dict[DsnKind, list[DsnEntry]] = defaultdict(list)
@@ -302,7 +384,8 @@ class QueueManager:
         for kind, entries in notices.items():
             self._queue_notice(conn, work, kind, entries, now)
         mark_delay_notified(conn, delayed_ids)
-        close_if_done(conn, work.message.queue_id)
+        if close:
+            close_if_done(conn, work.message.queue_id)
 
     def _record_one(
         self,

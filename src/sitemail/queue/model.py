@@ -3,7 +3,10 @@
 The queue never imports a transport: `site.py` registers objects satisfying `DeliveryAgent`
 under a `routing.Transport` name. A transport receives one message and the recipients that
 share a next hop, and answers one `RecipientResult` per recipient: 2xx delivered, 4xx try
-again later, 5xx failed for that recipient only (a DSN follows).
+again later, 5xx failed for that recipient only (a DSN follows). A transport whose whole work
+is database writes (local delivery) is also a `TransactionalAgent`: the queue then runs it
+inside its own write transaction, so the delivery, the queue's record of it and the dequeue
+commit together, and many messages share one commit.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import NewType, Protocol
+from typing import NamedTuple, NewType, Protocol, runtime_checkable
 
 from sqlalchemy import Connection
 
@@ -19,6 +22,7 @@ from sitemail.core.envelope import Envelope, EnvelopeRecipient
 from sitemail.routing.route import Route
 
 __all__ = [
+    "Delivery",
     "DeliveryAgent",
     "Outcome",
     "QueueId",
@@ -26,7 +30,7 @@ __all__ = [
     "QueuedRecipient",
     "RcptState",
     "RecipientResult",
-    "ResultRecorder",
+    "TransactionalAgent",
 ]
 
 QueueId = NewType("QueueId", str)
@@ -74,27 +78,7 @@ class RecipientResult:
     status: str  # enhanced status "2.0.0", "4.4.1", "5.1.1"
     text: str  # diagnostic, e.g. the remote server's reply text
     remote_mta: str = ""  # the host that answered, for the DSN's Remote-MTA field
-    # The transport committed this result with its delivery, through the queue's
-    # `ResultRecorder` (its notice and the dequeueing of a finished message included).
-    already_recorded: bool = False
-
-
-class ResultRecorder(Protocol):
-    """The queue's recording of results inside a transaction the caller holds.
-
-    A transport that commits its delivery itself (local delivery) records its results with
-    this in that same transaction, so the delivery, the notice it calls for and the removal
-    of a finished message from the queue are one commit: a crash leaves all or none of them.
-    """
-
-    def __call__(
-        self,
-        conn: Connection,
-        message: QueuedMessage,
-        content: bytes,
-        recipients: Sequence[QueuedRecipient],
-        results: Sequence[RecipientResult],
-    ) -> None: ...
+    already_recorded: bool = False  # the transport committed this result with its delivery
 
 
 class DeliveryAgent(Protocol):
@@ -106,3 +90,21 @@ class DeliveryAgent(Protocol):
         content: bytes,
         recipients: list[tuple[QueuedRecipient, Route]],
     ) -> list[RecipientResult]: ...
+
+
+class Delivery(NamedTuple):
+    """One message for a transactional transport, with the recipients it should take."""
+
+    message: QueuedMessage
+    content: bytes
+    recipients: list[tuple[QueuedRecipient, Route]]
+
+
+@runtime_checkable
+class TransactionalAgent(Protocol):
+    """A transport that only writes to the database: it delivers in the caller's transaction,
+    many messages at once, answering one list of results per message, in order."""
+
+    def deliver_in(
+        self, conn: Connection, batch: Sequence[Delivery]
+    ) -> list[list[RecipientResult]]: ...

@@ -2,27 +2,31 @@
 
 One job: `await spool.enqueue(message)` returns a queue id only after the message and its
 recipients are committed (SQLite WAL with synchronous=FULL: fsynced). Concurrent sessions share
-commits (group commit): one writer thread takes every message waiting at that moment into one
-transaction, so N sessions pay for one fsync, and durability does not cap throughput.
-If the commit fails, every waiter gets the exception (the SMTP session answers 451) and
-nothing is half-written: the transaction is all or nothing.
+commits (group commit): the store's `GroupWriter` takes every write waiting at that moment, new
+messages and the queue's delivery records alike, into one transaction, so N sessions pay for
+one fsync, and durability does not cap throughput. If the commit fails, every waiter gets the
+exception (the SMTP session answers 451) and nothing is half-written: the transaction is all
+or nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlalchemy import Connection
+
 from sitemail.core.clock import Clock
 from sitemail.queue.model import QueueId
-from sitemail.queue.records import NewMessage, insert_message, new_queue_id
+from sitemail.queue.records import NewMessage, insert_messages, new_queue_id
 from sitemail.store.engine import Store
+from sitemail.store.writer import GroupWriter
 
 __all__ = ["Spool"]
-
-_MAX_BATCH = 256
 
 
 @dataclass(slots=True)
@@ -31,8 +35,14 @@ class _Pending:
     future: asyncio.Future[QueueId]
 
 
+@dataclass(slots=True)
+class _Batch:
+    items: list[_Pending]
+    taken: bool = False  # the writer has started on it: join the next one
+
+
 class Spool:
-    """Group-committing writer of new messages into the queue."""
+    """Writer of new messages into the queue, through a shared group-committing writer."""
 
     def __init__(
         self,
@@ -40,66 +50,87 @@ class Spool:
         clock: Clock,
         site: str,
         on_enqueued: Callable[[], None] | None = None,
+        *,
+        writer: GroupWriter | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._site = site
         self._on_enqueued = on_enqueued
-        self._pending: list[_Pending] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self.commits = 0  # for benchmarks: messages / commits = mean batch size
+        self._own_writer = writer is None
+        self.writer = writer or GroupWriter(store)
+        self._lock = threading.Lock()  # the open batch is closed by the writer thread
+        self._open: _Batch | None = None
+        self._submitting: set[asyncio.Task[None]] = set()
+
+    @property
+    def commits(self) -> int:
+        """For benchmarks: transactions committed by the writer (jobs / commits = batch size)."""
+        return self.writer.commits
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._writer(), name="spool-writer")
+        await self.writer.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        tasks, self._submitting = self._submitting, set()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        for pending in self._pending:
+                await task
+        batch, self._open = self._open, None
+        for pending in batch.items if batch is not None else []:
             if not pending.future.done():
                 pending.future.set_exception(ConnectionAbortedError("server shutting down"))
-        self._pending.clear()
+        if self._own_writer:
+            await self.writer.stop()
 
     async def enqueue(self, message: NewMessage) -> QueueId:
-        """Durably queue `message`; returns its queue id once it is on disk."""
-        if self._task is None:
-            return await asyncio.to_thread(self._commit_one, message)
+        """Durably queue `message`; returns its queue id once it is on disk.
+
+        Messages join the open batch: one writer job that takes, when the writer thread runs
+        it, every message that joined until then (three statements for all of them). So a
+        message never waits for an earlier batch's commit before its own can start.
+        """
         future: asyncio.Future[QueueId] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(message, future))
-        self._wake.set()
-        return await future
+        pending = _Pending(message, future)
+        batch = self._open
+        with self._lock:
+            joined = batch is not None and not batch.taken
+            if joined and batch is not None:
+                batch.items.append(pending)
+        if not joined:
+            batch = self._open = _Batch([pending])
+            task = asyncio.create_task(self._submit(batch), name="spool-batch")
+            self._submitting.add(task)
+            task.add_done_callback(self._submitting.discard)
+        queue_id = await future
+        if self._on_enqueued is not None:
+            self._on_enqueued()
+        return queue_id
 
-    def _commit_one(self, message: NewMessage) -> QueueId:
-        return self._commit([message])[0]
+    async def _submit(self, batch: _Batch) -> None:
+        try:
+            ids = await self.writer.submit(functools.partial(self._insert, batch=batch))
+        except Exception as exc:  # every waiter gets it (451); nothing was written
+            for pending in batch.items:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            return
+        finally:
+            if self._open is batch:
+                self._open = None
+        for pending, queue_id in zip(batch.items, ids, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(queue_id)
 
-    def _commit(self, batch: list[NewMessage]) -> list[QueueId]:
+    def _insert(self, conn: Connection, *, batch: _Batch) -> list[QueueId]:
+        """In the writer thread: close the batch (later messages open the next) and write it."""
+        with self._lock:
+            batch.taken = True
         now = self._clock.now()
-        ids = [m.queue_id or new_queue_id(now) for m in batch]
-        with self._store.write() as conn:
-            for queue_id, message in zip(ids, batch, strict=True):
-                insert_message(conn, queue_id, message, now, self._site)
-        self.commits += 1
+        ids = [p.message.queue_id or new_queue_id(now) for p in batch.items]
+        insert_messages(
+            conn, [(i, p.message) for i, p in zip(ids, batch.items, strict=True)], now, self._site
+        )
         return ids
-
-    async def _writer(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
-                try:
-                    ids = await asyncio.to_thread(self._commit, [p.message for p in batch])
-                except Exception as exc:
-                    for pending in batch:
-                        if not pending.future.done():
-                            pending.future.set_exception(exc)
-                    continue
-                for pending, queue_id in zip(batch, ids, strict=True):
-                    if not pending.future.done():
-                        pending.future.set_result(queue_id)
-                if self._on_enqueued is not None:
-                    self._on_enqueued()

@@ -2,37 +2,39 @@
 
 One job: hand each message to the `Replicator` and record the recipient as delivered (and the
 message as dequeued) in the same transaction as everything the message caused (objects
-applied, answer or next request queued), then wake the queue for what was queued. A rejected message is delivered too (it is
-consumed, logged and counted, never bounced): a forged message must not make us send mail.
+applied, answer or next request queued), then wake the queue for what was queued. A rejected
+message is delivered too (it is consumed, logged and counted, never bounced): a forged message
+must not make us send mail. Writes go through the server's group writer (`submit`), like every
+queue write, so they share its transactions instead of competing for SQLite's lock.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
-from sitemail.queue.model import (
-    QueuedMessage,
-    QueuedRecipient,
-    RecipientResult,
-    ResultRecorder,
-)
-from sitemail.queue.records import record_delivered
+from sqlalchemy import Connection
+
+from sitemail.queue.model import QueuedMessage, QueuedRecipient, RecipientResult
+from sitemail.queue.records import close_if_done, record_delivered
 from sitemail.replication.codec import ReplicationMessage, ReplicationRejected
 from sitemail.replication.replicator import Replicator
 from sitemail.routing.route import Route
 
-__all__ = ["ReplicationAgent"]
+__all__ = ["ReplicationAgent", "Submit"]
+
+Submit = Callable[[Callable[[Connection], Any]], Awaitable[Any]]
 
 
 class ReplicationAgent:
     def __init__(
-        self, replicator: Replicator, *, on_enqueued: Callable[[], None], record: ResultRecorder
+        self, replicator: Replicator, *, on_enqueued: Callable[[], None], submit: Submit
     ) -> None:
         self._replicator = replicator
         self._on_enqueued = on_enqueued
-        self._queue_record = record
-        # The directory-service mailbox is processed on one thread, in arrival order
+        self._submit = submit
+        # The directory-service mailbox is processed one message at a time, in arrival order
         # (Exchange's DS does the same): answers build on each other's watermarks.
         self._serial = asyncio.Lock()
 
@@ -42,25 +44,30 @@ class ReplicationAgent:
         content: bytes,
         recipients: list[tuple[QueuedRecipient, Route]],
     ) -> list[RecipientResult]:
+        replicator = self._replicator
         async with self._serial:
-            verified, asked = await asyncio.to_thread(self._ask_ahead, content)
-            if asked:
-                self._on_enqueued()  # the next request leaves while this answer is applied
-            results = await asyncio.to_thread(self._deliver, message, content, recipients, verified)
+            verified = await asyncio.to_thread(self._verify, content)
+            if verified is not None:
+                # Ask for the next batch first, in its own commit, so the peer composes it
+                # while this one is applied (see Replicator.ask_ahead).
+                asked = await self._submit(lambda conn: replicator.ask_ahead(conn, verified))
+                if asked:
+                    self._on_enqueued()
+            results: list[RecipientResult] = await self._submit(
+                lambda conn: self._receive(conn, message, content, recipients, verified)
+            )
         self._on_enqueued()
         return results
 
-    def _ask_ahead(self, content: bytes) -> tuple[ReplicationMessage | None, bool]:
-        replicator = self._replicator
+    def _verify(self, content: bytes) -> ReplicationMessage | None:
         try:
-            verified = replicator.verify(content)
+            return self._replicator.verify(content)
         except ReplicationRejected:
-            return None, False  # `receive` records why
-        with replicator.directory.store.write() as conn:
-            return verified, replicator.ask_ahead(conn, verified)
+            return None  # `receive` records why
 
-    def _deliver(
+    def _receive(
         self,
+        conn: Connection,
         message: QueuedMessage,
         content: bytes,
         recipients: Sequence[tuple[QueuedRecipient, Route]],
@@ -68,22 +75,19 @@ class ReplicationAgent:
     ) -> list[RecipientResult]:
         replicator = self._replicator
         now = replicator.clock.now()
-        with replicator.directory.store.write() as conn:
-            outcome = replicator.receive(
-                conn, content, queue_id=message.queue_id, verified=verified
+        outcome = replicator.receive(conn, content, queue_id=message.queue_id, verified=verified)
+        text = f"replication {outcome.outcome}: {outcome.detail}"
+        results = [
+            record_delivered(
+                conn,
+                message=message,
+                rcpt=rcpt,
+                site=replicator.site,
+                event="delivered",
+                text=text,
+                now=now,
             )
-            text = f"replication {outcome.outcome}: {outcome.detail}"
-            results = [
-                record_delivered(
-                    conn,
-                    message=message,
-                    rcpt=rcpt,
-                    site=replicator.site,
-                    event="delivered",
-                    text=text,
-                    now=now,
-                )
-                for rcpt, _ in recipients
-            ]
-            self._queue_record(conn, message, content, [r for r, _ in recipients], results)
+            for rcpt, _ in recipients
+        ]
+        close_if_done(conn, message.queue_id)  # delivered and dequeued in one commit
         return results

@@ -65,7 +65,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.utils import format_datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as AiosmtpdEnvelope
@@ -101,6 +101,10 @@ _ESMTP_ALLOWANCE: Final = {"MAIL": 26 + 14 + 10 + 100 + 500, "RCPT": 500}
 _MAX_ENVID: Final = 100  # RFC 3461 section 4.4
 _MAX_ORCPT: Final = 500  # RFC 3461 section 4.2
 _DATA_TIMER_GRANULARITY: Final = 1.0  # seconds between restarts of the DATA timer
+# The reader's limit: the longest command line or "." CRLF-free run of DATA buffered whole,
+# and (asyncio pauses reading at twice it) the flow-control window. Line limits are ours to
+# check; a window of one line would stop and restart reading every few lines of a message.
+_READ_LIMIT: Final = 64 * 1024
 
 _OK: Final = Reply(250, "2.0.0", "Ok")
 _BAD_SEQUENCE_HELO: Final = Reply(503, "5.5.1", "Error: send HELO/EHLO first")
@@ -475,37 +479,68 @@ class _Transaction:
 
 @dataclass(slots=True)
 class _Body:
-    """The message as DATA delivers it: kept lines, or the reason it will be refused."""
+    """The message as DATA delivers it: kept lines, or the reason it will be refused.
+
+    It is fed pieces of the dot-stuffed stream as they are read (a piece may end anywhere,
+    even between CR and LF) and judges whole lines, many at a time, with bytes operations:
+    a line is what ends in CRLF, and any other CR or LF in it makes the message bare.
+    """
 
     limits: LimitsConfig
-    lines: list[bytes] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)  # unstuffed runs of whole lines
+    partial: bytes = b""  # the start of a line whose CRLF has not come yet
+    in_long_line: bool = False  # `partial` was cut: the line is too long already
     size: int = 0
     bare: bool = False
     too_long: bool = False
     too_big: bool = False
 
-    def add_fragment(self, fragment: bytes) -> None:
-        """Part of a line longer than the reader's limit; never holds the line's CRLF."""
-        self.bare = self.bare or b"\r" in fragment or b"\n" in fragment
-        self.too_long = True
+    def add(self, piece: bytes) -> None:
+        data = self.partial + piece if self.partial else piece
+        end = data.rfind(b"\r\n") + 2
+        if end == 1:  # no CRLF: all of it belongs to the current line
+            self.partial = data
+        else:
+            self.partial = data[end:]
+            self._add_lines(data[:end])
+        if len(self.partial) > self.limits.line_length + 1:  # over the limit even unstuffed
+            self._cut_partial()
+
+    def _cut_partial(self) -> None:
+        """Drop the start of an over-long line, keeping a final CR (its LF may come next)."""
+        keep = b"\r" if self.partial.endswith(b"\r") else b""
+        dropped = self.partial[: len(self.partial) - len(keep)]
+        self.bare = self.bare or b"\r" in dropped or b"\n" in dropped
+        self.size += len(dropped)
+        self.too_long = self.in_long_line = True
+        self.partial = keep
         self.lines.clear()
 
-    def add_line(self, line: bytes) -> None:
-        """One line ending in CRLF, still dot-stuffed."""
-        content = line[:-2]
-        if b"\r" in content or b"\n" in content:
-            self.bare = True
-        if line[:1] == b".":
-            line = line[1:]
-        self.size += len(line)
-        if len(line) > self.limits.line_length:
+    def _add_lines(self, block: bytes) -> None:
+        """Whole lines, each ending in CRLF, still dot-stuffed."""
+        if self.in_long_line:  # the first line is the tail of one already judged too long
+            self.in_long_line = False
+            cut = block.find(b"\r\n") + 2
+            self.bare = self.bare or b"\r" in block[: cut - 2] or b"\n" in block[: cut - 2]
+            self.size += cut
+            block = block[cut:]
+            if not block:
+                return
+        if not self.bare:
+            rest = block.replace(b"\r\n", b"")
+            self.bare = b"\r" in rest or b"\n" in rest
+        unstuffed = block.replace(b"\r\n.", b"\r\n")
+        if unstuffed[:1] == b".":
+            unstuffed = unstuffed[1:]
+        self.size += len(unstuffed)
+        if max(map(len, unstuffed.split(b"\r\n"))) + 2 > self.limits.line_length:
             self.too_long = True
         if self.size > self.limits.message_size:
             self.too_big = True
         if self.bare or self.too_long or self.too_big:
             self.lines.clear()
         else:
-            self.lines.append(line)
+            self.lines.append(unstuffed)
 
     def result(self) -> tuple[bytes, Reply | None]:
         if self.bare:
@@ -546,7 +581,7 @@ class SmtpSession(SMTP):
         reader_limit = max(limits.line_length, limits.command_length + _ESMTP_ALLOWANCE["MAIL"])
         asyncio.StreamReaderProtocol.__init__(
             self,
-            asyncio.StreamReader(limit=reader_limit + 2, loop=settings.loop),
+            asyncio.StreamReader(limit=max(reader_limit + 2, _READ_LIMIT), loop=settings.loop),
             client_connected_cb=self._cb_client_connected,
             loop=settings.loop,
         )
@@ -609,9 +644,10 @@ class SmtpSession(SMTP):
         if refusal is not None:
             log.warning("smtp connection refused peer=%s reply=%r", self._peer_ip, refusal.render())
             self._refused = True
-            assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(refusal.render().encode("ascii") + b"\r\n")
-            transport.close()
+            # A cast, not isinstance: uvloop's transports do not derive from asyncio's classes.
+            writer = cast(asyncio.WriteTransport, transport)
+            writer.write(refusal.render().encode("ascii") + b"\r\n")
+            writer.close()
             return
         self._counted = True
         super().connection_made(transport)
@@ -972,32 +1008,37 @@ class SmtpSession(SMTP):
         """Read the message up to CRLF.CRLF; the unstuffed body, or the Reply refusing it.
 
         Only CRLF ends a line (aiosmtpd 1.4.5's fix for CVE-2024-27305), and a line holding any
-        other CR or LF makes us refuse the whole message. After a refusal is certain, lines are
-        still read to the end, but no longer kept.
+        other CR or LF makes us refuse the whole message. After a refusal is certain, the rest
+        is still read to the end, but no longer kept. Whatever whole lines are buffered are
+        taken at once (a message sent in one go is one read), never past the end, so commands
+        pipelined after it stay in the reader; the end is a "." CRLF that starts a line.
         """
         body = _Body(self._limits)
         reader = self._reader
-        in_long_line = False  # the previous read was a fragment of an over-long line
+        tail = b"\r\n"  # the last two octets read: DATA starts at the start of a line
         self._reset_timeout(self._limits.data_timeout)
         timer_started = self.loop.time()
         while True:
+            # StreamReader._buffer is private; aiosmtpd itself clears it for STARTTLS.
+            buffered: bytearray = reader._buffer  # type: ignore[attr-defined]
             try:
-                line: bytes = await reader.readuntil(b"\r\n")
+                if b".\r\n" in buffered:
+                    piece: bytes = await reader.readuntil(b".\r\n")
+                elif (end := buffered.rfind(b"\r\n") + 2) > 1:
+                    piece = await reader.readexactly(end)  # no end of message among these
+                else:
+                    piece = await reader.readuntil(b"\r\n")  # wait for the next line
             except asyncio.LimitOverrunError as exc:
-                body.add_fragment(await reader.read(exc.consumed))
-                in_long_line = True
-                continue
+                piece = await reader.read(exc.consumed)
             now = self.loop.time()
             if now - timer_started > _DATA_TIMER_GRANULARITY:
                 self._reset_timeout(self._limits.data_timeout)
                 timer_started = now
-            if in_long_line:  # the tail of an over-long line
-                in_long_line = False
-                body.add_fragment(line[:-2])
-            elif line == b".\r\n":
+            if piece.endswith(b".\r\n") and (tail + piece)[-5:-3] == b"\r\n":
+                body.add(piece[:-3])
                 return body.result()
-            else:
-                body.add_line(line)
+            body.add(piece)
+            tail = (tail + piece)[-2:]
 
     async def _deliver(self, txn: _Transaction, body: bytes) -> Reply:
         """Prepend our Received header and hand the message to the acceptor."""

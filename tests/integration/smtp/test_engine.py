@@ -866,6 +866,57 @@ def test_idle_timeout_closes_connection() -> None:
     run(scenario)
 
 
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [b"Subject: x\r\n\r\n..dots\r\nend.\r\n.\r\nNOOP\r\n"],
+        [b"Subject: x\r\n\r\n..dots\r", b"\nend.", b"\r\n.", b"\r", b"\nNOOP\r\n"],
+        [b"Subject: x\r\n\r\n", b"..dots\r\nend.\r\n", b".\r\n", b"NOOP\r\n"],
+    ],
+    ids=["one-write", "split-crlf-and-end", "split-at-lines"],
+)
+def test_data_pieces_give_one_exact_message_and_keep_pipelined_commands(
+    pieces: list[bytes],
+) -> None:
+    """However DATA is cut into writes, the message is exact (unstuffed, a line ending in "."
+    kept), it ends only at a line that is ".", and a command pipelined after it is answered."""
+
+    async def scenario() -> None:
+        async with serving() as srv:
+            client = await srv.session()
+            await client.send(b"MAIL FROM:<a@src.example>\r\nRCPT TO:<b@dest.example>\r\nDATA\r\n")
+            assert [r.code for r in await client.replies(3)] == [250, 250, 354]
+            for piece in pieces:
+                await client.send(piece)
+                await asyncio.sleep(0.05)
+            assert [r.code for r in await client.replies(2)] == [250, 250]
+            _, content, _ = srv.policy.accepted[0]
+            assert content.split(b"\r\n", 3)[-1] == b"Subject: x\r\n\r\n.dots\r\nend.\r\n"
+            assert len(srv.policy.accepted) == 1
+            await client.close()
+
+    run(scenario)
+
+
+def test_data_empty_message_ends_at_once() -> None:
+    """A "." as the first line of DATA is an empty message (only our Received header)."""
+
+    async def scenario() -> None:
+        async with serving() as srv:
+            client = await srv.session()
+            await client.send(b"MAIL FROM:<a@src.example>\r\nRCPT TO:<b@dest.example>\r\nDATA\r\n")
+            assert [r.code for r in await client.replies(3)] == [250, 250, 354]
+            await client.send(b".\r\n")
+            assert (await client.reply()).code == 250
+            _, content, _ = srv.policy.accepted[0]
+            assert content.startswith(b"Received: ")
+            assert content.endswith(b"\r\n")
+            assert b"\r\n\r\n" not in content
+            await client.close()
+
+    run(scenario)
+
+
 def test_data_timeout_restarts_while_lines_arrive() -> None:
     """A slow but steady DATA longer than the command timeout is not cut off."""
 

@@ -1,0 +1,550 @@
+"""Benchmark: messages per second accepted durably, and delivered into mailboxes, by sitemail
+and by Postfix, side by side on this machine (issue 3).
+
+Both servers run privately on loopback for the whole benchmark: Debian's Postfix (its own
+durable queue in a temporary directory) on one address, `sitemail serve` (a fresh data dir:
+SQLite with WAL and synchronous=FULL) on another, the same port. Postfix's own load generator
+`smtp-source` drives each in turn, with the same messages (4 KiB bodies by default), at each
+concurrency (10 and 50 by default), alternating servers so both see the same machine load.
+
+Two modes, each with fresh instances of both servers:
+
+* accept: how fast each server answers "250" after DATA, i.e. accepts a message durably
+  (fsynced). Postfix hands every message to its `discard` transport. sitemail has no discard
+  transport, so its queue delivers every accepted message into the bench mailbox *while*
+  accepting (delivery is not held back): sitemail does strictly more work here than Postfix,
+  so its figure is conservative. The time is smtp-source's run, from connect to the last QUIT;
+  each run then waits until the server's queue is empty before the next one starts.
+* mailbox: from the start of the smtp-source run until the last message is in a mailbox:
+  sitemail's mailbox store (committed together with the dequeue) vs Postfix's virtual(8)
+  delivering into a Maildir.
+
+After the rate runs, an asyncio client (`_postfix.measure_latency`) times each message's
+acceptance, from the end of DATA to the 250, at each concurrency, and p50/p99 are printed.
+
+The targets of issue 3: accepting, at least 1.3x Postfix at concurrency 50; into mailboxes, at
+least 1.5x Postfix. The table says which rows meet them.
+
+Bounded: a fixed number of messages per run, every wait has a timeout, and both servers are
+stopped (and their files removed) on the way out, also after an error or Ctrl-C. Loopback only.
+Run as root (Postfix) from the repository root:
+
+    .venv/bin/python bench/ingest.py                       # 5,000 x 4 KiB at c=10 and c=50
+    .venv/bin/python bench/ingest.py --messages 2000 --modes accept --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from _postfix import (
+    LatencyResult,
+    Mode,
+    PostfixError,
+    PrivatePostfix,
+    SourceResult,
+    _port_answers,
+    ensure_postfix_installed,
+    measure_latency,
+    run_smtp_source,
+)
+from sitemail.admin.service import AdminService
+from sitemail.directory import ObjectKind
+
+DOMAIN = "bench.test"
+SENDER = "loadgen@sender.test"
+RECIPIENT = f"bench@{DOMAIN}"
+WARMUP_MESSAGES = 200
+ACCEPT_TARGET = 1.3  # x Postfix at the highest concurrency
+MAILBOX_TARGET = 1.5  # x Postfix
+
+Row = dict[str, float]
+
+
+class BenchError(RuntimeError):
+    """A server did not start, stop or finish its work in time."""
+
+
+def _wait_until(
+    done: Callable[[], bool], *, timeout: float, what: str, poll: float = 0.02
+) -> float:
+    start = time.perf_counter()
+    while not done():
+        if time.perf_counter() - start > timeout:
+            raise BenchError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(poll)
+    return time.perf_counter() - start
+
+
+class Server(Protocol):
+    name: str
+    ip: str
+    port: int
+
+    def pending(self) -> int:
+        """Messages still in the queue."""
+        ...
+
+    def delivered(self) -> int:
+        """Messages in mailboxes."""
+        ...
+
+    def clear_mailboxes(self) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Postfix
+
+
+class PostfixServer:
+    """A `PrivatePostfix` seen through the `Server` protocol."""
+
+    name = "Postfix"
+
+    def __init__(self, pf: PrivatePostfix) -> None:
+        self.pf = pf
+        self.ip = pf.ip
+        self.port = pf.port
+
+    def pending(self) -> int:
+        return self.pf.queue_size()
+
+    def delivered(self) -> int:
+        return self.pf.delivered_count()
+
+    def clear_mailboxes(self) -> None:
+        self.pf.clear_mailboxes()
+
+
+@contextlib.contextmanager
+def postfix_server(ip: str, port: int, mode: Mode) -> Iterator[PostfixServer]:
+    with PrivatePostfix(ip=ip, port=port, mode=mode, domain=DOMAIN) as pf:
+        yield PostfixServer(pf)
+
+
+# --------------------------------------------------------------------------------------------
+# sitemail
+
+
+def sitemail_command() -> list[str]:
+    """`sitemail` of this interpreter's environment (the repository's .venv)."""
+    script = Path(sys.executable).parent / "sitemail"
+    if script.is_file():
+        return [str(script)]
+    found = shutil.which("sitemail")
+    if found is None:
+        raise BenchError("the sitemail command is not installed (run `make venv`)")
+    return [found]
+
+
+def _configure(data_dir: Path, port: int, max_connections: int) -> None:
+    """The bench's settings, through the config file: port, and room for every session.
+
+    The default of 20 sessions per client (Postfix's 50, Exchange's 20) would refuse
+    smtp-source's 50 sessions from one address; this raises it for the bench only.
+    """
+    path = data_dir / "sitemail.toml"
+    text = path.read_text(encoding="utf-8")
+    if "\n[smtp]\n" not in text or "\n[limits]\n" not in text:
+        raise BenchError(f"{path} has no [smtp] or [limits] table to extend")
+    text = text.replace("\n[smtp]\n", f"\n[smtp]\nport = {port}\n", 1)
+    text = text.replace(
+        "\n[limits]\n",
+        f"\n[limits]\nconnections_per_client = {max_connections}\n"
+        f"connections_total = {max_connections}\n",
+        1,
+    )
+    path.write_text(text, encoding="utf-8")
+
+
+class SitemailServer:
+    """`sitemail serve` in a subprocess, on a fresh data dir with one mailbox (bench@)."""
+
+    name = "sitemail"
+
+    def __init__(self, ip: str, port: int, root: Path, *, max_connections: int) -> None:
+        self.ip = ip
+        self.port = port
+        self.data_dir = root / "data"
+        self.log_path = root / "serve.log"
+        self._max_connections = max_connections
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._db: sqlite3.Connection | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        service = AdminService.init(
+            self.data_dir,
+            org="BenchORG",
+            site="Bench",
+            server="Bench1",
+            domain=DOMAIN,
+            listen=[self.ip],
+        )
+        try:
+            service.add_recipient(ObjectKind.MAILBOX, "bench", display_name="Bench")
+        finally:
+            service.close()
+        _configure(self.data_dir, self.port, self._max_connections)
+        if _port_answers(self.ip, self.port):
+            raise BenchError(f"something already listens on {self.ip}:{self.port}")
+        with self.log_path.open("wb") as log:
+            self._proc = subprocess.Popen(
+                [*sitemail_command(), "serve", "--data-dir", str(self.data_dir)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        proc = self._proc
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise BenchError(f"sitemail serve exited {proc.returncode}:\n{self.log_tail()}")
+            return _port_answers(self.ip, self.port, expect_banner=True)
+
+        _wait_until(ready, timeout=timeout, what="sitemail's SMTP greeting", poll=0.1)
+        self._db = sqlite3.connect(self.data_dir / "sitemail.db", timeout=30)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+
+    def log_tail(self, max_chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")[-max_chars:]
+        except OSError:
+            return ""
+
+    def _count(self, table: str) -> int:
+        if self._db is None:
+            raise BenchError("sitemail is not running")
+        if self._proc is not None and self._proc.poll() is not None:
+            raise BenchError(f"sitemail serve exited {self._proc.returncode}:\n{self.log_tail()}")
+        # fetchall() ends the statement, so no read snapshot stays open (it would pin the WAL).
+        rows = self._db.execute(f"SELECT count(*) FROM {table}").fetchall()
+        return int(rows[0][0])
+
+    def pending(self) -> int:
+        return self._count("queue_message")
+
+    def delivered(self) -> int:
+        return self._count("mail_message")
+
+    def clear_mailboxes(self) -> None:
+        if self._db is not None:
+            with self._db:
+                self._db.execute("DELETE FROM mail_message")
+
+
+@contextlib.contextmanager
+def sitemail_server(ip: str, port: int, *, max_connections: int) -> Iterator[SitemailServer]:
+    root = Path(tempfile.mkdtemp(prefix=f"sitemail-bench-{port}-"))
+    server = SitemailServer(ip, port, root, max_connections=max_connections)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# runs
+
+
+@dataclass(frozen=True)
+class Settings:
+    messages: int
+    latency_messages: int
+    size: int
+    concurrency: list[int]
+    timeout: float
+
+
+def source(server: Server, settings: Settings, concurrency: int, messages: int) -> SourceResult:
+    return run_smtp_source(
+        server.ip,
+        server.port,
+        messages=messages,
+        concurrency=concurrency,
+        size_bytes=settings.size,
+        recipient=RECIPIENT,
+        sender=SENDER,
+        timeout=settings.timeout,
+    )
+
+
+def wait_idle(server: Server, settings: Settings) -> float:
+    """Until the queue has been empty on two looks in a row; the seconds waited."""
+    seen = [False]
+
+    def empty_twice() -> bool:
+        empty = server.pending() == 0
+        twice, seen[0] = empty and seen[0], empty
+        return twice
+
+    return _wait_until(empty_twice, timeout=settings.timeout, what=f"{server.name}'s queue")
+
+
+def warm_up(server: Server, settings: Settings) -> None:
+    source(server, settings, min(10, max(settings.concurrency)), WARMUP_MESSAGES)
+    wait_idle(server, settings)
+    server.clear_mailboxes()
+
+
+def accept_run(server: Server, settings: Settings, concurrency: int) -> Row:
+    res = source(server, settings, concurrency, settings.messages)
+    drain = wait_idle(server, settings)
+    server.clear_mailboxes()
+    print(
+        f"  accept  {server.name:<8} c={concurrency:<3} {res.messages} x {res.size_bytes} B in "
+        f"{res.elapsed_s:6.2f} s = {res.msgs_per_s:6.0f} msg/s; queue empty {drain:.2f} s later",
+        flush=True,
+    )
+    return {"msgs_per_s": res.msgs_per_s, "elapsed_s": res.elapsed_s, "drain_s": drain}
+
+
+def mailbox_run(server: Server, settings: Settings, concurrency: int) -> Row:
+    before = server.delivered()
+    target = before + settings.messages
+    start = time.perf_counter()
+    res = source(server, settings, concurrency, settings.messages)
+    _wait_until(
+        lambda: server.delivered() >= target,
+        timeout=settings.timeout,
+        what=f"{settings.messages} messages in {server.name}'s mailboxes",
+    )
+    total = time.perf_counter() - start
+    wait_idle(server, settings)
+    server.clear_mailboxes()
+    rate = settings.messages / total
+    print(
+        f"  mailbox {server.name:<8} c={concurrency:<3} {res.messages} x {res.size_bytes} B "
+        f"accepted in {res.elapsed_s:6.2f} s, all in mailboxes after {total:6.2f} s "
+        f"= {rate:6.0f} msg/s",
+        flush=True,
+    )
+    return {"msgs_per_s": rate, "accepted_per_s": res.msgs_per_s, "elapsed_s": total}
+
+
+def latency_run(server: Server, settings: Settings, concurrency: int, mode: str) -> Row:
+    lat: LatencyResult = measure_latency(
+        server.ip,
+        server.port,
+        messages=settings.latency_messages,
+        concurrency=concurrency,
+        size_bytes=settings.size,
+        recipient=RECIPIENT,
+        sender=SENDER,
+        total_timeout=settings.timeout,
+    )
+    if mode == "mailbox":
+        target = lat.messages
+        _wait_until(
+            lambda: server.delivered() >= target,
+            timeout=settings.timeout,
+            what=f"{server.name}'s latency messages in mailboxes",
+        )
+    wait_idle(server, settings)
+    server.clear_mailboxes()
+    print(
+        f"  latency {server.name:<8} c={concurrency:<3} {lat.messages} x {lat.size_bytes} B: "
+        f"p50 {lat.p50_ms:6.2f} ms  p99 {lat.p99_ms:6.2f} ms  ({lat.errors} errors)",
+        flush=True,
+    )
+    if lat.errors:
+        raise BenchError(f"{server.name} refused or lost {lat.errors} latency messages")
+    return {"p50_ms": lat.p50_ms, "p99_ms": lat.p99_ms, "latency_msgs_per_s": lat.msgs_per_s}
+
+
+def run_mode(mode: str, args: argparse.Namespace, settings: Settings) -> dict[str, Row]:
+    """Both servers up, fresh; warm-up, then for each concurrency Postfix then sitemail."""
+    rows: dict[str, Row] = {}
+    postfix_mode: Mode = "discard" if mode == "accept" else "maildir"
+    measure = accept_run if mode == "accept" else mailbox_run
+    with (
+        postfix_server(args.postfix_ip, args.port, postfix_mode) as postfix,
+        sitemail_server(args.sitemail_ip, args.port, max_connections=args.max_connections) as sm,
+    ):
+        servers: list[Server] = [postfix, sm]
+        for server in servers:
+            warm_up(server, settings)
+        for conc in settings.concurrency:
+            for server in servers:
+                rows[f"{mode}/{server.name}/{conc}"] = measure(server, settings, conc)
+        for conc in settings.concurrency:
+            for server in servers:
+                rows[f"{mode}/{server.name}/{conc}"].update(
+                    latency_run(server, settings, conc, mode)
+                )
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# report
+
+
+def medians(rounds: list[dict[str, Row]]) -> dict[str, Row]:
+    return {
+        key: {name: statistics.median(r[key][name] for r in rounds) for name in row}
+        for key, row in rounds[0].items()
+    }
+
+
+def table(rows: dict[str, Row], modes: list[str], concurrency: list[int]) -> list[str]:
+    top = max(concurrency)
+    head = (
+        f"{'mode':<8}{'c':>4}  {'Postfix msg/s':>13}  {'sitemail msg/s':>14}  {'ratio':>6}  "
+        f"{'target':>7}  {'Postfix p50/p99 ms':>18}  {'sitemail p50/p99 ms':>19}"
+    )
+    lines = [head, "-" * len(head)]
+    for mode in modes:
+        for conc in concurrency:
+            pf, sm = rows[f"{mode}/Postfix/{conc}"], rows[f"{mode}/sitemail/{conc}"]
+            ratio = sm["msgs_per_s"] / pf["msgs_per_s"]
+            goal = ACCEPT_TARGET if mode == "accept" else MAILBOX_TARGET
+            if mode == "accept" and conc != top:
+                verdict = "-"
+            else:
+                verdict = f">={goal:g} {'ok' if ratio >= goal else 'MISS'}"
+            lines.append(
+                f"{mode:<8}{conc:>4}  {pf['msgs_per_s']:>13.0f}  {sm['msgs_per_s']:>14.0f}  "
+                f"{ratio:>5.2f}x  {verdict:>7}  "
+                f"{pf['p50_ms']:>8.2f} / {pf['p99_ms']:>7.2f}  "
+                f"{sm['p50_ms']:>9.2f} / {sm['p99_ms']:>7.2f}"
+            )
+    return lines
+
+
+def _postfix_version() -> str:
+    proc = subprocess.run(
+        ["/usr/sbin/postconf", "-d", "-h", "mail_version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    return proc.stdout.strip() or "unknown"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--postfix-ip", default="127.0.0.91", help="loopback IP for Postfix")
+    parser.add_argument("--sitemail-ip", default="127.0.0.92", help="loopback IP for sitemail")
+    parser.add_argument("--port", type=int, default=2525, help="SMTP port of both servers")
+    parser.add_argument("--messages", type=int, default=5000, help="per smtp-source run")
+    parser.add_argument("--latency-messages", type=int, default=2000, help="per latency run")
+    parser.add_argument("--size", type=int, default=4096, help="body bytes per message")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[10, 50])
+    parser.add_argument(
+        "--modes", nargs="+", choices=["accept", "mailbox"], default=["accept", "mailbox"]
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="rounds; medians if > 1")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run or wait")
+    parser.add_argument("--max-connections", type=int, default=200, help="sitemail [limits]")
+    parser.add_argument("--json", action="store_true", help="also print one JSON line")
+    args = parser.parse_args(argv)
+    if not 1 <= args.repeat <= 10:
+        parser.error("--repeat must be 1..10")
+    if not 1 <= args.messages <= 100_000 or not 1 <= args.latency_messages <= 100_000:
+        parser.error("--messages and --latency-messages must be 1..100000")
+    if any(not 1 <= c <= 500 for c in args.concurrency):
+        parser.error("--concurrency must be 1..500")
+    if args.max_connections < max(args.concurrency) + 1:
+        parser.error("--max-connections must exceed the highest --concurrency")
+    if args.postfix_ip == args.sitemail_ip:
+        parser.error("Postfix and sitemail need distinct addresses")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = Settings(
+        messages=args.messages,
+        latency_messages=args.latency_messages,
+        size=args.size,
+        concurrency=sorted(args.concurrency),
+        timeout=args.timeout,
+    )
+    ensure_postfix_installed()
+    load = os.getloadavg()
+    summary: dict[str, Any] = {
+        "postfix": _postfix_version(),
+        "cpus": os.cpu_count(),
+        "loadavg_1m_at_start": round(load[0], 2),
+        "messages": args.messages,
+        "latency_messages": args.latency_messages,
+        "size_bytes": args.size,
+    }
+    summary["event_loop"] = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    print(
+        f"sitemail ({summary['event_loop']}) vs Postfix {summary['postfix']}: "
+        f"{args.messages} x {args.size} B per run, "
+        f"c={','.join(map(str, settings.concurrency))}, {summary['cpus']} CPUs, "
+        f"load average {load[0]:.2f} at start",
+        flush=True,
+    )
+    rounds: list[dict[str, Row]] = []
+    try:
+        for number in range(1, args.repeat + 1):
+            rows: dict[str, Row] = {}
+            for mode in args.modes:
+                print(f"round {number}/{args.repeat}, mode {mode}:", flush=True)
+                rows.update(run_mode(mode, args, settings))
+            rounds.append(rows)
+    except (BenchError, PostfixError, subprocess.TimeoutExpired) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    result = medians(rounds)
+    summary["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
+    print(f"load average {summary['loadavg_1m_at_end']:.2f} at the end (the machine may be shared)")
+    print()
+    if args.repeat > 1:
+        print(f"median of {args.repeat} rounds:")
+    for line in table(result, args.modes, settings.concurrency):
+        print(line)
+    print(
+        "accept: msg/s acknowledged durably (sitemail also delivering to its mailbox meanwhile,"
+        " Postfix discarding); mailbox: msg/s from first connect to last message in a mailbox"
+        " (sitemail's store vs Postfix Maildir); latency: end of DATA to the 250."
+    )
+    command = shlex.join(
+        [".venv/bin/python", "bench/ingest.py", *(sys.argv[1:] if argv is None else argv)]
+    )
+    print(f"reproduce: {command}")
+    summary["rounds"] = rounds
+    summary["result"] = result
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Group commit for the whole server: many small write jobs, one transaction, one fsync.
+
+One job: `await writer.submit(job)` runs `job(conn)` inside a write transaction on the writer's
+one thread, and returns the job's result only after that transaction has committed (SQLite with
+`synchronous=FULL`: fsynced). Every job waiting when the thread comes free joins the same
+transaction, so N callers (SMTP sessions queueing messages, the queue recording deliveries)
+pay for one commit, and since one thread does every write, writers never sleep in SQLite's
+busy handler waiting for each other's lock.
+
+Invariants:
+- A job's effects count only if `submit` returned: a job that raised is rolled back, and a
+  commit that failed fails every job of that transaction (each caller sees the exception).
+- One bad job fails alone: when a job raises, the transaction is rolled back and the others
+  run again without it (so a job must be a pure database function: it may run more than once,
+  and only its last run counts).
+- Without `start()` (tests, admin commands) each `submit` is its own transaction on a worker
+  thread, with the same guarantees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection
+
+from sitemail.store.engine import Store
+
+__all__ = ["GroupWriter"]
+
+T = TypeVar("T")
+_MAX_BATCH = 256
+
+
+@dataclass(slots=True)
+class _Job:
+    run: Callable[[Connection], Any]
+    future: asyncio.Future[Any]
+    result: Any = None
+    error: BaseException | None = None
+
+
+class GroupWriter:
+    """Runs write jobs on one thread, as many per transaction as are waiting."""
+
+    def __init__(self, store: Store, *, max_batch: int = _MAX_BATCH) -> None:
+        self._store = store
+        self._max_batch = max_batch
+        self._pending: list[_Job] = []
+        self._inflight: list[_Job] = []
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        self.commits = 0  # for benchmarks: jobs / commits = mean batch size
+        self.jobs = 0
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        self._wake = asyncio.Event()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sitemail-writer")
+        self._task = asyncio.create_task(self._writer(), name="store-writer")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for job in [*self._inflight, *self._pending]:
+            if not job.future.done():  # possibly committed after all: the safe direction
+                job.future.set_exception(ConnectionAbortedError("server shutting down"))
+        self._pending.clear()
+        self._inflight = []
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.to_thread(thread.shutdown, wait=True)
+
+    async def submit(self, job: Callable[[Connection], T]) -> T:
+        """Run `job(conn)` in a write transaction; its result once that is committed."""
+        if self._task is None or self._wake is None:
+            return await asyncio.to_thread(self._run_alone, job)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Job(job, future))
+        self._wake.set()
+        return await future
+
+    def _run_alone(self, job: Callable[[Connection], T]) -> T:
+        with self._store.write() as conn:
+            result = job(conn)
+        self.commits += 1
+        self.jobs += 1
+        return result
+
+    def _run_batch(self, batch: list[_Job]) -> None:
+        """Commit the batch, leaving out (with their error) the jobs that raise."""
+        todo = batch
+        while todo:
+            failed: _Job | None = None
+            try:
+                with self._store.write() as conn:
+                    for job in todo:
+                        try:
+                            job.result = job.run(conn)
+                        except Exception:
+                            failed = job
+                            raise
+            except Exception as exc:
+                if failed is None:  # BEGIN or COMMIT failed: nothing of the batch is written
+                    for job in todo:
+                        job.error = exc
+                    return
+                failed.error = exc  # as Store.write reports it (a StoreError for SQL errors)
+                todo = [job for job in todo if job is not failed]
+                continue
+            self.commits += 1
+            self.jobs += len(todo)
+            return
+
+    async def _writer(self) -> None:
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                self._inflight = batch
+                try:
+                    await loop.run_in_executor(self._thread, self._run_batch, batch)
+                except Exception as exc:  # the executor itself failed
+                    for job in batch:
+                        job.error = job.error or exc
+                self._inflight = []
+                for job in batch:
+                    if job.future.done():
+                        continue
+                    if job.error is not None:
+                        job.future.set_exception(job.error)
+                    else:
+                        job.future.set_result(job.result)

@@ -1,0 +1,88 @@
+"""The group-committing writer: shared commits, a bad job failing alone, no lock waits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection, insert, select
+
+from sitemail.store import Store, default_url, open_store, upgrade
+from sitemail.store.tables import site_usn
+from sitemail.store.writer import GroupWriter
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = open_store(default_url(tmp_path))
+    upgrade(s)
+    yield s
+    s.close()
+
+
+def add(site: str) -> Callable[[Connection], str]:
+    def job(conn: Connection) -> str:
+        conn.execute(insert(site_usn).values(site=site, usn=1))
+        return site
+
+    return job
+
+
+def fail(conn: Connection) -> str:
+    conn.execute(insert(site_usn).values(site="half-written", usn=1))
+    raise ValueError("bad job")
+
+
+def sites(store: Store) -> set[str]:
+    with store.read() as conn:
+        return set(conn.execute(select(site_usn.c.site)).scalars())
+
+
+def test_writer_jobs_waiting_together_share_one_commit(store: Store) -> None:
+    """Jobs submitted at once all commit, in fewer transactions than jobs, with their results."""
+
+    async def scenario() -> list[str]:
+        writer = GroupWriter(store)
+        await writer.start()
+        try:
+            return await asyncio.gather(*(writer.submit(add(f"S{i}")) for i in range(20)))
+        finally:
+            assert writer.jobs == 20
+            assert writer.commits < 20
+            await writer.stop()
+
+    assert asyncio.run(scenario()) == [f"S{i}" for i in range(20)]
+    assert sites(store) == {f"S{i}" for i in range(20)}
+
+
+def test_writer_bad_job_fails_alone(store: Store) -> None:
+    """A job that raises gets its exception and leaves nothing; the others of its batch commit."""
+
+    async def scenario() -> list[object]:
+        writer = GroupWriter(store)
+        await writer.start()
+        try:
+            jobs: list[Callable[[Connection], str]] = [add("A"), fail, add("B")]
+            return await asyncio.gather(
+                *(writer.submit(job) for job in jobs),
+                return_exceptions=True,
+            )
+        finally:
+            await writer.stop()
+
+    first, second, third = asyncio.run(scenario())
+    assert (first, third) == ("A", "B")
+    assert isinstance(second, ValueError)
+    assert sites(store) == {"A", "B"}
+
+
+def test_writer_not_started_commits_each_job_alone(store: Store) -> None:
+    """Without start() (admin commands, tests) every submit is its own transaction."""
+    writer = GroupWriter(store)
+    assert asyncio.run(writer.submit(add("solo"))) == "solo"
+    with pytest.raises(ValueError, match="bad job"):
+        asyncio.run(writer.submit(fail))
+    assert sites(store) == {"solo"}
+    assert writer.commits == 1
