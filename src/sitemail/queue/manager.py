@@ -50,6 +50,7 @@ from sitemail.queue.records import (
     NewMessage,
     TrackEvent,
     close_done,
+    close_finished,
     close_if_done,
     defer_recipient,
     due_queue_ids,
@@ -149,6 +150,9 @@ class QueueManager:
         sleep until the next due time or a wake-up. Every delivery task belongs to this
         TaskGroup, so cancelling `run` stops them all."""
         slots = asyncio.Semaphore(_PARALLEL_MESSAGES)
+        leftovers = await self._writer.submit(close_finished)
+        if leftovers:
+            log.warning("dropped %d finished message(s) left by a crash", len(leftovers))
         async with asyncio.TaskGroup() as group:
             while True:
                 try:

@@ -47,6 +47,7 @@ __all__ = [
     "TrackEvent",
     "add_recipients",
     "close_done",
+    "close_finished",
     "finish_recipients",
     "insert_message",
     "insert_messages",
@@ -477,6 +478,16 @@ def close_done(conn: Connection, queue_ids: Sequence[str]) -> list[str]:
         conn.execute(_DELETE_RCPTS_IN, {"b_ids": done})
         conn.execute(_DELETE_MESSAGES_IN, {"b_ids": done})
     return done
+
+
+def close_finished(conn: Connection) -> list[str]:
+    """Drop every message none of whose recipients is still queued (run at start: a crash
+    between a delivery's commit and the pass's closing commit may have left some)."""
+    ids = [r[0] for r in conn.execute(select(queue_message.c.queue_id))]
+    dropped: list[str] = []
+    for start in range(0, len(ids), 500):
+        dropped += close_done(conn, ids[start : start + 500])
+    return dropped
 
 
 def record_delivered(
