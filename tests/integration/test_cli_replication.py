@@ -95,7 +95,7 @@ def test_cli_request_now_queues_once_and_status_shows_waiting(
     assert (peer["peer"], peer["waiting"], peer["requests_sent"]) == ("SiteB", True, 1)
     refresh = run("replication", "request-now", "SiteB", "--refresh-all", "-D", d)
     assert "refresh-all request #2 queued" in refresh.stdout
-    assert "waiting for an answer" in run("replication", "status", "-D", d).stdout
+    assert "waiting for the answer to request #2" in run("replication", "status", "-D", d).stdout
 
 
 def test_cli_pending_list_accept_reject_unknown(site_a: AdminService) -> None:
@@ -132,3 +132,47 @@ def test_cli_directory_list_by_site(site_a: AdminService) -> None:
     assert {"site", "server", "site_addressing"} <= kinds
     assert all(o["site"] == "SiteA" and o["usn"] > 0 for o in listed)
     assert run("directory", "list", "--site", "SiteQ", "-D", d).exit_code == 66
+
+
+def test_cli_connector_add_refuses_what_the_directory_shows_wrong(
+    site_a: AdminService, tmp_path: Path
+) -> None:
+    """Own key, a fingerprint, a case-variant site name and a reused key are refused (65)."""
+    b = make_site(tmp_path, "SiteB")
+    d = site_a.config.data_dir
+    own, own_print = site_a.site_key()
+    base = ("replication", "connector", "add", "SiteB", "--bridgehead", "ServerB")
+    route = ("--routing-address", "siteb.example.com")
+    refused = run(*base, *route, "--peer-key", own, "-D", d)
+    assert refused.exit_code == 65
+    assert "own key" in refused.output
+    fingerprint = run(*base, *route, "--peer-key", own_print, "-D", d)
+    assert fingerprint.exit_code == 65
+    assert "fingerprint" in fingerprint.output
+    case = ("replication", "connector", "add", "sitea", "--bridgehead", "ServerA")
+    wrong_case = run(*case, *route, "--peer-key", b.site_key()[0], "-D", d)
+    assert wrong_case.exit_code == 65
+    assert "did you mean SiteA" in wrong_case.output
+    assert run(*base, *route, "--peer-key", b.site_key()[0], "-D", d).exit_code == 0
+    other = ("replication", "connector", "add", "SiteC", "--bridgehead", "ServerC")
+    reused = run(*other, *route, "--peer-key", b.site_key()[0], "-D", d)
+    assert reused.exit_code == 65
+    assert "already pinned for SiteB" in reused.output
+
+
+def test_cli_connector_remove_forgets_the_unanswered_request(
+    site_a: AdminService, tmp_path: Path
+) -> None:
+    """After remove, re-adding the connector can request at once; no request stays queued."""
+    b = make_site(tmp_path, "SiteB")
+    d = site_a.config.data_dir
+    key = b.site_key()[0]
+    args = ("--bridgehead", "ServerB", "--routing-address", "siteb.example.com", "--peer-key", key)
+    assert run("replication", "connector", "add", "SiteB", *args, "-D", d).exit_code == 0
+    assert "queued" in run("replication", "request-now", "SiteB", "-D", d).stdout
+    waiting = run("replication", "request-now", "SiteB", "-D", d).stdout
+    assert "still in this server's queue" in waiting  # not sent yet: no server runs
+    assert run("replication", "connector", "remove", "SiteB", "-D", d).exit_code == 0
+    assert site_a.queue.entries() == []
+    assert run("replication", "connector", "add", "SiteB", *args, "-D", d).exit_code == 0
+    assert "queued" in run("replication", "request-now", "SiteB", "-D", d).stdout

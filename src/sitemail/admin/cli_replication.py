@@ -51,7 +51,9 @@ SiteArg = Annotated[str, typer.Argument(help="The remote site's directory name, 
 Schedule = Annotated[
     str,
     typer.Option(
-        "--schedule", help="never, always (every 15 minutes) or minutes between requests."
+        "--schedule",
+        help="never, always (every 15 minutes) or minutes between requests; every connector "
+        "also requests once, [replication] startup_delay after the server starts.",
     ),
 ]
 
@@ -113,6 +115,7 @@ def connector_list(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
     """List this site's replication connectors."""
     with admin(data_dir) as service:
         connectors = service.replication.list_connectors()
+        site = service.org().local_site
     if as_json:
         emit_json([_connector_json(c) for c in connectors])
         return
@@ -121,7 +124,7 @@ def connector_list(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
             f"{c.site:16} {c.bridgehead:16} {c.routing_address:28} {c.schedule:8} {c.fingerprint}",
             markup=False,
         )
-    out.print(f"{len(connectors)} connector(s)")
+    out.print(f"{len(connectors)} connector(s) of {site}")
 
 
 @connector_app.command("remove")
@@ -203,22 +206,32 @@ def status(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
         )
         return
     out.print(f"site {report.site}", markup=False)
+    if report.peers:
+        out.print(
+            "per naming context: ours = USN we hold of it, theirs = USN the peer said it holds "
+            "(in its last request), their high = highest USN the peer has, backlog = their "
+            "high - ours, received = objects received from the peer; lag = time since the "
+            "last complete exchange",
+            markup=False,
+        )
     for p in report.peers:
-        state = "waiting for an answer" if p.waiting else "idle"
+        state = f"waiting for the answer to request #{p.outstanding_seq}" if p.waiting else "idle"
         lag = f"{p.lag:.0f} s" if p.lag is not None else "never complete"
         kind = "connector" if p.connector else "no connector"
         out.print(
             f"peer {p.peer} ({kind}): {state}; last request {_time(p.last_request_at)}, "
-            f"last answer {_time(p.last_answer_at)}, lag {lag}; sent {p.requests_sent}, "
-            f"answers {p.answers_received}, served {p.requests_served}, "
-            f"objects applied {p.objects_applied}",
+            f"last answer {_time(p.last_answer_at)}, lag {lag}; requests sent "
+            f"{p.requests_sent}, answers received {p.answers_received}, requests served "
+            f"{p.requests_served}, objects changed here {p.objects_applied}",
             markup=False,
         )
         for link in p.links:
+            ours = "-" if link.nc == report.site else str(link.watermark)
+            theirs = "-" if link.peer_watermark is None else str(link.peer_watermark)
+            high = "-" if link.peer_high is None else str(link.peer_high)
             out.print(
-                f"    {link.nc:16} ours {link.watermark:>8}  theirs {link.peer_watermark or 0:>8}"
-                f"  their high {link.peer_high or 0:>8}  backlog {link.backlog:>6}"
-                f"  applied {link.objects_applied}",
+                f"    {link.nc:16} ours {ours:>8}  theirs {theirs:>8}  their high {high:>8}"
+                f"  backlog {link.backlog:>6}  received {link.objects_applied}",
                 markup=False,
             )
     for item in pending:
@@ -261,7 +274,8 @@ def pending_list(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
             + ("" if r["key_verified"] else " (unverified: compare with `sitemail site key`)"),
             markup=False,
         )
-    out.print(f"{len(rows)} pending partner(s)")
+    waiting = sum(r["state"] == "pending" for r in rows)
+    out.print(f"{waiting} pending partner(s), {len(rows) - waiting} rejected")
 
 
 def _safe_fingerprint(token: str) -> str:

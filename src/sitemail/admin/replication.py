@@ -16,6 +16,7 @@ from sitemail.core.clock import Clock
 from sitemail.core.errors import ConflictError, NotFoundError
 from sitemail.directory import Directory, ObjectKind, Recipient
 from sitemail.directory.objects import row_to_recipient
+from sitemail.queue.admin import QueueAdmin, QueueEntry
 from sitemail.replication import state
 from sitemail.replication.connectors import (
     DEFAULT_SCHEDULE,
@@ -27,7 +28,7 @@ from sitemail.replication.connectors import (
 )
 from sitemail.replication.kcc import KccReport, run_kcc
 from sitemail.replication.keys import load_site_key
-from sitemail.replication.replicator import Replicator, RequestOutcome
+from sitemail.replication.replicator import Replicator, RequestOutcome, dsa_address
 from sitemail.store.tables import dir_object, repl_link, repl_peer
 
 __all__ = ["LinkStatus", "PeerStatus", "ReplicationAdmin"]
@@ -109,8 +110,31 @@ class ReplicationAdmin:
     def list_connectors(self) -> list[Connector]:
         return list_connectors(self.directory)
 
+    def _queue(self) -> QueueAdmin:
+        return QueueAdmin(self.directory.store, self.clock, self.directory.local_site)
+
+    def _queued_requests(self, connector: Connector) -> list[QueueEntry]:
+        """Our replication messages to this peer still in the local queue."""
+        address = dsa_address(connector.routing_address).lower()
+        return [
+            e
+            for e in self._queue().entries()
+            if e.sender == "" and any(r.address.lower() == address for r in e.recipients)
+        ]
+
     def remove_connector(self, site: str) -> Connector:
-        return remove_connector(self.directory, site)
+        """Remove the connector, forget any unanswered request to SITE and drop our queued
+        replication messages to it (its replicas stay until their tombstones come)."""
+        connector = connector_for(self.directory, site)
+        removed = remove_connector(self.directory, site)
+        with self.directory.store.write() as conn:
+            state.update_peer(
+                conn, site, outstanding_seq=None, outstanding_at=None, outstanding_full=False
+            )
+        if connector is not None:
+            for entry in self._queued_requests(connector):
+                self._queue().delete(entry.queue_id)
+        return removed
 
     # -- request now ------------------------------------------------------------------------
 
@@ -122,7 +146,20 @@ class ReplicationAdmin:
             )
         replicator = self.replicator()
         with self.directory.store.write() as conn:
-            return replicator.request(conn, connector, full=refresh_all)
+            outcome = replicator.request(conn, connector, full=refresh_all)
+        if outcome.sent:
+            return outcome
+        # Still waiting: if our request has not even left (deferred in our own queue), say
+        # why and make it due now instead of leaving it to its retry schedule.
+        pending = self._queued_requests(connector)
+        for entry in pending:
+            self._queue().retry(entry.queue_id)
+        if pending:
+            last = next((r.last_text for r in pending[0].recipients if r.last_text), "")
+            detail = f"{outcome.detail}; it is still in this server's queue"
+            detail += f" (last try: {last}), retried now" if last else ", retried now"
+            return RequestOutcome(outcome.peer, False, outcome.seq, detail)
+        return outcome
 
     # -- pending partners -------------------------------------------------------------------
 
@@ -186,7 +223,7 @@ class ReplicationAdmin:
                 )
             )
         result = []
-        names = sorted(connectors | {p.peer for p in peers})
+        names = sorted(connectors | {p.peer for p in peers if p.requests_served})
         rows = {p.peer: p for p in peers}
         for name in names:
             row = rows.get(name)

@@ -42,6 +42,7 @@ __all__ = [
     "ReplicationMessage",
     "ReplicationRejected",
     "canonical",
+    "claimed_origin",
     "decode_message",
     "decode_self_signed",
     "encode_message",
@@ -228,3 +229,12 @@ def decode_self_signed(
     if message.origin != origin:
         raise ReplicationRejected("bad-signature", "signed origin differs from the envelope's")
     return message, key
+
+
+def claimed_origin(raw: bytes) -> str:
+    """The origin a message claims, unverified: for logs and counters only, never trusted."""
+    try:
+        origin = _extract(raw)[0]
+    except ReplicationRejected:
+        return ""
+    return "".join(c for c in origin if c.isprintable())[:64]

@@ -100,8 +100,14 @@ def add_connector(
     check_name("bridgehead server name", bridgehead)
     if site == directory.local_site:
         raise InvalidValueError(f"{site} is this site: a connector joins two different sites")
+    if peer_key.strip().startswith("SHA256:"):
+        raise InvalidValueError(
+            "that is a key fingerprint; --peer-key takes the key itself, the first line "
+            "of `sitemail site key` at the other site"
+        )
     key = parse_public_key(peer_key).token
     parse_schedule(schedule)
+    _check_against_directory(directory, site, key)
     connector = Connector(
         site, bridgehead, _routing_address(routing_address), key, schedule.strip().lower()
     )
@@ -123,6 +129,31 @@ def add_connector(
             now=directory.clock.now(),
         )
     return replace(connector, owner=directory.local_site)
+
+
+def _check_against_directory(directory: Directory, site: str, key: str) -> None:
+    """Refuse what the directory already shows to be wrong: a name that is a known site's
+    name in another case, a key that is ours or another connector's, or a key that differs
+    from the one a known site publishes (its site object replicates with its key)."""
+    sites = {s.alias: s for s in directory.list_objects(ObjectKind.SITE)}
+    if site not in sites:
+        same = [name for name in sites if name.lower() == site.lower()]
+        if same:
+            raise InvalidValueError(
+                f"no site {site!r}; directory names are case-sensitive: did you mean {same[0]}?"
+            )
+    own = str(sites[directory.local_site].attrs.get("public_key", ""))
+    if key == own:
+        raise InvalidValueError("that is this site's own key; use the other site's key")
+    for other in list_connectors(directory):
+        if other.peer_key == key and other.site != site:
+            raise InvalidValueError(f"that key is already pinned for {other.site}")
+    published = str(sites[site].attrs.get("public_key", "")) if site in sites else ""
+    if published and published != key:
+        raise InvalidValueError(
+            f"{site} publishes key {fingerprint(published)} in the directory, not "
+            f"{fingerprint(key)}: check `sitemail site key` at {site}"
+        )
 
 
 def _find(conn: Connection, owner: str, site: str) -> Row[Any] | None:

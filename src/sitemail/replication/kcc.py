@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 
@@ -45,6 +46,7 @@ class SiteInfo:
     routing_domain: str
     key_fingerprint: str
     is_local: bool
+    public_key: str = ""
 
 
 @dataclass(slots=True)
@@ -83,6 +85,7 @@ def _sites(directory: Directory) -> list[SiteInfo]:
                 routing_domain=str(site.attrs.get("routing_domain", "")),
                 key_fingerprint=_fingerprint(key),
                 is_local=site.site == directory.local_site,
+                public_key=key,
             )
         )
     return infos
@@ -99,20 +102,25 @@ def _check_connectors(directory: Directory, report: KccReport, known: set[str]) 
     local = report.local_site
     ours = {c.site: c for c in report.connectors if c.owner == local}
     towards_us = {c.owner: c for c in report.connectors if c.site == local and c.owner != local}
-    by_display = {s.display_name.lower(): s.name for s in report.sites}
+    by_display = {s.display_name: s.name for s in report.sites}
+    by_lower = {s.name.lower(): s.name for s in report.sites}
+    published = {s.name: s.public_key for s in report.sites}
     for name in sorted(ours):
         if name not in known:
-            hint = by_display.get(name.lower())
+            report.warnings.append(_unknown_site(name, by_display, by_lower))
+            continue
+        key = ours[name].peer_key
+        if published.get(name) and published[name] != key:
             report.warnings.append(
                 KccWarning(
-                    "unknown-site",
-                    f"the replication connector to {name} names no site known here"
-                    + (f" ({name!r} is the display name of {hint})" if hint else ""),
-                    "use the remote site's directory name (`sitemail site show` there); until "
-                    "its configuration replicates here, the name cannot be checked",
+                    "key-mismatch",
+                    f"the connector to {name} pins key {_fingerprint(key)}, but {name} "
+                    f"publishes {_fingerprint(published[name])}: its messages are refused",
+                    f"sitemail replication connector remove {name}, then add it again with "
+                    f"the first line of `sitemail site key` at {name}",
                 )
             )
-        elif name not in towards_us:
+        if name not in towards_us:
             report.warnings.append(
                 KccWarning(
                     "missing-reverse-connector",
@@ -133,6 +141,24 @@ def _check_connectors(directory: Directory, report: KccReport, known: set[str]) 
                 f"connector add {owner} --bridgehead ... --routing-address ... --peer-key ...",
             )
         )
+
+
+def _unknown_site(name: str, by_display: dict[str, str], by_lower: dict[str, str]) -> KccWarning:
+    if name.lower() in by_lower:
+        hint = f" (directory names are case-sensitive: {by_lower[name.lower()]})"
+        fix = f"remove it and add the connector for {by_lower[name.lower()]}"
+    elif name in by_display and by_display[name] != name:
+        hint = f" ({name!r} is the display name of {by_display[name]})"
+        fix = f"remove it and add the connector for {by_display[name]}"
+    else:
+        hint = ""
+        fix = (
+            "use the remote site's directory name (`sitemail site show` there); until its "
+            "configuration replicates here, the name cannot be checked"
+        )
+    return KccWarning(
+        "unknown-site", f"the replication connector to {name} names no site known here{hint}", fix
+    )
 
 
 def _check_duplicates(directory: Directory, report: KccReport) -> None:
@@ -193,13 +219,19 @@ def _check_pending(directory: Directory, report: KccReport) -> None:
     for p in pending:
         if p.state != "pending":
             continue
+        since = datetime.fromtimestamp(p.first_seen, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        plural = "request" if p.requests == 1 else "requests"
+        check = (
+            "its key is the one the directory holds for it; "
+            if p.verified
+            else f"compare key {_fingerprint(p.public_key)} with `sitemail site key` at "
+            f"{p.origin}, then "
+        )
         report.warnings.append(
             KccWarning(
                 "pending-partner",
-                f"{p.origin} asks to replicate ({p.requests} requests since "
-                f"{p.first_seen:.0f}) but has no connector here",
-                f"compare key {_fingerprint(p.public_key)} with "
-                f"`sitemail site key` at {p.origin}, then sitemail replication pending accept "
-                f"{p.origin} (or reject)",
+                f"{p.origin} asks to replicate ({p.requests} {plural} since {since}) but has "
+                "no connector here",
+                f"{check}sitemail replication pending accept {p.origin} (or reject)",
             )
         )

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Connection, func, select
@@ -44,6 +44,7 @@ from sitemail.replication.codec import (
     MessageType,
     ReplicationMessage,
     ReplicationRejected,
+    claimed_origin,
     decode_message,
     decode_self_signed,
     encode_message,
@@ -57,6 +58,7 @@ __all__ = ["BATCH", "Received", "Replicator", "RequestOutcome", "dsa_address"]
 log = logging.getLogger("sitemail.replication")
 
 BATCH = 512  # objects per answer, as Exchange's directory service
+_ADDRESSING_FAULTS = frozenset({"expired", "wrong-organisation", "misaddressed"})
 MAX_PENDING = 100  # held requests from unconfigured sites: a flood cannot grow the table
 
 
@@ -234,7 +236,8 @@ class Replicator:
         except ReplicationRejected as refused:
             if refused.reason == "unknown-origin":
                 return self._maybe_pending(conn, raw, queue_id, refused)
-            return self._reject(conn, refused.reason, "", queue_id, refused.detail)
+            claimed = claimed_origin(raw)
+            return self._reject(conn, refused.reason, claimed, queue_id, refused.detail)
         mark = "hw_request" if message.type is MessageType.REQUEST else "hw_answer"
         peer = state.get_peer(conn, message.origin)
         if message.seq <= int(getattr(peer, mark)):
@@ -303,9 +306,11 @@ class Replicator:
     ) -> Received:
         try:
             message, _ = decode_self_signed(raw, org=self.org, site=self.site, now=self.clock.now())
-        except ReplicationRejected:
-            # Not even a self-consistent request: what counts is that nobody vouches for it.
-            return self._reject(conn, refused.reason, "", queue_id, refused.detail)
+        except ReplicationRejected as again:
+            # A self-consistent request that is stale or meant for someone else says so;
+            # anything else counts as what it is first: nobody here vouches for its sender.
+            reason = again if again.reason in _ADDRESSING_FAULTS else refused
+            return self._reject(conn, reason.reason, claimed_origin(raw), queue_id, reason.detail)
         if message.type is not MessageType.REQUEST:
             return self._reject(conn, refused.reason, message.origin, queue_id, refused.detail)
         return self._hold(conn, message, raw, verified=False)
@@ -321,6 +326,11 @@ class Replicator:
             return self._reject(
                 conn, "too-many-pending", message.origin, "", f"{MAX_PENDING} partners wait already"
             )
+        held = state.get_pending(conn, message.origin)
+        if held is not None and held.state == "rejected":
+            state.hold_pending(conn, replace(held, last_seen=now, request=raw))
+            log.info("replication request from %s ignored: rejected by the admin", message.origin)
+            return Received("pending", message.origin, "ignored: rejected pending partner")
         state.hold_pending(
             conn,
             state.Pending(
