@@ -59,6 +59,7 @@ log = logging.getLogger("sitemail.replication")
 
 BATCH = 512  # objects per answer, as Exchange's directory service
 _ADDRESSING_FAULTS = frozenset({"expired", "wrong-organisation", "misaddressed"})
+_MAX_HEALS = 3
 MAX_PENDING = 100  # held requests from unconfigured sites: a flood cannot grow the table
 
 
@@ -100,6 +101,7 @@ class Replicator:
         self.key = key
         self.settings = settings
         self.batch = batch
+        self._heals: dict[str, int] = {}  # re-requests after a gap, per peer, in a row
         org = directory.org()
         self.site = org.local_site
         self.server = org.local_server
@@ -461,11 +463,14 @@ class Replicator:
             if more:
                 cursors = {nc: end for nc, (_, end, _) in ranges.items()}
                 self._send_request(conn, connector, cursors, full=bool(peer.outstanding_full))
-            elif self._has_gap(conn, ranges):
+            elif self._has_gap(conn, ranges) and self._heals.get(connector.site, 0) < _MAX_HEALS:
                 # An answer was lost or came out of order (e.g. a crash between asking ahead
-                # and applying): ask again from what we really hold.
+                # and applying): ask again from what we really hold (a few times at most, so
+                # a peer that keeps answering past our watermark cannot keep us asking).
+                self._heals[connector.site] = self._heals.get(connector.site, 0) + 1
                 self._send_request(conn, connector, {}, full=False)
             else:
+                self._heals.pop(connector.site, None)
                 state.update_peer(
                     conn,
                     connector.site,
