@@ -54,7 +54,6 @@ def test_replicator_asks_again_when_an_exchange_ends_with_a_gap(tmp_path: Path) 
     for i in range(5):
         a.add_recipient(ObjectKind.MAILBOX, f"u{i}", display_name=f"U {i}")
     b.replication.request_now("SiteA")
-    received = 0
     lost = False
     while True:
         requests = take_queued(b)
@@ -72,7 +71,6 @@ def test_replicator_asks_again_when_an_exchange_ends_with_a_gap(tmp_path: Path) 
                 continue
             with b.store.write() as conn:
                 rb.receive(conn, answer, verified=message)
-            received += 1
     assert lost
     assert {o.alias for o in b.directory.list_objects(ObjectKind.MAILBOX, site="SiteA")} == {
         f"u{i}" for i in range(5)
