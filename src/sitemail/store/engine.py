@@ -65,14 +65,25 @@ class Store:
         self._readers_lock = threading.Lock()
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """One write transaction, committed on success, rolled back on any exception."""
+    def write(self, *, check_foreign_keys: bool = True) -> Iterator[Connection]:
+        """One write transaction, committed on success, rolled back on any exception.
+
+        `check_foreign_keys=False` is for bulk writes that take every key they write from rows
+        of the same transaction: SQLite then skips the parent lookup per inserted row (it can
+        only be switched outside a transaction, so it is set before BEGIN and restored after).
+        """
         try:
-            with (
-                self.engine.connect().execution_options(**{_IMMEDIATE: True}) as conn,
-                conn.begin(),
-            ):
-                yield conn
+            with self.engine.connect().execution_options(**{_IMMEDIATE: True}) as conn:
+                raw: Any = conn.connection.driver_connection
+                unchecked = self.is_sqlite and not check_foreign_keys
+                if unchecked:
+                    raw.execute("PRAGMA foreign_keys=OFF")
+                try:
+                    with conn.begin():
+                        yield conn
+                finally:
+                    if unchecked:
+                        raw.execute("PRAGMA foreign_keys=ON")
         except SQLAlchemyError as exc:
             raise StoreError(f"database write failed: {exc.__class__.__name__}: {exc}") from exc
 

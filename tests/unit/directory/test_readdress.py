@@ -738,3 +738,12 @@ def test_readdress_restores_the_page_cache_setting(populated: AdminService) -> N
     populated.set_addressing("smtp", "@example.com", update_recipients=True)
     with populated.store.read() as conn:
         assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == -32768
+
+
+def test_readdress_leaves_foreign_keys_checked_and_whole(populated: AdminService) -> None:
+    """The re-addressing transaction skips SQLite's per-row parent lookups; every index row
+    still has its object, and pooled connections check foreign keys again afterwards."""
+    populated.set_addressing("smtp", "@example.com", update_recipients=True)
+    with populated.store.read() as conn:
+        assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
