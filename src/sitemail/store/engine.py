@@ -74,16 +74,16 @@ class Store:
         """
         try:
             with self.engine.connect().execution_options(**{_IMMEDIATE: True}) as conn:
-                raw: Any = conn.connection.driver_connection
-                unchecked = self.is_sqlite and not check_foreign_keys
-                if unchecked:
-                    raw.execute("PRAGMA foreign_keys=OFF")
+                unchecked: Any = None
+                if self.is_sqlite and not check_foreign_keys:
+                    unchecked = conn.connection.driver_connection
+                    unchecked.execute("PRAGMA foreign_keys=OFF")
                 try:
                     with conn.begin():
                         yield conn
                 finally:
-                    if unchecked:
-                        raw.execute("PRAGMA foreign_keys=ON")
+                    if unchecked is not None:
+                        unchecked.execute("PRAGMA foreign_keys=ON")
         except SQLAlchemyError as exc:
             raise StoreError(f"database write failed: {exc.__class__.__name__}: {exc}") from exc
 
