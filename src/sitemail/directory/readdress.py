@@ -254,9 +254,14 @@ def plan_readdress(
 ) -> ReaddressPlan:
     """Compute the new addresses of every live recipient of `site`; writes nothing."""
     plan = ReaddressPlan(template=template, drop_old=drop_old, site=site)
-    if template.is_alias and not drop_old and _bulk_path(conn):
+    if (
+        template.is_alias
+        and not drop_old
+        and _bulk_path(conn)
+        and _bulk_may_fit(conn, site, template)
+    ):
         read = _stage(conn, site, template.domain)
-        if _staged_fits(conn, read, template.domain):
+        if _staged_fits(conn, read):
             plan.bulk = _Bulk(len(read), f"@{template.domain}", read)
             return plan
         conn.exec_driver_sql(_DROP_STAGE)
@@ -539,19 +544,22 @@ ORDER BY usn_created, rowid"""
 _READ_STAGE = """SELECT d.guid, d.kind, d.name, d.display_name, d.attrs, d.usn_changed,
     d.version, d.rowid
 FROM temp.sitemail_readdress AS s JOIN dir_object AS d ON d.rowid = s.rid ORDER BY s.n"""
-# How many staged recipients do not fit: a proxy list that is not a list of strings each
-# starting `SMTP:` or `smtp:` without escapes (so `"SMTP:` occurs in its text only where an
-# element starts), or a new address someone holds.
-_CHECK_STAGE = r"""SELECT (
-    SELECT count(*) FROM temp.sitemail_readdress WHERE NOT coalesce(
+# Whether the new address of a recipient of this site is held already: a collision or a
+# promotion. Tombstones are asked too (a false alarm only costs the fast path), so that the
+# index on (site, kind, name) answers alone. Stops at the first (a second run, say).
+_NEW_KEY_HELD = """SELECT EXISTS (
+    SELECT 1 FROM dir_object AS d JOIN proxy_address AS p ON p.address_key = lower(d.name) || ?
+    WHERE d.site = ? AND d.kind IN (?, ?, ?)
+)"""
+# Whether a staged proxy list is not a list of strings each starting `SMTP:` or `smtp:` without
+# escapes (so that `"SMTP:` occurs in its text only where an element starts).
+_ODD_PROXIES = r"""SELECT EXISTS (
+    SELECT 1 FROM temp.sitemail_readdress WHERE NOT coalesce(
         proxies GLOB '[[]"*' AND instr(proxies, '\') = 0 AND NOT EXISTS (
             SELECT 1 FROM json_each(proxies)
             WHERE type != 'text' OR NOT (value GLOB 'SMTP:*' OR value GLOB 'smtp:*')
         ),
         0)
-) + (
-    SELECT count(*) FROM temp.sitemail_readdress AS s
-    JOIN proxy_address AS p ON p.address_key = s.key
 )"""
 # Every SMTP primary of the staged recipients becomes a secondary.
 _DEMOTE_STAGED = """UPDATE proxy_address SET is_primary = 0 WHERE rowid IN (
@@ -585,16 +593,24 @@ def _stage(conn: Connection, site: str, domain: str) -> list[_TextRow]:
     return list(cursor.fetchall())
 
 
-def _staged_fits(conn: Connection, read: Sequence[_TextRow], domain: str) -> bool:
-    """Whether the staged run is the common case (see above)."""
-    if not _json_plain(domain):
+def _bulk_may_fit(conn: Connection, site: str, template: Template) -> bool:
+    """Whether the run may be the common case, before staging it: its addresses can be spliced
+    into JSON as they are and none of them is held yet."""
+    suffix = f"@{template.domain}"
+    if not _json_plain(suffix):
         return False
+    held = conn.exec_driver_sql(_NEW_KEY_HELD, (suffix.lower(), site, *_KINDS)).scalar_one()
+    return not held
+
+
+def _staged_fits(conn: Connection, read: Sequence[_TextRow]) -> bool:
+    """Whether the staged run is the common case (see above)."""
     aliases = [row[2] for row in read]
     if not all(map(is_plain_local_part, aliases)):
         return False
     if len({alias.lower() for alias in aliases}) != len(aliases):
         return False
-    return bool(conn.exec_driver_sql(_CHECK_STAGE).scalar_one() == 0)
+    return not conn.exec_driver_sql(_ODD_PROXIES).scalar_one()
 
 
 def _bulk_rows(bulk: _Bulk) -> list[_Planned]:
