@@ -4,7 +4,8 @@ One job: hand out a configured SQLAlchemy `Engine` and transactions on it. SQLit
 get WAL, `synchronous=FULL` (the commit is on disk before we answer anyone), foreign keys, a
 busy timeout and a 32 MiB page cache (bulk changes of 100,000 objects stay in memory). Writers
 open with `BEGIN IMMEDIATE` so two writers queue on the lock instead of failing half-way when a
-read transaction tries to upgrade.
+read transaction tries to upgrade. A bulk writer whose keys all come from its own transaction
+may skip the foreign-key checks for that transaction only (`write(check_foreign_keys=False)`).
 
 Hot-path point reads (the address lookup on every RCPT TO) skip the pool and SQLAlchemy's
 execution layer: on SQLite, `fetch_one` runs them on a long-lived DBAPI connection of the
