@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from sitemail.core.address import MAX_LOCAL_PART, normalize_domain, valid_local_part_chars
 from sitemail.core.errors import InvalidValueError
 
-__all__ = ["AddressFields", "Expander", "Template", "parse_template"]
+__all__ = ["AddressFields", "Expander", "Template", "is_plain_local_part", "parse_template"]
 
 _TOKEN = re.compile(r"%(\d*)([mgsid])|%r(.)(.)|%%|%")
 # A local part that cleaning leaves as it is: ASCII atext in dot-separated runs.
@@ -75,6 +75,11 @@ class Template:
         Same answer for every input; fast when the raw expansion needs no cleaning.
         """
         return _expander(self.local_format)
+
+    @property
+    def is_alias(self) -> bool:
+        """Whether the local part is the alias alone (`%m`): a plain alias is used as it is."""
+        return [p[1:] for p in _compile(self.local_format) if p[0] or p[1]] == [("alias", None, ())]
 
     @property
     def uses_names(self) -> bool:
@@ -139,7 +144,7 @@ def _expander(local_format: str) -> Expander:
     pieces = [p for p in _compile(local_format) if p[0] or p[1]]  # empty literals add nothing
     plain = _PLAIN_LOCAL.fullmatch
 
-    if [p[1:] for p in pieces] == [("alias", None, ())]:  # `%m`: the alias as it is
+    if Template(local_format, "").is_alias:  # `%m`: the alias as it is
 
         def expand_alias(alias: str, given: str, surname: str, initials: str, display: str) -> str:
             if len(alias) <= MAX_LOCAL_PART and plain(alias):
@@ -170,6 +175,11 @@ def _expander(local_format: str) -> Expander:
         return reference(AddressFields(*values))
 
     return expand
+
+
+def is_plain_local_part(local: str) -> bool:
+    """Whether `local` is an ASCII dot-atom of at most 64 octets, which expansion keeps as it is."""
+    return len(local) <= MAX_LOCAL_PART and _PLAIN_LOCAL.fullmatch(local) is not None
 
 
 def parse_template(text: str) -> Template:

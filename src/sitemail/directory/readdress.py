@@ -13,7 +13,10 @@ that change. The per-recipient work is plain tuples and strings: the plan keeps 
 as rows and builds `Readdress` values only when asked (a dry run's diff). On SQLite (the default
 store) the rows are read and written through the driver: attributes are decoded in one JSON
 parse, and each object is rewritten by its rowid, one b-tree probe instead of two. Elsewhere the
-same plan goes through ordinary SQLAlchemy statements.
+same plan goes through ordinary SQLAlchemy statements. The common case on SQLite (`%m` template,
+old primaries kept, no collision; see "the common case" below) skips the per-recipient plan: the
+recipients are staged in a temporary table and the whole run is a few set-based statements,
+with the per-recipient plan computed only if its changes are asked for.
 
 Better than Exchange 5.5 (KB Q291086): the old primary is kept by default, so mail to it still
 arrives; an address the recipient already holds as a secondary is promoted (KB Q196421).
@@ -40,7 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.dml import UpdateBase
 
-from sitemail.directory.addressing import Template
+from sitemail.directory.addressing import Template, is_plain_local_part
 from sitemail.directory.model import (
     RECIPIENT_KINDS,
     Guid,
@@ -101,6 +104,21 @@ class _Planned(NamedTuple):
 
 # A live recipient's row: guid, kind, name, display_name, attrs, usn_changed, version, ref.
 _Row = tuple[str, str, str, str, dict[str, Any], int, int, Any]
+# The same as read on SQLite, before decoding: attrs is JSON text, ref the rowid.
+_TextRow = tuple[str, str, str, str, str, int, int, int]
+
+
+@dataclass(slots=True)
+class _Bulk:
+    """A plan of the common case, staged in a temporary table and written set-based in SQL.
+
+    `read` holds the recipients' rows as read (attributes still JSON text): their `_Planned`
+    rows are computed only if someone asks for the plan's changes.
+    """
+
+    count: int
+    suffix: str  # "@" + the template's domain: every new primary is alias + suffix
+    read: list[_TextRow] = field(repr=False)
 
 
 @dataclass(slots=True)
@@ -110,12 +128,15 @@ class ReaddressPlan:
     site: str = ""
     collisions: list[Collision] = field(default_factory=list)
     rows: list[_Planned] = field(default_factory=list, repr=False)
+    bulk: _Bulk | None = field(default=None, repr=False)
     _changes: list[Readdress] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def changes(self) -> list[Readdress]:
         """Every recipient's re-addressing, in creation order (built on first use)."""
         if self._changes is None:
+            if self.bulk is not None and not self.rows:
+                self.rows = _bulk_rows(self.bulk)
             kinds = {str(k): k for k in RECIPIENT_KINDS}
             self._changes = [
                 Readdress(
@@ -146,6 +167,8 @@ class ReaddressPlan:
     @property
     def changed_count(self) -> int:
         """How many recipients the plan changes (`len(changed)`, without building them)."""
+        if self.bulk is not None:
+            return self.bulk.count  # every one: none holds its new address yet
         return sum(p.changed for p in self.rows)
 
 
@@ -172,8 +195,7 @@ def _live_recipients(conn: Connection, site: str) -> list[_Row]:
             for r in result
         ]
     # SQLite: rowids and the attributes' JSON text straight from the driver, sorted here (no
-    # temporary b-tree); one parse of all the texts joined into an array decodes them at C
-    # speed (SQLAlchemy's JSON type would call json.loads per row).
+    # temporary b-tree).
     statement = select(
         c.usn_created, c.guid, c.kind, c.name, c.display_name, c.attrs, c.usn_changed,
         c.version, literal_column("rowid"),
@@ -184,7 +206,13 @@ def _live_recipients(conn: Connection, site: str) -> list[_Row]:
     assert cursor is not None
     rows = list(cursor.fetchall())
     rows.sort(key=_first)
-    texts = [row[5] for row in rows]
+    return _decode([row[1:] for row in rows])
+
+
+def _decode(rows: Sequence[_TextRow]) -> list[_Row]:
+    """Rows read on SQLite with their attributes decoded: one parse of all the texts joined
+    into an array, at C speed (SQLAlchemy's JSON type would call json.loads per row)."""
+    texts = [row[4] for row in rows]
     try:
         decoded = json.loads(f"[{','.join(texts)}]")
     except ValueError:
@@ -193,7 +221,7 @@ def _live_recipients(conn: Connection, site: str) -> list[_Row]:
         decoded = [json.loads(text) for text in texts]  # says which row is not JSON
     return [
         (guid, kind, name, display_name, attrs, usn, version, rowid)
-        for (_, guid, kind, name, display_name, _, usn, version, rowid), attrs in zip(
+        for (guid, kind, name, display_name, _, usn, version, rowid), attrs in zip(
             rows, decoded, strict=True
         )
     ]
@@ -226,8 +254,21 @@ def plan_readdress(
 ) -> ReaddressPlan:
     """Compute the new addresses of every live recipient of `site`; writes nothing."""
     plan = ReaddressPlan(template=template, drop_old=drop_old, site=site)
+    if (
+        template.is_alias
+        and not drop_old
+        and _bulk_path(conn)
+        and _bulk_may_fit(conn, site, template)
+    ):
+        read = _stage(conn, site, template.domain)
+        if _staged_fits(conn, read):
+            plan.bulk = _Bulk(len(read), f"@{template.domain}", read)
+            return plan
+        conn.exec_driver_sql(_DROP_STAGE)
+        recipients = _decode(read)
+    else:
+        recipients = _live_recipients(conn, site)
     holders = _holders(conn, template.domain)
-    recipients = _live_recipients(conn, site)
     if drop_old:  # old primaries are released by this run, so they are free to be reused
         for recipient in recipients:
             for text in recipient[4].get("proxies", []):
@@ -310,6 +351,8 @@ def apply_readdress(
     inserted (or, held already, promoted in place), and the objects are rewritten with
     consecutive USNs. Secondaries that stay are not touched.
     """
+    if plan.bulk is not None:
+        return _apply_bulk(conn, site, plan.bulk, now, progress)
     changed = [p for p in plan.rows if p.changed]
     if not changed:
         return 0
@@ -370,6 +413,7 @@ def _write_batch(writer: _Writer, batch: Sequence[_Planned], first_usn: int, now
         else:
             domain = address.rpartition("@")[2].lower()
             added.append((key, address, domain, guid, "SMTP", True))
+    added.sort()  # by primary key: neighbouring keys go to the same index pages
     writer.run(_DEMOTE, demoted)
     writer.run(_PROMOTE, promoted)
     writer.run(_INSERT_PROXY, added)
@@ -378,11 +422,15 @@ def _write_batch(writer: _Writer, batch: Sequence[_Planned], first_usn: int, now
 
 def _json_strings(values: list[str]) -> str:
     """`json.dumps(values)` for a list of strings, without its per-call setup when no string
-    needs escaping (printable ASCII without quote or backslash: the usual proxy address)."""
-    for value in values:
-        if not (value.isascii() and value.isprintable()) or '"' in value or "\\" in value:
-            return json.dumps(values)
-    return '["' + '", "'.join(values) + '"]'
+    needs escaping (the usual proxy address)."""
+    if all(map(_json_plain, values)):
+        return '["' + '", "'.join(values) + '"]'
+    return json.dumps(values)
+
+
+def _json_plain(value: str) -> bool:
+    """Whether `value` is the same inside JSON quotes: printable ASCII, no quote or backslash."""
+    return value.isascii() and value.isprintable() and '"' not in value and "\\" not in value
 
 
 class _Writer:
@@ -469,3 +517,126 @@ _DELETE_PROXY: _Statement = (
     delete(proxy_address).where(proxy_address.c.address_key == bindparam("b_key")),
     ("b_key",),
 )
+
+
+# -- the common case, set-based --------------------------------------------------------------
+# A `%m` template that keeps old primaries, on SQLite, when every alias is a plain dot-atom (so
+# it is its own local part), no two aliases differ only in case, no new address is held by
+# anyone yet (no collision, no promotion) and every proxy list is a plain JSON list of
+# `SMTP:`/`smtp:` strings: then each recipient's change is the same string operation, and the
+# whole run is done in SQL over a staged table of (creation order, rowid, guid, new address),
+# without a parameter per row from Python. Anything else takes the per-recipient plan above;
+# both write the same directory (tests/unit/directory/test_readdress.py).
+
+_DROP_STAGE = "DROP TABLE IF EXISTS temp.sitemail_readdress"
+_CREATE_STAGE = """CREATE TABLE temp.sitemail_readdress (
+    n INTEGER PRIMARY KEY,  -- creation order, from 1: the USN order
+    rid INTEGER NOT NULL,  -- the recipient's rowid in dir_object
+    guid TEXT NOT NULL,
+    key TEXT NOT NULL,  -- the new primary's address key
+    address TEXT NOT NULL,  -- the new primary
+    proxies TEXT  -- the proxy list as JSON text
+)"""
+_FILL_STAGE = """INSERT INTO temp.sitemail_readdress (rid, guid, key, address, proxies)
+SELECT rowid, guid, lower(name) || ?, name || ?, attrs -> '$.proxies' FROM dir_object
+WHERE site = ? AND kind IN (?, ?, ?) AND is_deleted = 0  -- the three of _KINDS
+ORDER BY usn_created, rowid"""
+_READ_STAGE = """SELECT d.guid, d.kind, d.name, d.display_name, d.attrs, d.usn_changed,
+    d.version, d.rowid
+FROM temp.sitemail_readdress AS s JOIN dir_object AS d ON d.rowid = s.rid ORDER BY s.n"""
+# Whether the new address of a recipient of this site is held already: a collision or a
+# promotion. Tombstones are asked too (a false alarm only costs the fast path), so that the
+# index on (site, kind, name) answers alone. Stops at the first (a second run, say).
+_NEW_KEY_HELD = """SELECT EXISTS (
+    SELECT 1 FROM dir_object AS d JOIN proxy_address AS p ON p.address_key = lower(d.name) || ?
+    WHERE d.site = ? AND d.kind IN (?, ?, ?)
+)"""
+# Whether a staged proxy list is not a list of strings each starting `SMTP:` or `smtp:` without
+# escapes (so that `"SMTP:` occurs in its text only where an element starts).
+_ODD_PROXIES = r"""SELECT EXISTS (
+    SELECT 1 FROM temp.sitemail_readdress WHERE NOT coalesce(
+        proxies GLOB '[[]"*' AND instr(proxies, '\') = 0 AND NOT EXISTS (
+            SELECT 1 FROM json_each(proxies)
+            WHERE type != 'text' OR NOT (value GLOB 'SMTP:*' OR value GLOB 'smtp:*')
+        ),
+        0)
+)"""
+# Every SMTP primary of the staged recipients becomes a secondary.
+_DEMOTE_STAGED = """UPDATE proxy_address SET is_primary = 0 WHERE rowid IN (
+    SELECT p.rowid FROM temp.sitemail_readdress AS s JOIN proxy_address AS p ON p.guid = s.guid
+    WHERE p.type = 'SMTP' AND p.is_primary = 1
+)"""
+_INSERT_STAGED = """INSERT INTO proxy_address (address_key, address, domain, guid, type, is_primary)
+SELECT key, address, ?, guid, 'SMTP', 1 FROM temp.sitemail_readdress
+WHERE n >= ? AND n < ? ORDER BY key"""
+# The new list: the new primary, then the old entries in order with `SMTP:` made `smtp:`.
+_REWRITE_STAGED = """UPDATE dir_object SET
+    attrs = json_set(attrs, '$.proxies', json(
+        '["SMTP:' || s.address || '",' || substr(replace(s.proxies, '"SMTP:', '"smtp:'), 2))),
+    usn_changed = ? + s.n, version = version + 1, changed_at = ?
+FROM temp.sitemail_readdress AS s WHERE dir_object.rowid = s.rid AND s.n >= ? AND s.n < ?"""
+
+
+def _bulk_path(conn: Connection) -> bool:
+    """SQLite from 3.38 (UPDATE ... FROM, the -> operator), through the driver."""
+    return _driver_path(conn) and conn.dialect.loaded_dbapi.sqlite_version_info >= (3, 38)
+
+
+def _stage(conn: Connection, site: str, domain: str) -> list[_TextRow]:
+    """Stage the live recipients of `site` with their `%m@domain` address; returns their rows
+    as read, in creation order."""
+    conn.exec_driver_sql(_DROP_STAGE)
+    conn.exec_driver_sql(_CREATE_STAGE)
+    conn.exec_driver_sql(_FILL_STAGE, (f"@{domain}".lower(), f"@{domain}", site, *_KINDS))
+    cursor = conn.exec_driver_sql(_READ_STAGE).cursor
+    assert cursor is not None
+    return list(cursor.fetchall())
+
+
+def _bulk_may_fit(conn: Connection, site: str, template: Template) -> bool:
+    """Whether the run may be the common case, before staging it: its addresses can be spliced
+    into JSON as they are and none of them is held yet."""
+    suffix = f"@{template.domain}"
+    if not _json_plain(suffix):
+        return False
+    held = conn.exec_driver_sql(_NEW_KEY_HELD, (suffix.lower(), site, *_KINDS)).scalar_one()
+    return not held
+
+
+def _staged_fits(conn: Connection, read: Sequence[_TextRow]) -> bool:
+    """Whether the staged run is the common case (see above)."""
+    aliases = [row[2] for row in read]
+    if not all(map(is_plain_local_part, aliases)):
+        return False
+    if len({alias.lower() for alias in aliases}) != len(aliases):
+        return False
+    return not conn.exec_driver_sql(_ODD_PROXIES).scalar_one()
+
+
+def _bulk_rows(bulk: _Bulk) -> list[_Planned]:
+    """The per-recipient plan of a staged run (what the SQL writes), for its list of changes."""
+    rows = []
+    for recipient in _decode(bulk.read):
+        address = f"{recipient[2]}{bulk.suffix}"
+        rows.append(_readdress(recipient, address, address.lower(), False))
+    return rows
+
+
+def _apply_bulk(
+    conn: Connection, site: str, bulk: _Bulk, now: float, progress: Progress | None
+) -> int:
+    """Write a staged run: demote, then per batch insert the new primaries (in key order) and
+    rewrite the objects with consecutive USNs in creation order."""
+    if bulk.count:
+        usn_before = allocate_usns(conn, site, bulk.count) - 1
+        domain = bulk.suffix[1:].lower()
+        with _bulk_cache(conn, True):
+            conn.exec_driver_sql(_DEMOTE_STAGED)
+            for low in range(1, bulk.count + 1, _BATCH):
+                high = min(low + _BATCH, bulk.count + 1)
+                conn.exec_driver_sql(_INSERT_STAGED, (domain, low, high))
+                conn.exec_driver_sql(_REWRITE_STAGED, (usn_before, now, low, high))
+                if progress is not None:
+                    progress(high - low)
+    conn.exec_driver_sql(_DROP_STAGE)
+    return bulk.count

@@ -641,7 +641,9 @@ def set_addressing(
     """
     template = parse_template(template_text)
     site = directory.local_site
-    with directory.store.write() as conn:
+    # Re-addressing writes only guids it read from dir_object in this transaction, and deletes
+    # no object: SQLite's parent lookup per new index row would find every one.
+    with directory.store.write(check_foreign_keys=not update_recipients) as conn:
         old = str(directory.addressing_object(conn, site).attrs["smtp"])
         plan = (
             plan_readdress(conn, site, template, drop_old=drop_old) if update_recipients else None

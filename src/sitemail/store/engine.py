@@ -4,7 +4,8 @@ One job: hand out a configured SQLAlchemy `Engine` and transactions on it. SQLit
 get WAL, `synchronous=FULL` (the commit is on disk before we answer anyone), foreign keys, a
 busy timeout and a 32 MiB page cache (bulk changes of 100,000 objects stay in memory). Writers
 open with `BEGIN IMMEDIATE` so two writers queue on the lock instead of failing half-way when a
-read transaction tries to upgrade.
+read transaction tries to upgrade. A bulk writer whose keys all come from its own transaction
+may skip the foreign-key checks for that transaction only (`write(check_foreign_keys=False)`).
 
 Hot-path point reads (the address lookup on every RCPT TO) skip the pool and SQLAlchemy's
 execution layer: on SQLite, `fetch_one` runs them on a long-lived DBAPI connection of the
@@ -65,14 +66,25 @@ class Store:
         self._readers_lock = threading.Lock()
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """One write transaction, committed on success, rolled back on any exception."""
+    def write(self, *, check_foreign_keys: bool = True) -> Iterator[Connection]:
+        """One write transaction, committed on success, rolled back on any exception.
+
+        `check_foreign_keys=False` is for bulk writes that take every key they write from rows
+        of the same transaction: SQLite then skips the parent lookup per inserted row (it can
+        only be switched outside a transaction, so it is set before BEGIN and restored after).
+        """
         try:
-            with (
-                self.engine.connect().execution_options(**{_IMMEDIATE: True}) as conn,
-                conn.begin(),
-            ):
-                yield conn
+            with self.engine.connect().execution_options(**{_IMMEDIATE: True}) as conn:
+                unchecked: Any = None
+                if self.is_sqlite and not check_foreign_keys:
+                    unchecked = conn.connection.driver_connection
+                    unchecked.execute("PRAGMA foreign_keys=OFF")
+                try:
+                    with conn.begin():
+                        yield conn
+                finally:
+                    if unchecked is not None:
+                        unchecked.execute("PRAGMA foreign_keys=ON")
         except SQLAlchemyError as exc:
             raise StoreError(f"database write failed: {exc.__class__.__name__}: {exc}") from exc
 

@@ -528,9 +528,222 @@ def test_readdress_driver_and_portable_paths_agree(
     assert results[0] == results[1]
 
 
+def set_attrs(site: AdminService, alias: str, attrs_json: str) -> None:
+    """Store a recipient's attributes as this exact JSON text (as another writer might)."""
+    with site.store.write() as conn:
+        conn.exec_driver_sql(
+            "UPDATE dir_object SET attrs = ? WHERE name = ? AND site = 'SiteA'", (attrs_json, alias)
+        )
+
+
+def common_directory(site: AdminService) -> None:
+    """Recipients of every kind that the set-based path takes: no collision, plain aliases,
+    proxy lists of SMTP strings only (in both JSON spellings), a tombstone and a replica."""
+    site.add_recipient(
+        MAILBOX, "jsmith", display_name="John Smith", given_name="John", surname="Smith",
+        extra_addresses=["john@legacy.example", "John.Smith@sitea.example.com"],
+    )  # fmt: skip
+    add_mailbox(site, "Mary.Jones", given_name="Mary", surname="Jones")
+    add_mailbox(site, "gone")
+    site.remove_recipient("gone")
+    add_mailbox(site, "o_brien-x")
+    site.add_recipient(CONTACT, "partner", display_name="P", target="p@partner.example")
+    site.add_recipient(GROUP, "staff", display_name="Staff", members=["jsmith", "partner"])
+    import_replica(site, "bsmith", "bsmith@example.com")
+    # Two primaries, a secondary first, compact JSON as SQLite writes it.
+    set_attrs(site, "partner", '{"target":"p@partner.example","proxies":'
+              '["smtp:p2@legacy.example","SMTP:partner@sitea.example.com","SMTP:p@legacy.example"]}')  # fmt: skip
+    with site.store.write() as conn:
+        guid = conn.exec_driver_sql("SELECT guid FROM dir_object WHERE name = 'partner'").scalar()
+        conn.exec_driver_sql("DELETE FROM proxy_address WHERE guid = ?", (guid,))
+        conn.exec_driver_sql(
+            "INSERT INTO proxy_address VALUES (?, ?, ?, ?, 'SMTP', ?)",
+            [
+                ("p2@legacy.example", "p2@legacy.example", "legacy.example", guid, 0),
+                ("partner@sitea.example.com", "partner@sitea.example.com", "sitea.example.com",
+                 guid, 1),
+                ("p@legacy.example", "p@legacy.example", "legacy.example", guid, 1),
+            ],
+        )  # fmt: skip
+
+
+def _x400(site: AdminService) -> None:
+    r = add_mailbox(site, "xuser")
+    with site.store.write() as conn:
+        conn.execute(
+            proxy_address.insert().values(
+                address_key="c=us;s=x;", address="c=US;s=X;", domain="", guid=r.guid,
+                type="X400", is_primary=True,
+            )
+        )  # fmt: skip
+        conn.execute(
+            readdress_module.dir_object.update()
+            .where(readdress_module.dir_object.c.guid == r.guid)
+            .values(attrs={"proxies": [*r.attrs["proxies"], "X400:c=US;s=X;"]})
+        )
+
+
+def _escaped(site: AdminService) -> None:
+    site.add_recipient(MAILBOX, "jose", display_name="J", extra_addresses=["josé@legacy.example"])
+
+
+def _dotted(site: AdminService) -> None:
+    add_mailbox(site, "j..smith")  # not a dot-atom: expansion cleans it
+
+
+def _collision(site: AdminService) -> None:
+    import_replica(site, "held", "staff@example.com")
+
+
+def _promotion(site: AdminService) -> None:
+    site.add_recipient(MAILBOX, "amy", display_name="A", extra_addresses=["Amy@Example.com"])
+
+
+def _no_proxies(site: AdminService) -> None:
+    add_mailbox(site, "empty")
+    set_attrs(site, "empty", '{"proxies": []}')
+    with site.store.write() as conn:
+        conn.exec_driver_sql(
+            "DELETE FROM proxy_address WHERE guid = "
+            "(SELECT guid FROM dir_object WHERE name = 'empty')"
+        )
+
+
+@pytest.mark.parametrize(
+    ("template", "drop_old", "extra", "bulk"),
+    [
+        ("@example.com", False, None, True),
+        ("@Example.COM", False, None, True),
+        ("%m@example.com", False, _x400, False),  # another proxy type
+        ("@example.com", False, _escaped, False),  # JSON escapes in a proxy list
+        ("@example.com", False, _dotted, False),  # an alias that is not its own local part
+        ("@example.com", False, _collision, False),
+        ("@example.com", False, _promotion, False),
+        ("@example.com", False, _no_proxies, False),
+        ("@example.com", True, None, False),  # drop_old
+        ("%1g%s@example.com", False, None, False),
+    ],
+)
+@pytest.mark.parametrize("batch", [1, 2000])
+def test_readdress_set_based_and_portable_paths_agree(
+    site_a: AdminService,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    template: str,
+    drop_old: bool,
+    extra: object,
+    bulk: bool,
+    batch: int,
+) -> None:
+    """The common case is written set-based in SQL (SQLite); it writes the same directory and
+    reports the same plan as the portable path, and anything outside it is planned per row."""
+    monkeypatch.setattr(readdress_module, "_BATCH", batch)
+    common_directory(site_a)
+    if callable(extra):
+        extra(site_a)
+    site_a.close()
+    results = []
+    for driver in (True, False):
+        monkeypatch.setattr(readdress_module, "_driver_path", lambda _conn, d=driver: d)
+        copy = AdminService.open(
+            Path(shutil.copytree(tmp_path / "SiteA", tmp_path / f"copy-{driver}"))
+        )
+        try:
+            advanced: list[int] = []
+            result = copy.set_addressing(
+                "smtp", template, update_recipients=True, drop_old=drop_old,
+                progress_total=lambda _total, seen=advanced: seen.append,
+            )  # fmt: skip
+            assert result.plan is not None
+            assert (result.plan.bulk is not None) == (bulk and driver)
+            assert sum(advanced) == result.updated == result.plan.changed_count
+            assert_index_matches_proxies(copy)
+            results.append((result.updated, result.plan.changes, result.plan.collisions,
+                            directory_state(copy)))  # fmt: skip
+        finally:
+            copy.close()
+    assert results[0] == results[1]
+
+
+def test_readdress_set_based_keeps_old_primaries(site_a: AdminService) -> None:
+    """What the set-based path writes, spelled out: new primary first, every old SMTP primary
+    a secondary in its place, other secondaries unchanged, one USN each, index updated."""
+    common_directory(site_a)
+    mark = usn_counter(site_a)
+    result = site_a.set_addressing("smtp", "@example.com", update_recipients=True)
+    assert result.plan is not None
+    assert result.plan.bulk is not None
+    assert result.updated == 5
+    assert proxies(site_a, "jsmith") == [
+        "SMTP:jsmith@example.com",
+        "smtp:jsmith@sitea.example.com",
+        "smtp:john@legacy.example",
+        "smtp:John.Smith@sitea.example.com",
+    ]
+    assert proxies(site_a, "partner") == [
+        "SMTP:partner@example.com",
+        "smtp:p2@legacy.example",
+        "smtp:partner@sitea.example.com",
+        "smtp:p@legacy.example",
+    ]
+    assert proxies(site_a, "Mary.Jones") == [
+        "SMTP:Mary.Jones@example.com",
+        "smtp:Mary.Jones@sitea.example.com",
+    ]
+    owner = site_a.directory.lookup("mary.jones@EXAMPLE.com")
+    assert owner is not None
+    assert (owner.alias, owner.address, owner.is_primary) == (
+        "Mary.Jones",
+        "Mary.Jones@example.com",
+        True,
+    )
+    assert usn_counter(site_a) == mark + 1 + 5
+    changes = site_a.directory.changes_since("SiteA", mark + 1)
+    assert [c.alias for c in changes] == ["jsmith", "Mary.Jones", "o_brien-x", "partner", "staff"]
+    assert [c.usn_changed for c in changes] == list(range(mark + 2, mark + 7))
+    assert_index_matches_proxies(site_a)
+
+
+def test_readdress_set_based_dry_run_then_run(site_a: AdminService) -> None:
+    """A dry run of the set-based path leaves nothing behind (its staging table included), and
+    the real run after it on the same pooled connection does the work."""
+    common_directory(site_a)
+    before = site_a.list_recipients(None)
+    dry = site_a.set_addressing("smtp", "@example.com", update_recipients=True, dry_run=True)
+    assert dry.plan is not None
+    assert dry.plan.bulk is not None
+    assert site_a.list_recipients(None) == before
+    assert {c.recipient.alias: c.new_primary for c in dry.plan.changed} == {
+        "jsmith": "jsmith@example.com",
+        "Mary.Jones": "Mary.Jones@example.com",
+        "o_brien-x": "o_brien-x@example.com",
+        "partner": "partner@example.com",
+        "staff": "staff@example.com",
+    }
+    result = site_a.set_addressing("smtp", "@example.com", update_recipients=True)
+    assert result.updated == 5
+    assert [c.new_proxies for c in result.plan.changed] == [  # type: ignore[union-attr]
+        c.new_proxies for c in dry.plan.changed
+    ]
+    with site_a.store.read() as conn:
+        staged = conn.exec_driver_sql(
+            "SELECT count(*) FROM sqlite_temp_master WHERE name = 'sitemail_readdress'"
+        ).scalar()
+    assert staged == 0
+
+
 def test_readdress_restores_the_page_cache_setting(populated: AdminService) -> None:
     """The bigger cache of the bulk write is the transaction's only: pooled connections keep
     the configured 32 MiB."""
     populated.set_addressing("smtp", "@example.com", update_recipients=True)
     with populated.store.read() as conn:
         assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == -32768
+
+
+def test_readdress_leaves_foreign_keys_checked_and_whole(populated: AdminService) -> None:
+    """The re-addressing transaction skips SQLite's per-row parent lookups; every index row
+    still has its object, and pooled connections check foreign keys again afterwards."""
+    populated.set_addressing("smtp", "@example.com", update_recipients=True)
+    with populated.store.read() as conn:
+        assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1

@@ -86,3 +86,17 @@ def test_store_close_closes_point_readers(store: Store) -> None:
     assert tuple(store.fetch_one(SQL, ("SiteA",)) or ()) == (5,)
     with store.read() as conn:
         assert conn.execute(select(site_usn.c.usn)).scalar_one() == 5
+
+
+def test_store_write_without_foreign_key_checks_is_that_transaction_only(store: Store) -> None:
+    """check_foreign_keys=False holds inside its transaction; the pooled connection gets its
+    foreign keys back after a commit and after a rollback alike."""
+    with store.write(check_foreign_keys=False) as conn:
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 0
+        conn.execute(insert(site_usn).values(site="SiteA", usn=1))
+    with pytest.raises(RuntimeError), store.write(check_foreign_keys=False) as conn:
+        raise RuntimeError("rolled back")
+    with store.write() as conn:
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+        assert conn.execute(select(site_usn.c.usn)).scalar_one() == 1
+    assert store.engine.pool.checkedin() == 1  # type: ignore[attr-defined]
