@@ -288,11 +288,21 @@ def _safe_fingerprint(token: str) -> str:
 @pending_app.command("accept")
 @handle_errors
 def pending_accept(
-    site: SiteArg, schedule: Schedule = DEFAULT_SCHEDULE, data_dir: DataDir = None
+    site: SiteArg,
+    schedule: Schedule = DEFAULT_SCHEDULE,
+    fingerprint: Annotated[
+        str,
+        typer.Option(
+            "--fingerprint",
+            help="The key fingerprint SITE's admin read out (`sitemail site key` there): "
+            "accept only if the held key has it.",
+        ),
+    ] = "",
+    data_dir: DataDir = None,
 ) -> None:
     """Add a connector to SITE with the key its request carried, and answer that request."""
     with admin(data_dir) as service:
-        c = service.replication.accept_pending(site, schedule=schedule)
+        c = service.replication.accept_pending(site, schedule=schedule, fingerprint=fingerprint)
     out.print(
         f"{c.site} accepted: connector added (key {c.fingerprint}); its request is answered",
         markup=False,

@@ -27,6 +27,7 @@ from sitemail.replication.connectors import (
     remove_connector,
 )
 from sitemail.replication.kcc import KccReport, run_kcc
+from sitemail.replication.keys import fingerprint as key_fingerprint
 from sitemail.replication.keys import load_site_key
 from sitemail.replication.replicator import Replicator, RequestOutcome, dsa_address
 from sitemail.store.tables import dir_object, repl_link, repl_peer
@@ -167,12 +168,20 @@ class ReplicationAdmin:
         with self.directory.store.read() as conn:
             return state.list_pending(conn)
 
-    def accept_pending(self, site: str, *, schedule: str = DEFAULT_SCHEDULE) -> Connector:
-        """Make a connector from a held request and answer that request."""
+    def accept_pending(
+        self, site: str, *, schedule: str = DEFAULT_SCHEDULE, fingerprint: str = ""
+    ) -> Connector:
+        """Make a connector from a held request and answer that request. With `fingerprint`
+        (as the other site's admin read it out), the held key must have exactly that one."""
         with self.directory.store.read() as conn:
             held = state.get_pending(conn, site)
         if held is None:
             raise NotFoundError(f"no pending partner {site} (sitemail replication pending list)")
+        if fingerprint and key_fingerprint(held.public_key) != fingerprint.strip():
+            raise ConflictError(
+                f"{site}'s held key is {key_fingerprint(held.public_key)}, not {fingerprint}: "
+                "do not accept it"
+            )
         if connector_for(self.directory, site) is not None:
             raise ConflictError(f"a replication connector to {site} exists already")
         connector = add_connector(

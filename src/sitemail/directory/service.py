@@ -594,8 +594,10 @@ class Directory:
                     dir_object.c.is_deleted.is_(False),
                 )
             ).all()
-        for row in rows:
-            domains.add(str(row.attrs["smtp"]).rpartition("@")[2].lower())
+        for row in rows:  # .get: a replica from an older or faulty peer must not stop routing
+            template = row.attrs.get("smtp") if isinstance(row.attrs, dict) else None
+            if isinstance(template, str) and "@" in template:
+                domains.add(template.rpartition("@")[2].lower())
         return frozenset(domains)
 
 

@@ -73,6 +73,7 @@ log = logging.getLogger("sitemail.queue")
 _RECEIVED = re.compile(rb"^received:", re.IGNORECASE | re.MULTILINE)
 _BATCH = 100
 _PARALLEL_MESSAGES = 32  # messages handed to network transports at once
+_MAX_IN_FLIGHT = 4 * _PARALLEL_MESSAGES  # messages loaded and waiting for a delivery slot
 _PASS_BYTES = 32 * 1024 * 1024  # message content loaded by one pass (at least one message)
 _IDLE_POLL = 5.0
 
@@ -177,9 +178,11 @@ class QueueManager:
 
     async def _start_due(self, group: asyncio.TaskGroup, slots: asyncio.Semaphore) -> int:
         """Start every due message not already in flight; returns how many were started."""
+        if len(self._running) >= _MAX_IN_FLIGHT:
+            return 0  # a finishing delivery wakes the loop; no more messages in memory meanwhile
         now = self._clock.now()
         ids = await asyncio.to_thread(self._due_ids, now)
-        ids = [i for i in ids if i not in self._running]
+        ids = [i for i in ids if i not in self._running][: _MAX_IN_FLIGHT - len(self._running)]
         if not ids:
             return 0
         self._running.update(ids)
@@ -263,7 +266,13 @@ class QueueManager:
             ]
             return plan
         for rcpt in work.due:
-            route = self._router(rcpt.recipient.address)
+            try:
+                route = self._router(rcpt.recipient.address)
+            except Exception as exc:  # a routing fault defers this recipient, not the queue
+                log.exception("routing %s failed", rcpt.recipient.address)
+                text = f"routing failed ({exc.__class__.__name__}); will retry"
+                plan.results.append(RecipientResult(rcpt.id, Outcome.DEFERRED, 451, "4.3.0", text))
+                continue
             if route.transport is Transport.REJECT:
                 plan.results.append(
                     RecipientResult(rcpt.id, Outcome.FAILED, 550, route.status, route.reason)

@@ -17,6 +17,7 @@ Secrets never travel: wire objects are the `dir_object` rows only (no `mailbox_s
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -77,12 +78,19 @@ class ApplyResult:
     refused: int = 0  # malformed, or claiming a naming context it may not
 
 
+_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_SITE_MAX = 64
+_DSA_PREFIX = "sitemail-dsa@"  # no replica may claim a site's directory-service mailbox
+_INT_MAX = 2**63 - 1  # SQLite's INTEGER (and BIGINT elsewhere)
+
+
 def _text(value: object, limit: int = 256) -> str | None:
     return value if type(value) is str and 0 < len(value) <= limit else None
 
 
 def _count(value: object) -> int | None:
-    return value if type(value) is int and value >= 0 else None  # bool is not `int` here
+    # bool is not `int` here; beyond 2**63 the database cannot store it
+    return value if type(value) is int and 0 <= value <= _INT_MAX else None
 
 
 def object_from_wire(data: object) -> WireObject | None:
@@ -110,7 +118,9 @@ def object_from_wire(data: object) -> WireObject | None:
         return None
     if type(changed_at) is not float and type(changed_at) is not int:
         return None
-    if not _proxies_ok(attrs.get("proxies", [])):
+    if not _proxies_ok(attrs.get("proxies", [])) or not _attrs_ok(str(kind), attrs):
+        return None
+    if len(site) > _SITE_MAX or not _GUID.fullmatch(guid):
         return None
     return WireObject(
         guid,
@@ -129,8 +139,44 @@ def object_from_wire(data: object) -> WireObject | None:
 
 def _proxies_ok(proxies: object) -> bool:
     return type(proxies) is list and all(
-        type(p) is str and ":" in p and "@" in p and len(p) <= 330 for p in proxies
+        type(p) is str
+        and ":" in p
+        and "@" in p
+        and len(p) <= 330
+        and not p.partition(":")[2].lower().startswith(_DSA_PREFIX)
+        for p in proxies
     )
+
+
+# What other code reads from each kind's attrs, with its type: a replica lacking it (or with
+# the wrong type) would break routing or the KCC at every site it reaches, so it is refused.
+_REQUIRED_ATTRS: dict[str, tuple[tuple[str, type], ...]] = {
+    "site": (("organization", str),),
+    "site_addressing": (("smtp", str),),
+    "domain_route": (("host", str),),
+    "replication_connector": (("peer_key", str), ("routing_address", str)),
+    "contact": (("target", str),),
+}
+_OPTIONAL_ATTRS: dict[str, tuple[tuple[str, type], ...]] = {
+    "site": (("public_key", str), ("routing_domain", str)),
+    "group": (("members", list),),
+    "server": (("listen", list),),
+}
+
+
+def _attrs_ok(kind: str, attrs: dict[str, Any]) -> bool:
+    if attrs == {}:
+        return True  # a tombstone's attrs are emptied
+    for name, kind_type in _REQUIRED_ATTRS.get(kind, ()):
+        if type(attrs.get(name)) is not kind_type:
+            return False
+    for name, kind_type in _OPTIONAL_ATTRS.get(kind, ()):
+        if name in attrs and type(attrs[name]) is not kind_type:
+            return False
+    if kind == "site_addressing" and "@" not in attrs["smtp"]:
+        return False
+    members = attrs.get("members", [])
+    return all(type(m) is str for m in members) if type(members) is list else False
 
 
 def objects_since(conn: Connection, nc: str, usn: int, limit: int) -> list[WireObject]:
@@ -217,13 +263,13 @@ def apply_objects(
             changed.append(obj)
         held[obj.guid] = (obj.site, obj.version, obj.usn_changed)
         result.applied += 1
-    _insert_fresh(conn, list(fresh.values()))
+    _insert_fresh(conn, list(fresh.values()), local_site)
     for obj in changed:
-        _store(conn, obj)
+        _store(conn, obj, local_site)
     return result
 
 
-def _insert_fresh(conn: Connection, objects: Sequence[WireObject]) -> None:
+def _insert_fresh(conn: Connection, objects: Sequence[WireObject], local_site: str) -> None:
     """New objects in bulk: one insert for the rows, one for every uncontested address."""
     if not objects:
         return
@@ -243,7 +289,7 @@ def _insert_fresh(conn: Connection, objects: Sequence[WireObject]) -> None:
         taken.setdefault(key, row["guid"])
     bulk_insert(conn, proxy_address, free)
     for row in contested:
-        _claim(conn, row)
+        _claim(conn, row, local_site)
 
 
 def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -288,10 +334,10 @@ def _current_versions(conn: Connection, guids: Sequence[str]) -> dict[str, tuple
     return found
 
 
-def _store(conn: Connection, obj: WireObject) -> None:
+def _store(conn: Connection, obj: WireObject, local_site: str) -> None:
     conn.execute(update(dir_object).where(dir_object.c.guid == obj.guid).values(**obj.row()))
     proxies = [] if obj.is_deleted else [str(p) for p in obj.attrs.get("proxies", [])]
-    reindex(conn, obj.guid, proxies)
+    reindex(conn, obj.guid, proxies, local_site)
 
 
 def _proxy_row(guid: str, text: str) -> dict[str, Any]:
@@ -306,7 +352,7 @@ def _proxy_row(guid: str, text: str) -> dict[str, Any]:
     }
 
 
-def reindex(conn: Connection, guid: str, proxies: Sequence[str]) -> None:
+def reindex(conn: Connection, guid: str, proxies: Sequence[str], local_site: str) -> None:
     """Make the index and the conflict claims of `guid` equal `proxies` (lowest guid wins)."""
     released = {
         r.address_key
@@ -318,23 +364,31 @@ def reindex(conn: Connection, guid: str, proxies: Sequence[str]) -> None:
     conn.execute(delete(proxy_conflict).where(proxy_conflict.c.guid == guid))
     rows = {r["address_key"]: r for r in (_proxy_row(guid, p) for p in proxies)}
     for row in rows.values():
-        _claim(conn, row)
+        _claim(conn, row, local_site)
     for key in sorted(released - set(rows)):
         _promote(conn, key)
 
 
-def _claim(conn: Connection, row: dict[str, Any]) -> None:
-    """Claim one address for row["guid"]: free -> index; else the lower guid holds it."""
+def _claim(conn: Connection, row: dict[str, Any], local_site: str) -> None:
+    """Claim one address for row["guid"]: free -> index; else the lower guid holds it, except
+    that an address of this site's own recipient never goes to a replica (a peer cannot take
+    our users' mail by choosing a small guid)."""
     key = row["address_key"]
-    owner = conn.execute(select(proxy_address).where(proxy_address.c.address_key == key)).first()
+    owner = conn.execute(
+        select(proxy_address, dir_object.c.site)
+        .join(dir_object, dir_object.c.guid == proxy_address.c.guid)
+        .where(proxy_address.c.address_key == key)
+    ).first()
     if owner is None:
         conn.execute(insert(proxy_address).values(**row))
         return
     if owner.guid == row["guid"]:
         return  # the same address twice in one list: the first spelling stands
-    if row["guid"] < owner.guid:  # we win: the current owner's claim becomes a conflict
+    if row["guid"] < owner.guid and owner.site != local_site:
+        # we win: the current owner's claim becomes a conflict
         conn.execute(delete(proxy_address).where(proxy_address.c.address_key == key))
-        conn.execute(insert(proxy_conflict).values(**owner._asdict()))
+        held = {c.name: owner._mapping[c.name] for c in proxy_address.columns}
+        conn.execute(insert(proxy_conflict).values(**held))
         conn.execute(insert(proxy_address).values(**row))
     else:
         conn.execute(insert(proxy_conflict).values(**row))

@@ -51,6 +51,8 @@ __all__ = [
 CONTENT_TYPE = "application/x-sitemail-replication"
 ORIGIN_HEADER = "X-Sitemail-Origin"
 SIGNATURE_HEADER = "X-Sitemail-Signature"
+KEY_HEADER = "X-Sitemail-Key"  # the signer's public key: only for requests from strangers
+MAX_UNVERIFIED = 64 * 1024  # inflated size allowed for a stranger's self-signed request
 DSA_LOCAL_PART = "sitemail-dsa"  # the directory-service mailbox of every site (Exchange's DSA)
 MAX_MESSAGE = 32 * 1024 * 1024
 MAX_PAYLOAD = 64 * 1024 * 1024  # inflated; 512 objects are far below this
@@ -120,7 +122,11 @@ def encode_message(
         maintype="application",
         subtype="x-sitemail-replication",
         cte="base64",
-        headers=[f"{ORIGIN_HEADER}: {message.origin}", f"{SIGNATURE_HEADER}: {signature}"],
+        headers=[
+            f"{ORIGIN_HEADER}: {message.origin}",
+            f"{SIGNATURE_HEADER}: {signature}",
+            f"{KEY_HEADER}: {key.public.token}",
+        ],
     )
     return mail.as_bytes()
 
@@ -150,10 +156,10 @@ def _extract(raw: bytes) -> tuple[str, bytes, bytes]:
     return origin, payload, signature
 
 
-def _inflate(data: bytes) -> bytes:
+def _inflate(data: bytes, limit: int = MAX_PAYLOAD) -> bytes:
     inflater = zlib.decompressobj()
     try:
-        out = inflater.decompress(data, MAX_PAYLOAD)
+        out = inflater.decompress(data, limit)
     except zlib.error as exc:
         raise ReplicationRejected("malformed", "payload does not inflate") from exc
     if inflater.unconsumed_tail or not inflater.eof:
@@ -178,9 +184,16 @@ def decode_message(
         raise ReplicationRejected("unknown-origin", f"no key pinned or learned for site {origin!r}")
     if not key.verify(signature, compressed):
         raise ReplicationRejected("bad-signature", f"signature does not verify with {origin}'s key")
+    return _parse_verified(_inflate(compressed), origin, org=org, site=site, now=now)
+
+
+def _parse_verified(
+    payload: bytes, origin: str, *, org: str, site: str, now: float
+) -> ReplicationMessage:
     try:
-        verified = json.loads(_inflate(compressed))
-    except (ValueError, UnicodeDecodeError) as exc:
+        verified = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: "[[[[..." nested deeper than Python's parser goes.
         raise ReplicationRejected("malformed", "payload is not JSON") from exc
     if not isinstance(verified, dict):
         raise ReplicationRejected("malformed", "payload is not an object")
@@ -202,6 +215,8 @@ def decode_message(
         )
     if fields["expires"] < now:
         raise ReplicationRejected("expired", f"expired at {fields['expires']}")
+    if not 0 < fields["seq"] < 2**63 or fields["expires"] >= 2**63:
+        raise ReplicationRejected("malformed", "sequence or expiry out of range")
     return ReplicationMessage(
         kind, fields["org"], origin, fields["target"], fields["seq"], fields["expires"], body
     )
@@ -216,18 +231,19 @@ def decode_self_signed(
     answered, only held as a pending partner whose key fingerprint the admin compares with
     the one the other site's admin reads out (`sitemail site key`) before accepting it.
     """
-    origin, compressed, _ = _extract(raw)
+    origin, compressed, signature = _extract(raw)
+    mail = BytesParser(policy=SMTP_POLICY).parsebytes(raw, headersonly=True)
     try:
-        verified = json.loads(_inflate(compressed))
-        token = verified["body"]["key"]
-        key = parse_public_key(token) if isinstance(token, str) else None
-    except (ValueError, UnicodeDecodeError, TypeError, KeyError, InvalidValueError) as exc:
-        raise ReplicationRejected("malformed", "request carries no usable key") from exc
-    if key is None:
-        raise ReplicationRejected("malformed", "request carries no usable key")
-    message = decode_message(raw, key_for=lambda _: key, org=org, site=site, now=now)
-    if message.origin != origin:
-        raise ReplicationRejected("bad-signature", "signed origin differs from the envelope's")
+        key = parse_public_key(str(mail.get(KEY_HEADER, "")))
+    except InvalidValueError as exc:
+        raise ReplicationRejected("unknown-origin", "no key pinned, learned or carried") from exc
+    # Verify before inflating anything, and inflate little: a stranger's request is small.
+    if not key.verify(signature, compressed):
+        raise ReplicationRejected("bad-signature", "signature does not verify with the key carried")
+    payload = _inflate(compressed, limit=MAX_UNVERIFIED)
+    message = _parse_verified(payload, origin, org=org, site=site, now=now)
+    if message.body.get("key") != key.token:
+        raise ReplicationRejected("bad-signature", "the signed key differs from the header's")
     return message, key
 
 

@@ -329,6 +329,16 @@ class Replicator:
                 conn, "too-many-pending", message.origin, "", f"{MAX_PENDING} partners wait already"
             )
         held = state.get_pending(conn, message.origin)
+        carried = str(body.get("key", ""))[:100]
+        if held is not None and held.public_key != carried:
+            # Never let a later stranger swap the key (or address) the admin is about to check.
+            return self._reject(
+                conn,
+                "pending-key-changed",
+                message.origin,
+                "",
+                "a request under this name carries another key than the one held",
+            )
         if held is not None and held.state == "rejected":
             state.hold_pending(conn, replace(held, last_seen=now, request=raw))
             log.info("replication request from %s ignored: rejected by the admin", message.origin)
@@ -341,7 +351,7 @@ class Replicator:
                 first_seen=now,
                 last_seen=now,
                 requests=1,
-                public_key=str(body.get("key", ""))[:100],
+                public_key=carried,
                 routing_address=str(body.get("routing_address", ""))[:255],
                 bridgehead=str(body.get("bridgehead", ""))[:64],
                 verified=verified,
@@ -401,12 +411,17 @@ class Replicator:
         objects: list[Any] = []
         ncs: dict[str, dict[str, int]] = {}
         more = False
+        marks = state.watermarks(conn)
         for nc, start in cursors.items():
             if budget <= 0:
                 more = True
                 break
-            found = objects_since(conn, nc, start, budget + 1)
             high = _highest_usn(conn, nc)
+            if nc != self.site:
+                # A replica is served only as far as it is complete here: objects past our
+                # watermark (after a gap) would make the requester skip what we still miss.
+                high = min(high, marks.get(nc, 0))
+            found = [o for o in objects_since(conn, nc, start, budget + 1) if o.usn_changed <= high]
             if len(found) > budget:  # this naming context goes on in the next answer
                 found = found[:budget]
                 more = True
@@ -433,6 +448,15 @@ class Replicator:
         raw_objects = body.get("objects")
         if ranges is None or not isinstance(raw_objects, list):
             return self._reject(conn, "malformed", message.origin, "", "answer without ranges")
+        # A peer may answer only for naming contexts we pull through it: not ours, and not
+        # those of our other direct peers (we pull those from their owners), whatever the
+        # answer itself declares; no range may end beyond what the peer says it has.
+        direct = {c.site for c in list_connectors(self.directory)} - {connector.site}
+        ranges = {
+            nc: (start, min(end, max(high, start)), high)
+            for nc, (start, end, high) in ranges.items()
+            if nc != self.site and nc not in direct
+        }
         objects = [object_from_wire(o) for o in raw_objects]
         valid = [o for o in objects if o is not None]
         result = apply_objects(conn, valid, local_site=self.site, allowed=ranges)

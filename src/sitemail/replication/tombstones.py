@@ -52,6 +52,5 @@ def _lowest_partner_watermark(conn: Connection, nc: str, peers: list[str]) -> in
             )
         )
     ]
-    if any(m is None for m in marks):
-        return None
-    return min((int(m) for m in marks), default=2**62)
+    # NULL: a link row made on our side as requester; that peer never said what it holds.
+    return min((int(m) for m in marks if m is not None), default=2**62)

@@ -15,8 +15,9 @@ from sitemail.replication.apply import WireObject, apply_objects
 from sitemail.store import open_store, upgrade
 from sitemail.store.tables import dir_object, proxy_address, proxy_conflict
 
-GUIDS = ["0a", "5b", "9c"]  # ordered: "0a" wins any address it shares
-SITES = {"0a": "SiteB", "5b": "SiteC", "9c": "SiteB"}
+G0, G5, G9 = (f"00000000-0000-4000-8000-00000000000{d}" for d in "059")
+GUIDS = [G0, G5, G9]  # ordered: G0 wins any address it shares
+SITES = {G0: "SiteB", G5: "SiteC", G9: "SiteB"}
 POOL = ["x@example.com", "y@example.com", "z@example.com"]
 
 
@@ -36,7 +37,7 @@ def history(guid: str, steps: list[tuple[list[str], bool]]) -> list[WireObject]:
             guid=guid,
             site=SITES[guid],
             kind="mailbox",
-            name=f"m{guid}",
+            name=f"m{guid[-1]}",
             display_name=f"v{version}",
             attrs={"proxies": [("SMTP:" if i == 0 else "smtp:") + a for i, a in enumerate(addrs)]},
             usn_created=1,
@@ -109,22 +110,22 @@ def test_apply_lowest_guid_holds_a_shared_address(fresh_db: Any) -> None:
     """Two sites claiming one address: the lower guid owns it, the other claim is a conflict,
     and the conflict takes over when the owner lets the address go."""
     db = fresh_db()
-    first = history("0a", [(["x@example.com"], False), ([], False)])
-    second = history("5b", [(["x@example.com"], False)])
+    first = history(G0, [(["x@example.com"], False), ([], False)])
+    second = history(G5, [(["x@example.com"], False)])
     rows = snapshot(db, [second[0], first[0]])
     index = [r for r in rows if len(r) == 6 and r[0] == "x@example.com"]
-    assert [r[3] for r in index][:1] == ["0a"]  # proxy_address row first: owner 0a
+    assert [r[3] for r in index][:1] == [G0]  # proxy_address row first: owner G0
     rows = snapshot(db, [first[1]])
     owners = [r[3] for r in rows if len(r) == 6 and r[0] == "x@example.com"]
-    assert owners == ["5b"]  # promoted from the conflict claims; no conflict left
+    assert owners == [G5]  # promoted from the conflict claims; no conflict left
 
 
 def test_apply_refuses_own_naming_context_and_undeclared_ones(fresh_db: Any) -> None:
     """Nobody may write this site's objects, nor objects outside the answer's declared NCs."""
     db = fresh_db()
-    own = history("0a", [(["x@example.com"], False)])[0]
+    own = history(G0, [(["x@example.com"], False)])[0]
     own = WireObject(**{**own.as_wire(), "site": "SiteA"})
-    other = WireObject(**{**history("5b", [([], False)])[0].as_wire(), "site": "SiteD"})
+    other = WireObject(**{**history(G5, [([], False)])[0].as_wire(), "site": "SiteD"})
     store = open_store(f"sqlite:///{db}")
     try:
         with store.write() as conn:
