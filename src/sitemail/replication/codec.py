@@ -8,8 +8,9 @@ the key pinned for the claimed origin.
 Wire form: a single-part MIME message to the peer's directory-service address, of type
 `application/x-sitemail-replication`, whose body (base64, so every line stays short) is the
 zlib-compressed canonical JSON payload, with two header fields: `X-Sitemail-Origin` (the
-sending site) and `X-Sitemail-Signature` (base64 Ed25519 signature over exactly the compressed
-bytes). The origin header only picks the key to try; the signature is checked before anything
+sending site), `X-Sitemail-Signature` (base64 Ed25519 signature over exactly the compressed
+bytes) and `X-Sitemail-Key` (the signer's public key, used only for a stranger's request,
+which can then be verified before it is inflated). The origin header only picks the key to try; the signature is checked before anything
 is decompressed (so only a signing peer can make us inflate), and the signed origin must equal
 it. The payload always carries `type`, `org`, `origin`, `target`, `seq` (per sender, strictly increasing) and
 `expires` (epoch seconds), so a message cannot be replayed, redirected to another site or

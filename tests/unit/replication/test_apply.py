@@ -11,7 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from sitemail.replication.apply import WireObject, apply_objects
+from sitemail.replication.apply import (
+    WireObject,
+    apply_objects,
+    bulk_insert,
+    object_from_wire,
+    reindex,
+)
 from sitemail.store import open_store, upgrade
 from sitemail.store.tables import dir_object, proxy_address, proxy_conflict
 
@@ -135,3 +141,44 @@ def test_apply_refuses_own_naming_context_and_undeclared_ones(fresh_db: Any) -> 
         assert (result.applied, result.refused) == (0, 2)
     finally:
         store.close()
+
+
+def test_apply_never_gives_a_local_address_to_a_replica(fresh_db: Any) -> None:
+    """A peer choosing a tiny guid cannot take this site's recipient's address."""
+    db = fresh_db()
+    local_guid = "ffffffff-ffff-4fff-8fff-ffffffffffff"
+    store = open_store(f"sqlite:///{db}")
+    try:
+        with store.write() as conn:
+            bulk_insert(
+                conn,
+                dir_object,
+                [
+                    {
+                        **history(G9, [(["x@example.com"], False)])[0].as_wire(),
+                        "guid": local_guid,
+                        "site": "SiteA",
+                    }
+                ],
+            )
+            reindex(conn, local_guid, ["SMTP:x@example.com"], "SiteA")
+            intruder = history(G0, [(["x@example.com"], False)])[0]
+            apply_objects(conn, [intruder], local_site="SiteA", allowed=["SiteB"])
+            owner = conn.execute(
+                select(proxy_address.c.guid).where(proxy_address.c.address_key == "x@example.com")
+            ).scalar_one()
+        assert owner == local_guid
+    finally:
+        store.close()
+
+
+def test_object_from_wire_refuses_what_would_break_other_code() -> None:
+    """Missing per-kind attrs, DSA addresses, odd guids and huge numbers are refused."""
+    good = history(G0, [(["x@example.com"], False)])[0].as_wire()
+    assert object_from_wire(good) is not None
+    assert object_from_wire({**good, "guid": "0"}) is None
+    assert object_from_wire({**good, "version": 2**64}) is None
+    assert object_from_wire({**good, "attrs": {"proxies": ["SMTP:sitemail-dsa@a.test"]}}) is None
+    addressing = {**good, "kind": "site_addressing", "attrs": {"proxies": []}}
+    assert object_from_wire(addressing) is None
+    assert object_from_wire({**addressing, "attrs": {"smtp": "%m@a.test"}}) is not None

@@ -136,3 +136,37 @@ def test_codec_any_flipped_byte_is_refused_or_harmless(
     except ReplicationRejected:
         return
     assert decoded == original  # e.g. a byte in a header that is not signed
+
+
+def test_codec_stranger_request_is_verified_before_it_is_inflated(
+    keys: dict[str, SiteKey],
+) -> None:
+    """A self-signed request must verify against the key it carries before anything is
+    inflated, and inflates to 64 KiB at most (a zlib bomb is refused, not expanded)."""
+    from sitemail.replication.codec import decode_self_signed  # noqa: PLC0415
+
+    request = message(type=MessageType.REQUEST, body={"key": keys["Mallory"].public.token})
+    raw = encode(keys, request, signer="Mallory")
+    decoded, key = decode_self_signed(raw, org="ExchangeORG", site="SiteB", now=NOW)
+    assert key.token == keys["Mallory"].public.token
+    assert decoded.body["key"] == key.token
+    big = message(
+        type=MessageType.REQUEST, body={"key": keys["Mallory"].public.token, "x": "a" * 10**6}
+    )
+    with pytest.raises(ReplicationRejected) as refused:
+        decode_self_signed(
+            encode(keys, big, signer="Mallory"), org="ExchangeORG", site="SiteB", now=NOW
+        )
+    assert refused.value.reason == "malformed"
+    forged = raw.replace(b"X-Sitemail-Key: ed25519:", b"X-Sitemail-Key: ed25519:A", 1)
+    with pytest.raises(ReplicationRejected):
+        decode_self_signed(forged, org="ExchangeORG", site="SiteB", now=NOW)
+
+
+def test_codec_deeply_nested_payload_is_refused_not_raised(keys: dict[str, SiteKey]) -> None:
+    """A signed payload nested deeper than the JSON parser goes is malformed, no traceback."""
+    from sitemail.replication import codec  # noqa: PLC0415
+
+    with pytest.raises(ReplicationRejected) as refused:
+        codec._parse_verified(b"[" * 10**6, "SiteA", org="ExchangeORG", site="SiteB", now=NOW)
+    assert refused.value.reason == "malformed"

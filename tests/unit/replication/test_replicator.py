@@ -79,3 +79,57 @@ def test_replicator_asks_again_when_an_exchange_ends_with_a_gap(tmp_path: Path) 
         assert state.get_peer(conn, "SiteA").outstanding_seq is None
         # ...and the watermark covers everything, so the next request starts at the end.
         assert state.watermarks(conn)["SiteA"] == a.directory.highest_usn("SiteA")
+
+
+def test_replicator_refuses_a_peer_writing_a_naming_context_we_pull_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """B may not answer for SiteC when A pulls SiteC from C itself, whatever B declares."""
+    import uuid  # noqa: PLC0415
+
+    from sitemail.replication.codec import MessageType, ReplicationMessage, encode_message  # noqa: PLC0415
+    from sitemail.replication.keys import load_site_key  # noqa: PLC0415
+
+    a, ra, b, _ = pair(tmp_path, batch=512)
+    c = make(tmp_path, "SiteC")
+    a.replication.add_connector(
+        "SiteC",
+        bridgehead="ServerC",
+        routing_address="sitec.example.com",
+        peer_key=c.site_key()[0],
+        schedule="never",
+    )
+    forged_object = {
+        "guid": str(uuid.uuid4()),
+        "site": "SiteC",
+        "kind": "mailbox",
+        "name": "planted",
+        "display_name": "Planted",
+        "attrs": {"proxies": ["SMTP:planted@sitec.example.com"]},
+        "usn_created": 1,
+        "usn_changed": 1,
+        "version": 1,
+        "is_deleted": False,
+        "changed_at": 0.0,
+    }
+    body = {
+        "in_reply_to": 0,
+        "ncs": {"SiteC": {"from": 0, "to": 10**9, "high": 10**9}},
+        "objects": [forged_object],
+        "more": False,
+    }
+    now = ra.clock.now()
+    raw = encode_message(
+        ReplicationMessage(
+            MessageType.ANSWER, "ExchangeORG", "SiteB", "SiteA", 99, int(now + 60), body
+        ),
+        load_site_key(b.config.data_dir),
+        sender="sitemail-dsa@siteb.example.com",
+        recipient="sitemail-dsa@sitea.example.com",
+        now=now,
+    )
+    with a.store.write() as conn:
+        ra.receive(conn, raw)
+    assert a.directory.lookup("planted@sitec.example.com") is None
+    with a.store.read() as conn:
+        assert "SiteC" not in state.watermarks(conn)
