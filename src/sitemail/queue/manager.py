@@ -135,6 +135,8 @@ class QueueManager:
         )
         self._wake = asyncio.Event()
         self._running: set[str] = set()
+        self._fast_queue: list[_Plan] = []  # prepared local-only messages awaiting a batch
+        self._fast_draining = False
 
     def wake(self) -> None:
         """New mail or an admin retry: look at the queue now."""
@@ -198,8 +200,21 @@ class QueueManager:
             if not self._all_transactional(plan):
                 group.create_task(self._guarded([plan], self._slow(plan, slots)))
         if fast:
-            group.create_task(self._guarded(fast, self._process_in_transaction(fast)))
+            self._fast_queue.extend(fast)
+            if not self._fast_draining:
+                self._fast_draining = True
+                group.create_task(self._drain_fast())
         return len(ids)
+
+    async def _drain_fast(self) -> None:
+        """Local deliveries go in one batch at a time: while a batch commits, what arrives
+        gathers into the next one (one transaction for many messages, as a pass did)."""
+        try:
+            while self._fast_queue:
+                batch, self._fast_queue = self._fast_queue, []
+                await self._guarded(batch, self._process_in_transaction(batch))
+        finally:
+            self._fast_draining = False
 
     async def _slow(self, plan: _Plan, slots: asyncio.Semaphore) -> None:
         async with slots:
