@@ -184,6 +184,7 @@ class SiteServer:
                 group.create_task(parts.manager.run(), name="queue-manager")
                 group.create_task(scheduler.run(), name="replication-scheduler")
         finally:
+            log.info("stopping: closing listeners, finishing queue writes")
             if wake is not None:
                 asyncio.get_running_loop().remove_reader(wake.fileno())
                 wake.close()

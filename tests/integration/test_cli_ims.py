@@ -105,3 +105,17 @@ def test_cli_serve_port_in_use_is_a_clear_error(site_a: AdminService) -> None:
     assert done.returncode == 78, done.stderr
     assert "Traceback" not in done.stderr
     assert f"cannot listen on 127.0.0.1 port {port}" in done.stderr
+
+
+def test_cli_queue_list_shows_a_deferral_reason_once(site_a: AdminService) -> None:
+    """`queue list` prints the enhanced code once, not again from the reply text."""
+    from sitemail.queue.records import defer_recipient, load_recipients  # noqa: PLC0415
+
+    queue_id = queue_one(site_a)
+    with site_a.store.write() as conn:
+        ((rcpt, _),) = load_recipients(conn, queue_id)
+        defer_recipient(
+            conn, rcpt.id, status="4.3.5", text="451 4.3.5 try later", now=1.0, next_at=2.0
+        )
+    listed = run("queue", "list", "-D", site_a.config.data_dir).stdout
+    assert "(4.3.5 try later)" in listed

@@ -26,6 +26,7 @@ from rich.table import Table
 from sitemail.admin.datadir import remember_data_dir, resolve_data_dir
 from sitemail.admin.demo import run_demo
 from sitemail.admin.service import AdminService, read_password_file
+from sitemail.admin.wake import poke
 from sitemail.core.errors import NotFoundError, SitemailError
 from sitemail.directory import AddressingResult, ObjectKind, Recipient, RecipientChanges
 from sitemail.queue.admin import QueueEntry
@@ -725,7 +726,10 @@ def queue_list(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
                 markup=False,
             )
             for r in e.recipients:
-                reason = f"  ({r.last_status} {r.last_text})" if r.last_text else ""
+                text = r.last_text
+                if text.split(" ", 2)[1:2] == [r.last_status]:  # "451 4.3.5 ..." says it already
+                    text = text.split(" ", 2)[2] if text.count(" ") >= 2 else text
+                reason = f"  ({r.last_status} {text})" if r.last_text else ""
                 out.print(f"    {r.state:9} {r.address}  tries {r.attempts}{reason}", markup=False)
         out.print(f"{len(entries)} message(s) in the queue")
 
@@ -766,10 +770,11 @@ def queue_retry(
     ] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Make deferred recipients due now (a running server picks them up within seconds)."""
+    """Make deferred recipients due now (a running server is nudged to send them at once)."""
     with admin(data_dir) as service:
         count = service.queue.retry(queue_id)
         out.print(f"{count} recipient(s) due now")
+    poke(resolve_data_dir(data_dir))
 
 
 @queue_app.command("hold")
@@ -788,6 +793,7 @@ def queue_release(queue_id: QueueRef, data_dir: DataDir = None) -> None:
     with admin(data_dir) as service:
         service.queue.set_held(queue_id, held=False)
         out.print(f"{queue_id.upper()} released")
+    poke(resolve_data_dir(data_dir))
 
 
 @queue_app.command("delete")

@@ -11,6 +11,7 @@ queue write, so they share its transactions instead of competing for SQLite's lo
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -23,6 +24,8 @@ from sitemail.replication.replicator import Replicator
 from sitemail.routing.route import Route
 
 __all__ = ["ReplicationAgent", "Submit"]
+
+log = logging.getLogger("sitemail.replication")
 
 Submit = Callable[[Callable[[Connection], Any]], Awaitable[Any]]
 
@@ -77,6 +80,8 @@ class ReplicationAgent:
         now = replicator.clock.now()
         outcome = replicator.receive(conn, content, queue_id=message.queue_id, verified=verified)
         text = f"replication {outcome.outcome}: {outcome.detail}"
+        if outcome.outcome != "rejected":  # refusals are logged as warnings by the replicator
+            log.info("%s from %s (queue id %s)", text, outcome.origin, message.queue_id)
         results = [
             record_delivered(
                 conn,
