@@ -117,7 +117,57 @@ def import_lines(directory: Directory, lines: Iterable[str]) -> ImportReport:
     return ImportReport(**counts)
 
 
+# This site's own configuration objects that `sitemail init` makes afresh: a backup restored
+# into a new data dir carries the same ones under other guids, matched here by kind and name.
+_INIT_KINDS = frozenset({ObjectKind.SITE, ObjectKind.SERVER, ObjectKind.SITE_ADDRESSING})
+_KEPT_LOCALLY = ("public_key",)  # the new data dir's own key pair stays
+
+
+def _restore_init_object(
+    conn: Connection, record: dict[str, Any], local: str, now: float
+) -> str | None:
+    """Fold an exported init-made object into its fresh twin; None if there is no twin."""
+    if record["site"] != local or ObjectKind(record["kind"]) not in _INIT_KINDS:
+        return None
+    twin = conn.execute(
+        select(dir_object.c.guid, dir_object.c.attrs, dir_object.c.version).where(
+            dir_object.c.site == local,
+            dir_object.c.kind == record["kind"],
+            dir_object.c.name == record["name"],
+            dir_object.c.is_deleted.is_(False),
+            dir_object.c.guid != record["guid"],
+        )
+    ).first()
+    if twin is None or record["is_deleted"]:
+        return None if twin is None else "unchanged"
+    attrs = dict(record["attrs"])
+    for key in _KEPT_LOCALLY:
+        if key in twin.attrs:
+            attrs[key] = twin.attrs[key]
+    if attrs == twin.attrs:
+        return "unchanged"
+    conn.execute(
+        update(dir_object)
+        .where(dir_object.c.guid == twin.guid)
+        .values(
+            attrs=attrs,
+            display_name=record["display_name"],
+            version=twin.version + 1,
+            usn_changed=allocate_usns(conn, local),
+            changed_at=now,
+        )
+    )
+    return "updated"
+
+
 def _import_one(conn: Connection, record: dict[str, Any], local: str, now: float) -> str:
+    exists = conn.execute(
+        select(dir_object.c.guid).where(dir_object.c.guid == record["guid"])
+    ).first()
+    if exists is None:
+        restored = _restore_init_object(conn, record, local, now)
+        if restored is not None:
+            return restored
     current = conn.execute(
         select(dir_object.c.version, dir_object.c.attrs, dir_object.c.is_deleted).where(
             dir_object.c.guid == record["guid"]

@@ -254,11 +254,6 @@ def test_import_errors_are_sitemail_errors(site_a: AdminService) -> None:
             site_a.import_directory([bad])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="restoring into a freshly initialised data dir of the same site duplicates its "
-    "site, server and Site Addressing objects (matched by guid only); see the report",
-)
 def test_import_restore_into_fresh_site_keeps_the_exported_addressing(
     site_a: AdminService, tmp_path: Path
 ) -> None:
@@ -277,5 +272,9 @@ def test_import_restore_into_fresh_site_keeps_the_exported_addressing(
         fresh.import_directory(lines)
         assert len(fresh.directory.list_objects(ObjectKind.SITE_ADDRESSING)) == 1
         assert fresh.addressing() == "%m@example.com"
+        assert len(fresh.directory.list_objects(ObjectKind.SITE)) == 1
+        assert len(fresh.directory.list_objects(ObjectKind.SERVER)) == 1
+        key = fresh.site_key()[0]  # the restored data dir keeps its own key pair
+        assert fresh.directory.site_object().attrs["public_key"] == key
     finally:
         fresh.close()
