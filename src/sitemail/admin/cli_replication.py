@@ -27,7 +27,7 @@ from sitemail.admin.datadir import resolve_data_dir
 from sitemail.admin.replication import PeerStatus
 from sitemail.admin.wake import poke
 from sitemail.replication.connectors import DEFAULT_SCHEDULE, Connector
-from sitemail.replication.keys import fingerprint
+from sitemail.replication.keys import shown_fingerprint
 
 __all__ = ["replication_app"]
 
@@ -259,7 +259,7 @@ def pending_list(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
             "routing_address": p.routing_address,
             "bridgehead": p.bridgehead,
             "public_key": p.public_key,
-            "fingerprint": _safe_fingerprint(p.public_key),
+            "fingerprint": shown_fingerprint(p.public_key),
             "key_verified": p.verified,
         }
         for p in items
@@ -276,13 +276,6 @@ def pending_list(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
         )
     waiting = sum(r["state"] == "pending" for r in rows)
     out.print(f"{waiting} pending partner(s), {len(rows) - waiting} rejected")
-
-
-def _safe_fingerprint(token: str) -> str:
-    try:
-        return fingerprint(token)
-    except Exception:
-        return "(invalid key)"
 
 
 @pending_app.command("accept")

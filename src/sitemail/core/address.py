@@ -18,8 +18,17 @@ from dataclasses import dataclass
 
 from sitemail.core.errors import InvalidAddressError
 
-__all__ = ["Address", "normalize_domain", "parse_address", "valid_local_part_chars"]
+__all__ = [
+    "DSA_LOCAL_PART",
+    "Address",
+    "normalize_domain",
+    "parse_address",
+    "valid_local_part_chars",
+]
 
+# Every site's directory-service mailbox (Exchange's DSA): replication mail goes to
+# DSA_LOCAL_PART@<the site's routing domain>. Routing, the SMTP policy and replication share it.
+DSA_LOCAL_PART = "sitemail-dsa"
 MAX_LOCAL_PART = 64
 MAX_DOMAIN = 255
 MAX_LABEL = 63

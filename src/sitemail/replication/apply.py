@@ -24,7 +24,9 @@ from typing import Any
 
 from sqlalchemy import JSON, Connection, Table, Text, delete, insert, select, type_coerce, update
 
+from sitemail.core.address import DSA_LOCAL_PART
 from sitemail.directory import ObjectKind, parse_proxy
+from sitemail.directory.objects import owners_of, proxy_rows
 from sitemail.store.tables import dir_object, proxy_address, proxy_conflict
 
 __all__ = [
@@ -80,7 +82,7 @@ class ApplyResult:
 
 _GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _SITE_MAX = 64
-_DSA_PREFIX = "sitemail-dsa@"  # no replica may claim a site's directory-service mailbox
+_DSA_PREFIX = f"{DSA_LOCAL_PART}@"  # no replica may claim a site's directory-service mailbox
 _INT_MAX = 2**63 - 1  # SQLite's INTEGER (and BIGINT elsewhere)
 
 
@@ -275,12 +277,12 @@ def _insert_fresh(conn: Connection, objects: Sequence[WireObject], local_site: s
         return
     bulk_insert(conn, dir_object, [o.row() for o in objects])
     rows = [
-        _proxy_row(o.guid, str(p))
+        row
         for o in objects
         if not o.is_deleted
-        for p in o.attrs.get("proxies", [])
+        for row in proxy_rows(o.guid, map(parse_proxy, o.attrs.get("proxies", [])))
     ]
-    taken = _owners(conn, [r["address_key"] for r in rows])
+    taken = owners_of(conn, [r["address_key"] for r in rows])
     free: list[dict[str, Any]] = []
     contested: list[dict[str, Any]] = []
     for row in rows:
@@ -310,46 +312,18 @@ def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     )
 
 
-def _owners(conn: Connection, keys: Sequence[str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for start in range(0, len(keys), 500):
-        rows = conn.execute(
-            select(proxy_address.c.address_key, proxy_address.c.guid).where(
-                proxy_address.c.address_key.in_(keys[start : start + 500])
-            )
-        )
-        found.update({r.address_key: r.guid for r in rows})
-    return found
-
-
 def _current_versions(conn: Connection, guids: Sequence[str]) -> dict[str, tuple[str, int, int]]:
-    found: dict[str, tuple[str, int, int]] = {}
-    for start in range(0, len(guids), 500):
-        rows = conn.execute(
-            select(
-                dir_object.c.guid, dir_object.c.site, dir_object.c.version, dir_object.c.usn_changed
-            ).where(dir_object.c.guid.in_(guids[start : start + 500]))
-        )
-        found.update({r.guid: (r.site, r.version, r.usn_changed) for r in rows})
-    return found
+    c = dir_object.c
+    rows = conn.execute(
+        select(c.guid, c.site, c.version, c.usn_changed).where(c.guid.in_(list(guids)))
+    )
+    return {r.guid: (r.site, r.version, r.usn_changed) for r in rows}
 
 
 def _store(conn: Connection, obj: WireObject, local_site: str) -> None:
     conn.execute(update(dir_object).where(dir_object.c.guid == obj.guid).values(**obj.row()))
     proxies = [] if obj.is_deleted else [str(p) for p in obj.attrs.get("proxies", [])]
     reindex(conn, obj.guid, proxies, local_site)
-
-
-def _proxy_row(guid: str, text: str) -> dict[str, Any]:
-    proxy = parse_proxy(text)
-    return {
-        "address_key": proxy.key,
-        "address": proxy.address,
-        "domain": proxy.address.rpartition("@")[2].lower(),
-        "guid": guid,
-        "type": proxy.type,
-        "is_primary": proxy.primary,
-    }
 
 
 def reindex(conn: Connection, guid: str, proxies: Sequence[str], local_site: str) -> None:
@@ -362,7 +336,7 @@ def reindex(conn: Connection, guid: str, proxies: Sequence[str], local_site: str
     }
     conn.execute(delete(proxy_address).where(proxy_address.c.guid == guid))
     conn.execute(delete(proxy_conflict).where(proxy_conflict.c.guid == guid))
-    rows = {r["address_key"]: r for r in (_proxy_row(guid, p) for p in proxies)}
+    rows = {r["address_key"]: r for r in proxy_rows(guid, map(parse_proxy, proxies))}
     for row in rows.values():
         _claim(conn, row, local_site)
     for key in sorted(released - set(rows)):

@@ -33,6 +33,7 @@ from email.utils import formatdate, make_msgid
 from enum import StrEnum
 from typing import Any
 
+from sitemail.core.address import DSA_LOCAL_PART
 from sitemail.core.errors import InvalidValueError
 from sitemail.replication.keys import PublicKey, SiteKey, parse_public_key
 
@@ -54,7 +55,6 @@ ORIGIN_HEADER = "X-Sitemail-Origin"
 SIGNATURE_HEADER = "X-Sitemail-Signature"
 KEY_HEADER = "X-Sitemail-Key"  # the signer's public key: only for requests from strangers
 MAX_UNVERIFIED = 64 * 1024  # inflated size allowed for a stranger's self-signed request
-DSA_LOCAL_PART = "sitemail-dsa"  # the directory-service mailbox of every site (Exchange's DSA)
 MAX_MESSAGE = 32 * 1024 * 1024
 MAX_PAYLOAD = 64 * 1024 * 1024  # inflated; 512 objects are far below this
 _REQUIRED = {"type": str, "org": str, "origin": str, "target": str, "seq": int, "expires": int}

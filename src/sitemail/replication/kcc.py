@@ -21,11 +21,10 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from sitemail.core.errors import InvalidValueError
 from sitemail.directory import Directory, ObjectKind, list_domain_routes
 from sitemail.replication import state
 from sitemail.replication.connectors import Connector, all_connectors
-from sitemail.replication.keys import fingerprint
+from sitemail.replication.keys import shown_fingerprint
 from sitemail.store.tables import dir_object, proxy_address, proxy_conflict
 
 __all__ = ["KccReport", "KccWarning", "SiteInfo", "run_kcc"]
@@ -83,19 +82,12 @@ def _sites(directory: Directory) -> list[SiteInfo]:
                 display_name=site.display_name,
                 servers=tuple(sorted(servers.get(site.site, []))),
                 routing_domain=str(site.attrs.get("routing_domain", "")),
-                key_fingerprint=_fingerprint(key),
+                key_fingerprint=shown_fingerprint(key),
                 is_local=site.site == directory.local_site,
                 public_key=key,
             )
         )
     return infos
-
-
-def _fingerprint(token: str) -> str:
-    try:
-        return fingerprint(token)
-    except InvalidValueError:
-        return "(no valid key)"
 
 
 def _check_connectors(directory: Directory, report: KccReport, known: set[str]) -> None:
@@ -114,8 +106,8 @@ def _check_connectors(directory: Directory, report: KccReport, known: set[str]) 
             report.warnings.append(
                 KccWarning(
                     "key-mismatch",
-                    f"the connector to {name} pins key {_fingerprint(key)}, but {name} "
-                    f"publishes {_fingerprint(published[name])}: its messages are refused",
+                    f"the connector to {name} pins key {shown_fingerprint(key)}, but {name} "
+                    f"publishes {shown_fingerprint(published[name])}: its messages are refused",
                     f"sitemail replication connector remove {name}, then add it again with "
                     f"the first line of `sitemail site key` at {name}",
                 )
@@ -224,7 +216,7 @@ def _check_pending(directory: Directory, report: KccReport) -> None:
         check = (
             "its key is the one the directory holds for it; "
             if p.verified
-            else f"compare key {_fingerprint(p.public_key)} with `sitemail site key` at "
+            else f"compare key {shown_fingerprint(p.public_key)} with `sitemail site key` at "
             f"{p.origin}, then "
         )
         report.warnings.append(

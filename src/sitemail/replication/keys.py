@@ -27,6 +27,7 @@ __all__ = [
     "generate_site_key",
     "load_site_key",
     "parse_public_key",
+    "shown_fingerprint",
 ]
 
 KEY_FILE = "keys/site-ed25519.pem"
@@ -37,6 +38,14 @@ def fingerprint(public_token: str) -> str:
     raw = parse_public_key(public_token).raw
     digest = hashlib.sha256(raw).digest()
     return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+
+
+def shown_fingerprint(token: str) -> str:
+    """`fingerprint` for display of a key that may be invalid (e.g. carried by a stranger)."""
+    try:
+        return fingerprint(token)
+    except InvalidValueError:
+        return "(no valid key)"
 
 
 class PublicKey:

@@ -446,8 +446,10 @@ class Replicator:
         body = message.body
         ranges = _ranges(body.get("ncs"))
         raw_objects = body.get("objects")
-        if ranges is None or not isinstance(raw_objects, list):
-            return self._reject(conn, "malformed", message.origin, "", "answer without ranges")
+        if ranges is None or not isinstance(raw_objects, list) or len(raw_objects) > BATCH:
+            return self._reject(
+                conn, "malformed", message.origin, "", f"answer without ranges or over {BATCH}"
+            )
         # A peer may answer only for naming contexts we pull through it: not ours, and not
         # those of our other direct peers (we pull those from their owners), whatever the
         # answer itself declares; no range may end beyond what the peer says it has.

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-from sitemail.core.address import parse_address
+from sitemail.core.address import DSA_LOCAL_PART, parse_address
 from sitemail.core.errors import InvalidAddressError
 from sitemail.directory import Directory, list_domain_routes
 from sitemail.routing.domain_routes import DomainRoute, match_domain_route, parse_nexthop
@@ -31,7 +31,6 @@ __all__ = ["Router"]
 
 T = TypeVar("T")
 _CACHE_SECONDS = 2.0
-DSA_LOCAL_PART = "sitemail-dsa"  # the directory-service mailbox of every site
 
 
 class _Cached(Generic[T]):
