@@ -76,6 +76,7 @@ class Components:
     manager: QueueManager
     writer: GroupWriter
     replicator: Replicator
+    remote: RemoteDelivery
 
 
 class SiteServer:
@@ -109,6 +110,9 @@ class SiteServer:
             local_names=frozenset({server_name}),
             local_addresses=frozenset(config.listen),
             rng=random.Random(),  # noqa: S311 - MX load spreading, not security
+            site_hop=router.site_hop,
+            trace_site=org.local_site,
+            wall_clock=self.clock.now,
         )
         writer = GroupWriter(store)  # every queue write of the process: one commit per batch
         replicator = Replicator(
@@ -119,6 +123,7 @@ class SiteServer:
             Transport.LOCAL: LocalDelivery(directory, self.clock, org.local_site),
             Transport.RELAY: remote,
             Transport.MX: remote,
+            Transport.SITE: remote,
             Transport.REPLICATION: ReplicationAgent(
                 replicator, on_enqueued=wake_queue, submit=writer.submit
             ),
@@ -135,7 +140,9 @@ class SiteServer:
         )
         wake_queue.target = manager.wake
         spool = Spool(store, self.clock, org.local_site, on_enqueued=manager.wake, writer=writer)
-        self.components = Components(store, directory, router, spool, manager, writer, replicator)
+        self.components = Components(
+            store, directory, router, spool, manager, writer, replicator, remote
+        )
         return self.components
 
     def server_name(self, directory: Directory) -> str:
@@ -171,6 +178,7 @@ class SiteServer:
                 servers.append(server)
                 port = server.sockets[0].getsockname()[1]
                 self.smtp_ports.append((address, port))
+                parts.remote.listen_ports.add(port)
                 log.info("SMTP listening on %s:%d", address, port)
             scheduler = ReplicationScheduler(
                 parts.replicator,

@@ -25,13 +25,14 @@ from rich.table import Table
 
 from sitemail.admin.datadir import remember_data_dir, resolve_data_dir
 from sitemail.admin.demo import run_demo
+from sitemail.admin.routing import certificate_fingerprint
 from sitemail.admin.service import AdminService, read_password_file
 from sitemail.admin.wake import poke
 from sitemail.core.errors import NotFoundError, SitemailError
 from sitemail.directory import AddressingResult, ObjectKind, Recipient, RecipientChanges
 from sitemail.queue.admin import QueueEntry
 
-__all__ = ["app", "cli_replication", "main"]
+__all__ = ["app", "cli_replication", "cli_routing", "main"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -596,7 +597,8 @@ def site_key(data_dir: DataDir = None) -> None:
 @site_app.command("show")
 @handle_errors
 def site_show(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
-    """Show the organisation, this site and server, and the Site Addressing template."""
+    """Show the organisation, this site and server, the Site Addressing template, the site
+    key and the SHA-256 fingerprint of the TLS certificate (what peers pin)."""
     with admin(data_dir) as service:
         info = service.org()
         token, print_ = service.site_key()
@@ -607,6 +609,7 @@ def site_show(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
             "addressing": service.addressing(),
             "public_key": token,
             "fingerprint": print_,
+            "tls_fingerprint": certificate_fingerprint(service.config),
             "data_dir": str(service.config.data_dir),
         }
         if as_json:
@@ -845,4 +848,4 @@ def main() -> None:
 
 
 # Replication, KCC and `directory list` live in their own module; importing it registers them.
-from sitemail.admin import cli_replication  # noqa: E402
+from sitemail.admin import cli_replication, cli_routing  # noqa: E402

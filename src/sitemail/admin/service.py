@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from sitemail.admin.replication import ReplicationAdmin
+from sitemail.admin.routing import RoutingAdmin
 from sitemail.admin.tls import make_self_signed
 from sitemail.config import CONFIG_FILE, ServerConfig, load_config, render_config
 from sitemail.core.address import normalize_domain
@@ -237,6 +238,10 @@ class AdminService:
     @property
     def replication(self) -> ReplicationAdmin:
         return ReplicationAdmin(self.config, self.directory, self.clock)
+
+    @property
+    def routing(self) -> RoutingAdmin:
+        return RoutingAdmin(self.directory, self.config)
 
     @property
     def queue(self) -> QueueAdmin:

@@ -7,7 +7,7 @@ answer one ``RecipientResult`` per recipient: 2xx delivered, 4xx deferred, 5xx f
 Collaborators: a ``routing.resolver.Resolver`` (DNS, injected: MX for ``mx`` routes, A/AAAA
 for relay hosts given by name; never the machine's resolver), aiosmtplib's ``SMTP`` for the
 protocol (low-level ``mail()``/``rcpt()``/``data()`` so each recipient carries its own
-NOTIFY/ORCPT), and an optional ``site_nexthop`` lookup (site name -> ``"host[:port]"``).
+NOTIFY/ORCPT), and an optional ``site_hop`` lookup (site name -> ``routing.SiteHop``).
 
 Next hops (``Route.nexthop``):
 - ``relay``: ``"host[:port]"`` (a domain route or the smart host). An IP address is used
@@ -17,7 +17,12 @@ Next hops (``Route.nexthop``):
   ``local_names``/``local_addresses`` is dropped with every MX of equal or worse
   preference, and nothing left is 5.4.6). An address literal (``[192.0.2.1]``) is used
   directly. Every MX host uses ``port``.
-- ``site``: the site name; ``site_nexthop(name)`` gives ``"host[:port]"``, then as relay.
+- ``site``: the first-hop site's name; ``site_hop(name)`` gives its routing address, the
+  relay host a domain route names for it (then as relay) or none (then MX of the routing
+  address), and its pinned certificate fingerprints. Mail to a site gets an
+  ``X-Sitemail-Trace`` field naming ``trace_site`` (routing.trace) in front of its header.
+A relay host or site hop at one of ``local_addresses`` on a port in ``listen_ports`` is this
+server: 5.4.6, failed at once, never sent (a domain route or connected site pointing back).
 
 Trying hosts: the addresses of the hosts, in order (at most ``max_addresses``), until the
 recipients are settled. A host that does not answer usefully - connection refused or timed
@@ -60,8 +65,8 @@ TLS policy:
 - Pinned (``pinned_fingerprints``: route nexthop -> SHA-256 fingerprints of the peer's DER
   certificate, hex, colons allowed): STARTTLS is required and the certificate must match
   one pin, else the session fails with 4.7.5 and nothing is sent in plaintext. Keys are
-  the route's nexthop as written (case-insensitive): ``"relay.example:2525"``, a site
-  name, or the recipient domain for ``mx``.
+  the route's nexthop as written (case-insensitive): ``"relay.example:2525"`` or the
+  recipient domain for ``mx``; a site's pins come with its ``SiteHop``.
 
 Connection pool: per (address, port, pins) destination, at most
 ``max_connections_per_destination`` connections; a connection is used by one delivery at
@@ -86,7 +91,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from aiosmtplib import (
@@ -108,7 +113,8 @@ from sitemail.core.envelope import BodyType, Envelope, EnvelopeRecipient, Notify
 from sitemail.queue.model import Outcome, QueuedMessage, QueuedRecipient, RecipientResult
 from sitemail.routing.domain_routes import parse_nexthop
 from sitemail.routing.resolver import DnsRouteError, Resolver, resolve_mail_hosts
-from sitemail.routing.route import Route, Transport
+from sitemail.routing.route import Route, SiteHop, Transport
+from sitemail.routing.trace import trace_field
 
 __all__ = ["RemoteDelivery", "fingerprint_of", "xtext"]
 
@@ -375,10 +381,12 @@ class RemoteDelivery:
         max_transactions_per_connection: int = 100,
         max_recipients_per_transaction: int = 100,
         max_addresses: int = 5,
-        site_nexthop: Callable[[str], str | None] | None = None,
+        site_hop: Callable[[str], SiteHop | None] | None = None,
+        trace_site: str = "",
         source_address: str | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """An outbound transport; nothing connects until ``deliver``.
 
@@ -389,8 +397,10 @@ class RemoteDelivery:
         ``command_timeout`` each command's reply and the TLS handshake, ``data_timeout``
         the message and its reply; ``source_address`` binds outgoing connections (the lab
         gives each site its own loopback address; use an address of the peers' family);
-        ``site_nexthop`` maps a site name to ``"host[:port]"``; ``rng`` orders equal MX
-        preferences; ``clock`` (monotonic seconds) ages idle connections.
+        ``site_hop`` maps a site name to how to reach it, and ``trace_site`` is the name
+        written in the trace field of mail to other sites; ``rng`` orders equal MX
+        preferences; ``clock`` (monotonic seconds) ages idle connections; ``wall_clock``
+        (seconds since the epoch, the site's clock) dates trace fields.
 
         Raises ValueError for a bad HELO name, port, address, limit or fingerprint.
         """
@@ -435,12 +445,17 @@ class RemoteDelivery:
         self._max_transactions = max_transactions_per_connection
         self._max_recipients = max_recipients_per_transaction
         self._max_addresses = max_addresses
-        self._site_nexthop = site_nexthop
+        self._site_hop = site_hop
+        # Ports this server's SMTP listens on (set by the server once bound): a relay or
+        # site hop to one of them on a local address is this server.
+        self.listen_ports: set[int] = set()
+        self._trace_site = trace_site
         if source_address is not None and _ip(source_address) is None:
             raise ValueError(f"source address {source_address!r} is not an IP address")
         self._source = (source_address, 0) if source_address else None
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 - MX shuffling
         self._clock = clock
+        self._wall_clock = wall_clock
         self._destinations: dict[_PoolKey, _Destination] = {}
         self._closed = False
         # Opportunistic TLS verifies nothing (see the module docstring), so no CA store.
@@ -507,6 +522,8 @@ class RemoteDelivery:
         members: list[tuple[QueuedRecipient, Route]],
     ) -> list[_Verdict]:
         envelope = message.envelope
+        if transport is Transport.SITE and self._trace_site:
+            content = trace_field(self._trace_site, message.queue_id, self._wall_clock()) + content
         job = _Job(
             message=message,
             content=content,
@@ -516,11 +533,10 @@ class RemoteDelivery:
             needs_utf8=envelope.smtputf8
             and (not envelope.sender.isascii() or _headers_need_utf8(content)),
         )
-        plan = await self._plan(transport, nexthop)
+        plan, pins = await self._plan(transport, nexthop)
         if isinstance(plan, _Verdict):
             self._log(message, job.addresses, plan)
             return [plan] * len(members)
-        pins = self._pins.get(nexthop.lower())
         last = _deferred("4.4.1", f"no address to try for {nexthop}")
         for target in plan:
             if not job.pending():
@@ -560,18 +576,32 @@ class RemoteDelivery:
 
     # -- where to go ---------------------------------------------------------------------
 
-    async def _plan(self, transport: Transport, nexthop: str) -> list[_Target] | _Verdict:
-        """The addresses to try, in order, or the verdict for everyone when there are none."""
+    async def _plan(
+        self, transport: Transport, nexthop: str
+    ) -> tuple[list[_Target] | _Verdict, frozenset[str] | None]:
+        """The addresses to try, in order (or the verdict for everyone when there are none),
+        and the certificate fingerprints pinned for this next hop."""
+        pins = self._pins.get(nexthop.lower())
         if transport is Transport.MX:
-            return await self._mx_plan(nexthop)
+            return await self._mx_plan(nexthop), pins
         if transport is Transport.RELAY:
-            return await self._relay_plan(nexthop, f"relay host {nexthop}")
+            return await self._relay_plan(nexthop, f"relay host {nexthop}"), pins
         if transport is Transport.SITE:
-            spec = self._site_nexthop(nexthop) if self._site_nexthop is not None else None
-            if not spec:
-                return _deferred("4.3.5", f"no connection address known for site {nexthop}")
-            return await self._relay_plan(spec, f"site {nexthop} host {spec}")
-        return _deferred("4.3.5", f"route {transport} is not for the remote SMTP transport")
+            return await self._site_plan(nexthop)
+        return _deferred("4.3.5", f"route {transport} is not for the remote SMTP transport"), pins
+
+    async def _site_plan(self, site: str) -> tuple[list[_Target] | _Verdict, frozenset[str] | None]:
+        hop = self._site_hop(site) if self._site_hop is not None else None
+        if hop is None:
+            return _deferred("4.3.5", f"no connected-site entry for site {site}"), None
+        pins = hop.pins or None
+        if hop.relay is not None:
+            what = f"site {site} (routing address {hop.routing_address}) host {hop.relay}"
+            return await self._relay_plan(hop.relay, what), pins
+        plan = await self._mx_plan(hop.routing_address)
+        if isinstance(plan, _Verdict):
+            plan = replace(plan, text=f"site {site}: {plan.text}")
+        return plan, pins
 
     async def _mx_plan(self, domain: str) -> list[_Target] | _Verdict:
         if domain.startswith("[") and domain.endswith("]"):
@@ -607,6 +637,8 @@ class RemoteDelivery:
             return _deferred("4.3.5", f"bad next hop for {what}: {exc}")
         port = port or self._port
         if _ip(host) is not None:
+            if self._is_me(host, port):
+                return _failed("5.4.6", f"{what} is this server: mail would loop to myself")
             return [_Target(host, host, port)]
         try:
             addresses = await self._resolver.addresses(host)
@@ -614,7 +646,13 @@ class RemoteDelivery:
             return self._dns_verdict(exc, f"{what}: ")
         if not addresses:
             return _failed("5.4.4", f"{what}: host {host} has no address records")
+        if any(self._is_me(address, port) for address in addresses):
+            return _failed("5.4.6", f"{what} resolves to this server: mail would loop to myself")
         return [_Target(host, address, port) for address in addresses[: self._max_addresses]]
+
+    def _is_me(self, address: str, port: int) -> bool:
+        """Whether (address, port) is where this server listens for SMTP."""
+        return _ip(address) in self._local_ips and port in self.listen_ports
 
     @staticmethod
     def _dns_verdict(exc: DnsRouteError, prefix: str) -> _Verdict:

@@ -33,6 +33,8 @@ class ObjectKind(StrEnum):
     GROUP = "group"
     DOMAIN_ROUTE = "domain_route"  # the IMS E-Mail Domain table: forward a domain to a host
     REPLICATION_CONNECTOR = "replication_connector"  # a Directory Replication Connector
+    CONNECTED_SITE = "connected_site"  # the IMS's Connected Sites tab: a site reached by SMTP
+    DOMAIN = "domain"  # an accepted domain: authoritative or internal relay
 
 
 RECIPIENT_KINDS = frozenset({ObjectKind.MAILBOX, ObjectKind.CONTACT, ObjectKind.GROUP})

@@ -17,13 +17,14 @@ from sqlalchemy.exc import IntegrityError
 
 from sitemail.core.errors import DuplicateAddressError
 from sitemail.directory.model import Guid, ObjectKind, Proxy, Recipient, parse_proxy
-from sitemail.store.tables import dir_object, proxy_address, site_usn
+from sitemail.store.tables import dir_object, proxy_address, proxy_conflict, site_usn
 
 __all__ = [
     "allocate_usns",
     "index_proxies",
     "insert_object",
     "new_guid",
+    "promote_held_claims",
     "row_to_recipient",
     "unindex_proxies",
     "update_object",
@@ -170,5 +171,37 @@ def index_proxies(conn: Connection, guid: str, proxies: Sequence[str]) -> None:
             raise DuplicateAddressError(f"duplicate address in {proxies}") from exc
 
 
-def unindex_proxies(conn: Connection, guid: str) -> None:
+def unindex_proxies(conn: Connection, guid: str) -> set[str]:
+    """Drop `guid`'s addresses (held and losing claims) from the index; returns the keys it
+    held, which the caller frees with `promote_held_claims` once it knows which it keeps."""
+    released = {
+        str(r[0])
+        for r in conn.execute(
+            select(proxy_address.c.address_key).where(proxy_address.c.guid == guid)
+        )
+    }
     conn.execute(delete(proxy_address).where(proxy_address.c.guid == guid))
+    conn.execute(delete(proxy_conflict).where(proxy_conflict.c.guid == guid))
+    return released
+
+
+def promote_held_claims(conn: Connection, keys: Iterable[str]) -> None:
+    """Each freed address goes to the lowest-guid claim replication held back for it (two
+    sites gave the same address before they saw each other's: seed F6), so deleting one
+    claimant routes the address to the other instead of refusing it as unknown."""
+    for key in sorted(keys):
+        row = conn.execute(
+            select(proxy_conflict)
+            .where(proxy_conflict.c.address_key == key)
+            .order_by(proxy_conflict.c.guid)
+            .limit(1)
+        ).first()
+        if row is None:
+            continue
+        values = row._asdict()
+        conn.execute(
+            delete(proxy_conflict).where(
+                proxy_conflict.c.address_key == key, proxy_conflict.c.guid == values["guid"]
+            )
+        )
+        conn.execute(insert(proxy_address).values(**values))

@@ -32,12 +32,14 @@ from sitemail.directory.model import (
     Proxy,
     Recipient,
     format_proxy,
+    parse_proxy,
 )
 from sitemail.directory.objects import (
     index_proxies,
     insert_object,
     new_guid,
     owners_of,
+    promote_held_claims,
     row_to_recipient,
     unindex_proxies,
     update_object,
@@ -419,8 +421,10 @@ class Directory:
                 attrs["target"] = str(parse_address(changes.target))
             attrs["proxies"] = self._edit_proxies(obj, changes)
             if attrs["proxies"] != obj.attrs.get("proxies"):
-                unindex_proxies(conn, obj.guid)
+                released = unindex_proxies(conn, obj.guid)
                 index_proxies(conn, obj.guid, attrs["proxies"])
+                kept = {parse_proxy(p).key for p in attrs["proxies"]}
+                promote_held_claims(conn, released - kept)
             return update_object(
                 conn, obj, now=self.clock.now(), attrs=attrs, display_name=changes.display_name
             )
@@ -507,7 +511,7 @@ class Directory:
         """Delete: the object becomes a tombstone (name and guid kept) that replicates."""
         with self.store.write() as conn:
             obj = self._writable(conn, ref, kind)
-            unindex_proxies(conn, obj.guid)
+            promote_held_claims(conn, unindex_proxies(conn, obj.guid))
             conn.execute(delete(mailbox_secret).where(mailbox_secret.c.guid == obj.guid))
             self._drop_from_groups(conn, obj.guid)
             return update_object(
@@ -584,10 +588,28 @@ class Directory:
             is_primary=row.is_primary,
         )
 
+    def changed_at(self, guid: str) -> float | None:
+        """When the object's owner last changed it (its clock), or None if unknown."""
+        with self.store.read() as conn:
+            value = conn.execute(
+                select(dir_object.c.changed_at).where(dir_object.c.guid == guid)
+            ).scalar_one_or_none()
+        return None if value is None else float(value)
+
     def accepted_domains(self) -> frozenset[str]:
-        """Domains the organisation is authoritative for: every proxy and template domain."""
+        """Domains the organisation accepts mail for: every proxy and template domain, and
+        every site's accepted domains (authoritative or internal relay)."""
         with self.store.read() as conn:
             domains = {r[0] for r in conn.execute(select(proxy_address.c.domain).distinct())}
+            domains.update(
+                r[0].lower()
+                for r in conn.execute(
+                    select(dir_object.c.name).where(
+                        dir_object.c.kind == str(ObjectKind.DOMAIN),
+                        dir_object.c.is_deleted.is_(False),
+                    )
+                )
+            )
             rows = conn.execute(
                 select(dir_object.c.attrs).where(
                     dir_object.c.kind == str(ObjectKind.SITE_ADDRESSING),

@@ -1,7 +1,8 @@
 """The queue manager: picks due recipients, routes them, hands them to transports, records.
 
 One job: move every queued recipient to a final state. Each pass takes the messages with a
-recipient due now, routes each recipient (`router(address) -> Route`), groups recipients of one
+recipient due now, routes each recipient (`router(address, trace) -> Route`, trace = the
+sites the message passed, from its X-Sitemail-Trace fields), groups recipients of one
 message by (transport, next hop) so one transaction carries them, calls the registered
 transport, and records each result together with the DSN it calls for, in one transaction:
 - delivered: final; a SUCCESS DSN if the sender asked for one;
@@ -63,6 +64,7 @@ from sitemail.queue.records import (
     track,
 )
 from sitemail.routing.route import Route, Transport
+from sitemail.routing.trace import trace_sites
 from sitemail.store.engine import Store
 from sitemail.store.writer import GroupWriter
 
@@ -118,7 +120,7 @@ class QueueManager:
         site: str,
         reporting_mta: str,
         settings: QueueConfig,
-        router: Callable[[str], Route],
+        router: Callable[[str, Mapping[str, float]], Route],
         agents: Mapping[Transport, DeliveryAgent],
         writer: GroupWriter | None = None,
     ) -> None:
@@ -280,9 +282,10 @@ class QueueManager:
                 RecipientResult(r.id, Outcome.FAILED, 554, "5.4.6", text) for r in work.due
             ]
             return plan
+        trace = trace_sites(work.content)
         for rcpt in work.due:
             try:
-                route = self._router(rcpt.recipient.address)
+                route = self._router(rcpt.recipient.address, trace)
             except Exception as exc:  # a routing fault defers this recipient, not the queue
                 log.exception("routing %s failed", rcpt.recipient.address)
                 text = f"routing failed ({exc.__class__.__name__}); will retry"

@@ -26,7 +26,7 @@ from sqlalchemy import JSON, Connection, Table, Text, delete, insert, select, ty
 
 from sitemail.core.address import DSA_LOCAL_PART
 from sitemail.directory import ObjectKind, parse_proxy
-from sitemail.directory.objects import owners_of, proxy_rows
+from sitemail.directory.objects import owners_of, promote_held_claims, proxy_rows
 from sitemail.store.tables import dir_object, proxy_address, proxy_conflict
 
 __all__ = [
@@ -158,11 +158,15 @@ _REQUIRED_ATTRS: dict[str, tuple[tuple[str, type], ...]] = {
     "domain_route": (("host", str),),
     "replication_connector": (("peer_key", str), ("routing_address", str)),
     "contact": (("target", str),),
+    "connected_site": (("routing_address", str),),
+    "domain": (("type", str),),
 }
 _OPTIONAL_ATTRS: dict[str, tuple[tuple[str, type], ...]] = {
     "site": (("public_key", str), ("routing_domain", str)),
     "group": (("members", list),),
     "server": (("listen", list),),
+    "connected_site": (("cost", int), ("tls_fingerprint", str)),
+    "domain": (("forward_unresolved", str),),
 }
 
 
@@ -339,8 +343,7 @@ def reindex(conn: Connection, guid: str, proxies: Sequence[str], local_site: str
     rows = {r["address_key"]: r for r in proxy_rows(guid, map(parse_proxy, proxies))}
     for row in rows.values():
         _claim(conn, row, local_site)
-    for key in sorted(released - set(rows)):
-        _promote(conn, key)
+    promote_held_claims(conn, released - set(rows))
 
 
 def _claim(conn: Connection, row: dict[str, Any], local_site: str) -> None:
@@ -366,22 +369,3 @@ def _claim(conn: Connection, row: dict[str, Any], local_site: str) -> None:
         conn.execute(insert(proxy_address).values(**row))
     else:
         conn.execute(insert(proxy_conflict).values(**row))
-
-
-def _promote(conn: Connection, key: str) -> None:
-    """The address is free: the lowest-guid losing claim (if any) takes it."""
-    row = conn.execute(
-        select(proxy_conflict)
-        .where(proxy_conflict.c.address_key == key)
-        .order_by(proxy_conflict.c.guid)
-        .limit(1)
-    ).first()
-    if row is None:
-        return
-    values = row._asdict()
-    conn.execute(
-        delete(proxy_conflict).where(
-            proxy_conflict.c.address_key == key, proxy_conflict.c.guid == values["guid"]
-        )
-    )
-    conn.execute(insert(proxy_address).values(**values))

@@ -9,6 +9,10 @@ the warnings an admin must act on, each with how to fix it:
 - a connector naming no known site (display names are not directory names);
 - the same proxy address held by objects of two sites (found only through replication);
 - a domain route pointing back at this server (mail would loop);
+- a Connected Sites entry naming no known site, a known site no Connected Sites path reaches
+  (mail for its recipients waits in the queue), a routing address two sites claim;
+- messages deferred because forwarding them would re-enter a site they already passed (two
+  sites disagree about a recipient's home site until replication catches up);
 - sites waiting as pending partners.
 A site appears here only once its configuration has replicated (the article: "Check Now").
 """
@@ -22,10 +26,12 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 
 from sitemail.directory import Directory, ObjectKind, list_domain_routes
+from sitemail.directory.ims_objects import list_connected_sites
 from sitemail.replication import state
 from sitemail.replication.connectors import Connector, all_connectors
 from sitemail.replication.keys import shown_fingerprint
-from sitemail.store.tables import dir_object, proxy_address, proxy_conflict
+from sitemail.routing.table import load_table
+from sitemail.store.tables import dir_object, proxy_address, proxy_conflict, queue_rcpt
 
 __all__ = ["KccReport", "KccWarning", "SiteInfo", "run_kcc"]
 
@@ -65,6 +71,8 @@ def run_kcc(directory: Directory, *, local_hosts: Iterable[str] = ()) -> KccRepo
     _check_connectors(directory, report, known)
     _check_duplicates(directory, report)
     _check_routes(directory, report, {h.lower() for h in local_hosts})
+    _check_connected_sites(directory, report, known)
+    _check_loop_deferrals(directory, report)
     _check_pending(directory, report)
     return report
 
@@ -135,22 +143,25 @@ def _check_connectors(directory: Directory, report: KccReport, known: set[str]) 
         )
 
 
-def _unknown_site(name: str, by_display: dict[str, str], by_lower: dict[str, str]) -> KccWarning:
+def _unknown_site(
+    name: str,
+    by_display: dict[str, str],
+    by_lower: dict[str, str],
+    what: str = "replication connector",
+) -> KccWarning:
     if name.lower() in by_lower:
         hint = f" (directory names are case-sensitive: {by_lower[name.lower()]})"
-        fix = f"remove it and add the connector for {by_lower[name.lower()]}"
+        fix = f"remove it and add the {what} for {by_lower[name.lower()]}"
     elif name in by_display and by_display[name] != name:
         hint = f" ({name!r} is the display name of {by_display[name]})"
-        fix = f"remove it and add the connector for {by_display[name]}"
+        fix = f"remove it and add the {what} for {by_display[name]}"
     else:
         hint = ""
         fix = (
             "use the remote site's directory name (`sitemail site show` there); until its "
             "configuration replicates here, the name cannot be checked"
         )
-    return KccWarning(
-        "unknown-site", f"the replication connector to {name} names no site known here{hint}", fix
-    )
+    return KccWarning("unknown-site", f"the {what} {name} names no site known here{hint}", fix)
 
 
 def _check_duplicates(directory: Directory, report: KccReport) -> None:
@@ -203,6 +214,60 @@ def _check_routes(directory: Directory, report: KccReport, local_hosts: set[str]
                     "host that really serves the domain",
                 )
             )
+
+
+def _check_connected_sites(directory: Directory, report: KccReport, known: set[str]) -> None:
+    by_display = {s.display_name: s.name for s in report.sites}
+    by_lower = {s.name.lower(): s.name for s in report.sites}
+    for entry in list_connected_sites(directory):
+        if entry.site not in known:
+            report.warnings.append(
+                _unknown_site(entry.site, by_display, by_lower, "connected site")
+            )
+    table = load_table(directory)
+    for site in table.unreachable:
+        report.warnings.append(
+            KccWarning(
+                "no-site-route",
+                f"no Connected Sites path leads from {report.local_site} to {site}: mail for "
+                f"its recipients waits in the queue and bounces at expiry",
+                f"sitemail connected-site add {site} --routing-address <its routing address>, "
+                "or one to a site that has a connected-site entry for it",
+            )
+        )
+    for domain in table.ambiguous_domains:
+        report.warnings.append(
+            KccWarning(
+                "ambiguous-routing-address",
+                f"{domain} is the routing address of more than one site: it routes to neither",
+                "give every site its own routing address (its site domain, e.g. "
+                "siteb.example.com), not the shared domain",
+            )
+        )
+
+
+def _check_loop_deferrals(directory: Directory, report: KccReport) -> None:
+    """Recipients held back because forwarding would re-enter a site (routing.router)."""
+    with directory.store.read() as conn:
+        rows = conn.execute(
+            select(queue_rcpt.c.queue_id, queue_rcpt.c.address, queue_rcpt.c.last_text)
+            .where(
+                queue_rcpt.c.state == "queued",
+                queue_rcpt.c.last_status == "4.4.6",
+                queue_rcpt.c.last_text.like("routing loop:%"),
+            )
+            .order_by(queue_rcpt.c.id)
+            .limit(20)
+        ).all()
+    for row in rows:
+        report.warnings.append(
+            KccWarning(
+                "site-loop-deferred",
+                f"message {row.queue_id} to {row.address} is held: {row.last_text}",
+                "the sites disagree about where this recipient lives: `sitemail replication "
+                "request-now` on the sites involved; the message goes once they agree",
+            )
+        )
 
 
 def _check_pending(directory: Directory, report: KccReport) -> None:

@@ -1,36 +1,50 @@
 """The per-recipient routing decision of DESIGN.md section 2, as one function with a typed answer.
 
-One job: `Router.route(address) -> Route`. Order:
+One job: `Router.route(address, trace) -> Route`, and `Router.explain` for the same decision
+told step by step. Order:
 0. `sitemail-dsa@<this site's routing domain>` -> `replication` (the directory-service
    mailbox); the DSA address of any other domain is routed like any remote address below,
-   skipping rule 2 (other sites' routing domains are ours too, but their DSA is elsewhere);
+   skipping rules 2 and 3 (other sites' routing domains are ours too, but their DSA is
+   elsewhere);
 1. the address is a proxy of a recipient in the (replicated) directory: its home site is this
-   site -> `local` (nexthop: the recipient's guid); another site -> `site` (nexthop: that site);
-2. not found, but the domain is one the organisation is authoritative for -> `reject` 5.1.1
-   (the SMTP policy refuses such recipients at RCPT already, so no backscatter);
-3. the domain matches an E-Mail Domain route -> `relay` to its host;
-4. a smart host is configured -> `relay` to it;
-5. otherwise -> `mx` (the SMTP policy lets only authenticated or trusted clients get here).
-The directory and configuration are read through short-lived caches: routing runs for every
-recipient of every message and must not cost a database round trip per domain question.
+   site -> `local`; another site -> `site` along the cheapest Connected Sites path (nexthop:
+   the first hop); no path yet -> `defer` (stays queued, DSN at expiry); a first hop the
+   message has already passed (its trace) -> `defer` too: the sites disagree about the home
+   site (replication lag) and forwarding would ping-pong;
+2. not found, the domain is one of this site's internal-relay domains -> `relay` to its
+   forward-unresolved host; another site's internal-relay domain -> `site` to that site;
+3. not found, another accepted domain (authoritative) -> `reject` 5.1.1 (the SMTP policy
+   refuses such recipients at RCPT already, so no backscatter);
+4. the domain matches an E-Mail Domain route -> `relay` to its host;
+5. the domain is another site's routing address -> `site` to that site (when a path exists);
+6. a smart host is configured -> `relay` to it;
+7. otherwise -> `mx` (the SMTP policy lets only authenticated or trusted clients get here).
+A next hop that turns out to be this server is refused by the remote transport with 5.4.6
+(never delivered to itself). The routing table is cached for a few seconds: routing runs for
+every recipient and must not cost more than the one indexed directory probe.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Generic, TypeVar
 
 from sitemail.core.address import DSA_LOCAL_PART, parse_address
 from sitemail.core.errors import InvalidAddressError
-from sitemail.directory import Directory, list_domain_routes
-from sitemail.routing.domain_routes import DomainRoute, match_domain_route, parse_nexthop
-from sitemail.routing.route import Route, Transport
+from sitemail.directory import AddressOwner, Directory
+from sitemail.routing.domain_routes import DomainRoute
+from sitemail.routing.route import Route, Rule, SiteHop, Transport
+from sitemail.routing.table import RoutingTable, load_table
 
-__all__ = ["Router"]
+__all__ = ["Explanation", "Router"]
 
 T = TypeVar("T")
 _CACHE_SECONDS = 2.0
+Trace = Mapping[str, float]  # site -> when the message left it (routing.trace)
+_NO_TRACE: Trace = MappingProxyType({})
 
 
 class _Cached(Generic[T]):
@@ -53,60 +67,221 @@ class _Cached(Generic[T]):
         self._value = None
 
 
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    route: Route
+    steps: tuple[str, ...]
+
+
+class _Notes:
+    """Where the decision writes its reasons when asked to explain (else nowhere)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.lines: list[str] = []
+
+    def __call__(self, text: str) -> None:
+        if self.enabled:
+            self.lines.append(text)
+
+
 class Router:
     """Routes recipients for one site's IMS."""
 
     def __init__(self, directory: Directory, *, smart_host: str = "") -> None:
         self._directory = directory
-        self._smart_host = smart_host
         self._local_site = directory.local_site
-        self._domains = _Cached(directory.accepted_domains)
-        self._routes = _Cached(self._load_routes)
-        self._dsa_domain = _Cached(directory.routing_domain)
+        self._table = _Cached(lambda: load_table(directory, smart_host=smart_host))
 
-    def _load_routes(self) -> Sequence[DomainRoute]:
-        routes = []
-        for entry in list_domain_routes(self._directory):
-            host, port = parse_nexthop(entry.host)
-            routes.append(DomainRoute(entry.domain, host, port))
-        return routes
+    def table(self) -> RoutingTable:
+        return self._table.get()
 
     def invalidate(self) -> None:
-        """Forget cached configuration (after an admin change in this process)."""
-        self._domains.invalidate()
-        self._routes.invalidate()
-        self._dsa_domain.invalidate()
+        """Forget the cached table (after an admin change in this process)."""
+        self._table.invalidate()
 
     def is_local_dsa(self, local_part: str, domain: str) -> bool:
         """Whether this is our directory-service mailbox (replication mail for this site)."""
-        return local_part.lower() == DSA_LOCAL_PART and domain.lower() == self._dsa_domain.get()
+        return local_part.lower() == DSA_LOCAL_PART and domain.lower() == self.table().dsa_domain
 
     def is_authoritative(self, domain: str) -> bool:
-        return domain.lower() in self._domains.get()
+        return domain.lower() in self.table().accepted
 
     def domain_route(self, domain: str) -> DomainRoute | None:
-        return match_domain_route(self._routes.get(), domain)
+        return self.table().domain_route(domain)
 
-    def route(self, address: str) -> Route:
+    def site_hop(self, site: str) -> SiteHop | None:
+        """How to reach `site` when it is a first hop (a direct Connected Sites entry)."""
+        path = self.table().sites.get(site)
+        if path is None or len(path.path) != 2:
+            return None
+        route = self.domain_route(path.routing_address)
+        pins = frozenset({path.tls_fingerprint}) if path.tls_fingerprint else frozenset()
+        return SiteHop(site, path.routing_address, route.nexthop if route else None, pins)
+
+    def route(self, address: str, trace: Trace = _NO_TRACE) -> Route:
+        """Where `address` goes next; `trace` names the sites the message has passed."""
+        return self._decide(address, trace, _Notes(False))
+
+    def explain(self, address: str, trace: Trace = _NO_TRACE) -> Explanation:
+        notes = _Notes(True)
+        route = self._decide(address, trace, notes)
+        return Explanation(route, tuple(notes.lines))
+
+    # -- the decision -----------------------------------------------------------------------
+
+    def _decide(self, address: str, trace: Trace, note: _Notes) -> Route:
         owner = self._directory.lookup(address)
         if owner is not None:
-            if owner.site == self._local_site:
-                return Route(Transport.LOCAL, owner.guid, address)
-            return Route(Transport.SITE, owner.site, address)
+            return self._to_owner(address, owner, trace, note)
+        note(f"1. directory: no recipient of the organisation has the address {address}")
         try:
             parsed = parse_address(address)
         except InvalidAddressError as exc:
-            return Route(Transport.REJECT, "", address, "5.1.3", exc.message)
-        domain = parsed.domain
-        is_dsa = parsed.local.lower() == DSA_LOCAL_PART
-        if is_dsa and self.is_local_dsa(parsed.local, domain):
-            return Route(Transport.REPLICATION, "", address)
-        if not is_dsa and self.is_authoritative(domain):
-            return Route(Transport.REJECT, "", address, "5.1.1", "no such user here")
-        route = self.domain_route(domain)
+            note(f"   the address is malformed: {exc.message}")
+            return Route(Transport.REJECT, "", address, "5.1.3", exc.message, Rule.INVALID)
+        domain, table = parsed.domain.lower(), self.table()
+        if parsed.local.lower() == DSA_LOCAL_PART:
+            if domain == table.dsa_domain:
+                note(f"0. {address} is this site's directory-service mailbox")
+                return Route(Transport.REPLICATION, "", address, rule=Rule.DSA)
+            note("   a directory-service mailbox of another site: rules 2 and 3 do not apply")
+        else:
+            decided = self._accepted_domain(address, domain, table, trace, note)
+            if decided is not None:
+                return decided
+        return self._outside(address, domain, table, trace, note)
+
+    def _to_owner(self, address: str, owner: AddressOwner, trace: Trace, note: _Notes) -> Route:
+        note(
+            f"1. directory: {address} is a proxy address of {owner.kind} {owner.alias!r} "
+            f"whose home site is {owner.site}"
+        )
+        if owner.site == self._local_site:
+            note(f"   {owner.site} is this site: deliver locally")
+            return Route(Transport.LOCAL, owner.guid, address, rule=Rule.DIRECTORY)
+        return self._to_site(address, owner.site, trace, note, Rule.DIRECTORY, owner=owner)
+
+    def _to_site(
+        self,
+        address: str,
+        site: str,
+        trace: Trace,
+        note: _Notes,
+        rule: Rule,
+        *,
+        owner: AddressOwner | None = None,
+    ) -> Route:
+        path = self.table().sites.get(site)
+        if path is None:
+            note(
+                f"   no Connected Sites path from {self._local_site} to {site}: the message "
+                f"waits in the queue (`sitemail connected-site add {site} --routing-address "
+                "DOMAIN` adds one)"
+            )
+            return Route(
+                Transport.DEFER,
+                "",
+                address,
+                "4.4.0",
+                f"no route to site {site} yet: add a connected site",
+                rule,
+                site,
+            )
+        hops = " > ".join(path.path)
+        note(f"   cheapest path: {hops} (cost {path.cost}); first hop {path.first_hop}")
+        if path.first_hop in trace and not self._home_changed_since(
+            owner, path.first_hop, trace[path.first_hop], note
+        ):
+            passed = ", ".join(sorted(trace))
+            note(
+                f"   the message has already passed {path.first_hop} (trace: {passed}): "
+                "forwarding would loop, so it waits until the directories agree"
+            )
+            return Route(
+                Transport.DEFER,
+                "",
+                address,
+                "4.4.6",
+                f"routing loop: the message already passed {path.first_hop} "
+                f"(trace {passed}) and {self._local_site} thinks {address} lives at {site}; "
+                "waiting for directory replication to agree",
+                rule,
+                site,
+            )
+        return Route(Transport.SITE, path.first_hop, address, rule=rule, site=site)
+
+    def _home_changed_since(
+        self, owner: AddressOwner | None, hop: str, left: float, note: _Notes
+    ) -> bool:
+        """Whether the home site `hop` changed the recipient after the message left it.
+
+        Sending a message back to a site it came from is safe only when that site now owns
+        the recipient by a change it made after it forwarded the message (it forwarded
+        because it did not own it then; now it delivers locally). Both times are the home
+        site's own clock: its trace field and its object's change time.
+        """
+        if owner is None or owner.site != hop:
+            return False
+        changed = self._directory.changed_at(owner.guid)
+        if changed is None or changed <= left:
+            return False
+        note(
+            f"   the message left {hop} before {hop} changed {owner.alias!r}: {hop} owns the "
+            "recipient now, so sending it back is safe"
+        )
+        return True
+
+    def _accepted_domain(
+        self,
+        address: str,
+        domain: str,
+        table: RoutingTable,
+        trace: Trace,
+        note: _Notes,
+    ) -> Route | None:
+        host = table.internal_relay.get(domain)
+        if host is not None:
+            note(
+                f"2. {domain} is an internal-relay domain of this site: recipients the "
+                f"directory does not know are forwarded to {host}"
+            )
+            return Route(Transport.RELAY, host, address, rule=Rule.INTERNAL_RELAY)
+        owner_site = table.relayed_by.get(domain)
+        if owner_site is not None:
+            note(f"2. {domain} is an internal-relay domain of {owner_site}: send it there")
+            return self._to_site(address, owner_site, trace, note, Rule.INTERNAL_RELAY)
+        if domain in table.accepted:
+            note(f"3. {domain} is an authoritative domain of the organisation: no such user")
+            return Route(
+                Transport.REJECT,
+                "",
+                address,
+                "5.1.1",
+                "no such user here",
+                Rule.AUTHORITATIVE,
+            )
+        note(f"2-3. {domain} is not a domain the organisation accepts")
+        return None
+
+    def _outside(
+        self,
+        address: str,
+        domain: str,
+        table: RoutingTable,
+        trace: Trace,
+        note: _Notes,
+    ) -> Route:
+        route = table.domain_route(domain)
         if route is not None:
-            nexthop = route.host if route.port is None else f"{route.host}:{route.port}"
-            return Route(Transport.RELAY, nexthop, address)
-        if self._smart_host:
-            return Route(Transport.RELAY, self._smart_host, address)
-        return Route(Transport.MX, domain, address)
+            note(f"4. E-Mail Domain route {route.domain} -> forward to {route.nexthop}")
+            return Route(Transport.RELAY, route.nexthop, address, rule=Rule.DOMAIN_ROUTE)
+        site = table.site_domains.get(domain)
+        if site is not None and site in table.sites:
+            note(f"5. {domain} is the routing address of site {site}")
+            return self._to_site(address, site, trace, note, Rule.SITE_DOMAIN)
+        if table.smart_host:
+            note(f"6. no domain route: the smart host {table.smart_host} takes it")
+            return Route(Transport.RELAY, table.smart_host, address, rule=Rule.SMART_HOST)
+        note(f"7. no domain route, no smart host: look up the MX records of {domain}")
+        return Route(Transport.MX, domain, address, rule=Rule.MX)

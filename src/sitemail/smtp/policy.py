@@ -1,11 +1,12 @@
 """Who may send what to whom: the IMS's answer at each SMTP step, as typed replies.
 
-One job: decide MAIL and RCPT, and hand accepted messages to the durable spool. At RCPT a
-recipient is accepted when
+One job: decide MAIL and RCPT, and hand accepted messages to the durable spool. At RCPT the
+recipient is routed (routing.router) and accepted when
 - its address is a proxy address of any recipient in the directory (any site), or
 - it is this site's directory-service mailbox (replication; signatures are checked later), or
-- its domain is routed by an E-Mail Domain route (the article's "forward all messages for
-  this domain to host"), or
+- its domain is an internal-relay domain (unknown recipients go to the other mail system), an
+  E-Mail Domain route (the article's "forward all messages for this domain to host") or
+  another site's routing address, or
 - the client is authenticated or in `trusted_networks`;
 unknown users of the organisation's own domains get `550 5.1.1` (refused now, so no bounce
 is ever sent to a forged sender), everything else `550 5.7.1` (no open relay). The percent
@@ -26,6 +27,7 @@ from sitemail.directory import Directory
 from sitemail.queue.model import QueueId
 from sitemail.queue.records import NewMessage, new_queue_id
 from sitemail.queue.spool import Spool
+from sitemail.routing.route import ACCEPTED_RULES, Transport
 from sitemail.routing.router import Router
 from sitemail.smtp.engine import SessionInfo
 
@@ -86,14 +88,12 @@ class ImsPolicy:
             return Reply(553, "5.1.3", f"Bad recipient address: {exc.message}")
         if address.has_routing_characters:
             return ROUTING_CHARS
-        if self._directory.lookup(str(address)) is not None:
-            return OK_RECIPIENT
-        if self._router.is_local_dsa(address.local, address.domain):
-            return OK_RECIPIENT  # replication mail: the replicator verifies every message
-        if self._router.is_authoritative(address.domain):
-            return Reply(550, "5.1.1", f"<{address}>: no such user here")
-        if self._router.domain_route(address.domain) is not None:
-            return OK_RECIPIENT
+        route = self._router.route(str(address))
+        if route.rule in ACCEPTED_RULES:
+            return OK_RECIPIENT  # the organisation's own recipients and domains
+        if route.transport is Transport.REJECT:
+            code = 550 if route.status.startswith("5.1.1") else 553
+            return Reply(code, route.status, f"<{address}>: {route.reason}")
         if authenticated or self.is_trusted(peer_ip):
             return OK_RECIPIENT
         return RELAY_DENIED

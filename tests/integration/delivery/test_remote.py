@@ -37,7 +37,8 @@ from sitemail.lab.dns_server import EmbeddedDnsServer
 from sitemail.queue.model import Outcome, QueuedMessage, QueuedRecipient, QueueId, RecipientResult
 from sitemail.routing.domain_routes import DomainRoute, match_domain_route
 from sitemail.routing.resolver import DnsResolver, Resolver
-from sitemail.routing.route import Route, Transport
+from sitemail.routing.route import Route, SiteHop, Transport
+from sitemail.routing.trace import trace_sites
 
 DNS_HOST = "127.0.0.71"
 SINK_HOST = "127.0.0.72"
@@ -635,21 +636,85 @@ def test_remote_peer_greeting_with_our_name_is_a_loop(resolver: Resolver) -> Non
 
 
 def test_remote_site_route_uses_the_site_lookup(resolver: Resolver) -> None:
-    """A site route goes to the host the site lookup names; an unknown site is deferred."""
+    """A site route goes to the relay host the site hop names and carries a trace field
+    naming this site; an unknown site is deferred."""
 
-    async def scenario() -> tuple[list[RecipientResult], list[RecipientResult]]:
+    async def scenario() -> tuple[list[RecipientResult], list[RecipientResult], Sink]:
         sink = Sink()
         async with running(sink):
-            sites = {"SiteB": f"relay.remote.test:{sink.port}"}
-            async with transport(resolver, site_nexthop=sites.get) as delivery:
+            hops = {
+                "SiteB": SiteHop(
+                    "SiteB", "siteb.test", f"relay.remote.test:{sink.port}", frozenset()
+                )
+            }
+            async with transport(resolver, site_hop=hops.get, trace_site="SiteA") as delivery:
                 msg = message(rcpt("dave@siteb.test"))
                 known = await delivery.deliver(msg, CONTENT, work(msg, Transport.SITE, "SiteB"))
                 unknown = await delivery.deliver(msg, CONTENT, work(msg, Transport.SITE, "SiteC"))
-        return known, unknown
+        return known, unknown, sink
 
-    known, unknown = run(scenario())
+    known, unknown, sink = run(scenario())
     assert by_outcome(known) == [(Outcome.DELIVERED, 250, "2.0.0")]
     assert by_outcome(unknown) == [(Outcome.DEFERRED, 451, "4.3.5")]
+    first = sink.received[0].content.split(b"\r\n", 1)[0]
+    assert first.startswith(b"X-Sitemail-Trace: SiteA; id=")
+    assert set(trace_sites(sink.received[0].content)) == {"SiteA"}
+
+
+def test_remote_site_without_relay_goes_to_the_routing_address_mx(resolver: Resolver) -> None:
+    """No domain route for the routing address: its MX records decide (mx2 is the sink)."""
+
+    async def scenario() -> tuple[list[RecipientResult], Sink]:
+        sink = Sink(port=0)
+        async with running(sink):
+            hops = {"SiteB": SiteHop("SiteB", "selfmx.remote.test", None, frozenset())}
+            async with transport(resolver, site_hop=hops.get, port=sink.port) as delivery:
+                msg = message(rcpt("dave@example.test"))
+                results = await delivery.deliver(msg, CONTENT, work(msg, Transport.SITE, "SiteB"))
+        return results, sink
+
+    results, sink = run(scenario())
+    assert by_outcome(results) == [(Outcome.DELIVERED, 250, "2.0.0")]
+    assert sink.received[0].rcpt_tos == ["dave@example.test"]  # never rewritten
+
+
+def test_remote_site_with_pinned_certificate_mismatch_defers(
+    resolver: Resolver, certificate: Certificate
+) -> None:
+    """A site pinned to another certificate gets nothing, not even in plaintext: 4.7.5."""
+
+    async def scenario() -> tuple[list[RecipientResult], Sink]:
+        sink = Sink(tls_context=certificate.server_context())
+        async with running(sink):
+            hop = SiteHop("SiteB", "siteb.test", f"{SINK_HOST}:{sink.port}", frozenset({"ab" * 32}))
+            async with transport(resolver, site_hop={"SiteB": hop}.get) as delivery:
+                msg = message(rcpt("dave@siteb.test"))
+                results = await delivery.deliver(msg, CONTENT, work(msg, Transport.SITE, "SiteB"))
+        return results, sink
+
+    results, sink = run(scenario())
+    assert by_outcome(results) == [(Outcome.DEFERRED, 451, "4.7.5")]
+    assert sink.mail_commands == []
+
+
+def test_remote_relay_to_this_server_fails_546_without_connecting(resolver: Resolver) -> None:
+    """A domain route or site hop naming our own listening address and port is a 5.4.6
+    error at once (never a delivery to ourselves); another port on the address is not us."""
+
+    async def scenario() -> tuple[list[RecipientResult], list[RecipientResult], Sink]:
+        sink = Sink()
+        async with running(sink), transport(resolver, local_addresses=[SINK_HOST]) as delivery:
+            delivery.listen_ports.add(sink.port + 1)
+            other = await relay(delivery, f"{SINK_HOST}:{sink.port}", rcpt("a@remote.test"))
+            delivery.listen_ports.add(sink.port)
+            me = await relay(delivery, f"{SINK_HOST}:{sink.port}", rcpt("a@remote.test"))
+        return other, me, sink
+
+    other, me, sink = run(scenario())
+    assert by_outcome(other) == [(Outcome.DELIVERED, 250, "2.0.0")]
+    assert by_outcome(me) == [(Outcome.FAILED, 554, "5.4.6")]
+    assert "loop to myself" in me[0].text
+    assert sink.connections == 1
 
 
 # -- MX ---------------------------------------------------------------------------------------
