@@ -39,7 +39,7 @@ from sitemail.replication.scheduler import ReplicationScheduler
 from sitemail.routing.resolver import DnsResolver, NoDnsResolver, Resolver
 from sitemail.routing.route import Transport
 from sitemail.routing.router import Router
-from sitemail.smtp.engine import start_smtp_server
+from sitemail.smtp.engine import start_smtp_server, stop_smtp_server
 from sitemail.smtp.policy import ImsPolicy
 from sitemail.store import Store, default_url, open_store, upgrade
 from sitemail.store.writer import GroupWriter
@@ -197,7 +197,7 @@ class SiteServer:
                 asyncio.get_running_loop().remove_reader(wake.fileno())
                 wake.close()
             for server in servers:
-                server.close()
+                stop_smtp_server(server)
             await parts.spool.stop()
             await parts.writer.stop()
             parts.store.close()

@@ -254,7 +254,7 @@ def _check_loop_deferrals(directory: Directory, report: KccReport) -> None:
             .where(
                 queue_rcpt.c.state == "queued",
                 queue_rcpt.c.last_status == "4.4.6",
-                queue_rcpt.c.last_text.like("routing loop:%"),
+                queue_rcpt.c.last_text.contains("routing loop:", autoescape=True),
             )
             .order_by(queue_rcpt.c.id)
             .limit(20)

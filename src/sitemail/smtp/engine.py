@@ -60,6 +60,7 @@ import ipaddress
 import logging
 import re
 import ssl
+import weakref
 from asyncio import sslproto
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -90,6 +91,7 @@ __all__ = [
     "received_header",
     "split_path",
     "start_smtp_server",
+    "stop_smtp_server",
 ]
 
 log = logging.getLogger("sitemail.smtp")
@@ -467,6 +469,7 @@ class _Settings:
     limiter: ConnectionLimiter
     tarpit_after: int
     loop: asyncio.AbstractEventLoop
+    sessions: set[SmtpSession] = field(default_factory=set)  # open, for shutdown
 
 
 @dataclass(slots=True)
@@ -650,12 +653,14 @@ class SmtpSession(SMTP):
             writer.close()
             return
         self._counted = True
+        self._settings.sessions.add(self)
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._refused or self._lost:
             return
         self._lost = True
+        self._settings.sessions.discard(self)
         if self._counted:
             self._counted = False
             self._settings.limiter.release(self._peer_ip)
@@ -1112,8 +1117,8 @@ async def start_smtp_server(
 ) -> asyncio.Server:
     """Listen on host:port (0 = any free port) in the running loop; returns the server.
 
-    The bound port is `server.sockets[0].getsockname()[1]`. `server.close()` stops accepting;
-    sessions already open end on their own (QUIT, timeout) or when the loop closes.
+    The bound port is `server.sockets[0].getsockname()[1]`. `stop_smtp_server(server)` stops
+    accepting and ends the sessions still open (`server.close()` alone leaves them running).
     """
     loop = asyncio.get_running_loop()
     settings = _Settings(
@@ -1126,4 +1131,25 @@ async def start_smtp_server(
         tarpit_after=max(1, limits.error_limit // 2) if tarpit_after is None else tarpit_after,
         loop=loop,
     )
-    return await loop.create_server(lambda: SmtpSession(settings), host, port)
+    server = await loop.create_server(lambda: SmtpSession(settings), host, port)
+    _LISTENERS[server] = settings
+    return server
+
+
+_LISTENERS: weakref.WeakKeyDictionary[asyncio.Server, _Settings] = weakref.WeakKeyDictionary()
+SHUTDOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
+
+
+def stop_smtp_server(server: asyncio.Server) -> None:
+    """Stop accepting and end every open session with 421: a server that stops must not go
+    on accepting mail on connections opened before (a client's pooled connection would get
+    a 250 from a server whose queue is closing). A transaction cut short was never answered
+    250, so its client keeps the message and retries."""
+    server.close()
+    settings = _LISTENERS.pop(server, None)
+    for session in list(settings.sessions if settings else ()):
+        transport = cast(asyncio.WriteTransport | None, session.transport)
+        if transport is not None and not transport.is_closing():
+            with contextlib.suppress(Exception):
+                transport.write(SHUTDOWN.render().encode("ascii") + b"\r\n")
+            transport.close()
