@@ -18,9 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 lab: $(STAMP)
-	$(BIN)/sitemail lab demo --data-dir demo/SiteA
-	@echo "serving SiteA: SMTP on 127.10.10.10:25 (Ctrl-C stops)"
-	$(BIN)/sitemail serve --data-dir demo/SiteA
+	$(BIN)/sitemail lab up --dir lab
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -34,4 +32,4 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) lab .pytest_cache .mypy_cache .ruff_cache

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sitemail.admin import cli
-from sitemail.admin.datadir import resolve_data_dir
+from sitemail.admin.datadir import remember_data_dir, resolve_data_dir
+from sitemail.admin.snapshot import site_snapshot
 from sitemail.admin.wake import open_wake_socket
 from sitemail.config import ServerConfig, load_config
 from sitemail.core.clock import Clock, SystemClock
@@ -29,6 +30,7 @@ from sitemail.core.errors import ConfigError
 from sitemail.delivery.local import LocalDelivery
 from sitemail.delivery.remote import RemoteDelivery
 from sitemail.directory import Directory
+from sitemail.lab.cli import register as register_lab
 from sitemail.queue.manager import QueueManager
 from sitemail.queue.model import DeliveryAgent
 from sitemail.queue.spool import Spool
@@ -279,6 +281,9 @@ def serve(data_dir: cli.DataDir = None) -> None:
     run_server(resolve_data_dir(data_dir))
 
 
+register_lab(cli.lab_app, cli.handle_errors, site_snapshot, remember_data_dir)
+
+
 def main() -> None:
-    """Console-script entry point: the admin CLI plus `serve`."""
+    """Console-script entry point: the admin CLI plus `serve` and `lab`."""
     cli.app()

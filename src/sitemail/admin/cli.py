@@ -24,7 +24,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sitemail.admin.datadir import remember_data_dir, resolve_data_dir
-from sitemail.admin.demo import run_demo
 from sitemail.admin.routing import certificate_fingerprint
 from sitemail.admin.service import AdminService, read_password_file
 from sitemail.admin.wake import poke
@@ -619,22 +618,10 @@ def site_show(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
             out.print(f"{key:13} {value}", markup=False)
 
 
+# The lab's commands (`lab up`, `status`, `down`) are added by site.py: sitemail.lab and this
+# package are siblings that do not import each other.
 lab_app = typer.Typer(help="The article's organisation on this machine.", no_args_is_help=True)
 app.add_typer(lab_app, name="lab")
-
-
-@lab_app.command("demo")
-@handle_errors
-def lab_demo(
-    data_dir: Annotated[
-        Path, typer.Option("--data-dir", "-D", help="Where the demo site lives.")
-    ] = Path("demo/SiteA"),
-) -> None:
-    """Set up (or reuse) a demo site: mailboxes, a contact, a group, @example.com addressing."""
-    service = run_demo(data_dir.resolve(), lambda line: out.print(line, markup=False))
-    service.close()
-    remember_data_dir(data_dir)
-    out.print(f"done: try `sitemail mailbox list --data-dir {data_dir}`", markup=False)
 
 
 # -- the Internet Mail Service ------------------------------------------------------------------

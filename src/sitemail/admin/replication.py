@@ -104,8 +104,20 @@ class ReplicationAdmin:
             peer_key=peer_key,
             schedule=schedule,
         )
+        with self.directory.store.read() as conn:
+            held = state.get_pending(conn, site)
+        replicator = self.replicator()
         with self.directory.store.write() as conn:
-            state.drop_pending(conn, site)  # configured now: its next request is answered
+            state.drop_pending(conn, site)
+            if (
+                held is not None
+                and held.state == "pending"
+                and held.public_key == connector.peer_key
+            ):
+                # The request it sent before we had a connector (the article's one-sided
+                # configuration) is answered now: the requester does not ask again while
+                # that one is outstanding. Signed with the key just pinned, so it is believed.
+                replicator.receive(conn, held.request, queue_id="pending")
         return connector
 
     def list_connectors(self) -> list[Connector]:

@@ -18,7 +18,10 @@ from sitemail.queue.records import TrackEvent, track
 from sitemail.store.engine import Store
 from sitemail.store.tables import queue_message, queue_rcpt, track_event
 
-__all__ = ["QueueAdmin", "QueueEntry", "RecipientEntry"]
+__all__ = ["FINAL_EVENTS", "QueueAdmin", "QueueEntry", "RecipientEntry"]
+
+# What happened to a recipient in the end at this server (the live views' "recent deliveries").
+FINAL_EVENTS = ("delivered", "relayed", "bounced")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +144,22 @@ class QueueAdmin:
                 )
             ],
         )
+
+    def recent(self, limit: int = 10, events: tuple[str, ...] = FINAL_EVENTS) -> list[TrackEvent]:
+        """The last `limit` tracking events of the given kinds, newest first."""
+        with self._store.read() as conn:
+            rows = conn.execute(
+                select(track_event)
+                .where(track_event.c.event.in_(events))
+                .order_by(track_event.c.id.desc())
+                .limit(limit)
+            ).all()
+        return [
+            TrackEvent(
+                r.at, r.event, r.queue_id, r.message_id, r.sender, r.recipient, r.site, r.detail
+            )
+            for r in rows
+        ]
 
     def track(self, ref: str) -> list[TrackEvent]:
         """Every event of a message by queue id or Message-ID (with or without <>)."""

@@ -208,6 +208,61 @@ def test_replication_one_sided_connector_is_held_as_pending_partner(tmp_path: Pa
     run(scenario)
 
 
+def test_replication_connector_added_later_answers_the_held_request(tmp_path: Path) -> None:
+    """The article's order: A's connector (and its first request) exists before B's. When B's
+    admin then adds the connector with A's key, the held request is answered at once: A does
+    not wait for its outstanding request to time out before it learns B's directory."""
+
+    async def scenario() -> None:
+        async with organisation(tmp_path) as org:
+            a, b = org.create("SiteA"), org.create("SiteB")
+            b.add_mailboxes(2)
+            org.connect(a, b)
+            org.route(b, a)
+            await org.start(a)
+            await org.start(b)
+            a.request_now("SiteB")
+            await until(lambda: bool(b.service.replication.pending()), what="pending partner")
+            org.connect(b, a)  # pins A's real key: the held request is believed and answered
+            poke(b.data_dir)
+            await until(idle(a, "SiteB"), what="A answered")
+            assert a.aliases("SiteB") == {"user0", "user1"}
+            assert b.service.replication.pending() == []
+
+    run(scenario)
+
+
+def test_replication_connector_with_another_key_leaves_the_held_request_unanswered(
+    tmp_path: Path,
+) -> None:
+    """A connector pinning some other key than the one the held request was signed with does
+    not answer it (the request cannot be verified against the pinned key)."""
+
+    async def scenario() -> None:
+        async with organisation(tmp_path) as org:
+            a, b, c = org.create("SiteA"), org.create("SiteB"), org.create("SiteC")
+            b.add_mailboxes(2)
+            org.connect(a, b)
+            org.route(b, a)
+            await org.start(a)
+            await org.start(b)
+            a.request_now("SiteB")
+            await until(lambda: bool(b.service.replication.pending()), what="pending partner")
+            b.service.replication.add_connector(
+                "SiteA",
+                bridgehead="ServerA",
+                routing_address=a.domain,
+                peer_key=c.key(),
+                schedule="never",
+            )
+            poke(b.data_dir)
+            await until(lambda: not a.service.queue.entries() and not b.service.queue.entries())
+            assert a.aliases("SiteB") == set()
+            assert peer_status(a, "SiteB").waiting
+
+    run(scenario)
+
+
 def test_replication_every_connector_requests_shortly_after_start(tmp_path: Path) -> None:
     """Without any admin action, a connector pulls `startup_delay` after the server starts."""
 

@@ -1,0 +1,579 @@
+"""The lab: the article's organisation on this machine, set up the way the article says.
+
+One job: bring up ExchangeORG with SiteA/ServerA (127.10.10.10), SiteB/ServerB (127.10.10.15)
+and SiteC/ServerC (127.10.10.20), each its own `sitemail serve` process with its own data dir
+under the lab folder, and an embedded DNS server (127.10.10.53) serving the article's records;
+then walk the article's procedure, step by step under its own headings. Every step runs the
+`sitemail` command an administrator would type (a subprocess: the lab uses no private door),
+so the lab is also the widest integration test there is.
+
+The lab folder holds `lab.json` (addresses, ports, the ids of the processes it started),
+`dns.zone` (the records; edit it and the DNS server reloads it), one data dir per site and
+`logs/`. `lab up` on an existing folder reuses it: processes that run are left alone, the
+others are started, and steps already done are not done again. `lab down` stops only the
+processes this lab started (their ids are checked against their command lines first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import dns.exception
+import dns.resolver
+
+from sitemail.core.errors import ConfigError
+
+__all__ = [
+    "COMPANY_DOMAIN",
+    "NET",
+    "SITES",
+    "Lab",
+    "LabError",
+    "LabSite",
+    "LabState",
+    "lab_sites",
+    "zone_text",
+]
+
+ORG = "ExchangeORG"
+COMPANY_DOMAIN = "example.com"
+NET = "127.10.10"  # the article's addresses: SiteA .10, SiteB .15, SiteC .20; DNS .53
+DNS_HOST = 53
+STATE_FILE = "lab.json"
+ZONE_FILE = "dns.zone"
+OUTSIDER = "someone@internet.example"
+
+
+class LabError(ConfigError):
+    """The lab cannot go on (exit 78): the message says what to change."""
+
+
+@dataclass(frozen=True, slots=True)
+class LabSite:
+    name: str
+    server: str
+    address: str
+    users: tuple[tuple[str, str], ...]  # (alias, display name)
+
+    @property
+    def domain(self) -> str:
+        return f"{self.name.lower()}.{COMPANY_DOMAIN}"
+
+    @property
+    def host(self) -> str:
+        return f"{self.server.lower()}.{self.domain}"
+
+
+SITES = (
+    LabSite("SiteA", "ServerA", "127.10.10.10", (("user1", "User One"), ("jsmith", "John Smith"))),
+    LabSite("SiteB", "ServerB", "127.10.10.15", (("user2", "User Two"), ("mjones", "Mary Jones"))),
+    LabSite("SiteC", "ServerC", "127.10.10.20", (("user3", "User Three"), ("pbrown", "Pat Brown"))),
+)
+
+
+def lab_sites(net: str = NET) -> tuple[LabSite, ...]:
+    """The three sites on `net` (a /24 of loopback given by its first three octets)."""
+    return tuple(replace(s, address=f"{net}.{s.address.rsplit('.', 1)[1]}") for s in SITES)
+
+
+def zone_text(sites: tuple[LabSite, ...]) -> str:
+    """The article's records (Prerequisites 3 and 4) on loopback; MX targets are the servers'
+    A records (the article's own example names Server1 in the MX but ServerA in the A record:
+    seed X3). DNS has no ports: a lab on another port than 25 is reached through the domain
+    routes, which name the port."""
+    lines = [f"$ORIGIN {COMPANY_DOMAIN}.", "$TTL 60"]
+    lines.append(f"@ IN MX 10 {sites[0].host}.")
+    for site in sites:
+        lines.append(f"{site.domain}. IN MX 10 {site.host}.")
+        lines.append(f"{site.host}. IN A {site.address}")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(slots=True)
+class LabState:
+    smtp_port: int = 25
+    net: str = NET
+    dns_port: int = 53
+    pids: dict[str, int] = field(default_factory=dict)
+    set_up: bool = False  # the article's procedure has been done once
+
+    @classmethod
+    def load(cls, root: Path) -> LabState | None:
+        path = root / STATE_FILE
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(**data)
+        except (ValueError, TypeError) as exc:
+            raise LabError(
+                f"{path} is damaged ({exc}): remove the lab folder and start again"
+            ) from exc
+
+    def save(self, root: Path) -> None:
+        path = root / STATE_FILE
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+
+    @property
+    def dns_address(self) -> str:
+        return f"{self.net}.{DNS_HOST}"
+
+
+def sitemail_command() -> list[str]:
+    """The `sitemail` of this installation (next to this interpreter), as a command line."""
+    script = Path(sys.executable).parent / "sitemail"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from sitemail.site import main; main()"]
+
+
+def _process_is_ours(pid: int, root: Path) -> bool:
+    """Whether `pid` is a process this lab started (its command line names the lab folder)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    text = b" ".join(cmdline).decode("utf-8", "replace")
+    return "sitemail" in text and str(root) in text
+
+
+def _can_bind(address: str, port: int, kind: socket.SocketKind) -> str | None:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+class Lab:
+    """One lab folder: its processes and the article's procedure."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        smtp_port: int = 25,
+        dns_port: int = 53,
+        net: str = NET,
+        say: Callable[[str], None] = print,
+        heading: Callable[[str], None] | None = None,
+        probe: Callable[[Path], dict[str, Any]] | None = None,
+    ) -> None:
+        self.root = root.resolve()
+        self.say = say
+        self.heading = heading or (lambda text: say(f"\n== {text} =="))
+        self.probe = probe
+        existing = LabState.load(self.root)
+        self.state = existing or LabState(smtp_port=smtp_port, net=net, dns_port=dns_port)
+        self.sites = lab_sites(self.state.net)
+
+    # -- places -----------------------------------------------------------------------------
+
+    def data_dir(self, site: LabSite) -> Path:
+        return self.root / site.name
+
+    def log_path(self, name: str) -> Path:
+        return self.root / "logs" / f"{name}.log"
+
+    def nameserver(self) -> str:
+        return f"{self.state.dns_address}:{self.state.dns_port}"
+
+    def hop(self, site: LabSite) -> str:
+        """Where another site forwards mail for `site` ("forward to host", with the port when
+        the lab does not use 25)."""
+        port = self.state.smtp_port
+        return site.address if port == 25 else f"{site.address}:{port}"
+
+    # -- the sitemail CLI -------------------------------------------------------------------
+
+    def run(self, *args: str, site: LabSite | None = None, ok: tuple[int, ...] = (0,)) -> str:
+        """One `sitemail` command, as an administrator would type it; its output."""
+        command = [*sitemail_command(), *args]
+        if site is not None:
+            command += ["--data-dir", str(self.data_dir(site))]
+        env = {**os.environ, "XDG_CONFIG_HOME": str(self.root / ".config")}
+        proc = subprocess.run(  # noqa: S603 - our own CLI, arguments from the lab's constants
+            command, capture_output=True, text=True, timeout=120, env=env, check=False
+        )
+        if proc.returncode not in ok:
+            shown = " ".join(args)
+            raise LabError(
+                f"`sitemail {shown}` failed ({proc.returncode}): "
+                f"{(proc.stderr or proc.stdout).strip()}"
+            )
+        return proc.stdout
+
+    def show(self, *args: str, site: LabSite) -> str:
+        """Run a step and print it the way a person would see it in a terminal."""
+        self.say(f"  [{site.name}] $ sitemail {' '.join(args)}")
+        out = self.run(*args, site=site, ok=(0, 73))
+        for line in out.strip().splitlines()[:12]:
+            self.say(f"      {line}")
+        return out
+
+    # -- processes --------------------------------------------------------------------------
+
+    def alive(self) -> dict[str, bool]:
+        return {
+            name: _process_is_ours(pid, self.root) for name, pid in sorted(self.state.pids.items())
+        }
+
+    def running(self) -> bool:
+        alive = self.alive()
+        return bool(alive) and all(alive.values()) and len(alive) == len(self.sites) + 1
+
+    def check_addresses(self) -> None:
+        """Every address and port the lab needs is free and bindable (else say what to do)."""
+        wanted = [(s.address, self.state.smtp_port, socket.SOCK_STREAM, s.name) for s in self.sites]
+        wanted += [
+            (self.state.dns_address, self.state.dns_port, kind, "the DNS server")
+            for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM)
+        ]
+        alive = self.alive()
+        for address, port, kind, what in wanted:
+            name = "dns" if what == "the DNS server" else what
+            if alive.get(name):
+                continue
+            problem = _can_bind(address, port, kind)
+            if problem is not None:
+                flag = "--dns-port" if name == "dns" else "--smtp-port"
+                raise LabError(
+                    f"cannot use {address}:{port} for {what}: {problem}. Is another lab or "
+                    f"mail server running there? Stop it (`sitemail lab down`), or choose "
+                    f"another port with {flag} (ports below 1024 need root)"
+                )
+
+    def _spawn(self, name: str, args: list[str]) -> int:
+        self.log_path(name).parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path(name).open("ab") as log:
+            proc = subprocess.Popen(  # noqa: S603 - our own CLI
+                [*sitemail_command(), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C in the terminal reaches the lab, which stops it
+            )
+        self.state.pids[name] = proc.pid
+        self.state.save(self.root)
+        return proc.pid
+
+    def start_dns(self) -> None:
+        if self.alive().get("dns"):
+            return
+        zone = self.root / ZONE_FILE
+        if not zone.exists():
+            zone.write_text(zone_text(self.sites), encoding="utf-8")
+        self._spawn(
+            "dns",
+            [
+                "lab",
+                "dns-serve",
+                "--zone",
+                str(zone),
+                "--address",
+                self.state.dns_address,
+                "--port",
+                str(self.state.dns_port),
+            ],
+        )
+        self._wait(self._dns_answers, "the lab's DNS server to answer", "dns")
+
+    def _dns_answers(self) -> bool:
+        try:
+            self.resolve(COMPANY_DOMAIN, "MX")
+        except dns.exception.DNSException:
+            return False
+        return True
+
+    def resolve(self, name: str, rtype: str) -> list[str]:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [self.state.dns_address]
+        resolver.port = self.state.dns_port
+        resolver.lifetime = 2.0
+        return [r.to_text() for r in resolver.resolve(name, rtype)]
+
+    def start_site(self, site: LabSite) -> None:
+        if self.alive().get(site.name):
+            return
+        self._spawn(site.name, ["serve", "--data-dir", str(self.data_dir(site))])
+        self._wait(lambda: self._greets(site), f"{site.name}'s SMTP service", site.name)
+
+    def _greets(self, site: LabSite) -> bool:
+        try:
+            with socket.create_connection((site.address, self.state.smtp_port), timeout=1) as s:
+                s.settimeout(2)
+                return s.recv(4).startswith(b"220")
+        except OSError:
+            return False
+
+    def _wait(self, check: Callable[[], bool], what: str, name: str, limit: float = 30) -> None:
+        deadline = time.monotonic() + limit
+        while not check():
+            if not self.alive().get(name):
+                tail = self.log_path(name).read_text(errors="replace")[-1500:]
+                raise LabError(f"{what} did not start; its log ({self.log_path(name)}):\n{tail}")
+            if time.monotonic() > deadline:
+                raise LabError(f"waited {limit:.0f} s for {what}; see {self.log_path(name)}")
+            time.sleep(0.1)
+
+    def stop(self) -> list[str]:
+        """Stop every process this lab started; returns their names."""
+        stopped = []
+        for name, pid in sorted(self.state.pids.items()):
+            if _process_is_ours(pid, self.root):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+                stopped.append(name)
+        deadline = time.monotonic() + 20
+        for name, pid in sorted(self.state.pids.items()):
+            while _process_is_ours(pid, self.root) and time.monotonic() < deadline:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+                time.sleep(0.05)
+            if _process_is_ours(pid, self.root):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                self.say(f"  {name} did not stop within 20 s: killed")
+        self.state.pids = {}
+        self.state.save(self.root)
+        return stopped
+
+    # -- the article ------------------------------------------------------------------------
+
+    def up(self) -> None:
+        """Start what is not running; on a new lab, walk the whole procedure."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.state.save(self.root)
+        self.check_addresses()
+        self.heading("Prerequisites: DNS records (MX and A) for every site and the company")
+        self.start_dns()
+        for line in (self.root / ZONE_FILE).read_text().splitlines()[2:]:
+            self.say(f"  {line}")
+        self.say(f"  served by the lab's DNS server on {self.nameserver()}")
+        new = [s for s in self.sites if not (self.data_dir(s) / "sitemail.toml").exists()]
+        for site in new:
+            self._install(site)
+        for site in self.sites:
+            self.start_site(site)
+        if not self.state.set_up:
+            self._procedure()
+            self.state.set_up = True
+            self.state.save(self.root)
+        self.heading("Mail from the Internet to user@example.com, through the company MX")
+        self.send_test_mail()
+
+    def _install(self, site: LabSite) -> None:
+        self.heading(f"Install the Internet Mail Service at {site.name} ({site.domain})")
+        self.show(
+            "init",
+            "--org",
+            ORG,
+            "--site",
+            site.name,
+            "--server",
+            site.server,
+            "--domain",
+            site.domain,
+            "--listen",
+            site.address,
+            site=site,
+        )
+        self._configure(site)
+        for alias, name in site.users:
+            self.show("mailbox", "add", alias, "--name", name, site=site)
+
+    def _configure(self, site: LabSite) -> None:
+        """What an administrator writes in the config file: the lab's DNS server, the port,
+        and a start-up replication request after a few seconds instead of five minutes."""
+        path = self.data_dir(site) / "sitemail.toml"
+        text = path.read_text(encoding="utf-8")
+        port = self.state.smtp_port
+        text = text.replace("\n[smtp]\n", f"\n[smtp]\nport = {port}\noutbound_port = {port}\n", 1)
+        text = text.replace("\n[dns]\n", f'\n[dns]\nnameservers = ["{self.nameserver()}"]\n', 1)
+        text = text.replace("\n[replication]\n", "\n[replication]\nstartup_delay = 5\n", 1)
+        path.write_text(text, encoding="utf-8")
+        self.say(f"  [{site.name}] sitemail.toml: [smtp] port {port}, [dns] {self.nameserver()}")
+
+    def _procedure(self) -> None:
+        self._connected_sites()
+        self._domain_routes()
+        self._replication_connectors()
+        self._initial_replication()
+        self._single_domain()
+
+    def _connected_sites(self) -> None:
+        self.heading("How to Set Up the Internet Mail Service and Connectors to the Remote Sites")
+        for site, other in _pairs(self.sites):
+            self.show(
+                "connected-site", "add", other.name, "--routing-address",
+                f"@{other.name}.{COMPANY_DOMAIN}", site=site,
+            )  # fmt: skip
+
+    def _domain_routes(self) -> None:
+        self.heading("Making Domain-Specific Routing Entries")
+        for site, other in _pairs(self.sites):
+            self.show("domain-route", "add", other.domain, self.hop(other), site=site)
+
+    def _replication_connectors(self) -> None:
+        self.heading("Setting up Directory Replication by means of the Internet Mail Service")
+        # The key exchange an admin does: read `sitemail site key` at the other site.
+        keys = {s.name: self.run("site", "key", site=s).splitlines()[0].strip() for s in self.sites}
+        for site, other in _pairs(self.sites):
+            self.show(
+                "replication", "connector", "add", other.name, "--bridgehead", other.server,
+                "--routing-address", other.domain, "--peer-key", keys[other.name], site=site,
+            )  # fmt: skip
+
+    def _initial_replication(self) -> None:
+        self.heading("Speeding up Initial Directory Replication between Sites")
+        for site in self.sites:
+            self.show("kcc", "check-now", site=site)
+        for site, other in _pairs(self.sites):
+            self.show("replication", "request-now", other.name, site=site)
+        self._wait_replicated({s.name: s.domain for s in self.sites})
+        for site in self.sites:
+            self.show("kcc", "check-now", site=site)
+
+    def _single_domain(self) -> None:
+        self.heading(
+            "Setting up a Single E-mail Domain, <CompanyName>.com, for All Users in All Sites"
+        )
+        for site in self.sites:  # one site after the other, each change replicated before the next
+            self.show(
+                "addressing", "set", "smtp", f"@{COMPANY_DOMAIN}", "--update-recipients", site=site
+            )
+            for other in self.sites:
+                if other is not site:
+                    self.show("replication", "request-now", site.name, site=other)
+            self._wait_replicated({site.name: COMPANY_DOMAIN})
+
+    def _wait_replicated(self, domains: dict[str, str], limit: float = 90) -> None:
+        """Until every site routes the first user of each named site, at that domain, there."""
+        self.say("  waiting for replication to complete ...")
+        deadline = time.monotonic() + limit
+        for site in self.sites:
+            for home in self.sites:
+                if home.name not in domains or home is site:
+                    continue
+                address = f"{home.users[0][0]}@{domains[home.name]}"
+                while True:
+                    explained = json.loads(
+                        self.run("route", "explain", address, "--json", site=site)
+                    )
+                    if explained.get("site") == home.name:
+                        break
+                    if time.monotonic() > deadline:
+                        raise LabError(
+                            f"{site.name} still does not know {address} after {limit:.0f} s: "
+                            f"see `sitemail replication status --data-dir {self.data_dir(site)}`"
+                        )
+                    time.sleep(0.5)
+        self.say("  replicated: every site knows the others' recipients")
+
+    # -- the proof ---------------------------------------------------------------------------
+
+    def mx_host(self) -> str:
+        """The company domain's MX, then its address, through the lab's DNS (as a sender on
+        the Internet would find it)."""
+        mx = sorted(self.resolve(COMPANY_DOMAIN, "MX"), key=lambda r: int(r.split()[0]))
+        host = mx[0].split()[1].rstrip(".")
+        return self.resolve(host, "A")[0]
+
+    def send_test_mail(self) -> list[tuple[str, str, bool]]:
+        """One message from outside to one user of each site at the company domain and one to
+        an old site address; shows where each arrived. Returns (address, site, arrived)."""
+        address = self.mx_host()
+        self.say(f"  MX of {COMPANY_DOMAIN} -> {address}:{self.state.smtp_port}")
+        tests = [(f"{s.users[0][0]}@{COMPANY_DOMAIN}", s) for s in self.sites]
+        old = self.sites[1]
+        tests.append((f"{old.users[1][0]}@{old.domain}", old))  # kept as a secondary address
+        sent = []
+        with smtplib.SMTP(address, self.state.smtp_port, "internet.example", timeout=30) as smtp:
+            for rcpt, home in tests:
+                message_id = f"<lab.{uuid.uuid4().hex[:12]}@internet.example>"
+                body = (
+                    f"From: Someone <{OUTSIDER}>\r\nTo: <{rcpt}>\r\nSubject: Hello from the "
+                    f"Internet\r\nMessage-ID: {message_id}\r\n\r\nOne domain for everybody.\r\n"
+                )
+                smtp.sendmail(OUTSIDER, [rcpt], body.encode())
+                self.say(f"  sent to {rcpt} ({message_id})")
+                sent.append((rcpt, home, message_id))
+        results = []
+        for rcpt, home, message_id in sent:
+            arrived = self._arrival(home, message_id)
+            where = f"in {home.name}'s mailbox store" if arrived else "NOT arrived (yet)"
+            self.say(f"  {rcpt:28} -> {where}")
+            results.append((rcpt, home.name, arrived))
+        return results
+
+    def _arrival(self, site: LabSite, message_id: str, limit: float = 30) -> bool:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            out = self.run("track", message_id, "--json", site=site, ok=(0, 66))
+            events = json.loads(out) if out.strip().startswith("[") else []
+            if any(e["event"] == "delivered" for e in events):
+                return True
+            time.sleep(0.3)
+        return False
+
+    # -- status ----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        alive = self.alive()
+        sites = []
+        for site in self.sites:
+            entry: dict[str, Any] = {
+                "site": site.name,
+                "server": site.server,
+                "smtp": f"{site.address}:{self.state.smtp_port}",
+                "running": alive.get(site.name, False),
+                "data_dir": str(self.data_dir(site)),
+            }
+            if self.probe is not None and (self.data_dir(site) / "sitemail.toml").exists():
+                entry.update(self.probe(self.data_dir(site)))
+            sites.append(entry)
+        return {
+            "lab": str(self.root),
+            "dns": {"address": self.nameserver(), "running": alive.get("dns", False)},
+            "sites": sites,
+            "set_up": self.state.set_up,
+        }
+
+
+def _pairs(sites: tuple[LabSite, ...]) -> Iterator[tuple[LabSite, LabSite]]:
+    """Every (site, other site), in the article's order."""
+    for site in sites:
+        for other in sites:
+            if other is not site:
+                yield site, other
+
+
+@contextlib.contextmanager
+def stopping_on_error(lab: Lab) -> Iterator[None]:
+    """A failed `lab up` leaves nothing running behind it."""
+    try:
+        yield
+    except BaseException:
+        lab.stop()
+        raise
+
+
+def require_lab(root: Path, probe: Callable[[Path], dict[str, Any]] | None = None) -> Lab:
+    if LabState.load(root.resolve()) is None:
+        raise ConfigError(f"no lab in {root}: `sitemail lab up` makes one")
+    return Lab(root, probe=probe)

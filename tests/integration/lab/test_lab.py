@@ -1,0 +1,218 @@
+"""`sitemail lab` end to end (issue 6): the article's three sites as real processes on loopback,
+set up by the CLI exactly as the lab prints it, checked by mail from outside, including from a
+real MTA that is not ours (Debian's Postfix relaying to the lab's MX).
+
+The lab runs on 127.10.91.0/24 (`--net`, hidden) with free ports, so it never collides with a
+lab a person runs on the article's addresses. One lab serves the whole module: bringing it up
+walks the whole procedure and takes a minute or two.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from bench._postfix import PrivatePostfix
+
+NET = "127.10.91"
+SITE_ADDRESSES = {"SiteA": f"{NET}.10", "SiteB": f"{NET}.15", "SiteC": f"{NET}.20"}
+POSTFIX_IP = f"{NET}.30"
+SITEMAIL = str(Path(sys.executable).parent / "sitemail")
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@dataclass
+class RunningLab:
+    root: Path
+    smtp_port: int
+    dns_port: int
+    env: dict[str, str]
+    up_output: str
+
+    def sitemail(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [SITEMAIL, *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=300,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"sitemail {' '.join(args)} -> {proc.returncode}\n{proc.stderr}")
+        return proc
+
+    def data_dir(self, site: str) -> Path:
+        return self.root / site
+
+    def delivered(self, site: str, message_id: str, limit: float = 60) -> bool:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            proc = self.sitemail(
+                "track", message_id, "--json", "--data-dir", str(self.data_dir(site)), check=False
+            )
+            if proc.returncode == 0 and any(
+                e["event"] == "delivered" for e in json.loads(proc.stdout)
+            ):
+                return True
+            time.sleep(0.5)
+        return False
+
+
+def _bindable(address: str, port: int, kind: socket.SocketKind) -> bool:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        try:
+            sock.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port_everywhere(addresses: list[str], kind: socket.SocketKind) -> int:
+    """A port free on every one of `addresses` (the lab uses one SMTP port for all sites)."""
+    with socket.socket() as probe:
+        probe.bind((addresses[0], 0))
+        start = int(probe.getsockname()[1])
+    for port in range(start, start + 200):
+        if all(_bindable(a, port, kind) for a in addresses):
+            return port
+    raise RuntimeError("no common free port")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
+    root = tmp_path_factory.mktemp("lab") / "lab"
+    smtp_port = _free_port_everywhere(list(SITE_ADDRESSES.values()), socket.SOCK_STREAM)
+    dns_port = _free_port_everywhere([f"{NET}.53"], socket.SOCK_DGRAM)
+    env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(root.parent / "config"),  # the user's default data dir is not ours
+        "COLUMNS": "200",
+    }
+    env.pop("SITEMAIL_DATA_DIR", None)
+    running = RunningLab(root, smtp_port, dns_port, env, "")
+    try:
+        proc = running.sitemail(
+            "lab", "up", "--detach", "--dir", str(root), "--net", NET,
+            "--smtp-port", str(smtp_port), "--dns-port", str(dns_port), check=False,
+        )  # fmt: skip
+        running.up_output = proc.stdout
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+        yield running
+    finally:
+        running.sitemail("lab", "down", "--dir", str(root), check=False)
+
+
+def test_lab_up_walks_the_article_in_its_order_and_mail_reaches_each_home_site(
+    lab: RunningLab,
+) -> None:
+    out = lab.up_output
+    headings = [
+        "Prerequisites: DNS records",
+        "Install the Internet Mail Service at SiteA",
+        "Install the Internet Mail Service at SiteC",
+        "How to Set Up the Internet Mail Service and Connectors to the Remote Sites",
+        "Making Domain-Specific Routing Entries",
+        "Setting up Directory Replication by means of the Internet Mail Service",
+        "Speeding up Initial Directory Replication between Sites",
+        "Setting up a Single E-mail Domain",
+        "Mail from the Internet to user@example.com",
+    ]
+    positions = [out.find(h) for h in headings]
+    assert -1 not in positions, [h for h, p in zip(headings, positions, strict=True) if p < 0]
+    assert positions == sorted(positions)
+    for line in (
+        "user1@example.com            -> in SiteA's mailbox store",
+        "user2@example.com            -> in SiteB's mailbox store",
+        "user3@example.com            -> in SiteC's mailbox store",
+        "mjones@siteb.example.com     -> in SiteB's mailbox store",
+    ):
+        assert line in out
+    assert "$ sitemail connected-site add SiteB --routing-address @SiteB.example.com" in out
+    assert "$ sitemail addressing set smtp @example.com --update-recipients" in out
+
+
+def test_lab_status_json_shows_every_process_running_and_the_queues_empty(
+    lab: RunningLab,
+) -> None:
+    status = json.loads(lab.sitemail("lab", "status", "--dir", str(lab.root), "--json").stdout)
+    assert status["dns"]["running"]
+    assert [s["site"] for s in status["sites"]] == ["SiteA", "SiteB", "SiteC"]
+    for site in status["sites"]:
+        assert site["running"], site
+        assert site["smtp"] == f"{SITE_ADDRESSES[site['site']]}:{lab.smtp_port}"
+        assert {p["peer"] for p in site["replication"]} == set(SITE_ADDRESSES) - {site["site"]}
+        assert not any(p["waiting"] for p in site["replication"])
+    assert any(e["event"] == "delivered" for s in status["sites"] for e in s["recent"])
+
+
+def test_lab_up_again_reuses_the_running_lab(lab: RunningLab) -> None:
+    proc = lab.sitemail("lab", "up", "--detach", "--dir", str(lab.root))
+    assert "Install the Internet Mail Service" not in proc.stdout  # nothing made again
+    assert "user3@example.com            -> in SiteC's mailbox store" in proc.stdout
+
+
+def test_lab_up_on_a_port_in_use_says_what_to_change(lab: RunningLab, tmp_path: Path) -> None:
+    proc = lab.sitemail(
+        "lab", "up", "--detach", "--dir", str(tmp_path / "other"), "--net", NET,
+        "--smtp-port", str(lab.smtp_port), "--dns-port", str(lab.dns_port), check=False,
+    )  # fmt: skip
+    assert proc.returncode == 78
+    assert "--smtp-port" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+postfix_installed = pytest.mark.skipif(
+    not Path("/usr/sbin/postfix").exists(), reason="Debian's postfix is not installed"
+)
+
+
+@pytest.mark.postfix
+@postfix_installed
+def test_postfix_relaying_to_the_lab_mx_reaches_each_home_site(lab: RunningLab) -> None:
+    """A real MTA that is not ours, with the company MX as its relay host, hands mail for
+    users of all three sites to SiteA; each message is delivered at its user's home site."""
+    mx = json.loads(lab.sitemail("lab", "status", "--dir", str(lab.root), "--json").stdout)
+    assert mx["sites"][0]["smtp"] == f"{SITE_ADDRESSES['SiteA']}:{lab.smtp_port}"
+    port = _free_port_everywhere([POSTFIX_IP], socket.SOCK_STREAM)
+    relayhost = f"[{SITE_ADDRESSES['SiteA']}]:{lab.smtp_port}"
+    with PrivatePostfix(
+        ip=POSTFIX_IP,
+        port=port,
+        mode="discard",
+        domain="outside.example",
+        extra_main_cf={
+            "relayhost": relayhost,
+            "default_transport": "smtp",
+            "relay_transport": "smtp",
+            "smtp_tls_security_level": "may",
+        },
+    ):
+        sent = {}
+        with smtplib.SMTP(POSTFIX_IP, port, timeout=30) as smtp:
+            for user, home in (("user1", "SiteA"), ("user2", "SiteB"), ("user3", "SiteC")):
+                message_id = f"<pf.{uuid.uuid4().hex[:12]}@outside.example>"
+                smtp.sendmail(
+                    "someone@outside.example",
+                    [f"{user}@example.com"],
+                    f"From: someone@outside.example\r\nTo: {user}@example.com\r\n"
+                    f"Message-ID: {message_id}\r\nSubject: via Postfix\r\n\r\nhello\r\n",
+                )
+                sent[message_id] = home
+        for message_id, home in sent.items():
+            assert lab.delivered(home, message_id), f"{message_id} not delivered at {home}"
+            received = lab.sitemail(
+                "track", message_id, "--json", "--data-dir", str(lab.data_dir("SiteA"))
+            )
+            assert any(e["event"] == "received" for e in json.loads(received.stdout))
