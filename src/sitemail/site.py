@@ -61,14 +61,6 @@ def build_tls_context(config: ServerConfig) -> ssl.SSLContext:
     return context
 
 
-def _nameservers(config: ServerConfig) -> list[tuple[str, int]]:
-    servers = []
-    for entry in config.dns.nameservers:
-        host, _, port = entry.partition(":")
-        servers.append((host, int(port) if port else 53))
-    return servers
-
-
 @dataclass(slots=True)
 class Components:
     store: Store
@@ -98,7 +90,7 @@ class SiteServer:
         org = directory.org()
         router = Router(directory, smart_host=config.smtp.smart_host)
         server_name = self.server_name(directory)
-        nameservers = _nameservers(config)
+        nameservers = config.dns.servers()
         resolver: Resolver = (
             DnsResolver(nameservers, timeout=config.dns.timeout, lifetime=config.dns.timeout)
             if nameservers

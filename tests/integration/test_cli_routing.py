@@ -103,6 +103,19 @@ def test_cli_routing_table_and_route_explain(site_a: AdminService) -> None:
     assert run("route", "explain", "a@b.example", "--from", "bad@@x", "-D", d).exit_code == 65
 
 
+def test_cli_route_explain_says_a_domain_route_to_this_server_would_bounce(
+    site_a: AdminService,
+) -> None:
+    d = site_a.config.data_dir
+    own = site_a.config.listen[0]
+    run("domain-route", "add", "loop.example.net", own, "-D", d)
+    explained = run("route", "explain", "x@loop.example.net", "-D", d)
+    assert explained.exit_code == 0
+    assert f"{own} is this server: the message would bounce with 5.4.6" in explained.stdout
+    run("domain-route", "add", "far.example.net", "127.10.10.99", "-D", d)
+    assert "is this server" not in run("route", "explain", "x@far.example.net", "-D", d).stdout
+
+
 def test_cli_site_show_prints_the_certificate_fingerprint(site_a: AdminService) -> None:
     shown = json.loads(run("site", "show", "--json", "-D", site_a.config.data_dir).stdout)
     assert shown["tls_fingerprint"] == certificate_fingerprint(site_a.config)

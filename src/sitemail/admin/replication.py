@@ -30,7 +30,7 @@ from sitemail.replication.kcc import KccReport, run_kcc
 from sitemail.replication.keys import fingerprint as key_fingerprint
 from sitemail.replication.keys import load_site_key
 from sitemail.replication.replicator import Replicator, RequestOutcome, dsa_address
-from sitemail.store.tables import dir_object, repl_link, repl_peer
+from sitemail.store.tables import dir_object, repl_link, repl_peer, track_event
 
 __all__ = ["LinkStatus", "PeerStatus", "ReplicationAdmin"]
 
@@ -217,6 +217,24 @@ class ReplicationAdmin:
                 raise NotFoundError(f"no pending partner {site}")
             state.set_pending_state(conn, site, "rejected")
         return held
+
+    # -- round trips (sitemail doctor) -------------------------------------------------------
+
+    def ping(self, site: str) -> str:
+        """Queue a signed ping to `site`; its token, to look for the pong with `pong_at`."""
+        replicator = self.replicator()
+        with self.directory.store.write() as conn:
+            return replicator.ping(conn, site)
+
+    def pong_at(self, token: str) -> float | None:
+        """When the pong answering ping `token` was delivered here, if it was."""
+        with self.directory.store.read() as conn:
+            return conn.execute(
+                select(track_event.c.at).where(
+                    track_event.c.event == "delivered",
+                    track_event.c.detail == f"replication pong: token {token}",
+                )
+            ).scalar()
 
     # -- status -----------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from sitemail.directory.ims_objects import (
     remove_connected_site,
     remove_domain,
 )
+from sitemail.routing.domain_routes import parse_nexthop
 from sitemail.routing.route import ACCEPTED_RULES, Route, SiteHop, Transport
 from sitemail.routing.router import Router
 from sitemail.routing.table import RoutingTable
@@ -123,10 +124,25 @@ class RoutingAdmin:
         return ExplainReport(
             address,
             route,
-            explanation.steps,
+            explanation.steps + self._loop_note(route),
             _policy(route),
             hop,
             self._sender_note(sender),
+        )
+
+    def _loop_note(self, route: Route) -> tuple[str, ...]:
+        """A relay to one of this server's own addresses or names is refused at delivery
+        (5.4.6, never a loop): say so here rather than show it as a normal relay."""
+        if route.transport is not Transport.RELAY:
+            return ()
+        host = parse_nexthop(route.nexthop)[0].strip("[]").lower()
+        ours = {a.lower() for a in self.config.listen}
+        ours.add(f"{self.config.server.lower()}.{self.directory.routing_domain()}")
+        if host not in ours:
+            return ()
+        return (
+            f"   {host} is this server: the message would bounce with 5.4.6 (mail would loop "
+            "to myself); point the domain route at the host that serves the domain",
         )
 
     def _sender_note(self, sender: str | None) -> str:

@@ -50,10 +50,28 @@ class TlsConfig:
 
 @dataclass(frozen=True, slots=True)
 class DnsConfig:
-    """Name servers as "ip" or "ip:port"; empty means none (domain routes and smart host only)."""
+    """Name servers as "ip", "ip:port" or "[ipv6]:port"; empty means none (domain routes and
+    smart host only)."""
 
     nameservers: tuple[str, ...] = ()
     timeout: float = 5.0
+
+    def servers(self) -> list[tuple[str, int]]:
+        """(address, port) of every name server (the entries are validated at load)."""
+        return [split_nameserver(entry) for entry in self.nameservers]
+
+
+def split_nameserver(entry: str) -> tuple[str, int]:
+    """ "127.0.0.1" -> ("127.0.0.1", 53); "127.0.0.1:5353", "::1", "[::1]:5353" likewise."""
+    text = entry.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, ""  # an IPv4 address, or an IPv6 address without a port
+    return host, int(port) if port.isdigit() else (53 if not port else -1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,12 +243,11 @@ def _validate(config: ServerConfig, where: str) -> None:
     _check_port(config.smtp.port, f"{where} [smtp] port")
     _check_port(config.smtp.outbound_port, f"{where} [smtp] outbound_port")
     for server in config.dns.nameservers:
-        host, _, port = server.partition(":")
+        host, port = split_nameserver(server)
         _check_address(host, f"{where} [dns] nameservers")
-        if port:
-            if not port.isdigit():
-                raise ConfigError(f"{where} [dns] nameservers: bad port in {server!r}")
-            _check_port(int(port), f"{where} [dns] nameservers")
+        if port < 0:
+            raise ConfigError(f"{where} [dns] nameservers: bad port in {server!r}")
+        _check_port(port, f"{where} [dns] nameservers")
     for net in config.smtp.trusted_networks:
         try:
             ipaddress.ip_network(net, strict=False)

@@ -21,6 +21,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from sitemail.core.clock import span
 from sitemail.lab.dns_server import EmbeddedDnsServer
 from sitemail.lab.lab import COMPANY_DOMAIN, NET, Lab, require_lab, stopping_on_error
 
@@ -175,17 +176,9 @@ def _replication_cell(entry: dict[str, Any]) -> str:
         elif lag is None:
             parts.append(f"{peer['peer']}: never")
         else:
-            parts.append(f"{peer['peer']}: {_ago(lag)}")
+            parts.append(f"{peer['peer']}: {span(lag)} ago")
     parts += [f"{p}: PENDING PARTNER" for p in entry.get("pending_partners", [])]
     return ", ".join(parts) or "-"
-
-
-def _ago(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min ago"
-    return f"{seconds / 3600:.1f} h ago"
 
 
 def _recent(data: dict[str, Any], limit: int = 8) -> Table:

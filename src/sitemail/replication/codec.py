@@ -63,6 +63,8 @@ _REQUIRED = {"type": str, "org": str, "origin": str, "target": str, "seq": int, 
 class MessageType(StrEnum):
     REQUEST = "request"
     ANSWER = "answer"
+    PING = "ping"  # a round trip for `sitemail doctor`: answered with a pong, changes nothing
+    PONG = "pong"
 
 
 class ReplicationRejected(Exception):  # noqa: N818 - an outcome named for the log, not a fault

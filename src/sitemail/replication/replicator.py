@@ -26,6 +26,8 @@ Replication mail travels from the null sender, so it can never cause a DSN.
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -35,6 +37,7 @@ from sqlalchemy import Connection, func, select
 from sitemail.config import ReplicationConfig
 from sitemail.core.clock import Clock
 from sitemail.core.envelope import Envelope, EnvelopeRecipient, Notify
+from sitemail.core.errors import NotFoundError
 from sitemail.directory import Directory, ObjectKind
 from sitemail.queue.records import NewMessage, insert_message, new_queue_id
 from sitemail.replication import state
@@ -73,6 +76,9 @@ class RequestOutcome:
     sent: bool
     seq: int  # the request sent, or the one still outstanding
     detail: str
+
+
+_TOKEN = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +246,8 @@ class Replicator:
                 return self._maybe_pending(conn, raw, queue_id, refused)
             claimed = claimed_origin(raw)
             return self._reject(conn, refused.reason, claimed, queue_id, refused.detail)
+        if message.type in (MessageType.PING, MessageType.PONG):
+            return self._take_ping(conn, message, queue_id)
         mark = "hw_request" if message.type is MessageType.REQUEST else "hw_answer"
         peer = state.get_peer(conn, message.origin)
         if message.seq <= int(getattr(peer, mark)):
@@ -365,6 +373,47 @@ class Replicator:
             message.origin,
         )
         return Received("pending", message.origin, "held as a pending partner")
+
+    # -- pings: a round trip of real mail for `sitemail doctor` -----------------------------
+
+    def ping(self, conn: Connection, site: str) -> str:
+        """Queue a signed ping to `site`'s directory-service mailbox; returns its token.
+
+        The site answers with a signed pong to ours: the round trip goes through both queues,
+        the routing and SMTP in both directions, authenticated like all replication mail
+        (Exchange's Test-Mailflow, which mails a server's system mailbox, does the same)."""
+        routing = self._routing_address_of(site)
+        if not routing:
+            raise NotFoundError(f"no site {site!r} with a routing address is known here")
+        token = uuid.uuid4().hex
+        self._queue(conn, MessageType.PING, site, dsa_address(routing), {"token": token})
+        return token
+
+    def _routing_address_of(self, site: str) -> str:
+        connector = {c.site: c for c in list_connectors(self.directory)}.get(site)
+        if connector is not None:
+            return connector.routing_address
+        sites = self.directory.list_objects(ObjectKind.SITE, site=site)
+        return str(sites[0].attrs.get("routing_domain", "")) if sites else ""
+
+    def _take_ping(self, conn: Connection, message: ReplicationMessage, queue_id: str) -> Received:
+        """Answer a verified ping with a pong to the sender's own directory-service mailbox
+        (the address comes from our directory, never from the message: no reflection), or
+        take a pong (the tracking log records it; the doctor looks for its token). Pings leave
+        the high-water marks alone, so they cannot make a replication message look replayed;
+        a replayed ping only makes one more pong before it expires."""
+        token = message.body.get("token")
+        if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+            return self._reject(conn, "malformed", message.origin, queue_id, "ping without token")
+        if message.type is MessageType.PONG:
+            return Received("pong", message.origin, f"token {token}")
+        routing = self._routing_address_of(message.origin)
+        if not routing:
+            return self._reject(
+                conn, "no-connector", message.origin, queue_id, "ping from a site with no address"
+            )
+        self._queue(conn, MessageType.PONG, message.origin, dsa_address(routing), {"token": token})
+        return Received("ponged", message.origin, f"token {token}")
 
     # -- answering --------------------------------------------------------------------------
 

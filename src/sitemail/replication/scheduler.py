@@ -39,6 +39,7 @@ class ReplicationScheduler:
         clock = replicator.clock
         self._started = clock.now()
         self._due: dict[str, float] = {}  # per peer: when to ask next
+        self._ticked = False
         self._next_kcc = self._started + replicator.settings.startup_delay
         self._next_gc = self._started + replicator.settings.gc_interval
 
@@ -58,8 +59,12 @@ class ReplicationScheduler:
         now = replicator.clock.now()
         sent = 0
         due = []
+        # Connectors there at the first tick wait for the start-up request time; one added
+        # to the running server later asks at once (the admin just made it).
+        first = self._started + settings.startup_delay if not self._ticked else now
+        self._ticked = True
         for connector in list_connectors(replicator.directory):
-            at = self._due.setdefault(connector.site, self._started + settings.startup_delay)
+            at = self._due.setdefault(connector.site, first)
             if now >= at:
                 interval = connector.interval
                 self._due[connector.site] = now + interval if interval else float("inf")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import smtplib
 import socket
 import subprocess
@@ -102,16 +103,36 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
     }
     env.pop("SITEMAIL_DATA_DIR", None)
     running = RunningLab(root, smtp_port, dns_port, env, "")
+    started: list[int] = []
     try:
         proc = running.sitemail(
             "lab", "up", "--detach", "--dir", str(root), "--net", NET,
             "--smtp-port", str(smtp_port), "--dns-port", str(dns_port), check=False,
         )  # fmt: skip
         running.up_output = proc.stdout
+        started = _lab_pids(root)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
         yield running
     finally:
+        started = _lab_pids(root) or started
         running.sitemail("lab", "down", "--dir", str(root), check=False)
+        for pid in started:  # should the folder have gone (another run's temp clean-up)
+            if str(root).encode() in _cmdline(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _lab_pids(root: Path) -> list[int]:
+    try:
+        return list(json.loads((root / "lab.json").read_text())["pids"].values())
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def test_lab_up_walks_the_article_in_its_order_and_mail_reaches_each_home_site(
@@ -216,3 +237,105 @@ def test_postfix_relaying_to_the_lab_mx_reaches_each_home_site(lab: RunningLab) 
                 "track", message_id, "--json", "--data-dir", str(lab.data_dir("SiteA"))
             )
             assert any(e["event"] == "received" for e in json.loads(received.stdout))
+
+
+# -- sitemail doctor on the running lab, then on the lab broken on purpose ---------------------
+
+
+def doctor(lab: RunningLab, *args: str) -> tuple[int, list[dict[str, str]]]:
+    proc = lab.sitemail("doctor", "--json", "--timeout", "10", *args, check=False)
+    assert "Traceback" not in proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def problems(findings: list[dict[str, str]]) -> list[str]:
+    return [f"{f['check']}: {f['message']}" for f in findings if f["level"] == "error"]
+
+
+def test_doctor_finds_the_lab_healthy_from_the_default_data_dir(lab: RunningLab) -> None:
+    """`sitemail lab up --detach && sitemail doctor` (lab up made SiteA the default)."""
+    proc = lab.sitemail("doctor", "--timeout", "10", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 error(s)" in proc.stdout
+    code, findings = doctor(lab, "--data-dir", str(lab.data_dir("SiteB")))
+    assert code == 0, problems(findings)
+    checks = {f["check"] for f in findings}
+    assert checks >= {
+        "dns", "ims", "connectors", "connected-sites", "replication", "duplicates", "routing",
+        "round-trip",
+    }  # fmt: skip
+    trips = [f["message"] for f in findings if f["check"] == "round-trip"]
+    assert len(trips) == 3
+    assert all(f["level"] == "ok" for f in findings if f["check"] == "round-trip")
+
+
+def test_doctor_names_a_missing_reverse_connector(lab: RunningLab) -> None:
+    site_b = str(lab.data_dir("SiteB"))
+    site_a = str(lab.data_dir("SiteA"))
+    shown = json.loads(
+        lab.sitemail("replication", "connector", "list", "--json", "--data-dir", site_b).stdout
+    )
+    to_a = next(c for c in shown if c["site"] == "SiteA")
+    lab.sitemail("replication", "connector", "remove", "SiteA", "--data-dir", site_b)
+    try:
+        code, findings = doctor(lab, "--data-dir", site_b)
+        assert code == 1
+        assert problems(findings) == [
+            "connectors: SiteB has no replication connector to SiteA (SiteA has one to SiteB)"
+        ]
+        code, findings = doctor(lab, "--data-dir", site_b, "--site", "SiteC")
+        assert code == 0, problems(findings)  # the problem is not SiteC's
+    finally:
+        lab.sitemail(
+            "replication", "connector", "add", "SiteA", "--bridgehead", to_a["bridgehead"],
+            "--routing-address", to_a["routing_address"], "--peer-key", to_a["peer_key"],
+            "--schedule", to_a["schedule"], "--data-dir", site_b,
+        )  # fmt: skip
+    assert doctor(lab, "--data-dir", site_a)[0] == 0
+
+
+def test_doctor_names_an_mx_pointing_at_the_wrong_site(lab: RunningLab) -> None:
+    zone = lab.root / "dns.zone"
+    good = zone.read_text()
+    wrong = good.replace(
+        "siteb.example.com. IN MX 10 serverb.siteb.example.com.",
+        "siteb.example.com. IN MX 10 serverc.sitec.example.com.",
+    )
+    assert wrong != good
+    zone.write_text(wrong)
+    try:
+        deadline = time.monotonic() + 20
+        while True:  # the lab's DNS server reloads the zone within a second or two
+            code, findings = doctor(lab, "--site", "SiteB")
+            if code or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert code == 1
+        assert problems(findings) == [
+            f"dns: SiteB's domain siteb.example.com: MX serverc.sitec.example.com "
+            f"{SITE_ADDRESSES['SiteC']} leads to {SITE_ADDRESSES['SiteC']}:{lab.smtp_port} "
+            "(SiteC), not SiteB"
+        ]
+    finally:
+        zone.write_text(good)
+
+
+def test_doctor_names_a_stopped_site(lab: RunningLab) -> None:
+    """Last of the module: the stopped site stays stopped until the fixture's `lab down`."""
+    pids = json.loads((lab.root / "lab.json").read_text())["pids"]
+    os.kill(pids["SiteC"], signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{pids['SiteC']}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    code, findings = doctor(lab, "--timeout", "3")
+    assert code == 1
+    found = problems(findings)
+    target = f"{SITE_ADDRESSES['SiteC']}:{lab.smtp_port}"
+    assert (
+        f"ims: SiteC's IMS at {target} (the domain route for sitec.example.com) does not "
+        "answer: no answer (connection refused)"
+    ) in found
+    assert "round-trip: no answer from SiteC within 3 s to a ping through the queue and SMTP" in (
+        found
+    )
+    assert all("SiteC" in line for line in found), found

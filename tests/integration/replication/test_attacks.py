@@ -13,12 +13,17 @@ import email
 import email.policy
 import json
 import smtplib
+import time
 import uuid
 import zlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from sitemail.admin.wake import poke
+from sitemail.core.errors import NotFoundError
 from sitemail.replication.codec import MessageType, ReplicationMessage, encode_message
 from sitemail.replication.keys import generate_site_key, load_site_key
 
@@ -94,8 +99,12 @@ def tamper(raw: bytes) -> bytes:
 
 
 def send_to_dsa(site: Site, raw: bytes) -> None:
+    send_to(site, "sitemail-dsa@sitea.example.com", raw)
+
+
+def send_to(site: Site, recipient: str, raw: bytes) -> None:
     with smtplib.SMTP(site.address, site.port, local_hostname="attacker.test", timeout=10) as c:
-        c.sendmail("", ["sitemail-dsa@sitea.example.com"], raw)
+        c.sendmail("", [recipient], raw)
 
 
 def rejected(site: Site) -> dict[str, int]:
@@ -151,5 +160,50 @@ def test_replication_attacks_change_nothing(tmp_path: Path) -> None:
             await until(lambda: not a.service.queue.entries())
             assert a.snapshot() == after_genuine
             assert not b.service.queue.entries()  # nothing was sent to the claimed sender
+
+    run(scenario)
+
+
+def test_ping_comes_back_as_a_pong_and_a_forged_ping_gets_nothing(tmp_path: Path) -> None:
+    """The doctor's round trip: A's signed ping reaches B's directory-service mailbox over
+    SMTP, B's signed pong comes back to A's. A ping not signed by A's key changes nothing at
+    B and makes no pong; neither moves the replication high-water marks."""
+
+    async def scenario() -> None:
+        async with organisation(tmp_path) as org:
+            a, b = org.create("SiteA"), org.create("SiteB")
+            org.connect(a, b)
+            org.connect(b, a)
+            await org.start(a)
+            await org.start(b)
+            token = a.service.replication.ping("SiteB")
+            poke(a.data_dir)
+            await until(lambda: a.service.replication.pong_at(token) is not None, what="pong")
+            assert a.service.replication.pong_at("0" * 32) is None
+            marks = next(p for p in b.service.replication.status().peers if p.peer == "SiteA")
+            assert (marks.requests_served, marks.answers_received) == (0, 0)
+            before = b.snapshot()
+            counts = rejected(b)
+            forged = ReplicationMessage(
+                MessageType.PING, "ExchangeORG", "SiteA", "SiteB", 10_000,
+                int(time.time() + 600), {"token": "f" * 32},
+            )  # fmt: skip
+            raw = encode_message(
+                forged,
+                generate_site_key(tmp_path / "mallory"),
+                sender="sitemail-dsa@sitea.example.com",
+                recipient="sitemail-dsa@siteb.example.com",
+                now=time.time(),
+            )
+            await asyncio.to_thread(send_to, b, "sitemail-dsa@siteb.example.com", raw)
+            await until(
+                lambda: rejected(b).get("bad-signature", 0) == counts.get("bad-signature", 0) + 1,
+                what="forged ping refused",
+            )
+            await until(lambda: not b.service.queue.entries(), what="B's queue empty")
+            assert b.snapshot() == before
+            assert a.service.replication.pong_at("f" * 32) is None
+            with pytest.raises(NotFoundError):
+                a.service.replication.ping("SiteZ")
 
     run(scenario)

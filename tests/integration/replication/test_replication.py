@@ -263,6 +263,26 @@ def test_replication_connector_with_another_key_leaves_the_held_request_unanswer
     run(scenario)
 
 
+def test_replication_connector_added_to_a_running_server_requests_at_once(
+    tmp_path: Path,
+) -> None:
+    """A connector added after the start-up request time asks at the scheduler's next tick,
+    not an hour later (startup_delay is an hour in the harness)."""
+
+    async def scenario() -> None:
+        async with organisation(tmp_path) as org:
+            a, b = org.create("SiteA"), org.create("SiteB")
+            b.add_mailboxes(2)
+            org.connect(b, a)
+            await org.start(b)
+            await org.start(a)
+            await asyncio.sleep(1.5)  # the scheduler has ticked without connectors
+            org.connect(a, b)
+            await until(lambda: a.aliases("SiteB") == {"user0", "user1"}, what="pull at once")
+
+    run(scenario)
+
+
 def test_replication_every_connector_requests_shortly_after_start(tmp_path: Path) -> None:
     """Without any admin action, a connector pulls `startup_delay` after the server starts."""
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from sitemail.config import CONFIG_FILE, ServerConfig, load_config, render_config
+from sitemail.config.model import split_nameserver
 from sitemail.core import ConfigError
 
 BASE = """
@@ -146,3 +147,20 @@ def test_config_invalid_utf8_is_config_error(tmp_path: Path) -> None:
     tmp_path.joinpath(CONFIG_FILE).write_bytes(b'[server]\nname = "\xff"\n')
     with pytest.raises(ConfigError, match="cannot parse"):
         load_config(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("127.0.0.1", ("127.0.0.1", 53)),
+        ("127.0.0.1:5353", ("127.0.0.1", 5353)),
+        ("::1", ("::1", 53)),
+        ("[::1]:5353", ("::1", 5353)),
+        ("[::1]", ("::1", 53)),
+        ("127.0.0.1:x", ("127.0.0.1", -1)),
+    ],
+)
+def test_nameserver_entries_split_into_address_and_port(
+    entry: str, expected: tuple[str, int]
+) -> None:
+    assert split_nameserver(entry) == expected
