@@ -37,7 +37,7 @@ Probe = Callable[[Path], dict[str, Any]]
 
 
 def _say(line: str) -> None:
-    out.print(line, markup=False)
+    out.print(line, markup=False, soft_wrap=True)  # whole lines: commands stay copyable
 
 
 def _heading(text: str) -> None:

@@ -17,8 +17,10 @@ processes this lab started (their ids are checked against their command lines fi
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shlex
 import signal
 import smtplib
 import socket
@@ -150,14 +152,36 @@ def _process_is_ours(pid: int, root: Path) -> bool:
     return "sitemail" in text and str(root) in text
 
 
-def _can_bind(address: str, port: int, kind: socket.SocketKind) -> str | None:
+def _can_bind(address: str, port: int, kind: socket.SocketKind) -> OSError | None:
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((address, port))
         except OSError as exc:
-            return exc.strerror or str(exc)
+            return exc
     return None
+
+
+def _bind_advice(address: str, port: int, what: str, name: str, problem: OSError) -> str:
+    """Why `address:port` cannot be used, and what to change."""
+    flag = "--dns-port" if name == "dns" else "--smtp-port"
+    reason = problem.strerror or str(problem)
+    if problem.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"cannot use {address} for {what}: {reason}. The lab needs the loopback addresses "
+            f"of the article; on Linux all of 127.0.0.0/8 is loopback, elsewhere add it "
+            f"(e.g. `sudo ifconfig lo0 alias {address}` on macOS)"
+        )
+    if problem.errno == errno.EACCES:
+        return (
+            f"cannot use {address}:{port} for {what}: {reason}. Ports below 1024 need root: "
+            f"run as root, or choose another port with {flag} (e.g. {flag} "
+            f"{5353 if name == 'dns' else 2525})"
+        )
+    return (
+        f"cannot use {address}:{port} for {what}: {reason}. Is another lab or mail server "
+        f"running there? Stop it (`sitemail lab down`), or choose another port with {flag}"
+    )
 
 
 class Lab:
@@ -218,11 +242,12 @@ class Lab:
             )
         return proc.stdout
 
-    def show(self, *args: str, site: LabSite) -> str:
-        """Run a step and print it the way a person would see it in a terminal."""
-        self.say(f"  [{site.name}] $ sitemail {' '.join(args)}")
+    def show(self, *args: str, site: LabSite, lines: int = 12) -> str:
+        """Run a step and print it the way a person would see it in a terminal (the command
+        quoted as a shell would need it, then the first `lines` of its output)."""
+        self.say(f"  [{site.name}] $ sitemail {shlex.join(args)}")
         out = self.run(*args, site=site, ok=(0, 73))
-        for line in out.strip().splitlines()[:12]:
+        for line in out.strip().splitlines()[:lines]:
             self.say(f"      {line}")
         return out
 
@@ -251,12 +276,7 @@ class Lab:
                 continue
             problem = _can_bind(address, port, kind)
             if problem is not None:
-                flag = "--dns-port" if name == "dns" else "--smtp-port"
-                raise LabError(
-                    f"cannot use {address}:{port} for {what}: {problem}. Is another lab or "
-                    f"mail server running there? Stop it (`sitemail lab down`), or choose "
-                    f"another port with {flag} (ports below 1024 need root)"
-                )
+                raise LabError(_bind_advice(address, port, what, name, problem))
 
     def _spawn(self, name: str, args: list[str]) -> int:
         self.log_path(name).parent.mkdir(parents=True, exist_ok=True)
@@ -395,7 +415,7 @@ class Lab:
         )
         self._configure(site)
         for alias, name in site.users:
-            self.show("mailbox", "add", alias, "--name", name, site=site)
+            self.show("mailbox", "add", alias, "--name", name, site=site, lines=0)
 
     def _configure(self, site: LabSite) -> None:
         """What an administrator writes in the config file: the lab's DNS server, the port,
