@@ -182,15 +182,20 @@ def _replication_cell(entry: dict[str, Any]) -> str:
 
 
 def _recent(data: dict[str, Any], limit: int = 8) -> Table:
-    """The last final events (delivered, relayed, bounced) of every site, newest first."""
+    """The last final events (delivered, relayed, bounced) of every site, newest first; the
+    detail column only where the terminal is wide enough to keep every line whole."""
     rows = [(e, entry["site"]) for entry in data["sites"] for e in entry.get("recent", [])]
     rows.sort(key=lambda pair: pair[0]["at"], reverse=True)
-    table = Table(title="recent deliveries")
-    for column in ("when", "site", "event", "recipient", "detail"):
-        table.add_column(column)
+    wide = out.width >= 120
+    table = Table(title="recent deliveries (replication mail left out)")
+    for column in ("when", "site", "event", "recipient"):
+        table.add_column(column, no_wrap=True)
+    if wide:
+        table.add_column("detail", no_wrap=True, overflow="ellipsis", max_width=60)
     for event, site in rows[:limit]:
         when = time.strftime("%H:%M:%S", time.localtime(event["at"]))
-        table.add_row(when, site, event["event"], event["recipient"], event["detail"][:60])
+        cells = [when, site, event["event"], event["recipient"]]
+        table.add_row(*cells, *([event["detail"]] if wide else []))
     return table
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, func, or_, select, update
 
+from sitemail.core.address import DSA_LOCAL_PART
 from sitemail.core.clock import Clock
 from sitemail.core.errors import NotFoundError
 from sitemail.queue.model import RcptState
@@ -145,15 +146,16 @@ class QueueAdmin:
             ],
         )
 
-    def recent(self, limit: int = 10, events: tuple[str, ...] = FINAL_EVENTS) -> list[TrackEvent]:
-        """The last `limit` tracking events of the given kinds, newest first."""
+    def recent(
+        self, limit: int = 10, events: tuple[str, ...] = FINAL_EVENTS, *, system: bool = False
+    ) -> list[TrackEvent]:
+        """The last `limit` tracking events of the given kinds, newest first; without the
+        directory-service mailboxes' (replication) mail unless `system`."""
+        query = select(track_event).where(track_event.c.event.in_(events))
+        if not system:
+            query = query.where(~track_event.c.recipient.startswith(f"{DSA_LOCAL_PART}@"))
         with self._store.read() as conn:
-            rows = conn.execute(
-                select(track_event)
-                .where(track_event.c.event.in_(events))
-                .order_by(track_event.c.id.desc())
-                .limit(limit)
-            ).all()
+            rows = conn.execute(query.order_by(track_event.c.id.desc()).limit(limit)).all()
         return [
             TrackEvent(
                 r.at, r.event, r.queue_id, r.message_id, r.sender, r.recipient, r.site, r.detail
