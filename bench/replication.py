@@ -89,7 +89,13 @@ class ByteCounter:
             finally:
                 dst.close()
 
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        try:
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        except asyncio.CancelledError:
+            # The run is over (asyncio.run cancels what is left): end quietly, not with a
+            # traceback from the stream's connection callback.
+            writer.close()
+            up_writer.close()
 
 
 def make_site(root: Path, name: str, port: int) -> AdminService:
@@ -163,6 +169,15 @@ def settled(service: AdminService, peer: str) -> bool:
     return not any(p.waiting for p in status.peers if p.peer == peer)
 
 
+def _full_verdict(seconds: float, objects: int, mailboxes: int) -> str:
+    """Met or missed for 100,000; below that size, what this rate would take for 100,000."""
+    if mailboxes >= 100_000:
+        return "met" if seconds < FULL_TARGET_S else "MISSED"
+    projected = seconds * 100_000 / objects
+    verdict = "would be met" if projected < FULL_TARGET_S else "would be MISSED"
+    return f"{verdict} at this rate (about {projected:.0f} s for 100,000)"
+
+
 async def measure(root: Path, mailboxes: int, rounds: int) -> int:
     ports = {name: free_port(address) for name, address in ADDRESSES.items()}
     a = make_site(root, "SiteA", ports["SiteA"])
@@ -225,7 +240,7 @@ async def measure(root: Path, mailboxes: int, rounds: int) -> int:
     print(
         f"full replication of {expected:,} objects (SiteA -> SiteB, request-now, real SMTP): "
         f"{full:.2f} s ({expected / full:,.0f} objects/s); target < {FULL_TARGET_S:.0f} s for "
-        f"100,000: {'met' if full < FULL_TARGET_S and mailboxes >= 100_000 else 'MISSED' if full >= FULL_TARGET_S else 'met at this size'}"
+        f"100,000: {_full_verdict(full, expected, mailboxes)}"
     )
     print(
         f"bytes on the wire: {wire:,} for {expected:,} objects = {wire / expected:.0f} bytes "
