@@ -16,9 +16,10 @@ import random
 import signal
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from sitemail.admin import cli
 from sitemail.admin.datadir import resolve_data_dir
@@ -29,6 +30,8 @@ from sitemail.core.errors import ConfigError
 from sitemail.delivery.local import LocalDelivery
 from sitemail.delivery.remote import RemoteDelivery
 from sitemail.directory import Directory
+from sitemail.directory.auth import Authenticator
+from sitemail.imap import ImapService
 from sitemail.queue.manager import QueueManager
 from sitemail.queue.model import DeliveryAgent
 from sitemail.queue.spool import Spool
@@ -47,6 +50,7 @@ from sitemail.store.writer import GroupWriter
 __all__ = ["SiteServer", "build_tls_context", "main", "run_server"]
 
 log = logging.getLogger("sitemail.site")
+T = TypeVar("T")
 
 
 def build_tls_context(config: ServerConfig) -> ssl.SSLContext:
@@ -87,6 +91,9 @@ class SiteServer:
         self.clock = clock or SystemClock()
         self.components: Components | None = None
         self.smtp_ports: list[tuple[str, int]] = []
+        # Client-access listeners by kind ("imap", "imaps", "pop3", "pop3s", "submission",
+        # "submissions"): (address, bound port) pairs.
+        self.client_ports: dict[str, list[tuple[str, int]]] = {}
 
     def build(self) -> Components:
         config = self.config
@@ -165,21 +172,50 @@ class SiteServer:
         await parts.spool.start()
         servers = []
         wake: socket.socket | None = None
+        authenticator = Authenticator(parts.directory, self.clock, self.config.auth)
+        imap = ImapService(
+            store=parts.store,
+            clock=self.clock,
+            authenticator=authenticator,
+            settings=self.config.imap,
+            limits=self.config.limits,
+            tls_context=tls,
+            server_name=self.server_name(parts.directory),
+        )
         try:
             for address in self.config.listen:
-                server = await start_smtp_server(
+                server = await _bind(
+                    "[smtp] port",
                     address,
                     self.config.smtp.port,
-                    policy=policy,
-                    server_name=self.server_name(parts.directory),
-                    limits=self.config.limits,
-                    tls_context=tls,
+                    start_smtp_server(
+                        address,
+                        self.config.smtp.port,
+                        policy=policy,
+                        server_name=self.server_name(parts.directory),
+                        limits=self.config.limits,
+                        tls_context=tls,
+                    ),
                 )
                 servers.append(server)
                 port = server.sockets[0].getsockname()[1]
                 self.smtp_ports.append((address, port))
                 parts.remote.listen_ports.add(port)
                 log.info("SMTP listening on %s:%d", address, port)
+            for address in self.config.listen:
+                for kind, port, implicit in (
+                    ("imap", self.config.imap.port, False),
+                    ("imaps", self.config.imap.tls_port, True),
+                ):
+                    if port:
+                        listener = await _bind(
+                            f"[imap] {'tls_port' if implicit else 'port'}",
+                            address,
+                            port,
+                            imap.start(address, port, implicit_tls=implicit),
+                        )
+                        self.client_ports.setdefault(kind, []).append((address, listener.port))
+                        log.info("%s listening on %s:%d", kind.upper(), address, listener.port)
             scheduler = ReplicationScheduler(
                 parts.replicator,
                 on_enqueued=parts.manager.wake,
@@ -198,6 +234,7 @@ class SiteServer:
                 wake.close()
             for server in servers:
                 stop_smtp_server(server)
+            await imap.stop()
             await parts.spool.stop()
             await parts.writer.stop()
             parts.store.close()
@@ -216,6 +253,17 @@ class SiteServer:
 
         asyncio.get_running_loop().add_reader(sock.fileno(), drain)
         return sock
+
+
+async def _bind(setting: str, address: str, port: int, start: Awaitable[T]) -> T:
+    """Start one listener; a port that cannot be bound is a configuration error naming it."""
+    try:
+        return await start
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {address} port {port}: {exc.strerror} (is another server "
+            f"running? change [server] listen or {setting}; 0 switches that listener off)"
+        ) from exc
 
 
 class _Later:
@@ -260,15 +308,16 @@ def run_server(data_dir: Path) -> None:
             if task is not None:
                 loop.add_signal_handler(sig, task.cancel)
         with contextlib.suppress(asyncio.CancelledError):
-            await server.run(lambda s: log.info("ready: %s", s.smtp_ports))
+            await server.run(lambda s: log.info("ready: %s %s", s.smtp_ports, s.client_ports))
 
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(main())
     except OSError as exc:
         raise ConfigError(
-            f"cannot listen on {', '.join(config.listen)} port {config.smtp.port}: {exc.strerror}"
-            " (is another server running? change [server] listen or [smtp] port)"
+            f"cannot listen on {', '.join(config.listen)}: {exc.strerror} (is another server "
+            "running? change [server] listen or the ports in [smtp], [imap], [pop3], "
+            "[submission])"
         ) from exc
 
 
