@@ -44,6 +44,7 @@ from sitemail.routing.route import Transport
 from sitemail.routing.router import Router
 from sitemail.smtp.engine import start_smtp_server, stop_smtp_server
 from sitemail.smtp.policy import ImsPolicy
+from sitemail.smtp.submission import SubmissionPolicy
 from sitemail.store import Store, default_url, open_store, upgrade
 from sitemail.store.writer import GroupWriter
 
@@ -202,7 +203,33 @@ class SiteServer:
                 self.smtp_ports.append((address, port))
                 parts.remote.listen_ports.add(port)
                 log.info("SMTP listening on %s:%d", address, port)
+            submission = SubmissionPolicy(policy, parts.directory)
             for address in self.config.listen:
+                for kind, port, implicit in (
+                    ("submission", self.config.submission.port, False),
+                    ("submissions", self.config.submission.tls_port, True),
+                ):
+                    if port:
+                        server = await _bind(
+                            f"[submission] {'tls_port' if implicit else 'port'}",
+                            address,
+                            port,
+                            start_smtp_server(
+                                address,
+                                port,
+                                policy=submission,
+                                server_name=self.server_name(parts.directory),
+                                limits=self.config.limits,
+                                tls_context=tls,
+                                authenticator=authenticator,
+                                auth_required=True,
+                                implicit_tls=implicit,
+                            ),
+                        )
+                        servers.append(server)
+                        bound = int(server.sockets[0].getsockname()[1])
+                        self.client_ports.setdefault(kind, []).append((address, bound))
+                        log.info("%s listening on %s:%d", kind, address, bound)
                 for kind, port, implicit in (
                     ("imap", self.config.imap.port, False),
                     ("imaps", self.config.imap.tls_port, True),

@@ -677,6 +677,16 @@ class FolderRegistry:
             self._folders[(owner, key_name)] = found
         return found
 
+    async def prepare(self, owner: str) -> None:
+        """At login: the standard folders exist (a mailbox that never got mail has none)."""
+        now = self.clock.now()
+
+        def run() -> None:
+            with self.store.write() as conn:
+                ensure_folders(conn, owner, now)
+
+        await asyncio.to_thread(run)
+
     def forget(self, owner: str, name: str) -> None:
         self._folders.pop((owner, name), None)
 
@@ -850,6 +860,7 @@ class Identity(IdentityInterface):
     @asynccontextmanager
     async def new_session(self) -> AsyncIterator[Session]:
         login = self._login
+        await login.registry.prepare(self.name)
         yield Session(self.name, login.config, FolderSet(login.registry, self.name))
 
     async def new_token(self, *, expiration: datetime | None = None) -> str | None:
