@@ -32,6 +32,7 @@ from sitemail.delivery.remote import RemoteDelivery
 from sitemail.directory import Directory
 from sitemail.directory.auth import Authenticator
 from sitemail.imap import ImapService
+from sitemail.pop3 import Pop3Service
 from sitemail.queue.manager import QueueManager
 from sitemail.queue.model import DeliveryAgent
 from sitemail.queue.spool import Spool
@@ -173,16 +174,7 @@ class SiteServer:
         await parts.spool.start()
         servers = []
         wake: socket.socket | None = None
-        authenticator = Authenticator(parts.directory, self.clock, self.config.auth)
-        imap = ImapService(
-            store=parts.store,
-            clock=self.clock,
-            authenticator=authenticator,
-            settings=self.config.imap,
-            limits=self.config.limits,
-            tls_context=tls,
-            server_name=self.server_name(parts.directory),
-        )
+        access = _ClientAccess(self, parts, tls, policy)
         try:
             for address in self.config.listen:
                 server = await _bind(
@@ -203,46 +195,8 @@ class SiteServer:
                 self.smtp_ports.append((address, port))
                 parts.remote.listen_ports.add(port)
                 log.info("SMTP listening on %s:%d", address, port)
-            submission = SubmissionPolicy(policy, parts.directory)
             for address in self.config.listen:
-                for kind, port, implicit in (
-                    ("submission", self.config.submission.port, False),
-                    ("submissions", self.config.submission.tls_port, True),
-                ):
-                    if port:
-                        server = await _bind(
-                            f"[submission] {'tls_port' if implicit else 'port'}",
-                            address,
-                            port,
-                            start_smtp_server(
-                                address,
-                                port,
-                                policy=submission,
-                                server_name=self.server_name(parts.directory),
-                                limits=self.config.limits,
-                                tls_context=tls,
-                                authenticator=authenticator,
-                                auth_required=True,
-                                implicit_tls=implicit,
-                            ),
-                        )
-                        servers.append(server)
-                        bound = int(server.sockets[0].getsockname()[1])
-                        self.client_ports.setdefault(kind, []).append((address, bound))
-                        log.info("%s listening on %s:%d", kind, address, bound)
-                for kind, port, implicit in (
-                    ("imap", self.config.imap.port, False),
-                    ("imaps", self.config.imap.tls_port, True),
-                ):
-                    if port:
-                        listener = await _bind(
-                            f"[imap] {'tls_port' if implicit else 'port'}",
-                            address,
-                            port,
-                            imap.start(address, port, implicit_tls=implicit),
-                        )
-                        self.client_ports.setdefault(kind, []).append((address, listener.port))
-                        log.info("%s listening on %s:%d", kind.upper(), address, listener.port)
+                await access.start(address)
             scheduler = ReplicationScheduler(
                 parts.replicator,
                 on_enqueued=parts.manager.wake,
@@ -261,7 +215,7 @@ class SiteServer:
                 wake.close()
             for server in servers:
                 stop_smtp_server(server)
-            await imap.stop()
+            await access.stop()
             await parts.spool.stop()
             await parts.writer.stop()
             parts.store.close()
@@ -291,6 +245,101 @@ async def _bind(setting: str, address: str, port: int, start: Awaitable[T]) -> T
             f"cannot listen on {address} port {port}: {exc.strerror} (is another server "
             f"running? change [server] listen or {setting}; 0 switches that listener off)"
         ) from exc
+
+
+class _ClientAccess:
+    """IMAP, POP3 and submission listeners, sharing one Authenticator (one lock-out table)."""
+
+    def __init__(
+        self, site: SiteServer, parts: Components, tls: ssl.SSLContext, inbound: ImsPolicy
+    ) -> None:
+        config = site.config
+        self._site = site
+        self._config = config
+        self._tls = tls
+        self._server_name = site.server_name(parts.directory)
+        self.authenticator = Authenticator(parts.directory, site.clock, config.auth)
+        self._submission = SubmissionPolicy(inbound, parts.directory)
+        self._smtp_servers: list[asyncio.Server] = []
+        self.imap = ImapService(
+            store=parts.store,
+            clock=site.clock,
+            authenticator=self.authenticator,
+            settings=config.imap,
+            limits=config.limits,
+            tls_context=tls,
+            server_name=self._server_name,
+        )
+        self.pop3 = Pop3Service(
+            store=parts.store,
+            clock=site.clock,
+            authenticator=self.authenticator,
+            limits=config.limits,
+            tls_context=tls,
+            server_name=self._server_name,
+        )
+
+    def _record(self, kind: str, address: str, port: int) -> None:
+        self._site.client_ports.setdefault(kind, []).append((address, port))
+        log.info("%s listening on %s:%d", kind, address, port)
+
+    async def start(self, address: str) -> None:
+        """Every configured client-access listener on `address`."""
+        config = self._config
+        smtp_servers = self._smtp_servers
+        for kind, port, implicit in (
+            ("submission", config.submission.port, False),
+            ("submissions", config.submission.tls_port, True),
+        ):
+            if port:
+                server = await _bind(
+                    f"[submission] {'tls_port' if implicit else 'port'}",
+                    address,
+                    port,
+                    start_smtp_server(
+                        address,
+                        port,
+                        policy=self._submission,
+                        server_name=self._server_name,
+                        limits=config.limits,
+                        tls_context=self._tls,
+                        authenticator=self.authenticator,
+                        auth_required=True,
+                        implicit_tls=implicit,
+                    ),
+                )
+                smtp_servers.append(server)
+                self._record(kind, address, int(server.sockets[0].getsockname()[1]))
+        for kind, port, implicit in (
+            ("imap", config.imap.port, False),
+            ("imaps", config.imap.tls_port, True),
+        ):
+            if port:
+                imap = await _bind(
+                    f"[imap] {'tls_port' if implicit else 'port'}",
+                    address,
+                    port,
+                    self.imap.start(address, port, implicit_tls=implicit),
+                )
+                self._record(kind, address, imap.port)
+        for kind, port, implicit in (
+            ("pop3", config.pop3.port, False),
+            ("pop3s", config.pop3.tls_port, True),
+        ):
+            if port:
+                pop = await _bind(
+                    f"[pop3] {'tls_port' if implicit else 'port'}",
+                    address,
+                    port,
+                    self.pop3.start(address, port, implicit_tls=implicit),
+                )
+                self._record(kind, address, pop.port)
+
+    async def stop(self) -> None:
+        for server in self._smtp_servers:
+            stop_smtp_server(server)
+        await self.imap.stop()
+        await self.pop3.stop()
 
 
 class _Later:
