@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -66,7 +67,15 @@ class AuthResult:
 class Authenticator:
     """Shared by every client-access listener of one server (one lock-out table)."""
 
-    def __init__(self, directory: Directory, clock: Clock, settings: AuthConfig) -> None:
+    def __init__(
+        self,
+        directory: Directory,
+        clock: Clock,
+        settings: AuthConfig,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._sleep = sleep
         self._directory = directory
         self._clock = clock
         self._settings = settings
@@ -87,12 +96,12 @@ class Authenticator:
     async def authenticate(self, login: str, password: str, peer_ip: str) -> AuthResult:
         """Check a login; every refusal is answered only after `failure_delay`."""
         if self.is_locked(peer_ip):
-            await asyncio.sleep(self._settings.failure_delay)
+            await self._sleep(self._settings.failure_delay)
             return AuthResult(AuthOutcome.LOCKED, LOCKED_TEXT)
         result = await asyncio.to_thread(self._check, login, password)
         if result.outcome is AuthOutcome.FAILED:
             self._count_failure(peer_ip)
-            await asyncio.sleep(self._settings.failure_delay)
+            await self._sleep(self._settings.failure_delay)
         elif result.ok:
             self._failures.pop(peer_ip, None)
         return result

@@ -33,7 +33,7 @@ from argparse import Namespace
 from collections.abc import Sequence
 from contextlib import AsyncExitStack, closing
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NoReturn
 
 from proxyprotocol.sock import SocketInfo
 from pymap.context import connection_exit
@@ -107,16 +107,19 @@ class _Connection(IMAPConnection):
         self._limits = limits
         self._authenticated = False
 
+    async def _refuse(self, text: str) -> NoReturn:
+        """Say BYE with the reason, then end the session (the listener logs it)."""
+        await self.write_response(ResponseBye(text.encode("ascii", "replace")))
+        raise _RefusedError(text)
+
     async def _line(self) -> bytes:
         timeout = _AUTHENTICATED_TIMEOUT if self._authenticated else self._limits.timeout
         try:
             return await asyncio.wait_for(self.reader.readline(), timeout)
         except TimeoutError:
-            raise _RefusedError("autologout: idle for too long") from None
+            await self._refuse("autologout: idle for too long")
         except ValueError:  # the reader's limit: the line is longer than max_line
-            raise _RefusedError(
-                f"line too long (at most {self._settings.max_line} octets)"
-            ) from None
+            await self._refuse(f"line too long (at most {self._settings.max_line} octets)")
 
     async def readline(self) -> memoryview:
         buf = bytearray(await self._line())
@@ -130,17 +133,17 @@ class _Connection(IMAPConnection):
             length = int(match.group(1))
             literals += length
             if literals > self._settings.max_literal:
-                raise _RefusedError(
+                await self._refuse(
                     f"literal too large (at most {self._settings.max_literal} octets)"
                 )
             buf += await asyncio.wait_for(self.reader.readexactly(length), self._limits.timeout)
             buf += await self._line()
             if len(buf) - literals > self._settings.max_line:
-                raise _RefusedError(f"line too long (at most {self._settings.max_line} octets)")
+                await self._refuse(f"line too long (at most {self._settings.max_line} octets)")
 
     async def read_continuation(self, literal_length: int) -> memoryview:
         if literal_length > self._settings.max_literal:
-            raise _RefusedError(f"literal too large (at most {self._settings.max_literal} octets)")
+            await self._refuse(f"literal too large (at most {self._settings.max_literal} octets)")
         literal = b""
         if literal_length:
             literal = await asyncio.wait_for(
@@ -255,9 +258,6 @@ class ImapService:
                 await conn.run(state)
         except _RefusedError as refused:
             log.info("imap session refused peer=%s reason=%s", peer_ip.get(), refused.text)
-            with contextlib.suppress(Exception):
-                await conn.write_response(ResponseBye(refused.text.encode("ascii", "replace")))
-                writer.close()
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, EOFError):
             with contextlib.suppress(Exception):
                 writer.close()
