@@ -29,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pymap.backend.session import BaseSession
+from pymap.bytes import Writeable
 from pymap.concurrent import Event
 from pymap.config import BackendCapability, IMAPConfig
 from pymap.context import subsystem
@@ -71,6 +73,7 @@ from sitemail.config.model import ImapConfig
 from sitemail.core.clock import Clock
 from sitemail.directory.auth import Authenticator, AuthOutcome, AuthResult
 from sitemail.mailbox import (
+    DEFAULT_FOLDERS,
     FolderState,
     MessageMeta,
     append_to_folder,
@@ -144,8 +147,72 @@ class Message(BaseMessage):
             return BaseLoadedMessage(self, requirement, None)
         batch = self._batch
         raw = await batch.content(self.uid) if batch is not None else None
-        content = MessageContent.parse(raw) if raw is not None else None
-        return BaseLoadedMessage(self, requirement, content)
+        return _Loaded(self, requirement, raw)
+
+
+_FIELD_START = re.compile(rb"^[^ \t\r\n]", re.MULTILINE)
+
+
+class _Loaded(BaseLoadedMessage):
+    """A message's content, MIME-parsed only when a command needs its structure.
+
+    The whole message, its header (BODY[HEADER], RFC822.HEADER), chosen header fields
+    (BODY[HEADER.FIELDS (...)]) and its size come straight from the stored octets: clients
+    fetch these for every message of a folder, and pymap's full parse costs more than all the
+    rest of such a FETCH together. ENVELOPE, BODYSTRUCTURE, parts and SEARCH parse as pymap does.
+    """
+
+    __slots__ = ["_raw"]
+
+    def __init__(self, message: Message, requirement: FetchRequirement, raw: bytes | None) -> None:
+        super().__init__(message, requirement, None)
+        self._raw = raw
+
+    @property
+    def content(self) -> MessageContent:
+        if self._content is None and self._raw is not None:
+            self._content = MessageContent.parse(self._raw)
+        return super().content
+
+    def _header(self) -> bytes | None:
+        raw = self._raw
+        if raw is None:
+            return None
+        end = raw.find(b"\r\n\r\n")
+        if end < 0 or b"\n" in raw[:end].replace(b"\r\n", b""):
+            return None  # no CRLF-delimited header: let pymap's parser decide
+        return raw[: end + 4]
+
+    def get_message_headers(
+        self,
+        section: Sequence[int] | None = None,
+        subset: Collection[bytes] | None = None,
+        inverse: bool = False,
+    ) -> Writeable:
+        header = None if section else self._header()
+        if header is None:
+            return super().get_message_headers(section, subset, inverse)
+        if subset is None:
+            return Writeable.wrap(header)
+        fields = header[:-2]
+        starts = [m.start() for m in _FIELD_START.finditer(fields)]
+        chosen = []
+        for begin, end in zip(starts, [*starts[1:], len(fields)], strict=True):
+            field = fields[begin:end]
+            name = field.split(b":", 1)[0].strip().upper()
+            if inverse != (name in subset):
+                chosen.append(field)
+        return Writeable.wrap(b"".join(chosen) + b"\r\n")
+
+    def get_body(self, section: Sequence[int] | None = None, binary: bool = False) -> Writeable:
+        if not section and not binary and self._raw is not None:
+            return Writeable.wrap(self._raw)
+        return super().get_body(section, binary)
+
+    def get_size(self, section: Sequence[int] | None = None) -> int:
+        if not section and self._raw is not None:
+            return len(self._raw)
+        return super().get_size(section)
 
 
 class _ContentBatch:
@@ -682,8 +749,11 @@ class FolderRegistry:
         now = self.clock.now()
 
         def run() -> None:
-            with self.store.write() as conn:
-                ensure_folders(conn, owner, now)
+            with self.store.read() as conn:
+                present = {name for name, _, _ in folder_names(conn, owner)}
+            if any(name not in present for name, _ in DEFAULT_FOLDERS):
+                with self.store.write() as conn:
+                    ensure_folders(conn, owner, now)
 
         await asyncio.to_thread(run)
 

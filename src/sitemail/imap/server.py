@@ -40,12 +40,19 @@ from pymap.context import connection_exit
 from pymap.imap import IMAPConnection
 from pymap.imap.state import ConnectionState
 from pymap.parsing.commands import Commands
-from pymap.parsing.response import CommandResponse, ResponseBye, ResponseCode, ResponseOk
+from pymap.parsing.response import (
+    CommandResponse,
+    Response,
+    ResponseBye,
+    ResponseCode,
+    ResponseOk,
+)
 from pysasl import SASLAuth
 
 from sitemail.config.model import ImapConfig, LimitsConfig
 from sitemail.core.clock import Clock
 from sitemail.directory.auth import Authenticator
+from sitemail.imap import speedups
 from sitemail.imap.backend import BackendConfig, FolderRegistry, Login, peer_ip
 from sitemail.store import Store
 
@@ -54,6 +61,7 @@ __all__ = ["ImapListener", "ImapService"]
 log = logging.getLogger("sitemail.imap")
 
 _AUTHENTICATED_TIMEOUT: Final = 30 * 60.0  # RFC 3501 section 5.4: at least 30 minutes
+_WRITE_CHUNK: Final = 256 * 1024
 _LITERAL_PLUS: Final = re.compile(rb"~?\{(\d{1,20})\+\}\r?\n$")
 
 
@@ -63,6 +71,18 @@ class _RefusedError(Exception):
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self.text = text
+
+
+class _Gather:
+    """A write stream that keeps what is written (see `_Connection.write_response`)."""
+
+    __slots__ = ["data"]
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.data += data
 
 
 class _Config(BackendConfig):
@@ -151,9 +171,28 @@ class _Connection(IMAPConnection):
             )
         return memoryview(literal + bytes(await self.readline()))
 
-    async def write_response(self, resp: object) -> None:
-        await super().write_response(resp)  # type: ignore[arg-type]
-        if isinstance(resp, ResponseOk) and b"Authentication successful" in bytes(resp):
+    async def write_response(self, resp: Response) -> None:
+        """pymap writes every piece of every untagged response with its own write (a TLS
+        record each); we gather them and write about `_WRITE_CHUNK` octets at a time, waiting
+        for the client to take each chunk, so a big FETCH neither costs thousands of records
+        nor piles up in memory."""
+        out = _Gather()
+        try:
+            if isinstance(resp, CommandResponse):
+                for untagged in resp._untagged:
+                    await untagged.async_write(out)
+                    if len(out.data) >= _WRITE_CHUNK:
+                        self.writer.write(bytes(out.data))
+                        out.data.clear()
+                        await self.writer.drain()
+                Response.write(resp, out)  # the tagged line alone
+            else:
+                await resp.async_write(out)
+            self.writer.write(bytes(out.data))
+            await self.writer.drain()
+        except ConnectionError:
+            return
+        if isinstance(resp, ResponseOk) and resp.text.startswith(b"Authentication successful"):
             self._authenticated = True
 
     async def send_error_disconnect(self) -> None:
@@ -197,6 +236,7 @@ class ImapService:
         self.tls_context = tls_context
         self.listeners: list[ImapListener] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        speedups.apply()
         args = Namespace(debug=False, passlib_cfg=None, proxy_protocol=None)
         self._config = _Config(
             args,
