@@ -132,20 +132,20 @@ def set_up_sitemail(root: Path, messages: list[bytes]) -> Path:
 
 
 @contextlib.contextmanager
-def sitemail_serving(data_dir: Path) -> Iterator[None]:
-    if answers(SITEMAIL_IP, IMAPS_PORT):
-        raise BenchError(f"something already listens on {SITEMAIL_IP}:{IMAPS_PORT}")
-    script = Path(sys.executable).parent / "sitemail"
-    with (data_dir / "serve.log").open("wb") as log:
+def running(command: list[str], host: str, what: str, log: Path) -> Iterator[None]:
+    """Run a server process until the block ends; wait until its IMAPS port answers."""
+    if answers(host, IMAPS_PORT):
+        raise BenchError(f"something already listens on {host}:{IMAPS_PORT}")
+    with log.open("wb") as out:
         proc = subprocess.Popen(
-            [str(script), "serve", "--data-dir", str(data_dir)],
+            command,
             stdin=subprocess.DEVNULL,
-            stdout=log,
+            stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:
-        wait_until(lambda: answers(SITEMAIL_IP, IMAPS_PORT), timeout=60, what="sitemail's IMAP")
+        wait_until(lambda: answers(host, IMAPS_PORT), timeout=60, what=what)
         yield
     finally:
         if proc.poll() is None:
@@ -155,6 +155,12 @@ def sitemail_serving(data_dir: Path) -> Iterator[None]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=30)
+
+
+def sitemail_serving(data_dir: Path) -> contextlib.AbstractContextManager[None]:
+    script = Path(sys.executable).parent / "sitemail"
+    command = [str(script), "serve", "--data-dir", str(data_dir)]
+    return running(command, SITEMAIL_IP, "sitemail's IMAP", data_dir / "serve.log")
 
 
 # -- Dovecot ----------------------------------------------------------------------------------
@@ -216,28 +222,9 @@ service imap-login {{
     return conf
 
 
-@contextlib.contextmanager
-def dovecot_serving(conf: Path) -> Iterator[None]:
-    if answers(DOVECOT_IP, IMAPS_PORT):
-        raise BenchError(f"something already listens on {DOVECOT_IP}:{IMAPS_PORT}")
-    proc = subprocess.Popen(
-        ["dovecot", "-F", "-c", str(conf)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        wait_until(lambda: answers(DOVECOT_IP, IMAPS_PORT), timeout=30, what="Dovecot's IMAP")
-        yield
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
+def dovecot_serving(conf: Path) -> contextlib.AbstractContextManager[None]:
+    command = ["dovecot", "-F", "-c", str(conf)]
+    return running(command, DOVECOT_IP, "Dovecot's IMAP", conf.parent / "stdout.log")
 
 
 # -- the client -------------------------------------------------------------------------------

@@ -279,61 +279,49 @@ class _ClientAccess:
             server_name=self._server_name,
         )
 
-    def _record(self, kind: str, address: str, port: int) -> None:
-        self._site.client_ports.setdefault(kind, []).append((address, port))
-        log.info("%s listening on %s:%d", kind, address, port)
-
     async def start(self, address: str) -> None:
         """Every configured client-access listener on `address`."""
         config = self._config
-        smtp_servers = self._smtp_servers
-        for kind, port, implicit in (
-            ("submission", config.submission.port, False),
-            ("submissions", config.submission.tls_port, True),
-        ):
-            if port:
-                server = await _bind(
-                    f"[submission] {'tls_port' if implicit else 'port'}",
-                    address,
-                    port,
-                    start_smtp_server(
-                        address,
-                        port,
-                        policy=self._submission,
-                        server_name=self._server_name,
-                        limits=config.limits,
-                        tls_context=self._tls,
-                        authenticator=self.authenticator,
-                        auth_required=True,
-                        implicit_tls=implicit,
-                    ),
-                )
-                smtp_servers.append(server)
-                self._record(kind, address, int(server.sockets[0].getsockname()[1]))
-        for kind, port, implicit in (
-            ("imap", config.imap.port, False),
-            ("imaps", config.imap.tls_port, True),
-        ):
-            if port:
-                imap = await _bind(
-                    f"[imap] {'tls_port' if implicit else 'port'}",
-                    address,
-                    port,
-                    self.imap.start(address, port, implicit_tls=implicit),
-                )
-                self._record(kind, address, imap.port)
-        for kind, port, implicit in (
-            ("pop3", config.pop3.port, False),
-            ("pop3s", config.pop3.tls_port, True),
-        ):
-            if port:
-                pop = await _bind(
-                    f"[pop3] {'tls_port' if implicit else 'port'}",
-                    address,
-                    port,
-                    self.pop3.start(address, port, implicit_tls=implicit),
-                )
-                self._record(kind, address, pop.port)
+        listeners: tuple[tuple[str, str, int, Callable[[str, int, bool], Awaitable[int]]], ...] = (
+            ("submission", "[submission] port", config.submission.port, self._submission_on),
+            (
+                "submissions",
+                "[submission] tls_port",
+                config.submission.tls_port,
+                self._submission_on,
+            ),
+            ("imap", "[imap] port", config.imap.port, self._imap_on),
+            ("imaps", "[imap] tls_port", config.imap.tls_port, self._imap_on),
+            ("pop3", "[pop3] port", config.pop3.port, self._pop3_on),
+            ("pop3s", "[pop3] tls_port", config.pop3.tls_port, self._pop3_on),
+        )
+        for kind, setting, port, start in listeners:
+            if port:  # 0: switched off
+                implicit = setting.endswith("tls_port")
+                bound = await _bind(setting, address, port, start(address, port, implicit))
+                self._site.client_ports.setdefault(kind, []).append((address, bound))
+                log.info("%s listening on %s:%d", kind, address, bound)
+
+    async def _submission_on(self, address: str, port: int, implicit: bool) -> int:
+        server = await start_smtp_server(
+            address,
+            port,
+            policy=self._submission,
+            server_name=self._server_name,
+            limits=self._config.limits,
+            tls_context=self._tls,
+            authenticator=self.authenticator,
+            auth_required=True,
+            implicit_tls=implicit,
+        )
+        self._smtp_servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    async def _imap_on(self, address: str, port: int, implicit: bool) -> int:
+        return (await self.imap.start(address, port, implicit_tls=implicit)).port
+
+    async def _pop3_on(self, address: str, port: int, implicit: bool) -> int:
+        return (await self.pop3.start(address, port, implicit_tls=implicit)).port
 
     async def stop(self) -> None:
         for server in self._smtp_servers:

@@ -124,6 +124,16 @@ class ClientSite:
         )
         return mailbox.primary_smtp
 
+    def wait_for_inbox(self, alias: str, count: int) -> list[bytes]:
+        """Local delivery is asynchronous: wait (bounded) until INBOX holds `count` messages."""
+        pause = threading.Event()
+        for _ in range(500):
+            messages = self.inbox(alias)
+            if len(messages) >= count:
+                return messages
+            pause.wait(0.02)
+        raise AssertionError(f"{alias}'s INBOX never reached {count} messages")
+
     def inbox(self, alias: str, folder: str = "INBOX") -> list[bytes]:
         guid = self.service.directory.get(alias).guid
         with self.service.store.read() as conn:

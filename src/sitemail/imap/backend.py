@@ -30,12 +30,19 @@ import asyncio
 import contextlib
 import hashlib
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pymap.backend.session import BaseSession
 from pymap.bytes import Writeable
@@ -68,6 +75,7 @@ from pymap.user import UserMetadata
 from pysasl.creds.server import ServerCredentials
 from pysasl.hashing import HashInterface
 from pysasl.identity import Identity as SaslIdentity
+from sqlalchemy import Connection
 
 from sitemail.config.model import ImapConfig
 from sitemail.core.clock import Clock
@@ -92,6 +100,8 @@ from sitemail.mailbox import (
     set_subscribed,
 )
 from sitemail.store import Store
+
+T = TypeVar("T")
 
 __all__ = ["BackendConfig", "FolderRegistry", "Login", "peer_ip"]
 
@@ -338,14 +348,13 @@ class FolderData:
         literal = append_msg.literal
         now = when.timestamp()
 
-        def run() -> int:
-            with self._store.write() as conn:
-                return append_to_folder(
-                    conn, self.folder_id, literal, now=now, flags=_flags_text(flags)
-                )
-
         async with self._lock:
-            uid = await asyncio.to_thread(run)
+            uid = await _write(
+                self._store,
+                lambda conn: append_to_folder(
+                    conn, self.folder_id, literal, now=now, flags=_flags_text(flags)
+                ),
+            )
             meta = MessageMeta(uid, now, len(literal), _flags_text(flags))
             message = self._message(meta)
             self._add(message, arrived=1)
@@ -389,12 +398,8 @@ class FolderData:
         if not wanted:
             return
 
-        def run() -> None:
-            with self._store.write() as conn:
-                delete_messages(conn, self.folder_id, wanted)
-
         async with self._lock:
-            await asyncio.to_thread(run)
+            await _write(self._store, lambda conn: delete_messages(conn, self.folder_id, wanted))
             for uid in wanted:
                 self._messages.pop(uid, None)
             self._changed(arrived=0, left=len(wanted))
@@ -476,48 +481,40 @@ class FolderData:
                     self._messages[uid] = message
                 updated.append(message)
             if changes:
-
-                def run() -> None:
-                    with self._store.write() as conn:
-                        set_flags(conn, self.folder_id, changes)
-
-                await asyncio.to_thread(run)
+                await _write(self._store, lambda conn: set_flags(conn, self.folder_id, changes))
                 self._changed()
         return updated
 
     async def copy_many(
         self, uids: Sequence[int], destination: FolderData
     ) -> list[tuple[int, int]]:
-        wanted = [uid for uid in uids if uid in self._messages]
-        if not wanted:
-            return []
-
-        def run() -> list[tuple[int, int]]:
-            with self._store.write() as conn:
-                return copy_messages(conn, self.folder_id, wanted, destination.folder_id, now=0)
-
-        pairs = await asyncio.to_thread(run)
-        destination.copied(pairs, self)
-        return pairs
+        return await self._transfer(uids, destination, move=False)
 
     async def move_many(
         self, uids: Sequence[int], destination: FolderData
     ) -> list[tuple[int, int]]:
+        return await self._transfer(uids, destination, move=True)
+
+    async def _transfer(
+        self, uids: Sequence[int], destination: FolderData, *, move: bool
+    ) -> list[tuple[int, int]]:
+        """COPY or MOVE in one transaction; (source uid, destination uid) pairs."""
         wanted = [uid for uid in uids if uid in self._messages]
         if not wanted:
             return []
 
-        def run() -> list[tuple[int, int]]:
-            with self._store.write() as conn:
-                pairs = copy_messages(conn, self.folder_id, wanted, destination.folder_id, now=0)
+        def job(conn: Connection) -> list[tuple[int, int]]:
+            pairs = copy_messages(conn, self.folder_id, wanted, destination.folder_id)
+            if move:
                 delete_messages(conn, self.folder_id, [source for source, _ in pairs])
-                return pairs
+            return pairs
 
         async with self._lock:
-            pairs = await asyncio.to_thread(run)
-            for source, _ in pairs:
-                self._messages.pop(source, None)
-            self._changed(left=len(pairs))
+            pairs = await _write(self._store, job)
+            if move:
+                for source, _ in pairs:
+                    self._messages.pop(source, None)
+                self._changed(left=len(pairs))
         destination.copied(pairs, self)
         return pairs
 
@@ -546,31 +543,18 @@ class FolderData:
         return self._messages.get(uid)
 
     async def load(self, uids: Sequence[int]) -> dict[int, bytes]:
-        def run() -> dict[int, bytes]:
-            with self._store.read() as conn:
-                return load_contents(conn, self.folder_id, uids)
-
-        return await asyncio.to_thread(run)
+        return await _read(self._store, lambda conn: load_contents(conn, self.folder_id, uids))
 
     async def refresh(self) -> None:
         """Probe the folder; reload its metadata if mail arrived or left by another way."""
-
-        def probe() -> tuple[int, int] | None:
-            with self._store.read() as conn:
-                return folder_mark(conn, self.folder_id)
-
-        mark = await asyncio.to_thread(probe)
+        mark = await _read(self._store, lambda conn: folder_mark(conn, self.folder_id))
         if mark is None:
             raise MailboxNotFound(self.name)
         if mark == self._mark:
             return
 
-        def load() -> FolderState | None:
-            with self._store.read() as conn:
-                return folder_state(conn, self.folder_id)
-
         async with self._lock:
-            state = await asyncio.to_thread(load)
+            state = await _read(self._store, lambda conn: folder_state(conn, self.folder_id))
             if state is None:
                 raise MailboxNotFound(self.name)
             self._apply_state(state)
@@ -601,6 +585,26 @@ class FolderData:
         self._mark = (max(uidnext, self._uidnext), count + arrived - left)
         self._version += 1
         self._updated.set()
+
+
+async def _write(store: Store, job: Callable[[Connection], T]) -> T:
+    """`job(conn)` in one write transaction, in a worker thread (never in the event loop)."""
+
+    def run() -> T:
+        with store.write() as conn:
+            return job(conn)
+
+    return await asyncio.to_thread(run)
+
+
+async def _read(store: Store, job: Callable[[Connection], T]) -> T:
+    """`job(conn)` in one read transaction, in a worker thread."""
+
+    def run() -> T:
+        with store.read() as conn:
+            return job(conn)
+
+    return await asyncio.to_thread(run)
 
 
 def _email_id(folder_id: int, uid: int) -> ObjectId:
@@ -640,18 +644,10 @@ class FolderSet:
         return "/"
 
     async def _names(self) -> list[tuple[str, str, bool]]:
-        def run() -> list[tuple[str, str, bool]]:
-            with self._store.read() as conn:
-                return folder_names(conn, self._owner)
-
-        return await asyncio.to_thread(run)
+        return await _read(self._store, lambda conn: folder_names(conn, self._owner))
 
     async def set_subscribed(self, name: str, subscribed: bool) -> None:
-        def run() -> None:
-            with self._store.write() as conn:
-                set_subscribed(conn, self._owner, name, subscribed)
-
-        await asyncio.to_thread(run)
+        await _write(self._store, lambda conn: set_subscribed(conn, self._owner, name, subscribed))
 
     async def list_subscribed(self) -> ListTree:
         names = await self._names()
@@ -673,23 +669,16 @@ class FolderSet:
             raise NotAllowedError("folder names are 1-255 printable characters")
         now = self._registry.clock.now()
 
-        def run() -> tuple[int, int]:
-            with self._store.write() as conn:
-                info = create_folder(conn, self._owner, name, now=now)
-                return info.id, info.uidvalidity
-
-        folder_id, uidvalidity = await asyncio.to_thread(run)
-        return _mailbox_id(self._owner, folder_id, uidvalidity)
+        info = await _write(
+            self._store, lambda conn: create_folder(conn, self._owner, name, now=now)
+        )
+        return _mailbox_id(self._owner, info.id, info.uidvalidity)
 
     async def delete_mailbox(self, name: str) -> None:
         if name.upper() == "INBOX":
             raise NotAllowedError("INBOX cannot be deleted")
 
-        def run() -> None:
-            with self._store.write() as conn:
-                delete_folder(conn, self._owner, name)
-
-        await asyncio.to_thread(run)
+        await _write(self._store, lambda conn: delete_folder(conn, self._owner, name))
         self._registry.forget(self._owner, name)
 
     async def rename_mailbox(self, before: str, after: str) -> None:
@@ -703,11 +692,7 @@ class FolderSet:
             raise ValueError(after)
         renames = [(b, a) for b, a in tree.get_renames(before, after) if b in names]
 
-        def run() -> None:
-            with self._store.write() as conn:
-                rename_folder(conn, self._owner, renames)
-
-        await asyncio.to_thread(run)
+        await _write(self._store, lambda conn: rename_folder(conn, self._owner, renames))
         for old, _ in renames:
             self._registry.forget(self._owner, old)
 

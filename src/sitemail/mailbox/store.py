@@ -134,21 +134,15 @@ def append_message(
     folder_id = folders.get(folder)
     if folder_id is None:
         raise NotFoundError(f"mailbox {mailbox} has no folder {folder!r}")
-    uid = conn.execute(_NEXT_UID, {"b_folder_id": folder_id}).scalar_one() - 1
-    conn.execute(
-        _INSERT_MESSAGE,
-        {
-            "folder_id": folder_id,
-            "uid": uid,
-            "internal_date": now,
-            "size": len(content),
-            "flags": flags,
-            "message_id": message_id,
-            "queue_id": queue_id,
-            "content": content,
-        },
+    return append_to_folder(
+        conn,
+        folder_id,
+        content,
+        now=now,
+        flags=flags,
+        message_id=message_id,
+        queue_id=queue_id,
     )
-    return int(uid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,7 +318,7 @@ def set_flags(conn: Connection, folder_id: int, changes: Sequence[tuple[int, str
 
 
 def copy_messages(
-    conn: Connection, source_id: int, uids: Sequence[int], dest_id: int, *, now: float
+    conn: Connection, source_id: int, uids: Sequence[int], dest_id: int
 ) -> list[tuple[int, int]]:
     """Copy messages to another folder (new UIDs there); (source uid, new uid) pairs."""
     rows = conn.execute(
@@ -336,7 +330,7 @@ def copy_messages(
         return []
     last = conn.execute(_NEXT_UIDS, {"b_folder_id": dest_id, "b_count": len(rows)}).scalar_one()
     first = int(last) - len(rows)
-    del now  # a copy keeps the original's internal date (RFC 3501 6.4.7)
+    # a copy keeps the original's internal date and flags (RFC 3501 6.4.7)
     conn.execute(
         _INSERT_MESSAGE,
         [
@@ -369,7 +363,14 @@ def delete_messages(conn: Connection, folder_id: int, uids: Sequence[int]) -> in
 
 
 def append_to_folder(
-    conn: Connection, folder_id: int, content: bytes, *, now: float, flags: str = ""
+    conn: Connection,
+    folder_id: int,
+    content: bytes,
+    *,
+    now: float,
+    flags: str = "",
+    message_id: str = "",
+    queue_id: str = "",
 ) -> int:
     """Store `content` in a folder known by id (IMAP APPEND); returns its UID."""
     uid = conn.execute(_NEXT_UID, {"b_folder_id": folder_id}).scalar_one() - 1
@@ -381,8 +382,8 @@ def append_to_folder(
             "internal_date": now,
             "size": len(content),
             "flags": flags,
-            "message_id": "",
-            "queue_id": "",
+            "message_id": message_id,
+            "queue_id": queue_id,
             "content": content,
         },
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,15 +36,6 @@ def site(tmp_path: Path) -> Iterator[ClientSite]:
         yield running
 
 
-def wait_for_inbox(site: ClientSite, alias: str, count: int) -> None:
-    done = threading.Event()
-    for _ in range(500):
-        if len(site.inbox(alias)) >= count:
-            return
-        done.wait(0.02)
-    raise AssertionError(f"{alias}'s INBOX never reached {count} messages")
-
-
 def certificate(site: ClientSite) -> Path:
     return site.config.path(site.config.tls.cert_file)
 
@@ -61,7 +51,7 @@ def test_mbsync_pulls_mail_delivered_by_smtp(
     """isync's mbsync logs in, lists, and copies the INBOX into a Maildir, intact."""
     mbsync = program("mbsync")
     site.deliver("jsmith@sitea.example.com", "for mbsync", body="read me with isync")
-    wait_for_inbox(site, "jsmith", 1)
+    site.wait_for_inbox("jsmith", 1)
     mail = tmp_path / "mail"
     mail.mkdir()
     config = tmp_path / "mbsyncrc"
@@ -115,7 +105,7 @@ def test_fetchmail_downloads_over_pop3_with_stls(site: ClientSite, tmp_path: Pat
     fetchmail = program("fetchmail")
     for n in range(2):
         site.deliver("jsmith@sitea.example.com", f"for fetchmail {n}", body=f"pop body {n}")
-    wait_for_inbox(site, "jsmith", 2)
+    site.wait_for_inbox("jsmith", 2)
     out = tmp_path / "fetched"
     out.mkdir()
     rc = tmp_path / "fetchmailrc"

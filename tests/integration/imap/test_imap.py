@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import imaplib
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests.support.clientsite import PASSWORD, ClientSite, client_site, client_tls
+
+from sitemail.admin.service import AdminService
+from sitemail.directory import ObjectKind
 
 ADDRESS = "127.10.70.11"
 
@@ -23,17 +25,6 @@ def site(tmp_path: Path) -> Iterator[ClientSite]:
     with client_site(tmp_path, ADDRESS) as running:
         running.add_user("jsmith", extra=("john.smith@sitea.example.com",))
         yield running
-
-
-def wait_for_inbox(site: ClientSite, alias: str, count: int) -> None:
-    """Local delivery is asynchronous: wait (bounded) until the INBOX holds `count` messages."""
-    done = threading.Event()
-    for _ in range(500):
-        if len(site.inbox(alias)) >= count:
-            done.set()
-            break
-        done.wait(0.02)
-    assert done.is_set(), f"{alias}'s INBOX never reached {count} messages"
 
 
 def close(client: imaplib.IMAP4) -> None:
@@ -54,7 +45,7 @@ def ok(result: tuple[str, list[object]]) -> list[object]:
 def test_imap_starttls_login_select_fetch_partial(site: ClientSite) -> None:
     """STARTTLS, LOGIN with the primary address, SELECT, FETCH headers, a partial body, UID."""
     site.deliver("jsmith@sitea.example.com", "first message", body="0123456789")
-    wait_for_inbox(site, "jsmith", 1)
+    site.wait_for_inbox("jsmith", 1)
     client = site.imap()
     try:
         assert "LOGINDISABLED" in client.capabilities
@@ -117,7 +108,7 @@ def test_imap_uidvalidity_and_uids_survive_a_restart(site: ClientSite) -> None:
     """UIDVALIDITY and every message's UID are the same after the server restarts."""
     for n in range(3):
         site.deliver("jsmith@sitea.example.com", f"m{n}")
-    wait_for_inbox(site, "jsmith", 3)
+    site.wait_for_inbox("jsmith", 3)
 
     def state() -> tuple[bytes, list[bytes]]:
         client = site.imap_tls("jsmith")
@@ -141,7 +132,7 @@ def test_imap_append_copy_move_store_expunge_search(site: ClientSite) -> None:
     """APPEND with flags and keywords, COPY, MOVE, STORE, EXPUNGE and SEARCH keep UIDs right."""
     site.deliver("jsmith@sitea.example.com", "apples")
     site.deliver("jsmith@sitea.example.com", "pears")
-    wait_for_inbox(site, "jsmith", 2)
+    site.wait_for_inbox("jsmith", 2)
     client = site.imap_tls("jsmith")
     try:
         draft = b"From: jsmith@sitea.example.com\r\nSubject: draft one\r\n\r\nunfinished\r\n"
@@ -206,8 +197,6 @@ def test_imap_idle_shows_a_new_delivery(site: ClientSite) -> None:
 
 def test_imap_user_of_another_site_is_told_the_home_host(tmp_path: Path, site: ClientSite) -> None:
     """A mailbox homed on another site gets a clear error naming that site's server."""
-    from sitemail.admin.service import AdminService  # noqa: PLC0415
-
     other = AdminService.init(
         tmp_path / "SiteB",
         org="ExchangeORG",
@@ -218,7 +207,7 @@ def test_imap_user_of_another_site_is_told_the_home_host(tmp_path: Path, site: C
     )
     try:
         other.add_recipient(
-            __import__("sitemail.directory", fromlist=["ObjectKind"]).ObjectKind.MAILBOX,
+            ObjectKind.MAILBOX,
             "bwayne",
             display_name="Bruce Wayne",
             password=PASSWORD,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import poplib
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,21 +24,12 @@ def site(tmp_path: Path) -> Iterator[ClientSite]:
         yield running
 
 
-def wait_for_inbox(site: ClientSite, alias: str, count: int) -> None:
-    done = threading.Event()
-    for _ in range(500):
-        if len(site.inbox(alias)) >= count:
-            return
-        done.wait(0.02)
-    raise AssertionError(f"{alias}'s INBOX never reached {count} messages")
-
-
 def fill(site: ClientSite, count: int) -> None:
     for n in range(count):
         site.deliver(
             "jsmith@sitea.example.com", f"pop{n}", body=f"line one\r\n.starts with a dot\r\nend {n}"
         )
-    wait_for_inbox(site, "jsmith", count)
+    site.wait_for_inbox("jsmith", count)
 
 
 def quit_quietly(client: poplib.POP3) -> None:

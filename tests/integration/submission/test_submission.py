@@ -7,7 +7,6 @@ any other, and the recipient reads them with imaplib.
 from __future__ import annotations
 
 import smtplib
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,16 +22,6 @@ def site(tmp_path: Path) -> Iterator[ClientSite]:
         running.add_user("jsmith", extra=("john.smith@sitea.example.com",))
         running.add_user("mjones")
         yield running
-
-
-def wait_for(site: ClientSite, alias: str, count: int) -> list[bytes]:
-    done = threading.Event()
-    for _ in range(500):
-        messages = site.inbox(alias)
-        if len(messages) >= count:
-            return messages
-        done.wait(0.02)
-    raise AssertionError(f"{alias}'s INBOX never reached {count} messages")
 
 
 def note(sender: str, to: str, subject: str) -> bytes:
@@ -65,7 +54,7 @@ def test_submission_587_needs_tls_then_auth_then_delivers(site: ClientSite) -> N
             note("John Smith <jsmith@sitea.example.com>", "mjones@sitea.example.com", "hello"),
         )
         assert refused == {}
-    stored = wait_for(site, "mjones", 1)[0]
+    stored = site.wait_for_inbox("mjones", 1)[0]
     assert b"with ESMTPSA id" in stored
     assert b"Subject: hello" in stored
 
@@ -81,7 +70,7 @@ def test_submission_465_implicit_tls_with_secondary_address(site: ClientSite) ->
             ["mjones@sitea.example.com"],
             note("john.smith@sitea.example.com", "mjones@sitea.example.com", "secondary"),
         )
-    assert b"Subject: secondary" in wait_for(site, "mjones", 1)[0]
+    assert b"Subject: secondary" in site.wait_for_inbox("mjones", 1)[0]
 
 
 def test_submission_refuses_other_peoples_addresses(site: ClientSite) -> None:
@@ -144,7 +133,7 @@ def test_submission_then_save_to_sent_then_recipient_reads(site: ClientSite) -> 
         assert typ == "OK"
     finally:
         sender.logout()
-    wait_for(site, "mjones", 1)
+    site.wait_for_inbox("mjones", 1)
     reader = site.imap_tls("mjones@sitea.example.com")
     try:
         typ, data = reader.select("INBOX")
