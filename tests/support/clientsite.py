@@ -196,6 +196,7 @@ def client_site(
     *,
     auth: dict[str, Any] | None = None,
     imap: dict[str, Any] | None = None,
+    limits: dict[str, Any] | None = None,
     site: str = "SiteA",
 ) -> Iterator[ClientSite]:
     """A running SiteA on `address` with every client-access listener on a free port."""
@@ -224,6 +225,7 @@ def client_site(
             config.submission, port=ports["submission"], tls_port=ports["submissions"]
         ),
         auth=dataclasses.replace(config.auth, **({"failure_delay": 0.05} | (auth or {}))),
+        limits=dataclasses.replace(config.limits, **(limits or {})),
     )
     site_handle = ClientSite(address, data_dir, config, service, ports)
     site_handle.start()

@@ -51,6 +51,7 @@ from pysasl import SASLAuth
 
 from sitemail.config.model import ImapConfig, LimitsConfig
 from sitemail.core.clock import Clock
+from sitemail.core.connections import ConnectionCounter
 from sitemail.directory.auth import Authenticator
 from sitemail.imap import speedups
 from sitemail.imap.backend import BackendConfig, FolderRegistry, Login, peer_ip
@@ -236,6 +237,7 @@ class ImapService:
         self.tls_context = tls_context
         self.listeners: list[ImapListener] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._counter = ConnectionCounter(limits.connections_per_client, limits.connections_total)
         speedups.apply()
         args = Namespace(debug=False, passlib_cfg=None, proxy_protocol=None)
         self._config = _Config(
@@ -279,7 +281,24 @@ class ImapService:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, implicit_tls: bool
     ) -> None:
         peer = writer.get_extra_info("peername")
-        peer_ip.set(str(peer[0]) if peer else "")
+        address = str(peer[0]) if peer else ""
+        peer_ip.set(address)
+        refusal = self._counter.acquire(address)
+        if refusal is not None:
+            log.warning("imap connection refused peer=%s reason=%s", address, refusal)
+            with contextlib.suppress(Exception):
+                writer.write(b"* BYE [UNAVAILABLE] " + refusal.encode("ascii") + b"\r\n")
+                await writer.drain()
+                writer.close()
+            return
+        try:
+            await self._converse(reader, writer, implicit_tls=implicit_tls)
+        finally:
+            self._counter.release(address)
+
+    async def _converse(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, implicit_tls: bool
+    ) -> None:
         sock_info = SocketInfo.get(writer, None, unique_id=uuid.uuid4().bytes)
         conn = _Connection(
             self._config.commands,

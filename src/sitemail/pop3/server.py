@@ -37,6 +37,7 @@ from typing import Final
 
 from sitemail.config.model import LimitsConfig
 from sitemail.core.clock import Clock
+from sitemail.core.connections import ConnectionCounter
 from sitemail.directory.auth import Authenticator, AuthOutcome, AuthResult
 from sitemail.mailbox import (
     MessageMeta,
@@ -102,6 +103,7 @@ class Pop3Service:
         self.server_name = server_name
         self.listeners: list[Pop3Listener] = []
         self.locked: set[str] = set()  # mailbox guids with an open session
+        self.counter = ConnectionCounter(limits.connections_per_client, limits.connections_total)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, address: str, port: int, *, implicit_tls: bool) -> Pop3Listener:
@@ -161,6 +163,19 @@ class _Session:
     # -- the loop ----------------------------------------------------------------------------
 
     async def run(self) -> None:
+        refusal = self._service.counter.acquire(self._peer)
+        if refusal is not None:
+            log.warning("pop3 connection refused peer=%s reason=%s", self._peer, refusal)
+            with contextlib.suppress(Exception):
+                await self._send(f"-ERR [SYS/TEMP] {refusal}")
+                self._writer.close()
+            return
+        try:
+            await self._session()
+        finally:
+            self._service.counter.release(self._peer)
+
+    async def _session(self) -> None:
         try:
             await self._send(f"+OK {self._service.server_name} POP3 sitemail ready")
             while True:

@@ -4,6 +4,8 @@
   behind the TLS request must be discarded, never run as if they came over TLS.
 - Huge lines and literals are refused before they are read: the server hangs up long before
   a 16 MiB line or a 1 TB literal could be buffered, and keeps serving others.
+- Connection floods: one client address gets at most `connections_per_client` IMAP and POP3
+  sessions; the next is told why and disconnected.
 - Brute force: failures are delayed, then the client address is locked out of IMAP, POP3 and
   submission alike, even for the right password.
 """
@@ -27,7 +29,9 @@ ADDRESS = "127.10.70.41"
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[ClientSite]:
-    with client_site(tmp_path, ADDRESS, auth={"max_failures": 3}) as running:
+    with client_site(
+        tmp_path, ADDRESS, auth={"max_failures": 3}, limits={"connections_per_client": 2}
+    ) as running:
         running.add_user("jsmith")
         yield running
 
@@ -255,3 +259,45 @@ def test_brute_force_locks_the_client_address_out_of_every_protocol(site: Client
         with pytest.raises(smtplib.SMTPAuthenticationError) as locked:
             smtp.login("jsmith", PASSWORD)
         assert locked.value.smtp_code == 454
+
+
+# -- connection floods ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("port_name", "refusal"),
+    [
+        ("imap", b"* BYE [UNAVAILABLE] too many connections from your address"),
+        ("pop3", b"-ERR [SYS/TEMP] too many connections from your address"),
+    ],
+)
+def test_connections_per_client_address_are_limited(
+    site: ClientSite, port_name: str, refusal: bytes
+) -> None:
+    """Two sessions are served; the third from the same address is refused with a reason;
+    when one ends, a new one is served again."""
+    first, second = (Raw(site.address, site.ports[port_name]) for _ in range(2))
+    try:
+        assert first.line().startswith((b"* OK", b"+OK"))
+        assert second.line().startswith((b"* OK", b"+OK"))
+        third = Raw(site.address, site.ports[port_name])
+        try:
+            assert third.line() == refusal
+            assert third.closed_by_server()
+        finally:
+            third.close()
+        first.close()
+        for _ in range(200):  # the server notices the close asynchronously: bounded retries
+            again = Raw(site.address, site.ports[port_name])
+            try:
+                if again.line().startswith((b"* OK", b"+OK")):
+                    break
+            except ConnectionError:
+                pass
+            finally:
+                again.close()
+        else:
+            raise AssertionError("no new session after one ended")
+    finally:
+        first.close()
+        second.close()
