@@ -65,6 +65,7 @@ from pymap.mailbox import MailboxSnapshot
 from pymap.message import BaseLoadedMessage, BaseMessage
 from pymap.mime import MessageContent
 from pymap.parsing.message import AppendMessage
+from pymap.parsing.response import ResponseCode, ResponseNo
 from pymap.parsing.response.code import CopyUid
 from pymap.parsing.specials import FetchRequirement, ObjectId, SearchKey, SequenceSet
 from pymap.parsing.specials.flag import Deleted, Flag, Recent, Seen, Wildcard, get_system_flags
@@ -897,6 +898,19 @@ class _Capture(SaslIdentity):
         return None
 
 
+class _Referral(InvalidAuth):
+    """A mailbox of another site: `NO [REFERRAL imap://host/]` (RFC 2221 login referral),
+    with a text naming the site and host for clients that do not follow referrals."""
+
+    def __init__(self, text: str, host: str) -> None:
+        super().__init__(text)
+        self._host = host
+
+    def get_response(self, tag: bytes) -> ResponseNo:
+        url = f"REFERRAL imap://{self._host}/".encode("ascii", "replace")
+        return ResponseNo(tag, self._raw, ResponseCode.of(url))
+
+
 class Identity(IdentityInterface):
     """A logged-in mailbox."""
 
@@ -955,6 +969,8 @@ class Login(LoginInterface):
         )
         if result.outcome is AuthOutcome.OK:
             return Identity(result, self)
+        if result.outcome is AuthOutcome.ELSEWHERE:
+            raise _Referral(result.text, result.home_host)
         raise InvalidAuth(result.text)
 
     async def authorize(self, authenticated: IdentityInterface, authzid: str) -> Identity:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -116,4 +117,33 @@ def test_auth_failures_outside_the_window_do_not_add_up(service: AdminService) -
     assert check(auth, "jsmith", PASSWORD).outcome is AuthOutcome.OK
     check(auth, "jsmith", "guess")
     check(auth, "jsmith", "guess")
+    assert check(auth, "jsmith", PASSWORD).outcome is AuthOutcome.OK
+
+
+def test_auth_sends_users_of_another_site_to_their_home_server(
+    service: AdminService, tmp_path: Path
+) -> None:
+    """A mailbox homed on SiteB (a replica here) is told SiteB's server, password or not,
+    without a failure delay or a count towards the lock-out."""
+    other = AdminService.init(
+        tmp_path / "SiteB",
+        org="ExchangeORG",
+        site="SiteB",
+        server="ServerB",
+        domain="siteb.example.com",
+        listen=["127.0.0.1"],
+    )
+    try:
+        other.add_recipient(ObjectKind.MAILBOX, "bwayne", display_name="B W", password=PASSWORD)
+        lines = [line for line in other.export_directory() if '"site": "SiteB"' in line]
+    finally:
+        other.close()
+    service.import_directory(lines)
+    auth, _, sleeps = make(service, max_failures=1)
+    for password in (PASSWORD, "anything"):
+        result = check(auth, "bwayne@siteb.example.com", password)
+        assert result.outcome is AuthOutcome.ELSEWHERE
+        assert (result.home_site, result.home_host) == ("SiteB", "serverb.siteb.example.com")
+        assert result.mailbox == ""
+    assert sleeps.delays == []
     assert check(auth, "jsmith", PASSWORD).outcome is AuthOutcome.OK
