@@ -225,3 +225,34 @@ def test_imap_user_of_another_site_is_told_the_home_host(tmp_path: Path, site: C
         assert "your mailbox is on site SiteB: connect to serverb.siteb.example.com" in answer
     finally:
         close(client)
+
+
+def test_imap_sessions_see_each_others_changes_and_pop3_deletions(site: ClientSite) -> None:
+    """Two IMAP sessions on INBOX: flags set and messages expunged in one are reported to the
+    other at its next command; a POP3 deletion is reported as EXPUNGE too."""
+    for n in range(3):
+        site.deliver("jsmith@sitea.example.com", f"shared{n}")
+    site.wait_for_inbox("jsmith", 3)
+    first, second = site.imap_tls("jsmith"), site.imap_tls("jsmith")
+    try:
+        ok(first.select("INBOX"))
+        ok(second.select("INBOX"))
+        ok(first.store("1", "+FLAGS", "(\\Flagged)"))
+        ok(second.noop())
+        fetched = second.untagged_responses.pop("FETCH", [])
+        assert any(b"\\Flagged" in item for item in fetched)  # type: ignore[operator]
+        ok(first.store("2", "+FLAGS", "(\\Deleted)"))
+        ok(first.expunge())
+        ok(second.noop())
+        assert second.untagged_responses.pop("EXPUNGE", []) == [b"2"]
+        pop = site.pop3_tls()
+        pop.user("jsmith")
+        pop.pass_(PASSWORD)
+        pop.dele(1)
+        pop.quit()
+        ok(first.noop())
+        assert first.untagged_responses.pop("EXPUNGE", []) == [b"1"]
+        assert ok(first.search(None, "ALL")) == [b"1"]
+    finally:
+        close(first)
+        close(second)
