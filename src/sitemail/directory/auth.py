@@ -40,6 +40,7 @@ FAILED_TEXT = "authentication failed"
 LOCKED_TEXT = "too many failed logins from your address; try again later"
 _MAX_NAME = 320  # an address at most (RFC 5321 4.5.3.1.3)
 _MAX_PASSWORD = 1024
+_MAX_TRACKED = 100_000  # client addresses remembered for failures and lock-outs
 
 
 class AuthOutcome(StrEnum):
@@ -114,9 +115,10 @@ class Authenticator:
             times.popleft()
         if len(times) >= self._settings.max_failures:
             self._locked_until[peer_ip] = now + self._settings.lockout
-        if len(self._failures) > 100_000:  # bounded memory under a spread-out attack
-            oldest = next(iter(self._failures))
-            self._failures.pop(oldest, None)
+        if len(self._failures) > _MAX_TRACKED:  # bounded memory under a spread-out attack
+            self._failures.pop(next(iter(self._failures)), None)
+        if len(self._locked_until) > _MAX_TRACKED:
+            self._locked_until = {ip: t for ip, t in self._locked_until.items() if t > now}
 
     def _dummy(self) -> str:
         if self._dummy_hash is None:

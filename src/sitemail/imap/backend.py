@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import re
 from collections.abc import (
@@ -92,6 +93,7 @@ from sitemail.mailbox import (
     delete_messages,
     ensure_folders,
     folder_mark,
+    folder_marks,
     folder_names,
     folder_state,
     get_folder,
@@ -330,18 +332,19 @@ class FolderData:
         return selected
 
     async def _wait(self, wait_on: Event, selected: SelectedMailbox) -> None:
-        """IDLE: until the client is done, this folder changes here, or the probe sees a change."""
+        """IDLE: until the client is done or this folder changes (here, or as the registry's
+        shared probe of idle folders sees it)."""
         either = wait_on.or_event(self._updated)
         poll = self._registry.settings.idle_poll
-        while not wait_on.is_set():
-            if selected.mod_sequence != self._version:
-                return
-            with contextlib.suppress(TimeoutError):
-                await either.wait(timeout=poll)
-            if either.is_set():
-                self._updated.clear()
-                return
-            await self.refresh()
+        self._registry.watch(self)
+        try:
+            while not wait_on.is_set() and selected.mod_sequence == self._version:
+                if self._updated.is_set():
+                    self._updated.clear()  # a change this session has already seen
+                with contextlib.suppress(TimeoutError):
+                    await either.wait(timeout=poll)
+        finally:
+            self._registry.unwatch(self)
 
     async def append(self, append_msg: AppendMessage, *, recent: bool = False) -> Message:
         when = append_msg.when or datetime.now(UTC)
@@ -562,6 +565,11 @@ class FolderData:
             self._version += 1
             self._updated.set()
 
+    @property
+    def mark(self) -> tuple[int, int]:
+        """(uidnext, message count) as this process last knew them."""
+        return self._mark
+
     def _apply_state(self, state: FolderState) -> None:
         self._messages = {m.uid: self._message(m) for m in state.messages}
         self._uidnext = state.folder.uidnext
@@ -706,6 +714,8 @@ class FolderRegistry:
         self.clock = clock
         self.settings = settings
         self._folders: dict[tuple[str, str], FolderData] = {}
+        self._watched: dict[FolderData, int] = {}  # folders with idling clients: how many
+        self._poller: asyncio.Task[None] | None = None
 
     async def folder(self, owner: str, name: str) -> FolderData:
         key_name = "INBOX" if name.upper() == "INBOX" else name
@@ -742,6 +752,41 @@ class FolderRegistry:
                     ensure_folders(conn, owner, now)
 
         await asyncio.to_thread(run)
+
+    def watch(self, folder: FolderData) -> None:
+        """A client idles on `folder`: include it in the shared probe (started if needed)."""
+        self._watched[folder] = self._watched.get(folder, 0) + 1
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.get_running_loop().create_task(
+                self._poll(), name="imap-idle-probe"
+            )
+
+    def unwatch(self, folder: FolderData) -> None:
+        left = self._watched.get(folder, 0) - 1
+        if left > 0:
+            self._watched[folder] = left
+        else:
+            self._watched.pop(folder, None)
+
+    async def _poll(self) -> None:
+        """One query per `idle_poll` for every idle folder of the process, however many
+        clients idle: folders whose (uidnext, count) moved are reloaded, which wakes their
+        idlers. Ends when nobody idles."""
+        while self._watched:
+            await asyncio.sleep(self.settings.idle_poll)
+            folders = list(self._watched)
+            probe = functools.partial(folder_marks, folder_ids=[f.folder_id for f in folders])
+            marks = await _read(self.store, probe)
+            for folder in folders:
+                if marks.get(folder.folder_id) != folder.mark:
+                    with contextlib.suppress(MailboxNotFound):
+                        await folder.refresh()
+
+    async def stop(self) -> None:
+        poller, self._poller = self._poller, None
+        if poller is not None:
+            poller.cancel()
+            await asyncio.gather(poller, return_exceptions=True)
 
     def forget(self, owner: str, name: str) -> None:
         self._folders.pop((owner, name), None)

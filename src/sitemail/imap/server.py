@@ -440,4 +440,5 @@ class ImapService:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        await self.registry.stop()
         self.listeners.clear()

@@ -33,6 +33,7 @@ __all__ = [
     "delete_messages",
     "ensure_folders",
     "folder_mark",
+    "folder_marks",
     "folder_names",
     "folder_state",
     "get_folder",
@@ -288,6 +289,24 @@ def folder_mark(conn: Connection, folder_id: int) -> tuple[int, int] | None:
     """(uidnext, message count): a cheap probe that changes when mail arrives or leaves."""
     row = conn.execute(_FOLDER_MARK, {"b_folder_id": folder_id}).first()
     return None if row is None else (int(row[0]), int(row[1]))
+
+
+def folder_marks(conn: Connection, folder_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+    """`folder_mark` of many folders in one query (folders that no longer exist are absent)."""
+    if not folder_ids:
+        return {}
+    count = (
+        select(func.count())
+        .select_from(mail_message)
+        .where(mail_message.c.folder_id == mail_folder.c.id)
+        .scalar_subquery()
+    )
+    rows = conn.execute(
+        select(mail_folder.c.id, mail_folder.c.uidnext, count).where(
+            mail_folder.c.id.in_(list(folder_ids))
+        )
+    ).all()
+    return {int(r[0]): (int(r[1]), int(r[2])) for r in rows}
 
 
 def load_contents(conn: Connection, folder_id: int, uids: Sequence[int]) -> dict[int, bytes]:

@@ -173,26 +173,65 @@ def test_imap_append_copy_move_store_expunge_search(site: ClientSite) -> None:
     assert site.inbox("jsmith", "Drafts")[0] == draft
 
 
+def idle(client: imaplib.IMAP4) -> bytes:
+    """Start IDLE on the selected folder; the tag, for `done`."""
+    tag: bytes = client._new_tag()
+    client.send(tag + b" IDLE\r\n")
+    assert client.readline().startswith(b"+")
+    return tag
+
+
+def next_exists(client: imaplib.IMAP4) -> bytes:
+    line = client.readline()
+    while line.startswith(b"* ") and b"EXISTS" not in line:
+        line = client.readline()
+    return line
+
+
+def done(client: imaplib.IMAP4, tag: bytes) -> bytes:
+    client.send(b"DONE\r\n")
+    line = client.readline()
+    while not line.startswith(tag):
+        line = client.readline()
+    return line
+
+
 def test_imap_idle_shows_a_new_delivery(site: ClientSite) -> None:
     """A client idling on INBOX is told EXISTS when mail is delivered by SMTP."""
     client = site.imap_tls("jsmith")
     try:
         ok(client.select("INBOX"))
-        tag = client._new_tag()
-        client.send(tag + b" IDLE\r\n")
-        assert client.readline().startswith(b"+")
+        tag = idle(client)
         site.deliver("jsmith@sitea.example.com", "while idling")
-        line = client.readline()
-        while line.startswith(b"* ") and b"EXISTS" not in line:
-            line = client.readline()
-        assert line == b"* 1 EXISTS\r\n"
-        client.send(b"DONE\r\n")
-        line = client.readline()
-        while not line.startswith(tag):
-            line = client.readline()
-        assert line.startswith(tag + b" OK")
+        assert next_exists(client) == b"* 1 EXISTS\r\n"
+        assert done(client, tag).startswith(tag + b" OK")
     finally:
         close(client)
+
+
+def test_imap_idle_clients_of_several_mailboxes_each_see_their_mail(site: ClientSite) -> None:
+    """Idle clients on two mailboxes and two on one: each is told about its own new mail."""
+    site.add_user("mjones")
+    clients = [site.imap_tls(user) for user in ("jsmith", "jsmith", "mjones")]
+    try:
+        tags = []
+        for client in clients:
+            ok(client.select("INBOX"))
+            tags.append(idle(client))
+        site.deliver("mjones@sitea.example.com", "for mary")
+        assert next_exists(clients[2]) == b"* 1 EXISTS\r\n"
+        site.deliver("jsmith@sitea.example.com", "for john")
+        site.deliver("jsmith@sitea.example.com", "for john again")
+        for client in clients[:2]:
+            line = next_exists(client)
+            if line == b"* 1 EXISTS\r\n":  # the two deliveries may be seen one by one
+                line = next_exists(client)
+            assert line == b"* 2 EXISTS\r\n"
+        for client, tag in zip(clients, tags, strict=True):
+            assert done(client, tag).startswith(tag + b" OK")
+    finally:
+        for client in clients:
+            close(client)
 
 
 def test_imap_user_of_another_site_is_told_the_home_host(tmp_path: Path, site: ClientSite) -> None:

@@ -31,16 +31,18 @@ def pair(raw: bytes) -> tuple[_Loaded, BaseLoadedMessage]:
     )
 
 
+HEADER_FORMS = [(subset, inverse) for subset in SUBSETS for inverse in (False, True)]
+
+
 @pytest.mark.parametrize("raw", MESSAGES)
-@pytest.mark.parametrize("subset", SUBSETS)
-@pytest.mark.parametrize("inverse", [False, True])
+@pytest.mark.parametrize(
+    ("subset", "inverse"), [form for form in HEADER_FORMS if form[0] is not None or not form[1]]
+)
 def test_loaded_headers_match_pymap(
     raw: bytes, subset: frozenset[bytes] | None, inverse: bool
 ) -> None:
     """BODY[HEADER] and BODY[HEADER.FIELDS (...)] / .NOT are byte for byte pymap's."""
     ours, theirs = pair(raw)
-    if subset is None and inverse:
-        pytest.skip("HEADER has no inverse form")
     assert bytes(ours.get_message_headers(None, subset, inverse)) == bytes(
         theirs.get_message_headers(None, subset, inverse)
     )
