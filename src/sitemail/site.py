@@ -16,9 +16,10 @@ import random
 import signal
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from sitemail.admin import cli
 from sitemail.admin.datadir import remember_data_dir, resolve_data_dir
@@ -30,7 +31,10 @@ from sitemail.core.errors import ConfigError
 from sitemail.delivery.local import LocalDelivery
 from sitemail.delivery.remote import RemoteDelivery
 from sitemail.directory import Directory
+from sitemail.directory.auth import Authenticator
+from sitemail.imap import ImapService
 from sitemail.lab.cli import register as register_lab
+from sitemail.pop3 import Pop3Service
 from sitemail.queue.manager import QueueManager
 from sitemail.queue.model import DeliveryAgent
 from sitemail.queue.spool import Spool
@@ -43,12 +47,14 @@ from sitemail.routing.route import Transport
 from sitemail.routing.router import Router
 from sitemail.smtp.engine import start_smtp_server, stop_smtp_server
 from sitemail.smtp.policy import ImsPolicy
+from sitemail.smtp.submission import SubmissionPolicy
 from sitemail.store import Store, default_url, open_store, upgrade
 from sitemail.store.writer import GroupWriter
 
 __all__ = ["SiteServer", "build_tls_context", "main", "run_server"]
 
 log = logging.getLogger("sitemail.site")
+T = TypeVar("T")
 
 
 def build_tls_context(config: ServerConfig) -> ssl.SSLContext:
@@ -81,6 +87,9 @@ class SiteServer:
         self.clock = clock or SystemClock()
         self.components: Components | None = None
         self.smtp_ports: list[tuple[str, int]] = []
+        # Client-access listeners by kind ("imap", "imaps", "pop3", "pop3s", "submission",
+        # "submissions"): (address, bound port) pairs.
+        self.client_ports: dict[str, list[tuple[str, int]]] = {}
 
     def build(self) -> Components:
         config = self.config
@@ -159,21 +168,29 @@ class SiteServer:
         await parts.spool.start()
         servers = []
         wake: socket.socket | None = None
+        access = _ClientAccess(self, parts, tls, policy)
         try:
             for address in self.config.listen:
-                server = await start_smtp_server(
+                server = await _bind(
+                    "[smtp] port",
                     address,
                     self.config.smtp.port,
-                    policy=policy,
-                    server_name=self.server_name(parts.directory),
-                    limits=self.config.limits,
-                    tls_context=tls,
+                    start_smtp_server(
+                        address,
+                        self.config.smtp.port,
+                        policy=policy,
+                        server_name=self.server_name(parts.directory),
+                        limits=self.config.limits,
+                        tls_context=tls,
+                    ),
                 )
                 servers.append(server)
                 port = server.sockets[0].getsockname()[1]
                 self.smtp_ports.append((address, port))
                 parts.remote.listen_ports.add(port)
                 log.info("SMTP listening on %s:%d", address, port)
+            for address in self.config.listen:
+                await access.start(address)
             scheduler = ReplicationScheduler(
                 parts.replicator,
                 on_enqueued=parts.manager.wake,
@@ -192,6 +209,7 @@ class SiteServer:
                 wake.close()
             for server in servers:
                 stop_smtp_server(server)
+            await access.stop()
             await parts.spool.stop()
             await parts.writer.stop()
             parts.store.close()
@@ -210,6 +228,100 @@ class SiteServer:
 
         asyncio.get_running_loop().add_reader(sock.fileno(), drain)
         return sock
+
+
+async def _bind(setting: str, address: str, port: int, start: Awaitable[T]) -> T:
+    """Start one listener; a port that cannot be bound is a configuration error naming it."""
+    try:
+        return await start
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {address} port {port}: {exc.strerror} (is another server "
+            f"running? change [server] listen or {setting}; 0 switches that listener off)"
+        ) from exc
+
+
+class _ClientAccess:
+    """IMAP, POP3 and submission listeners, sharing one Authenticator (one lock-out table)."""
+
+    def __init__(
+        self, site: SiteServer, parts: Components, tls: ssl.SSLContext, inbound: ImsPolicy
+    ) -> None:
+        config = site.config
+        self._site = site
+        self._config = config
+        self._tls = tls
+        self._server_name = site.server_name(parts.directory)
+        self.authenticator = Authenticator(parts.directory, site.clock, config.auth)
+        self._submission = SubmissionPolicy(inbound, parts.directory)
+        self._smtp_servers: list[asyncio.Server] = []
+        self.imap = ImapService(
+            store=parts.store,
+            clock=site.clock,
+            authenticator=self.authenticator,
+            settings=config.imap,
+            limits=config.limits,
+            tls_context=tls,
+            server_name=self._server_name,
+        )
+        self.pop3 = Pop3Service(
+            store=parts.store,
+            clock=site.clock,
+            authenticator=self.authenticator,
+            limits=config.limits,
+            tls_context=tls,
+            server_name=self._server_name,
+        )
+
+    async def start(self, address: str) -> None:
+        """Every configured client-access listener on `address`."""
+        config = self._config
+        listeners: tuple[tuple[str, str, int, Callable[[str, int, bool], Awaitable[int]]], ...] = (
+            ("submission", "[submission] port", config.submission.port, self._submission_on),
+            (
+                "submissions",
+                "[submission] tls_port",
+                config.submission.tls_port,
+                self._submission_on,
+            ),
+            ("imap", "[imap] port", config.imap.port, self._imap_on),
+            ("imaps", "[imap] tls_port", config.imap.tls_port, self._imap_on),
+            ("pop3", "[pop3] port", config.pop3.port, self._pop3_on),
+            ("pop3s", "[pop3] tls_port", config.pop3.tls_port, self._pop3_on),
+        )
+        for kind, setting, port, start in listeners:
+            if port:  # 0: switched off
+                implicit = setting.endswith("tls_port")
+                bound = await _bind(setting, address, port, start(address, port, implicit))
+                self._site.client_ports.setdefault(kind, []).append((address, bound))
+                log.info("%s listening on %s:%d", kind, address, bound)
+
+    async def _submission_on(self, address: str, port: int, implicit: bool) -> int:
+        server = await start_smtp_server(
+            address,
+            port,
+            policy=self._submission,
+            server_name=self._server_name,
+            limits=self._config.limits,
+            tls_context=self._tls,
+            authenticator=self.authenticator,
+            auth_required=True,
+            implicit_tls=implicit,
+        )
+        self._smtp_servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    async def _imap_on(self, address: str, port: int, implicit: bool) -> int:
+        return (await self.imap.start(address, port, implicit_tls=implicit)).port
+
+    async def _pop3_on(self, address: str, port: int, implicit: bool) -> int:
+        return (await self.pop3.start(address, port, implicit_tls=implicit)).port
+
+    async def stop(self) -> None:
+        for server in self._smtp_servers:
+            stop_smtp_server(server)
+        await self.imap.stop()
+        await self.pop3.stop()
 
 
 class _Later:
@@ -254,15 +366,16 @@ def run_server(data_dir: Path) -> None:
             if task is not None:
                 loop.add_signal_handler(sig, task.cancel)
         with contextlib.suppress(asyncio.CancelledError):
-            await server.run(lambda s: log.info("ready: %s", s.smtp_ports))
+            await server.run(lambda s: log.info("ready: %s %s", s.smtp_ports, s.client_ports))
 
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(main())
     except OSError as exc:
         raise ConfigError(
-            f"cannot listen on {', '.join(config.listen)} port {config.smtp.port}: {exc.strerror}"
-            " (is another server running? change [server] listen or [smtp] port)"
+            f"cannot listen on {', '.join(config.listen)}: {exc.strerror} (is another server "
+            "running? change [server] listen or the ports in [smtp], [imap], [pop3], "
+            "[submission])"
         ) from exc
 
 

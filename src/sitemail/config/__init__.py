@@ -2,12 +2,16 @@
 
 from sitemail.config.model import (
     CONFIG_FILE,
+    AuthConfig,
     DnsConfig,
+    ImapConfig,
     LimitsConfig,
+    Pop3Config,
     QueueConfig,
     ReplicationConfig,
     ServerConfig,
     SmtpConfig,
+    SubmissionConfig,
     TlsConfig,
     load_config,
     render_config,
@@ -15,12 +19,16 @@ from sitemail.config.model import (
 
 __all__ = [
     "CONFIG_FILE",
+    "AuthConfig",
     "DnsConfig",
+    "ImapConfig",
     "LimitsConfig",
+    "Pop3Config",
     "QueueConfig",
     "ReplicationConfig",
     "ServerConfig",
     "SmtpConfig",
+    "SubmissionConfig",
     "TlsConfig",
     "load_config",
     "render_config",

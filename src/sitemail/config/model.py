@@ -18,12 +18,16 @@ from sitemail.core.errors import ConfigError
 
 __all__ = [
     "CONFIG_FILE",
+    "AuthConfig",
     "DnsConfig",
+    "ImapConfig",
     "LimitsConfig",
+    "Pop3Config",
     "QueueConfig",
     "ReplicationConfig",
     "ServerConfig",
     "SmtpConfig",
+    "SubmissionConfig",
     "TlsConfig",
     "load_config",
     "render_config",
@@ -40,6 +44,43 @@ class SmtpConfig:
     outbound_port: int = 25  # the lab runs every site on one port number on its own address
     smart_host: str = ""  # "host[:port]"; empty: deliver by MX
     trusted_networks: tuple[str, ...] = ()  # clients allowed to relay without AUTH
+
+
+@dataclass(frozen=True, slots=True)
+class ImapConfig:
+    """IMAP4rev1 listeners; 0 switches one off."""
+
+    port: int = 143  # STARTTLS
+    tls_port: int = 993  # implicit TLS
+    max_literal: int = 50 * 1024 * 1024  # APPEND and any other literal, refused above this
+    max_line: int = 64 * 1024  # a command line without its literals
+    idle_poll: float = 0.25  # seconds between checks of an idle client's folder
+
+
+@dataclass(frozen=True, slots=True)
+class Pop3Config:
+    """POP3 listeners; 0 switches one off."""
+
+    port: int = 110  # STLS
+    tls_port: int = 995  # implicit TLS
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionConfig:
+    """Message submission for the site's own users (RFC 6409); 0 switches one off."""
+
+    port: int = 587  # STARTTLS, then AUTH
+    tls_port: int = 465  # implicit TLS (RFC 8314)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """Client authentication (IMAP, POP3, submission): delays and lock-out per client address."""
+
+    failure_delay: float = 2.0  # seconds before any failed attempt is answered
+    max_failures: int = 10  # failures from one client address within `window`...
+    window: float = 900.0
+    lockout: float = 900.0  # ...lock that address out of every login for this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +165,10 @@ class ServerConfig:
     queue: QueueConfig = field(default_factory=QueueConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
+    imap: ImapConfig = field(default_factory=ImapConfig)
+    pop3: Pop3Config = field(default_factory=Pop3Config)
+    submission: SubmissionConfig = field(default_factory=SubmissionConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
     def path(self, relative: str) -> Path:
         p = Path(relative)
@@ -199,6 +244,10 @@ def load_config(data_dir: Path) -> ServerConfig:
         "queue": QueueConfig,
         "limits": LimitsConfig,
         "replication": ReplicationConfig,
+        "imap": ImapConfig,
+        "pop3": Pop3Config,
+        "submission": SubmissionConfig,
+        "auth": AuthConfig,
     }
     parsed = {
         name: _section(cls, raw.pop(name, {}), f"{where} [{name}]")
@@ -242,6 +291,7 @@ def _validate(config: ServerConfig, where: str) -> None:
         _check_address(address, f"{where} [server] listen")
     _check_port(config.smtp.port, f"{where} [smtp] port")
     _check_port(config.smtp.outbound_port, f"{where} [smtp] outbound_port")
+    _validate_client_access(config, where)
     for server in config.dns.nameservers:
         host, port = split_nameserver(server)
         _check_address(host, f"{where} [dns] nameservers")
@@ -261,6 +311,18 @@ def _validate(config: ServerConfig, where: str) -> None:
         raise ConfigError(
             f"{where} [limits]: RFC 5321 requires command_length >= 512, line_length >= 1000"
         )
+
+
+def _validate_client_access(config: ServerConfig, where: str) -> None:
+    for section in ("imap", "pop3", "submission"):
+        for key in ("port", "tls_port"):
+            port = getattr(getattr(config, section), key)
+            if port:  # 0: that listener is off
+                _check_port(port, f"{where} [{section}] {key}")
+    if config.imap.max_literal < 1024 or config.imap.max_line < 1024:
+        raise ConfigError(f"{where} [imap]: max_literal and max_line must be at least 1024")
+    if config.auth.max_failures < 1:
+        raise ConfigError(f"{where} [auth]: max_failures must be at least 1")
 
 
 def _toml_str(value: str) -> str:
@@ -283,6 +345,24 @@ listen = [{listen_list}]
 # outbound_port = 25
 # smart_host = ""
 # trusted_networks = []
+
+[imap]
+# port = 143                   # STARTTLS; 0 switches it off
+# tls_port = 993               # implicit TLS
+
+[pop3]
+# port = 110                   # STLS
+# tls_port = 995
+
+[submission]
+# port = 587                   # STARTTLS, then AUTH
+# tls_port = 465               # implicit TLS
+
+[auth]
+# failure_delay = 2            # seconds before a failed login is answered
+# max_failures = 10            # failures from one client address within window...
+# window = 900
+# lockout = 900                # ...lock that address out for this long
 
 [dns]
 # nameservers = ["127.0.0.1:53"]

@@ -23,7 +23,14 @@ from rich.table import Table
 
 from sitemail.core.clock import span
 from sitemail.lab.dns_server import EmbeddedDnsServer
-from sitemail.lab.lab import COMPANY_DOMAIN, NET, Lab, require_lab, stopping_on_error
+from sitemail.lab.lab import (
+    COMPANY_DOMAIN,
+    NET,
+    PASSWORDS_FILE,
+    Lab,
+    require_lab,
+    stopping_on_error,
+)
 
 __all__ = ["register"]
 
@@ -136,6 +143,14 @@ def _where(lab: Lab) -> None:
             f"{entry['data_dir']})",
             markup=False,
         )
+    ports = lab.client_ports()
+    out.print(
+        "  mail clients, at each site's address: "
+        + ", ".join(f"{name.upper()} {plain}/{tls}" for name, (plain, tls) in ports.items())
+        + f" (STARTTLS/TLS); log in as user1@example.com etc. with the passwords in "
+        f"{lab.root / PASSWORDS_FILE}",
+        markup=False,
+    )
     out.print(
         f"  DNS: {lab.nameserver()} (dig @{lab.state.dns_address} -p {lab.state.dns_port} "
         f"MX {COMPANY_DOMAIN})",

@@ -20,6 +20,7 @@ import contextlib
 import errno
 import json
 import os
+import secrets
 import shlex
 import signal
 import smtplib
@@ -41,6 +42,7 @@ from sitemail.core.errors import ConfigError
 __all__ = [
     "COMPANY_DOMAIN",
     "NET",
+    "PASSWORDS_FILE",
     "SITES",
     "Lab",
     "LabError",
@@ -56,6 +58,7 @@ NET = "127.10.10"  # the article's addresses: SiteA .10, SiteB .15, SiteC .20; D
 DNS_HOST = 53
 STATE_FILE = "lab.json"
 ZONE_FILE = "dns.zone"
+PASSWORDS_FILE = "passwords.txt"  # the lab mailboxes' passwords, for mail clients
 OUTSIDER = "someone@internet.example"
 
 
@@ -264,7 +267,8 @@ class Lab:
 
     def check_addresses(self) -> None:
         """Every address and port the lab needs is free and bindable (else say what to do)."""
-        wanted = [(s.address, self.state.smtp_port, socket.SOCK_STREAM, s.name) for s in self.sites]
+        ports = [self.state.smtp_port, *(p for pair in self.client_ports().values() for p in pair)]
+        wanted = [(s.address, p, socket.SOCK_STREAM, s.name) for s in self.sites for p in ports]
         wanted += [
             (self.state.dns_address, self.state.dns_port, kind, "the DNS server")
             for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM)
@@ -415,15 +419,49 @@ class Lab:
         )
         self._configure(site)
         for alias, name in site.users:
-            self.show("mailbox", "add", alias, "--name", name, site=site, lines=0)
+            secret = self._password_file(site, alias)
+            self.show(
+                "mailbox", "add", alias, "--name", name, "--password-file", str(secret),
+                site=site, lines=0,
+            )  # fmt: skip
+
+    def _password_file(self, site: LabSite, alias: str) -> Path:
+        """A new random password for a lab mailbox, in a file only its owner reads (the form
+        `--password-file` takes); `passwords.txt` lists them all for mail clients."""
+        folder = self.root / "passwords"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        password = secrets.token_urlsafe(12)
+        path = folder / f"{alias}.txt"
+        path.touch(mode=0o600)
+        path.write_text(password + "\n", encoding="utf-8")
+        listing = self.root / PASSWORDS_FILE
+        listing.touch(mode=0o600)
+        with listing.open("a", encoding="utf-8") as out:
+            out.write(f"{alias}@{COMPANY_DOMAIN} ({site.name}) {password}\n")
+        return path
+
+    def client_ports(self) -> dict[str, tuple[int, int]]:
+        """IMAP, POP3 and submission ports (plain or STARTTLS, implicit TLS): the standard ones
+        with SMTP on 25, else the six ports after the SMTP port (no root needed)."""
+        port = self.state.smtp_port
+        if port == 25:
+            return {"imap": (143, 993), "pop3": (110, 995), "submission": (587, 465)}
+        return {
+            name: (port + 1 + 2 * i, port + 2 + 2 * i)
+            for i, name in enumerate(("imap", "pop3", "submission"))
+        }
 
     def _configure(self, site: LabSite) -> None:
-        """What an administrator writes in the config file: the lab's DNS server, the port,
+        """What an administrator writes in the config file: the lab's DNS server, the ports,
         and a start-up replication request after a few seconds instead of five minutes."""
         path = self.data_dir(site) / "sitemail.toml"
         text = path.read_text(encoding="utf-8")
         port = self.state.smtp_port
         text = text.replace("\n[smtp]\n", f"\n[smtp]\nport = {port}\noutbound_port = {port}\n", 1)
+        for section, (plain, tls) in self.client_ports().items():
+            text = text.replace(
+                f"\n[{section}]\n", f"\n[{section}]\nport = {plain}\ntls_port = {tls}\n", 1
+            )
         text = text.replace("\n[dns]\n", f'\n[dns]\nnameservers = ["{self.nameserver()}"]\n', 1)
         text = text.replace("\n[replication]\n", "\n[replication]\nstartup_delay = 5\n", 1)
         path.write_text(text, encoding="utf-8")
@@ -561,6 +599,7 @@ class Lab:
                 "site": site.name,
                 "server": site.server,
                 "smtp": f"{site.address}:{self.state.smtp_port}",
+                "client_ports": {k: list(v) for k, v in self.client_ports().items()},
                 "running": alive.get(site.name, False),
                 "data_dir": str(self.data_dir(site)),
             }

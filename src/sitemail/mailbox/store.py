@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from sitemail.core.errors import NotFoundError
 from sitemail.store.tables import mail_folder, mail_message
@@ -21,12 +21,28 @@ __all__ = [
     "DEFAULT_FOLDERS",
     "Append",
     "FolderInfo",
+    "FolderState",
+    "MessageMeta",
     "StoredMessage",
     "append_message",
     "append_messages",
+    "append_to_folder",
+    "copy_messages",
+    "create_folder",
+    "delete_folder",
+    "delete_messages",
     "ensure_folders",
+    "folder_mark",
+    "folder_marks",
+    "folder_names",
+    "folder_state",
+    "get_folder",
     "list_folders",
     "list_messages",
+    "load_contents",
+    "rename_folder",
+    "set_flags",
+    "set_subscribed",
 ]
 
 # (name, RFC 6154 special-use attribute)
@@ -119,21 +135,15 @@ def append_message(
     folder_id = folders.get(folder)
     if folder_id is None:
         raise NotFoundError(f"mailbox {mailbox} has no folder {folder!r}")
-    uid = conn.execute(_NEXT_UID, {"b_folder_id": folder_id}).scalar_one() - 1
-    conn.execute(
-        _INSERT_MESSAGE,
-        {
-            "folder_id": folder_id,
-            "uid": uid,
-            "internal_date": now,
-            "size": len(content),
-            "flags": flags,
-            "message_id": message_id,
-            "queue_id": queue_id,
-            "content": content,
-        },
+    return append_to_folder(
+        conn,
+        folder_id,
+        content,
+        now=now,
+        flags=flags,
+        message_id=message_id,
+        queue_id=queue_id,
     )
-    return int(uid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,3 +216,256 @@ def list_messages(conn: Connection, mailbox: str, folder: str = "INBOX") -> list
         StoredMessage(r.uid, r.internal_date, r.size, r.flags, r.message_id, r.queue_id, r.content)
         for r in rows
     ]
+
+
+# -- client access (IMAP, POP3): folders by id, flags, copies, expunges ---------------------
+# Synchronous, each taking the caller's connection: the client-access layers run them in a
+# thread inside one store transaction.
+
+
+@dataclass(frozen=True, slots=True)
+class MessageMeta:
+    """What a client session keeps of a message: everything but its content."""
+
+    uid: int
+    internal_date: float
+    size: int
+    flags: str
+
+
+@dataclass(frozen=True, slots=True)
+class FolderState:
+    """A folder's numbers and every message's metadata, in UID order."""
+
+    folder: FolderInfo
+    subscribed: bool
+    messages: list[MessageMeta]
+
+
+def get_folder(conn: Connection, mailbox: str, name: str) -> FolderInfo | None:
+    """The folder `name` of `mailbox` (INBOX in any case), or None."""
+    if name.upper() == "INBOX":
+        name = "INBOX"
+    row = conn.execute(
+        select(mail_folder).where(mail_folder.c.mailbox == mailbox, mail_folder.c.name == name)
+    ).first()
+    if row is None:
+        return None
+    return FolderInfo(row.id, row.name, row.uidvalidity, row.uidnext, row.special_use)
+
+
+def folder_state(conn: Connection, folder_id: int) -> FolderState | None:
+    row = conn.execute(select(mail_folder).where(mail_folder.c.id == folder_id)).first()
+    if row is None:
+        return None
+    info = FolderInfo(row.id, row.name, row.uidvalidity, row.uidnext, row.special_use)
+    rows = conn.execute(
+        select(
+            mail_message.c.uid,
+            mail_message.c.internal_date,
+            mail_message.c.size,
+            mail_message.c.flags,
+        )
+        .where(mail_message.c.folder_id == folder_id)
+        .order_by(mail_message.c.uid)
+    ).all()
+    return FolderState(
+        info,
+        bool(row.subscribed),
+        [MessageMeta(r.uid, r.internal_date, r.size, r.flags) for r in rows],
+    )
+
+
+_FOLDER_MARK = select(
+    mail_folder.c.uidnext,
+    select(func.count())
+    .select_from(mail_message)
+    .where(mail_message.c.folder_id == mail_folder.c.id)
+    .scalar_subquery(),
+).where(mail_folder.c.id == bindparam("b_folder_id"))
+
+
+def folder_mark(conn: Connection, folder_id: int) -> tuple[int, int] | None:
+    """(uidnext, message count): a cheap probe that changes when mail arrives or leaves."""
+    row = conn.execute(_FOLDER_MARK, {"b_folder_id": folder_id}).first()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+def folder_marks(conn: Connection, folder_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+    """`folder_mark` of many folders in one query (folders that no longer exist are absent)."""
+    if not folder_ids:
+        return {}
+    count = (
+        select(func.count())
+        .select_from(mail_message)
+        .where(mail_message.c.folder_id == mail_folder.c.id)
+        .scalar_subquery()
+    )
+    rows = conn.execute(
+        select(mail_folder.c.id, mail_folder.c.uidnext, count).where(
+            mail_folder.c.id.in_(list(folder_ids))
+        )
+    ).all()
+    return {int(r[0]): (int(r[1]), int(r[2])) for r in rows}
+
+
+def load_contents(conn: Connection, folder_id: int, uids: Sequence[int]) -> dict[int, bytes]:
+    """The contents of the given UIDs of one folder (absent UIDs are left out)."""
+    if not uids:
+        return {}
+    rows = conn.execute(
+        select(mail_message.c.uid, mail_message.c.content).where(
+            mail_message.c.folder_id == folder_id, mail_message.c.uid.in_(list(uids))
+        )
+    ).all()
+    return {int(r.uid): bytes(r.content) for r in rows}
+
+
+def set_flags(conn: Connection, folder_id: int, changes: Sequence[tuple[int, str]]) -> None:
+    """Replace the flags of messages: (uid, "\\\\Seen $Label ...") pairs."""
+    if not changes:
+        return
+    conn.execute(
+        update(mail_message)
+        .where(
+            mail_message.c.folder_id == bindparam("b_folder_id"),
+            mail_message.c.uid == bindparam("b_uid"),
+        )
+        .values(flags=bindparam("b_flags")),
+        [{"b_folder_id": folder_id, "b_uid": uid, "b_flags": flags} for uid, flags in changes],
+    )
+
+
+def copy_messages(
+    conn: Connection, source_id: int, uids: Sequence[int], dest_id: int
+) -> list[tuple[int, int]]:
+    """Copy messages to another folder (new UIDs there); (source uid, new uid) pairs."""
+    rows = conn.execute(
+        select(mail_message)
+        .where(mail_message.c.folder_id == source_id, mail_message.c.uid.in_(list(uids)))
+        .order_by(mail_message.c.uid)
+    ).all()
+    if not rows:
+        return []
+    last = conn.execute(_NEXT_UIDS, {"b_folder_id": dest_id, "b_count": len(rows)}).scalar_one()
+    first = int(last) - len(rows)
+    # a copy keeps the original's internal date and flags (RFC 3501 6.4.7)
+    conn.execute(
+        _INSERT_MESSAGE,
+        [
+            {
+                "folder_id": dest_id,
+                "uid": first + offset,
+                "internal_date": r.internal_date,
+                "size": r.size,
+                "flags": r.flags,
+                "message_id": r.message_id,
+                "queue_id": r.queue_id,
+                "content": r.content,
+            }
+            for offset, r in enumerate(rows)
+        ],
+    )
+    return [(int(r.uid), first + offset) for offset, r in enumerate(rows)]
+
+
+def delete_messages(conn: Connection, folder_id: int, uids: Sequence[int]) -> int:
+    """Remove messages for good (EXPUNGE, POP3 DELE at QUIT); how many went."""
+    if not uids:
+        return 0
+    result = conn.execute(
+        delete(mail_message).where(
+            mail_message.c.folder_id == folder_id, mail_message.c.uid.in_(list(uids))
+        )
+    )
+    return int(result.rowcount or 0)
+
+
+def append_to_folder(
+    conn: Connection,
+    folder_id: int,
+    content: bytes,
+    *,
+    now: float,
+    flags: str = "",
+    message_id: str = "",
+    queue_id: str = "",
+) -> int:
+    """Store `content` in a folder known by id (IMAP APPEND); returns its UID."""
+    uid = conn.execute(_NEXT_UID, {"b_folder_id": folder_id}).scalar_one() - 1
+    conn.execute(
+        _INSERT_MESSAGE,
+        {
+            "folder_id": folder_id,
+            "uid": uid,
+            "internal_date": now,
+            "size": len(content),
+            "flags": flags,
+            "message_id": message_id,
+            "queue_id": queue_id,
+            "content": content,
+        },
+    )
+    return int(uid)
+
+
+def create_folder(conn: Connection, mailbox: str, name: str, *, now: float) -> FolderInfo:
+    """A new folder with a fresh UIDVALIDITY; `ValueError` if the name is taken."""
+    if get_folder(conn, mailbox, name) is not None:
+        raise ValueError(name)
+    # Never reuse a UIDVALIDITY this mailbox has used: a folder deleted and created again in
+    # the same second must not let clients keep their caches.
+    highest = conn.execute(
+        select(func.max(mail_folder.c.uidvalidity)).where(mail_folder.c.mailbox == mailbox)
+    ).scalar_one_or_none()
+    uidvalidity = max(int(now) & 0x7FFFFFFF, int(highest or 0) + 1)
+    conn.execute(
+        insert(mail_folder).values(
+            mailbox=mailbox,
+            name=name,
+            uidvalidity=uidvalidity,
+            uidnext=1,
+            special_use="",
+            subscribed=True,
+        )
+    )
+    info = get_folder(conn, mailbox, name)
+    assert info is not None
+    return info
+
+
+def delete_folder(conn: Connection, mailbox: str, name: str) -> None:
+    """Delete a folder and its messages; `KeyError` if there is none."""
+    info = get_folder(conn, mailbox, name)
+    if info is None:
+        raise KeyError(name)
+    conn.execute(delete(mail_message).where(mail_message.c.folder_id == info.id))
+    conn.execute(delete(mail_folder).where(mail_folder.c.id == info.id))
+
+
+def rename_folder(conn: Connection, mailbox: str, renames: Sequence[tuple[str, str]]) -> None:
+    """Rename folders (a parent and its children, as pairs); UIDVALIDITY is kept."""
+    for before, after in renames:
+        conn.execute(
+            update(mail_folder)
+            .where(mail_folder.c.mailbox == mailbox, mail_folder.c.name == before)
+            .values(name=after)
+        )
+
+
+def set_subscribed(conn: Connection, mailbox: str, name: str, subscribed: bool) -> None:
+    conn.execute(
+        update(mail_folder)
+        .where(mail_folder.c.mailbox == mailbox, mail_folder.c.name == name)
+        .values(subscribed=subscribed)
+    )
+
+
+def folder_names(conn: Connection, mailbox: str) -> list[tuple[str, str, bool]]:
+    """(name, special use, subscribed) of every folder, by name."""
+    rows = conn.execute(
+        select(mail_folder.c.name, mail_folder.c.special_use, mail_folder.c.subscribed)
+        .where(mail_folder.c.mailbox == mailbox)
+        .order_by(mail_folder.c.name)
+    ).all()
+    return [(r.name, r.special_use, bool(r.subscribed)) for r in rows]

@@ -49,12 +49,18 @@ Design choices:
   tarpit; well-behaved replies are never slowed). At `error_limit` errors: `421 4.7.0`, close.
 - Replies to pipelined commands are written in one batch when the client's input runs dry
   (RFC 2920 section 3.2 allows it), saving system calls.
-- AUTH is not offered yet (a hook for the submission issue): `AUTH` answers 502 5.5.1.
+- AUTH (RFC 4954, PLAIN and LOGIN) exists only on listeners given an authenticator (submission,
+  smtp/submission.py), and only over TLS: before it `AUTH` answers 538 5.7.11 and EHLO does not
+  offer it. On the MX listener `AUTH` answers 502 5.5.1. A listener with `auth_required` answers
+  MAIL with 530 5.7.0 until the client has authenticated. Implicit-TLS listeners (465) count
+  as TLS from the first byte.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import ipaddress
 import logging
@@ -77,6 +83,7 @@ from sitemail.core.clock import Clock, SystemClock
 from sitemail.core.envelope import BodyType, Envelope, EnvelopeRecipient, Notify, Ret
 from sitemail.core.errors import InvalidAddressError
 from sitemail.core.reply import Reply
+from sitemail.directory.auth import Authenticator, AuthOutcome, AuthResult
 
 __all__ = [
     "ConnectionLimiter",
@@ -99,7 +106,8 @@ log = logging.getLogger("sitemail.smtp")
 # RFC 5321 4.5.3.1.4 is 512 octets for a command line; extensions add to MAIL and RCPT:
 # SIZE +26 (RFC 1870), BODY=8BITMIME +14, SMTPUTF8 +10 (RFC 6531), RET/ENVID +100 and
 # NOTIFY/ORCPT +500 (RFC 3461 section 5), AUTH= +500 (RFC 4954 section 5).
-_ESMTP_ALLOWANCE: Final = {"MAIL": 26 + 14 + 10 + 100 + 500, "RCPT": 500}
+_ESMTP_ALLOWANCE: Final = {"MAIL": 26 + 14 + 10 + 100 + 500, "RCPT": 500, "AUTH": 12288 - 512}
+_AUTH_LINE: Final = 12288  # RFC 4954 section 4: an AUTH command or response line, at most
 _MAX_ENVID: Final = 100  # RFC 3461 section 4.4
 _MAX_ORCPT: Final = 500  # RFC 3461 section 4.2
 _DATA_TIMER_GRANULARITY: Final = 1.0  # seconds between restarts of the DATA timer
@@ -137,7 +145,8 @@ class SessionInfo:
     peer_ip: str
     helo: str
     tls: bool
-    authenticated_user: str = ""  # "" until AUTH exists (submission issue)
+    authenticated_user: str = ""  # the mailbox's guid after AUTH, else ""
+    addresses: frozenset[str] = frozenset()  # lower-case addresses the user may send as
 
 
 class SmtpPolicy(Protocol):
@@ -470,6 +479,9 @@ class _Settings:
     tarpit_after: int
     loop: asyncio.AbstractEventLoop
     sessions: set[SmtpSession] = field(default_factory=set)  # open, for shutdown
+    authenticator: Authenticator | None = None  # AUTH offered (after TLS) when set
+    auth_required: bool = False  # MAIL needs AUTH first (submission)
+    implicit_tls: bool = False  # the socket is TLS from the start (465)
 
 
 @dataclass(slots=True)
@@ -629,6 +641,7 @@ class SmtpSession(SMTP):
         self._helo = ""
         self._esmtp = False
         self._txn = _Transaction()
+        self._auth: AuthResult | None = None
 
     # -- connection lifecycle ------------------------------------------------------------------
 
@@ -794,10 +807,17 @@ class SmtpSession(SMTP):
 
     @property
     def _tls_active(self) -> bool:
-        return self._tls_protocol is not None
+        return self._tls_protocol is not None or self._settings.implicit_tls
 
     def _session_info(self) -> SessionInfo:
-        return SessionInfo(peer_ip=self._peer_ip, helo=self._helo, tls=self._tls_active)
+        auth = self._auth
+        return SessionInfo(
+            peer_ip=self._peer_ip,
+            helo=self._helo,
+            tls=self._tls_active,
+            authenticated_user=auth.mailbox if auth else "",
+            addresses=auth.addresses if auth else frozenset(),
+        )
 
     def _ehlo_keywords(self) -> list[str]:
         keywords = [
@@ -810,7 +830,8 @@ class SmtpSession(SMTP):
         ]
         if self._settings.tls_context is not None and not self._tls_active:
             keywords.append("STARTTLS")
-        # AUTH goes here once an authenticator exists, and only when self._tls_active.
+        if self._settings.authenticator is not None and self._tls_active:
+            keywords.append("AUTH PLAIN LOGIN")
         return keywords
 
     # -- commands (dispatched through _COMMANDS, not aiosmtpd's smtp_* methods) ----------
@@ -863,8 +884,85 @@ class SmtpSession(SMTP):
         await self._reply(Reply(214, "2.0.0", "Commands: " + " ".join(sorted(_COMMANDS))))
 
     async def _cmd_auth(self, arg: str) -> None:
-        del arg  # hook for the submission listener: not offered yet
-        await self._reply(Reply(502, "5.5.1", "Error: authentication not available here"))
+        authenticator = self._settings.authenticator
+        if authenticator is None:
+            await self._reply(Reply(502, "5.5.1", "Error: authentication not available here"))
+            return
+        if not self._helo or not self._esmtp:
+            await self._reply(Reply(503, "5.5.1", "Error: send EHLO first"))
+            return
+        if not self._tls_active:
+            await self._reply(
+                Reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
+            )
+            return
+        if self._auth is not None:
+            await self._reply(Reply(503, "5.5.1", "Error: already authenticated"))
+            return
+        if self._txn.sender is not None:
+            await self._reply(Reply(503, "5.5.1", "Error: AUTH not allowed during a transaction"))
+            return
+        mechanism, _, initial = arg.partition(" ")
+        credentials = await self._read_credentials(mechanism.upper(), initial.strip())
+        if isinstance(credentials, Reply):
+            await self._reply(credentials)
+            return
+        login, password = credentials
+        result = await authenticator.authenticate(login, password, self._peer_ip)
+        if result.ok:
+            self._auth = result
+            log.info("smtp auth peer=%s user=%s", self._peer_ip, result.alias)
+            await self._reply(Reply(235, "2.7.0", "Authentication successful"))
+        elif result.outcome is AuthOutcome.LOCKED:
+            await self._reply(Reply(454, "4.7.0", result.text))
+        else:
+            log.info("smtp auth failed peer=%s outcome=%s", self._peer_ip, result.outcome)
+            await self._reply(Reply(535, "5.7.8", result.text))
+
+    async def _read_credentials(self, mechanism: str, initial: str) -> tuple[str, str] | Reply:
+        """PLAIN (RFC 4616) or LOGIN: the login name and password, or the Reply refusing them."""
+        if mechanism == "PLAIN":
+            response = await self._challenge("", initial)
+            if isinstance(response, Reply):
+                return response
+            parts = response.split(b"\0")
+            if len(parts) != 3:
+                return Reply(501, "5.5.2", "Error: malformed PLAIN credentials")
+            authzid, login, password = (p.decode("utf-8", "replace") for p in parts)
+            if authzid and authzid.lower() != login.lower():
+                return Reply(535, "5.7.8", "authorization as another user is not allowed")
+            return login, password
+        if mechanism == "LOGIN":
+            name = await self._challenge("VXNlcm5hbWU6", initial)  # "Username:"
+            if isinstance(name, Reply):
+                return name
+            secret = await self._challenge("UGFzc3dvcmQ6")  # "Password:"
+            if isinstance(secret, Reply):
+                return secret
+            return name.decode("utf-8", "replace"), secret.decode("utf-8", "replace")
+        return Reply(504, "5.5.4", "Error: unrecognized authentication mechanism (PLAIN, LOGIN)")
+
+    async def _challenge(self, challenge: str, given: str = "") -> bytes | Reply:
+        """Send `334 challenge` (unless the client gave the answer already) and decode the
+        base64 answer; "*" cancels (RFC 4954 section 4)."""
+        if given:
+            text = given
+        else:
+            self._queue(Reply(334, "", challenge))
+            line = await self._read_command_line()
+            if line is None:
+                return Reply(501, "5.5.2", "Error: malformed authentication response")
+            if len(line) + 2 > _AUTH_LINE:
+                return Reply(500, "5.5.6", "Error: authentication exchange line is too long")
+            text = line.decode("ascii", "replace").strip()
+        if text == "*":
+            return Reply(501, "5.0.0", "Authentication cancelled")
+        if text == "=":
+            return b""
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            return Reply(501, "5.5.2", "Error: cannot decode the base64 response")
 
     async def _cmd_starttls(self, arg: str) -> None:
         if arg:
@@ -908,6 +1006,9 @@ class SmtpSession(SMTP):
     async def _cmd_mail(self, arg: str) -> None:
         if not self._helo:
             await self._reply(_BAD_SEQUENCE_HELO)
+            return
+        if self._settings.auth_required and self._auth is None:
+            await self._reply(Reply(530, "5.7.0", "Authentication required"))
             return
         if self._txn.sender is not None:
             await self._reply(Reply(503, "5.5.1", "Error: nested MAIL command"))
@@ -1060,7 +1161,10 @@ class SmtpSession(SMTP):
             peer_ip=self._peer_ip,
             server_name=self._settings.server_name,
             protocol=_protocol_name(
-                esmtp=self._esmtp, tls=self._tls_active, auth=False, utf8=params.smtputf8
+                esmtp=self._esmtp,
+                tls=self._tls_active,
+                auth=self._auth is not None,
+                utf8=params.smtputf8,
             ),
             queue_id=queue_id,
             recipients=[r.address for r in txn.recipients],
@@ -1076,6 +1180,7 @@ class SmtpSession(SMTP):
             smtputf8=params.smtputf8,
             client_address=self._peer_ip,
             client_name=self._helo,
+            authenticated_as=self._auth.mailbox if self._auth else "",
         )
         self._reset_timeout(self._limits.data_timeout)
         try:
@@ -1114,6 +1219,9 @@ async def start_smtp_server(
     tls_context: ssl.SSLContext | None = None,
     clock: Clock | None = None,
     tarpit_after: int | None = None,
+    authenticator: Authenticator | None = None,
+    auth_required: bool = False,
+    implicit_tls: bool = False,
 ) -> asyncio.Server:
     """Listen on host:port (0 = any free port) in the running loop; returns the server.
 
@@ -1130,8 +1238,16 @@ async def start_smtp_server(
         limiter=ConnectionLimiter(limits.connections_per_client, limits.connections_total),
         tarpit_after=max(1, limits.error_limit // 2) if tarpit_after is None else tarpit_after,
         loop=loop,
+        authenticator=authenticator,
+        auth_required=auth_required,
+        implicit_tls=implicit_tls,
     )
-    server = await loop.create_server(lambda: SmtpSession(settings), host, port)
+    server = await loop.create_server(
+        lambda: SmtpSession(settings),
+        host,
+        port,
+        ssl=tls_context if implicit_tls else None,
+    )
     _LISTENERS[server] = settings
     return server
 

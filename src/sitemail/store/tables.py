@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    true,
 )
 
 __all__ = [
@@ -185,6 +186,7 @@ mail_folder = Table(
     Column("uidvalidity", Integer, nullable=False),
     Column("uidnext", Integer, nullable=False, default=1),
     Column("special_use", String(32), nullable=False, default=""),
+    Column("subscribed", Boolean, nullable=False, default=True, server_default=true()),
     Index("ux_mail_folder_mailbox_name", "mailbox", "name", unique=True),
 )
 

@@ -9,11 +9,13 @@ walks the whole procedure and takes a minute or two.
 
 from __future__ import annotations
 
+import imaplib
 import json
 import os
 import signal
 import smtplib
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -80,21 +82,23 @@ def _bindable(address: str, port: int, kind: socket.SocketKind) -> bool:
     return True
 
 
-def _free_port_everywhere(addresses: list[str], kind: socket.SocketKind) -> int:
-    """A port free on every one of `addresses` (the lab uses one SMTP port for all sites)."""
+def _free_port_everywhere(addresses: list[str], kind: socket.SocketKind, count: int = 1) -> int:
+    """A port P with P .. P+count-1 free on every one of `addresses` (the lab uses the same
+    ports at every site: SMTP, then IMAP, POP3 and submission in the six after it)."""
     with socket.socket() as probe:
         probe.bind((addresses[0], 0))
         start = int(probe.getsockname()[1])
-    for port in range(start, start + 200):
-        if all(_bindable(a, port, kind) for a in addresses):
+    for port in range(min(start, 65000), 65500):
+        span = range(port, port + count)
+        if all(_bindable(a, p, kind) for a in addresses for p in span):
             return port
-    raise RuntimeError("no common free port")
+    raise RuntimeError("no common free ports")
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
     root = tmp_path_factory.mktemp("lab") / "lab"
-    smtp_port = _free_port_everywhere(list(SITE_ADDRESSES.values()), socket.SOCK_STREAM)
+    smtp_port = _free_port_everywhere(list(SITE_ADDRESSES.values()), socket.SOCK_STREAM, 7)
     dns_port = _free_port_everywhere([f"{NET}.53"], socket.SOCK_DGRAM)
     env = {
         **os.environ,
@@ -162,6 +166,23 @@ def test_lab_up_walks_the_article_in_its_order_and_mail_reaches_each_home_site(
         assert line in out
     assert "$ sitemail connected-site add SiteB --routing-address @SiteB.example.com" in out
     assert "$ sitemail addressing set smtp @example.com --update-recipients" in out
+
+
+def test_a_mail_client_reads_the_message_from_outside_in_its_home_sites_inbox(
+    lab: RunningLab,
+) -> None:
+    """IMAP at SiteB (STARTTLS on the port after SMTP's), with the lab's password for user2."""
+    passwords = (lab.root / "passwords.txt").read_text().splitlines()
+    secret = next(line.split()[-1] for line in passwords if line.startswith("user2@"))
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the lab's self-signed certificate
+    with imaplib.IMAP4(SITE_ADDRESSES["SiteB"], lab.smtp_port + 1, timeout=30) as client:
+        client.starttls(context)
+        client.login("user2@example.com", secret)
+        client.select("INBOX", readonly=True)
+        _, found = client.search(None, "SUBJECT", '"Hello from the Internet"')
+        assert found[0].split(), "the lab's message from outside is not in user2's INBOX"
 
 
 def test_lab_status_json_shows_every_process_running_and_the_queues_empty(

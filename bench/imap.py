@@ -1,0 +1,330 @@
+"""Benchmark: imaplib reading one big INBOX from sitemail and from Dovecot, side by side (issue 7).
+
+The same 10,000 messages (1-6 KB, varied headers) are put in a sitemail mailbox (through the
+mailbox store, as local delivery writes them) and in a Maildir served by a private Debian
+Dovecot (dovecot-imapd) on another loopback address. Both listen with implicit TLS (993-style)
+and the site's own certificate; one imaplib client then, for each server in turn:
+
+  login   connect, TLS handshake, LOGIN
+  select  SELECT INBOX
+  headers FETCH 1:10000 (BODY.PEEK[HEADER])
+  bodies  FETCH 1:1000 (BODY.PEEK[])
+
+"first" is the first session after the server started (sitemail loads the folder's metadata;
+Dovecot builds its index and cache from the Maildir); "warm" is the median of the following
+runs. The ratio is sitemail / Dovecot. Target (issue 7): sitemail within 2x of Dovecot warm.
+Dovecot measured about 0.15 s warm for all of it when the issue was written.
+
+Bounded (fixed counts, every wait has a timeout), loopback only (127.10.70.61 and .62),
+everything stopped and removed on the way out. Run as root (Dovecot drops privileges to the
+`mail` user) from the repository root:
+
+    .venv/bin/python bench/imap.py                    # 10,000 messages, 3 warm runs
+    .venv/bin/python bench/imap.py --messages 2000 --runs 5 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import imaplib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from sitemail.admin.service import AdminService
+from sitemail.directory import ObjectKind
+from sitemail.mailbox import Append, append_messages
+
+SITEMAIL_IP, DOVECOT_IP = "127.10.70.61", "127.10.70.62"
+IMAPS_PORT = 9993
+USER, PASSWORD = "bench", "bench password 1"
+PHASES = ("login", "select", "headers", "bodies")
+
+
+class BenchError(Exception):
+    pass
+
+
+def wait_until(check: Callable[[], bool], *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def make_messages(count: int, seed: int = 7) -> list[bytes]:
+    rng = random.Random(seed)
+    words = ["alpha", "budget", "quarterly", "meeting", "notes", "draft", "site", "replica"]
+    out = []
+    for i in range(count):
+        body_lines = [" ".join(rng.choices(words, k=12)) for _ in range(rng.randint(10, 80))]
+        out.append(
+            (
+                f"Return-Path: <sender{i % 50}@outside.test>\r\n"
+                f"Received: from mx.outside.test ([192.0.2.{i % 250}])\r\n"
+                f"\tby servera.sitea.example.com with ESMTPS id Q{i:08d}; "
+                f"Thu, 3 Dec 2026 10:{i // 600 % 60:02d}:{i % 60:02d} +0000\r\n"
+                f"From: Sender {i % 50} <sender{i % 50}@outside.test>\r\n"
+                f"To: Bench User <{USER}@sitea.example.com>\r\n"
+                f"Subject: {rng.choice(words)} {rng.choice(words)} number {i}\r\n"
+                f"Date: Thu, 3 Dec 2026 10:{i // 600 % 60:02d}:{i % 60:02d} +0000\r\n"
+                f"Message-ID: <{i}.bench@outside.test>\r\n"
+                "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+                + "\r\n".join(body_lines)
+                + "\r\n"
+            ).encode()
+        )
+    return out
+
+
+# -- sitemail ---------------------------------------------------------------------------------
+
+
+def set_up_sitemail(root: Path, messages: list[bytes]) -> Path:
+    data_dir = root / "SiteA"
+    service = AdminService.init(
+        data_dir,
+        org="BenchORG",
+        site="SiteA",
+        server="ServerA",
+        domain="sitea.example.com",
+        listen=[SITEMAIL_IP],
+    )
+    try:
+        mailbox = service.add_recipient(
+            ObjectKind.MAILBOX, USER, display_name="Bench User", password=PASSWORD
+        )
+        now = time.time()
+        with service.store.write() as conn:
+            append_messages(conn, [Append(mailbox.guid, m) for m in messages], now=now)
+    finally:
+        service.close()
+    path = data_dir / "sitemail.toml"
+    text = path.read_text(encoding="utf-8")
+    text = text.replace("\n[smtp]\n", "\n[smtp]\nport = 2525\n", 1)
+    text = text.replace("\n[imap]\n", f"\n[imap]\nport = 0\ntls_port = {IMAPS_PORT}\n", 1)
+    text = text.replace("\n[pop3]\n", "\n[pop3]\nport = 0\ntls_port = 0\n", 1)
+    text = text.replace("\n[submission]\n", "\n[submission]\nport = 0\ntls_port = 0\n", 1)
+    path.write_text(text, encoding="utf-8")
+    return data_dir
+
+
+@contextlib.contextmanager
+def running(command: list[str], host: str, what: str, log: Path) -> Iterator[None]:
+    """Run a server process until the block ends; wait until its IMAPS port answers."""
+    if answers(host, IMAPS_PORT):
+        raise BenchError(f"something already listens on {host}:{IMAPS_PORT}")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until(lambda: answers(host, IMAPS_PORT), timeout=60, what=what)
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def sitemail_serving(data_dir: Path) -> contextlib.AbstractContextManager[None]:
+    script = Path(sys.executable).parent / "sitemail"
+    command = [str(script), "serve", "--data-dir", str(data_dir)]
+    return running(command, SITEMAIL_IP, "sitemail's IMAP", data_dir / "serve.log")
+
+
+# -- Dovecot ----------------------------------------------------------------------------------
+
+
+def set_up_dovecot(root: Path, messages: list[bytes], cert: Path, key: Path) -> Path:
+    if shutil.which("dovecot") is None:
+        raise BenchError("dovecot is not installed: apt-get install dovecot-imapd")
+    base = root / "dovecot"
+    home = base / "home" / USER
+    for sub in ("new", "cur", "tmp"):
+        (home / "Maildir" / sub).mkdir(parents=True, exist_ok=True)
+    stamp = int(time.time())
+    for i, content in enumerate(messages):
+        (home / "Maildir" / "cur" / f"{stamp}.M{i}P1.bench,S={len(content)}:2,").write_bytes(
+            content
+        )
+    (base / "users").write_text(f"{USER}:{{PLAIN}}{PASSWORD}::::::\n")
+    for sub in ("run", "state"):
+        (base / sub).mkdir()
+    conf = base / "dovecot.conf"
+    conf.write_text(
+        f"""protocols = imap
+listen = {DOVECOT_IP}
+base_dir = {base}/run
+state_dir = {base}/state
+log_path = {base}/dovecot.log
+ssl = required
+ssl_cert = <{cert}
+ssl_key = <{key}
+disable_plaintext_auth = yes
+auth_mechanisms = plain
+first_valid_uid = 8
+default_internal_user = dovecot
+default_login_user = dovenull
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {base}/users
+}}
+userdb {{
+  driver = static
+  args = uid=mail gid=mail home={base}/home/%u
+}}
+mail_location = maildir:~/Maildir
+service imap-login {{
+  inet_listener imap {{
+    port = 0
+  }}
+  inet_listener imaps {{
+    port = {IMAPS_PORT}
+    ssl = yes
+  }}
+}}
+"""
+    )
+    subprocess.run(["chown", "-R", "mail:mail", str(base / "home")], check=True)
+    for path in (base, base / "users", conf, base / "run", base / "state"):
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    return conf
+
+
+def dovecot_serving(conf: Path) -> contextlib.AbstractContextManager[None]:
+    command = ["dovecot", "-F", "-c", str(conf)]
+    return running(command, DOVECOT_IP, "Dovecot's IMAP", conf.parent / "stdout.log")
+
+
+# -- the client -------------------------------------------------------------------------------
+
+
+def session(host: str, count: int, bodies: int) -> dict[str, float]:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    times: dict[str, float] = {}
+    start = time.perf_counter()
+    client = imaplib.IMAP4_SSL(host, IMAPS_PORT, ssl_context=context, timeout=120)
+    try:
+        client.login(USER, PASSWORD)
+        times["login"] = time.perf_counter() - start
+        mark = time.perf_counter()
+        typ, data = client.select("INBOX")
+        if typ != "OK" or int(data[0] or 0) != count:
+            raise BenchError(f"{host}: SELECT gave {typ} {data}, expected {count} messages")
+        times["select"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        typ, fetched = client.fetch(f"1:{count}", "(BODY.PEEK[HEADER])")
+        if typ != "OK" or sum(1 for item in fetched if isinstance(item, tuple)) != count:
+            raise BenchError(f"{host}: header FETCH incomplete")
+        times["headers"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        typ, fetched = client.fetch(f"1:{bodies}", "(BODY.PEEK[])")
+        if typ != "OK" or sum(1 for item in fetched if isinstance(item, tuple)) != bodies:
+            raise BenchError(f"{host}: body FETCH incomplete")
+        times["bodies"] = time.perf_counter() - mark
+        client.logout()
+    finally:
+        with contextlib.suppress(Exception):
+            client.shutdown()
+    times["total"] = sum(times[p] for p in PHASES)
+    return times
+
+
+def measure(host: str, count: int, bodies: int, runs: int) -> dict[str, dict[str, float]]:
+    first = session(host, count, bodies)
+    warm = [session(host, count, bodies) for _ in range(runs)]
+    median = {key: statistics.median(run[key] for run in warm) for key in first}
+    return {"first": first, "warm": median}
+
+
+def report(results: dict[str, dict[str, dict[str, float]]], args: argparse.Namespace) -> None:
+    print(
+        f"imaplib over TLS, {args.messages} messages: LOGIN, SELECT, FETCH 1:{args.messages} "
+        f"headers, FETCH 1:{args.bodies} whole (seconds; warm = median of {args.runs} runs)"
+    )
+    print(f"{'':16}{'sitemail':>10}{'dovecot':>10}{'ratio':>8}")
+    for state in ("first", "warm"):
+        for key in (*PHASES, "total"):
+            ours = results["sitemail"][state][key]
+            theirs = results["dovecot"][state][key]
+            ratio = ours / theirs if theirs else float("inf")
+            print(f"{state + ' ' + key:16}{ours:10.3f}{theirs:10.3f}{ratio:8.2f}")
+    ratio = results["sitemail"]["warm"]["total"] / results["dovecot"]["warm"]["total"]
+    print(f"\nwarm total: sitemail is {ratio:.2f}x Dovecot (target: within 2x)")
+    print(
+        f"reproduce: .venv/bin/python bench/imap.py --messages {args.messages} --runs {args.runs}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--bodies", type=int, default=1_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args()
+    if not 0 < args.bodies <= args.messages or args.runs < 1:
+        parser.error("need 0 < --bodies <= --messages and --runs >= 1")
+    messages = make_messages(args.messages)
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-imap-") as tmp:
+        root = Path(tmp)
+        os.chmod(root, 0o755)
+        data_dir = set_up_sitemail(root, messages)
+        cert, key = data_dir / "tls" / "cert.pem", data_dir / "tls" / "key.pem"
+        shared = root / "tls"
+        shared.mkdir()
+        shutil.copy(cert, shared / "cert.pem")
+        shutil.copy(key, shared / "key.pem")
+        os.chmod(shared / "key.pem", 0o644)  # Dovecot reads it as root before dropping
+        conf = set_up_dovecot(root, messages, shared / "cert.pem", shared / "key.pem")
+        with sitemail_serving(data_dir):
+            results["sitemail"] = measure(SITEMAIL_IP, args.messages, args.bodies, args.runs)
+        with dovecot_serving(conf):
+            results["dovecot"] = measure(DOVECOT_IP, args.messages, args.bodies, args.runs)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        report(results, args)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"bench/imap.py: {exc}", file=sys.stderr)
+        sys.exit(1)
