@@ -135,6 +135,9 @@ def register(
         _serve_dns(zone, address, port)
 
 
+_SHOWN = {"imap": "IMAP", "pop3": "POP3", "submission": "submission"}
+
+
 def _where(lab: Lab) -> None:
     out.print("\n[bold]Where to connect[/bold]")
     for entry in lab.status()["sites"]:
@@ -146,10 +149,11 @@ def _where(lab: Lab) -> None:
     ports = lab.client_ports()
     out.print(
         "  mail clients, at each site's address: "
-        + ", ".join(f"{name.upper()} {plain}/{tls}" for name, (plain, tls) in ports.items())
+        + ", ".join(f"{_SHOWN[name]} {plain}/{tls}" for name, (plain, tls) in ports.items())
         + f" (STARTTLS/TLS); log in as user1@example.com etc. with the passwords in "
         f"{lab.root / PASSWORDS_FILE}",
         markup=False,
+        soft_wrap=True,
     )
     out.print(
         f"  DNS: {lab.nameserver()} (dig @{lab.state.dns_address} -p {lab.state.dns_port} "
