@@ -216,19 +216,18 @@ class Lab:
 
     # -- output, and the sites' steps at once ----------------------------------------------
 
-    def _print(self, text: str) -> None:
+    def _print(self, text: str, *, heading: bool = False) -> None:
+        """Say it now, or keep it for later when a per-site step runs in this thread."""
         buffer: list[tuple[bool, str]] | None = getattr(self._local, "buffer", None)
-        if buffer is None:
-            self.say(text)
-        else:
-            buffer.append((False, text))
-
-    def _print_heading(self, text: str) -> None:
-        buffer: list[tuple[bool, str]] | None = getattr(self._local, "buffer", None)
-        if buffer is None:
+        if buffer is not None:
+            buffer.append((heading, text))
+        elif heading:
             self.heading(text)
         else:
-            buffer.append((True, text))
+            self.say(text)
+
+    def _print_heading(self, text: str) -> None:
+        self._print(text, heading=True)
 
     def _at_each_site(
         self, step: Callable[[LabSite], object], sites: Sequence[LabSite] | None = None
@@ -253,7 +252,7 @@ class Lab:
             outcomes = list(pool.map(captured, chosen))
         for lines, _ in outcomes:
             for is_heading, text in lines:
-                (self._print_heading if is_heading else self._print)(text)
+                self._print(text, heading=is_heading)
         for _, error in outcomes:
             if error is not None:
                 raise error
