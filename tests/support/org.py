@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from sitemail.admin.service import AdminService
 from sitemail.admin.wake import poke
-from sitemail.config import load_config
+from sitemail.config import AdminConfig, load_config
 from sitemail.directory import ObjectKind
 from sitemail.mailbox.store import StoredMessage, list_messages
 from sitemail.replication.replicator import RequestOutcome
@@ -164,6 +164,7 @@ class Org:
             config,
             smtp=dataclasses.replace(config.smtp, port=site.port),
             replication=dataclasses.replace(config.replication, **site.settings),
+            admin=AdminConfig(listen=site.address, port=free_port(site.address)),
         )
         server = SiteServer(config)
         ready = asyncio.Event()

@@ -2,6 +2,7 @@
 
 from sitemail.config.model import (
     CONFIG_FILE,
+    AdminConfig,
     DnsConfig,
     LimitsConfig,
     QueueConfig,
@@ -15,6 +16,7 @@ from sitemail.config.model import (
 
 __all__ = [
     "CONFIG_FILE",
+    "AdminConfig",
     "DnsConfig",
     "LimitsConfig",
     "QueueConfig",

@@ -18,6 +18,7 @@ from sitemail.core.errors import ConfigError
 
 __all__ = [
     "CONFIG_FILE",
+    "AdminConfig",
     "DnsConfig",
     "LimitsConfig",
     "QueueConfig",
@@ -112,6 +113,14 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """The admin HTTP API (and later the console), served by `sitemail serve`."""
+
+    listen: str = ""  # an IP address; empty: the server's first [server] listen address
+    port: int = 8025  # 0 switches the admin API off
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     data_dir: Path
     server: str
@@ -124,6 +133,7 @@ class ServerConfig:
     queue: QueueConfig = field(default_factory=QueueConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
 
     def path(self, relative: str) -> Path:
         p = Path(relative)
@@ -199,6 +209,7 @@ def load_config(data_dir: Path) -> ServerConfig:
         "queue": QueueConfig,
         "limits": LimitsConfig,
         "replication": ReplicationConfig,
+        "admin": AdminConfig,
     }
     parsed = {
         name: _section(cls, raw.pop(name, {}), f"{where} [{name}]")
@@ -242,6 +253,10 @@ def _validate(config: ServerConfig, where: str) -> None:
         _check_address(address, f"{where} [server] listen")
     _check_port(config.smtp.port, f"{where} [smtp] port")
     _check_port(config.smtp.outbound_port, f"{where} [smtp] outbound_port")
+    if config.admin.listen:
+        _check_address(config.admin.listen, f"{where} [admin] listen")
+    if config.admin.port:  # 0: the admin API is off
+        _check_port(config.admin.port, f"{where} [admin] port")
     for server in config.dns.nameservers:
         host, port = split_nameserver(server)
         _check_address(host, f"{where} [dns] nameservers")
@@ -305,4 +320,8 @@ listen = [{listen_list}]
 # kcc_interval = 10800
 # tombstone_lifetime = 2592000 # 30 days
 # gc_interval = 43200
+
+[admin]
+# listen = ""                  # the admin API's address; default: the first [server] listen
+# port = 8025                  # 0 switches the admin API off (token: `sitemail admin token`)
 """
