@@ -105,6 +105,8 @@ BAD: list[tuple[str, str, Any, int, str]] = [
     ("DELETE", "/api/queue/NOSUCHID", None, 404, "not_found"),
     ("GET", "/api/track", None, 422, "validation"),
     ("GET", "/api/track?ref=nothing", None, 404, "not_found"),
+    ("GET", "/api/track/search", None, 422, "invalid_value"),
+    ("GET", "/api/track/search?limit=0&sender=a@b.test", None, 422, "validation"),
     ("GET", "/api/doctor?timeout=0", None, 422, "validation"),
     ("GET", "/api/doctor?site=Nowhere", None, 404, "not_found"),
     ("GET", "/api/nothing-here", None, 404, "not_found"),

@@ -235,6 +235,13 @@ def test_api_queue_list_show_hold_release_retry_delete_and_track(api: Api) -> No
     assert [e["event"] for e in events][-2:] == ["held", "released"]
     by_message_id = call(api, "GET", "/api/track", params={"ref": entry["message_id"]})
     assert by_message_id == events
+    found = call(
+        api, "GET", "/api/track/search", params={"recipient": "SITEMAIL-DSA@siteb.example.com"}
+    )
+    assert found
+    assert {e["queue_id"] for e in found} == {queue_id}
+    assert found[0]["at"] >= found[-1]["at"]  # newest first
+    assert call(api, "GET", "/api/track/search", params={"sender": "nobody@x.test"}) == []
 
     assert call(api, "DELETE", f"/api/queue/{queue_id}")["queue_id"] == queue_id
     assert call(api, "GET", "/api/queue") == []

@@ -94,6 +94,18 @@ def track(
     return [TrackEventOut.model_validate(e) for e in service.queue.track(ref)]
 
 
+@router.get("/track/search", tags=["tracking"])
+def track_search(
+    service: Service,
+    sender: Annotated[str, Query(max_length=1024, description="Envelope sender.")] = "",
+    recipient: Annotated[str, Query(max_length=1024, description="Recipient address.")] = "",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[TrackEventOut]:
+    """The latest events of mail from a sender and/or to a recipient, newest first."""
+    events = service.queue.search(sender=sender, recipient=recipient, limit=limit)
+    return [TrackEventOut.model_validate(e) for e in events]
+
+
 @router.get("/doctor", tags=["doctor"])
 def doctor(
     service: Service,
