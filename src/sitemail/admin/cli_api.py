@@ -30,7 +30,8 @@ def admin_token(data_dir: DataDir = None) -> None:
 @admin_app.command("url")
 @handle_errors
 def admin_url(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
-    """Print where `sitemail serve` serves the admin API ([admin] listen and port)."""
+    """Print the admin API's base URL, where `sitemail serve` serves it ([admin] listen and
+    port); its OpenAPI document is `openapi.json` there (--json: both)."""
     with admin(data_dir) as service:
         base = service.admin_url()
     if not base:
@@ -38,4 +39,6 @@ def admin_url(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
     if as_json:
         emit_json({"api": f"{base}/api/", "openapi": f"{base}/api/openapi.json"})
         return
-    out.print(f"{base}/api/  (OpenAPI document: {base}/api/openapi.json)", markup=False)
+    out.print(
+        f"{base}/api/", markup=False
+    )  # alone on its line: `curl "$(sitemail admin url)sites"`

@@ -122,7 +122,7 @@ def test_api_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_api_request_now_over_http_replicates_between_running_sites(tmp_path: Path) -> None:
     """Two running sites; A's Request Now through A's API (a real socket): the request is sent
-    at once (the API wakes A's queue) and B's mailboxes arrive at A."""
+    at once (the API wakes A's queue) and B's mailboxes arrive at A, as read-only replicas."""
 
     async def scenario() -> None:
         addresses = {"SiteA": "127.10.75.31", "SiteB": "127.10.75.32"}
@@ -146,5 +146,7 @@ def test_api_request_now_over_http_replicates_between_running_sites(tmp_path: Pa
                 listed = await http.get("/api/recipients", params={"site": "SiteB"})
                 [bob] = listed.json()
                 assert (bob["alias"], bob["read_only"]) == ("bob", True)
+                refused = await http.patch("/api/recipients/bob", json={"display_name": "B"})
+                assert (refused.status_code, refused.json()["code"]) == (403, "permission_denied")
 
     asyncio.run(asyncio.wait_for(scenario(), 90))
