@@ -275,6 +275,7 @@ def run_server(data_dir: Path) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every connection
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)  # start/stop chatter of the admin API
     server = SiteServer(config)
 
     async def main() -> None:
