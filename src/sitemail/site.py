@@ -24,6 +24,7 @@ from typing import TypeVar
 from sitemail.admin import cli
 from sitemail.admin.datadir import remember_data_dir, resolve_data_dir
 from sitemail.admin.snapshot import site_snapshot
+from sitemail.admin.token import admin_address
 from sitemail.admin.wake import open_wake_socket
 from sitemail.config import ServerConfig, load_config
 from sitemail.core.clock import Clock, SystemClock
@@ -50,6 +51,7 @@ from sitemail.smtp.policy import ImsPolicy
 from sitemail.smtp.submission import SubmissionPolicy
 from sitemail.store import Store, default_url, open_store, upgrade
 from sitemail.store.writer import GroupWriter
+from sitemail.web import bind_api_socket, create_app, serve_api
 
 __all__ = ["SiteServer", "build_tls_context", "main", "run_server"]
 
@@ -90,6 +92,7 @@ class SiteServer:
         # Client-access listeners by kind ("imap", "imaps", "pop3", "pop3s", "submission",
         # "submissions"): (address, bound port) pairs.
         self.client_ports: dict[str, list[tuple[str, int]]] = {}
+        self.api_address: tuple[str, int] | None = None  # where the admin API listens
 
     def build(self) -> Components:
         config = self.config
@@ -197,11 +200,14 @@ class SiteServer:
                 local_hosts=[*self.config.listen, self.server_name(parts.directory)],
             )
             wake = self._listen_for_wake(parts.manager.wake)
+            api_socket = self._bind_api()
             if ready is not None:
                 ready(self)
             async with asyncio.TaskGroup() as group:
                 group.create_task(parts.manager.run(), name="queue-manager")
                 group.create_task(scheduler.run(), name="replication-scheduler")
+                if api_socket is not None:
+                    group.create_task(self._serve_api(parts, api_socket), name="admin-api")
         finally:
             log.info("stopping: closing listeners, finishing queue writes")
             if wake is not None:
@@ -213,6 +219,30 @@ class SiteServer:
             await parts.spool.stop()
             await parts.writer.stop()
             parts.store.close()
+
+    def _bind_api(self) -> socket.socket | None:
+        """The admin API's socket ([admin] listen and port; none when port = 0)."""
+        host, port = admin_address(self.config)
+        if not port:
+            return None
+        sock = bind_api_socket(host, port)
+        self.api_address = sock.getsockname()[:2]
+        return sock
+
+    async def _serve_api(self, parts: Components, sock: socket.socket) -> None:
+        """The admin API in this loop, over this server's store; its routes run in threads,
+        so a change that queued mail wakes the queue through the loop."""
+        loop = asyncio.get_running_loop()
+        try:
+            app = create_app(
+                self.config.data_dir,
+                wake=lambda: loop.call_soon_threadsafe(parts.manager.wake),
+                store=parts.store,
+                clock=self.clock,
+            )
+            await serve_api(app, sock)
+        finally:
+            sock.close()
 
     def _listen_for_wake(self, wake: Callable[[], None]) -> socket.socket | None:
         """`sitemail` commands that queue something nudge us (admin/wake.py)."""
@@ -357,6 +387,7 @@ def run_server(data_dir: Path) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every connection
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)  # start/stop chatter of the admin API
     server = SiteServer(config)
 
     async def main() -> None:

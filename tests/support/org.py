@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from sitemail.admin.service import AdminService
 from sitemail.admin.wake import poke
-from sitemail.config import load_config
+from sitemail.config import AdminConfig, load_config
 from sitemail.directory import ObjectKind
 from sitemail.mailbox.store import StoredMessage, list_messages
 from sitemail.replication.replicator import RequestOutcome
@@ -164,12 +164,24 @@ class Org:
             config,
             smtp=dataclasses.replace(config.smtp, port=site.port),
             replication=dataclasses.replace(config.replication, **site.settings),
+            admin=AdminConfig(listen=site.address, port=free_port(site.address)),
+            # No client access here: its standard ports are privileged and may be taken (a
+            # lab running on the article's addresses); the client-access tests have their own.
+            imap=dataclasses.replace(config.imap, port=0, tls_port=0),
+            pop3=dataclasses.replace(config.pop3, port=0, tls_port=0),
+            submission=dataclasses.replace(config.submission, port=0, tls_port=0),
         )
         server = SiteServer(config)
         ready = asyncio.Event()
         site.server = server
         site.task = asyncio.create_task(server.run(lambda _s: ready.set()))
-        await asyncio.wait_for(ready.wait(), 10)
+        waiting = asyncio.create_task(ready.wait())
+        await asyncio.wait({waiting, site.task}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.is_set():
+            waiting.cancel()
+            if site.task.done():
+                site.task.result()  # the server's own error (a port in use, ...), not a timeout
+            raise AssertionError(f"{site.name} did not start within 10 s")
 
     async def stop(self, site: Site) -> None:
         if site.task is not None:

@@ -31,7 +31,7 @@ from sitemail.core.errors import NotFoundError, SitemailError
 from sitemail.directory import AddressingResult, ObjectKind, Recipient, RecipientChanges
 from sitemail.queue.admin import QueueEntry
 
-__all__ = ["app", "cli_doctor", "cli_replication", "cli_routing", "main"]
+__all__ = ["app", "cli_api", "cli_doctor", "cli_replication", "cli_routing", "main"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -836,4 +836,4 @@ def main() -> None:
 
 # Replication, KCC, `directory list`, routing and the doctor live in their own modules;
 # importing them registers their commands.
-from sitemail.admin import cli_doctor, cli_replication, cli_routing  # noqa: E402
+from sitemail.admin import cli_api, cli_doctor, cli_replication, cli_routing  # noqa: E402

@@ -13,6 +13,7 @@ from pathlib import Path
 from sitemail.admin.replication import ReplicationAdmin
 from sitemail.admin.routing import RoutingAdmin
 from sitemail.admin.tls import make_self_signed
+from sitemail.admin.token import admin_url, ensure_token
 from sitemail.config import CONFIG_FILE, ServerConfig, load_config, render_config
 from sitemail.core.address import normalize_domain
 from sitemail.core.clock import Clock, SystemClock
@@ -118,6 +119,7 @@ class AdminService:
             raise
         config = service.config
         key = generate_site_key(data_dir)
+        ensure_token(data_dir)
         service.directory.update_site_attrs(public_key=key.public.token)
         make_self_signed(
             config.path(config.tls.cert_file),
@@ -131,6 +133,14 @@ class AdminService:
         """This site's public key token and its fingerprint (the private key never leaves)."""
         key = load_site_key(self.config.data_dir)
         return key.public.token, fingerprint(key.public.token)
+
+    def admin_token(self) -> str:
+        """The admin API's bearer token (made now for a data dir older than the API)."""
+        return ensure_token(self.config.data_dir)
+
+    def admin_url(self) -> str:
+        """Where `sitemail serve` serves the admin API ("" when [admin] port = 0)."""
+        return admin_url(self.config)
 
     def org(self) -> OrgInfo:
         return self.directory.org()

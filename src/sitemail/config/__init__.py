@@ -2,6 +2,7 @@
 
 from sitemail.config.model import (
     CONFIG_FILE,
+    AdminConfig,
     AuthConfig,
     DnsConfig,
     ImapConfig,
@@ -19,6 +20,7 @@ from sitemail.config.model import (
 
 __all__ = [
     "CONFIG_FILE",
+    "AdminConfig",
     "AuthConfig",
     "DnsConfig",
     "ImapConfig",

@@ -18,6 +18,7 @@ from sitemail.core.errors import ConfigError
 
 __all__ = [
     "CONFIG_FILE",
+    "AdminConfig",
     "AuthConfig",
     "DnsConfig",
     "ImapConfig",
@@ -153,6 +154,14 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """The admin HTTP API (and later the console), served by `sitemail serve`."""
+
+    listen: str = ""  # an IP address; empty: the server's first [server] listen address
+    port: int = 8025  # 0 switches the admin API off
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     data_dir: Path
     server: str
@@ -169,6 +178,7 @@ class ServerConfig:
     pop3: Pop3Config = field(default_factory=Pop3Config)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
 
     def path(self, relative: str) -> Path:
         p = Path(relative)
@@ -248,6 +258,7 @@ def load_config(data_dir: Path) -> ServerConfig:
         "pop3": Pop3Config,
         "submission": SubmissionConfig,
         "auth": AuthConfig,
+        "admin": AdminConfig,
     }
     parsed = {
         name: _section(cls, raw.pop(name, {}), f"{where} [{name}]")
@@ -292,6 +303,10 @@ def _validate(config: ServerConfig, where: str) -> None:
     _check_port(config.smtp.port, f"{where} [smtp] port")
     _check_port(config.smtp.outbound_port, f"{where} [smtp] outbound_port")
     _validate_client_access(config, where)
+    if config.admin.listen:
+        _check_address(config.admin.listen, f"{where} [admin] listen")
+    if config.admin.port:  # 0: the admin API is off
+        _check_port(config.admin.port, f"{where} [admin] port")
     for server in config.dns.nameservers:
         host, port = split_nameserver(server)
         _check_address(host, f"{where} [dns] nameservers")
@@ -385,4 +400,8 @@ listen = [{listen_list}]
 # kcc_interval = 10800
 # tombstone_lifetime = 2592000 # 30 days
 # gc_interval = 43200
+
+[admin]
+# listen = ""                  # the admin API's address; default: the first [server] listen
+# port = 8025                  # 0 switches the admin API off (token: `sitemail admin token`)
 """

@@ -156,6 +156,12 @@ def _where(lab: Lab) -> None:
         soft_wrap=True,
     )
     out.print(
+        f"  admin HTTP API at each site's address, port {lab.admin_port()} "
+        f"(`sitemail admin url` and `sitemail admin token` with the site's --data-dir)",
+        markup=False,
+        soft_wrap=True,
+    )
+    out.print(
         f"  DNS: {lab.nameserver()} (dig @{lab.state.dns_address} -p {lab.state.dns_port} "
         f"MX {COMPANY_DOMAIN})",
         markup=False,

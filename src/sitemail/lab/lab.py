@@ -315,7 +315,11 @@ class Lab:
 
     def check_addresses(self) -> None:
         """Every address and port the lab needs is free and bindable (else say what to do)."""
-        ports = [self.state.smtp_port, *(p for pair in self.client_ports().values() for p in pair)]
+        ports = [
+            self.state.smtp_port,
+            *(p for pair in self.client_ports().values() for p in pair),
+            self.admin_port(),
+        ]
         wanted = [(s.address, p, socket.SOCK_STREAM, s.name) for s in self.sites for p in ports]
         wanted += [
             (self.state.dns_address, self.state.dns_port, kind, "the DNS server")
@@ -499,6 +503,12 @@ class Lab:
             for i, name in enumerate(("imap", "pop3", "submission"))
         }
 
+    def admin_port(self) -> int:
+        """The admin HTTP API's port: its default with SMTP on 25, else the one after the
+        client-access ports."""
+        port = self.state.smtp_port
+        return 8025 if port == 25 else port + 7
+
     def _configure(self, site: LabSite) -> None:
         """What an administrator writes in the config file: the lab's DNS server, the ports,
         and a start-up replication request after a few seconds instead of five minutes."""
@@ -510,6 +520,7 @@ class Lab:
             text = text.replace(
                 f"\n[{section}]\n", f"\n[{section}]\nport = {plain}\ntls_port = {tls}\n", 1
             )
+        text = text.replace("\n[admin]\n", f"\n[admin]\nport = {self.admin_port()}\n", 1)
         text = text.replace("\n[dns]\n", f'\n[dns]\nnameservers = ["{self.nameserver()}"]\n', 1)
         text = text.replace("\n[replication]\n", "\n[replication]\nstartup_delay = 5\n", 1)
         path.write_text(text, encoding="utf-8")

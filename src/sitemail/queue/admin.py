@@ -1,6 +1,7 @@
 """Queue operations for administrators: list, show, retry, hold, release, delete, track.
 
-One job: the read and write operations behind `sitemail queue ...` and `sitemail track`,
+One job: the read and write operations behind `sitemail queue ...` and `sitemail track`
+(and the admin API's tracking search by sender or recipient),
 on the same tables the spool and manager use. Deleting is an explicit admin decision: it is
 tracked, and sends no DSN (like `postsuper -d`).
 """
@@ -8,12 +9,13 @@ tracked, and sends no DSN (like `postsuper -d`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, delete, func, or_, select, update
+from sqlalchemy import Connection, Row, delete, func, or_, select, update
 
 from sitemail.core.address import DSA_LOCAL_PART
 from sitemail.core.clock import Clock
-from sitemail.core.errors import NotFoundError
+from sitemail.core.errors import InvalidValueError, NotFoundError
 from sitemail.queue.model import RcptState
 from sitemail.queue.records import TrackEvent, track
 from sitemail.store.engine import Store
@@ -156,12 +158,7 @@ class QueueAdmin:
             query = query.where(~track_event.c.recipient.startswith(f"{DSA_LOCAL_PART}@"))
         with self._store.read() as conn:
             rows = conn.execute(query.order_by(track_event.c.id.desc()).limit(limit)).all()
-        return [
-            TrackEvent(
-                r.at, r.event, r.queue_id, r.message_id, r.sender, r.recipient, r.site, r.detail
-            )
-            for r in rows
-        ]
+        return [_event(r) for r in rows]
 
     def track(self, ref: str) -> list[TrackEvent]:
         """Every event of a message by queue id or Message-ID (with or without <>)."""
@@ -187,9 +184,26 @@ class QueueAdmin:
             ).all()
         if not rows:
             raise NotFoundError(f"no tracking events for {ref!r}")
-        return [
-            TrackEvent(
-                r.at, r.event, r.queue_id, r.message_id, r.sender, r.recipient, r.site, r.detail
-            )
-            for r in rows
-        ]
+        return [_event(r) for r in rows]
+
+    def search(
+        self, *, sender: str = "", recipient: str = "", limit: int = 100
+    ) -> list[TrackEvent]:
+        """The latest `limit` events whose sender and/or recipient is the given address
+        (case-insensitive; both given: both must match), newest first."""
+        if not sender.strip() and not recipient.strip():
+            raise InvalidValueError("give a sender, a recipient, or both to search for")
+        query = select(track_event)
+        if sender:
+            query = query.where(func.lower(track_event.c.sender) == sender.strip().lower())
+        if recipient:
+            query = query.where(func.lower(track_event.c.recipient) == recipient.strip().lower())
+        with self._store.read() as conn:
+            rows = conn.execute(query.order_by(track_event.c.id.desc()).limit(limit)).all()
+        return [_event(r) for r in rows]
+
+
+def _event(r: Row[Any]) -> TrackEvent:
+    return TrackEvent(
+        r.at, r.event, r.queue_id, r.message_id, r.sender, r.recipient, r.site, r.detail
+    )

@@ -125,6 +125,7 @@ async def running_site(
         dns=dataclasses.replace(
             config.dns, nameservers=(f"{dns.address}:{dns.port}",) if dns else ()
         ),
+        admin=dataclasses.replace(config.admin, port=0),  # the admin API has its own tests
     )
     clock = ManualClock()
     server = SiteServer(config, clock)

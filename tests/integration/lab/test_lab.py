@@ -84,7 +84,8 @@ def _bindable(address: str, port: int, kind: socket.SocketKind) -> bool:
 
 def _free_port_everywhere(addresses: list[str], kind: socket.SocketKind, count: int = 1) -> int:
     """A port P with P .. P+count-1 free on every one of `addresses` (the lab uses the same
-    ports at every site: SMTP, then IMAP, POP3 and submission in the six after it)."""
+    ports at every site: SMTP, IMAP, POP3 and submission in the six after it, then the
+    admin API)."""
     with socket.socket() as probe:
         probe.bind((addresses[0], 0))
         start = int(probe.getsockname()[1])
@@ -98,7 +99,7 @@ def _free_port_everywhere(addresses: list[str], kind: socket.SocketKind, count: 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
     root = tmp_path_factory.mktemp("lab") / "lab"
-    smtp_port = _free_port_everywhere(list(SITE_ADDRESSES.values()), socket.SOCK_STREAM, 7)
+    smtp_port = _free_port_everywhere(list(SITE_ADDRESSES.values()), socket.SOCK_STREAM, 8)
     dns_port = _free_port_everywhere([f"{NET}.53"], socket.SOCK_DGRAM)
     env = {
         **os.environ,

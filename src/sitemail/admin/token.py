@@ -1,0 +1,80 @@
+"""The admin API's bearer token and address: made at `sitemail init`, kept in the data dir.
+
+One job: create, read and check the token that every `/api/` request must carry, and say where
+the API listens. The token is 32 random bytes (URL-safe base64) in `admin-token`, mode 0600,
+written atomically; a data dir made before the API existed gets one on first use
+(`sitemail admin token`, or the server's start). Checks compare in constant time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import ipaddress
+import os
+import secrets
+from pathlib import Path
+
+from sitemail.config import ServerConfig
+from sitemail.core.errors import ConfigError
+
+__all__ = ["TOKEN_FILE", "admin_address", "admin_url", "check_token", "ensure_token", "read_token"]
+
+TOKEN_FILE = "admin-token"  # noqa: S105 - the file name, not a secret
+
+
+def read_token(data_dir: Path) -> str | None:
+    """The token of `data_dir`, or None when it has none yet."""
+    try:
+        text = (data_dir / TOKEN_FILE).read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the admin token {data_dir / TOKEN_FILE}: {exc}") from exc
+    return text or None
+
+
+def ensure_token(data_dir: Path) -> str:
+    """The token of `data_dir`, made now (mode 0600) when there is none."""
+    existing = read_token(data_dir)
+    if existing is not None:
+        return existing
+    token = secrets.token_urlsafe(32)
+    path = data_dir / TOKEN_FILE
+    temp = data_dir / f".{TOKEN_FILE}.{os.getpid()}"
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(token + "\n")
+        os.link(temp, path)  # fails if another process made one meanwhile: keep theirs
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ConfigError(f"cannot write the admin token {path}: {exc.strerror}") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+    found = read_token(data_dir)
+    if found is None:
+        raise ConfigError(f"the admin token {path} is empty: delete it to make a new one")
+    return found
+
+
+def check_token(expected: str, given: str) -> bool:
+    """Whether `given` is the token, compared in constant time."""
+    return hmac.compare_digest(expected.encode(), given.encode())
+
+
+def admin_address(config: ServerConfig) -> tuple[str, int]:
+    """(address, port) the admin API listens on; port 0 when it is switched off."""
+    return config.admin.listen or config.listen[0], config.admin.port
+
+
+def admin_url(config: ServerConfig) -> str:
+    """Base URL of the admin API ("" when it is switched off)."""
+    host, port = admin_address(config)
+    if not port:
+        return ""
+    if ipaddress.ip_address(host).version == 6:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
