@@ -152,9 +152,11 @@ class SiteServer:
         return self.components
 
     def server_name(self, directory: Directory) -> str:
-        """Our host name in greetings and Received headers: server.site-domain."""
+        """Our host name in greetings and Received headers: server.site-domain, on the site's
+        own (routing) domain, which stays when Site Addressing moves to the shared domain (the
+        article's A records are serverX.siteX.company.com)."""
         org = directory.org()
-        return f"{org.local_server.lower()}.{directory.template().domain}"
+        return f"{org.local_server.lower()}.{directory.routing_domain()}"
 
     async def run(self, ready: Callable[[SiteServer], None] | None = None) -> None:
         """Serve until cancelled."""

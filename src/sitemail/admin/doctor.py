@@ -43,7 +43,7 @@ __all__ = ["Finding", "Level", "run_doctor"]
 
 BANNER_TIMEOUT = 5.0
 STALE_AFTER = 2  # replication is stale after this many schedule intervals without an exchange
-WAITING_TOO_LONG = 600.0  # an unanswered request older than this is worth a warning
+WAITING_TOO_LONG = 120.0  # an answer takes seconds: a request unanswered this long is stuck
 
 
 class Level(StrEnum):
@@ -150,7 +150,14 @@ async def _check_domain_dns(
     try:
         hosts = await _mail_hosts(resolver, domain)
     except DnsRouteError as exc:
-        doctor.add("dns", Level.ERROR, f"{whose}: {exc}", f"publish {record}")
+        servers = ", ".join(doctor.service.config.dns.nameservers)
+        fix = (
+            f"the name server ({servers}) did not answer: start it, or correct [dns] "
+            "nameservers in sitemail.toml"
+            if exc.temporary
+            else f"publish {record}"
+        )
+        doctor.add("dns", Level.ERROR, f"{whose}: {exc}", fix)
         return
     answered = await _who_answers(doctor, hosts, port)
     shown = ", ".join(f"{h.name} {'/'.join(h.addresses)}" for h in hosts.hosts)
@@ -432,8 +439,15 @@ def _check_replication(doctor: _Doctor) -> None:
                 "replication",
                 Level.WARNING,
                 f"replication from {peer.peer} is stale: last complete exchange "
-                f"{span(peer.lag or 0)} ago" + (", a request is unanswered" if late else ""),
-                f"sitemail replication request-now {peer.peer}; check its queue and IMS",
+                f"{span(peer.lag or 0)} ago"
+                + (
+                    f"; request #{peer.outstanding_seq} is unanswered since "
+                    f"{span(now - float(peer.outstanding_at or now))}"
+                    if late
+                    else ""
+                ),
+                f"`sitemail doctor` at {peer.peer} says why (no connector back to "
+                f"{doctor.local}?); then sitemail replication request-now {peer.peer}",
             )
         else:
             doctor.add(

@@ -179,9 +179,11 @@ class Authenticator:
         """The host name of the site's (first) server: server.site-domain, as it names itself."""
         directory = self._directory
         try:
-            domain = directory.template(site).domain
-        except NotFoundError:  # no Site Addressing replicated yet: the routing domain will do
-            return directory.routing_domain(site)
+            domain = directory.routing_domain(
+                site
+            )  # the site's own domain, as servers name themselves
+        except NotFoundError:
+            return site
         servers = directory.list_objects(ObjectKind.SERVER, site=site)
         if not servers:
             return domain

@@ -22,10 +22,9 @@ from rich.live import Live
 from rich.table import Table
 
 from sitemail.core.clock import span
-from sitemail.lab.dns_server import EmbeddedDnsServer
+from sitemail.lab.dns_server import DnsRecord, EmbeddedDnsServer, parse_zone_text
 from sitemail.lab.lab import (
     COMPANY_DOMAIN,
-    NET,
     PASSWORDS_FILE,
     Lab,
     require_lab,
@@ -37,9 +36,16 @@ __all__ = ["register"]
 out = Console(highlight=False)
 LabDir = Annotated[Path, typer.Option("--dir", help="The lab folder (data dirs, logs, lab.json).")]
 SmtpPort = Annotated[
-    int, typer.Option("--smtp-port", help="SMTP port of every site (the article: 25).")
+    int | None,
+    typer.Option(
+        "--smtp-port",
+        help="SMTP port of every site (default 25, as in the article; an existing lab keeps its own).",
+    ),
 ]
-DnsPort = Annotated[int, typer.Option("--dns-port", help="Port of the lab's DNS server.")]
+DnsPort = Annotated[
+    int | None,
+    typer.Option("--dns-port", help="Port of the lab's DNS server (default 53)."),
+]
 Probe = Callable[[Path], dict[str, Any]]
 
 
@@ -69,14 +75,14 @@ def register(
         detach: Annotated[
             bool, typer.Option("--detach", help="Return once the lab is ready; leave it running.")
         ] = False,
-        smtp_port: SmtpPort = 25,
-        dns_port: DnsPort = 53,
+        smtp_port: SmtpPort = None,
+        dns_port: DnsPort = None,
         net: Annotated[
-            str,
+            str | None,
             typer.Option(
                 "--net", hidden=True, help="First three octets of the lab's loopback /24."
             ),
-        ] = NET,
+        ] = None,
     ) -> None:
         """Bring up the article's three sites (or reuse the lab folder) and walk its steps."""
         lab = Lab(
@@ -239,9 +245,24 @@ def _live(lab: Lab) -> None:
                 live.update(_view(lab.status()))
     except KeyboardInterrupt:
         pass
-    out.print("stopping the lab ...")
+    out.print("\nstopping the lab ...")
     lab.stop()
     out.print("stopped.")
+
+
+def _parse_zone(text: str) -> tuple[DnsRecord, ...]:
+    """The zone's records; a ValueError naming the first line that does not parse (so the
+    DNS server keeps serving the last good zone and the log says what to correct)."""
+    try:
+        return parse_zone_text(text)
+    except ValueError:
+        lines = text.splitlines()
+        for number in range(1, len(lines) + 1):
+            try:
+                parse_zone_text("\n".join(lines[:number]))
+            except ValueError as exc:
+                raise ValueError(f"line {number}: {lines[number - 1]!r}: {exc}") from None
+        raise
 
 
 def _serve_dns(zone: Path, address: str, port: int) -> None:
@@ -253,10 +274,11 @@ def _serve_dns(zone: Path, address: str, port: int) -> None:
         mtime = zone.stat().st_mtime
         if mtime == loaded:
             return
-        fresh = server.resolver
-        fresh.remove_zone(COMPANY_DOMAIN)
-        fresh.add_zone(COMPANY_DOMAIN)
-        fresh.load_zone_text(zone.read_text(encoding="utf-8"))
+        records = _parse_zone(zone.read_text(encoding="utf-8"))  # a bad edit raises here
+        served = server.resolver
+        served.remove_zone(COMPANY_DOMAIN)
+        served.add_zone(COMPANY_DOMAIN)
+        served.load(records)
         loaded = mtime
 
     reload()
@@ -268,7 +290,7 @@ def _serve_dns(zone: Path, address: str, port: int) -> None:
                 try:
                     reload()
                 except (OSError, ValueError) as exc:  # a bad edit keeps the last good zone
-                    _say(f"dns: cannot reload {zone}: {exc}")
+                    _say(f"dns: cannot reload {zone} ({exc}); still serving the last good zone")
                     loaded = zone.stat().st_mtime if zone.exists() else loaded
         except KeyboardInterrupt:
             pass

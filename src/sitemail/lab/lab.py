@@ -197,9 +197,9 @@ class Lab:
         self,
         root: Path,
         *,
-        smtp_port: int = 25,
-        dns_port: int = 53,
-        net: str = NET,
+        smtp_port: int | None = None,  # None: as the existing lab has it, else 25
+        dns_port: int | None = None,  # likewise, else 53
+        net: str | None = None,  # likewise, else NET
         say: Callable[[str], None] = print,
         heading: Callable[[str], None] | None = None,
         probe: Callable[[Path], dict[str, Any]] | None = None,
@@ -211,7 +211,15 @@ class Lab:
         self._local = threading.local()  # a per-site step's output, printed in order later
         self._lock = threading.Lock()  # the state file and passwords.txt, from several steps
         existing = LabState.load(self.root)
-        self.state = existing or LabState(smtp_port=smtp_port, net=net, dns_port=dns_port)
+        asked = {"smtp_port": smtp_port, "dns_port": dns_port, "net": net}
+        given = {name: value for name, value in asked.items() if value is not None}
+        self.state = existing or LabState(**given)  # type: ignore[arg-type]
+        # Options the existing lab keeps: its data dirs are configured for its own.
+        self.ignored = [
+            f"{name} {getattr(self.state, name)} (not {value})"
+            for name, value in given.items()
+            if getattr(self.state, name) != value
+        ]
         self.sites = lab_sites(self.state.net)
 
     # -- output, and the sites' steps at once ----------------------------------------------
@@ -409,7 +417,11 @@ class Lab:
             time.sleep(0.1)
 
     def stop(self) -> list[str]:
-        """Stop every process this lab started; returns their names."""
+        """Stop every process this lab started; returns their names. The state file is read
+        again first: another `lab up` may have restarted a site since this one started."""
+        on_disk = LabState.load(self.root)
+        if on_disk is not None:
+            self.state.pids = {**self.state.pids, **on_disk.pids}
         stopped = []
         for name, pid in sorted(self.state.pids.items()):
             if _process_is_ours(pid, self.root):
@@ -427,16 +439,22 @@ class Lab:
                     os.kill(pid, signal.SIGKILL)
                 self._print(f"  {name} did not stop within 20 s: killed")
         self.state.pids = {}
-        self.state.save(self.root)
+        if on_disk is not None:  # a lab refused before it was written stays unwritten
+            self.state.save(self.root)
         return stopped
 
     # -- the article ------------------------------------------------------------------------
 
     def up(self) -> None:
         """Start what is not running; on a new lab, walk the whole procedure."""
+        if self.ignored:
+            self._print(
+                f"  this lab ({self.root}) keeps {', '.join(self.ignored)}: its sites are "
+                "configured for them; `sitemail lab down` and a new --dir for other ones"
+            )
+        self.check_addresses()  # before anything is written: a refused lab leaves nothing
         self.root.mkdir(parents=True, exist_ok=True)
         self.state.save(self.root)
-        self.check_addresses()
         self._print_heading("Prerequisites: DNS records (MX and A) for every site and the company")
         self.start_dns()
         for line in (self.root / ZONE_FILE).read_text().splitlines()[2:]:

@@ -201,8 +201,10 @@ def test_lab_status_json_shows_every_process_running_and_the_queues_empty(
 
 
 def test_lab_up_again_reuses_the_running_lab(lab: RunningLab) -> None:
-    proc = lab.sitemail("lab", "up", "--detach", "--dir", str(lab.root))
+    other = str(lab.smtp_port + 100)
+    proc = lab.sitemail("lab", "up", "--detach", "--dir", str(lab.root), "--smtp-port", other)
     assert "Install the Internet Mail Service" not in proc.stdout  # nothing made again
+    assert f"keeps smtp_port {lab.smtp_port} (not {other})" in proc.stdout
     assert "user3@example.com            -> in SiteC's mailbox store" in proc.stdout
 
 
@@ -214,6 +216,7 @@ def test_lab_up_on_a_port_in_use_says_what_to_change(lab: RunningLab, tmp_path: 
     assert proc.returncode == 78
     assert "--smtp-port" in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "other" / "lab.json").exists()  # a refused lab leaves nothing
 
 
 postfix_installed = pytest.mark.skipif(

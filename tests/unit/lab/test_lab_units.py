@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import errno
 
+import pytest
+
+from sitemail.lab.cli import _parse_zone
 from sitemail.lab.lab import _bind_advice, lab_sites, zone_text
 
 
@@ -34,3 +37,11 @@ def test_bind_advice_says_what_to_change() -> None:
     assert "ifconfig lo0 alias 127.10.10.15" in _bind_advice(
         "127.10.10.15", 25, "SiteB", "SiteB", missing
     )
+
+
+def test_a_bad_zone_line_is_named_and_nothing_is_half_loaded() -> None:
+    good = zone_text(lab_sites())
+    assert len(_parse_zone(good)) == 7
+    bad = good + "garbage line here !!!\n"
+    with pytest.raises(ValueError, match=r"line 10: 'garbage line here !!!'"):
+        _parse_zone(bad)
