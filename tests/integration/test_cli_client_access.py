@@ -7,11 +7,11 @@ import poplib
 import signal
 import socket
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 from tests.support.clientsite import client_tls, free_port
+from tests.support.serve import serve_command, serve_until_it_exits
 
 from sitemail.admin.service import AdminService
 from sitemail.directory import ObjectKind
@@ -22,14 +22,7 @@ PASSWORD = "serve test password"
 
 def serve(data_dir: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from sitemail.site import main; main()",
-            "serve",
-            "-D",
-            str(data_dir),
-        ],
+        serve_command(data_dir),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -124,38 +117,12 @@ def test_serve_names_the_setting_of_a_port_it_cannot_use(tmp_path: Path) -> None
                 "imap": f"port = {busy}\ntls_port = 0",
             },
         )
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "from sitemail.site import main; main()",
-                "serve",
-                "-D",
-                str(data_dir),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = serve_until_it_exits(data_dir)
     assert done.returncode == 78, done.stderr
     assert "Traceback" not in done.stderr
     assert f"cannot listen on {ADDRESS} port {busy}" in done.stderr
     assert "[imap] port" in done.stderr
     configure(data_dir, {"pop3": "tls_port = 70000"})
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from sitemail.site import main; main()",
-            "serve",
-            "-D",
-            str(data_dir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = serve_until_it_exits(data_dir)
     assert done.returncode == 78, done.stderr
     assert "[pop3] tls_port: port must be 1-65535, got 70000" in done.stderr

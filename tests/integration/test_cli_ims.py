@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
+from tests.support.serve import serve_until_it_exits
 from typer.testing import CliRunner, Result
 
 from sitemail.admin.service import AdminService
@@ -88,20 +87,7 @@ def test_cli_serve_port_in_use_is_a_clear_error(site_a: AdminService) -> None:
         port = taken.getsockname()[1]
         config = data_dir / "sitemail.toml"
         config.write_text(config.read_text().replace("# port = 25", f"port = {port}"))
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "from sitemail.site import main; main()",
-                "serve",
-                "-D",
-                str(data_dir),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = serve_until_it_exits(data_dir)
     assert done.returncode == 78, done.stderr
     assert "Traceback" not in done.stderr
     assert f"cannot listen on 127.0.0.1 port {port}" in done.stderr

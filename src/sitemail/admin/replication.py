@@ -106,18 +106,13 @@ class ReplicationAdmin:
         )
         with self.directory.store.read() as conn:
             held = state.get_pending(conn, site)
-        replicator = self.replicator()
-        with self.directory.store.write() as conn:
-            state.drop_pending(conn, site)
-            if (
-                held is not None
-                and held.state == "pending"
-                and held.public_key == connector.peer_key
-            ):
-                # The request it sent before we had a connector (the article's one-sided
-                # configuration) is answered now: the requester does not ask again while
-                # that one is outstanding. Signed with the key just pinned, so it is believed.
-                replicator.receive(conn, held.request, queue_id="pending")
+        # The request it sent before we had a connector (the article's one-sided order) is
+        # answered now, when signed with the key just pinned: the requester does not ask
+        # again while that one is outstanding.
+        answer = (
+            held is not None and held.state == "pending" and held.public_key == connector.peer_key
+        )
+        self._drop_pending(site, held if answer else None)
         return connector
 
     def list_connectors(self) -> list[Connector]:
@@ -204,11 +199,17 @@ class ReplicationAdmin:
             peer_key=held.public_key,
             schedule=schedule,
         )
+        self._drop_pending(site, held)
+        return connector
+
+    def _drop_pending(self, site: str, answer: state.Pending | None) -> None:
+        """Forget `site` as a pending partner; act on its held request when given (verified
+        against the connector now pinned, like any request)."""
         replicator = self.replicator()
         with self.directory.store.write() as conn:
             state.drop_pending(conn, site)
-            replicator.receive(conn, held.request, queue_id="pending")
-        return connector
+            if answer is not None:
+                replicator.receive(conn, answer.request, queue_id="pending")
 
     def reject_pending(self, site: str) -> state.Pending:
         with self.directory.store.write() as conn:

@@ -1,8 +1,8 @@
 """Counting open client connections, per client address and in total (no I/O here).
 
 One job: say whether one more connection may be served. The IMAP and POP3 listeners use it
-with `[limits] connections_per_client` and `connections_total` (the SMTP engine has its own
-counter with SMTP replies); a refused client is told why and disconnected before anything else.
+with `[limits] connections_per_client` and `connections_total` (the SMTP engine wraps it
+to answer 421); a refused client is told why and disconnected before anything else.
 """
 
 from __future__ import annotations

@@ -80,6 +80,7 @@ from aiosmtpd.smtp import Envelope as AiosmtpdEnvelope
 from sitemail.config.model import LimitsConfig
 from sitemail.core.address import parse_address
 from sitemail.core.clock import Clock, SystemClock
+from sitemail.core.connections import ConnectionCounter
 from sitemail.core.envelope import BodyType, Envelope, EnvelopeRecipient, Notify, Ret
 from sitemail.core.errors import InvalidAddressError
 from sitemail.core.reply import Reply
@@ -435,31 +436,23 @@ def _protocol_name(*, esmtp: bool, tls: bool, auth: bool, utf8: bool) -> str:
 
 
 class ConnectionLimiter:
-    """Counts open sessions per client address and in total (aiosmtpd has no such limit)."""
+    """Counts open sessions per client address and in total (aiosmtpd has no such limit);
+    the counting is core's, shared with IMAP and POP3: this adds the SMTP reply."""
 
     def __init__(self, per_client: int, total: int) -> None:
-        self._per_client = per_client
-        self._total_limit = total
-        self._by_ip: dict[str, int] = {}
-        self.total = 0
+        self._counter = ConnectionCounter(per_client, total)
+
+    @property
+    def total(self) -> int:
+        return self._counter.total
 
     def acquire(self, peer_ip: str) -> Reply | None:
         """Count one more session, or return the 421 that refuses it."""
-        if self.total >= self._total_limit:
-            return Reply(421, "4.7.0", "Error: too many connections, try again later")
-        if self._by_ip.get(peer_ip, 0) >= self._per_client:
-            return Reply(421, "4.7.0", "Error: too many connections from your address")
-        self._by_ip[peer_ip] = self._by_ip.get(peer_ip, 0) + 1
-        self.total += 1
-        return None
+        refused = self._counter.acquire(peer_ip)
+        return None if refused is None else Reply(421, "4.7.0", f"Error: {refused}")
 
     def release(self, peer_ip: str) -> None:
-        left = self._by_ip.get(peer_ip, 0) - 1
-        if left > 0:
-            self._by_ip[peer_ip] = left
-        else:
-            self._by_ip.pop(peer_ip, None)
-        self.total = max(0, self.total - 1)
+        self._counter.release(peer_ip)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -208,6 +208,18 @@ def test_replication_one_sided_connector_is_held_as_pending_partner(tmp_path: Pa
     run(scenario)
 
 
+async def one_sided_request(org: Any, a: Any, b: Any) -> None:
+    """The article's one-sided start: B (two mailboxes) can reach A but has no connector to
+    it; A asks B, and B holds the request as a pending partner."""
+    b.add_mailboxes(2)
+    org.connect(a, b)
+    org.route(b, a)
+    await org.start(a)
+    await org.start(b)
+    a.request_now("SiteB")
+    await until(lambda: bool(b.service.replication.pending()), what="pending partner")
+
+
 def test_replication_connector_added_later_answers_the_held_request(tmp_path: Path) -> None:
     """The article's order: A's connector (and its first request) exists before B's. When B's
     admin then adds the connector with A's key, the held request is answered at once: A does
@@ -216,13 +228,7 @@ def test_replication_connector_added_later_answers_the_held_request(tmp_path: Pa
     async def scenario() -> None:
         async with organisation(tmp_path) as org:
             a, b = org.create("SiteA"), org.create("SiteB")
-            b.add_mailboxes(2)
-            org.connect(a, b)
-            org.route(b, a)
-            await org.start(a)
-            await org.start(b)
-            a.request_now("SiteB")
-            await until(lambda: bool(b.service.replication.pending()), what="pending partner")
+            await one_sided_request(org, a, b)
             org.connect(b, a)  # pins A's real key: the held request is believed and answered
             poke(b.data_dir)
             await until(idle(a, "SiteB"), what="A answered")
@@ -241,13 +247,7 @@ def test_replication_connector_with_another_key_leaves_the_held_request_unanswer
     async def scenario() -> None:
         async with organisation(tmp_path) as org:
             a, b, c = org.create("SiteA"), org.create("SiteB"), org.create("SiteC")
-            b.add_mailboxes(2)
-            org.connect(a, b)
-            org.route(b, a)
-            await org.start(a)
-            await org.start(b)
-            a.request_now("SiteB")
-            await until(lambda: bool(b.service.replication.pending()), what="pending partner")
+            await one_sided_request(org, a, b)
             b.service.replication.add_connector(
                 "SiteA",
                 bridgehead="ServerA",

@@ -16,6 +16,7 @@ from sitemail.core import (
     NotFoundError,
 )
 from sitemail.directory import ObjectKind, RecipientChanges, verify_password
+from sitemail.site import SiteServer
 
 INIT = {
     "org": "ExchangeORG",
@@ -144,3 +145,14 @@ def test_password_file_not_utf8_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe\xfa\n")
     with pytest.raises(InvalidValueError):
         read_password_file(path)
+
+
+def test_server_keeps_its_site_domain_name_when_addressing_moves_to_the_shared_domain(
+    site_a: AdminService,
+) -> None:
+    """Greetings, Received headers and login referrals say servera.sitea.example.com (the
+    article's A record), before and after Site Addressing changes to @example.com."""
+    server = SiteServer(site_a.config)
+    assert server.server_name(site_a.directory) == "servera.sitea.example.com"
+    site_a.set_addressing("smtp", "@example.com", update_recipients=False)
+    assert server.server_name(site_a.directory) == "servera.sitea.example.com"
