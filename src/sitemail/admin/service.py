@@ -177,6 +177,19 @@ class AdminService:
     def list_recipients(self, kind: ObjectKind | None, site: str | None = None) -> list[Recipient]:
         return self.directory.list_recipients(kind, site=site)
 
+    def page_recipients(
+        self,
+        kind: ObjectKind | None = None,
+        *,
+        site: str | None = None,
+        text: str = "",
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[Recipient], int]:
+        return self.directory.page_recipients(
+            kind, site=site, text=text, offset=offset, limit=limit
+        )
+
     def get_recipient(self, ref: str, kind: ObjectKind | None = None) -> Recipient:
         return self.directory.get(ref, kind)
 

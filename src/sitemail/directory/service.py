@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select
+from sqlalchemy import ColumnElement, Connection, bindparam, delete, func, insert, or_, select
 
 from sitemail.core.address import parse_address
 from sitemail.core.clock import Clock
@@ -554,6 +554,53 @@ class Directory:
         with self.store.read() as conn:
             rows = conn.execute(query.order_by(dir_object.c.site, dir_object.c.name)).all()
         return [row_to_recipient(r) for r in rows]
+
+    def page_recipients(
+        self,
+        kind: ObjectKind | None = None,
+        *,
+        site: str | None = None,
+        text: str = "",
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[Recipient], int]:
+        """One page of live recipients in (site, name) order, and how many match in all.
+
+        `text` keeps those whose alias or display name contains it, or one of whose
+        addresses starts with it (case-insensitive): what an administrator types to find one
+        among thousands without the whole directory leaving the database.
+        """
+        kinds = [kind] if kind is not None else sorted(RECIPIENT_KINDS)
+        where: list[ColumnElement[bool]] = [
+            dir_object.c.kind.in_([str(k) for k in kinds]),
+            dir_object.c.is_deleted.is_(False),
+        ]
+        if site is not None:
+            where.append(dir_object.c.site == site)
+        needle = text.strip().lower()
+        if needle:
+            pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            by_address = select(proxy_address.c.guid).where(
+                proxy_address.c.address_key.like(pattern.removeprefix("%") + "%", escape="\\")
+            )
+            where.append(
+                or_(
+                    func.lower(dir_object.c.name).like(pattern + "%", escape="\\"),
+                    func.lower(dir_object.c.display_name).like(pattern + "%", escape="\\"),
+                    dir_object.c.guid.in_(by_address),
+                )
+            )
+        query = select(dir_object).where(*where)
+        with self.store.read() as conn:
+            total = conn.execute(
+                select(func.count()).select_from(dir_object).where(*where)
+            ).scalar_one()
+            rows = conn.execute(
+                query.order_by(dir_object.c.site, dir_object.c.name)
+                .offset(max(offset, 0))
+                .limit(max(limit, 1))
+            ).all()
+        return [row_to_recipient(r) for r in rows], int(total)
 
     # -- the hot path -----------------------------------------------------------------------
 

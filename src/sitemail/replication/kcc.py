@@ -33,7 +33,7 @@ from sitemail.replication.keys import shown_fingerprint
 from sitemail.routing.table import load_table
 from sitemail.store.tables import dir_object, proxy_address, proxy_conflict, queue_rcpt
 
-__all__ = ["KccReport", "KccWarning", "SiteInfo", "run_kcc"]
+__all__ = ["KccReport", "KccWarning", "SiteInfo", "known_sites", "run_kcc"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +65,7 @@ class KccReport:
 def run_kcc(directory: Directory, *, local_hosts: Iterable[str] = ()) -> KccReport:
     local = directory.local_site
     report = KccReport(local)
-    report.sites = _sites(directory)
+    report.sites = known_sites(directory)
     report.connectors = all_connectors(directory)
     known = {s.name for s in report.sites}
     _check_connectors(directory, report, known)
@@ -77,7 +77,8 @@ def run_kcc(directory: Directory, *, local_hosts: Iterable[str] = ()) -> KccRepo
     return report
 
 
-def _sites(directory: Directory) -> list[SiteInfo]:
+def known_sites(directory: Directory) -> list[SiteInfo]:
+    """Every site the directory holds (the local one and the replicated ones), with servers."""
     servers: dict[str, list[str]] = {}
     for server in directory.list_objects(ObjectKind.SERVER):
         servers.setdefault(server.site, []).append(server.alias)

@@ -21,7 +21,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sitemail.admin.token import ensure_token
@@ -31,6 +31,8 @@ from sitemail.core.clock import Clock
 from sitemail.core.errors import ConfigError, SitemailError
 from sitemail.store import Store, default_url, open_store, upgrade
 from sitemail.web import routes
+from sitemail.web.console import PREFIX as CONSOLE_PREFIX
+from sitemail.web.console import error_page, mount_console
 from sitemail.web.deps import ApiContext, UnauthorizedError, authenticate
 from sitemail.web.models import ErrorOut
 
@@ -77,11 +79,17 @@ def _error(status: int, message: str, code: str, detail: Any = None) -> JSONResp
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def _on_console(request: Request) -> bool:
+    return request.url.path.startswith(CONSOLE_PREFIX + "/")
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SitemailError)
-    async def sitemail_error(_request: Request, exc: SitemailError) -> JSONResponse:
+    async def sitemail_error(request: Request, exc: SitemailError) -> Response:
         # A broken setup (config, key files) is the server's state, not the caller's fault.
         status = 503 if isinstance(exc, ConfigError) else exc.http_status
+        if _on_console(request):
+            return error_page(request, status, exc.message)
         return _error(status, exc.message, _CODES.get(type(exc).__name__, "error"))
 
     @app.exception_handler(UnauthorizedError)
@@ -93,23 +101,29 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
         errors = [
             {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in exc.errors()
         ]
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(part) for part in first["loc"])
+        if _on_console(request):
+            return error_page(request, 422, f"{where}: {first['msg']}")
         return _error(422, f"{where}: {first['msg']}", "validation", errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if _on_console(request):
+            return error_page(request, exc.status_code, str(exc.detail))
         return _error(
             exc.status_code, str(exc.detail), _STATUS_CODES.get(exc.status_code, "http_error")
         )
 
     @app.exception_handler(Exception)
-    async def internal(_request: Request, exc: Exception) -> JSONResponse:
+    async def internal(request: Request, exc: Exception) -> Response:
         log.error("admin API internal error: %s: %s", exc.__class__.__name__, exc, exc_info=exc)
+        if _on_console(request):
+            return error_page(request, 500, f"internal error: {exc.__class__.__name__}")
         return _error(500, f"internal error: {exc.__class__.__name__}", "internal")
 
 
@@ -166,4 +180,5 @@ def create_app(
         return app.openapi()
 
     app.include_router(api)
+    mount_console(app)
     return app

@@ -1,0 +1,129 @@
+"""The console's queues (list, retry, hold, release, delete) and message tracking (search by
+Message-ID or queue id, sender or recipient; one message's path as a timeline).
+
+One job: these pages and actions over `AdminService.queue`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import HTMLResponse, Response
+
+from sitemail.core.errors import NotFoundError, SitemailError
+from sitemail.queue.records import TrackEvent
+from sitemail.web.console.common import (
+    PREFIX,
+    Console,
+    ConsoleContext,
+    Form,
+    flash,
+    redirect,
+    render,
+)
+
+__all__ = ["router"]
+
+router = APIRouter(prefix=PREFIX)
+
+SEARCH_LIMIT = 200
+
+
+def _back(console: ConsoleContext, kind: str, message: str) -> Response:
+    return flash(redirect("/queues", console.request), kind, message)
+
+
+@router.get("/queues", include_in_schema=False)
+def queues_page(console: Console) -> HTMLResponse:
+    entries = console.service.queue.entries()
+    waiting = [e for e in entries if any(r.state == "queued" for r in e.recipients)]
+    return render(console, "console/queues.html", entries=waiting, now=console.now())
+
+
+@router.post("/queues/retry", include_in_schema=False)
+def retry_all(console: Console, _form: Form) -> Response:
+    count = console.service.queue.retry(None)
+    console.api.wake()
+    return _back(console, "ok", f"{count} recipients due now")
+
+
+@router.post("/queues/{queue_id}/{action}", include_in_schema=False)
+def queue_action(console: Console, _form: Form, queue_id: str, action: str) -> Response:
+    queue = console.service.queue
+    try:
+        if action == "retry":
+            count = queue.retry(queue_id)
+            console.api.wake()
+            return _back(console, "ok", f"{queue_id}: {count} recipients due now")
+        if action in ("hold", "release"):
+            queue.set_held(queue_id, action == "hold")
+            if action == "release":
+                console.api.wake()
+            return _back(console, "ok", f"{queue_id} {'held' if action == 'hold' else 'released'}")
+        if action == "delete":
+            queue.delete(queue_id)
+            return _back(console, "ok", f"{queue_id} deleted (no DSN is sent)")
+    except SitemailError as exc:
+        return _back(console, "error", exc.message)
+    raise NotFoundError(f"no queue action {action!r}: retry, hold, release or delete")
+
+
+# -- message tracking ------------------------------------------------------------------------
+
+
+def _messages(events: list[TrackEvent]) -> list[TrackEvent]:
+    """One line per message (its newest event) for the search results."""
+    seen: dict[str, TrackEvent] = {}
+    for event in events:
+        seen.setdefault(event.message_id or event.queue_id, event)
+    return list(seen.values())
+
+
+@router.get("/tracking", include_in_schema=False)
+def tracking_page(
+    console: Console,
+    ref: Annotated[str, Query(max_length=1024)] = "",
+    sender: Annotated[str, Query(max_length=1024)] = "",
+    recipient: Annotated[str, Query(max_length=1024)] = "",
+) -> HTMLResponse:
+    queue = console.service.queue
+    results: list[TrackEvent] = []
+    error = ""
+    try:
+        if ref.strip():
+            results = _messages(queue.track(ref))
+        elif sender.strip() or recipient.strip():
+            results = _messages(
+                queue.search(sender=sender, recipient=recipient, limit=SEARCH_LIMIT)
+            )
+    except SitemailError as exc:
+        error = exc.message
+    return render(
+        console,
+        "console/tracking.html",
+        ref=ref,
+        sender=sender,
+        recipient=recipient,
+        results=results,
+        searched=bool(ref.strip() or sender.strip() or recipient.strip()),
+        error=error,
+        recent=[] if ref or sender or recipient else queue.recent(limit=20),
+    )
+
+
+@router.get("/tracking/path", include_in_schema=False)
+def tracking_path(
+    console: Console, ref: Annotated[str, Query(min_length=1, max_length=1024)]
+) -> HTMLResponse:
+    """One message's path: every event at every site that answered, in time order."""
+    events = console.service.queue.track(ref)
+    sites = sorted({e.site for e in events})
+    return render(
+        console,
+        "console/path.html",
+        ref=ref,
+        events=sorted(events, key=lambda e: e.at),
+        sites=sites,
+        message_id=next((e.message_id for e in events if e.message_id), ref),
+    )
