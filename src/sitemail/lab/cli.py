@@ -161,9 +161,12 @@ def _where(lab: Lab) -> None:
         markup=False,
         soft_wrap=True,
     )
+    first = lab.status()["sites"][0]
+    host = str(first["smtp"]).rpartition(":")[0]
     out.print(
-        f"  admin HTTP API at each site's address, port {lab.admin_port()} "
-        f"(`sitemail admin url` and `sitemail admin token` with the site's --data-dir)",
+        f"  web console and admin HTTP API at each site's address, port {lab.admin_port()}: "
+        f"{first['site']}'s console is http://{host}:{lab.admin_port()}/console/ (log in with "
+        f"`sitemail admin token --data-dir {first['data_dir']}`; `sitemail admin url` there)",
         markup=False,
         soft_wrap=True,
     )

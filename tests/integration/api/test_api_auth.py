@@ -3,6 +3,8 @@ error, before any work is done; `sitemail admin token` prints it and makes it wh
 
 from __future__ import annotations
 
+import json
+
 import re
 import stat
 from pathlib import Path
@@ -103,6 +105,18 @@ def test_admin_url_command(tmp_path: Path) -> None:
     shown = runner.invoke(cli_app, ["admin", "url", "-D", str(data_dir)])
     assert shown.exit_code == 0, shown.output
     assert shown.output.startswith("http://127.10.75.12:8025/api/")
+    assert [line.split()[0] for line in shown.output.splitlines()] == [
+        "http://127.10.75.12:8025/api/",
+        "http://127.10.75.12:8025/console/",
+    ]
+    alone = runner.invoke(cli_app, ["admin", "url", "--api", "-D", str(data_dir)])
+    assert alone.output == "http://127.10.75.12:8025/api/\n"
+    console = runner.invoke(cli_app, ["admin", "url", "--console", "-D", str(data_dir)])
+    assert console.output == "http://127.10.75.12:8025/console/\n"
+    both = json.loads(
+        runner.invoke(cli_app, ["admin", "url", "--json", "-D", str(data_dir)]).output
+    )
+    assert both["console"] == "http://127.10.75.12:8025/console/"
     config = data_dir / "sitemail.toml"
     text = config.read_text()
     config.write_text(text.replace("[admin]\n", '[admin]\nlisten = "127.10.75.13"\nport = 9\n'))
