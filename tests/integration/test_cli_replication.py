@@ -72,6 +72,37 @@ def test_cli_connector_add_list_remove(site_a: AdminService, tmp_path: Path) -> 
     assert run("replication", "connector", "remove", "SiteB", "-D", d).exit_code == 66
 
 
+def test_cli_connector_set_changes_schedule_and_addresses_never_the_key(
+    site_a: AdminService, tmp_path: Path
+) -> None:
+    b = make_site(tmp_path, "SiteB")
+    key = run("site", "key", "-D", b.config.data_dir).stdout.splitlines()[0]
+    d = site_a.config.data_dir
+    run("replication", "connector", "add", "SiteB", "--bridgehead", "ServerB",
+        "--routing-address", "siteb.example.com", "--peer-key", key, "-D", d)  # fmt: skip
+    changed = run("replication", "connector", "set", "SiteB", "--schedule", "Always",
+                  "--bridgehead", "ServerB2", "-D", d)  # fmt: skip
+    assert changed.exit_code == 0, changed.output
+    [c] = json.loads(run("replication", "connector", "list", "--json", "-D", d).stdout)
+    assert (c["schedule"], c["bridgehead"], c["routing_address"], c["peer_key"]) == (
+        "always",
+        "ServerB2",
+        "siteb.example.com",
+        key,
+    )
+    assert run("replication", "connector", "set", "SiteB", "-D", d).exit_code == 64
+    assert (
+        run("replication", "connector", "set", "SiteB", "--schedule", "often", "-D", d).exit_code
+        == 65
+    )
+    assert (
+        run("replication", "connector", "set", "SiteB", "--peer-key", key, "-D", d).exit_code == 2
+    )
+    assert (
+        run("replication", "connector", "set", "SiteZ", "--schedule", "60", "-D", d).exit_code == 66
+    )
+
+
 def test_cli_request_now_queues_once_and_status_shows_waiting(
     site_a: AdminService, tmp_path: Path
 ) -> None:

@@ -56,6 +56,37 @@ def test_cli_connected_site_add_list_remove(site_a: AdminService) -> None:
     assert run("connected-site", "remove", "SiteB", "-D", d).exit_code == 66
 
 
+def test_cli_connected_site_set_changes_only_what_is_given(site_a: AdminService) -> None:
+    """`connected-site set`: cost, routing address and pin change in place (the entry's
+    version goes up, so the change replicates); nothing given, bad values, unknown: refused."""
+    d = site_a.config.data_dir
+    run("connected-site", "add", "SiteB", "--routing-address", "siteb.example.com", "-D", d)
+    pin = "ab" * 32
+    changed = run(
+        "connected-site", "set", "SiteB", "--cost", "7", "--tls-fingerprint", pin, "-D", d
+    )
+    assert changed.exit_code == 0, changed.output
+    assert "cost 7, TLS pinned" in changed.stdout
+    [entry] = json.loads(run("connected-site", "list", "--json", "-D", d).stdout)
+    assert (entry["routing_address"], entry["cost"], entry["tls_fingerprint"]) == (
+        "siteb.example.com",
+        7,
+        pin,
+    )
+    moved = run("connected-site", "set", "SiteB", "--routing-address", "@b2.example.com",
+                "--tls-fingerprint", "", "-D", d)  # fmt: skip
+    assert moved.exit_code == 0
+    [entry] = json.loads(run("connected-site", "list", "--json", "-D", d).stdout)
+    assert (entry["routing_address"], entry["cost"], entry["tls_fingerprint"]) == (
+        "b2.example.com",
+        7,
+        None,
+    )
+    assert run("connected-site", "set", "SiteB", "-D", d).exit_code == 64
+    assert run("connected-site", "set", "SiteB", "--cost", "0", "-D", d).exit_code == 65
+    assert run("connected-site", "set", "SiteZ", "--cost", "2", "-D", d).exit_code == 66
+
+
 def test_cli_domain_add_list_remove(site_a: AdminService) -> None:
     d = site_a.config.data_dir
     assert run("domain", "add", "Example.com", "-D", d).exit_code == 0

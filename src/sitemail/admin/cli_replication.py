@@ -26,6 +26,7 @@ from sitemail.admin.cli import (
 from sitemail.admin.datadir import resolve_data_dir
 from sitemail.admin.replication import PeerStatus
 from sitemail.admin.wake import poke
+from sitemail.core.errors import UsageError
 from sitemail.replication.connectors import DEFAULT_SCHEDULE, Connector
 from sitemail.replication.keys import shown_fingerprint
 
@@ -125,6 +126,32 @@ def connector_list(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
             markup=False,
         )
     out.print(f"{len(connectors)} connector(s) of {site}")
+
+
+@connector_app.command("set")
+@handle_errors
+def connector_set(
+    site: SiteArg,
+    bridgehead: Annotated[str | None, typer.Option(help="A new bridgehead server.")] = None,
+    routing_address: Annotated[str | None, typer.Option(help="A new routing address.")] = None,
+    schedule: Annotated[
+        str | None, typer.Option(help="A new schedule: never, always or minutes.")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Change the connector to SITE (what is not given stays; a new key: remove, then add)."""
+    if bridgehead is None and routing_address is None and schedule is None:
+        raise UsageError("nothing to change: give --bridgehead, --routing-address or --schedule")
+    with admin(data_dir) as service:
+        c = service.replication.update_connector(
+            site, bridgehead=bridgehead, routing_address=routing_address, schedule=schedule
+        )
+    out.print(
+        f"connector to {c.site} changed: bridgehead {c.bridgehead}, routing address "
+        f"{c.routing_address}, schedule {c.schedule}",
+        markup=False,
+    )
+    _nudge(data_dir)
 
 
 @connector_app.command("remove")

@@ -12,6 +12,7 @@ import typer
 
 from sitemail.admin.cli import DataDir, JsonFlag, admin, app, emit_json, handle_errors, out
 from sitemail.admin.routing import ExplainReport
+from sitemail.core.errors import UsageError
 from sitemail.directory.ims_objects import DEFAULT_COST, MAX_COST, ConnectedSite, DomainEntry
 from sitemail.routing.table import RoutingTable
 
@@ -107,6 +108,35 @@ def connected_site_list(
         owner = f"{e.owner} -> " if every else ""
         out.print(f"{owner}{e.site:16} {e.routing_address:32} cost {e.cost}{flags}", markup=False)
     out.print(f"{len(entries)} connected site(s)")
+
+
+@connected_site_app.command("set")
+@handle_errors
+def connected_site_set(
+    site: Annotated[str, typer.Argument(help="The site's directory name.")],
+    routing_address: Annotated[
+        str | None, typer.Option("--routing-address", help="A new routing address.")
+    ] = None,
+    cost: Annotated[int | None, typer.Option("--cost", help=f"A new cost, 1-{MAX_COST}.")] = None,
+    tls_fingerprint: Annotated[
+        str | None,
+        typer.Option("--tls-fingerprint", help="A new certificate pin; '' removes the pin."),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Change this site's entry for SITE (what is not given stays)."""
+    if routing_address is None and cost is None and tls_fingerprint is None:
+        raise UsageError("nothing to change: give --routing-address, --cost or --tls-fingerprint")
+    with admin(data_dir) as service:
+        entry = service.routing.update_connected_site(
+            site, routing_address=routing_address, cost=cost, tls_fingerprint=tls_fingerprint
+        )
+    pin = ", TLS pinned" if entry.tls_fingerprint else ""
+    out.print(
+        f"connected site changed: {entry.site} via {entry.routing_address} "
+        f"(cost {entry.cost}{pin})",
+        markup=False,
+    )
 
 
 @connected_site_app.command("remove")

@@ -25,6 +25,7 @@ from sitemail.replication.connectors import (
     connector_for,
     list_connectors,
     remove_connector,
+    update_connector,
 )
 from sitemail.replication.kcc import KccReport, run_kcc
 from sitemail.replication.keys import fingerprint as key_fingerprint
@@ -117,6 +118,22 @@ class ReplicationAdmin:
 
     def list_connectors(self) -> list[Connector]:
         return list_connectors(self.directory)
+
+    def update_connector(
+        self,
+        site: str,
+        *,
+        bridgehead: str | None = None,
+        routing_address: str | None = None,
+        schedule: str | None = None,
+    ) -> Connector:
+        return update_connector(
+            self.directory,
+            site,
+            bridgehead=bridgehead,
+            routing_address=routing_address,
+            schedule=schedule,
+        )
 
     def _queue(self) -> QueueAdmin:
         return QueueAdmin(self.directory.store, self.clock, self.directory.local_site)

@@ -29,6 +29,7 @@ from sitemail.directory.ims_objects import (
     list_domains,
     remove_connected_site,
     remove_domain,
+    update_connected_site,
 )
 from sitemail.routing.domain_routes import parse_nexthop
 from sitemail.routing.route import ACCEPTED_RULES, Route, SiteHop, Transport
@@ -86,6 +87,22 @@ class RoutingAdmin:
 
     def list_connected_sites(self, every_site: bool = False) -> list[ConnectedSite]:
         return list_connected_sites(self.directory, "*" if every_site else None)
+
+    def update_connected_site(
+        self,
+        site: str,
+        *,
+        routing_address: str | None = None,
+        cost: int | None = None,
+        tls_fingerprint: str | None = None,
+    ) -> ConnectedSite:
+        return update_connected_site(
+            self.directory,
+            site,
+            routing_address=routing_address,
+            cost=cost,
+            tls_fingerprint=tls_fingerprint,
+        )
 
     def remove_connected_site(self, site: str) -> ConnectedSite:
         return remove_connected_site(self.directory, site)

@@ -51,6 +51,7 @@ __all__ = [
     "normalize_routing_address",
     "remove_connected_site",
     "remove_domain",
+    "update_connected_site",
 ]
 
 DEFAULT_COST = 1  # Exchange's connector cost: 1-100, default 1 (DOC xog06005)
@@ -165,6 +166,45 @@ def add_connected_site(
             now=directory.clock.now(),
         )
     return ConnectedSite(site, address, cost, pin, directory.local_site, site in sites)
+
+
+def update_connected_site(
+    directory: Directory,
+    site: str,
+    *,
+    routing_address: str | None = None,
+    cost: int | None = None,
+    tls_fingerprint: str | None = None,
+) -> ConnectedSite:
+    """Change this site's entry for `site` (None: leave as is; an empty TLS fingerprint
+    removes the pin). The change replicates like any other; NotFoundError if there is none."""
+    if cost is not None and not 1 <= cost <= MAX_COST:
+        raise InvalidValueError(f"cost must be between 1 and {MAX_COST}, got {cost}")
+    address = normalize_routing_address(routing_address) if routing_address is not None else None
+    pin = tls_fingerprint.strip() if tls_fingerprint is not None else None
+    pin = normalize_fingerprint(pin) if pin else pin
+    with directory.store.write() as conn:
+        obj = _find_own(conn, directory.local_site, ObjectKind.CONNECTED_SITE, site)
+        if obj is None:
+            raise NotFoundError(f"no connected site {site} at {directory.local_site}")
+        attrs = dict(obj.attrs)
+        if address is not None:
+            attrs["routing_address"] = address
+        if cost is not None:
+            attrs["cost"] = cost
+        if pin is not None:
+            attrs.pop("tls_fingerprint", None)
+            if pin:
+                attrs["tls_fingerprint"] = pin
+        changed = update_object(
+            conn,
+            obj,
+            now=directory.clock.now(),
+            attrs=attrs,
+            display_name=f"Connected site {site} via {attrs['routing_address']}",
+        )
+    known = {s.alias for s in directory.list_objects(ObjectKind.SITE)}
+    return connected_site_from(changed, known)
 
 
 def _refuse_case_variant(site: str, known: set[str]) -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "list_connectors",
     "parse_schedule",
     "remove_connector",
+    "update_connector",
 ]
 
 ALWAYS_SECONDS = 15 * 60  # Exchange's "Always": every 15 minutes
@@ -193,3 +194,35 @@ def remove_connector(directory: Directory, site: str) -> Connector:
         obj = row_to_recipient(row)
         update_object(conn, obj, now=directory.clock.now(), attrs={}, is_deleted=True)
     return _from_object(obj.attrs, obj.alias, obj.site)
+
+
+def update_connector(
+    directory: Directory,
+    site: str,
+    *,
+    bridgehead: str | None = None,
+    routing_address: str | None = None,
+    schedule: str | None = None,
+) -> Connector:
+    """Change this site's connector to `site` (None: leave as is). The pinned key is not
+    changed here on purpose: a new key is a new trust decision (remove, then add)."""
+    if bridgehead is not None:
+        check_name("bridgehead server name", bridgehead)
+    if schedule is not None:
+        parse_schedule(schedule)
+    address = _routing_address(routing_address) if routing_address is not None else None
+    with directory.store.write() as conn:
+        row = _find(conn, directory.local_site, site)
+        if row is None:
+            raise NotFoundError(f"no replication connector to {site}")
+        obj = row_to_recipient(row)
+        attrs = dict(obj.attrs)
+        for name, value in (
+            ("bridgehead", bridgehead),
+            ("routing_address", address),
+            ("schedule", schedule.strip().lower() if schedule is not None else None),
+        ):
+            if value is not None:
+                attrs[name] = value
+        update_object(conn, obj, now=directory.clock.now(), attrs=attrs)
+    return _from_object(attrs, obj.alias, obj.site)

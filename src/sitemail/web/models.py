@@ -22,8 +22,10 @@ __all__ = [
     "AddressingResultOut",
     "ConnectedSiteIn",
     "ConnectedSiteOut",
+    "ConnectedSiteUpdate",
     "ConnectorIn",
     "ConnectorOut",
+    "ConnectorUpdate",
     "DomainIn",
     "DomainOut",
     "DomainRouteIn",
@@ -202,6 +204,14 @@ class ConnectedSiteIn(_In):
     tls_fingerprint: str = Field(default="", max_length=128)
 
 
+class ConnectedSiteUpdate(_In):
+    """Fields left out stay; an empty tls_fingerprint removes the pin."""
+
+    routing_address: str | None = Field(default=None, min_length=1, max_length=256)
+    cost: int | None = Field(default=None, ge=1, le=MAX_COST)
+    tls_fingerprint: str | None = Field(default=None, max_length=128)
+
+
 class ConnectedSiteOut(_Out):
     site: str
     routing_address: str
@@ -287,6 +297,14 @@ class ConnectorIn(_In):
     routing_address: str = Field(min_length=1, max_length=256)
     peer_key: str = Field(min_length=1, max_length=512)
     schedule: str = Field(default=DEFAULT_SCHEDULE, min_length=1, max_length=32)
+
+
+class ConnectorUpdate(_In):
+    """Fields left out stay. The pinned key is not among them: a new key is remove, then add."""
+
+    bridgehead: str | None = Field(default=None, min_length=1, max_length=64)
+    routing_address: str | None = Field(default=None, min_length=1, max_length=256)
+    schedule: str | None = Field(default=None, min_length=1, max_length=32)
 
 
 class ConnectorOut(_Out):

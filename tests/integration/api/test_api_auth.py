@@ -4,7 +4,6 @@ error, before any work is done; `sitemail admin token` prints it and makes it wh
 from __future__ import annotations
 
 import json
-
 import re
 import stat
 from pathlib import Path

@@ -120,6 +120,11 @@ def test_api_connected_sites_domain_routes_and_domains(api: Api) -> None:
     assert (site["site"], site["cost"], site["known"]) == ("SiteB", 2, False)
     assert [s["site"] for s in call(api, "GET", "/api/connected-sites")] == ["SiteB"]
     assert call(api, "GET", "/api/connected-sites?all=true")[0]["owner"] == "SiteA"
+    changed = call(api, "PATCH", "/api/connected-sites/SiteB", json={"cost": 4})
+    assert (changed["routing_address"], changed["cost"]) == ("siteb.example.com", 4)
+    call(api, "PATCH", "/api/connected-sites/SiteZ", 404, json={"cost": 4})
+    call(api, "PATCH", "/api/connected-sites/SiteB", 422, json={"cost": 101})
+    call(api, "PATCH", "/api/connected-sites/SiteB", 422, json={"tls_fingerprint": "abc"})
 
     route = call(
         api,
@@ -178,6 +183,11 @@ def test_api_replication_connectors_request_now_status_kcc(api: Api) -> None:
     connector = add_connector(api)
     assert (connector["site"], connector["fingerprint"]) == ("SiteB", api.peer.site_key()[1])
     assert [c["site"] for c in call(api, "GET", "/api/replication/connectors")] == ["SiteB"]
+    changed = call(api, "PATCH", "/api/replication/connectors/SiteB", json={"schedule": "15"})
+    assert (changed["schedule"], changed["peer_key"]) == ("15", connector["peer_key"])
+    call(api, "PATCH", "/api/replication/connectors/SiteB", 422, json={"schedule": "often"})
+    call(api, "PATCH", "/api/replication/connectors/SiteB", 422, json={"peer_key": "x"})
+    call(api, "PATCH", "/api/replication/connectors/SiteZ", 404, json={"schedule": "15"})
 
     api.wakes.clear()
     outcome = call(api, "POST", "/api/replication/SiteB/request-now", json={"refresh_all": True})

@@ -247,6 +247,14 @@ def test_console_ims_connected_sites_domain_routes_and_domains(api: Api) -> None
     [domain] = [d for d in api.service.routing.list_domains() if d.domain == "shared.test"]
     assert domain.forward_unresolved == "127.10.75.50:25"
 
+    edited = post(api, "/console/ims/connected-sites/SiteB/edit", csrf,
+                  routing_address="@b2.example.com", cost="9", tls_fingerprint="")  # fmt: skip
+    assert flash_of(edited) == "ok: connected site SiteB changed: @b2.example.com, cost 9"
+    [entry] = api.service.routing.list_connected_sites()
+    assert (entry.routing_address, entry.cost) == ("b2.example.com", 9)
+    bad = post(api, "/console/ims/connected-sites/SiteB/edit", csrf, cost="0")
+    assert flash_of(bad).startswith("error: cost must be between 1 and 100")
+
     gone = post(api, "/console/ims/connected-sites/SiteB/remove", csrf)
     assert flash_of(gone) == "ok: connected site SiteB removed"
     assert api.service.routing.list_connected_sites() == []
@@ -271,6 +279,14 @@ def test_console_replication_connector_request_now_and_check_now(api: Api) -> No
     assert api.wakes  # the server is told at once
     [connector] = api.service.replication.list_connectors()
     assert (connector.site, connector.peer_key) == ("SiteB", key)
+
+    edited = post(api, "/console/replication/connectors/SiteB/edit", csrf,
+                  bridgehead="ServerB", routing_address="siteb.example.com", schedule="always")  # fmt: skip
+    assert flash_of(edited).startswith("ok: replication connector to SiteB changed")
+    [connector] = api.service.replication.list_connectors()
+    assert (connector.schedule, connector.peer_key) == ("always", key)
+    bad = post(api, "/console/replication/connectors/SiteB/edit", csrf, schedule="often")
+    assert flash_of(bad).startswith("error:")
 
     api.wakes.clear()
     pulled = post(api, "/console/replication/SiteB/request-now", csrf, mode="new")

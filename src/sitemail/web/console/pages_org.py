@@ -188,6 +188,30 @@ def add_connected_site(console: Console, form: Form) -> Response:
     )
 
 
+@router.post("/ims/connected-sites/{site}/edit", include_in_schema=False)
+def edit_connected_site(console: Console, form: Form, site: str) -> Response:
+    back = _server_tab(console, "connected-sites")
+    try:
+        cost = int(form["cost"]) if form.get("cost") else None
+    except ValueError:
+        return flash(redirect(back, console.request), "error", "the cost is a number, 1 to 100")
+    try:
+        entry = console.service.routing.update_connected_site(
+            site,
+            routing_address=form.get("routing_address") or None,
+            cost=cost,
+            tls_fingerprint=form.get("tls_fingerprint", "").strip(),
+        )
+    except SitemailError as exc:
+        return _failed(console, back, exc)
+    pin = ", TLS pinned" if entry.tls_fingerprint else ""
+    return _done(
+        console,
+        back,
+        f"connected site {entry.site} changed: @{entry.routing_address}, cost {entry.cost}{pin}",
+    )
+
+
 @router.post("/ims/connected-sites/{site}/remove", include_in_schema=False)
 def remove_connected_site(console: Console, _form: Form, site: str) -> Response:
     back = _server_tab(console, "connected-sites")

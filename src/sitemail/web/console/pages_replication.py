@@ -71,6 +71,26 @@ def add_connector(console: Console, form: Form) -> Response:
     )
 
 
+@router.post("/replication/connectors/{site}/edit", include_in_schema=False)
+def edit_connector(console: Console, form: Form, site: str) -> Response:
+    try:
+        connector = console.service.replication.update_connector(
+            site,
+            bridgehead=form.get("bridgehead", "").strip() or None,
+            routing_address=form.get("routing_address") or None,
+            schedule=form.get("schedule", "").strip() or None,
+        )
+    except SitemailError as exc:
+        return _back(console, "error", exc.message)
+    console.api.wake()
+    return _back(
+        console,
+        "ok",
+        f"replication connector to {connector.site} changed: bridgehead "
+        f"{connector.bridgehead}, @{connector.routing_address}, schedule {connector.schedule}",
+    )
+
+
 @router.post("/replication/connectors/{site}/remove", include_in_schema=False)
 def remove_connector(console: Console, _form: Form, site: str) -> Response:
     try:

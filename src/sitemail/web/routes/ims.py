@@ -15,6 +15,7 @@ from sitemail.web.deps import Service, SiteName
 from sitemail.web.models import (
     ConnectedSiteIn,
     ConnectedSiteOut,
+    ConnectedSiteUpdate,
     DomainIn,
     DomainOut,
     DomainRouteIn,
@@ -45,6 +46,20 @@ def add_connected_site(service: Service, body: ConnectedSiteIn) -> ConnectedSite
     `known` is false when no site of that name is known here yet (the KCC reports it)."""
     entry = service.routing.add_connected_site(
         body.site, body.routing_address, body.cost, body.tls_fingerprint
+    )
+    return ConnectedSiteOut.model_validate(entry)
+
+
+@router.patch("/connected-sites/{site}", tags=["IMS"])
+def update_connected_site(
+    service: Service, site: SiteName, body: ConnectedSiteUpdate
+) -> ConnectedSiteOut:
+    """Change this site's entry for a site (fields left out stay)."""
+    entry = service.routing.update_connected_site(
+        site,
+        routing_address=body.routing_address,
+        cost=body.cost,
+        tls_fingerprint=body.tls_fingerprint,
     )
     return ConnectedSiteOut.model_validate(entry)
 

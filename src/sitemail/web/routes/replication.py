@@ -17,6 +17,7 @@ from sitemail.web.deps import Service, SiteName, Wake
 from sitemail.web.models import (
     ConnectorIn,
     ConnectorOut,
+    ConnectorUpdate,
     KccOut,
     KccWarningOut,
     PeerOut,
@@ -50,6 +51,21 @@ def add_connector(service: Service, wake: Wake, body: ConnectorIn) -> ConnectorO
         schedule=body.schedule,
     )
     wake()
+    return ConnectorOut.model_validate(connector)
+
+
+@router.patch("/replication/connectors/{site}", tags=["replication"])
+def update_connector(
+    service: Service, wake: Wake, site: SiteName, body: ConnectorUpdate
+) -> ConnectorOut:
+    """Change a connector's bridgehead, routing address or schedule (fields left out stay)."""
+    connector = service.replication.update_connector(
+        site,
+        bridgehead=body.bridgehead,
+        routing_address=body.routing_address,
+        schedule=body.schedule,
+    )
+    wake()  # a shorter schedule may make a request due now
     return ConnectorOut.model_validate(connector)
 
 
