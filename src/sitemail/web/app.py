@@ -34,6 +34,7 @@ from sitemail.web import routes
 from sitemail.web.console import PREFIX as CONSOLE_PREFIX
 from sitemail.web.console import error_page, mount_console
 from sitemail.web.deps import ApiContext, UnauthorizedError, authenticate
+from sitemail.web.limits import BodyLimit
 from sitemail.web.models import ErrorOut
 
 __all__ = ["create_app"]
@@ -181,4 +182,5 @@ def create_app(
 
     app.include_router(api)
     mount_console(app)
+    app.add_middleware(BodyLimit)
     return app

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,7 @@ from tests.support.org import idle, organisation, until
 
 from sitemail.directory import ObjectKind
 from sitemail.web.console.session import SESSION_COOKIE, new_session
+from sitemail.web.limits import MAX_BODY
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -512,3 +514,40 @@ def test_console_shows_replicas_read_only(tmp_path: Path) -> None:
                 assert "Read-only replica" in site_b.text
 
     asyncio.run(asyncio.wait_for(scenario(), 90))
+
+
+# -- request bodies ------------------------------------------------------------------------------
+
+
+def test_bodies_over_the_limit_are_refused_before_anyone_reads_them(api: Api) -> None:
+    """The login form needs no token, so its body must not be buffered whole: a declared
+    length over the limit, and a chunked body that grows past it, get 413."""
+    big = b"token=" + b"x" * (MAX_BODY + 1)
+    declared = api.client.post(
+        "/console/login",
+        content=big,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert declared.status_code == 413
+    assert declared.json()["code"] == "too_large"
+
+    def chunks() -> Iterator[bytes]:
+        yield b"token="
+        for _ in range(MAX_BODY // 65536 + 2):
+            yield b"x" * 65536
+
+    chunked = api.client.post(
+        "/console/login",
+        content=chunks(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert chunked.status_code == 413
+    api_body = api.client.post(
+        "/api/recipients",
+        content=b'{"kind": "mailbox", "alias": "' + b"a" * (MAX_BODY + 1) + b'"}',
+        headers={**api.auth, "Content-Type": "application/json"},
+    )
+    assert api_body.status_code == 413
+    assert api.service.list_recipients(None) == []
+    # an ordinary body still goes through
+    assert api.client.post("/console/login", data={"token": "wrong"}).status_code == 401
