@@ -126,8 +126,9 @@ def _print_sites(asked: TrackAsked, path: MessagePath, wait: float, running: boo
             markup=False,
         )
     elif path.pending:
+        whose = "its server" if len(path.pending) == 1 else "each one's server"
         out.print(
-            f"no answer within {wait:g} s from {', '.join(path.pending)}: is its server "
+            f"no answer within {wait:g} s from {', '.join(path.pending)}: is {whose} "
             "running and mail flowing both ways? (sitemail doctor)",
             markup=False,
         )
