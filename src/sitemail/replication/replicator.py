@@ -470,7 +470,9 @@ class Replicator:
             return self._reject(
                 conn, "malformed", message.origin, queue_id, f"{message.type} without token"
             )
-        if not tracking.mark_seen(conn, message.origin, message.seq, message.expires):
+        if not tracking.mark_seen(
+            conn, message.origin, message.seq, message.expires, self.clock.now()
+        ):
             return self._reject(
                 conn,
                 "replay",

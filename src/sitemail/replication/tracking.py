@@ -221,8 +221,11 @@ def store_answer(
 # -- both sides -------------------------------------------------------------------------------
 
 
-def mark_seen(conn: Connection, origin: str, seq: int, expires: float) -> bool:
-    """Remember a tracking message; False when it was taken before (a replay)."""
+def mark_seen(conn: Connection, origin: str, seq: int, expires: float, now: float) -> bool:
+    """Remember a tracking message; False when it was taken before (a replay). Marks of
+    expired messages go first: those are refused as expired before they get here, and a
+    site that only answers never prunes otherwise."""
+    conn.execute(delete(track_seen).where(track_seen.c.expires < now))
     where = (track_seen.c.origin == origin, track_seen.c.seq == seq)
     if conn.execute(select(track_seen.c.seq).where(*where)).first() is not None:
         return False

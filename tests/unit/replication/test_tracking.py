@@ -3,6 +3,8 @@ and track-answers by hand (the queue's part is taken out of the picture)."""
 
 from __future__ import annotations
 
+import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -189,3 +191,38 @@ def test_message_events_keeps_the_latest_when_bounded(tmp_path: Path) -> None:
     assert (len(events), len(everything)) == (tracking.MAX_EVENTS, 250)
     assert (events[0].at, events[-1].at) == (50.0, 249.0)
     service.close()
+
+
+def test_tracking_asks_only_sites_it_can_address_and_verify(
+    sites: tuple[AdminService, Replicator, AdminService, Replicator],
+) -> None:
+    """A site known without a key to verify its answers, or without a routing address, is
+    not asked: it is listed as skipped with the reason."""
+    a, *_ = sites
+    objects = {
+        "SiteY": {"organization": "ExchangeORG", "public_key": a.site_key()[0]},
+        "SiteZ": {"organization": "ExchangeORG", "routing_domain": "sitez.example.com"},
+    }
+    a.import_directory(
+        json.dumps(
+            {
+                "guid": str(uuid.uuid4()),
+                "site": name,
+                "kind": "site",
+                "name": name,
+                "display_name": name,
+                "attrs": attrs,
+                "usn_changed": 0,
+                "version": 1,
+                "is_deleted": False,
+            }
+        )
+        for name, attrs in objects.items()
+    )
+    asked = a.tracking.ask_sites(MID)
+    assert asked.asked == ("SiteB",)
+    assert [(s.site, s.reason.split(" ")[:2]) for s in asked.skipped] == [
+        ("SiteY", ["no", "routing"]),
+        ("SiteZ", ["no", "verified"]),
+    ]
+    assert len(take_queued(a)) == 1
