@@ -44,7 +44,7 @@ def track_cmd(
             "--wait",
             min=0,
             max=600,
-            help=f"With --all-sites: seconds to wait for the answers [default: {DEFAULT_WAIT:g}].",
+            help=f"With --all-sites: seconds to wait for the answers (default {DEFAULT_WAIT:g}).",
         ),
     ] = None,
     data_dir: DataDir = None,
