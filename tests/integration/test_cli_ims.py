@@ -78,6 +78,51 @@ def test_cli_queue_hold_release_retry_delete_and_track(site_a: AdminService) -> 
     assert run("track", "<nothing@test>", "-D", data_dir).exit_code == 66
 
 
+def test_cli_track_all_sites_without_a_running_server(site_a: AdminService, tmp_path: Path) -> None:
+    """`track --all-sites` alone: this site's events and "no other site to ask"; with a
+    connector to SiteB but no server running here: the query waits in the queue, and the
+    command says so instead of waiting; bad combinations and unknown ids exit as usual."""
+    data_dir = site_a.config.data_dir
+    queue_id = queue_one(site_a)
+    alone = run("track", queue_id, "--all-sites", "-D", data_dir)
+    assert alone.exit_code == 0, alone.output
+    assert f"SiteA    {queue_id}  received" in alone.stdout
+    assert "no other site to ask: the events of SiteA only" in alone.stdout
+    peer = AdminService.init(
+        tmp_path / "SiteB",
+        org="ExchangeORG",
+        site="SiteB",
+        server="ServerB",
+        domain="siteb.example.com",
+        listen=["127.0.0.2"],
+    )
+    site_a.replication.add_connector(
+        "SiteB",
+        bridgehead="ServerB",
+        routing_address="siteb.example.com",
+        peer_key=peer.site_key()[0],
+        schedule="never",
+    )
+    peer.close()
+    shown = json.loads(run("track", "q1@test", "--all-sites", "--json", "-D", data_dir).stdout)
+    assert (shown["message_id"], shown["asked"], shown["pending"]) == (
+        "<q1@test>",
+        ["SiteB"],
+        ["SiteB"],
+    )
+    text = run("track", "<elsewhere@test>", "--all-sites", "--wait", "5", "-D", data_dir)
+    assert text.exit_code == 0, text.output
+    assert "no tracking events for <elsewhere@test> here" in text.stdout
+    assert "no server runs for this data dir" in text.stdout
+    assert "not answered: SiteB" in text.stdout
+    queued = [
+        e for e in site_a.queue.entries() if e.recipients[0].address.startswith("sitemail-dsa@")
+    ]
+    assert len(queued) == 2  # one query per ask, to SiteB's directory-service mailbox
+    assert run("track", "NOSUCHID", "--all-sites", "-D", data_dir).exit_code == 66
+    assert run("track", "<q1@test>", "--wait", "3", "-D", data_dir).exit_code == 64
+
+
 def test_cli_serve_port_in_use_is_a_clear_error(site_a: AdminService) -> None:
     """A listener that cannot bind stops `serve` with one error line saying what to change."""
     data_dir = site_a.config.data_dir

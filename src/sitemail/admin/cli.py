@@ -31,7 +31,15 @@ from sitemail.core.errors import NotFoundError, SitemailError
 from sitemail.directory import AddressingResult, ObjectKind, Recipient, RecipientChanges
 from sitemail.queue.admin import QueueEntry
 
-__all__ = ["app", "cli_api", "cli_doctor", "cli_replication", "cli_routing", "main"]
+__all__ = [
+    "app",
+    "cli_api",
+    "cli_doctor",
+    "cli_replication",
+    "cli_routing",
+    "cli_tracking",
+    "main",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -795,45 +803,17 @@ def queue_delete(queue_id: QueueRef, data_dir: DataDir = None) -> None:
         out.print(f"{queue_id.upper()} deleted")
 
 
-@app.command("track")
-@handle_errors
-def track_cmd(
-    ref: Annotated[str, typer.Argument(help="Message-ID or queue id.")],
-    data_dir: DataDir = None,
-    as_json: JsonFlag = False,
-) -> None:
-    """Follow one message: received, queued, delivered, deferred, relayed, bounced."""
-    with admin(data_dir) as service:
-        events = service.queue.track(ref)
-        if as_json:
-            emit_json(
-                [
-                    {
-                        "at": _when(e.at),
-                        "event": e.event,
-                        "queue_id": e.queue_id,
-                        "message_id": e.message_id,
-                        "sender": e.sender,
-                        "recipient": e.recipient,
-                        "site": e.site,
-                        "detail": e.detail,
-                    }
-                    for e in events
-                ]
-            )
-            return
-        for e in events:
-            out.print(
-                f"{_when(e.at)}  {e.site:8} {e.queue_id}  {e.event:9} {e.recipient}  {e.detail}",
-                markup=False,
-            )
-
-
 def main() -> None:
     """Console-script entry point."""
     app()
 
 
-# Replication, KCC, `directory list`, routing and the doctor live in their own modules;
-# importing them registers their commands.
-from sitemail.admin import cli_api, cli_doctor, cli_replication, cli_routing  # noqa: E402
+# Replication, KCC, `directory list`, routing, the doctor and `track` live in their own
+# modules; importing them registers their commands.
+from sitemail.admin import (  # noqa: E402
+    cli_api,
+    cli_doctor,
+    cli_replication,
+    cli_routing,
+    cli_tracking,
+)

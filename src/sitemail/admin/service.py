@@ -14,6 +14,7 @@ from sitemail.admin.replication import ReplicationAdmin
 from sitemail.admin.routing import RoutingAdmin
 from sitemail.admin.tls import make_self_signed
 from sitemail.admin.token import admin_url, ensure_token
+from sitemail.admin.tracking import TrackingAdmin
 from sitemail.config import CONFIG_FILE, ServerConfig, load_config, render_config
 from sitemail.core.address import normalize_domain
 from sitemail.core.clock import Clock, SystemClock
@@ -269,6 +270,11 @@ class AdminService:
     @property
     def queue(self) -> QueueAdmin:
         return QueueAdmin(self.store, self.clock, self.directory.local_site)
+
+    @property
+    def tracking(self) -> TrackingAdmin:
+        """Message tracking across sites: `ask_sites(ref)`, `path(ref)` (docs/tracking.md)."""
+        return TrackingAdmin(self.config, self.directory, self.clock)
 
     # -- export / import --------------------------------------------------------------------
 

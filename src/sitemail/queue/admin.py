@@ -1,7 +1,8 @@
 """Queue operations for administrators: list, show, retry, hold, release, delete, track.
 
 One job: the read and write operations behind `sitemail queue ...` and `sitemail track`
-(and the admin API's tracking search by sender or recipient),
+(and the admin API's tracking search by sender or recipient, and `message_events`, what this
+site answers another site's tracking query with),
 on the same tables the spool and manager use. Deleting is an explicit admin decision: it is
 tracked, and sends no DSN (like `postsuper -d`).
 """
@@ -21,7 +22,7 @@ from sitemail.queue.records import TrackEvent, track
 from sitemail.store.engine import Store
 from sitemail.store.tables import queue_message, queue_rcpt, track_event
 
-__all__ = ["FINAL_EVENTS", "QueueAdmin", "QueueEntry", "RecipientEntry"]
+__all__ = ["FINAL_EVENTS", "QueueAdmin", "QueueEntry", "RecipientEntry", "message_events"]
 
 # What happened to a recipient in the end at this server (the live views' "recent deliveries").
 FINAL_EVENTS = ("delivered", "relayed", "bounced")
@@ -201,6 +202,24 @@ class QueueAdmin:
         with self._store.read() as conn:
             rows = conn.execute(query.order_by(track_event.c.id.desc()).limit(limit)).all()
         return [_event(r) for r in rows]
+
+
+def message_events(
+    conn: Connection, message_id: str, *, limit: int | None = None
+) -> tuple[list[TrackEvent], bool]:
+    """Every event of the messages with this Message-ID (given with or without <>), oldest
+    first; with `limit`, only the latest `limit` of them (the second value says whether
+    older ones were left out: where a message ended up matters more than how it started)."""
+    bare = message_id.strip().strip("<>")
+    if not bare:
+        return [], False
+    ids = select(track_event.c.queue_id).where(track_event.c.message_id.in_((f"<{bare}>", bare)))
+    query = select(track_event).where(track_event.c.queue_id.in_(ids))
+    if limit is None:
+        rows = conn.execute(query.order_by(track_event.c.id)).all()
+        return [_event(r) for r in rows], False
+    rows = conn.execute(query.order_by(track_event.c.id.desc()).limit(limit + 1)).all()
+    return [_event(r) for r in reversed(rows[:limit])], len(rows) > limit
 
 
 def _event(r: Row[Any]) -> TrackEvent:

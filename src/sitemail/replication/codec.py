@@ -65,6 +65,10 @@ class MessageType(StrEnum):
     ANSWER = "answer"
     PING = "ping"  # a round trip for `sitemail doctor`: answered with a pong, changes nothing
     PONG = "pong"
+    # Message tracking across sites (tracking.py): a query for one Message-ID, answered with
+    # the answering site's tracking events for it; like pings, they change no replication state.
+    TRACK_QUERY = "track-query"
+    TRACK_ANSWER = "track-answer"
 
 
 class ReplicationRejected(Exception):  # noqa: N818 - an outcome named for the log, not a fault

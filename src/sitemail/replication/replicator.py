@@ -20,6 +20,9 @@ the whole step or none of it).
   learned through a verified replica; a sequence number at or below the sender's high-water
   mark (kept per message type) is a replay. Rejected messages change nothing but a counter.
 - A request from a site without a connector here is held as a pending partner.
+- Tracking across sites (tracking.py, docs/tracking.md): a track-query for one Message-ID is
+  answered with this site's tracking events for it, to the asking site's directory-service
+  address as our directory knows it; like pings, tracking messages change no watermark.
 Replication mail travels from the null sender, so it can never cause a DSN.
 """
 
@@ -28,7 +31,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -37,10 +40,11 @@ from sqlalchemy import Connection, func, select
 from sitemail.config import ReplicationConfig
 from sitemail.core.clock import Clock
 from sitemail.core.envelope import Envelope, EnvelopeRecipient, Notify
-from sitemail.core.errors import NotFoundError
+from sitemail.core.errors import InvalidValueError, NotFoundError
 from sitemail.directory import Directory, ObjectKind
+from sitemail.queue.admin import message_events
 from sitemail.queue.records import NewMessage, insert_message, new_queue_id
-from sitemail.replication import state
+from sitemail.replication import state, tracking
 from sitemail.replication.apply import apply_objects, object_from_wire, objects_since
 from sitemail.replication.codec import (
     DSA_LOCAL_PART,
@@ -248,6 +252,8 @@ class Replicator:
             return self._reject(conn, refused.reason, claimed, queue_id, refused.detail)
         if message.type in (MessageType.PING, MessageType.PONG):
             return self._take_ping(conn, message, queue_id)
+        if message.type in (MessageType.TRACK_QUERY, MessageType.TRACK_ANSWER):
+            return self._take_track(conn, message, queue_id)
         mark = "hw_request" if message.type is MessageType.REQUEST else "hw_answer"
         peer = state.get_peer(conn, message.origin)
         if message.seq <= int(getattr(peer, mark)):
@@ -414,6 +420,125 @@ class Replicator:
             )
         self._queue(conn, MessageType.PONG, message.origin, dsa_address(routing), {"token": token})
         return Received("ponged", message.origin, f"token {token}")
+
+    # -- message tracking across sites (docs/tracking.md) ------------------------------------
+
+    def trackable_sites(self) -> dict[str, str]:
+        """Every other site known here (replicated site objects and our connectors), each
+        with "" when a track-query can go to it, else why not: only a site we can address
+        and whose answer we can verify is asked."""
+        connectors = {c.site: c for c in list_connectors(self.directory)}
+        known = {o.site for o in self.directory.list_objects(ObjectKind.SITE)} | set(connectors)
+        key_for = self.key_for(connectors)
+        reasons: dict[str, str] = {}
+        for site in sorted(known - {self.site}):
+            try:
+                key = key_for(site)
+            except InvalidValueError:
+                key = None
+            if not self._routing_address_of(site):
+                reasons[site] = "no routing address known for its directory-service mailbox"
+            elif key is None:
+                reasons[site] = "no verified key (no connector, and none replicated yet)"
+            else:
+                reasons[site] = ""
+        return reasons
+
+    def ask_track(self, conn: Connection, message_id: str, sites: Sequence[str]) -> str:
+        """Queue a signed track-query for `message_id` ("<...>") to each of `sites`; returns
+        the token their answers carry. Old queries and answers are pruned here."""
+        if not message_id or len(message_id) > tracking.MAX_MESSAGE_ID:
+            raise InvalidValueError("a Message-ID of 1 to 998 characters is needed")
+        routes = {site: self._routing_address_of(site) for site in sites}
+        missing = sorted(site for site, routing in routes.items() if not routing)
+        if missing:
+            raise NotFoundError(f"no routing address known for {', '.join(missing)}")
+        now = self.clock.now()
+        token = uuid.uuid4().hex
+        tracking.prune(conn, now)
+        tracking.record_query(conn, token, message_id, sorted(routes), now)
+        body = {"token": token, "message_id": message_id}
+        for site, routing in sorted(routes.items()):
+            self._queue(conn, MessageType.TRACK_QUERY, site, dsa_address(routing), body)
+        return token
+
+    def _take_track(self, conn: Connection, message: ReplicationMessage, queue_id: str) -> Received:
+        """A verified track-query or track-answer. The same message twice is a replay (by
+        its (origin, seq), kept until it expires: the high-water marks stay untouched)."""
+        token = message.body.get("token")
+        if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+            return self._reject(
+                conn, "malformed", message.origin, queue_id, f"{message.type} without token"
+            )
+        if not tracking.mark_seen(
+            conn, message.origin, message.seq, message.expires, self.clock.now()
+        ):
+            return self._reject(
+                conn,
+                "replay",
+                message.origin,
+                queue_id,
+                f"{message.type} #{message.seq} was taken before",
+            )
+        if message.type is MessageType.TRACK_QUERY:
+            return self._answer_track(conn, message, token, queue_id)
+        return self._take_track_answer(conn, message, token, queue_id)
+
+    def _answer_track(
+        self, conn: Connection, message: ReplicationMessage, token: str, queue_id: str
+    ) -> Received:
+        """Answer with our events for the Message-ID, to the asker's directory-service
+        address as our directory knows it (never one the query names: no reflection)."""
+        message_id = message.body.get("message_id")
+        if not isinstance(message_id, str) or not 0 < len(message_id) <= tracking.MAX_MESSAGE_ID:
+            return self._reject(
+                conn, "malformed", message.origin, queue_id, "track-query without a Message-ID"
+            )
+        routing = self._routing_address_of(message.origin)
+        if not routing:
+            return self._reject(
+                conn,
+                "no-connector",
+                message.origin,
+                queue_id,
+                "track-query from a site with no address",
+            )
+        events, truncated = message_events(conn, message_id, limit=tracking.MAX_EVENTS)
+        body = {
+            "token": token,
+            "message_id": message_id,
+            "events": tracking.events_to_wire(events),
+            "truncated": truncated,
+        }
+        self._queue(conn, MessageType.TRACK_ANSWER, message.origin, dsa_address(routing), body)
+        return Received("track-answered", message.origin, f"token {token}: {len(events)} events")
+
+    def _take_track_answer(
+        self, conn: Connection, message: ReplicationMessage, token: str, queue_id: str
+    ) -> Received:
+        events = tracking.events_from_wire(message.body.get("events"), message.origin)
+        if events is None:
+            return self._reject(
+                conn,
+                "malformed",
+                message.origin,
+                queue_id,
+                f"track-answer events not a list of at most {tracking.MAX_EVENTS} events",
+            )
+        stored = tracking.store_answer(
+            conn,
+            token,
+            message.origin,
+            events,
+            truncated=message.body.get("truncated") is True,
+            now=self.clock.now(),
+        )
+        if stored != "stored":
+            # Not a fault of the message (it verified): an answer to a query we forgot, or
+            # did not send to this site. Nothing is kept.
+            log.info("track-answer from %s ignored: %s %s", message.origin, stored, token)
+            return Received("ignored", message.origin, f"track-answer {stored}: token {token}")
+        return Received("track-taken", message.origin, f"token {token}: {len(events)} events")
 
     # -- answering --------------------------------------------------------------------------
 

@@ -46,6 +46,10 @@ __all__ = [
     "repl_watermark",
     "site_usn",
     "track_event",
+    "track_query",
+    "track_query_site",
+    "track_remote_event",
+    "track_seen",
 ]
 
 # Named constraints so Alembic can alter them on SQLite (batch mode) and PostgreSQL alike.
@@ -226,6 +230,71 @@ track_event = Table(
     Column("detail", Text, nullable=False, default=""),
     Index("ix_track_event_queue_id", "queue_id"),
     Index("ix_track_event_message_id", "message_id"),
+)
+
+# -- tracking across sites (docs/tracking.md) ------------------------------------------------
+# A query this site sent to other sites for one Message-ID, what each site answered, and the
+# sequence numbers of tracking messages taken (replays are refused without touching the
+# replication high-water marks). Local to this server; none of it replicates.
+
+track_query = Table(
+    "track_query",
+    metadata,
+    Column("token", String(32), primary_key=True),  # 32 hex digits, carried by query and answer
+    Column("message_id", String(998), nullable=False),  # "<...>", as the query carried it
+    Column("asked_at", Float, nullable=False),
+    Index("ix_track_query_message_id", "message_id"),
+    Index("ix_track_query_asked_at", "asked_at"),
+)
+
+track_query_site = Table(
+    # One row per site asked: answered_at stays NULL until its answer is taken.
+    "track_query_site",
+    metadata,
+    Column(
+        "token",
+        String(32),
+        ForeignKey("track_query.token", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("site", String(64), primary_key=True),
+    Column("answered_at", Float, nullable=True),
+    Column("events", Integer, nullable=False, default=0),
+    Column("truncated", Boolean, nullable=False, default=False),  # the site had more events
+)
+
+track_remote_event = Table(
+    # Another site's tracking events for the queried Message-ID, as its answer carried them;
+    # `site` is the answer's verified origin, never a value the answer states.
+    "track_remote_event",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "token",
+        String(32),
+        ForeignKey("track_query.token", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("site", String(64), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("event", String(16), nullable=False),
+    Column("queue_id", String(32), nullable=False),
+    Column("message_id", String(998), nullable=False, default=""),
+    Column("sender", String(320), nullable=False, default=""),
+    Column("recipient", String(320), nullable=False, default=""),
+    Column("detail", Text, nullable=False, default=""),
+    Index("ix_track_remote_event_token_site", "token", "site"),
+)
+
+track_seen = Table(
+    # (origin, seq) of every tracking message taken, kept until the message would expire
+    # anyway: the same message again is a replay.
+    "track_seen",
+    metadata,
+    Column("origin", String(64), primary_key=True),
+    Column("seq", BigInt, primary_key=True),
+    Column("expires", Float, nullable=False),
+    Index("ix_track_seen_expires", "expires"),
 )
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "ExplainOut",
     "FindingOut",
     "KccOut",
+    "MessagePathOut",
     "PendingAcceptIn",
     "PendingOut",
     "QueueEntryOut",
@@ -47,8 +48,12 @@ __all__ = [
     "RequestOutcomeOut",
     "RetryOut",
     "RoutingTableOut",
+    "SiteAnswerOut",
     "SiteKeyOut",
     "SitesOut",
+    "SkippedSiteOut",
+    "TrackAskIn",
+    "TrackAskOut",
     "TrackEventOut",
 ]
 
@@ -435,6 +440,48 @@ class TrackEventOut(_Out):
     recipient: str
     site: str
     detail: str
+
+
+class TrackAskIn(_In):
+    ref: str = Field(
+        min_length=1, max_length=998, description="Message-ID (with or without <>) or queue id."
+    )
+
+
+class SkippedSiteOut(_Out):
+    site: str
+    reason: str  # why it cannot be asked: no routing address, no verified key
+
+
+class TrackAskOut(_Out):
+    """A track-query queued to every other site this site can address and verify."""
+
+    token: str  # carried by the answers; `GET /api/track/path?token=` shows this query's sites
+    message_id: str  # "<...>": a queue id is resolved to its Message-ID here
+    asked: list[str]
+    skipped: list[SkippedSiteOut]
+
+
+class SiteAnswerOut(_Out):
+    site: str
+    answered: bool
+    answered_at: float | None
+    events: int  # how many events its answer carried
+    truncated: bool  # the site had more: its latest events were sent
+
+
+class MessagePathOut(_Out):
+    """One message's path across sites: this site's events and each answered site's, by
+    time, each naming its site; the query's sites, answered or still pending."""
+
+    message_id: str
+    local_site: str
+    token: str  # the query shown ("" when no site was ever asked)
+    asked_at: float | None
+    events: list[TrackEventOut]
+    sites: list[SiteAnswerOut]
+    answered: list[str]
+    pending: list[str]
 
 
 # -- doctor --------------------------------------------------------------------------------------

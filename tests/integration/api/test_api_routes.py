@@ -259,6 +259,42 @@ def test_api_queue_list_show_hold_release_retry_delete_and_track(api: Api) -> No
     assert call(api, "GET", "/api/track", params={"ref": queue_id})[-1]["event"] == "deleted"
 
 
+def test_api_track_ask_and_path_across_sites(api: Api) -> None:
+    """POST /api/track/ask queues a signed track-query to every site this site can address
+    and verify (SiteB, through its connector; no server runs, so it waits in the queue);
+    GET /api/track/path shows this site's events and SiteB as pending."""
+    alone = call(api, "POST", "/api/track/ask", json={"ref": "<m1@outside.test>"})
+    assert (alone["message_id"], alone["asked"], alone["skipped"]) == ("<m1@outside.test>", [], [])
+    assert not api.wakes  # nothing was queued
+    add_connector(api)
+    call(api, "POST", "/api/replication/SiteB/request-now")
+    [request] = call(api, "GET", "/api/queue")
+    api.wakes.clear()
+    asked = call(api, "POST", "/api/track/ask", json={"ref": request["queue_id"].lower()})
+    assert asked["message_id"] == request["message_id"]
+    assert (asked["asked"], asked["skipped"], len(asked["token"])) == (["SiteB"], [], 32)
+    assert api.wakes
+    queued = [e for e in call(api, "GET", "/api/queue") if e["queue_id"] != request["queue_id"]]
+    assert [e["recipients"][0]["address"] for e in queued] == ["sitemail-dsa@siteb.example.com"]
+
+    path = call(api, "GET", "/api/track/path", params={"message_id": request["message_id"]})
+    assert (path["token"], path["local_site"]) == (asked["token"], "SiteA")
+    assert (path["answered"], path["pending"]) == ([], ["SiteB"])
+    assert path["sites"] == [
+        {"site": "SiteB", "answered": False, "answered_at": None, "events": 0, "truncated": False}
+    ]
+    assert {e["site"] for e in path["events"]} == {"SiteA"}
+    assert [e["event"] for e in path["events"]][:1] == ["received"]
+    by_token = call(
+        api,
+        "GET",
+        "/api/track/path",
+        params={"message_id": request["queue_id"], "token": alone["token"]},
+        expect=404,
+    )
+    assert by_token["code"] == "not_found"  # that query was for another message
+
+
 def test_api_doctor_reports_findings(api: Api) -> None:
     """GET /api/doctor: the doctor's findings, each with a level; --site of an unknown site 404."""
     findings = call(api, "GET", "/api/doctor", params={"timeout": 1})

@@ -1,7 +1,7 @@
 """Routes for the queue, message tracking and the doctor.
 
-One job: parse, call AdminService (its `queue` part, and `run_doctor`), answer with
-`web.models`; after retry and release, wake the queue.
+One job: parse, call AdminService (its `queue` and `tracking` parts, and `run_doctor`),
+answer with `web.models`; after retry, release and asking other sites, wake the queue.
 """
 
 from __future__ import annotations
@@ -15,9 +15,12 @@ from sitemail.admin.doctor import run_doctor
 from sitemail.web.deps import Service, Wake
 from sitemail.web.models import (
     FindingOut,
+    MessagePathOut,
     QueueEntryOut,
     QueueMessageOut,
     RetryOut,
+    TrackAskIn,
+    TrackAskOut,
     TrackEventOut,
 )
 
@@ -104,6 +107,33 @@ def track_search(
     """The latest events of mail from a sender and/or to a recipient, newest first."""
     events = service.queue.search(sender=sender, recipient=recipient, limit=limit)
     return [TrackEventOut.model_validate(e) for e in events]
+
+
+@router.post("/track/ask", tags=["tracking"])
+def track_ask(service: Service, wake: Wake, body: TrackAskIn) -> TrackAskOut:
+    """Ask every other site this site can address and verify for its events of one message
+    (a signed track-query through the queue); read the answers with `GET /api/track/path`."""
+    asked = service.tracking.ask_sites(body.ref)
+    if asked.asked:
+        wake()
+    return TrackAskOut.model_validate(asked)
+
+
+@router.get("/track/path", tags=["tracking"])
+def track_path(
+    service: Service,
+    message_id: Annotated[
+        str,
+        Query(min_length=1, max_length=998, description="Message-ID (or a queue id here)."),
+    ],
+    token: Annotated[
+        str,
+        Query(max_length=32, description="A query's token (default: the latest for the message)."),
+    ] = "",
+) -> MessagePathOut:
+    """One message's path across sites: the merged timeline of this site's events and each
+    answered site's, and the sites that answered the query or have not yet."""
+    return MessagePathOut.model_validate(service.tracking.path(message_id, token))
 
 
 @router.get("/doctor", tags=["doctor"])
