@@ -265,3 +265,22 @@ def idle(site: Site, peer: str) -> Callable[[], bool]:
 
     check.explain = explain  # type: ignore[attr-defined]
     return check
+
+
+async def replicated_pair(
+    org: Org, users: tuple[str, str] = ("user1", "user2")
+) -> tuple[Site, Site]:
+    """SiteA and SiteB with a mailbox each, connectors and connected sites both ways, running
+    and replicated both ways (A knows B's user, B knows A's key and address)."""
+    a, b = org.create("SiteA"), org.create("SiteB")
+    for site, alias in zip((a, b), users, strict=True):
+        site.service.add_recipient(ObjectKind.MAILBOX, alias, display_name=alias.title())
+    for x, y in ((a, b), (b, a)):
+        org.connect(x, y)
+        org.link(x, y)
+    await org.start(a)
+    await org.start(b)
+    for puller, peer in ((a, b), (b, a)):
+        puller.request_now(peer.name)
+        await until(idle(puller, peer.name), what=f"{puller.name} replicated from {peer.name}")
+    return a, b

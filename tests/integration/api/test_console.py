@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from tests.integration.api.conftest import Api
-from tests.support.org import idle, organisation, until
+from tests.support.org import idle, organisation, replicated_pair, until
 
 from sitemail.directory import ObjectKind
 from sitemail.web.console.session import SESSION_COOKIE, new_session
@@ -551,3 +551,76 @@ def test_bodies_over_the_limit_are_refused_before_anyone_reads_them(api: Api) ->
     assert api.service.list_recipients(None) == []
     # an ordinary body still goes through
     assert api.client.post("/console/login", data={"token": "wrong"}).status_code == 401
+
+
+# -- a message's path across two running sites ---------------------------------------------------
+
+
+def test_console_follows_a_message_across_sites(tmp_path: Path) -> None:
+    """A message from the Internet reaches SiteA for SiteB's user; in SiteA's console, Follow
+    across sites asks SiteB, and the path page (looking again while it waits) shows SiteB's
+    delivery after SiteA's relay, in time order."""
+
+    async def scenario() -> None:
+        addresses = {"SiteA": "127.10.75.51", "SiteB": "127.10.75.52"}
+        async with organisation(tmp_path, addresses) as org:
+            a, b = await replicated_pair(org)
+            message_id = "<console-path@internet.test>"
+            raw = (
+                "From: someone@internet.test\r\nTo: user2@siteb.example.com\r\n"
+                f"Message-ID: {message_id}\r\nSubject: across\r\n\r\nhello\r\n"
+            )
+            await asyncio.to_thread(
+                a.send, "someone@internet.test", ["user2@siteb.example.com"], raw.encode()
+            )
+            await until(
+                lambda: any(
+                    e.event == "delivered" for e in b.service.queue.search(
+                        recipient="user2@siteb.example.com")
+                ),
+                what="delivered at SiteB",
+            )  # fmt: skip
+            assert a.server is not None
+            assert a.server.api_address is not None
+            host, port = a.server.api_address
+            async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as http:
+                logged = await http.post("/console/login", data={"token": a.service.admin_token()})
+                http.cookies = logged.cookies
+                found = await http.get(
+                    "/console/tracking", params={"recipient": "user2@siteb.example.com"}
+                )
+                assert message_id.strip("<>") in found.text
+                page = await http.get("/console/tracking/path", params={"ref": message_id})
+                assert 'data-site="SiteA" data-event="relayed"' in page.text
+                assert 'data-site="SiteB"' not in page.text  # not asked yet
+                match = CSRF.search(page.text)
+                assert match is not None
+                asked = await http.post(
+                    "/console/tracking/ask",
+                    data={"csrf": match.group(1), "ref": message_id},
+                    follow_redirects=True,
+                )
+                assert "asked SiteB" in asked.text
+                assert 'data-waiting="yes"' in asked.text  # the page will look again
+                token = re.search(r"token=([A-Za-z0-9_-]+)", str(asked.url))
+                assert token is not None
+                fragment = ""
+                for _ in range(100):
+                    response = await http.get(
+                        "/console/tracking/path",
+                        params={"ref": message_id, "token": token.group(1)},
+                        headers={"HX-Request": "true", "HX-Target": "path"},
+                    )
+                    fragment = response.text
+                    if 'data-answered="yes"' in fragment:
+                        break
+                    await asyncio.sleep(0.2)
+                assert fragment.startswith('<div id="path"')
+                assert 'data-waiting="no"' in fragment  # every site answered: no more looking
+                sites = re.findall(r'data-site="(Site[AB])" data-event="(\w+)"', fragment)
+                assert ("SiteA", "relayed") in sites
+                assert ("SiteB", "delivered") in sites
+                assert sites.index(("SiteA", "relayed")) < sites.index(("SiteB", "delivered"))
+                assert '<span class="hop">SiteA</span> → <span class="hop">SiteB</span>' in fragment
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))

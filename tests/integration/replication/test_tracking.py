@@ -15,16 +15,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from tests.support.org import replicated_pair
 from typer.testing import CliRunner, Result
 
 from sitemail.admin import cli
 from sitemail.admin.wake import poke
-from sitemail.directory import ObjectKind
 from sitemail.replication import state, tracking
 from sitemail.replication.codec import MessageType, ReplicationMessage, encode_message
 from sitemail.replication.keys import generate_site_key, load_site_key
 
-from .conftest import Org, Site, idle, organisation, until
+from .conftest import Org, Site, organisation, until
 
 ADDRESSES = {"SiteA": "127.10.67.10", "SiteB": "127.10.67.15", "SiteC": "127.10.67.20"}
 MESSAGE_ID = "<track-one@sitea.example.com>"
@@ -45,20 +45,7 @@ def cli_run(*args: str | Path) -> Result:
 
 
 async def two_sites(org: Org) -> tuple[Site, Site]:
-    """SiteA and SiteB with a user each, connectors and connected sites both ways, running
-    and replicated (A knows user2@siteb.example.com, B knows A's key and address)."""
-    a, b = org.create("SiteA"), org.create("SiteB")
-    for site, alias in ((a, "user1"), (b, "user2")):
-        site.service.add_recipient(ObjectKind.MAILBOX, alias, display_name=alias.title())
-    for x, y in ((a, b), (b, a)):
-        org.connect(x, y)
-        org.link(x, y)
-    await org.start(a)
-    await org.start(b)
-    for puller, peer in ((a, b), (b, a)):
-        puller.request_now(peer.name)
-        await until(idle(puller, peer.name), what=f"{puller.name} replicated from {peer.name}")
-    return a, b
+    return await replicated_pair(org)
 
 
 def signed(

@@ -6,7 +6,8 @@ One job: these pages and actions over `AdminService.queue`.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, Response
@@ -21,6 +22,7 @@ from sitemail.web.console.common import (
     flash,
     redirect,
     render,
+    templates,
 )
 
 __all__ = ["router"]
@@ -112,18 +114,57 @@ def tracking_page(
     )
 
 
+ASK_WAIT = 60.0  # seconds the path page keeps looking for answers after asking
+
+
+def _sites_in_order(events: tuple[TrackEvent, ...]) -> list[str]:
+    """The sites of a path in the order the message reached them."""
+    order: list[str] = []
+    for event in events:
+        if event.site and event.site not in order:
+            order.append(event.site)
+    return order
+
+
 @router.get("/tracking/path", include_in_schema=False)
 def tracking_path(
-    console: Console, ref: Annotated[str, Query(min_length=1, max_length=1024)]
+    console: Console,
+    ref: Annotated[str, Query(min_length=1, max_length=1024)],
+    token: Annotated[str, Query(max_length=64)] = "",
 ) -> HTMLResponse:
-    """One message's path: every event at every site that answered, in time order."""
-    events = console.service.queue.track(ref)
-    sites = sorted({e.site for e in events})
-    return render(
-        console,
-        "console/path.html",
-        ref=ref,
-        events=sorted(events, key=lambda e: e.at),
-        sites=sites,
-        message_id=next((e.message_id for e in events if e.message_id), ref),
+    """One message's path: this site's events and those of every site that answered, in
+    time order. While asked sites have not answered, the page looks again every second."""
+    path = console.service.tracking.path(ref, token)
+    waiting = bool(path.pending) and (
+        path.asked_at is not None and console.now() - path.asked_at < ASK_WAIT
+    )
+    values: dict[str, Any] = {
+        "ref": ref,
+        "path": path,
+        "order": _sites_in_order(path.events),
+        "waiting": waiting,
+    }
+    if console.request.headers.get("hx-target") == "path":
+        return templates.TemplateResponse(console.request, "console/_path.html", values)
+    return render(console, "console/path.html", **values)
+
+
+@router.post("/tracking/ask", include_in_schema=False)
+def tracking_ask(console: Console, form: Form) -> Response:
+    """Follow across sites: ask every site this one can verify for its events of the
+    message (signed replication mail); the path page shows the answers as they come."""
+    ref = form.get("ref", "")
+    back = f"/tracking/path?ref={quote(ref)}"
+    try:
+        asked = console.service.tracking.ask_sites(ref)
+    except SitemailError as exc:
+        return flash(redirect(back, console.request), "error", exc.message)
+    console.api.wake()
+    note = f"asked {', '.join(asked.asked)}" if asked.asked else "no other site can be asked"
+    if asked.skipped:
+        note += "; not asked: " + "; ".join(f"{s.site} ({s.reason})" for s in asked.skipped)
+    return flash(
+        redirect(f"/tracking/path?ref={quote(ref)}&token={quote(asked.token)}", console.request),
+        "ok",
+        note,
     )
