@@ -43,6 +43,9 @@ templates.env.globals["prefix"] = PREFIX
 templates.env.filters["when"] = lambda t: (
     "" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(t)))
 )
+templates.env.filters["when_ms"] = lambda t: (
+    "" if t is None else templates.env.filters["when"](t) + f".{int(float(t) * 1000) % 1000:03d}"
+)
 templates.env.filters["ago"] = lambda s: "" if s is None else f"{float(s):.0f} s"
 
 
