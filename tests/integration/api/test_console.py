@@ -620,7 +620,9 @@ def test_console_follows_a_message_across_sites(tmp_path: Path) -> None:
                 sites = re.findall(r'data-site="(Site[AB])" data-event="(\w+)"', fragment)
                 assert ("SiteA", "relayed") in sites
                 assert ("SiteB", "delivered") in sites
-                assert sites.index(("SiteA", "relayed")) < sites.index(("SiteB", "delivered"))
+                # A records "relayed" when B's 250 comes back, which may be after B's own
+                # delivery: the order that holds is A's receipt before B's delivery.
+                assert sites.index(("SiteA", "received")) < sites.index(("SiteB", "delivered"))
                 assert '<span class="hop">SiteA</span> → <span class="hop">SiteB</span>' in fragment
 
     asyncio.run(asyncio.wait_for(scenario(), 120))
