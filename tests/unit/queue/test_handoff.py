@@ -1,0 +1,235 @@
+"""The spool's hand-off: committed mail goes to the queue manager in memory, never twice.
+
+A real store (SiteA's data dir) and GroupWriter, a real Spool and QueueManager; the only fake
+is the relay transport, which records what it is given and may be held in the middle of a
+delivery, so each interleaving of a hand-off and a pass over the database is forced by
+events, not by timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection
+
+from sitemail.admin.service import AdminService
+from sitemail.config.model import QueueConfig
+from sitemail.core.clock import ManualClock
+from sitemail.core.envelope import Envelope, EnvelopeRecipient
+from sitemail.queue.manager import QueueManager
+from sitemail.queue.model import (
+    Outcome,
+    QueuedMessage,
+    QueuedRecipient,
+    RecipientResult,
+)
+from sitemail.queue.records import NewMessage, load_messages
+from sitemail.queue.spool import Spool
+from sitemail.routing.route import Route, Transport
+from sitemail.store.writer import GroupWriter
+
+
+def _relay(address: str, trace: Mapping[str, float]) -> Route:
+    del trace
+    return Route(Transport.RELAY, "relay.test", address)
+
+
+class RecordingRelay:
+    """A relay transport that delivers everything; `hold` keeps deliveries waiting."""
+
+    def __init__(self) -> None:
+        self.delivered: list[str] = []
+        self.started = asyncio.Event()
+        self.hold: asyncio.Event | None = None
+
+    async def deliver(
+        self,
+        message: QueuedMessage,
+        content: bytes,
+        recipients: list[tuple[QueuedRecipient, Route]],
+    ) -> list[RecipientResult]:
+        del content
+        self.started.set()
+        if self.hold is not None:
+            await self.hold.wait()
+        self.delivered.append(message.queue_id)
+        return [RecipientResult(r.id, Outcome.DELIVERED, 250, "2.0.0", "ok") for r, _ in recipients]
+
+
+class WatchedManager(QueueManager):
+    """Records what each pass over the database found; the first pass may be held, in its
+    thread, just before and just after it reads (`first_pass`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.found_by_passes: list[str] = []
+        self.passes = 0
+        self.first_pass: _Gates | None = None
+
+    def _due_plans(self, now: float, running: frozenset[str], room: int) -> Any:
+        self.passes += 1
+        gates = self.first_pass if self.passes == 1 else None
+        if gates is not None:
+            gates.started.set()
+            gates.read.wait(10)
+        ids, plans = super()._due_plans(now, running, room)
+        self.found_by_passes.extend(ids)
+        if gates is not None:
+            gates.has_read.set()
+            gates.give_back.wait(10)
+        return ids, plans
+
+
+class _Gates:
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.read = threading.Event()
+        self.has_read = threading.Event()
+        self.give_back = threading.Event()
+
+
+def _message(number: int) -> NewMessage:
+    envelope = Envelope("alice@sitea.example.com", (EnvelopeRecipient(f"r{number}@remote.test"),))
+    content = f"Message-ID: <m{number}@sitea>\r\n\r\nbody {number}\r\n".encode()
+    return NewMessage(envelope, content)
+
+
+def _queued(site: AdminService) -> list[str]:
+    with site.store.read() as conn:
+        return [
+            m.queue_id
+            for m, _, _ in load_messages(conn, [e.queue_id for e in site.queue.entries()])
+        ]
+
+
+@asynccontextmanager
+async def _running(
+    site: AdminService, relay: RecordingRelay, *, serve: bool = True
+) -> AsyncIterator[tuple[Spool, WatchedManager]]:
+    """A writer, a manager (running its loop when `serve`) and a spool handing off to it."""
+    writer = GroupWriter(site.store)
+    manager = WatchedManager(
+        site.store,
+        ManualClock(),
+        site="SiteA",
+        reporting_mta="servera.sitea.example.com",
+        settings=QueueConfig(),
+        router=_relay,
+        agents={Transport.RELAY: relay},
+        writer=writer,
+    )
+    spool = Spool(site.store, ManualClock(), "SiteA", writer=writer, handoff=manager)
+    await writer.start()
+    task = asyncio.create_task(manager.run()) if serve else None
+    try:
+        yield spool, manager
+    finally:
+        if task is not None:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await spool.stop()
+        await writer.stop()
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    async with asyncio.timeout(10):
+        while not check():  # noqa: ASYNC110 - the conditions live in other objects
+            await asyncio.sleep(0.001)
+
+
+def test_committed_message_is_delivered_by_the_hand_off_not_a_pass(site_a: AdminService) -> None:
+    async def scenario() -> None:
+        relay = RecordingRelay()
+        async with _running(site_a, relay) as (spool, manager):
+            await _until(lambda: not manager.busy)  # the start-up pass is over
+            queue_ids = [await spool.enqueue(_message(n)) for n in range(3)]
+            await _until(lambda: len(relay.delivered) == 3 and not manager.busy)
+        assert relay.delivered == queue_ids
+        assert not set(queue_ids) & set(manager.found_by_passes)
+
+    asyncio.run(scenario())
+    assert _queued(site_a) == []
+
+
+def test_a_pass_that_read_before_a_hand_off_finished_does_not_start_it_again(
+    site_a: AdminService,
+) -> None:
+    """The worst interleaving: a pass starts before the message is claimed, reads it while
+    its handed-off delivery is in flight, and returns after that delivery was recorded."""
+
+    async def scenario() -> None:
+        relay = RecordingRelay()
+        relay.hold = asyncio.Event()
+        gates = _Gates()
+        async with _running(site_a, relay, serve=False) as (spool, manager):
+            manager.first_pass = gates
+            task = asyncio.create_task(manager.run())
+            await asyncio.to_thread(gates.started.wait, 10)
+            queue_id = await spool.enqueue(_message(1))  # claimed, committed, handed off
+            await relay.started.wait()
+            gates.read.set()
+            await asyncio.to_thread(gates.has_read.wait, 10)
+            assert manager.found_by_passes == [queue_id]  # the pass saw it, still queued
+            relay.hold.set()
+            await _until(lambda: relay.delivered == [queue_id] and not manager.busy)
+            gates.give_back.set()
+            await _until(lambda: manager.passes >= 2 and not manager.busy)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert relay.delivered == [queue_id]
+
+    asyncio.run(scenario())
+
+
+def test_hand_off_before_the_manager_runs_is_left_to_a_pass(site_a: AdminService) -> None:
+    async def scenario() -> None:
+        relay = RecordingRelay()
+        async with _running(site_a, relay, serve=False) as (spool, manager):
+            queue_id = await spool.enqueue(_message(1))
+            assert not manager.busy  # declined: the claim is dropped
+            assert relay.delivered == []
+            assert await manager.run_once() == 1
+        assert relay.delivered == [queue_id]
+        assert manager.found_by_passes == [queue_id]
+
+    asyncio.run(scenario())
+
+
+class FailingWriter(GroupWriter):
+    async def submit(self, job: Callable[[Connection], Any]) -> Any:
+        del job
+        raise OSError("disk full")
+
+
+def test_a_failed_commit_drops_the_claim(site_a: AdminService) -> None:
+    async def scenario() -> None:
+        relay = RecordingRelay()
+        manager = QueueManager(
+            site_a.store,
+            ManualClock(),
+            site="SiteA",
+            reporting_mta="servera.sitea.example.com",
+            settings=QueueConfig(),
+            router=_relay,
+            agents={Transport.RELAY: relay},
+        )
+        spool = Spool(
+            site_a.store,
+            ManualClock(),
+            "SiteA",
+            writer=FailingWriter(site_a.store),
+            handoff=manager,
+        )
+        with pytest.raises(OSError, match="disk full"):
+            await spool.enqueue(_message(1))
+        assert not manager.busy
+        assert relay.delivered == []
+
+    asyncio.run(scenario())
