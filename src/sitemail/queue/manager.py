@@ -146,6 +146,7 @@ class QueueManager:
         self._wake = asyncio.Event()
         self._running: set[str] = set()  # in flight, or claimed by the spool before its commit
         self._group: asyncio.TaskGroup | None = None  # run()'s, for hand-offs
+        self._planned: dict[str, _Plan] = {}  # routed by deliver_in, for hand_off
         self._slots: asyncio.Semaphore | None = None  # run()'s: made in its loop
         # While a pass reads the database (in a thread): messages that finished meanwhile.
         self._settled_while_reading: set[str] | None = None
@@ -160,10 +161,41 @@ class QueueManager:
         """The spool is committing this message and will hand it over: passes skip it."""
         self._running.add(queue_id)
 
-    def unclaim(self, queue_id: str) -> None:
-        """The hand-off will not come (the commit failed, or the server stops)."""
+    def unclaim(self, queue_id: str, *, wake: bool = True) -> None:
+        """The hand-off will not come: the commit failed or the server stops (`wake`: if it
+        was committed after all, a pass picks it up), or `deliver_in` settled it."""
         self._running.discard(queue_id)
-        self._wake.set()  # if it was committed after all, a pass picks it up
+        self._planned.pop(queue_id, None)
+        if wake:
+            self._wake.set()
+
+    def deliver_in(
+        self, conn: Connection, batch: Sequence[tuple[QueuedMessage, bytes, list[QueuedRecipient]]]
+    ) -> dict[str, bool]:
+        """In the transaction that accepts `batch` (the writer's thread): deliver, record and
+        dequeue the messages whose every recipient is local, so one commit both accepts them
+        and puts them in their mailboxes. A savepoint keeps a failing delivery from failing
+        the acceptance: rolled back, those messages are handed off as usual. Returns, for
+        each message settled here, whether it left work for a pass."""
+        try:
+            local: list[_Plan] = []
+            for message, content, recipients in batch:
+                plan = self._plan(_Work(message, content, list(recipients)))
+                if self._all_transactional(plan):
+                    local.append(plan)
+                else:  # routed once: hand_off takes this plan (the writer's last run's)
+                    self._planned[message.queue_id] = plan
+            if not local:
+                return {}
+            with conn.begin_nested():
+                closed, noticed = self._settle_in(conn, local)
+        except Exception:  # accepted all the same; the usual path retries, message by message
+            log.exception("delivery with acceptance failed; handing the messages off")
+            return {}
+        done = set(closed)
+        return {
+            p.work.message.queue_id: noticed or p.work.message.queue_id not in done for p in local
+        }
 
     def hand_off(
         self, message: QueuedMessage, content: bytes, recipients: Sequence[QueuedRecipient]
@@ -174,7 +206,10 @@ class QueueManager:
         if group is None or len(self._running) > _MAX_IN_FLIGHT:
             self.unclaim(message.queue_id)
             return
-        self._start([self._plan(_Work(message, content, list(recipients)))], group)
+        plan = self._planned.pop(message.queue_id, None)
+        if plan is None or plan.work.due != list(recipients):  # routed in another run
+            plan = self._plan(_Work(message, content, list(recipients)))
+        self._start([plan], group)
 
     @property
     def busy(self) -> bool:
@@ -405,6 +440,13 @@ class QueueManager:
             return True
 
     def _deliver_and_record(self, conn: Connection, *, plans: list[_Plan]) -> bool:
+        """Settle `plans` in the caller's transaction; whether they left work for a pass."""
+        closed, noticed = self._settle_in(conn, plans)
+        return noticed or len(closed) < len(plans)
+
+    def _settle_in(self, conn: Connection, plans: list[_Plan]) -> tuple[list[str], bool]:
+        """Deliver to the transactional transports, record every result, drop what is done;
+        (the messages dropped, whether a notice was queued)."""
         results = {id(plan): list(plan.results) for plan in plans}
         by_transport: dict[Transport, list[tuple[_Plan, Delivery]]] = defaultdict(list)
         for plan in plans:
@@ -420,8 +462,7 @@ class QueueManager:
             for (plan, _), answer in zip(items, answers, strict=True):
                 results[id(plan)].extend(answer)
         noticed = [self._record_in(conn, p.work, results[id(p)], close=False) for p in plans]
-        closed = close_done(conn, [plan.work.message.queue_id for plan in plans])
-        return any(noticed) or len(closed) < len(plans)
+        return close_done(conn, [plan.work.message.queue_id for plan in plans]), any(noticed)
 
     async def _process(self, plan: _Plan) -> bool:
         work = plan.work

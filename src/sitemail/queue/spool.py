@@ -8,11 +8,15 @@ one fsync, and durability does not cap throughput. If the commit fails, every wa
 exception (the SMTP session answers 451) and nothing is half-written: the transaction is all
 or nothing.
 
-With a `Handoff` (the queue manager), a committed message goes straight to it in memory, so
-its delivery starts without a database poll or a thread hop. This is only a faster wake-up:
-the message is already durable, and a message the manager declines (or that a restart
-forgets) is found by the manager's next pass over the database. Each id is claimed before
-its commit, so a pass that sees the committed row cannot start it a second time.
+With a `Handoff` (the queue manager), new messages skip the wait for a queue pass:
+- a message whose every recipient is local is delivered in the very transaction that accepts
+  it (`Handoff.deliver_in`, under a savepoint: if delivery fails, the message is still
+  accepted, only queued), so it is in the mailbox with the one commit, before the 250;
+- any other goes to the manager in memory once committed (`hand_off`): its delivery starts
+  without a database poll or a thread hop. This is only a faster wake-up: the message is
+  durable, and one the manager declines (or a restart forgets) is found by a later pass.
+Each id is claimed before its commit, so a pass that sees the committed row never starts it
+a second time.
 """
 
 from __future__ import annotations
@@ -39,21 +43,27 @@ __all__ = ["Handoff", "Spool"]
 log = logging.getLogger("sitemail.queue")
 
 _Queued = tuple[QueuedMessage, list[QueuedRecipient]]
+New = tuple[QueuedMessage, bytes, list[QueuedRecipient]]  # a message just written, with content
 
 
 class Handoff(Protocol):
-    """Who takes freshly committed messages in memory (the queue manager), on the loop."""
+    """Who takes new messages at once (the queue manager)."""
 
     def claim(self, queue_id: QueueId) -> None:
         """Before the commit: no pass over the database may start this message."""
 
-    def unclaim(self, queue_id: QueueId) -> None:
-        """The commit failed (or the server stops): forget the claim."""
+    def unclaim(self, queue_id: QueueId, *, wake: bool = True) -> None:
+        """No hand-off follows (the commit failed, the server stops, or `deliver_in` settled
+        it); `wake`: a pass has something to look at."""
+
+    def deliver_in(self, conn: Connection, batch: Sequence[New]) -> dict[str, bool]:
+        """In the accepting transaction (the writer's thread): deliver what it can right there;
+        {queue id: whether a pass has work left from it} for each message it settled."""
 
     def hand_off(
         self, message: QueuedMessage, content: bytes, recipients: Sequence[QueuedRecipient]
     ) -> None:
-        """Committed: deliver it now (or drop the claim and leave it to a pass)."""
+        """Committed, on the loop: deliver it now (or drop the claim and leave it to a pass)."""
 
 
 @dataclass(slots=True)
@@ -145,14 +155,14 @@ class Spool:
     async def _submit(self, batch: _Batch) -> None:
         handed = False
         try:
-            queued = await self.writer.submit(functools.partial(self._insert, batch=batch))
+            queued, settled = await self.writer.submit(functools.partial(self._insert, batch=batch))
         except Exception as exc:  # every waiter gets it (451); nothing was written
             for pending in batch.items:
                 if not pending.future.done():
                     pending.future.set_exception(exc)
             return
         else:
-            self._hand_off(batch, queued)
+            self._hand_off(batch, queued, settled)
             handed = True
         finally:
             if self._open is batch:
@@ -164,12 +174,15 @@ class Spool:
             if not pending.future.done():
                 pending.future.set_result(pending.queue_id)
 
-    def _hand_off(self, batch: _Batch, queued: list[_Queued]) -> None:
+    def _hand_off(self, batch: _Batch, queued: list[_Queued], settled: dict[str, bool]) -> None:
         if self._handoff is None:
             return
         for pending, (message, recipients) in zip(batch.items, queued, strict=True):
             try:
-                self._handoff.hand_off(message, pending.message.content, recipients)
+                if message.queue_id in settled:  # delivered with its acceptance
+                    self._handoff.unclaim(message.queue_id, wake=settled[message.queue_id])
+                else:
+                    self._handoff.hand_off(message, pending.message.content, recipients)
             except Exception:  # it is committed: the 250 must still go out; a pass delivers it
                 log.exception(
                     "hand-off of %s failed; left to the next queue pass", message.queue_id
@@ -180,10 +193,18 @@ class Spool:
         if self._handoff is not None:
             self._handoff.unclaim(pending.queue_id)
 
-    def _insert(self, conn: Connection, *, batch: _Batch) -> list[_Queued]:
-        """In the writer thread: close the batch (later messages open the next) and write it."""
+    def _insert(self, conn: Connection, *, batch: _Batch) -> tuple[list[_Queued], dict[str, bool]]:
+        """In the writer thread: close the batch (later messages open the next), write it,
+        and let the hand-off deliver what it can in the same transaction."""
         with self._lock:
             batch.taken = True
-        return insert_messages(
+        queued = insert_messages(
             conn, [(p.queue_id, p.message) for p in batch.items], self._clock.now(), self._site
         )
+        if self._handoff is None:
+            return queued, {}
+        new = [
+            (message, pending.message.content, recipients)
+            for pending, (message, recipients) in zip(batch.items, queued, strict=True)
+        ]
+        return queued, self._handoff.deliver_in(conn, new)

@@ -1,16 +1,17 @@
-"""The spool's hand-off: committed mail goes to the queue manager in memory, never twice.
+"""The spool's hand-off: local mail is delivered with its acceptance, other mail goes to the
+queue manager in memory once committed, and nothing is ever started twice.
 
-A real store (SiteA's data dir) and GroupWriter, a real Spool and QueueManager; the only fake
-is the relay transport, which records what it is given and may be held in the middle of a
-delivery, so each interleaving of a hand-off and a pass over the database is forced by
-events, not by timing.
+A real store (SiteA's data dir) and GroupWriter, a real Spool and QueueManager; the only fakes
+are the transports: a relay that records what it is given and may be held in the middle of a
+delivery (so each interleaving of a hand-off and a pass over the database is forced by events,
+not by timing), and a transactional "local" one that records and may fail.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,6 +24,7 @@ from sitemail.core.clock import ManualClock
 from sitemail.core.envelope import Envelope, EnvelopeRecipient
 from sitemail.queue.manager import QueueManager
 from sitemail.queue.model import (
+    Delivery,
     Outcome,
     QueuedMessage,
     QueuedRecipient,
@@ -35,8 +37,44 @@ from sitemail.store.writer import GroupWriter
 
 
 def _relay(address: str, trace: Mapping[str, float]) -> Route:
+    """Addresses at local.test are local; the rest go to a relay host."""
     del trace
+    if address.endswith("@local.test"):
+        return Route(Transport.LOCAL, "", address)
     return Route(Transport.RELAY, "relay.test", address)
+
+
+class RecordingLocal:
+    """A transactional transport: delivers in the caller's transaction; `failures` makes
+    that many calls raise first."""
+
+    def __init__(self) -> None:
+        self.delivered: list[str] = []
+        self.failures = 0
+
+    async def deliver(
+        self,
+        message: QueuedMessage,
+        content: bytes,
+        recipients: list[tuple[QueuedRecipient, Route]],
+    ) -> list[RecipientResult]:
+        raise AssertionError("a transactional transport is only called in a transaction")
+
+    def deliver_in(
+        self, conn: Connection, batch: Sequence[Delivery]
+    ) -> list[list[RecipientResult]]:
+        del conn
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("mailbox store broken")
+        self.delivered.extend(d.message.queue_id for d in batch)
+        return [
+            [
+                RecipientResult(r.id, Outcome.DELIVERED, 250, "2.0.0", "stored")
+                for r, _ in d.recipients
+            ]
+            for d in batch
+        ]
 
 
 class RecordingRelay:
@@ -93,8 +131,9 @@ class _Gates:
         self.give_back = threading.Event()
 
 
-def _message(number: int) -> NewMessage:
-    envelope = Envelope("alice@sitea.example.com", (EnvelopeRecipient(f"r{number}@remote.test"),))
+def _message(number: int, *domains: str) -> NewMessage:
+    recipients = tuple(EnvelopeRecipient(f"r{number}@{d}") for d in domains or ["remote.test"])
+    envelope = Envelope("alice@sitea.example.com", recipients)
     content = f"Message-ID: <m{number}@sitea>\r\n\r\nbody {number}\r\n".encode()
     return NewMessage(envelope, content)
 
@@ -109,7 +148,11 @@ def _queued(site: AdminService) -> list[str]:
 
 @asynccontextmanager
 async def _running(
-    site: AdminService, relay: RecordingRelay, *, serve: bool = True
+    site: AdminService,
+    relay: RecordingRelay,
+    *,
+    serve: bool = True,
+    local: RecordingLocal | None = None,
 ) -> AsyncIterator[tuple[Spool, WatchedManager]]:
     """A writer, a manager (running its loop when `serve`) and a spool handing off to it."""
     writer = GroupWriter(site.store)
@@ -120,7 +163,7 @@ async def _running(
         reporting_mta="servera.sitea.example.com",
         settings=QueueConfig(),
         router=_relay,
-        agents={Transport.RELAY: relay},
+        agents={Transport.RELAY: relay, Transport.LOCAL: local or RecordingLocal()},
         writer=writer,
     )
     spool = Spool(site.store, ManualClock(), "SiteA", writer=writer, handoff=manager)
@@ -231,5 +274,51 @@ def test_a_failed_commit_drops_the_claim(site_a: AdminService) -> None:
             await spool.enqueue(_message(1))
         assert not manager.busy
         assert relay.delivered == []
+
+    asyncio.run(scenario())
+
+
+def test_local_mail_is_in_the_mailbox_when_its_acceptance_returns(site_a: AdminService) -> None:
+    async def scenario() -> None:
+        relay, local = RecordingRelay(), RecordingLocal()
+        async with _running(site_a, relay, local=local) as (spool, manager):
+            await _until(lambda: not manager.busy)
+            queue_id = await spool.enqueue(_message(1, "local.test", "local.test"))
+            assert local.delivered == [queue_id]  # one commit accepted and delivered it
+            assert _queued(site_a) == []
+            assert not manager.busy
+        assert queue_id not in manager.found_by_passes
+        assert relay.delivered == []
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_delivery_with_acceptance_still_accepts_and_hands_off(
+    site_a: AdminService,
+) -> None:
+    """The savepoint: the message is accepted all the same and delivered the usual way."""
+
+    async def scenario() -> None:
+        relay, local = RecordingRelay(), RecordingLocal()
+        local.failures = 1
+        async with _running(site_a, relay, local=local) as (spool, manager):
+            await _until(lambda: not manager.busy)
+            queue_id = await spool.enqueue(_message(1, "local.test"))
+            await _until(lambda: local.delivered == [queue_id] and not manager.busy)
+        assert _queued(site_a) == []
+
+    asyncio.run(scenario())
+
+
+def test_mixed_local_and_remote_mail_is_handed_off_whole(site_a: AdminService) -> None:
+    async def scenario() -> None:
+        relay, local = RecordingRelay(), RecordingLocal()
+        async with _running(site_a, relay, local=local) as (spool, manager):
+            await _until(lambda: not manager.busy)
+            queue_id = await spool.enqueue(_message(1, "local.test", "remote.test"))
+            await _until(lambda: relay.delivered == [queue_id] and not manager.busy)
+            assert local.delivered == [queue_id]
+        assert queue_id not in manager.found_by_passes
+        assert _queued(site_a) == []
 
     asyncio.run(scenario())
