@@ -475,8 +475,9 @@ class QueueManager:
         )
         for outcome in outcomes:
             results.extend(outcome)
+        # Lazy: the next hop has the message; the record may share the next acceptance's commit.
         left = await self._writer.submit(
-            lambda conn: self._record_in(conn, work, results, close=True)
+            lambda conn: self._record_in(conn, work, results, close=True), lazy=True
         )
         log.debug("processed %s: %d result(s)", work.message.queue_id, len(results))
         return left
