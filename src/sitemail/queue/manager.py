@@ -148,8 +148,9 @@ class QueueManager:
         self._group: asyncio.TaskGroup | None = None  # run()'s, for hand-offs
         self._planned: dict[str, _Plan] = {}  # routed by deliver_in, for hand_off
         self._slots: asyncio.Semaphore | None = None  # run()'s: made in its loop
-        # While a pass reads the database (in a thread): messages that finished meanwhile.
-        self._settled_while_reading: set[str] | None = None
+        # For each pass reading the database (in a thread): messages that finished meanwhile
+        # (the loop's passes and run_once may read at the same time).
+        self._reading: list[set[str]] = []
         self._fast_queue: list[_Plan] = []  # prepared local-only messages awaiting a batch
         self._fast_draining = False
 
@@ -280,13 +281,21 @@ class QueueManager:
         """Run a pass's read in a thread; leave out what was claimed, started or finished
         while it read (hand-offs run meanwhile, and the snapshot may be older than their
         commits)."""
-        self._settled_while_reading = set()
+        settled: set[str] = set()
+        self._reading.append(settled)
         try:
             ids, plans = await asyncio.to_thread(read)
         finally:
-            settled, self._settled_while_reading = self._settled_while_reading, None
+            # by identity: two readers' sets may be equal
+            self._reading = [other for other in self._reading if other is not settled]
         taken = self._running | settled
         return ids, [p for p in plans if p.work.message.queue_id not in taken]
+
+    def _finished(self, ids: Sequence[str]) -> None:
+        """These messages are no longer in flight (their results are committed)."""
+        self._running.difference_update(ids)
+        for settled in self._reading:
+            settled.update(ids)
 
     def _start(self, plans: list[_Plan], group: asyncio.TaskGroup) -> None:
         """Start delivering `plans` (network ones in their own tasks, local ones batched)."""
@@ -325,10 +334,7 @@ class QueueManager:
         except Exception:  # one message's fault must not cancel its siblings
             log.exception("delivery pass failed; the messages stay queued")
         finally:
-            ids = [p.work.message.queue_id for p in plans]
-            self._running.difference_update(ids)
-            if self._settled_while_reading is not None:
-                self._settled_while_reading.update(ids)
+            self._finished([p.work.message.queue_id for p in plans])
             if wake:
                 self._wake.set()
 
@@ -353,7 +359,7 @@ class QueueManager:
                 if fast:
                     group.create_task(self._process_in_transaction(fast))
         finally:
-            self._running.difference_update(ids)
+            self._finished(ids)
         return len(plans)
 
     def _due_ids(self, now: float) -> list[str]:

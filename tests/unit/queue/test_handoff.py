@@ -28,9 +28,10 @@ from sitemail.queue.model import (
     Outcome,
     QueuedMessage,
     QueuedRecipient,
+    QueueId,
     RecipientResult,
 )
-from sitemail.queue.records import NewMessage, load_messages
+from sitemail.queue.records import NewMessage, insert_message, load_messages
 from sitemail.queue.spool import Spool
 from sitemail.routing.route import Route, Transport
 from sitemail.store.writer import GroupWriter
@@ -186,15 +187,16 @@ async def _until(check: Callable[[], bool]) -> None:
             await asyncio.sleep(0.001)
 
 
-def test_committed_message_is_delivered_by_the_hand_off_not_a_pass(site_a: AdminService) -> None:
+def test_committed_messages_are_handed_off_and_delivered_once_each(site_a: AdminService) -> None:
     async def scenario() -> None:
         relay = RecordingRelay()
         async with _running(site_a, relay) as (spool, manager):
             await _until(lambda: not manager.busy)  # the start-up pass is over
             queue_ids = [await spool.enqueue(_message(n)) for n in range(3)]
             await _until(lambda: len(relay.delivered) == 3 and not manager.busy)
+        # Each once, in order. (The start-up pass may have read one of them while it was
+        # being handed off; it leaves claimed and finished messages alone.)
         assert relay.delivered == queue_ids
-        assert not set(queue_ids) & set(manager.found_by_passes)
 
     asyncio.run(scenario())
     assert _queued(site_a) == []
@@ -318,7 +320,38 @@ def test_mixed_local_and_remote_mail_is_handed_off_whole(site_a: AdminService) -
             queue_id = await spool.enqueue(_message(1, "local.test", "remote.test"))
             await _until(lambda: relay.delivered == [queue_id] and not manager.busy)
             assert local.delivered == [queue_id]
-        assert queue_id not in manager.found_by_passes
+        assert relay.delivered == [queue_id]  # once
         assert _queued(site_a) == []
+
+    asyncio.run(scenario())
+
+
+def test_a_pass_does_not_restart_what_run_once_finished_while_it_read(
+    site_a: AdminService,
+) -> None:
+    """run_once (tests, `queue retry`) and the loop's pass may read at the same time."""
+
+    async def scenario() -> None:
+        relay = RecordingRelay()
+        relay.hold = asyncio.Event()
+        gates = _Gates()
+        async with _running(site_a, relay, serve=False) as (_, manager):
+            manager.first_pass = gates
+            task = asyncio.create_task(manager.run())
+            await asyncio.to_thread(gates.started.wait, 10)  # the loop's pass, held
+            with site_a.store.write() as conn:  # queued behind the spool's back, so no claim
+                insert_message(conn, QueueId("X1"), _message(1), ManualClock().now(), "SiteA")
+            once = asyncio.create_task(manager.run_once())
+            await relay.started.wait()  # run_once is delivering it
+            gates.read.set()
+            await asyncio.to_thread(gates.has_read.wait, 10)
+            relay.hold.set()
+            assert await once == 1
+            gates.give_back.set()
+            await _until(lambda: manager.passes >= 3 and not manager.busy)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert relay.delivered == ["X1"]
 
     asyncio.run(scenario())
