@@ -145,7 +145,15 @@ class SiteServer:
             writer=writer,
         )
         wake_queue.target = manager.wake
-        spool = Spool(store, self.clock, org.local_site, on_enqueued=manager.wake, writer=writer)
+        # The spool hands committed mail straight to the manager (a faster wake-up).
+        spool = Spool(
+            store,
+            self.clock,
+            org.local_site,
+            on_enqueued=manager.wake,
+            writer=writer,
+            handoff=manager,
+        )
         self.components = Components(
             store, directory, router, spool, manager, writer, replicator, remote
         )

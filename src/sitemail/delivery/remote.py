@@ -68,11 +68,25 @@ TLS policy:
   the route's nexthop as written (case-insensitive): ``"relay.example:2525"`` or the
   recipient domain for ``mx``; a site's pins come with its ``SiteHop``.
 
+PIPELINING (RFC 2920), when the peer offers it: MAIL, every RCPT and DATA go in one write
+(led by RSET when the connection's last transaction did not complete), the replies are read
+in order, then the message: two round trips per message instead of four plus one per
+recipient. Each reply settles exactly what it settles one command at a time: a refused MAIL
+settles every recipient with its reply; each RCPT's reply its recipient; the DATA reply, or
+the final one, every accepted recipient; no RCPT accepted -> no message (an empty one if
+the peer says 354 anyway); a 421 anywhere is a session failure. aiosmtplib has no
+pipelining API and its protocol keeps one reply at a time, so for the exchange our own
+reader (``_ReplyReader``, every reply kept in order) is set on the transport, and
+aiosmtplib's protocol gets it back afterwards.
+
 Connection pool: per (address, port, pins) destination, at most
 ``max_connections_per_destination`` connections; a connection is used by one delivery at
 a time (a lock per connection) and goes back idle unless its session broke. Reusing an
-idle connection starts with RSET (a dead one is replaced silently); transactions on one
-connection are separated by RSET; idle connections older than ``idle_timeout`` are closed
+idle connection starts with RSET (a dead one is replaced silently), except with a
+pipelining peer: there the transaction's first reply shows whether the connection is
+alive, and a reused one that dies (or answers 421) before answering anything is replaced
+just the same, since nothing was done on it. Transactions on one connection are separated
+by RSET where one did not complete; idle connections older than ``idle_timeout`` are closed
 (``prune_idle``, also run at every ``deliver``); a connection carries at most
 ``max_transactions_per_connection`` messages. ``aclose()`` QUITs idle connections. One
 instance belongs to one event loop.
@@ -89,10 +103,11 @@ import random
 import re
 import ssl
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from aiosmtplib import (
     SMTP,
@@ -108,6 +123,8 @@ from aiosmtplib import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
+from aiosmtplib.email import quote_address
+from aiosmtplib.protocol import normalize_message_line_endings
 
 from sitemail.core.envelope import BodyType, Envelope, EnvelopeRecipient, Notify
 from sitemail.queue.model import Outcome, QueuedMessage, QueuedRecipient, RecipientResult
@@ -127,6 +144,9 @@ _ADDR_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")  # RFC 3461 addr-type: an
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _NOTIFY_ORDER = (Notify.SUCCESS, Notify.FAILURE, Notify.DELAY)
 _QUIT_TIMEOUT = 5.0
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")  # never on a command line (CR/LF: injection)
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+_MAX_REPLY = 64 * 1024  # a reply longer than this (unfinished) is nonsense: the session ends
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -219,6 +239,14 @@ def _reason(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def _command(head: bytes, options: list[str]) -> bytes:
+    """One command line; ValueError for a control character (CR/LF would inject commands)."""
+    args = [head, *(option.encode("ascii") for option in options)]
+    if any(_CONTROL.search(arg) for arg in args):
+        raise ValueError("a control character in the command")
+    return b" ".join(args) + b"\r\n"
+
+
 # -- values ------------------------------------------------------------------------------------
 
 
@@ -306,6 +334,78 @@ class _SessionError(Exception):
         self.retry_plaintext = retry_plaintext
 
 
+class _StaleConnectionError(Exception):
+    """A reused idle connection turned out dead before its peer answered anything of ours:
+    nothing was done, so the recipients try again on another connection to the same host."""
+
+
+class _ReplyReader(asyncio.Protocol):
+    """The peer's replies, every one kept in order, while installed on a connection's transport
+    for a pipelined exchange. aiosmtplib's protocol parses one reply per arrival of data and
+    drops what arrives while a parsed reply waits to be picked up: fine for one command at a
+    time, but pipelined replies can come in one segment or in several at once."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._replies: deque[SMTPResponse] = deque()
+        self._error: SMTPException | None = None
+        self._changed: asyncio.Event = asyncio.Event()
+        self.answered = False  # the peer has answered something since we were installed
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer.extend(data)
+        try:
+            while (reply := self._parse()) is not None:
+                self._replies.append(reply)
+        except SMTPResponseException as exc:
+            self._error = exc
+        self._changed.set()
+
+    def eof_received(self) -> bool:
+        self._fail(SMTPServerDisconnected("Unexpected EOF received"))
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        error = SMTPServerDisconnected("Connection lost")
+        error.__cause__ = exc
+        self._fail(error)
+
+    def _fail(self, error: SMTPException) -> None:
+        if self._error is None:
+            self._error = error
+        self._changed.set()
+
+    def _parse(self) -> SMTPResponse | None:
+        """One whole reply (RFC 5321 4.2.1: "250-" lines, then "250 ") off the buffer."""
+        lines: list[str] = []
+        offset, code = 0, -1
+        while (end := self._buffer.find(b"\n", offset)) >= 0:
+            line = bytes(self._buffer[offset : end + 1])
+            offset = end + 1
+            head = line[:3]
+            if not head.isdigit() or line[3:4] not in (b" ", b"-", b"\r", b"\n"):
+                text = line.decode("utf-8", "replace").strip()
+                raise SMTPResponseException(-1, f"Malformed SMTP reply line: {text!r}")
+            code = int(head)
+            lines.append(line[4:].strip(b" \t\r\n").decode("utf-8", "surrogateescape"))
+            if line[3:4] != b"-":
+                del self._buffer[:offset]
+                self.answered = True
+                return SMTPResponse(code, "\n".join(lines))
+        if len(self._buffer) > _MAX_REPLY:
+            raise SMTPResponseException(-1, "Reply too long")
+        return None
+
+    async def reply(self) -> SMTPResponse:
+        """The next reply, in order (the replies before a disconnection first)."""
+        while not self._replies:
+            if self._error is not None:
+                raise self._error
+            self._changed.clear()
+            await self._changed.wait()
+        return self._replies.popleft()
+
+
 @dataclass(eq=False)
 class _Connection:
     smtp: SMTP
@@ -314,6 +414,7 @@ class _Connection:
     transactions: int = 0
     dirty: bool = False  # a MAIL was sent since the last completed DATA or RSET
     broken: bool = False
+    proven: bool = True  # False: reused from idle without an RSET; alive only once it answers
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -668,6 +769,10 @@ class RemoteDelivery:
             try:
                 async with self._connection(target, pins, plaintext=plaintext) as conn:
                     await self._transactions(conn, target, job)
+            except _StaleConnectionError:
+                # Bounded: each stale one is closed, and a fresh connection is never stale.
+                log.debug("smtp_out stale connection host=%s", target.describe)
+                continue
             except _SessionError as error:
                 if error.retry_plaintext and not plaintext:
                     log.info(
@@ -704,6 +809,8 @@ class RemoteDelivery:
             or not job.envelope.sender.isascii()
             or not all(job.addresses[i].isascii() for i in sendable)
         )
+        if conn.smtp.supports_extension("pipelining"):
+            return await self._pipelined(conn, target, job, sendable, utf8=utf8)
         if not await self._mail(conn, target, job, sendable, utf8=utf8):
             return []
         accepted, leftover = await self._rcpts(conn.smtp, target, job, sendable, utf8=utf8)
@@ -814,6 +921,196 @@ class RemoteDelivery:
         for index in accepted:
             job.settle(index, verdict)
 
+    # -- pipelining (RFC 2920) -------------------------------------------------------------
+
+    async def _pipelined(
+        self, conn: _Connection, target: _Target, job: _Job, sendable: list[int], *, utf8: bool
+    ) -> list[int]:
+        """[RSET,] MAIL, every RCPT and DATA in one write, the replies read in order, then the
+        message: two round trips instead of 3 + recipients. Each reply settles what it would
+        have settled one command at a time; returns indexes to send again (after a 452)."""
+        commands = self._envelope_commands(conn.smtp, job, sendable, utf8=utf8)
+        if commands is None:
+            return []
+        mail, rcpts = commands
+        async with self._replies(conn) as reader:
+            reset = conn.dirty  # RSET may lead a group (RFC 2920 section 3.1)
+            lines = [b"RSET\r\n"] * reset + [mail, *(line for _, line in rcpts), b"DATA\r\n"]
+            self._send(conn, lines)
+            conn.dirty = True
+            if reset:
+                await self._expect_reset(conn, reader, target)
+            accepted, leftover = await self._envelope_replies(
+                conn, reader, target, job, [index for index, _ in rcpts]
+            )
+            data = await self._read(conn, reader, target, "DATA")
+            await self._send_message(conn, reader, target, job, accepted=accepted, data=data)
+        return leftover
+
+    def _envelope_commands(
+        self, smtp: SMTP, job: _Job, sendable: list[int], *, utf8: bool
+    ) -> tuple[bytes, list[tuple[int, bytes]]] | None:
+        """The MAIL line and each recipient's RCPT line; an address that cannot go on a
+        command line is settled here, unsent (None: nothing to send)."""
+        encoding = "utf-8" if utf8 else "ascii"
+        try:
+            mail = _command(
+                b"MAIL FROM:" + quote_address(job.envelope.sender).encode(encoding),
+                self._mail_options(smtp, job, utf8),
+            )
+        except ValueError as exc:
+            verdict = _failed("5.1.7", f"bad sender address for SMTP: {exc}", 553)
+            for index in sendable:
+                job.settle(index, verdict)
+            return None
+        rcpts: list[tuple[int, bytes]] = []
+        for index in sendable:
+            try:
+                address = quote_address(job.addresses[index]).encode(encoding)
+                rcpts.append(
+                    (index, _command(b"RCPT TO:" + address, self._rcpt_options(smtp, job, index)))
+                )
+            except ValueError as exc:
+                job.settle(index, _failed("5.1.3", f"bad recipient address for SMTP: {exc}", 553))
+        return (mail, rcpts) if rcpts else None
+
+    async def _envelope_replies(
+        self,
+        conn: _Connection,
+        reader: _ReplyReader,
+        target: _Target,
+        job: _Job,
+        indexes: list[int],
+    ) -> tuple[list[int], list[int]]:
+        """Read the MAIL and RCPT replies and settle what they decide; (accepted, left for
+        another transaction). A refused MAIL settles every recipient with its reply (their
+        RCPTs are answered, 503 as a rule, and read only to stay in step)."""
+        mail = await self._read(conn, reader, target, "MAIL FROM")
+        refused = None
+        if not 200 <= mail.code < 300:
+            refused = _from_reply(mail.code, mail.message, "MAIL FROM", target)
+            if mail.code == 421:
+                raise _SessionError(refused)
+            for index in indexes:
+                job.settle(index, refused)
+        accepted: list[int] = []
+        leftover: list[int] = []
+        for index in indexes:
+            reply = await self._read(conn, reader, target, "RCPT TO")
+            if refused is not None:
+                continue
+            verdict = _from_reply(reply.code, reply.message, "RCPT TO", target)
+            if reply.code == 421:
+                raise _SessionError(verdict)
+            if reply.code in (250, 251):
+                accepted.append(index)
+            elif leftover or (accepted and _too_many_recipients(verdict)):
+                leftover.append(index)  # sent one at a time, it would not have been sent yet
+            else:
+                job.settle(index, verdict)
+        return accepted, leftover
+
+    async def _send_message(
+        self,
+        conn: _Connection,
+        reader: _ReplyReader,
+        target: _Target,
+        job: _Job,
+        *,
+        accepted: list[int],
+        data: SMTPResponse,
+    ) -> None:
+        """After the DATA reply: the message for the accepted recipients, whose verdict is the
+        final reply. With none accepted the peer should refuse DATA; if it says 354 anyway it
+        gets an empty message (RFC 2920 section 3.1), and the transaction stays dirty."""
+        if data.code != 354:
+            verdict = _from_reply(data.code, data.message, "DATA", target)
+            if data.code == 421:
+                raise _SessionError(verdict)
+            for index in accepted:
+                job.settle(index, verdict)
+            return
+        if not accepted:
+            self._send(conn, [b".\r\n"])
+            await self._read(conn, reader, target, "end of DATA")
+            return
+        body = _LEADING_DOT.sub(b"..", normalize_message_line_endings(job.content))
+        self._send(conn, [body, b".\r\n"])
+        reply = await self._read(conn, reader, target, "end of DATA", patience=self._data_timeout)
+        verdict = _from_reply(reply.code, reply.message, "end of DATA", target)
+        if reply.code == 421:
+            raise _SessionError(verdict)
+        conn.dirty = False
+        conn.transactions += 1
+        for index in accepted:
+            job.settle(index, verdict)
+
+    async def _expect_reset(self, conn: _Connection, reader: _ReplyReader, target: _Target) -> None:
+        reply = await self._read(conn, reader, target, "RSET")
+        if not 200 <= reply.code < 300:
+            raise _SessionError(_from_reply(reply.code, reply.message, "RSET", target))
+
+    @asynccontextmanager
+    async def _replies(self, conn: _Connection) -> AsyncIterator[_ReplyReader]:
+        """Our reader on the connection's transport for a pipelined exchange (aiosmtplib's
+        protocol gets it back after, for the next EHLO-level command or QUIT)."""
+        transport = conn.smtp.transport
+        if transport is None or transport.is_closing():
+            raise _SessionError(_deferred("4.4.2", "connection closed before the transaction"))
+        reader = _ReplyReader()
+        own = transport.get_protocol()
+        transport.set_protocol(reader)
+        try:
+            yield reader
+        finally:
+            if transport.is_closing():
+                conn.broken = True
+            else:
+                transport.set_protocol(own)
+
+    @staticmethod
+    def _send(conn: _Connection, chunks: list[bytes]) -> None:
+        """Write without waiting (the replies say how it went; the transport buffers)."""
+        transport = conn.smtp.transport
+        if transport is None or transport.is_closing():
+            if not conn.proven:
+                raise _StaleConnectionError
+            raise _SessionError(_deferred("4.4.2", "connection closed while sending"))
+        cast(asyncio.WriteTransport, transport).write(b"".join(chunks))
+
+    async def _read(
+        self,
+        conn: _Connection,
+        reader: _ReplyReader,
+        target: _Target,
+        command: str,
+        *,
+        patience: float | None = None,
+    ) -> SMTPResponse:
+        """The next reply (to `command`); a lost connection, a timeout or nonsense is a
+        session failure, or, on a reused connection that never answered, a stale one."""
+        stage = f"sending {command}" if command != "end of DATA" else "sending message body"
+        limit = patience or self._command_timeout
+
+        async def next_reply() -> SMTPResponse:
+            async with asyncio.timeout(limit):
+                return await reader.reply()
+
+        try:
+            reply = await self._net(target, stage, next_reply())
+        except _SessionError:
+            if not conn.proven and not reader.answered:
+                raise _StaleConnectionError from None
+            raise
+        except SMTPResponseException as exc:
+            text = f"bad reply from {target.describe} while {stage}: {exc.message}"
+            raise _SessionError(_deferred("4.5.0", text)) from exc
+        if not conn.proven:
+            if reply.code == 421:  # an idle connection the peer is closing
+                raise _StaleConnectionError
+            conn.proven = True
+        return reply
+
     @staticmethod
     def _mail_options(smtp: SMTP, job: _Job, use_utf8: bool) -> list[str]:
         envelope = job.envelope
@@ -888,6 +1185,11 @@ class RemoteDelivery:
             if not conn.alive or now - conn.last_used > self._idle_timeout:
                 conn.smtp.close()
                 continue
+            if conn.smtp.supports_extension("pipelining"):
+                # No RSET round trip: the transaction's first reply shows whether it is alive
+                # (if not, _StaleConnectionError: the recipients try another connection).
+                conn.proven = False
+                return conn
             try:
                 await conn.smtp.rset(timeout=self._command_timeout)
             except (SMTPException, OSError) as exc:

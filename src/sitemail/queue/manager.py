@@ -16,6 +16,14 @@ its messages is tried alone, so one bad message holds no other up. The others go
 network transports (at most `_PARALLEL_MESSAGES` at once) and their results are recorded
 through the same writer. Time comes from the injected clock, so tests step through 48 hours
 in milliseconds.
+
+New mail does not wait for a pass: the spool hands each committed message over in memory
+(`claim` before its commit, `hand_off` after; spool.Handoff), and it starts at once. The
+database stays the truth: a pass still finds whatever was not handed over (a declined hand-off,
+DSNs, replication, everything after a restart). No message is started twice: claimed and
+in-flight ids are skipped, and so is any message that finished while a pass was reading (its
+snapshot may predate the finishing commit). A finished delivery wakes the loop only when it
+left something for a pass (a deferral, a notice, an expansion, a full house).
 """
 
 from __future__ import annotations
@@ -136,13 +144,73 @@ class QueueManager:
             t for t, agent in self._agents.items() if isinstance(agent, TransactionalAgent)
         )
         self._wake = asyncio.Event()
-        self._running: set[str] = set()
+        self._running: set[str] = set()  # in flight, or claimed by the spool before its commit
+        self._group: asyncio.TaskGroup | None = None  # run()'s, for hand-offs
+        self._planned: dict[str, _Plan] = {}  # routed by deliver_in, for hand_off
+        self._slots: asyncio.Semaphore | None = None  # run()'s: made in its loop
+        # For each pass reading the database (in a thread): messages that finished meanwhile
+        # (the loop's passes and run_once may read at the same time).
+        self._reading: list[set[str]] = []
         self._fast_queue: list[_Plan] = []  # prepared local-only messages awaiting a batch
         self._fast_draining = False
 
     def wake(self) -> None:
         """New mail or an admin retry: look at the queue now."""
         self._wake.set()
+
+    def claim(self, queue_id: str) -> None:
+        """The spool is committing this message and will hand it over: passes skip it."""
+        self._running.add(queue_id)
+
+    def unclaim(self, queue_id: str, *, wake: bool = True) -> None:
+        """The hand-off will not come: the commit failed or the server stops (`wake`: if it
+        was committed after all, a pass picks it up), or `deliver_in` settled it."""
+        self._running.discard(queue_id)
+        self._planned.pop(queue_id, None)
+        if wake:
+            self._wake.set()
+
+    def deliver_in(
+        self, conn: Connection, batch: Sequence[tuple[QueuedMessage, bytes, list[QueuedRecipient]]]
+    ) -> dict[str, bool]:
+        """In the transaction that accepts `batch` (the writer's thread): deliver, record and
+        dequeue the messages whose every recipient is local, so one commit both accepts them
+        and puts them in their mailboxes. A savepoint keeps a failing delivery from failing
+        the acceptance: rolled back, those messages are handed off as usual. Returns, for
+        each message settled here, whether it left work for a pass."""
+        try:
+            local: list[_Plan] = []
+            for message, content, recipients in batch:
+                plan = self._plan(_Work(message, content, list(recipients)))
+                if self._all_transactional(plan):
+                    local.append(plan)
+                else:  # routed once: hand_off takes this plan (the writer's last run's)
+                    self._planned[message.queue_id] = plan
+            if not local:
+                return {}
+            with conn.begin_nested():
+                closed, noticed = self._settle_in(conn, local)
+        except Exception:  # accepted all the same; the usual path retries, message by message
+            log.exception("delivery with acceptance failed; handing the messages off")
+            return {}
+        done = set(closed)
+        return {
+            p.work.message.queue_id: noticed or p.work.message.queue_id not in done for p in local
+        }
+
+    def hand_off(
+        self, message: QueuedMessage, content: bytes, recipients: Sequence[QueuedRecipient]
+    ) -> None:
+        """A message just committed by the spool (claimed before): start its delivery now,
+        without a database poll. Declined (a pass delivers it) before run() or when full."""
+        group = self._group
+        if group is None or len(self._running) > _MAX_IN_FLIGHT:
+            self.unclaim(message.queue_id)
+            return
+        plan = self._planned.pop(message.queue_id, None)
+        if plan is None or plan.work.due != list(recipients):  # routed in another run
+            plan = self._plan(_Work(message, content, list(recipients)))
+        self._start([plan], group)
 
     @property
     def busy(self) -> bool:
@@ -154,47 +222,86 @@ class QueueManager:
         e.g. applying a replication answer, must not hold up mail queued after it), then
         sleep until the next due time or a wake-up. Every delivery task belongs to this
         TaskGroup, so cancelling `run` stops them all."""
-        slots = asyncio.Semaphore(_PARALLEL_MESSAGES)
         leftovers = await self._writer.submit(close_finished)
         if leftovers:
             log.warning("dropped %d finished message(s) left by a crash", len(leftovers))
+        self._slots = asyncio.Semaphore(_PARALLEL_MESSAGES)
         async with asyncio.TaskGroup() as group:
-            while True:
-                try:
-                    started = await self._start_due(group, slots)
-                except Exception:  # a bad pass must not stop the queue
-                    log.exception("queue pass failed")
-                    started = 0
-                if started:
-                    continue
-                next_at = await asyncio.to_thread(self._next_due)
-                delay = _IDLE_POLL if next_at is None else max(0.0, next_at - self._clock.now())
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a cancellation that
-                # races the wake-up, and then the server never stops.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(delay, _IDLE_POLL) or 0.01):
-                        await self._wake.wait()
-                self._wake.clear()
+            self._group = group
+            try:
+                await self._loop(group)
+            finally:
+                self._group = None
+
+    async def _loop(self, group: asyncio.TaskGroup) -> None:
+        while True:
+            try:
+                started = await self._start_due(group)
+            except Exception:  # a bad pass must not stop the queue
+                log.exception("queue pass failed")
+                started = 0
+            if started:
+                continue
+            next_at = await asyncio.to_thread(self._next_due)
+            delay = _IDLE_POLL if next_at is None else max(0.0, next_at - self._clock.now())
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a cancellation that
+            # races the wake-up, and then the server never stops.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(delay, _IDLE_POLL) or 0.01):
+                    await self._wake.wait()
+            self._wake.clear()
 
     def _next_due(self) -> float | None:
         with self._store.read() as conn:
             return next_due_at(conn)
 
-    async def _start_due(self, group: asyncio.TaskGroup, slots: asyncio.Semaphore) -> int:
+    async def _start_due(self, group: asyncio.TaskGroup) -> int:
         """Start every due message not already in flight; returns how many were started."""
         if len(self._running) >= _MAX_IN_FLIGHT:
             return 0  # a finishing delivery wakes the loop; no more messages in memory meanwhile
         now = self._clock.now()
         # One thread hop for both the due query and the loading: each hop costs about a
-        # millisecond on a busy machine, and this is on every message's path.
-        ids, plans = await asyncio.to_thread(
-            self._due_plans, now, frozenset(self._running), _MAX_IN_FLIGHT - len(self._running)
+        # millisecond on a busy machine.
+        ids, plans = await self._read_fresh(
+            functools.partial(
+                self._due_plans,
+                now,
+                frozenset(self._running),
+                _MAX_IN_FLIGHT - len(self._running),
+            )
         )
         if not ids:
             return 0
-        # Only this loop starts messages, so nothing it skipped has started meanwhile.
+        self._start(plans, group)
+        return len(ids)
+
+    async def _read_fresh(
+        self, read: Callable[[], tuple[list[str], list[_Plan]]]
+    ) -> tuple[list[str], list[_Plan]]:
+        """Run a pass's read in a thread; leave out what was claimed, started or finished
+        while it read (hand-offs run meanwhile, and the snapshot may be older than their
+        commits)."""
+        settled: set[str] = set()
+        self._reading.append(settled)
+        try:
+            ids, plans = await asyncio.to_thread(read)
+        finally:
+            # by identity: two readers' sets may be equal
+            self._reading = [other for other in self._reading if other is not settled]
+        taken = self._running | settled
+        return ids, [p for p in plans if p.work.message.queue_id not in taken]
+
+    def _finished(self, ids: Sequence[str]) -> None:
+        """These messages are no longer in flight (their results are committed)."""
+        self._running.difference_update(ids)
+        for settled in self._reading:
+            settled.update(ids)
+
+    def _start(self, plans: list[_Plan], group: asyncio.TaskGroup) -> None:
+        """Start delivering `plans` (network ones in their own tasks, local ones batched)."""
         self._running.update(p.work.message.queue_id for p in plans)
         fast = [p for p in plans if self._all_transactional(p)]
+        slots = self._slots or asyncio.Semaphore(_PARALLEL_MESSAGES)
         for plan in plans:
             if not self._all_transactional(plan):
                 group.create_task(self._guarded([plan], self._slow(plan, slots)))
@@ -203,7 +310,6 @@ class QueueManager:
             if not self._fast_draining:
                 self._fast_draining = True
                 group.create_task(self._drain_fast())
-        return len(ids)
 
     async def _drain_fast(self) -> None:
         """Local deliveries go in one batch at a time: while a batch commits, what arrives
@@ -215,30 +321,35 @@ class QueueManager:
         finally:
             self._fast_draining = False
 
-    async def _slow(self, plan: _Plan, slots: asyncio.Semaphore) -> None:
+    async def _slow(self, plan: _Plan, slots: asyncio.Semaphore) -> bool:
         async with slots:
-            await self._process(plan)
+            return await self._process(plan)
 
-    async def _guarded(self, plans: list[_Plan], work: Coroutine[Any, Any, None]) -> None:
+    async def _guarded(self, plans: list[_Plan], work: Coroutine[Any, Any, bool]) -> None:
+        """Run one delivery job; then wake the loop if it left work for a pass: what it
+        queued (notices, expansions), a deferral (a new due time), or room it freed."""
+        wake = True
         try:
-            await work
+            wake = await work or len(self._running) >= _MAX_IN_FLIGHT
         except Exception:  # one message's fault must not cancel its siblings
             log.exception("delivery pass failed; the messages stay queued")
         finally:
-            self._running.difference_update(p.work.message.queue_id for p in plans)
-            self._wake.set()  # what it queued (notices, expansions) or freed is due now
+            self._finished([p.work.message.queue_id for p in plans])
+            if wake:
+                self._wake.set()
 
     async def run_once(self) -> int:
         """One pass over every message due now, waiting for it; returns how many were handled
         (tests step the injected clock with this)."""
         now = self._clock.now()
-        ids = await asyncio.to_thread(self._due_ids, now)
-        ids = [i for i in ids if i not in self._running]
-        if not ids:
+        _, plans = await self._read_fresh(
+            functools.partial(self._due_plans, now, frozenset(self._running), _BATCH)
+        )
+        if not plans:
             return 0
+        ids = [p.work.message.queue_id for p in plans]
         self._running.update(ids)
         try:
-            plans = await asyncio.to_thread(self._prepare, ids, now)
             limit = asyncio.Semaphore(_PARALLEL_MESSAGES)
             fast = [p for p in plans if self._all_transactional(p)]
             async with asyncio.TaskGroup() as group:
@@ -248,7 +359,7 @@ class QueueManager:
                 if fast:
                     group.create_task(self._process_in_transaction(fast))
         finally:
-            self._running.difference_update(ids)
+            self._finished(ids)
         return len(plans)
 
     def _due_ids(self, now: float) -> list[str]:
@@ -311,15 +422,18 @@ class QueueManager:
     def _all_transactional(self, plan: _Plan) -> bool:
         return all(transport in self._transactional for transport, _ in plan.groups)
 
-    async def _process_in_transaction(self, plans: list[_Plan]) -> None:
+    async def _process_in_transaction(self, plans: list[_Plan]) -> bool:
         """Deliver, record and dequeue in one transaction shared with other writers; if that
-        fails, message by message, so a message that cannot be delivered holds no other up."""
+        fails, message by message, so a message that cannot be delivered holds no other up.
+        True when it left work for a pass (see `_record_in`)."""
         try:
-            await self._writer.submit(functools.partial(self._deliver_and_record, plans=plans))
+            return await self._writer.submit(
+                functools.partial(self._deliver_and_record, plans=plans)
+            )
         except Exception as exc:
             if len(plans) > 1:
                 await asyncio.gather(*(self._process_in_transaction([p]) for p in plans))
-                return
+                return True
             # a transport bug defers; it never loses the message
             plan = plans[0]
             log.exception("local delivery failed for %s", plan.work.message.queue_id)
@@ -329,8 +443,16 @@ class QueueManager:
             await self._writer.submit(
                 lambda conn: self._record_in(conn, plan.work, results, close=True)
             )
+            return True
 
-    def _deliver_and_record(self, conn: Connection, *, plans: list[_Plan]) -> None:
+    def _deliver_and_record(self, conn: Connection, *, plans: list[_Plan]) -> bool:
+        """Settle `plans` in the caller's transaction; whether they left work for a pass."""
+        closed, noticed = self._settle_in(conn, plans)
+        return noticed or len(closed) < len(plans)
+
+    def _settle_in(self, conn: Connection, plans: list[_Plan]) -> tuple[list[str], bool]:
+        """Deliver to the transactional transports, record every result, drop what is done;
+        (the messages dropped, whether a notice was queued)."""
         results = {id(plan): list(plan.results) for plan in plans}
         by_transport: dict[Transport, list[tuple[_Plan, Delivery]]] = defaultdict(list)
         for plan in plans:
@@ -345,11 +467,10 @@ class QueueManager:
             answers = agent.deliver_in(conn, [delivery for _, delivery in items])
             for (plan, _), answer in zip(items, answers, strict=True):
                 results[id(plan)].extend(answer)
-        for plan in plans:
-            self._record_in(conn, plan.work, results[id(plan)], close=False)
-        close_done(conn, [plan.work.message.queue_id for plan in plans])
+        noticed = [self._record_in(conn, p.work, results[id(p)], close=False) for p in plans]
+        return close_done(conn, [plan.work.message.queue_id for plan in plans]), any(noticed)
 
-    async def _process(self, plan: _Plan) -> None:
+    async def _process(self, plan: _Plan) -> bool:
         work = plan.work
         results = list(plan.results)
         outcomes = await asyncio.gather(
@@ -360,8 +481,12 @@ class QueueManager:
         )
         for outcome in outcomes:
             results.extend(outcome)
-        await self._writer.submit(lambda conn: self._record_in(conn, work, results, close=True))
+        # Lazy: the next hop has the message; the record may share the next acceptance's commit.
+        left = await self._writer.submit(
+            lambda conn: self._record_in(conn, work, results, close=True), lazy=True
+        )
         log.debug("processed %s: %d result(s)", work.message.queue_id, len(results))
+        return left
 
     async def _hand_over(
         self, work: _Work, transport: Transport, members: list[tuple[QueuedRecipient, Route]]
@@ -384,9 +509,11 @@ class QueueManager:
 
     def _record_in(
         self, conn: Connection, work: _Work, results: Sequence[RecipientResult], *, close: bool
-    ) -> None:
+    ) -> bool:
         """Write every result and the notices they call for, in the caller's transaction;
-        with `close`, drop the message if every recipient is final (else the caller will)."""
+        with `close`, drop the message if every recipient is final (else the caller will).
+        True when it left work for a pass: a notice queued, or (with `close`) the message
+        still has queued recipients."""
         now = self._clock.now()
         by_id = {r.id: r for r in work.due}
         notices: dict[DsnKind, list[DsnEntry]] = defaultdict(list)
@@ -416,11 +543,10 @@ class QueueManager:
                 )
                 if kind is DsnKind.DELAY:
                     delayed_ids.append(rcpt.id)
-        for kind, entries in notices.items():
-            self._queue_notice(conn, work, kind, entries, now)
+        queued = [self._queue_notice(conn, work, k, e, now) for k, e in notices.items()]
         mark_delay_notified(conn, delayed_ids)
-        if close:
-            close_if_done(conn, work.message.queue_id)
+        still_queued = close and not close_if_done(conn, work.message.queue_id)
+        return any(queued) or still_queued
 
     def _record_one(
         self,
@@ -482,8 +608,9 @@ class QueueManager:
 
     def _queue_notice(
         self, conn: Connection, work: _Work, kind: DsnKind, entries: list[DsnEntry], now: float
-    ) -> None:
-        """Queue a DSN in this transaction (build_dsn says None for <> senders, DSNs, NOTIFY)."""
+    ) -> bool:
+        """Queue a DSN in this transaction (build_dsn says None for <> senders, DSNs, NOTIFY);
+        whether one was queued."""
         message = work.message
         dsn = build_dsn(
             reporting_mta=self._reporting_mta,
@@ -499,7 +626,7 @@ class QueueManager:
         if dsn is None:
             if kind is DsnKind.FAILURE and not message.envelope.sender:
                 log.warning("failure of %s not reported: null sender", message.queue_id)
-            return
+            return False
         envelope = Envelope(
             sender="",
             recipients=(EnvelopeRecipient(message.envelope.sender, frozenset({Notify.NEVER})),),
@@ -524,6 +651,7 @@ class QueueManager:
                 for entry in entries
             ],
         )
+        return True
 
 
 _ACTIONS = {DsnKind.FAILURE: "failed", DsnKind.DELAY: "delayed", DsnKind.SUCCESS: "delivered"}

@@ -118,7 +118,9 @@ class TrackEvent:
 
 _INSERT_TRACK = insert(track_event)
 _INSERT_MESSAGE = insert(queue_message)
-_INSERT_RCPT = insert(queue_rcpt)
+# The recipient rows' ids, in the order given: the spool hands new messages to the queue
+# manager in memory, and its results are recorded by row id (RETURNING: SQLite >= 3.35, PG).
+_INSERT_RCPT = insert(queue_rcpt).returning(queue_rcpt.c.id, sort_by_parameter_order=True)
 _BY_QUEUE_ID: BindParameter[str] = bindparam("b_queue_id")
 _SELECT_MESSAGE = select(queue_message).where(queue_message.c.queue_id == _BY_QUEUE_ID)
 _SELECT_RCPTS = (
@@ -220,13 +222,15 @@ def insert_message(
     conn: Connection, queue_id: QueueId, message: NewMessage, now: float, site: str
 ) -> str:
     """Write one message and its recipients; returns its Message-ID."""
-    return insert_messages(conn, [(queue_id, message)], now, site)[0]
+    queued, _ = insert_messages(conn, [(queue_id, message)], now, site)[0]
+    return queued.message_id
 
 
 def insert_messages(
     conn: Connection, messages: Sequence[tuple[QueueId, NewMessage]], now: float, site: str
-) -> list[str]:
-    """Write messages and their recipients, three statements for all; their Message-IDs."""
+) -> list[tuple[QueuedMessage, list[QueuedRecipient]]]:
+    """Write messages and their recipients, three statements for all; returns each message
+    as the queue will see it (recipients with their row ids), as `load_messages` would."""
     message_rows: list[dict[str, Any]] = []
     rcpt_rows: list[dict[str, Any]] = []
     events: list[TrackEvent] = []
@@ -253,11 +257,35 @@ def insert_messages(
             TrackEvent(now, "received", queue_id, message_id, env.sender, r.address, site, detail)
             for r in env.recipients
         )
-    if message_rows:
-        conn.execute(_INSERT_MESSAGE, message_rows)
-        conn.execute(_INSERT_RCPT, rcpt_rows)
-        track(conn, events)
-    return [row["message_id"] for row in message_rows]
+    if not message_rows:
+        return []
+    conn.execute(_INSERT_MESSAGE, message_rows)
+    rcpt_ids = iter(conn.execute(_INSERT_RCPT, rcpt_rows).scalars().all() if rcpt_rows else [])
+    track(conn, events)
+    out = []
+    for (queue_id, message), row in zip(messages, message_rows, strict=True):
+        env = message.envelope
+        queued = QueuedMessage(
+            queue_id=queue_id,
+            envelope=env,
+            received_at=now,
+            size=len(message.content),
+            message_id=row["message_id"],
+            is_dsn=message.is_dsn,
+        )
+        recipients = [
+            QueuedRecipient(
+                id=next(rcpt_ids),
+                queue_id=queue_id,
+                recipient=r,
+                attempts=0,
+                first_attempt_at=None,
+                delay_notified=False,
+            )
+            for r in env.recipients
+        ]
+        out.append((queued, recipients))
+    return out
 
 
 def add_recipients(

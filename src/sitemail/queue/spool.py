@@ -7,6 +7,16 @@ messages and the queue's delivery records alike, into one transaction, so N sess
 one fsync, and durability does not cap throughput. If the commit fails, every waiter gets the
 exception (the SMTP session answers 451) and nothing is half-written: the transaction is all
 or nothing.
+
+With a `Handoff` (the queue manager), new messages skip the wait for a queue pass:
+- a message whose every recipient is local is delivered in the very transaction that accepts
+  it (`Handoff.deliver_in`, under a savepoint: if delivery fails, the message is still
+  accepted, only queued), so it is in the mailbox with the one commit, before the 250;
+- any other goes to the manager in memory once committed (`hand_off`): its delivery starts
+  without a database poll or a thread hop. This is only a faster wake-up: the message is
+  durable, and one the manager declines (or a restart forgets) is found by a later pass.
+Each id is claimed before its commit, so a pass that sees the committed row never starts it
+a second time.
 """
 
 from __future__ import annotations
@@ -14,24 +24,52 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy import Connection
 
 from sitemail.core.clock import Clock
-from sitemail.queue.model import QueueId
+from sitemail.queue.model import QueuedMessage, QueuedRecipient, QueueId
 from sitemail.queue.records import NewMessage, insert_messages, new_queue_id
 from sitemail.store.engine import Store
 from sitemail.store.writer import GroupWriter
 
-__all__ = ["Spool"]
+__all__ = ["Handoff", "Spool"]
+
+log = logging.getLogger("sitemail.queue")
+
+_Queued = tuple[QueuedMessage, list[QueuedRecipient]]
+New = tuple[QueuedMessage, bytes, list[QueuedRecipient]]  # a message just written, with content
+
+
+class Handoff(Protocol):
+    """Who takes new messages at once (the queue manager)."""
+
+    def claim(self, queue_id: QueueId) -> None:
+        """Before the commit: no pass over the database may start this message."""
+
+    def unclaim(self, queue_id: QueueId, *, wake: bool = True) -> None:
+        """No hand-off follows (the commit failed, the server stops, or `deliver_in` settled
+        it); `wake`: a pass has something to look at."""
+
+    def deliver_in(self, conn: Connection, batch: Sequence[New]) -> dict[str, bool]:
+        """In the accepting transaction (the writer's thread): deliver what it can right there;
+        {queue id: whether a pass has work left from it} for each message it settled."""
+
+    def hand_off(
+        self, message: QueuedMessage, content: bytes, recipients: Sequence[QueuedRecipient]
+    ) -> None:
+        """Committed, on the loop: deliver it now (or drop the claim and leave it to a pass)."""
 
 
 @dataclass(slots=True)
 class _Pending:
     message: NewMessage
+    queue_id: QueueId
     future: asyncio.Future[QueueId]
 
 
@@ -52,11 +90,13 @@ class Spool:
         on_enqueued: Callable[[], None] | None = None,
         *,
         writer: GroupWriter | None = None,
+        handoff: Handoff | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._site = site
         self._on_enqueued = on_enqueued
+        self._handoff = handoff
         self._own_writer = writer is None
         self.writer = writer or GroupWriter(store)
         self._lock = threading.Lock()  # the open batch is closed by the writer thread
@@ -81,6 +121,7 @@ class Spool:
         batch, self._open = self._open, None
         for pending in batch.items if batch is not None else []:
             if not pending.future.done():
+                self._unclaim(pending)
                 pending.future.set_exception(ConnectionAbortedError("server shutting down"))
         if self._own_writer:
             await self.writer.stop()
@@ -93,7 +134,9 @@ class Spool:
         message never waits for an earlier batch's commit before its own can start.
         """
         future: asyncio.Future[QueueId] = asyncio.get_running_loop().create_future()
-        pending = _Pending(message, future)
+        pending = _Pending(message, message.queue_id or new_queue_id(self._clock.now()), future)
+        if self._handoff is not None:
+            self._handoff.claim(pending.queue_id)
         batch = self._open
         with self._lock:
             joined = batch is not None and not batch.taken
@@ -105,32 +148,63 @@ class Spool:
             self._submitting.add(task)
             task.add_done_callback(self._submitting.discard)
         queue_id = await future
-        if self._on_enqueued is not None:
+        if self._on_enqueued is not None and self._handoff is None:
             self._on_enqueued()
         return queue_id
 
     async def _submit(self, batch: _Batch) -> None:
+        handed = False
         try:
-            ids = await self.writer.submit(functools.partial(self._insert, batch=batch))
+            queued, settled = await self.writer.submit(functools.partial(self._insert, batch=batch))
         except Exception as exc:  # every waiter gets it (451); nothing was written
             for pending in batch.items:
                 if not pending.future.done():
                     pending.future.set_exception(exc)
             return
+        else:
+            self._hand_off(batch, queued, settled)
+            handed = True
         finally:
             if self._open is batch:
                 self._open = None
-        for pending, queue_id in zip(batch.items, ids, strict=True):
+            if not handed:  # failed or cancelled: a pass decides what became of them
+                for pending in batch.items:
+                    self._unclaim(pending)
+        for pending in batch.items:
             if not pending.future.done():
-                pending.future.set_result(queue_id)
+                pending.future.set_result(pending.queue_id)
 
-    def _insert(self, conn: Connection, *, batch: _Batch) -> list[QueueId]:
-        """In the writer thread: close the batch (later messages open the next) and write it."""
+    def _hand_off(self, batch: _Batch, queued: list[_Queued], settled: dict[str, bool]) -> None:
+        if self._handoff is None:
+            return
+        for pending, (message, recipients) in zip(batch.items, queued, strict=True):
+            try:
+                if message.queue_id in settled:  # delivered with its acceptance
+                    self._handoff.unclaim(message.queue_id, wake=settled[message.queue_id])
+                else:
+                    self._handoff.hand_off(message, pending.message.content, recipients)
+            except Exception:  # it is committed: the 250 must still go out; a pass delivers it
+                log.exception(
+                    "hand-off of %s failed; left to the next queue pass", message.queue_id
+                )
+                self._unclaim(pending)
+
+    def _unclaim(self, pending: _Pending) -> None:
+        if self._handoff is not None:
+            self._handoff.unclaim(pending.queue_id)
+
+    def _insert(self, conn: Connection, *, batch: _Batch) -> tuple[list[_Queued], dict[str, bool]]:
+        """In the writer thread: close the batch (later messages open the next), write it,
+        and let the hand-off deliver what it can in the same transaction."""
         with self._lock:
             batch.taken = True
-        now = self._clock.now()
-        ids = [p.message.queue_id or new_queue_id(now) for p in batch.items]
-        insert_messages(
-            conn, [(i, p.message) for i, p in zip(ids, batch.items, strict=True)], now, self._site
+        queued = insert_messages(
+            conn, [(p.queue_id, p.message) for p in batch.items], self._clock.now(), self._site
         )
-        return ids
+        if self._handoff is None:
+            return queued, {}
+        new = [
+            (message, pending.message.content, recipients)
+            for pending, (message, recipients) in zip(batch.items, queued, strict=True)
+        ]
+        return queued, self._handoff.deliver_in(conn, new)

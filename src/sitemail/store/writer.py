@@ -15,6 +15,12 @@ Invariants:
   and only its last run counts).
 - Without `start()` (tests, admin commands) each `submit` is its own transaction on a worker
   thread, with the same guarantees.
+
+Lazy jobs (`submit(job, lazy=True)`: writes nobody is waiting on, such as the record of a
+message already handed to the next hop) wait up to `linger` seconds for a job that someone
+is waiting on, to share its commit instead of taking the thread just before it arrives: at
+light load that is the next message's acceptance, which would otherwise wait for a commit of
+its own behind the record. A lazy job alone is committed once its linger is over.
 """
 
 from __future__ import annotations
@@ -34,12 +40,15 @@ __all__ = ["GroupWriter"]
 
 T = TypeVar("T")
 _MAX_BATCH = 256
+_LINGER = 0.005  # seconds a lazy job waits for company (about one SMTP transaction on loopback)
 
 
 @dataclass(slots=True)
 class _Job:
     run: Callable[[Connection], Any]
     future: asyncio.Future[Any]
+    lazy: bool = False
+    since: float = 0.0  # loop time of submission
     result: Any = None
     error: BaseException | None = None
 
@@ -47,9 +56,12 @@ class _Job:
 class GroupWriter:
     """Runs write jobs on one thread, as many per transaction as are waiting."""
 
-    def __init__(self, store: Store, *, max_batch: int = _MAX_BATCH) -> None:
+    def __init__(
+        self, store: Store, *, max_batch: int = _MAX_BATCH, linger: float = _LINGER
+    ) -> None:
         self._store = store
         self._max_batch = max_batch
+        self._linger = linger
         self._pending: list[_Job] = []
         self._inflight: list[_Job] = []
         self._wake: asyncio.Event | None = None
@@ -84,12 +96,14 @@ class GroupWriter:
         if thread is not None:
             await asyncio.to_thread(thread.shutdown, wait=True)
 
-    async def submit(self, job: Callable[[Connection], T]) -> T:
-        """Run `job(conn)` in a write transaction; its result once that is committed."""
+    async def submit(self, job: Callable[[Connection], T], *, lazy: bool = False) -> T:
+        """Run `job(conn)` in a write transaction; its result once that is committed.
+        `lazy`: it may wait up to `linger` for company (see the module docstring)."""
         if self._task is None or self._wake is None:
             return await asyncio.to_thread(self._run_alone, job)
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Job(job, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending.append(_Job(job, future, lazy, loop.time()))
         self._wake.set()
         return await future
 
@@ -125,6 +139,19 @@ class GroupWriter:
             self.jobs += len(todo)
             return
 
+    async def _linger_while_lazy(self) -> None:
+        """While only lazy jobs wait, wait for another job, up to `linger` after the oldest."""
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        while self._pending and all(job.lazy for job in self._pending):
+            remaining = self._pending[0].since + self._linger - loop.time()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._wake.wait()
+            self._wake.clear()
+
     async def _writer(self) -> None:
         assert self._wake is not None
         loop = asyncio.get_running_loop()
@@ -132,6 +159,7 @@ class GroupWriter:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
+                await self._linger_while_lazy()
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
                 self._inflight = batch

@@ -86,3 +86,35 @@ def test_writer_not_started_commits_each_job_alone(store: Store) -> None:
         asyncio.run(writer.submit(fail))
     assert sites(store) == {"solo"}
     assert writer.commits == 1
+
+
+def test_writer_lazy_job_shares_the_commit_of_the_next_job(store: Store) -> None:
+    """A lazy job waits (here: as long as it takes) for a job someone waits on: one commit."""
+
+    async def scenario() -> list[str]:
+        writer = GroupWriter(store, linger=60.0)
+        await writer.start()
+        try:
+            lazy = asyncio.create_task(writer.submit(add("record"), lazy=True))
+            await asyncio.sleep(0)  # the lazy job is pending, alone
+            accepted = await writer.submit(add("accepted"))
+            return [await lazy, accepted]
+        finally:
+            assert (writer.jobs, writer.commits) == (2, 1)
+            await writer.stop()
+
+    assert asyncio.run(scenario()) == ["record", "accepted"]
+    assert sites(store) == {"record", "accepted"}
+
+
+def test_writer_lazy_job_alone_commits_after_its_linger(store: Store) -> None:
+    async def scenario() -> str:
+        writer = GroupWriter(store, linger=0.001)
+        await writer.start()
+        try:
+            return await writer.submit(add("record"), lazy=True)
+        finally:
+            await writer.stop()
+
+    assert asyncio.run(scenario()) == "record"
+    assert sites(store) == {"record"}
