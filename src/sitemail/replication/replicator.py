@@ -13,17 +13,6 @@ the whole step or none of it).
   "objects": [...], "more": bool}`: at most 512 objects, oldest USN first per naming context.
   The requester applies them (apply.py), raises each watermark to `to` when the answer starts
   at or below what it holds, and while `more` is set asks again from where the answer stopped.
-- A window: a request may ask for `"window": n` answers at once (we ask for WINDOW; a peer
-  serves at most MAX_WINDOW). The peer composes them in one go, each continuing the last, and
-  each carries `"window": {"part", "parts", "next", "more"}`: where the whole window ends and
-  whether more follows it. The first of them to arrive asks for the next window (so the peer
-  composes it while these are applied); they travel as separate messages and may arrive in
-  any order, so each is taken only in its turn (`in_turn`), which keeps their sequence numbers
-  rising (a later one taken first would make an earlier one look replayed): a window's answers
-  have consecutive sequence numbers (composed in one transaction), so one is in turn once the
-  peer's answer high-water mark has reached the one before it; the first of a window once it
-  has reached `after`, the last answer of the window before, which the request names and the
-  peer repeats. The exchange is complete with the window's last answer.
 - One request outstanding per peer: a scheduled or "now" request is not sent while one is
   unanswered (until `request_timeout`), so a peer that never answers (the article's one-sided
   connector) does not pile requests up; it shows as waiting.
@@ -76,8 +65,6 @@ __all__ = ["BATCH", "Received", "Replicator", "RequestOutcome", "dsa_address"]
 log = logging.getLogger("sitemail.replication")
 
 BATCH = 512  # objects per answer, as Exchange's directory service
-WINDOW = 4  # answers we ask for at once: the round trip is hidden behind applying them
-MAX_WINDOW = 8  # answers we compose for one request, whatever it asks
 _ADDRESSING_FAULTS = frozenset({"expired", "wrong-organisation", "misaddressed"})
 _MAX_HEALS = 3
 MAX_PENDING = 100  # held requests from unconfigured sites: a flood cannot grow the table
@@ -177,12 +164,7 @@ class Replicator:
         return {r[0] for r in conn.execute(sites)} | set(state.watermarks(conn))
 
     def _request_body(
-        self,
-        conn: Connection,
-        connector: Connector,
-        cursors: Mapping[str, int],
-        full: bool,
-        after: int | None,
+        self, conn: Connection, connector: Connector, cursors: Mapping[str, int], full: bool
     ) -> dict[str, Any]:
         direct = {c.site for c in list_connectors(self.directory)}
         exclude = sorted({self.site} | (direct - {connector.site}))
@@ -192,18 +174,14 @@ class Replicator:
             nc: cursors.get(nc, 0 if full else marks.get(nc, 0))
             for nc in sorted(known | set(cursors))
         }
-        body: dict[str, Any] = {
+        return {
             "ncs": {nc: usn for nc, usn in ncs.items() if nc not in exclude},
             "exclude": exclude,
             "full": full,
             "key": self.key.public.token,
             "routing_address": self.routing_domain(),
             "bridgehead": self.server,
-            "window": WINDOW,
         }
-        if after is not None:  # a continuation: its answers come after this one of ours
-            body["after"] = after
-        return body
 
     def request(
         self, conn: Connection, connector: Connector, *, full: bool = False, force: bool = False
@@ -223,16 +201,10 @@ class Replicator:
         return self._send_request(conn, connector, {}, full=full)
 
     def _send_request(
-        self,
-        conn: Connection,
-        connector: Connector,
-        cursors: Mapping[str, int],
-        *,
-        full: bool,
-        after: int | None = None,
+        self, conn: Connection, connector: Connector, cursors: Mapping[str, int], *, full: bool
     ) -> RequestOutcome:
         now = self.clock.now()
-        body = self._request_body(conn, connector, cursors, full, after)
+        body = self._request_body(conn, connector, cursors, full)
         seq = self._queue(
             conn, MessageType.REQUEST, connector.site, dsa_address(connector.routing_address), body
         )
@@ -312,50 +284,18 @@ class Replicator:
         while we apply this one (the two sites work in parallel). Committed on its own: if we
         crash before applying, the answer is still queued and is applied when we restart, and
         the request already sent does not make another one (it is the outstanding one now)."""
-        if message.type is not MessageType.ANSWER:
+        if message.type is not MessageType.ANSWER or message.body.get("more") is not True:
             return False
-        connectors = {c.site: c for c in list_connectors(self.directory)}
-        connector = connectors.get(message.origin)
+        connector = {c.site: c for c in list_connectors(self.directory)}.get(message.origin)
         ranges = _ranges(message.body.get("ncs"))
         peer = state.get_peer(conn, message.origin)
         if connector is None or ranges is None or message.seq <= int(peer.hw_answer):
             return False
         if peer.outstanding_seq is None or peer.outstanding_seq != message.body.get("in_reply_to"):
             return False
-        pulled = self._pulled_through(connector.site, connectors)
-        more, cursors = _continuation(message.body, ranges, pulled)
-        if not more:
-            return False
-        self._send_request(
-            conn,
-            connector,
-            cursors,
-            full=bool(peer.outstanding_full),
-            after=_last_seq_of_window(message),
-        )
+        cursors = {nc: end for nc, (_, end, _) in ranges.items()}
+        self._send_request(conn, connector, cursors, full=bool(peer.outstanding_full))
         return True
-
-    def in_turn(self, message: ReplicationMessage) -> bool:
-        """Whether an answer may be taken now: the answer before it in its window (or, for
-        a window's first, the `after` its request named) has been taken; see the module doc.
-        Anything else (not an answer, not of a window) is always in turn."""
-        before = _taken_before(message)
-        if before is None:
-            return True
-        with self.directory.store.read() as conn:
-            return int(state.get_peer(conn, message.origin).hw_answer) >= before
-
-    def _pulled_through(
-        self, peer: str, connectors: Mapping[str, Connector] | None
-    ) -> Callable[[str], bool]:
-        """Which naming contexts we take from `peer`: not ours, not another direct peer's."""
-        sites = (
-            connectors
-            if connectors is not None
-            else {c.site: c for c in list_connectors(self.directory)}
-        )
-        direct = set(sites) - {peer}
-        return lambda nc: nc != self.site and nc not in direct
 
     def _reject(
         self, conn: Connection, reason: str, origin: str, queue_id: str, detail: str
@@ -616,57 +556,27 @@ class Replicator:
         extra = sorted(self.held_ncs(conn) - set(requested) - exclude)
         cursors = {nc: usn for nc, usn in sorted(requested.items()) if nc not in exclude}
         cursors.update(dict.fromkeys(extra, 0))
-        asked = body.get("window")
-        window = min(asked, MAX_WINDOW) if isinstance(asked, int) and asked > 1 else 1
-        parts, end = self._collect_window(conn, cursors, window)
-        for number, (objects, ncs, more) in enumerate(parts):
-            answer: dict[str, Any] = {
-                "in_reply_to": message.seq,
-                "ncs": ncs,
-                "objects": [o.as_wire() for o in objects],
-                "more": more,
-            }
-            if window > 1:  # only for requesters that know windows
-                answer["window"] = {
-                    "part": number,
-                    "parts": len(parts),
-                    "next": end,
-                    "more": parts[-1][2],
-                }
-                after = body.get("after")
-                if isinstance(after, int) and not isinstance(after, bool):
-                    answer["window"]["after"] = after
-            self._queue(
-                conn,
-                MessageType.ANSWER,
-                message.origin,
-                dsa_address(connector.routing_address),
-                answer,
-            )
+        objects, ncs, more = self._collect(conn, cursors)
+        answer = {
+            "in_reply_to": message.seq,
+            "ncs": ncs,
+            "objects": [o.as_wire() for o in objects],
+            "more": more,
+        }
+        self._queue(
+            conn,
+            MessageType.ANSWER,
+            message.origin,
+            dsa_address(connector.routing_address),
+            answer,
+        )
         state.update_peer(conn, message.origin, last_served_at=now)
         state.bump_peer(conn, message.origin, "requests_served")
-        count = sum(len(objects) for objects, _, _ in parts)
         return Received(
             "answered",
             message.origin,
-            f"request #{message.seq}: {count} objects in {len(parts)} answer(s), "
-            f"more={parts[-1][2]}",
+            f"request #{message.seq}: {len(objects)} objects, more={more}",
         )
-
-    def _collect_window(
-        self, conn: Connection, cursors: Mapping[str, int], window: int
-    ) -> tuple[list[tuple[list[Any], dict[str, dict[str, int]], bool]], dict[str, int]]:
-        """Up to `window` answers, each going on where the one before stopped (as the
-        requester's next request would); and the cursors where the last one stops."""
-        parts = []
-        position = dict(cursors)
-        for _ in range(window):
-            objects, ncs, more = self._collect(conn, position)
-            parts.append((objects, ncs, more))
-            position.update({nc: spec["to"] for nc, spec in ncs.items()})
-            if not more:
-                break
-        return parts, position
 
     def _collect(
         self, conn: Connection, cursors: Mapping[str, int]
@@ -750,18 +660,9 @@ class Replicator:
         peer = state.get_peer(conn, connector.site)
         more = body.get("more") is True
         if peer.outstanding_seq == body.get("in_reply_to"):
-            pulled = self._pulled_through(connector.site, None)
-            going_on, cursors = _continuation(body, ranges, pulled)
-            if going_on:
-                self._send_request(
-                    conn,
-                    connector,
-                    cursors,
-                    full=bool(peer.outstanding_full),
-                    after=_last_seq_of_window(message),
-                )
-            elif not _last_of_window(body):
-                pass  # the rest of this window is on its way; its last answer ends the exchange
+            if more:
+                cursors = {nc: end for nc, (_, end, _) in ranges.items()}
+                self._send_request(conn, connector, cursors, full=bool(peer.outstanding_full))
             elif self._has_gap(conn, ranges) and self._heals.get(connector.site, 0) < _MAX_HEALS:
                 # An answer was lost or came out of order (e.g. a crash between asking ahead
                 # and applying): ask again from what we really hold (a few times at most, so
@@ -783,62 +684,6 @@ class Replicator:
             f"{result.refused} refused, more={more}"
         )
         return Received("applied", message.origin, detail)
-
-
-def _window(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    window = body.get("window")
-    return window if isinstance(window, dict) else None
-
-
-def _continuation(
-    body: Mapping[str, Any],
-    ranges: Mapping[str, tuple[int, int, int]],
-    pulled: Callable[[str], bool],
-) -> tuple[bool, dict[str, int]]:
-    """Whether the exchange goes on after this answer (after its whole window, for one of a
-    window), and the cursors to ask from next (only naming contexts we pull from this peer)."""
-    window = _window(body)
-    if window is None:
-        more, cursors = body.get("more") is True, {nc: end for nc, (_, end, _) in ranges.items()}
-    else:
-        more, cursors = window.get("more") is True, _int_map(window.get("next"))
-    return more, {nc: usn for nc, usn in cursors.items() if pulled(nc)}
-
-
-def _window_position(message: ReplicationMessage) -> tuple[int, int] | None:
-    """(part, parts) of a well-formed answer of a window; None for any other message."""
-    window = _window(message.body) if message.type is MessageType.ANSWER else None
-    if window is None:
-        return None
-    part, parts = window.get("part"), window.get("parts")
-    if not (isinstance(part, int) and isinstance(parts, int) and 0 <= part < parts):
-        return None
-    return part, parts
-
-
-def _last_seq_of_window(message: ReplicationMessage) -> int:
-    """The sequence number of the last answer of this answer's window (consecutive numbers)."""
-    position = _window_position(message)
-    return message.seq if position is None else message.seq - position[0] + position[1] - 1
-
-
-def _taken_before(message: ReplicationMessage) -> int | None:
-    """The answer high-water mark at which this answer is in turn; None: always."""
-    position = _window_position(message)
-    if position is None:
-        return None
-    if position[0] > 0:
-        return message.seq - 1
-    after = message.body["window"].get("after")
-    return after if isinstance(after, int) and not isinstance(after, bool) else None
-
-
-def _last_of_window(body: Mapping[str, Any]) -> bool:
-    window = _window(body)
-    if window is None:
-        return True
-    part, parts = window.get("part"), window.get("parts")
-    return not (isinstance(part, int) and isinstance(parts, int)) or part >= parts - 1
 
 
 def _gap(marks: Mapping[str, int], ranges: Mapping[str, tuple[int, int, int]]) -> bool:
