@@ -19,11 +19,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 SITEMAIL = str(Path(sys.executable).parent / "sitemail")
+LAB_UP_SECONDS = 420  # the whole article by CLI: 1-3 minutes on a busy 2-core machine
 SITES = {"SiteA": 10, "SiteB": 15, "SiteC": 20}  # last octet of each site's address
 
 
@@ -35,6 +36,7 @@ class RunningLab:
     dns_port: int
     env: dict[str, str]
     up_output: str = ""
+    tokens: dict[str, str] = field(default_factory=dict)
 
     def address(self, site: str) -> str:
         return f"{self.net}.{SITES[site]}"
@@ -52,14 +54,14 @@ class RunningLab:
         return self.root / site
 
     def sitemail(
-        self, *args: str, site: str | None = None, check: bool = True
+        self, *args: str, site: str | None = None, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
         """One `sitemail` command as an administrator types it (with `--data-dir` of `site`)."""
         command = [SITEMAIL, *args]
         if site is not None:
             command += ["--data-dir", str(self.data_dir(site))]
         proc = subprocess.run(
-            command, capture_output=True, text=True, env=self.env, timeout=120, check=False
+            command, capture_output=True, text=True, env=self.env, timeout=timeout, check=False
         )
         if check and proc.returncode != 0:
             raise AssertionError(
@@ -72,7 +74,10 @@ class RunningLab:
         return json.loads(self.sitemail(*args, "--json", site=site).stdout)
 
     def token(self, site: str) -> str:
-        return self.sitemail("admin", "token", site=site).stdout.strip()
+        """`sitemail admin token` of `site` (asked once: it stays until the file is deleted)."""
+        if site not in self.tokens:
+            self.tokens[site] = self.sitemail("admin", "token", site=site).stdout.strip()
+        return self.tokens[site]
 
     def track(self, site: str, ref: str) -> list[dict[str, str]]:
         """`sitemail track REF --json` at `site` (no events yet: an empty list)."""
@@ -148,6 +153,7 @@ def running_lab(root: Path, net: str) -> Iterator[RunningLab]:
         proc = lab.sitemail(
             "lab", "up", "--detach", "--dir", str(root), "--net", net,
             "--smtp-port", str(smtp_port), "--dns-port", str(dns_port), check=False,
+            timeout=LAB_UP_SECONDS,
         )  # fmt: skip
         lab.up_output = proc.stdout
         started = lab_pids(root)
