@@ -26,6 +26,16 @@ from tests.e2e.browser import (
 from tests.support.lab import RunningLab, existing_lab, running_lab
 
 SAVED = pytest.StashKey[list[Path]]()
+CALL_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Note on the test whether its body failed (the console fixture then keeps the page)."""
+    report: pytest.TestReport = yield
+    if report.when == "call":
+        item.stash[CALL_FAILED] = report.failed
+    return report
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +62,17 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def console(lab: RunningLab, browser: Browser) -> Iterator[Page]:
-    """SiteA's console, logged in with SiteA's admin token; no page errors by the end."""
+def console(
+    lab: RunningLab, browser: Browser, screenshot: Screenshot, request: pytest.FixtureRequest
+) -> Iterator[Page]:
+    """SiteA's console, logged in with SiteA's admin token; no page errors by the end. The
+    page a failed test ends on is saved as `failed-<test>.png`."""
     page, errors = open_page(browser, lab.console_url("SiteA"))
     try:
         log_in(page, lab.token("SiteA"))
         yield page
+        if request.node.stash.get(CALL_FAILED, False):
+            screenshot(page, f"failed-{request.node.name}")
         assert errors.seen == [], errors.seen
     finally:
         page.context.close()
