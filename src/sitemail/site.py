@@ -21,9 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from sitemail.admin import cli
-from sitemail.admin.datadir import remember_data_dir, resolve_data_dir
-from sitemail.admin.snapshot import site_snapshot
 from sitemail.admin.token import admin_address
 from sitemail.admin.wake import open_wake_socket
 from sitemail.config import ServerConfig, load_config
@@ -34,7 +31,6 @@ from sitemail.delivery.remote import RemoteDelivery
 from sitemail.directory import Directory
 from sitemail.directory.auth import Authenticator
 from sitemail.imap import ImapService
-from sitemail.lab.cli import register as register_lab
 from sitemail.pop3 import Pop3Service
 from sitemail.queue.manager import QueueManager
 from sitemail.queue.model import DeliveryAgent
@@ -53,7 +49,7 @@ from sitemail.store import Store, default_url, open_store, upgrade
 from sitemail.store.writer import GroupWriter
 from sitemail.web import bind_api_socket, create_app, serve_api
 
-__all__ = ["SiteServer", "build_tls_context", "main", "run_server"]
+__all__ = ["SiteServer", "build_tls_context", "run_server"]
 
 log = logging.getLogger("sitemail.site")
 T = TypeVar("T")
@@ -418,18 +414,3 @@ def run_server(data_dir: Path) -> None:
             "running? change [server] listen or the ports in [smtp], [imap], [pop3], "
             "[submission])"
         ) from exc
-
-
-@cli.app.command("serve")
-@cli.handle_errors
-def serve(data_dir: cli.DataDir = None) -> None:
-    """Run the server: SMTP listeners, the queue and delivery, until Ctrl-C or SIGTERM."""
-    run_server(resolve_data_dir(data_dir))
-
-
-register_lab(cli.lab_app, cli.handle_errors, site_snapshot, remember_data_dir)
-
-
-def main() -> None:
-    """Console-script entry point: the admin CLI plus `serve` and `lab`."""
-    cli.app()

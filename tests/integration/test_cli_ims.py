@@ -13,9 +13,9 @@ from typer.testing import CliRunner, Result
 from sitemail.admin.service import AdminService
 from sitemail.core.clock import SystemClock
 from sitemail.core.envelope import Envelope, EnvelopeRecipient
+from sitemail.main import cli
 from sitemail.queue.records import NewMessage
 from sitemail.queue.spool import Spool
-from sitemail.site import cli
 
 runner = CliRunner()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner, Result
 
 from sitemail.admin.service import AdminService
-from sitemail.site import cli
+from sitemail.main import cli
 
 runner = CliRunner()
 

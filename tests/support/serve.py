@@ -12,7 +12,7 @@ def serve_command(data_dir: Path) -> list[str]:
     return [
         sys.executable,
         "-c",
-        "from sitemail.site import main; main()",
+        "from sitemail.main import main; main()",
         "serve",
         "-D",
         str(data_dir),
@@ -26,7 +26,7 @@ def serve_until_it_exits(data_dir: Path, timeout: float = 60) -> subprocess.Comp
         [
             sys.executable,
             "-c",
-            "from sitemail.site import main; main()",
+            "from sitemail.main import main; main()",
             "serve",
             "-D",
             str(data_dir),

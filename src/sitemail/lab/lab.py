@@ -145,7 +145,7 @@ def sitemail_command() -> list[str]:
     script = Path(sys.executable).parent / "sitemail"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "from sitemail.site import main; main()"]
+    return [sys.executable, "-c", "from sitemail.main import main; main()"]
 
 
 def _process_is_ours(pid: int, root: Path) -> bool:
