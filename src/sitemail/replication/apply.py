@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from sqlalchemy import JSON, Connection, Table, Text, delete, insert, select, type_coerce, update
@@ -84,6 +85,7 @@ _GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 _SITE_MAX = 64
 _DSA_PREFIX = f"{DSA_LOCAL_PART}@"  # no replica may claim a site's directory-service mailbox
 _INT_MAX = 2**63 - 1  # SQLite's INTEGER (and BIGINT elsewhere)
+_IN_CHUNK = 500  # bound parameters per IN (...): below SQLite's oldest limit of 999
 
 
 def _text(value: object, limit: int = 256) -> str | None:
@@ -279,14 +281,14 @@ def _insert_fresh(conn: Connection, objects: Sequence[WireObject], local_site: s
     """New objects in bulk: one insert for the rows, one for every uncontested address."""
     if not objects:
         return
-    bulk_insert(conn, dir_object, [o.row() for o in objects])
+    _insert_objects(conn, objects)
     rows = [
         row
         for o in objects
         if not o.is_deleted
         for row in proxy_rows(o.guid, map(parse_proxy, o.attrs.get("proxies", [])))
     ]
-    taken = owners_of(conn, [r["address_key"] for r in rows])
+    taken = _owners(conn, [r["address_key"] for r in rows])
     free: list[dict[str, Any]] = []
     contested: list[dict[str, Any]] = []
     for row in rows:
@@ -298,6 +300,42 @@ def _insert_fresh(conn: Connection, objects: Sequence[WireObject], local_site: s
         _claim(conn, row, local_site)
 
 
+_WIRE_FIELDS = tuple(WireObject.__slots__)  # the dir_object columns, by the same names
+
+
+def _insert_objects(conn: Connection, objects: Sequence[WireObject]) -> None:
+    """`bulk_insert` of dir_object rows, each parameter tuple read straight off the object
+    (on SQLite: no dict per row, one JSON encoding per row for `attrs`)."""
+    if conn.dialect.name != "sqlite":
+        bulk_insert(conn, dir_object, [o.row() for o in objects])
+        return
+    sql, order = _compiled_insert(conn, dir_object, _WIRE_FIELDS)
+    attrs = order.index("attrs")
+    fields = attrgetter(*order)
+    dumps = json.dumps
+    params = []
+    for obj in objects:
+        values = list(fields(obj))
+        values[attrs] = dumps(values[attrs])
+        params.append(tuple(values))
+    conn.exec_driver_sql(sql, params)
+
+
+_COMPILED: dict[tuple[str, str, tuple[str, ...]], tuple[str, list[str]]] = {}
+
+
+def _compiled_insert(
+    conn: Connection, table: Table, columns: Sequence[str]
+) -> tuple[str, list[str]]:
+    """The INSERT statement for `columns` of `table` and its parameters' order (cached)."""
+    key = (conn.dialect.name, table.name, tuple(columns))
+    found = _COMPILED.get(key)
+    if found is None:
+        compiled = insert(table).compile(dialect=conn.dialect, column_keys=list(columns))
+        found = _COMPILED[key] = (str(compiled), list(compiled.positiontup or []))
+    return found
+
+
 def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """Many rows at once. On SQLite straight to the driver's executemany with JSON encoded
     here: SQLAlchemy's per-row parameter processing costs more than SQLite's insert itself
@@ -307,21 +345,56 @@ def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     if conn.dialect.name != "sqlite":
         conn.execute(insert(table), list(rows))
         return
-    compiled = insert(table).compile(dialect=conn.dialect, column_keys=list(rows[0]))
-    order = [(name, isinstance(table.c[name].type, JSON)) for name in compiled.positiontup or []]
-    dumps = json.dumps
-    conn.exec_driver_sql(
-        str(compiled),
-        [tuple(dumps(r[n]) if is_json else r[n] for n, is_json in order) for r in rows],
-    )
+    sql, order = _compiled_insert(conn, table, list(rows[0]))
+    fields = itemgetter(*order)
+    encoded = [i for i, name in enumerate(order) if isinstance(table.c[name].type, JSON)]
+    if len(order) == 1 or encoded:
+        dumps = json.dumps
+        params = [
+            tuple(dumps(r[n]) if i in encoded else r[n] for i, n in enumerate(order)) for r in rows
+        ]
+    else:
+        params = [fields(r) for r in rows]
+    conn.exec_driver_sql(sql, params)
 
 
 def _current_versions(conn: Connection, guids: Sequence[str]) -> dict[str, tuple[str, int, int]]:
     c = dir_object.c
+    if conn.dialect.name == "sqlite":  # plain SQL: compiling 512 bound parameters costs more
+        found: dict[str, tuple[str, int, int]] = {}
+        for part in _chunks(list(guids)):
+            marks = ",".join("?" * len(part))
+            rows = conn.exec_driver_sql(
+                "SELECT guid, site, version, usn_changed FROM dir_object "  # noqa: S608
+                f"WHERE guid IN ({marks})",
+                tuple(part),
+            )
+            found.update((guid, (site, version, usn)) for guid, site, version, usn in rows)
+        return found
     rows = conn.execute(
         select(c.guid, c.site, c.version, c.usn_changed).where(c.guid.in_(list(guids)))
     )
     return {r.guid: (r.site, r.version, r.usn_changed) for r in rows}
+
+
+def _owners(conn: Connection, keys: Sequence[str]) -> dict[str, str]:
+    """`owners_of` (which guid holds each address key), in plain SQL on SQLite."""
+    if conn.dialect.name != "sqlite":
+        return owners_of(conn, keys)
+    found: dict[str, str] = {}
+    for part in _chunks(list(keys)):
+        marks = ",".join("?" * len(part))
+        rows = conn.exec_driver_sql(
+            f"SELECT address_key, guid FROM proxy_address WHERE address_key IN ({marks})",  # noqa: S608
+            tuple(part),
+        )
+        found.update((key, guid) for key, guid in rows)
+    return found
+
+
+def _chunks(items: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(items), _IN_CHUNK):
+        yield items[start : start + _IN_CHUNK]
 
 
 def _store(conn: Connection, obj: WireObject, local_site: str) -> None:

@@ -164,9 +164,13 @@ class Replicator:
         return {r[0] for r in conn.execute(sites)} | set(state.watermarks(conn))
 
     def _request_body(
-        self, conn: Connection, connector: Connector, cursors: Mapping[str, int], full: bool
+        self,
+        conn: Connection,
+        connector: Connector,
+        cursors: Mapping[str, int],
+        full: bool,
+        direct: set[str],
     ) -> dict[str, Any]:
-        direct = {c.site for c in list_connectors(self.directory)}
         exclude = sorted({self.site} | (direct - {connector.site}))
         known = (self.held_ncs(conn) | {connector.site}) - set(exclude)
         marks = state.watermarks(conn)
@@ -201,10 +205,19 @@ class Replicator:
         return self._send_request(conn, connector, {}, full=full)
 
     def _send_request(
-        self, conn: Connection, connector: Connector, cursors: Mapping[str, int], *, full: bool
+        self,
+        conn: Connection,
+        connector: Connector,
+        cursors: Mapping[str, int],
+        *,
+        full: bool,
+        direct: set[str] | None = None,
     ) -> RequestOutcome:
+        """Queue a request; `direct`: our connectors' sites, when the caller has them."""
         now = self.clock.now()
-        body = self._request_body(conn, connector, cursors, full)
+        if direct is None:
+            direct = {c.site for c in list_connectors(self.directory)}
+        body = self._request_body(conn, connector, cursors, full, direct)
         seq = self._queue(
             conn, MessageType.REQUEST, connector.site, dsa_address(connector.routing_address), body
         )
@@ -276,7 +289,7 @@ class Replicator:
             return self._reject(
                 conn, "no-connector", message.origin, queue_id, "answer from a site we do not ask"
             )
-        return self._take_answer(conn, message, connector)
+        return self._take_answer(conn, message, connector, set(connectors))
 
     def ask_ahead(self, conn: Connection, message: ReplicationMessage) -> bool:
         """For an answer that continues our outstanding request and says "more", queue the
@@ -286,7 +299,8 @@ class Replicator:
         the request already sent does not make another one (it is the outstanding one now)."""
         if message.type is not MessageType.ANSWER or message.body.get("more") is not True:
             return False
-        connector = {c.site: c for c in list_connectors(self.directory)}.get(message.origin)
+        connectors = {c.site: c for c in list_connectors(self.directory)}
+        connector = connectors.get(message.origin)
         ranges = _ranges(message.body.get("ncs"))
         peer = state.get_peer(conn, message.origin)
         if connector is None or ranges is None or message.seq <= int(peer.hw_answer):
@@ -294,7 +308,9 @@ class Replicator:
         if peer.outstanding_seq is None or peer.outstanding_seq != message.body.get("in_reply_to"):
             return False
         cursors = {nc: end for nc, (_, end, _) in ranges.items()}
-        self._send_request(conn, connector, cursors, full=bool(peer.outstanding_full))
+        self._send_request(
+            conn, connector, cursors, full=bool(peer.outstanding_full), direct=set(connectors)
+        )
         return True
 
     def _reject(
@@ -614,8 +630,13 @@ class Replicator:
         return _gap(state.watermarks(conn), own)
 
     def _take_answer(
-        self, conn: Connection, message: ReplicationMessage, connector: Connector
+        self,
+        conn: Connection,
+        message: ReplicationMessage,
+        connector: Connector,
+        sites: set[str],
     ) -> Received:
+        """Apply one verified answer; `sites`: those of our connectors (read by `receive`)."""
         now = self.clock.now()
         body = message.body
         ranges = _ranges(body.get("ncs"))
@@ -627,7 +648,7 @@ class Replicator:
         # A peer may answer only for naming contexts we pull through it: not ours, and not
         # those of our other direct peers (we pull those from their owners), whatever the
         # answer itself declares; no range may end beyond what the peer says it has.
-        direct = {c.site for c in list_connectors(self.directory)} - {connector.site}
+        direct = sites - {connector.site}
         ranges = {
             nc: (start, min(end, max(high, start)), high)
             for nc, (start, end, high) in ranges.items()
@@ -662,13 +683,15 @@ class Replicator:
         if peer.outstanding_seq == body.get("in_reply_to"):
             if more:
                 cursors = {nc: end for nc, (_, end, _) in ranges.items()}
-                self._send_request(conn, connector, cursors, full=bool(peer.outstanding_full))
+                self._send_request(
+                    conn, connector, cursors, full=bool(peer.outstanding_full), direct=sites
+                )
             elif self._has_gap(conn, ranges) and self._heals.get(connector.site, 0) < _MAX_HEALS:
                 # An answer was lost or came out of order (e.g. a crash between asking ahead
                 # and applying): ask again from what we really hold (a few times at most, so
                 # a peer that keeps answering past our watermark cannot keep us asking).
                 self._heals[connector.site] = self._heals.get(connector.site, 0) + 1
-                self._send_request(conn, connector, {}, full=False)
+                self._send_request(conn, connector, {}, full=False, direct=sites)
             else:
                 self._heals.pop(connector.site, None)
                 state.update_peer(

@@ -2,7 +2,8 @@
 
 One job: hand out a configured SQLAlchemy `Engine` and transactions on it. SQLite connections
 get WAL, `synchronous=FULL` (the commit is on disk before we answer anyone), foreign keys, a
-busy timeout and a 32 MiB page cache (bulk changes of 100,000 objects stay in memory). Writers
+busy timeout, a 32 MiB page cache (bulk changes of 100,000 objects stay in memory) and a WAL
+checkpointed every 10,000 pages rather than 1,000 (see `_WAL_CHECKPOINT_PAGES`). Writers
 open with `BEGIN IMMEDIATE` so two writers queue on the lock instead of failing half-way when a
 read transaction tries to upgrade. A bulk writer whose keys all come from its own transaction
 may skip the foreign-key checks for that transaction only (`write(check_foreign_keys=False)`).
@@ -36,6 +37,16 @@ def default_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'sitemail.db'}"
 
 
+# Pages in the WAL before a commit copies them back into the database (SQLite's default: 1,000).
+# A replicated answer of 512 objects dirties a few hundred pages of the guid indexes
+# (dir_object's key, proxy_address.guid: random order), so at the default nearly every
+# commit of a full pull also checkpointed, writing each page twice; at 10,000 a page changed
+# by several answers is copied back once. Measured with 100,000 objects applied in answers
+# of 512: commit 27 ms -> 17 ms per answer (40 -> 22 ms in the last third). The WAL file
+# grows to about 40 MiB (and stays: SQLite reuses it) on a busy site.
+_WAL_CHECKPOINT_PAGES = 10_000
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -47,6 +58,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.execute("PRAGMA cache_size=-32768")  # KiB: 32 MiB, grown only as pages are read
+        cursor.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_PAGES}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
