@@ -2,7 +2,8 @@
 /24 of the test's own (`--net`, hidden), on free ports, with its own XDG_CONFIG_HOME, and always
 brought down again (`sitemail lab down`, then a kill of any process of the lab still there).
 
-Used by the console's end-to-end tests (tests/e2e). Bringing a lab up walks the article's whole
+Used by the lab's own tests (tests/integration/lab) and the console's end-to-end tests
+(tests/e2e). Bringing a lab up walks the article's whole
 procedure through the CLI: a minute or more, so one lab serves a whole module.
 """
 
@@ -54,7 +55,7 @@ class RunningLab:
         return self.root / site
 
     def sitemail(
-        self, *args: str, site: str | None = None, check: bool = True, timeout: float = 120
+        self, *args: str, site: str | None = None, check: bool = True, timeout: float = 300
     ) -> subprocess.CompletedProcess[str]:
         """One `sitemail` command as an administrator types it (with `--data-dir` of `site`)."""
         command = [SITEMAIL, *args]

@@ -67,16 +67,7 @@ def track_cmd(
 
 
 def _event_json(e: TrackEvent) -> dict[str, Any]:
-    return {
-        "at": _when(e.at),
-        "event": e.event,
-        "queue_id": e.queue_id,
-        "message_id": e.message_id,
-        "sender": e.sender,
-        "recipient": e.recipient,
-        "site": e.site,
-        "detail": e.detail,
-    }
+    return {**e.fields(), "at": _when(e.at)}
 
 
 def _print_event(e: TrackEvent) -> None:

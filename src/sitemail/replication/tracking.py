@@ -195,20 +195,8 @@ def store_answer(
     if events:
         conn.execute(
             insert(track_remote_event),
-            [
-                {
-                    "token": token,
-                    "site": site,
-                    "at": e.at,
-                    "event": e.event,
-                    "queue_id": e.queue_id,
-                    "message_id": e.message_id,
-                    "sender": e.sender,
-                    "recipient": e.recipient,
-                    "detail": e.detail,
-                }
-                for e in events
-            ],
+            # `site` is the answer's verified origin, whatever the events say
+            [{**e.fields(), "token": token, "site": site} for e in events],
         )
     conn.execute(
         update(track_query_site)
@@ -234,18 +222,14 @@ def mark_seen(conn: Connection, origin: str, seq: int, expires: float, now: floa
 
 
 def events_to_wire(events: Sequence[TrackEvent]) -> list[dict[str, Any]]:
-    return [
-        {
-            "at": e.at,
-            "event": e.event,
-            "queue_id": e.queue_id,
-            "message_id": e.message_id,
-            "sender": e.sender,
-            "recipient": e.recipient,
-            "detail": e.detail[: _LIMITS["detail"]],
-        }
-        for e in events
-    ]
+    """The events an answer carries: no site (the receiver takes the signer's), details cut."""
+    wire = []
+    for e in events:
+        fields = e.fields()
+        del fields["site"]
+        fields["detail"] = e.detail[: _LIMITS["detail"]]
+        wire.append(fields)
+    return wire
 
 
 def events_from_wire(value: object, site: str) -> list[TrackEvent] | None:

@@ -16,128 +16,26 @@ import signal
 import smtplib
 import socket
 import ssl
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from bench._postfix import PrivatePostfix
+from tests.support.lab import RunningLab, free_port_everywhere, running_lab
 
 NET = "127.10.91"
 SITE_ADDRESSES = {"SiteA": f"{NET}.10", "SiteB": f"{NET}.15", "SiteC": f"{NET}.20"}
 POSTFIX_IP = f"{NET}.30"
-SITEMAIL = str(Path(sys.executable).parent / "sitemail")
 
 pytestmark = pytest.mark.timeout(900)
 
 
-@dataclass
-class RunningLab:
-    root: Path
-    smtp_port: int
-    dns_port: int
-    env: dict[str, str]
-    up_output: str
-
-    def sitemail(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [SITEMAIL, *args],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=300,
-            check=False,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"sitemail {' '.join(args)} -> {proc.returncode}\n{proc.stderr}")
-        return proc
-
-    def data_dir(self, site: str) -> Path:
-        return self.root / site
-
-    def delivered(self, site: str, message_id: str, limit: float = 60) -> bool:
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            proc = self.sitemail(
-                "track", message_id, "--json", "--data-dir", str(self.data_dir(site)), check=False
-            )
-            if proc.returncode == 0 and any(
-                e["event"] == "delivered" for e in json.loads(proc.stdout)
-            ):
-                return True
-            time.sleep(0.5)
-        return False
-
-
-def _bindable(address: str, port: int, kind: socket.SocketKind) -> bool:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        try:
-            sock.bind((address, port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port_everywhere(addresses: list[str], kind: socket.SocketKind, count: int = 1) -> int:
-    """A port P with P .. P+count-1 free on every one of `addresses` (the lab uses the same
-    ports at every site: SMTP, IMAP, POP3 and submission in the six after it, then the
-    admin API)."""
-    with socket.socket() as probe:
-        probe.bind((addresses[0], 0))
-        start = int(probe.getsockname()[1])
-    for port in range(min(start, 65000), 65500):
-        span = range(port, port + count)
-        if all(_bindable(a, p, kind) for a in addresses for p in span):
-            return port
-    raise RuntimeError("no common free ports")
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
-    root = tmp_path_factory.mktemp("lab") / "lab"
-    smtp_port = _free_port_everywhere(list(SITE_ADDRESSES.values()), socket.SOCK_STREAM, 8)
-    dns_port = _free_port_everywhere([f"{NET}.53"], socket.SOCK_DGRAM)
-    env = {
-        **os.environ,
-        "XDG_CONFIG_HOME": str(root.parent / "config"),  # the user's default data dir is not ours
-        "COLUMNS": "200",
-    }
-    env.pop("SITEMAIL_DATA_DIR", None)
-    running = RunningLab(root, smtp_port, dns_port, env, "")
-    started: list[int] = []
-    try:
-        proc = running.sitemail(
-            "lab", "up", "--detach", "--dir", str(root), "--net", NET,
-            "--smtp-port", str(smtp_port), "--dns-port", str(dns_port), check=False,
-        )  # fmt: skip
-        running.up_output = proc.stdout
-        started = _lab_pids(root)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    with running_lab(tmp_path_factory.mktemp("lab") / "lab", NET) as running:
         yield running
-    finally:
-        started = _lab_pids(root) or started
-        running.sitemail("lab", "down", "--dir", str(root), check=False)
-        for pid in started:  # should the folder have gone (another run's temp clean-up)
-            if str(root).encode() in _cmdline(pid):
-                os.kill(pid, signal.SIGKILL)
-
-
-def _lab_pids(root: Path) -> list[int]:
-    try:
-        return list(json.loads((root / "lab.json").read_text())["pids"].values())
-    except (OSError, ValueError, KeyError):
-        return []
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def test_lab_up_walks_the_article_in_its_order_and_mail_reaches_each_home_site(
@@ -231,7 +129,7 @@ def test_postfix_relaying_to_the_lab_mx_reaches_each_home_site(lab: RunningLab) 
     users of all three sites to SiteA; each message is delivered at its user's home site."""
     mx = json.loads(lab.sitemail("lab", "status", "--dir", str(lab.root), "--json").stdout)
     assert mx["sites"][0]["smtp"] == f"{SITE_ADDRESSES['SiteA']}:{lab.smtp_port}"
-    port = _free_port_everywhere([POSTFIX_IP], socket.SOCK_STREAM)
+    port = free_port_everywhere([POSTFIX_IP], socket.SOCK_STREAM)
     relayhost = f"[{SITE_ADDRESSES['SiteA']}]:{lab.smtp_port}"
     with PrivatePostfix(
         ip=POSTFIX_IP,

@@ -145,11 +145,12 @@ def render(
     """A whole page: the tree on the left, the template `page` on the right."""
     request = console.request
     message = _take_flash(request)
+    tree = values.pop("tree", None) or views.tree(console.service)  # a page may have read it
     response = templates.TemplateResponse(
         request,
         page,
         {
-            "tree": views.tree(console.service),
+            "tree": tree,
             "csrf": console.session.csrf,
             "flash": message,
             "path": request.url.path,

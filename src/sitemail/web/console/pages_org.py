@@ -107,8 +107,8 @@ def topology_fragment(console: Console) -> HTMLResponse:
     )
 
 
-def _site(console: ConsoleContext, name: str) -> SiteInfo:
-    for site in views.tree(console.service).sites:
+def _site(tree: views.Tree, name: str) -> SiteInfo:
+    for site in tree.sites:
         if site.name == name:
             return site
     raise NotFoundError(f"no site {name!r} in the directory here")
@@ -116,7 +116,8 @@ def _site(console: ConsoleContext, name: str) -> SiteInfo:
 
 @router.get("/sites/{name}", include_in_schema=False)
 def site_page(console: Console, name: str) -> HTMLResponse:
-    site = _site(console, name)
+    tree = views.tree(console.service)
+    site = _site(tree, name)
     service = console.service
     connected = [
         c for c in service.routing.list_connected_sites(every_site=True) if c.owner == name
@@ -124,6 +125,7 @@ def site_page(console: Console, name: str) -> HTMLResponse:
     return render(
         console,
         "console/site.html",
+        tree=tree,
         site=site,
         addressing=service.addressing() if site.is_local else "",
         connected=connected,
@@ -134,7 +136,8 @@ def site_page(console: Console, name: str) -> HTMLResponse:
 @router.get("/servers/{name}", include_in_schema=False)
 def server_page(console: Console, name: str, tab: str = "general") -> HTMLResponse:
     service = console.service
-    site = next((s for s in views.tree(service).sites if name in s.servers), None)
+    tree = views.tree(service)
+    site = next((s for s in tree.sites if name in s.servers), None)
     if site is None:
         raise NotFoundError(f"no server {name!r} in the directory here")
     every = service.routing.list_connected_sites(every_site=True)
@@ -150,7 +153,8 @@ def server_page(console: Console, name: str, tab: str = "general") -> HTMLRespon
         domains=[d for d in service.routing.list_domains(every_site=True) if d.owner == site.name],
         config=console.api.config if site.is_local else None,
         default_cost=DEFAULT_COST,
-        known_sites=[s.name for s in views.tree(service).sites if not s.is_local],
+        known_sites=[s.name for s in tree.sites if not s.is_local],
+        tree=tree,
     )
 
 
