@@ -29,7 +29,6 @@ import sqlite3
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from operator import itemgetter
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any
 from sqlalchemy import insert, update
 
 from sitemail.admin.service import AdminService
+from sitemail.directory.objects import new_guid
 from sitemail.store.tables import dir_object, proxy_address, site_usn
 
 SITE = "SiteA"
@@ -68,7 +68,7 @@ def mailbox_rows(
     """
     for i in range(count):
         alias = f"user{i:07d}"
-        guid = str(uuid.uuid4())
+        guid = str(new_guid())  # as add_recipient makes them
         old = f"{alias}@{OLD_DOMAIN}"
         new = f"{alias}@{NEW_DOMAIN}"
         proxies = [f"SMTP:{new}", f"smtp:{old}"] if readdressed else [f"SMTP:{old}"]

@@ -8,6 +8,9 @@ the live objects' proxy lists.
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -31,8 +34,36 @@ __all__ = [
 ]
 
 
+class _GuidClock:
+    """Milliseconds and a 12-bit counter for UUIDv7, never repeating or going back in this
+    process (RFC 9562 section 6.2, method 1; a full counter carries into the milliseconds)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = 0
+
+    def next(self) -> int:
+        with self._lock:
+            self._last = max(time.time_ns() // 1_000_000 << 12, self._last + 1)
+            return self._last
+
+
+_GUID_CLOCK = _GuidClock()
+
+
 def new_guid() -> Guid:
-    return Guid(str(uuid.uuid4()))
+    """A UUID version 7 (RFC 9562): Unix milliseconds first, then a counter and 62 random bits.
+
+    Time-ordered on purpose: objects are created, and replicated, roughly in that order, so
+    their keys land at the end of the guid indexes (`dir_object`'s and `proxy_address`'s)
+    instead of on a random page each. With 100,000 random guids an answer of 512 objects
+    dirtied some 400 index pages per index, each written to the WAL, synced and checkpointed.
+    Uniqueness is that of UUIDv4 within a millisecond and counter value: 62 random bits.
+    """
+    stamp = _GUID_CLOCK.next()
+    random = int.from_bytes(os.urandom(8)) & ((1 << 62) - 1)
+    value = (stamp >> 12) << 80 | 0x7 << 76 | (stamp & 0xFFF) << 64 | 0b10 << 62 | random
+    return Guid(str(uuid.UUID(int=value)))
 
 
 def allocate_usns(conn: Connection, site: str, count: int = 1) -> int:

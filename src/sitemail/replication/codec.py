@@ -16,22 +16,32 @@ it. The payload always carries `type`, `org`, `origin`, `target`, `seq` (per sen
 `expires` (epoch seconds), so a message cannot be replayed, redirected to another site or
 used after it expires. Canonical JSON = sorted keys, no spaces, UTF-8: the signed bytes are
 the transmitted bytes (no re-serialisation on the receiving side).
+
+Speed (a full pull of 100,000 objects is about 200 answers of 512): the message is written
+and read by hand, not through the `email` package, which spends milliseconds per answer on
+header objects and line folding; a message whose top part is not ours (a gateway wrapped it)
+still goes through the full MIME parser. JSON goes through orjson: the same canonical bytes
+as the standard library's `json.dumps(sort_keys=True, separators=(",", ":"),
+ensure_ascii=False)`, ten times faster, and stricter on input (no NaN, no integers beyond 64
+bits, nesting limited), which a signed payload never needs.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
+import re
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.parser import BytesParser
+from email.message import Message
+from email.parser import BytesHeaderParser, BytesParser
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import formatdate, make_msgid
 from enum import StrEnum
 from typing import Any
+
+import orjson
 
 from sitemail.core.address import DSA_LOCAL_PART
 from sitemail.core.errors import InvalidValueError
@@ -105,37 +115,50 @@ class ReplicationMessage:
 
 
 def canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+_BASE64_LINE = 76  # RFC 2045's limit for base64 lines
+
+
+def _header(name: str, value: str) -> bytes:
+    # Every value here is ours (site names and host names are checked ASCII when configured):
+    # anything else would need RFC 2047 encoding, and is a bug, not input.
+    if not (value.isascii() and value.isprintable()):
+        raise InvalidValueError(f"replication header {name} must be printable ASCII: {value!r}")
+    return f"{name}: {value}\r\n".encode("ascii")
 
 
 def encode_message(
     message: ReplicationMessage, key: SiteKey, *, sender: str, recipient: str, now: float
 ) -> bytes:
-    """The complete RFC 5322 message, ready to be queued."""
+    """The complete RFC 5322 message (CRLF lines, base64 body of 76-character lines)."""
     payload = zlib.compress(canonical(message.as_payload()), 6)
     signature = base64.b64encode(key.sign(payload)).decode("ascii")
-    mail = EmailMessage(policy=SMTP_POLICY)
-    mail["From"] = sender
-    mail["To"] = recipient
-    mail["Subject"] = (
+    subject = (
         f"Directory replication {message.type}: {message.origin} -> {message.target} #{message.seq}"
     )
-    mail["Date"] = formatdate(now, usegmt=True)
-    mail["Message-ID"] = make_msgid("repl", domain=sender.rpartition("@")[2] or None)
-    mail["Auto-Submitted"] = "auto-generated"
-    mail["X-Sitemail-Replication"] = message.type.value
-    mail.set_content(
-        payload,
-        maintype="application",
-        subtype="x-sitemail-replication",
-        cte="base64",
-        headers=[
-            f"{ORIGIN_HEADER}: {message.origin}",
-            f"{SIGNATURE_HEADER}: {signature}",
-            f"{KEY_HEADER}: {key.public.token}",
-        ],
+    head = b"".join(
+        _header(name, value)
+        for name, value in (
+            ("From", sender),
+            ("To", recipient),
+            ("Subject", subject),
+            ("Date", formatdate(now, usegmt=True)),
+            ("Message-ID", make_msgid("repl", domain=sender.rpartition("@")[2] or None)),
+            ("Auto-Submitted", "auto-generated"),
+            ("X-Sitemail-Replication", message.type.value),
+            ("MIME-Version", "1.0"),
+            ("Content-Type", CONTENT_TYPE),
+            ("Content-Transfer-Encoding", "base64"),
+            (ORIGIN_HEADER, message.origin),
+            (SIGNATURE_HEADER, signature),
+            (KEY_HEADER, key.public.token),
+        )
     )
-    return mail.as_bytes()
+    text = base64.b64encode(payload)
+    lines = [text[i : i + _BASE64_LINE] for i in range(0, len(text), _BASE64_LINE)]
+    return head + b"\r\n" + b"\r\n".join(lines) + b"\r\n"
 
 
 def _field(payload: Mapping[str, Any], name: str, kind: type) -> Any:
@@ -145,22 +168,59 @@ def _field(payload: Mapping[str, Any], name: str, kind: type) -> Any:
     return value
 
 
-def _extract(raw: bytes) -> tuple[str, bytes, bytes]:
+@dataclass(frozen=True, slots=True)
+class _Envelope:
+    """What the MIME wrapping of a replication message carries, not yet verified."""
+
+    origin: str
+    payload: bytes  # the compressed payload the signature covers
+    signature: bytes
+    key: str  # the X-Sitemail-Key field ("" when absent)
+
+
+_END_OF_HEADER = re.compile(rb"\r?\n\r?\n")
+
+
+def _extract(raw: bytes) -> _Envelope:
     if len(raw) > MAX_MESSAGE:
         raise ReplicationRejected("malformed", "message too large")
+    end = _END_OF_HEADER.search(raw)
+    head: Message = BytesHeaderParser(policy=SMTP_POLICY).parsebytes(
+        raw[: end.start()] if end else raw
+    )
+    if end is not None and head.get_content_type() == CONTENT_TYPE:
+        part, body = head, _debase64(raw[end.end() :], head)
+    else:  # not our single part at the top: find it the slow way
+        part, body = _find_part(raw)
+    try:
+        origin = str(part.get(ORIGIN_HEADER, "")).strip()
+        signature = base64.b64decode(str(part.get(SIGNATURE_HEADER, "")).strip(), validate=True)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise ReplicationRejected("malformed", f"bad envelope: {exc.__class__.__name__}") from exc
+    if not origin or not signature or not body:
+        raise ReplicationRejected("malformed", "no origin, signature or payload")
+    return _Envelope(origin, body, signature, str(head.get(KEY_HEADER, "")))
+
+
+def _debase64(body: bytes, part: Message) -> bytes:
+    if str(part.get("Content-Transfer-Encoding", "")).strip().lower() != "base64":
+        raise ReplicationRejected("malformed", "payload is not base64")
+    try:
+        return binascii.a2b_base64(body)
+    except binascii.Error as exc:
+        raise ReplicationRejected("malformed", "payload is not base64") from exc
+
+
+def _find_part(raw: bytes) -> tuple[Message, bytes]:
     mail = BytesParser(policy=SMTP_POLICY).parsebytes(raw)
     part = next((p for p in mail.walk() if p.get_content_type() == CONTENT_TYPE), None)
     if part is None:
         raise ReplicationRejected("malformed", f"no {CONTENT_TYPE} part")
     try:
-        origin = str(part.get(ORIGIN_HEADER, "")).strip()
-        signature = base64.b64decode(str(part.get(SIGNATURE_HEADER, "")).strip(), validate=True)
         payload = part.get_payload(decode=True)
-    except (ValueError, TypeError, binascii.Error) as exc:
+    except (ValueError, TypeError) as exc:
         raise ReplicationRejected("malformed", f"bad envelope: {exc.__class__.__name__}") from exc
-    if not origin or not signature or not isinstance(payload, bytes):
-        raise ReplicationRejected("malformed", "no origin, signature or payload")
-    return origin, payload, signature
+    return part, payload if isinstance(payload, bytes) else b""
 
 
 def _inflate(data: bytes, limit: int = MAX_PAYLOAD) -> bytes:
@@ -185,22 +245,22 @@ def decode_message(
     """Verify and parse; raises ReplicationRejected (malformed, unknown-origin, bad-signature,
     wrong-organisation, misaddressed, expired). Replays are the caller's check (it owns the
     high-water marks)."""
-    origin, compressed, signature = _extract(raw)
+    envelope = _extract(raw)
+    origin = envelope.origin
     key = key_for(origin)
     if key is None:
         raise ReplicationRejected("unknown-origin", f"no key pinned or learned for site {origin!r}")
-    if not key.verify(signature, compressed):
+    if not key.verify(envelope.signature, envelope.payload):
         raise ReplicationRejected("bad-signature", f"signature does not verify with {origin}'s key")
-    return _parse_verified(_inflate(compressed), origin, org=org, site=site, now=now)
+    return _parse_verified(_inflate(envelope.payload), origin, org=org, site=site, now=now)
 
 
 def _parse_verified(
     payload: bytes, origin: str, *, org: str, site: str, now: float
 ) -> ReplicationMessage:
     try:
-        verified = json.loads(payload)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        # RecursionError: "[[[[..." nested deeper than Python's parser goes.
+        verified = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:  # also: nested too deep, NaN, integers over 64 bits
         raise ReplicationRejected("malformed", "payload is not JSON") from exc
     if not isinstance(verified, dict):
         raise ReplicationRejected("malformed", "payload is not an object")
@@ -238,17 +298,16 @@ def decode_self_signed(
     answered, only held as a pending partner whose key fingerprint the admin compares with
     the one the other site's admin reads out (`sitemail site key`) before accepting it.
     """
-    origin, compressed, signature = _extract(raw)
-    mail = BytesParser(policy=SMTP_POLICY).parsebytes(raw, headersonly=True)
+    envelope = _extract(raw)
     try:
-        key = parse_public_key(str(mail.get(KEY_HEADER, "")))
+        key = parse_public_key(envelope.key)
     except InvalidValueError as exc:
         raise ReplicationRejected("unknown-origin", "no key pinned, learned or carried") from exc
     # Verify before inflating anything, and inflate little: a stranger's request is small.
-    if not key.verify(signature, compressed):
+    if not key.verify(envelope.signature, envelope.payload):
         raise ReplicationRejected("bad-signature", "signature does not verify with the key carried")
-    payload = _inflate(compressed, limit=MAX_UNVERIFIED)
-    message = _parse_verified(payload, origin, org=org, site=site, now=now)
+    payload = _inflate(envelope.payload, limit=MAX_UNVERIFIED)
+    message = _parse_verified(payload, envelope.origin, org=org, site=site, now=now)
     if message.body.get("key") != key.token:
         raise ReplicationRejected("bad-signature", "the signed key differs from the header's")
     return message, key
@@ -257,7 +316,7 @@ def decode_self_signed(
 def claimed_origin(raw: bytes) -> str:
     """The origin a message claims, unverified: for logs and counters only, never trusted."""
     try:
-        origin = _extract(raw)[0]
+        origin = _extract(raw).origin
     except ReplicationRejected:
         return ""
     return "".join(c for c in origin if c.isprintable())[:64]
