@@ -121,14 +121,13 @@ class SiteServer:
             directory, self.clock, load_site_key(config.data_dir), config.replication
         )
         wake_queue = _Later()
+        replication = ReplicationAgent(replicator, on_enqueued=wake_queue, submit=writer.submit)
         agents: dict[Transport, DeliveryAgent] = {
             Transport.LOCAL: LocalDelivery(directory, self.clock, org.local_site),
             Transport.RELAY: remote,
             Transport.MX: remote,
             Transport.SITE: remote,
-            Transport.REPLICATION: ReplicationAgent(
-                replicator, on_enqueued=wake_queue, submit=writer.submit
-            ),
+            Transport.REPLICATION: replication,
         }
         manager = QueueManager(
             store,
@@ -141,6 +140,7 @@ class SiteServer:
             writer=writer,
         )
         wake_queue.target = manager.wake
+        replication.handoff = manager  # what it queues starts at once, as the spool's mail
         # The spool hands committed mail straight to the manager (a faster wake-up).
         spool = Spool(
             store,

@@ -38,7 +38,7 @@ from sitemail.queue.records import NewMessage, insert_messages, new_queue_id
 from sitemail.store.engine import Store
 from sitemail.store.writer import GroupWriter
 
-__all__ = ["Handoff", "Spool"]
+__all__ = ["Handoff", "New", "Spool", "hand_over"]
 
 log = logging.getLogger("sitemail.queue")
 
@@ -64,6 +64,23 @@ class Handoff(Protocol):
         self, message: QueuedMessage, content: bytes, recipients: Sequence[QueuedRecipient]
     ) -> None:
         """Committed, on the loop: deliver it now (or drop the claim and leave it to a pass)."""
+
+
+def hand_over(handoff: Handoff, written: Sequence[New], settled: dict[str, bool]) -> list[QueueId]:
+    """After the commit of `written` (each id claimed before it): start each message's
+    delivery, or drop the claim of one `deliver_in` settled. Returns the ids whose hand-off
+    failed (still claimed: the caller unclaims them, and a pass delivers them)."""
+    failed: list[QueueId] = []
+    for message, content, recipients in written:
+        try:
+            if message.queue_id in settled:  # delivered with its acceptance
+                handoff.unclaim(message.queue_id, wake=settled[message.queue_id])
+            else:
+                handoff.hand_off(message, content, recipients)
+        except Exception:  # it is committed: whoever waits must still hear so; a pass delivers it
+            log.exception("hand-off of %s failed; left to the next queue pass", message.queue_id)
+            failed.append(message.queue_id)
+    return failed
 
 
 @dataclass(slots=True)
@@ -177,16 +194,13 @@ class Spool:
     def _hand_off(self, batch: _Batch, queued: list[_Queued], settled: dict[str, bool]) -> None:
         if self._handoff is None:
             return
-        for pending, (message, recipients) in zip(batch.items, queued, strict=True):
-            try:
-                if message.queue_id in settled:  # delivered with its acceptance
-                    self._handoff.unclaim(message.queue_id, wake=settled[message.queue_id])
-                else:
-                    self._handoff.hand_off(message, pending.message.content, recipients)
-            except Exception:  # it is committed: the 250 must still go out; a pass delivers it
-                log.exception(
-                    "hand-off of %s failed; left to the next queue pass", message.queue_id
-                )
+        written = [
+            (message, pending.message.content, recipients)
+            for pending, (message, recipients) in zip(batch.items, queued, strict=True)
+        ]
+        failed = set(hand_over(self._handoff, written, settled))
+        for pending in batch.items:
+            if pending.queue_id in failed:
                 self._unclaim(pending)
 
     def _unclaim(self, pending: _Pending) -> None:

@@ -2,7 +2,11 @@
 
 One job: hand each message to the `Replicator` and record the recipient as delivered (and the
 message as dequeued) in the same transaction as everything the message caused (objects
-applied, answer or next request queued), then wake the queue for what was queued. A rejected
+applied, answer or next request queued). What it queued goes to the queue manager in memory
+once committed, as the spool hands over new mail (each id claimed before the commit, so no
+pass starts it twice): the answer or request is on its way without waiting for a pass, which
+costs a database poll and a thread hop per message, a few milliseconds at each end of every
+round of a full pull. Without a manager to hand to, the queue is woken instead. A rejected
 message is delivered too (it is consumed, logged and counted, never bounced): a forged message
 must not make us send mail. Writes go through the server's group writer (`submit`), like every
 queue write, so they share its transactions instead of competing for SQLite's lock.
@@ -13,14 +17,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
 from sitemail.queue.model import QueuedMessage, QueuedRecipient, RecipientResult
-from sitemail.queue.records import close_if_done, record_delivered
+from sitemail.queue.records import close_if_done, new_queue_id, record_delivered
+from sitemail.queue.spool import Handoff, hand_over
 from sitemail.replication.codec import ReplicationMessage, ReplicationRejected
-from sitemail.replication.replicator import Replicator
+from sitemail.replication.replicator import Outbox, Replicator
 from sitemail.routing.route import Route
 
 __all__ = ["ReplicationAgent", "Submit"]
@@ -28,15 +33,23 @@ __all__ = ["ReplicationAgent", "Submit"]
 log = logging.getLogger("sitemail.replication")
 
 Submit = Callable[[Callable[[Connection], Any]], Awaitable[Any]]
+_T = TypeVar("_T")
+_CLAIMS = 2  # queue ids claimed per step: a step queues one message (answer, request, pong)
 
 
 class ReplicationAgent:
     def __init__(
-        self, replicator: Replicator, *, on_enqueued: Callable[[], None], submit: Submit
+        self,
+        replicator: Replicator,
+        *,
+        on_enqueued: Callable[[], None],
+        submit: Submit,
+        handoff: Handoff | None = None,
     ) -> None:
         self._replicator = replicator
         self._on_enqueued = on_enqueued
         self._submit = submit
+        self.handoff = handoff  # the queue manager (set once it exists: it holds this agent)
         # The directory-service mailbox is processed one message at a time, in arrival order
         # (Exchange's DS does the same): answers build on each other's watermarks.
         self._serial = asyncio.Lock()
@@ -53,14 +66,43 @@ class ReplicationAgent:
             if verified is not None:
                 # Ask for the next batch first, in its own commit, so the peer composes it
                 # while this one is applied (see Replicator.ask_ahead).
-                asked = await self._submit(lambda conn: replicator.ask_ahead(conn, verified))
-                if asked:
-                    self._on_enqueued()
-            results: list[RecipientResult] = await self._submit(
+                await self._step(lambda conn: replicator.ask_ahead(conn, verified))
+            results: list[RecipientResult] = await self._step(
                 lambda conn: self._receive(conn, message, content, recipients, verified)
             )
-        self._on_enqueued()
         return results
+
+    async def _step(self, work: Callable[[Connection], _T]) -> _T:
+        """Run `work` as one writer job and start the mail it queued once it has committed."""
+        handoff = self.handoff
+        if handoff is None:
+            result: _T = await self._submit(work)
+            self._on_enqueued()
+            return result
+        now = self._replicator.clock.now()
+        claimed = [new_queue_id(now) for _ in range(_CLAIMS)]
+        for queue_id in claimed:
+            handoff.claim(queue_id)
+        outbox = Outbox(list(claimed))
+
+        def job(conn: Connection) -> tuple[_T, dict[str, bool]]:
+            done = self._replicator.collecting(outbox, lambda: work(conn))
+            return done, handoff.deliver_in(conn, outbox.written)
+
+        try:
+            result, settled = await self._submit(job)
+        except BaseException:
+            for queue_id in claimed:  # rolled back (or not known): a pass looks
+                handoff.unclaim(queue_id)
+            raise
+        failed = set(hand_over(handoff, outbox.written, settled))
+        started = {m.queue_id for m, _, _ in outbox.written} - failed
+        for queue_id in claimed:
+            if queue_id not in started:
+                handoff.unclaim(queue_id, wake=queue_id in failed)
+        if outbox.overflow:
+            self._on_enqueued()
+        return result
 
     def _verify(self, content: bytes) -> ReplicationMessage | None:
         try:

@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import JSON, Connection, Table, Text, delete, insert, select, type_coerce, update
@@ -41,8 +41,10 @@ __all__ = [
 _KINDS = frozenset(k.value for k in ObjectKind)
 
 
-@dataclass(frozen=True, slots=True)
-class WireObject:
+class WireObject(NamedTuple):
+    """One directory object as it travels (a NamedTuple: a full pull makes 100,000 of them,
+    and a tuple is made in a fraction of a frozen dataclass's time)."""
+
     guid: str
     site: str
     kind: str
@@ -56,22 +58,10 @@ class WireObject:
     changed_at: float
 
     def as_wire(self) -> dict[str, Any]:
-        return {
-            "guid": self.guid,
-            "site": self.site,
-            "kind": self.kind,
-            "name": self.name,
-            "display_name": self.display_name,
-            "attrs": self.attrs,
-            "usn_created": self.usn_created,
-            "usn_changed": self.usn_changed,
-            "version": self.version,
-            "is_deleted": self.is_deleted,
-            "changed_at": self.changed_at,
-        }
+        return self._asdict()
 
     def row(self) -> dict[str, Any]:
-        return self.as_wire()
+        return self._asdict()
 
 
 @dataclass(slots=True)
@@ -316,7 +306,7 @@ def _insert_fresh(conn: Connection, objects: Sequence[WireObject], local_site: s
         _claim(conn, row, local_site)
 
 
-_WIRE_FIELDS = tuple(WireObject.__slots__)  # the dir_object columns, by the same names
+_WIRE_FIELDS = WireObject._fields  # the dir_object columns, by the same names
 
 
 def _insert_objects(conn: Connection, objects: Sequence[WireObject]) -> None:

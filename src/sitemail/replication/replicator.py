@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, func, select
 
@@ -43,7 +44,8 @@ from sitemail.core.envelope import Envelope, EnvelopeRecipient, Notify
 from sitemail.core.errors import InvalidValueError, NotFoundError
 from sitemail.directory import Directory, ObjectKind
 from sitemail.queue.admin import message_events
-from sitemail.queue.records import NewMessage, insert_message, new_queue_id
+from sitemail.queue.model import QueuedMessage, QueuedRecipient, QueueId
+from sitemail.queue.records import NewMessage, insert_messages, new_queue_id
 from sitemail.replication import state, tracking
 from sitemail.replication.apply import apply_objects, object_from_wire, objects_since
 from sitemail.replication.codec import (
@@ -60,7 +62,7 @@ from sitemail.replication.connectors import Connector, list_connectors
 from sitemail.replication.keys import PublicKey, SiteKey, parse_public_key
 from sitemail.store.tables import dir_object
 
-__all__ = ["BATCH", "Received", "Replicator", "RequestOutcome", "dsa_address"]
+__all__ = ["BATCH", "Outbox", "Received", "Replicator", "RequestOutcome", "dsa_address"]
 
 log = logging.getLogger("sitemail.replication")
 
@@ -94,6 +96,29 @@ class Received:
     detail: str
 
 
+@dataclass(slots=True)
+class Outbox:
+    """The replication mail one transaction queues, for the queue manager to start at once
+    when it commits (as the spool hands over new mail), instead of at its next pass.
+
+    `claimed`: queue ids the caller claimed from the manager before the transaction (so no
+    pass can start the message too); each message queued takes the next one. A message
+    beyond them gets a fresh id and is left to a pass (`overflow`)."""
+
+    claimed: list[QueueId]
+    written: list[tuple[QueuedMessage, bytes, list[QueuedRecipient]]] = field(default_factory=list)
+    overflow: int = 0
+
+    def next_id(self, now: float) -> QueueId:
+        if self.claimed:
+            return self.claimed.pop(0)
+        self.overflow += 1
+        return new_queue_id(now)
+
+
+_T = TypeVar("_T")
+
+
 class Replicator:
     """This site's side of replication."""
 
@@ -112,6 +137,7 @@ class Replicator:
         self.settings = settings
         self.batch = batch
         self._heals: dict[str, int] = {}  # re-requests after a gap, per peer, in a row
+        self._local = threading.local()  # the Outbox of the step running in this thread
         org = directory.org()
         self.site = org.local_site
         self.server = org.local_server
@@ -154,8 +180,23 @@ class Replicator:
             message, self.key, sender=dsa_address(self.routing_domain()), recipient=to, now=now
         )
         envelope = Envelope("", (EnvelopeRecipient(to, frozenset({Notify.NEVER})),))
-        insert_message(conn, new_queue_id(now), NewMessage(envelope, raw), now, self.site)
+        outbox: Outbox | None = getattr(self._local, "outbox", None)
+        queue_id = outbox.next_id(now) if outbox is not None else new_queue_id(now)
+        [(queued, recipients)] = insert_messages(
+            conn, [(queue_id, NewMessage(envelope, raw))], now, self.site
+        )
+        if outbox is not None and outbox.overflow == 0:
+            outbox.written.append((queued, raw, recipients))
         return seq
+
+    def collecting(self, outbox: Outbox, step: Callable[[], _T]) -> _T:
+        """Run `step` (a transaction's work, in this thread) with the mail it queues written
+        down in `outbox`."""
+        self._local.outbox = outbox
+        try:
+            return step()
+        finally:
+            self._local.outbox = None
 
     def held_ncs(self, conn: Connection) -> set[str]:
         """Naming contexts held here: every NC's site object has its first USN, so it comes

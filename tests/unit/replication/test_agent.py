@@ -1,0 +1,128 @@
+"""The replication transport hands what it queues to the queue manager, claimed before commit.
+
+A recording `Handoff` stands in for the queue manager (the logic under test is the order of
+claim, commit and hand-off); the store, the writer and both sites' replicators are real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection, select
+
+from sitemail.core.envelope import Envelope, EnvelopeRecipient
+from sitemail.queue.model import QueuedMessage, QueuedRecipient, QueueId
+from sitemail.queue.records import NewMessage, insert_messages, new_queue_id
+from sitemail.queue.spool import New
+from sitemail.replication.agent import ReplicationAgent
+from sitemail.routing.route import Route, Transport
+from sitemail.store.engine import Store
+from sitemail.store.tables import queue_message
+from sitemail.store.writer import GroupWriter
+
+from .test_replicator import pair, take_queued
+
+
+class RecordingHandoff:
+    """Records what the agent asks of the queue manager, and checks each hand-off is of a
+    message already committed."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.claimed: set[str] = set()
+        self.events: list[tuple[str, str]] = []
+
+    def claim(self, queue_id: QueueId) -> None:
+        self.claimed.add(queue_id)
+        self.events.append(("claim", queue_id))
+
+    def unclaim(self, queue_id: QueueId, *, wake: bool = True) -> None:
+        self.claimed.discard(queue_id)
+        self.events.append(("unclaim", queue_id))
+
+    def deliver_in(self, conn: Connection, batch: Sequence[New]) -> dict[str, bool]:
+        return {}  # nothing local: every message goes to a network transport
+
+    def hand_off(
+        self, message: QueuedMessage, content: bytes, recipients: Sequence[QueuedRecipient]
+    ) -> None:
+        assert message.queue_id in self.claimed, "handed off without a claim"
+        with self.store.read() as conn:
+            committed = conn.execute(
+                select(queue_message.c.content).where(queue_message.c.queue_id == message.queue_id)
+            ).scalar()
+        assert committed == content, "handed off before its commit"
+        self.claimed.discard(message.queue_id)  # the manager's now, until it is delivered
+        self.events.append(("hand_off", message.queue_id))
+
+
+def test_agent_hands_the_answer_it_queues_to_the_manager(tmp_path: Path) -> None:
+    """A request delivered to SiteA's directory-service mailbox is answered; the answer is
+    claimed before the commit and handed over after it, and the spare claim is released."""
+    a, ra, b, _ = pair(tmp_path, batch=512)
+    b.replication.request_now("SiteA")
+    [request] = take_queued(b)
+    to = "sitemail-dsa@sitea.example.com"
+    with a.store.write() as conn:
+        [(message, recipients)] = insert_messages(
+            conn,
+            [(new_queue_id(0), NewMessage(Envelope("", (EnvelopeRecipient(to),)), request))],
+            ra.clock.now(),
+            "SiteA",
+        )
+    route = Route(Transport.REPLICATION, "", to)
+    handoff = RecordingHandoff(a.store)
+
+    async def deliver() -> None:
+        writer = GroupWriter(a.store)
+        await writer.start()
+        try:
+            agent = ReplicationAgent(
+                ra, on_enqueued=lambda: None, submit=writer.submit, handoff=handoff
+            )
+            await agent.deliver(message, request, [(r, route) for r in recipients])
+        finally:
+            await writer.stop()
+
+    asyncio.run(deliver())
+    handed = [queue_id for event, queue_id in handoff.events if event == "hand_off"]
+    assert len(handed) == 1  # the answer
+    claims = [queue_id for event, queue_id in handoff.events if event == "claim"]
+    assert handed[0] in claims
+    assert handoff.claimed == set(), "every claim is handed off or released"
+    with a.store.read() as conn:
+        queued = conn.execute(select(queue_message.c.queue_id)).scalars().all()
+    assert handed[0] in queued  # the answer
+    assert message.queue_id not in queued  # the request: delivered and dequeued
+
+
+def test_agent_releases_its_claims_when_the_step_fails(tmp_path: Path) -> None:
+    """A step that fails (rolled back) hands nothing over and keeps no claim: a pass finds
+    the message to the mailbox again, and nothing it would have queued exists."""
+    a, ra, _, _ = pair(tmp_path, batch=512)
+    handoff = RecordingHandoff(a.store)
+
+    def broken(conn: Connection) -> None:
+        ra.ping(conn, "SiteB")  # queues a message under a claimed id...
+        raise RuntimeError("disk full")  # ...and the transaction rolls back
+
+    async def run() -> None:
+        writer = GroupWriter(a.store)
+        await writer.start()
+        try:
+            agent = ReplicationAgent(
+                ra, on_enqueued=lambda: None, submit=writer.submit, handoff=handoff
+            )
+            await agent._step(broken)
+        finally:
+            await writer.stop()
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(run())
+    assert [event for event, _ in handoff.events] == ["claim", "claim", "unclaim", "unclaim"]
+    assert handoff.claimed == set()
+    with a.store.read() as conn:
+        assert conn.execute(select(queue_message.c.queue_id)).scalars().all() == []
