@@ -25,6 +25,7 @@ from sitemail.queue.model import QueuedMessage, QueuedRecipient, RecipientResult
 from sitemail.queue.records import close_if_done, new_queue_id, record_delivered
 from sitemail.queue.spool import Handoff, hand_over
 from sitemail.replication.codec import ReplicationMessage, ReplicationRejected
+from sitemail.replication.connectors import Connector
 from sitemail.replication.replicator import Outbox, Replicator
 from sitemail.routing.route import Route
 
@@ -62,13 +63,15 @@ class ReplicationAgent:
     ) -> list[RecipientResult]:
         replicator = self._replicator
         async with self._serial:
-            verified = await asyncio.to_thread(self._verify, content)
+            connectors, verified = await asyncio.to_thread(self._verify, content)
             if verified is not None:
                 # Ask for the next batch first, in its own commit, so the peer composes it
                 # while this one is applied (see Replicator.ask_ahead).
-                await self._step(lambda conn: replicator.ask_ahead(conn, verified))
+                await self._step(lambda conn: replicator.ask_ahead(conn, verified, connectors))
             results: list[RecipientResult] = await self._step(
-                lambda conn: self._receive(conn, message, content, recipients, verified)
+                lambda conn: self._receive(
+                    conn, message, content, recipients, verified=verified, connectors=connectors
+                )
             )
         return results
 
@@ -104,11 +107,12 @@ class ReplicationAgent:
             self._on_enqueued()
         return result
 
-    def _verify(self, content: bytes) -> ReplicationMessage | None:
+    def _verify(self, content: bytes) -> tuple[dict[str, Connector], ReplicationMessage | None]:
+        connectors = self._replicator.connectors()
         try:
-            return self._replicator.verify(content)
+            return connectors, self._replicator.verify(content, connectors)
         except ReplicationRejected:
-            return None  # `receive` records why
+            return connectors, None  # `receive` records why
 
     def _receive(
         self,
@@ -116,11 +120,15 @@ class ReplicationAgent:
         message: QueuedMessage,
         content: bytes,
         recipients: Sequence[tuple[QueuedRecipient, Route]],
+        *,
         verified: ReplicationMessage | None,
+        connectors: dict[str, Connector],
     ) -> list[RecipientResult]:
         replicator = self._replicator
         now = replicator.clock.now()
-        outcome = replicator.receive(conn, content, queue_id=message.queue_id, verified=verified)
+        outcome = replicator.receive(
+            conn, content, queue_id=message.queue_id, verified=verified, connectors=connectors
+        )
         text = f"replication {outcome.outcome}: {outcome.detail}"
         if outcome.outcome != "rejected":  # refusals are logged as warnings by the replicator
             log.info("%s from %s (queue id %s)", text, outcome.origin, message.queue_id)

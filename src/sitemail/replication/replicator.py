@@ -269,16 +269,25 @@ class Replicator:
             outstanding_at=now,
             outstanding_full=full,
             last_request_at=now,
+            bump={"requests_sent": 1},
         )
-        state.bump_peer(conn, connector.site, "requests_sent")
         kind = "refresh-all request" if full else "request"
         return RequestOutcome(connector.site, True, seq, f"{kind} #{seq} queued")
 
     # -- receiving --------------------------------------------------------------------------
 
-    def verify(self, raw: bytes) -> ReplicationMessage:
+    def connectors(self) -> dict[str, Connector]:
+        """Our connectors by peer site. The transport reads them once per message it takes
+        up and hands them to each step (`verify`, `ask_ahead`, `receive`): a directory read
+        costs a millisecond, and a full pull takes up some 200 answers."""
+        return {c.site: c for c in list_connectors(self.directory)}
+
+    def verify(
+        self, raw: bytes, connectors: Mapping[str, Connector] | None = None
+    ) -> ReplicationMessage:
         """Decode and check the signature (ReplicationRejected otherwise); no state changes."""
-        connectors = {c.site: c for c in list_connectors(self.directory)}
+        if connectors is None:
+            connectors = self.connectors()
         return decode_message(
             raw,
             key_for=self.key_for(connectors),
@@ -294,11 +303,13 @@ class Replicator:
         *,
         queue_id: str = "",
         verified: ReplicationMessage | None = None,
+        connectors: Mapping[str, Connector] | None = None,
     ) -> Received:
         """Verify (unless `verified` is given) and act on one message for our mailbox."""
-        connectors = {c.site: c for c in list_connectors(self.directory)}
+        if connectors is None:
+            connectors = self.connectors()
         try:
-            message = verified or self.verify(raw)
+            message = verified or self.verify(raw, connectors)
         except ReplicationRejected as refused:
             if refused.reason == "unknown-origin":
                 return self._maybe_pending(conn, raw, queue_id, refused)
@@ -322,7 +333,10 @@ class Replicator:
         if message.type is MessageType.REQUEST and connector is None:
             # Held, not taken: the high-water mark stays, so accepting it later answers it.
             return self._hold(conn, message, raw, verified=True)
-        state.update_peer(conn, message.origin, **{mark: message.seq})
+        if message.type is MessageType.REQUEST:
+            state.update_peer(conn, message.origin, hw_request=message.seq)
+        else:
+            state.update_peer(conn, message.origin, hw_answer=message.seq)
         if message.type is MessageType.REQUEST:
             assert connector is not None
             return self.serve(conn, message, connector)
@@ -332,7 +346,12 @@ class Replicator:
             )
         return self._take_answer(conn, message, connector, set(connectors))
 
-    def ask_ahead(self, conn: Connection, message: ReplicationMessage) -> bool:
+    def ask_ahead(
+        self,
+        conn: Connection,
+        message: ReplicationMessage,
+        connectors: Mapping[str, Connector] | None = None,
+    ) -> bool:
         """For an answer that continues our outstanding request and says "more", queue the
         next request now, before the answer is applied, so the peer composes the next batch
         while we apply this one (the two sites work in parallel). Committed on its own: if we
@@ -340,7 +359,8 @@ class Replicator:
         the request already sent does not make another one (it is the outstanding one now)."""
         if message.type is not MessageType.ANSWER or message.body.get("more") is not True:
             return False
-        connectors = {c.site: c for c in list_connectors(self.directory)}
+        if connectors is None:
+            connectors = self.connectors()
         connector = connectors.get(message.origin)
         ranges = _ranges(message.body.get("ncs"))
         peer = state.get_peer(conn, message.origin)
@@ -627,8 +647,7 @@ class Replicator:
             dsa_address(connector.routing_address),
             answer,
         )
-        state.update_peer(conn, message.origin, last_served_at=now)
-        state.bump_peer(conn, message.origin, "requests_served")
+        state.update_peer(conn, message.origin, last_served_at=now, bump={"requests_served": 1})
         return Received(
             "answered",
             message.origin,
@@ -716,9 +735,12 @@ class Replicator:
                 peer_high=high,
                 last_answer_at=now,
             )
-        state.bump_peer(conn, connector.site, "answers_received")
-        state.bump_peer(conn, connector.site, "objects_applied", result.applied)
-        state.update_peer(conn, connector.site, last_answer_at=now)
+        state.update_peer(
+            conn,
+            connector.site,
+            last_answer_at=now,
+            bump={"answers_received": 1, "objects_applied": result.applied},
+        )
         peer = state.get_peer(conn, connector.site)
         more = body.get("more") is True
         if peer.outstanding_seq == body.get("in_reply_to"):

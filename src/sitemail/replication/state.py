@@ -8,6 +8,7 @@ exchanges. Upserts are select-then-write (the caller holds the write transaction
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,6 @@ from sitemail.store.tables import (
 __all__ = [
     "Pending",
     "bump_link",
-    "bump_peer",
     "count_pending",
     "get_peer",
     "get_pending",
@@ -88,15 +88,13 @@ def get_peer(conn: Connection, peer: str) -> Any:
     return row
 
 
-def update_peer(conn: Connection, peer: str, **values: Any) -> None:
+def update_peer(
+    conn: Connection, peer: str, *, bump: Mapping[str, int] | None = None, **values: Any
+) -> None:
+    """Set `values` and add to the `bump` counters of the peer's row, in one statement."""
     get_peer(conn, peer)
-    conn.execute(update(repl_peer).where(repl_peer.c.peer == peer).values(**values))
-
-
-def bump_peer(conn: Connection, peer: str, counter: str, by: int = 1) -> None:
-    get_peer(conn, peer)
-    column = repl_peer.c[counter]
-    conn.execute(update(repl_peer).where(repl_peer.c.peer == peer).values({column: column + by}))
+    added = {repl_peer.c[name]: repl_peer.c[name] + by for name, by in (bump or {}).items()}
+    conn.execute(update(repl_peer).where(repl_peer.c.peer == peer).values({**values, **added}))
 
 
 def bump_link(conn: Connection, peer: str, nc: str, *, applied: int, **values: Any) -> None:
