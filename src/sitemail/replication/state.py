@@ -60,12 +60,14 @@ def set_watermark(conn: Connection, nc: str, usn: int) -> None:
 
 
 def upsert(conn: Connection, table: Table, key: dict[str, Any], values: dict[str, Any]) -> None:
+    """Update the row with `key`, or insert it: one statement when it exists (the caller
+    holds the write transaction, so nobody inserts it in between)."""
     where = [table.c[k] == v for k, v in key.items()]
-    if conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one():
-        if values:
-            conn.execute(update(table).where(*where).values(**values))
-    else:
-        conn.execute(insert(table).values(**key, **values))
+    if values and conn.execute(update(table).where(*where).values(**values)).rowcount:
+        return
+    if not values and conn.execute(select(func.count()).select_from(table).where(*where)).scalar():
+        return
+    conn.execute(insert(table).values(**key, **values))
 
 
 def get_peer(conn: Connection, peer: str) -> Any:
@@ -91,23 +93,24 @@ def get_peer(conn: Connection, peer: str) -> Any:
 def update_peer(
     conn: Connection, peer: str, *, bump: Mapping[str, int] | None = None, **values: Any
 ) -> None:
-    """Set `values` and add to the `bump` counters of the peer's row, in one statement."""
-    get_peer(conn, peer)
+    """Set `values` and add to the `bump` counters of the peer's row, in one statement (two
+    on first contact, when the row is made)."""
     added = {repl_peer.c[name]: repl_peer.c[name] + by for name, by in (bump or {}).items()}
-    conn.execute(update(repl_peer).where(repl_peer.c.peer == peer).values({**values, **added}))
+    statement = update(repl_peer).where(repl_peer.c.peer == peer).values({**values, **added})
+    if not conn.execute(statement).rowcount:
+        get_peer(conn, peer)
+        conn.execute(statement)
 
 
 def bump_link(conn: Connection, peer: str, nc: str, *, applied: int, **values: Any) -> None:
     where = (repl_link.c.peer == peer, repl_link.c.nc == nc)
-    row = conn.execute(select(repl_link).where(*where)).first()
-    if row is None:
+    changed = conn.execute(
+        update(repl_link)
+        .where(*where)
+        .values(objects_applied=repl_link.c.objects_applied + applied, **values)
+    ).rowcount
+    if not changed:
         conn.execute(insert(repl_link).values(peer=peer, nc=nc, objects_applied=applied, **values))
-    else:
-        conn.execute(
-            update(repl_link)
-            .where(*where)
-            .values(objects_applied=repl_link.c.objects_applied + applied, **values)
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,7 +122,10 @@ def test_agent_releases_its_claims_when_the_step_fails(tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError):
         asyncio.run(run())
-    assert [event for event, _ in handoff.events] == ["claim", "claim", "unclaim", "unclaim"]
+    events = [event for event, _ in handoff.events]
+    claims = events.count("claim")
+    assert claims >= 1
+    assert events == ["claim"] * claims + ["unclaim"] * claims  # claimed first, then released
     assert handoff.claimed == set()
     with a.store.read() as conn:
         assert conn.execute(select(queue_message.c.queue_id)).scalars().all() == []

@@ -182,3 +182,30 @@ def test_object_from_wire_refuses_what_would_break_other_code() -> None:
     addressing = {**good, "kind": "site_addressing", "attrs": {"proxies": []}}
     assert object_from_wire(addressing) is None
     assert object_from_wire({**addressing, "attrs": {"smtp": "%m@a.test"}}) is not None
+    # Any JSON value where a string belongs is refused, not raised (a list is not hashable).
+    for field in ("guid", "site", "kind", "name", "display_name"):
+        for odd in ([], {}, 1, None, True):
+            assert object_from_wire({**good, field: odd}) is None, (field, odd)
+    for field in ("usn_created", "usn_changed", "version"):
+        assert object_from_wire({**good, field: -1}) is None
+        assert object_from_wire({**good, field: True}) is None
+
+
+@given(
+    proxies=st.lists(
+        st.tuples(st.sampled_from(["SMTP", "smtp", "X400", "x400"]), st.emails()), max_size=4
+    ),
+    deleted=st.booleans(),
+)
+def test_proxy_index_rows_are_those_of_proxy_rows(
+    proxies: list[tuple[str, str]], deleted: bool
+) -> None:
+    """apply's written-out index rows equal the directory's own `proxy_rows`."""
+    from sitemail.directory import parse_proxy  # noqa: PLC0415
+    from sitemail.directory.objects import proxy_rows  # noqa: PLC0415
+    from sitemail.replication.apply import _proxy_index_rows  # noqa: PLC0415
+
+    texts = [f"{kind}:{address}" for kind, address in proxies]
+    obj = history(G5, [([], deleted)])[0]._replace(attrs={"proxies": texts}, is_deleted=deleted)
+    expected = [] if deleted else proxy_rows(G5, map(parse_proxy, texts))
+    assert _proxy_index_rows([obj]) == expected
