@@ -36,6 +36,10 @@ log = logging.getLogger("sitemail.replication")
 Submit = Callable[[Callable[[Connection], Any]], Awaitable[Any]]
 _T = TypeVar("_T")
 _CLAIMS = 2  # queue ids claimed per step: a step queues one message (answer, request, pong)
+# Asking ahead is for an answer with at most this many messages taken up (itself included):
+# with one answer being applied, the next one asks for a third. Beyond, the answer asks when
+# it is applied (Replicator._take_answer), so no more than a few answers wait here at once.
+_ASK_AHEAD = 2
 
 
 class ReplicationAgent:
@@ -54,6 +58,7 @@ class ReplicationAgent:
         # The directory-service mailbox is processed one message at a time, in arrival order
         # (Exchange's DS does the same): answers build on each other's watermarks.
         self._serial = asyncio.Lock()
+        self._taken = 0  # messages taken up and not yet processed (bounds asking ahead)
 
     async def deliver(
         self,
@@ -62,17 +67,27 @@ class ReplicationAgent:
         recipients: list[tuple[QueuedRecipient, Route]],
     ) -> list[RecipientResult]:
         replicator = self._replicator
-        async with self._serial:
+        self._taken += 1
+        try:
             connectors, verified = await asyncio.to_thread(self._verify, content)
-            if verified is not None:
-                # Ask for the next batch first, in its own commit, so the peer composes it
-                # while this one is applied (see Replicator.ask_ahead).
+            if verified is not None and self._taken <= _ASK_AHEAD:
+                # Ask for the next batch first, in its own commit, and before waiting for
+                # the answers taken up earlier to be applied, so the peer composes it while
+                # they and this one are applied (see Replicator.ask_ahead).
                 await self._step(lambda conn: replicator.ask_ahead(conn, verified, connectors))
-            results: list[RecipientResult] = await self._step(
-                lambda conn: self._receive(
-                    conn, message, content, recipients, verified=verified, connectors=connectors
+            async with self._serial:
+                results: list[RecipientResult] = await self._step(
+                    lambda conn: self._receive(
+                        conn,
+                        message,
+                        content,
+                        recipients,
+                        verified=verified,
+                        connectors=connectors,
+                    )
                 )
-            )
+        finally:
+            self._taken -= 1
         return results
 
     async def _step(self, work: Callable[[Connection], _T]) -> _T:

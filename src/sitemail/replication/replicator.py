@@ -33,6 +33,7 @@ import re
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -60,7 +61,7 @@ from sitemail.replication.codec import (
 )
 from sitemail.replication.connectors import Connector, list_connectors
 from sitemail.replication.keys import PublicKey, SiteKey, parse_public_key
-from sitemail.store.tables import dir_object
+from sitemail.store.tables import dir_object, site_usn
 
 __all__ = ["BATCH", "Outbox", "Received", "Replicator", "RequestOutcome", "dsa_address"]
 
@@ -117,6 +118,15 @@ class Outbox:
 
 
 _T = TypeVar("_T")
+_Collected = tuple[list[Any], dict[str, dict[str, int]], bool]  # objects, ranges, more
+_PREFETCH_FRESH = 5.0  # seconds a prefetched batch may wait for its request
+
+
+@dataclass(slots=True)
+class _Prefetch:
+    cursors: dict[str, int]
+    future: Future[_Collected]
+    at: float
 
 
 class Replicator:
@@ -138,6 +148,9 @@ class Replicator:
         self.batch = batch
         self._heals: dict[str, int] = {}  # re-requests after a gap, per peer, in a row
         self._local = threading.local()  # the Outbox of the step running in this thread
+        self._routing_domain: tuple[int | None, str] | None = None  # (site USN, domain)
+        self._prefetcher: ThreadPoolExecutor | None = None  # made when first needed
+        self._prefetches: dict[str, _Prefetch] = {}  # by peer; used in the writer's thread
         org = directory.org()
         self.site = org.local_site
         self.server = org.local_server
@@ -145,8 +158,17 @@ class Replicator:
 
     # -- identities and keys ----------------------------------------------------------------
 
-    def routing_domain(self) -> str:
-        return self.directory.routing_domain()
+    def routing_domain(self, conn: Connection | None = None) -> str:
+        """Our directory-service mailbox's domain. Within a transaction (`conn`), the last
+        one read is reused while this site's USN is unchanged (no object of ours changed):
+        reading it costs a few directory reads, and every message we queue names it."""
+        if conn is None:
+            return self.directory.routing_domain()
+        usn = conn.execute(select(site_usn.c.usn).where(site_usn.c.site == self.site)).scalar()
+        cached = self._routing_domain
+        if cached is None or cached[0] != usn:
+            cached = self._routing_domain = (usn, self.directory.routing_domain())
+        return cached[1]
 
     def key_for(self, connectors: Mapping[str, Connector]) -> Callable[[str], PublicKey | None]:
         def lookup(origin: str) -> PublicKey | None:
@@ -177,7 +199,7 @@ class Replicator:
             body,
         )
         raw = encode_message(
-            message, self.key, sender=dsa_address(self.routing_domain()), recipient=to, now=now
+            message, self.key, sender=dsa_address(self.routing_domain(conn)), recipient=to, now=now
         )
         envelope = Envelope("", (EnvelopeRecipient(to, frozenset({Notify.NEVER})),))
         outbox: Outbox | None = getattr(self._local, "outbox", None)
@@ -224,7 +246,7 @@ class Replicator:
             "exclude": exclude,
             "full": full,
             "key": self.key.public.token,
-            "routing_address": self.routing_domain(),
+            "routing_address": self.routing_domain(conn),
             "bridgehead": self.server,
         }
 
@@ -633,7 +655,11 @@ class Replicator:
         extra = sorted(self.held_ncs(conn) - set(requested) - exclude)
         cursors = {nc: usn for nc, usn in sorted(requested.items()) if nc not in exclude}
         cursors.update(dict.fromkeys(extra, 0))
-        objects, ncs, more = self._collect(conn, cursors)
+        objects, ncs, more = self._prefetched(message.origin, cursors) or self._collect(
+            conn, cursors
+        )
+        if more:
+            self._prefetch(message.origin, {**cursors, **{nc: r["to"] for nc, r in ncs.items()}})
         answer = {
             "in_reply_to": message.seq,
             "ncs": ncs,
@@ -653,6 +679,36 @@ class Replicator:
             message.origin,
             f"request #{message.seq}: {len(objects)} objects, more={more}",
         )
+
+    def _prefetch(self, peer: str, cursors: dict[str, int]) -> None:
+        """Start reading the batch `peer` will most likely ask for next (from where this
+        answer stops), in a thread of its own, while the answer travels and is applied: a
+        long pull is a chain of round trips, and this read is the answering side's longest
+        step in each. Used only if the next request asks for exactly these cursors."""
+        if self._prefetcher is None:
+            self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="replication-prefetch")
+        future = self._prefetcher.submit(self._collect_read, cursors)
+        self._prefetches[peer] = _Prefetch(cursors, future, self.clock.now())
+
+    def _collect_read(self, cursors: Mapping[str, int]) -> _Collected:
+        with self.directory.store.read() as conn:
+            return self._collect(conn, cursors)
+
+    def _prefetched(self, peer: str, cursors: Mapping[str, int]) -> _Collected | None:
+        """The prefetched batch for exactly these cursors, if one was read recently. It is a
+        snapshot from when it was read: anything changed since has a higher USN than its
+        range, so the answers after it carry it, as if the request had come then."""
+        prefetch = self._prefetches.pop(peer, None)
+        if prefetch is None or prefetch.cursors != cursors:
+            return None
+        if self.clock.now() - prefetch.at > _PREFETCH_FRESH:
+            prefetch.future.cancel()
+            return None
+        try:
+            return prefetch.future.result(timeout=_PREFETCH_FRESH)
+        except Exception:  # a failed read: read again, in the transaction
+            log.exception("prefetched replication batch for %s failed; reading it again", peer)
+            return None
 
     def _collect(
         self, conn: Connection, cursors: Mapping[str, int]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import delete, select
 
@@ -133,3 +134,40 @@ def test_replicator_refuses_a_peer_writing_a_naming_context_we_pull_elsewhere(
     assert a.directory.lookup("planted@sitec.example.com") is None
     with a.store.read() as conn:
         assert "SiteC" not in state.watermarks(conn)
+
+
+def test_replicator_prefetched_batches_are_used_and_miss_nothing(tmp_path: Path) -> None:
+    """The answering side reads the next batch ahead of the request for it; a change made
+    meanwhile (an object renamed, one added) still reaches the requester, in a later answer."""
+    from sitemail.directory import RecipientChanges  # noqa: PLC0415
+
+    a, ra, b, rb = pair(tmp_path, batch=2)
+    for i in range(9):
+        a.add_recipient(ObjectKind.MAILBOX, f"u{i}", display_name=f"U {i}")
+    used: list[bool] = []
+    prefetched = ra._prefetched
+
+    def counting(peer: str, cursors: Any) -> Any:
+        found = prefetched(peer, cursors)
+        used.append(found is not None)
+        return found
+
+    ra._prefetched = counting  # type: ignore[method-assign]
+    b.replication.request_now("SiteA")
+    rounds = 0
+    while requests := take_queued(b):
+        rounds += 1
+        if rounds == 3:  # batches are being read ahead by now
+            a.update_recipient("u0", RecipientChanges(display_name="Renamed"))
+            a.add_recipient(ObjectKind.MAILBOX, "late", display_name="Late")
+        for request in requests:
+            with a.store.write() as conn:
+                ra.receive(conn, request)
+        for raw in take_queued(a):
+            message = rb.verify(raw)
+            with b.store.write() as conn:
+                rb.receive(conn, raw, verified=message)
+    assert any(used), "no prefetched batch was used"
+    held = {o.alias: o for o in b.directory.list_objects(ObjectKind.MAILBOX, site="SiteA")}
+    assert set(held) == {f"u{i}" for i in range(9)} | {"late"}
+    assert held["u0"].display_name == "Renamed"
