@@ -24,6 +24,7 @@ from sqlalchemy import Connection
 from sitemail.queue.model import QueuedMessage, QueuedRecipient, RecipientResult
 from sitemail.queue.records import close_if_done, new_queue_id, record_delivered
 from sitemail.queue.spool import Handoff, hand_over
+from sitemail.replication.apply import WireObject
 from sitemail.replication.codec import ReplicationMessage, ReplicationRejected
 from sitemail.replication.connectors import Connector
 from sitemail.replication.replicator import Outbox, Replicator
@@ -69,7 +70,7 @@ class ReplicationAgent:
         replicator = self._replicator
         self._taken += 1
         try:
-            connectors, verified = await asyncio.to_thread(self._verify, content)
+            connectors, verified, objects = await asyncio.to_thread(self._verify, content)
             if verified is not None and self._taken <= _ASK_AHEAD:
                 # Ask for the next batch first, in its own commit, and before waiting for
                 # the answers taken up earlier to be applied, so the peer composes it while
@@ -84,6 +85,7 @@ class ReplicationAgent:
                         recipients,
                         verified=verified,
                         connectors=connectors,
+                        objects=objects,
                     )
                 )
         finally:
@@ -114,6 +116,7 @@ class ReplicationAgent:
                 handoff.unclaim(queue_id)
             raise
         failed = set(hand_over(handoff, outbox.written, settled))
+        self._replicator.start_prefetches()  # the answer is on its way: read the next batch
         started = {m.queue_id for m, _, _ in outbox.written} - failed
         for queue_id in claimed:
             if queue_id not in started:
@@ -122,12 +125,18 @@ class ReplicationAgent:
             self._on_enqueued()
         return result
 
-    def _verify(self, content: bytes) -> tuple[dict[str, Connector], ReplicationMessage | None]:
-        connectors = self._replicator.connectors()
+    def _verify(
+        self, content: bytes
+    ) -> tuple[dict[str, Connector], ReplicationMessage | None, list[WireObject | None] | None]:
+        """In a thread: our connectors, the verified message and, for an answer, its objects
+        checked (work taken off the store's writer, which applies them)."""
+        replicator = self._replicator
+        connectors = replicator.connectors()
         try:
-            return connectors, self._replicator.verify(content, connectors)
+            verified = replicator.verify(content, connectors)
         except ReplicationRejected:
-            return connectors, None  # `receive` records why
+            return connectors, None, None  # `receive` records why
+        return connectors, verified, replicator.wire_objects(verified)
 
     def _receive(
         self,
@@ -138,11 +147,17 @@ class ReplicationAgent:
         *,
         verified: ReplicationMessage | None,
         connectors: dict[str, Connector],
+        objects: list[WireObject | None] | None,
     ) -> list[RecipientResult]:
         replicator = self._replicator
         now = replicator.clock.now()
         outcome = replicator.receive(
-            conn, content, queue_id=message.queue_id, verified=verified, connectors=connectors
+            conn,
+            content,
+            queue_id=message.queue_id,
+            verified=verified,
+            connectors=connectors,
+            objects=objects,
         )
         text = f"replication {outcome.outcome}: {outcome.detail}"
         if outcome.outcome != "rejected":  # refusals are logged as warnings by the replicator

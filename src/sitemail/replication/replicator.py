@@ -48,7 +48,12 @@ from sitemail.queue.admin import message_events
 from sitemail.queue.model import QueuedMessage, QueuedRecipient, QueueId
 from sitemail.queue.records import NewMessage, insert_messages, new_queue_id
 from sitemail.replication import state, tracking
-from sitemail.replication.apply import apply_objects, object_from_wire, objects_since
+from sitemail.replication.apply import (
+    WireObject,
+    apply_objects,
+    object_from_wire,
+    objects_since,
+)
 from sitemail.replication.codec import (
     DSA_LOCAL_PART,
     MessageType,
@@ -125,7 +130,7 @@ _PREFETCH_FRESH = 5.0  # seconds a prefetched batch may wait for its request
 @dataclass(slots=True)
 class _Prefetch:
     cursors: dict[str, int]
-    future: Future[_Collected]
+    future: Future[_Collected] | None  # None until started
     at: float
 
 
@@ -150,7 +155,8 @@ class Replicator:
         self._local = threading.local()  # the Outbox of the step running in this thread
         self._routing_domain: tuple[int | None, str] | None = None  # (site USN, domain)
         self._prefetcher: ThreadPoolExecutor | None = None  # made when first needed
-        self._prefetches: dict[str, _Prefetch] = {}  # by peer; used in the writer's thread
+        # By peer: noted in the writer's thread, started on the loop (one step after the other)
+        self._prefetches: dict[str, _Prefetch] = {}
         org = directory.org()
         self.site = org.local_site
         self.server = org.local_server
@@ -318,6 +324,16 @@ class Replicator:
             now=self.clock.now(),
         )
 
+    @staticmethod
+    def wire_objects(message: ReplicationMessage) -> list[WireObject | None] | None:
+        """An answer's objects, checked (`object_from_wire`; None for each one refused), or
+        None for anything else. The transport makes them in its verifying thread, before
+        the store's writer takes the answer up: the writer is the busy side of a long pull."""
+        raw = message.body.get("objects")
+        if message.type is not MessageType.ANSWER or not isinstance(raw, list) or len(raw) > BATCH:
+            return None
+        return [object_from_wire(o) for o in raw]
+
     def receive(
         self,
         conn: Connection,
@@ -326,8 +342,10 @@ class Replicator:
         queue_id: str = "",
         verified: ReplicationMessage | None = None,
         connectors: Mapping[str, Connector] | None = None,
+        objects: Sequence[WireObject | None] | None = None,
     ) -> Received:
-        """Verify (unless `verified` is given) and act on one message for our mailbox."""
+        """Verify (unless `verified` is given) and act on one message for our mailbox
+        (`objects`: an answer's, from `wire_objects`, when the caller made them already)."""
         if connectors is None:
             connectors = self.connectors()
         try:
@@ -366,7 +384,7 @@ class Replicator:
             return self._reject(
                 conn, "no-connector", message.origin, queue_id, "answer from a site we do not ask"
             )
-        return self._take_answer(conn, message, connector, set(connectors))
+        return self._take_answer(conn, message, connector, set(connectors), objects)
 
     def ask_ahead(
         self,
@@ -681,14 +699,20 @@ class Replicator:
         )
 
     def _prefetch(self, peer: str, cursors: dict[str, int]) -> None:
-        """Start reading the batch `peer` will most likely ask for next (from where this
-        answer stops), in a thread of its own, while the answer travels and is applied: a
-        long pull is a chain of round trips, and this read is the answering side's longest
-        step in each. Used only if the next request asks for exactly these cursors."""
-        if self._prefetcher is None:
-            self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="replication-prefetch")
-        future = self._prefetcher.submit(self._collect_read, cursors)
-        self._prefetches[peer] = _Prefetch(cursors, future, self.clock.now())
+        """Note the batch `peer` will most likely ask for next (from where this answer stops),
+        to be read by `start_prefetches` while the answer travels and is applied: a long pull
+        is a chain of round trips, and this read is the answering side's longest step in
+        each. Used only if the next request asks for exactly these cursors."""
+        self._prefetches[peer] = _Prefetch(cursors, None, self.clock.now())
+
+    def start_prefetches(self) -> None:
+        """Start the reads `_prefetch` noted, each in a thread of its own. The transport calls
+        this once the answer is on its way, so the read does not hold the answer up."""
+        for prefetch in self._prefetches.values():
+            if prefetch.future is None:
+                if self._prefetcher is None:
+                    self._prefetcher = ThreadPoolExecutor(1, "replication-prefetch")
+                prefetch.future = self._prefetcher.submit(self._collect_read, prefetch.cursors)
 
     def _collect_read(self, cursors: Mapping[str, int]) -> _Collected:
         with self.directory.store.read() as conn:
@@ -699,7 +723,7 @@ class Replicator:
         snapshot from when it was read: anything changed since has a higher USN than its
         range, so the answers after it carry it, as if the request had come then."""
         prefetch = self._prefetches.pop(peer, None)
-        if prefetch is None or prefetch.cursors != cursors:
+        if prefetch is None or prefetch.future is None or prefetch.cursors != cursors:
             return None
         if self.clock.now() - prefetch.at > _PREFETCH_FRESH:
             prefetch.future.cancel()
@@ -751,8 +775,10 @@ class Replicator:
         message: ReplicationMessage,
         connector: Connector,
         sites: set[str],
+        objects: Sequence[WireObject | None] | None = None,
     ) -> Received:
-        """Apply one verified answer; `sites`: those of our connectors (read by `receive`)."""
+        """Apply one verified answer; `sites`: those of our connectors (read by `receive`);
+        `objects`: its objects as `wire_objects` made them, if the caller did."""
         now = self.clock.now()
         body = message.body
         ranges = _ranges(body.get("ncs"))
@@ -770,7 +796,8 @@ class Replicator:
             for nc, (start, end, high) in ranges.items()
             if nc != self.site and nc not in direct
         }
-        objects = [object_from_wire(o) for o in raw_objects]
+        if objects is None or len(objects) != len(raw_objects):
+            objects = [object_from_wire(o) for o in raw_objects]
         valid = [o for o in objects if o is not None]
         result = apply_objects(conn, valid, local_site=self.site, allowed=ranges)
         result.refused += len(objects) - len(valid)

@@ -163,6 +163,7 @@ def test_replicator_prefetched_batches_are_used_and_miss_nothing(tmp_path: Path)
         for request in requests:
             with a.store.write() as conn:
                 ra.receive(conn, request)
+            ra.start_prefetches()  # as the transport does once the answer is on its way
         for raw in take_queued(a):
             message = rb.verify(raw)
             with b.store.write() as conn:
