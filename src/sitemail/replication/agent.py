@@ -67,15 +67,12 @@ class ReplicationAgent:
         content: bytes,
         recipients: list[tuple[QueuedRecipient, Route]],
     ) -> list[RecipientResult]:
-        replicator = self._replicator
         self._taken += 1
         try:
-            connectors, verified, objects = await asyncio.to_thread(self._verify, content)
-            if verified is not None and self._taken <= _ASK_AHEAD:
-                # Ask for the next batch first, in its own commit, and before waiting for
-                # the answers taken up earlier to be applied, so the peer composes it while
-                # they and this one are applied (see Replicator.ask_ahead).
-                await self._step(lambda conn: replicator.ask_ahead(conn, verified, connectors))
+            connectors, verified = await asyncio.to_thread(self._verify, content)
+            objects = None
+            if verified is not None:
+                objects = await self._ask_ahead(verified, connectors)
             async with self._serial:
                 results: list[RecipientResult] = await self._step(
                     lambda conn: self._receive(
@@ -91,6 +88,22 @@ class ReplicationAgent:
         finally:
             self._taken -= 1
         return results
+
+    async def _ask_ahead(
+        self, verified: ReplicationMessage, connectors: dict[str, Connector]
+    ) -> list[WireObject | None] | None:
+        """Ask for the next batch first, in its own commit, and before waiting for the answers
+        taken up earlier to be applied, so the peer composes it while they and this one are
+        applied (see Replicator.ask_ahead). Meanwhile the answer's objects are checked in a
+        thread, off the store's writer, which applies them; returns them."""
+        replicator = self._replicator
+        checking = asyncio.create_task(asyncio.to_thread(replicator.wire_objects, verified))
+        try:
+            if self._taken <= _ASK_AHEAD:
+                await self._step(lambda conn: replicator.ask_ahead(conn, verified, connectors))
+        finally:
+            objects = await checking
+        return objects
 
     async def _step(self, work: Callable[[Connection], _T]) -> _T:
         """Run `work` as one writer job and start the mail it queued once it has committed."""
@@ -125,18 +138,14 @@ class ReplicationAgent:
             self._on_enqueued()
         return result
 
-    def _verify(
-        self, content: bytes
-    ) -> tuple[dict[str, Connector], ReplicationMessage | None, list[WireObject | None] | None]:
-        """In a thread: our connectors, the verified message and, for an answer, its objects
-        checked (work taken off the store's writer, which applies them)."""
-        replicator = self._replicator
-        connectors = replicator.connectors()
+    def _verify(self, content: bytes) -> tuple[dict[str, Connector], ReplicationMessage | None]:
+        """In a thread: our connectors and the verified message (None: `receive` records
+        why it was refused)."""
+        connectors = self._replicator.connectors()
         try:
-            verified = replicator.verify(content, connectors)
+            return connectors, self._replicator.verify(content, connectors)
         except ReplicationRejected:
-            return connectors, None, None  # `receive` records why
-        return connectors, verified, replicator.wire_objects(verified)
+            return connectors, None
 
     def _receive(
         self,
