@@ -25,7 +25,7 @@ from sitemail.queue.model import QueuedMessage, QueuedRecipient, RecipientResult
 from sitemail.queue.records import close_if_done, new_queue_id, record_delivered
 from sitemail.queue.spool import Handoff, hand_over
 from sitemail.replication.apply import WireObject
-from sitemail.replication.codec import ReplicationMessage, ReplicationRejected
+from sitemail.replication.codec import MessageType, ReplicationMessage, ReplicationRejected
 from sitemail.replication.connectors import Connector
 from sitemail.replication.replicator import Outbox, Replicator
 from sitemail.routing.route import Route
@@ -71,7 +71,7 @@ class ReplicationAgent:
         try:
             connectors, verified = await asyncio.to_thread(self._verify, content)
             objects = None
-            if verified is not None:
+            if verified is not None and verified.type is MessageType.ANSWER:
                 objects = await self._ask_ahead(verified, connectors)
             async with self._serial:
                 results: list[RecipientResult] = await self._step(
@@ -92,14 +92,15 @@ class ReplicationAgent:
     async def _ask_ahead(
         self, verified: ReplicationMessage, connectors: dict[str, Connector]
     ) -> list[WireObject | None] | None:
-        """Ask for the next batch first, in its own commit, and before waiting for the answers
-        taken up earlier to be applied, so the peer composes it while they and this one are
-        applied (see Replicator.ask_ahead). Meanwhile the answer's objects are checked in a
-        thread, off the store's writer, which applies them; returns them."""
+        """For an answer: ask for the next batch (if there is more) first, in its own commit,
+        and before waiting for the answers taken up earlier to be applied, so the peer
+        composes it while they and this one are applied (see Replicator.ask_ahead).
+        Meanwhile the answer's objects are checked in a thread, off the store's writer,
+        which applies them; returns them."""
         replicator = self._replicator
         checking = asyncio.create_task(asyncio.to_thread(replicator.wire_objects, verified))
         try:
-            if self._taken <= _ASK_AHEAD:
+            if verified.body.get("more") is True and self._taken <= _ASK_AHEAD:
                 await self._step(lambda conn: replicator.ask_ahead(conn, verified, connectors))
         finally:
             objects = await checking

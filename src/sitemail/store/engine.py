@@ -38,12 +38,12 @@ def default_url(data_dir: Path) -> str:
 
 
 # Pages in the WAL before a commit copies them back into the database (SQLite's default: 1,000).
-# A replicated answer of 512 objects dirties a few hundred pages of the guid indexes
-# (dir_object's key, proxy_address.guid: random order), so at the default nearly every
-# commit of a full pull also checkpointed, writing each page twice; at 10,000 a page changed
-# by several answers is copied back once. Measured with 100,000 objects applied in answers
-# of 512: commit 27 ms -> 17 ms per answer (40 -> 22 ms in the last third). The WAL file
-# grows to about 40 MiB (and stays: SQLite reuses it) on a busy site.
+# A page changed by several commits (queue rows, counters, the growing end of each index) is
+# copied back once per checkpoint, so fewer, larger checkpoints copy less. Chosen when guids
+# were random (a replicated answer of 512 objects then dirtied a few hundred pages of each
+# guid index): with 100,000 objects applied in answers of 512, commit 27 ms -> 17 ms per
+# answer. Guids are time-ordered now (directory/objects.new_guid), which cut that far more;
+# the mark stays. The WAL file grows to about 40 MiB (and stays: SQLite reuses it).
 _WAL_CHECKPOINT_PAGES = 10_000
 
 

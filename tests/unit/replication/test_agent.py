@@ -7,7 +7,7 @@ claim, commit and hand-off); the store, the writer and both sites' replicators a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from sitemail.queue.model import QueuedMessage, QueuedRecipient, QueueId
 from sitemail.queue.records import NewMessage, insert_messages, new_queue_id
 from sitemail.queue.spool import New
 from sitemail.replication.agent import ReplicationAgent
+from sitemail.replication.replicator import Replicator
 from sitemail.routing.route import Route, Transport
 from sitemail.store.engine import Store
 from sitemail.store.tables import queue_message
@@ -59,6 +60,28 @@ class RecordingHandoff:
         self.events.append(("hand_off", message.queue_id))
 
 
+def with_agent(
+    replicator: Replicator,
+    store: Store,
+    handoff: RecordingHandoff,
+    action: Callable[[ReplicationAgent], Awaitable[object]],
+) -> None:
+    """Run `action` on a replication transport with a real group writer and `handoff`."""
+
+    async def run() -> None:
+        writer = GroupWriter(store)
+        await writer.start()
+        try:
+            agent = ReplicationAgent(
+                replicator, on_enqueued=lambda: None, submit=writer.submit, handoff=handoff
+            )
+            await action(agent)
+        finally:
+            await writer.stop()
+
+    asyncio.run(run())
+
+
 def test_agent_hands_the_answer_it_queues_to_the_manager(tmp_path: Path) -> None:
     """A request delivered to SiteA's directory-service mailbox is answered; the answer is
     claimed before the commit and handed over after it, and the spare claim is released."""
@@ -76,18 +99,12 @@ def test_agent_hands_the_answer_it_queues_to_the_manager(tmp_path: Path) -> None
     route = Route(Transport.REPLICATION, "", to)
     handoff = RecordingHandoff(a.store)
 
-    async def deliver() -> None:
-        writer = GroupWriter(a.store)
-        await writer.start()
-        try:
-            agent = ReplicationAgent(
-                ra, on_enqueued=lambda: None, submit=writer.submit, handoff=handoff
-            )
-            await agent.deliver(message, request, [(r, route) for r in recipients])
-        finally:
-            await writer.stop()
-
-    asyncio.run(deliver())
+    with_agent(
+        ra,
+        a.store,
+        handoff,
+        lambda agent: agent.deliver(message, request, [(r, route) for r in recipients]),
+    )
     handed = [queue_id for event, queue_id in handoff.events if event == "hand_off"]
     assert len(handed) == 1  # the answer
     claims = [queue_id for event, queue_id in handoff.events if event == "claim"]
@@ -109,19 +126,8 @@ def test_agent_releases_its_claims_when_the_step_fails(tmp_path: Path) -> None:
         ra.ping(conn, "SiteB")  # queues a message under a claimed id...
         raise RuntimeError("disk full")  # ...and the transaction rolls back
 
-    async def run() -> None:
-        writer = GroupWriter(a.store)
-        await writer.start()
-        try:
-            agent = ReplicationAgent(
-                ra, on_enqueued=lambda: None, submit=writer.submit, handoff=handoff
-            )
-            await agent._step(broken)
-        finally:
-            await writer.stop()
-
     with pytest.raises(RuntimeError):
-        asyncio.run(run())
+        with_agent(ra, a.store, handoff, lambda agent: agent._step(broken))
     events = [event for event, _ in handoff.events]
     claims = events.count("claim")
     assert claims >= 1
