@@ -130,7 +130,10 @@ class ReplicationAgent:
                 handoff.unclaim(queue_id)
             raise
         failed = set(hand_over(handoff, outbox.written, settled))
-        self._replicator.start_prefetches()  # the answer is on its way: read the next batch
+        try:
+            self._replicator.start_prefetches()  # the answer is on its way: read ahead
+        except Exception:  # only a speed-up: the committed step stands
+            log.exception("replication read-ahead could not start")
         started = {m.queue_id for m, _, _ in outbox.written} - failed
         for queue_id in claimed:
             if queue_id not in started:

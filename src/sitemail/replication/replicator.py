@@ -125,6 +125,7 @@ class Outbox:
 _T = TypeVar("_T")
 _Collected = tuple[list[Any], dict[str, dict[str, int]], bool]  # objects, ranges, more
 _PREFETCH_FRESH = 5.0  # seconds a prefetched batch may wait for its request
+_PREFETCH_WAIT = 1.0  # seconds a request waits for its batch still being read, at most
 
 
 @dataclass(slots=True)
@@ -706,9 +707,10 @@ class Replicator:
         self._prefetches[peer] = _Prefetch(cursors, None, self.clock.now())
 
     def start_prefetches(self) -> None:
-        """Start the reads `_prefetch` noted, each in a thread of its own. The transport calls
-        this once the answer is on its way, so the read does not hold the answer up."""
-        for prefetch in self._prefetches.values():
+        """Start the reads `_prefetch` noted, in a reading thread of their own. The transport
+        calls this once the answer is on its way, so the read does not hold the answer up."""
+        # A snapshot: the writer's thread may note another peer's prefetch meanwhile.
+        for prefetch in list(self._prefetches.values()):
             if prefetch.future is None:
                 if self._prefetcher is None:
                     self._prefetcher = ThreadPoolExecutor(1, "replication-prefetch")
@@ -729,7 +731,7 @@ class Replicator:
             prefetch.future.cancel()
             return None
         try:
-            return prefetch.future.result(timeout=_PREFETCH_FRESH)
+            return prefetch.future.result(timeout=_PREFETCH_WAIT)  # a read of ms, unless stuck
         except Exception:  # a failed read: read again, in the transaction
             log.exception("prefetched replication batch for %s failed; reading it again", peer)
             return None
