@@ -13,6 +13,10 @@ the whole step or none of it).
   "objects": [...], "more": bool}`: at most 512 objects, oldest USN first per naming context.
   The requester applies them (apply.py), raises each watermark to `to` when the answer starts
   at or below what it holds, and while `more` is set asks again from where the answer stopped.
+- Speed in a long pull (docs/replication.md, Figures): the requester asks for the next batch
+  before applying an answer (`ask_ahead`); the answering side reads the batch it will most
+  likely be asked for next while its answer travels (`_prefetch`, used only for exactly those
+  cursors); what a step queues is handed to the queue manager in memory (`Outbox`).
 - One request outstanding per peer: a scheduled or "now" request is not sent while one is
   unanswered (until `request_timeout`), so a peer that never answers (the article's one-sided
   connector) does not pile requests up; it shows as waiting.
