@@ -53,10 +53,15 @@ class Proxy:
         return self.address.lower()
 
 
-def parse_proxy(text: str) -> Proxy:
-    """`SMTP:a@b` -> primary, `smtp:a@b` -> secondary (Exchange's convention)."""
+def split_proxy(text: str) -> tuple[str, str, bool]:
+    """`SMTP:a@b` -> ("SMTP", "a@b", primary), `smtp:a@b` -> secondary (Exchange's convention)."""
     prefix, _, address = text.partition(":")
-    return Proxy(type=prefix.upper(), address=address, primary=prefix.isupper())
+    return prefix.upper(), address, prefix.isupper()
+
+
+def parse_proxy(text: str) -> Proxy:
+    kind, address, primary = split_proxy(text)
+    return Proxy(type=kind, address=address, primary=primary)
 
 
 def format_proxy(proxy: Proxy) -> str:

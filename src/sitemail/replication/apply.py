@@ -27,7 +27,12 @@ from sqlalchemy import JSON, Connection, Table, Text, delete, insert, select, ty
 
 from sitemail.core.address import DSA_LOCAL_PART
 from sitemail.directory import ObjectKind, parse_proxy
-from sitemail.directory.objects import owners_of, promote_held_claims, proxy_rows
+from sitemail.directory.objects import (
+    owners_of,
+    promote_held_claims,
+    proxy_rows,
+    proxy_text_rows,
+)
 from sitemail.store.tables import dir_object, proxy_address, proxy_conflict
 
 __all__ = [
@@ -305,27 +310,13 @@ def _insert_fresh(conn: Connection, objects: Sequence[WireObject], local_site: s
 
 
 def _proxy_index_rows(objects: Sequence[WireObject]) -> list[dict[str, Any]]:
-    """`proxy_rows` of every live object, written out: it runs for every address of a full
-    pull, and the `Proxy` made per address by `parse_proxy` costs more than the row itself
-    (a test checks the two agree)."""
-    rows = []
-    for obj in objects:
-        if obj.is_deleted:
-            continue
-        guid = obj.guid
-        for text in obj.attrs.get("proxies", ()):
-            prefix, _, address = text.partition(":")
-            rows.append(
-                {
-                    "address_key": address.lower(),
-                    "address": address,
-                    "domain": address.rpartition("@")[2].lower(),
-                    "guid": guid,
-                    "type": prefix.upper(),
-                    "is_primary": prefix.isupper(),
-                }
-            )
-    return rows
+    """The index rows of every live object's proxies."""
+    return [
+        row
+        for obj in objects
+        if not obj.is_deleted
+        for row in proxy_text_rows(obj.guid, obj.attrs.get("proxies", ()))
+    ]
 
 
 _WIRE_FIELDS = WireObject._fields  # the dir_object columns, by the same names

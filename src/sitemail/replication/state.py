@@ -3,7 +3,7 @@
 One job: the SQL for the replication tables: the signing sequence, the up-to-dateness vector
 (one watermark per naming context), per-peer and per-link counters, pending partners and the
 log of rejected messages. Nothing here replicates; it is what this server knows about its
-exchanges. Upserts are select-then-write (the caller holds the write transaction).
+exchanges. Upserts are update-then-insert (the caller holds the write transaction).
 """
 
 from __future__ import annotations

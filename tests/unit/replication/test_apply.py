@@ -200,7 +200,7 @@ def test_object_from_wire_refuses_what_would_break_other_code() -> None:
 def test_proxy_index_rows_are_those_of_proxy_rows(
     proxies: list[tuple[str, str]], deleted: bool
 ) -> None:
-    """apply's written-out index rows equal the directory's own `proxy_rows`."""
+    """The index rows apply makes from proxy texts equal `proxy_rows` of parsed proxies."""
     from sitemail.directory import parse_proxy  # noqa: PLC0415
     from sitemail.directory.objects import proxy_rows  # noqa: PLC0415
     from sitemail.replication.apply import _proxy_index_rows  # noqa: PLC0415

@@ -170,3 +170,40 @@ def test_codec_deeply_nested_payload_is_refused_not_raised(keys: dict[str, SiteK
     with pytest.raises(ReplicationRejected) as refused:
         codec._parse_verified(b"[" * 10**6, "SiteA", org="ExchangeORG", site="SiteB", now=NOW)
     assert refused.value.reason == "malformed"
+
+
+def test_codec_reads_our_part_wrapped_by_a_gateway_or_with_bare_lf(
+    keys: dict[str, SiteKey],
+) -> None:
+    """The hand-written reader takes our single part at the top; a message a gateway wrapped
+    in a multipart, or stored with bare LF line ends, still decodes (the full MIME parser)."""
+    original = message()
+    raw = encode(keys, original)
+    assert decode(keys, raw.replace(b"\r\n", b"\n")) == original
+    head, _, body = raw.partition(b"\r\n\r\n")
+    part = b"\r\n".join(
+        line
+        for line in head.split(b"\r\n")
+        if line.split(b":")[0]
+        .lower()
+        .startswith((b"content-", b"x-sitemail-origin", b"x-sitemail-signature", b"x-sitemail-key"))
+    )
+    wrapped = (
+        b"From: gateway@relay.test\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
+        b"--b1\r\nContent-Type: text/plain\r\n\r\nScanned by the gateway.\r\n"
+        b"--b1\r\n" + part + b"\r\n\r\n" + body + b"--b1--\r\n"
+    )
+    assert decode(keys, wrapped) == original
+
+
+def test_codec_refuses_to_write_a_header_it_would_have_to_encode(
+    keys: dict[str, SiteKey],
+) -> None:
+    """Header values are ours and plain ASCII; anything else (a line break that would start
+    a new header, non-ASCII) is a bug reported as such, never written out."""
+    from sitemail.core.errors import InvalidValueError  # noqa: PLC0415
+
+    for recipient in ("sitemail-dsa@b.test\r\nBcc: x@evil.test", "sitemail-dsa@bé.test"):
+        with pytest.raises(InvalidValueError):
+            encode_message(message(), keys["SiteA"], sender="a@a.test", recipient=recipient, now=0)

@@ -172,3 +172,20 @@ def test_replicator_prefetched_batches_are_used_and_miss_nothing(tmp_path: Path)
     held = {o.alias: o for o in b.directory.list_objects(ObjectKind.MAILBOX, site="SiteA")}
     assert set(held) == {f"u{i}" for i in range(9)} | {"late"}
     assert held["u0"].display_name == "Renamed"
+
+
+def test_replicator_names_a_changed_routing_domain_at_once(tmp_path: Path) -> None:
+    """The routing domain our messages name is kept between messages, but a change to this
+    site's directory (here the domain itself) is seen by the very next one."""
+    a, ra, _, _ = pair(tmp_path, batch=512)
+
+    def sender_of_next_ping() -> str:
+        with a.store.write() as conn:
+            ra.ping(conn, "SiteB")
+        [raw] = take_queued(a)
+        return next(line for line in raw.split(b"\r\n") if line.startswith(b"From: ")).decode()
+
+    assert sender_of_next_ping() == "From: sitemail-dsa@sitea.example.com"
+    assert sender_of_next_ping() == "From: sitemail-dsa@sitea.example.com"  # kept
+    a.directory.update_site_attrs(routing_domain="mail.sitea.example.com")
+    assert sender_of_next_ping() == "From: sitemail-dsa@mail.sitea.example.com"
