@@ -41,7 +41,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, func, select
 
 from sitemail.config import ReplicationConfig
 from sitemail.core.clock import Clock
@@ -130,6 +130,12 @@ _T = TypeVar("_T")
 _Collected = tuple[list[Any], dict[str, dict[str, int]], bool]  # objects, ranges, more
 _PREFETCH_FRESH = 5.0  # seconds a prefetched batch may wait for its request
 _PREFETCH_WAIT = 1.0  # seconds a request waits for its batch still being read, at most
+# Read for every message (state.py says why they are built once)
+_SITE_USN = select(site_usn.c.usn).where(site_usn.c.site == bindparam("p_site"))
+_SITES = select(dir_object.c.site).where(dir_object.c.kind == str(ObjectKind.SITE))
+_HIGHEST_USN = select(func.max(dir_object.c.usn_changed)).where(
+    dir_object.c.site == bindparam("p_nc")
+)
 
 
 @dataclass(slots=True)
@@ -175,7 +181,7 @@ class Replicator:
         reading it costs a few directory reads, and every message we queue names it."""
         if conn is None:
             return self.directory.routing_domain()
-        usn = conn.execute(select(site_usn.c.usn).where(site_usn.c.site == self.site)).scalar()
+        usn = conn.execute(_SITE_USN, {"p_site": self.site}).scalar()
         cached = self._routing_domain
         if cached is None or cached[0] != usn:
             cached = self._routing_domain = (usn, self.directory.routing_domain())
@@ -234,8 +240,7 @@ class Replicator:
     def held_ncs(self, conn: Connection) -> set[str]:
         """Naming contexts held here: every NC's site object has its first USN, so it comes
         first; the watermarks add NCs being pulled (cheap: no scan of all objects)."""
-        sites = select(dir_object.c.site).where(dir_object.c.kind == str(ObjectKind.SITE))
-        return {r[0] for r in conn.execute(sites)} | set(state.watermarks(conn))
+        return {r[0] for r in conn.execute(_SITES)} | set(state.watermarks(conn))
 
     def _request_body(
         self,
@@ -866,10 +871,7 @@ def _gap(marks: Mapping[str, int], ranges: Mapping[str, tuple[int, int, int]]) -
 
 
 def _highest_usn(conn: Connection, nc: str) -> int:
-    value = conn.execute(
-        select(func.max(dir_object.c.usn_changed)).where(dir_object.c.site == nc)
-    ).scalar()
-    return int(value or 0)
+    return int(conn.execute(_HIGHEST_USN, {"p_nc": nc}).scalar() or 0)
 
 
 def _int_map(value: object) -> dict[str, int]:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, Update, bindparam, delete, func, insert, select, update
 from sqlalchemy.sql.schema import Table
 
 from sitemail.store.tables import (
@@ -36,43 +36,49 @@ __all__ = [
     "rejection_counts",
     "set_watermark",
     "update_peer",
-    "upsert",
     "watermarks",
 ]
 
 
+# The statements run for every replication message (a full pull sends some 400) are built
+# once, with bound parameters: building and keying a statement costs more than running it
+# (0.23 against 0.08 ms for reading a peer's row).
+_NEXT_SEQ = (
+    update(repl_sequence)
+    .where(repl_sequence.c.id == 1)
+    .values(seq=repl_sequence.c.seq + 1)
+    .returning(repl_sequence.c.seq)
+)
+_WATERMARKS = select(repl_watermark.c.nc, repl_watermark.c.usn)
+_SET_WATERMARK = (
+    update(repl_watermark)
+    .where(repl_watermark.c.nc == bindparam("p_nc"))
+    .values(usn=bindparam("p_usn"))
+)
+_GET_PEER = select(repl_peer).where(repl_peer.c.peer == bindparam("p_peer"))
+
+
 def next_seq(conn: Connection) -> int:
     """The sequence number for the next message this site signs (strictly increasing)."""
-    current = conn.execute(select(repl_sequence.c.seq).where(repl_sequence.c.id == 1)).scalar()
+    current = conn.execute(_NEXT_SEQ).scalar()
     if current is None:
         conn.execute(insert(repl_sequence).values(id=1, seq=1))
         return 1
-    conn.execute(update(repl_sequence).where(repl_sequence.c.id == 1).values(seq=current + 1))
-    return int(current) + 1
+    return int(current)
 
 
 def watermarks(conn: Connection) -> dict[str, int]:
-    return {r.nc: int(r.usn) for r in conn.execute(select(repl_watermark))}
+    return {nc: int(usn) for nc, usn in conn.execute(_WATERMARKS)}
 
 
 def set_watermark(conn: Connection, nc: str, usn: int) -> None:
-    upsert(conn, repl_watermark, {"nc": nc}, {"usn": usn})
-
-
-def upsert(conn: Connection, table: Table, key: dict[str, Any], values: dict[str, Any]) -> None:
-    """Update the row with `key`, or insert it: one statement when it exists (the caller
-    holds the write transaction, so nobody inserts it in between)."""
-    where = [table.c[k] == v for k, v in key.items()]
-    if values and conn.execute(update(table).where(*where).values(**values)).rowcount:
-        return
-    if not values and conn.execute(select(func.count()).select_from(table).where(*where)).scalar():
-        return
-    conn.execute(insert(table).values(**key, **values))
+    if not conn.execute(_SET_WATERMARK, {"p_nc": nc, "p_usn": usn}).rowcount:
+        conn.execute(insert(repl_watermark).values(nc=nc, usn=usn))
 
 
 def get_peer(conn: Connection, peer: str) -> Any:
     """The peer's row (created with zero counters on first contact)."""
-    row = conn.execute(select(repl_peer).where(repl_peer.c.peer == peer)).first()
+    row = conn.execute(_GET_PEER, {"p_peer": peer}).first()
     if row is None:
         conn.execute(
             insert(repl_peer).values(
@@ -86,7 +92,7 @@ def get_peer(conn: Connection, peer: str) -> Any:
                 objects_applied=0,
             )
         )
-        row = conn.execute(select(repl_peer).where(repl_peer.c.peer == peer)).one()
+        row = conn.execute(_GET_PEER, {"p_peer": peer}).one()
     return row
 
 
@@ -95,22 +101,46 @@ def update_peer(
 ) -> None:
     """Set `values` and add to the `bump` counters of the peer's row, in one statement (two
     on first contact, when the row is made)."""
-    added = {repl_peer.c[name]: repl_peer.c[name] + by for name, by in (bump or {}).items()}
-    statement = update(repl_peer).where(repl_peer.c.peer == peer).values({**values, **added})
-    if not conn.execute(statement).rowcount:
+    bump = bump or {}
+    statement = _update_statement(repl_peer, ("peer",), tuple(values), tuple(bump))
+    params = {"p_peer": peer, **_set_params(values, bump)}
+    if not conn.execute(statement, params).rowcount:
         get_peer(conn, peer)
-        conn.execute(statement)
+        conn.execute(statement, params)
 
 
 def bump_link(conn: Connection, peer: str, nc: str, *, applied: int, **values: Any) -> None:
-    where = (repl_link.c.peer == peer, repl_link.c.nc == nc)
-    changed = conn.execute(
-        update(repl_link)
-        .where(*where)
-        .values(objects_applied=repl_link.c.objects_applied + applied, **values)
-    ).rowcount
-    if not changed:
+    statement = _update_statement(repl_link, ("peer", "nc"), tuple(values), ("objects_applied",))
+    params = {"p_peer": peer, "p_nc": nc, **_set_params(values, {"objects_applied": applied})}
+    if not conn.execute(statement, params).rowcount:
         conn.execute(insert(repl_link).values(peer=peer, nc=nc, objects_applied=applied, **values))
+
+
+def _set_params(values: Mapping[str, Any], bump: Mapping[str, int]) -> dict[str, Any]:
+    return {
+        **{f"v_{name}": value for name, value in values.items()},
+        **{f"b_{name}": by for name, by in bump.items()},
+    }
+
+
+_UPDATES: dict[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]], Update] = {}
+
+
+def _update_statement(
+    table: Table, keys: tuple[str, ...], names: tuple[str, ...], bumped: tuple[str, ...]
+) -> Update:
+    """UPDATE `table` setting `names` and adding to `bumped`, for the row with `keys` (bound
+    as p_<key>, v_<name> and b_<name>); made once per set of columns (the callers use a few)."""
+    cache_key = (table.name, keys, names, bumped)
+    statement = _UPDATES.get(cache_key)
+    if statement is None:
+        c = table.c
+        sets: dict[Any, Any] = {c[name]: bindparam(f"v_{name}") for name in names}
+        sets.update({c[name]: c[name] + bindparam(f"b_{name}") for name in bumped})
+        statement = _UPDATES[cache_key] = (
+            update(table).where(*(c[k] == bindparam(f"p_{k}") for k in keys)).values(sets)
+        )
+    return statement
 
 
 @dataclass(frozen=True, slots=True)
