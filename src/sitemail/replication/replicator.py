@@ -39,8 +39,9 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
+import orjson
 from sqlalchemy import Connection, bindparam, func, select
 
 from sitemail.config import ReplicationConfig
@@ -63,6 +64,7 @@ from sitemail.replication.codec import (
     MessageType,
     ReplicationMessage,
     ReplicationRejected,
+    canonical,
     claimed_origin,
     decode_message,
     decode_self_signed,
@@ -127,7 +129,19 @@ class Outbox:
 
 
 _T = TypeVar("_T")
-_Collected = tuple[list[Any], dict[str, dict[str, int]], bool]  # objects, ranges, more
+
+
+class _Collected(NamedTuple):
+    """A batch to answer with: its objects already in their wire form, canonical JSON (an
+    orjson.Fragment, written into the answer's payload as is), so that a batch read ahead
+    in the reading thread leaves the answer's transaction nothing to do per object."""
+
+    objects: orjson.Fragment
+    size: int  # objects in it
+    ncs: dict[str, dict[str, int]]  # per naming context: from, to, high
+    more: bool
+
+
 _PREFETCH_FRESH = 5.0  # seconds a prefetched batch may wait for its request
 _PREFETCH_WAIT = 1.0  # seconds a request waits for its batch still being read, at most
 # Read for every message (state.py says why they are built once)
@@ -683,16 +697,15 @@ class Replicator:
         extra = sorted(self.held_ncs(conn) - set(requested) - exclude)
         cursors = {nc: usn for nc, usn in sorted(requested.items()) if nc not in exclude}
         cursors.update(dict.fromkeys(extra, 0))
-        objects, ncs, more = self._prefetched(message.origin, cursors) or self._collect(
-            conn, cursors
-        )
-        if more:
-            self._prefetch(message.origin, {**cursors, **{nc: r["to"] for nc, r in ncs.items()}})
+        batch = self._prefetched(message.origin, cursors) or self._collect(conn, cursors)
+        if batch.more:
+            ends = {nc: r["to"] for nc, r in batch.ncs.items()}
+            self._prefetch(message.origin, {**cursors, **ends})
         answer = {
             "in_reply_to": message.seq,
-            "ncs": ncs,
-            "objects": [o.as_wire() for o in objects],
-            "more": more,
+            "ncs": batch.ncs,
+            "objects": batch.objects,
+            "more": batch.more,
         }
         self._queue(
             conn,
@@ -705,7 +718,7 @@ class Replicator:
         return Received(
             "answered",
             message.origin,
-            f"request #{message.seq}: {len(objects)} objects, more={more}",
+            f"request #{message.seq}: {batch.size} objects, more={batch.more}",
         )
 
     def _prefetch(self, peer: str, cursors: dict[str, int]) -> None:
@@ -745,11 +758,9 @@ class Replicator:
             log.exception("prefetched replication batch for %s failed; reading it again", peer)
             return None
 
-    def _collect(
-        self, conn: Connection, cursors: Mapping[str, int]
-    ) -> tuple[list[Any], dict[str, dict[str, int]], bool]:
+    def _collect(self, conn: Connection, cursors: Mapping[str, int]) -> _Collected:
         budget = self.batch
-        objects: list[Any] = []
+        objects: list[WireObject] = []
         ncs: dict[str, dict[str, int]] = {}
         more = False
         marks = state.watermarks(conn)
@@ -772,7 +783,8 @@ class Replicator:
             ncs[nc] = {"from": start, "to": end, "high": high}
             objects.extend(found)
             budget -= len(found)
-        return objects, ncs, more
+        wire = canonical([o.as_wire() for o in objects])
+        return _Collected(orjson.Fragment(wire), len(objects), ncs, more)
 
     # -- taking answers ---------------------------------------------------------------------
 

@@ -207,3 +207,28 @@ def test_codec_refuses_to_write_a_header_it_would_have_to_encode(
     for recipient in ("sitemail-dsa@b.test\r\nBcc: x@evil.test", "sitemail-dsa@bé.test"):
         with pytest.raises(InvalidValueError):
             encode_message(message(), keys["SiteA"], sender="a@a.test", recipient=recipient, now=0)
+
+
+def test_codec_reads_header_fields_a_gateway_refolded(keys: dict[str, SiteKey]) -> None:
+    """A gateway that rewrites the header (here Python's own SMTP policy, which folds the long
+    signature field into RFC 2047 encoded words) does not break a genuine message; a broken
+    encoded word is refused as malformed, not raised."""
+    original = message()
+    mail = email.message_from_bytes(encode(keys, original), policy=email.policy.SMTP)
+    refolded = mail.as_bytes()
+    assert b"X-Sitemail-Signature: =?utf-8?q?" in refolded
+    assert decode(keys, refolded) == original
+    head, _, body = refolded.partition(b"\r\n\r\n")
+    broken = b"\r\n".join(
+        b"X-Sitemail-Signature: =?utf-8?b?!!not base64!!?="
+        if line.startswith(b"X-Sitemail-Sig")
+        else line
+        for line in head.split(b"\r\n")
+        if not line.startswith(b" ")
+    )
+    with pytest.raises(ReplicationRejected) as refused:
+        decode(keys, broken + b"\r\n\r\n" + body)
+    assert (refused.value.reason, refused.value.detail) == (
+        "malformed",
+        "bad X-Sitemail-Signature field",
+    )

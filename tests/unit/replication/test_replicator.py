@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import delete, select
 
 from sitemail.admin.service import AdminService
 from sitemail.directory import ObjectKind
 from sitemail.replication import state
+from sitemail.replication.codec import _extract, _inflate, canonical
 from sitemail.replication.replicator import Replicator
 from sitemail.store.tables import queue_message
 
@@ -136,6 +138,12 @@ def test_replicator_refuses_a_peer_writing_a_naming_context_we_pull_elsewhere(
         assert "SiteC" not in state.watermarks(conn)
 
 
+def assert_canonical(raw: bytes) -> None:
+    """The signed payload is canonical JSON: re-encoding what it says gives the same bytes."""
+    payload = _inflate(_extract(raw).payload)
+    assert canonical(orjson.loads(payload)) == payload
+
+
 def test_replicator_prefetched_batches_are_used_and_miss_nothing(tmp_path: Path) -> None:
     """The answering side reads the next batch ahead of the request for it; a change made
     meanwhile (an object renamed, one added) still reaches the requester, in a later answer."""
@@ -165,6 +173,7 @@ def test_replicator_prefetched_batches_are_used_and_miss_nothing(tmp_path: Path)
                 ra.receive(conn, request)
             ra.start_prefetches()  # as the transport does once the answer is on its way
         for raw in take_queued(a):
+            assert_canonical(raw)  # objects read ahead are written into the answer as is
             message = rb.verify(raw)
             with b.store.write() as conn:
                 rb.receive(conn, raw, verified=message)
