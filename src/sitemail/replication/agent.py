@@ -24,7 +24,7 @@ from sqlalchemy import Connection
 from sitemail.queue.model import QueuedMessage, QueuedRecipient, RecipientResult
 from sitemail.queue.records import close_if_done, new_queue_id, record_delivered
 from sitemail.queue.spool import Handoff, hand_over
-from sitemail.replication.apply import WireObject
+from sitemail.replication.apply import Checked
 from sitemail.replication.codec import MessageType, ReplicationMessage, ReplicationRejected
 from sitemail.replication.connectors import Connector
 from sitemail.replication.replicator import Outbox, Replicator
@@ -70,9 +70,9 @@ class ReplicationAgent:
         self._taken += 1
         try:
             connectors, verified = await asyncio.to_thread(self._verify, content)
-            objects = None
+            checked = None
             if verified is not None and verified.type is MessageType.ANSWER:
-                objects = await self._ask_ahead(verified, connectors)
+                checked = await self._ask_ahead(verified, connectors)
             async with self._serial:
                 results: list[RecipientResult] = await self._step(
                     lambda conn: self._receive(
@@ -82,7 +82,7 @@ class ReplicationAgent:
                         recipients,
                         verified=verified,
                         connectors=connectors,
-                        objects=objects,
+                        checked=checked,
                     )
                 )
         finally:
@@ -91,20 +91,20 @@ class ReplicationAgent:
 
     async def _ask_ahead(
         self, verified: ReplicationMessage, connectors: dict[str, Connector]
-    ) -> list[WireObject | None] | None:
+    ) -> Checked | None:
         """For an answer: ask for the next batch (if there is more) first, in its own commit,
         and before waiting for the answers taken up earlier to be applied, so the peer
         composes it while they and this one are applied (see Replicator.ask_ahead).
-        Meanwhile the answer's objects are checked in a thread, off the store's writer,
-        which applies them; returns them."""
+        Meanwhile the answer's objects are checked, and their rows made ready, in a thread,
+        off the store's writer, which applies them; returns them."""
         replicator = self._replicator
         checking = asyncio.create_task(asyncio.to_thread(replicator.wire_objects, verified))
         try:
             if verified.body.get("more") is True and self._taken <= _ASK_AHEAD:
                 await self._step(lambda conn: replicator.ask_ahead(conn, verified, connectors))
         finally:
-            objects = await checking
-        return objects
+            checked = await checking
+        return checked
 
     async def _step(self, work: Callable[[Connection], _T]) -> _T:
         """Run `work` as one writer job and start the mail it queued once it has committed."""
@@ -160,7 +160,7 @@ class ReplicationAgent:
         *,
         verified: ReplicationMessage | None,
         connectors: dict[str, Connector],
-        objects: list[WireObject | None] | None,
+        checked: Checked | None,
     ) -> list[RecipientResult]:
         replicator = self._replicator
         now = replicator.clock.now()
@@ -170,7 +170,7 @@ class ReplicationAgent:
             queue_id=message.queue_id,
             verified=verified,
             connectors=connectors,
-            objects=objects,
+            checked=checked,
         )
         text = f"replication {outcome.outcome}: {outcome.detail}"
         if outcome.outcome != "rejected":  # refusals are logged as warnings by the replicator

@@ -37,8 +37,10 @@ from sitemail.store.tables import dir_object, proxy_address, proxy_conflict
 
 __all__ = [
     "ApplyResult",
+    "Checked",
     "WireObject",
     "apply_objects",
+    "check_objects",
     "object_from_wire",
     "objects_since",
 ]
@@ -185,6 +187,29 @@ def _attrs_ok(kind: str, attrs: dict[str, Any]) -> bool:
     return all(type(m) is str for m in members) if type(members) is list else False
 
 
+class Checked(NamedTuple):
+    """An answer's objects checked off the store's writer (the busy side of a long pull),
+    with what storing each valid one takes made ready there too: its `attrs` as JSON text and
+    its address-index rows. `valid`, `texts` and `index_rows` are aligned."""
+
+    objects: list[WireObject | None]  # per object on the wire: None when refused
+    valid: list[WireObject]
+    texts: list[str]
+    index_rows: list[list[dict[str, Any]]]
+
+
+def check_objects(raw: Sequence[object]) -> Checked:
+    """`object_from_wire` for each, and the rows of each valid one (see Checked)."""
+    objects = [object_from_wire(o) for o in raw]
+    valid = [o for o in objects if o is not None]
+    return Checked(
+        objects,
+        valid,
+        [_json_text(o.attrs) for o in valid],
+        [_index_rows(o) for o in valid],
+    )
+
+
 _OBJECT_COLUMNS = (
     "guid, site, kind, name, display_name, attrs, usn_created, usn_changed, version, "
     "is_deleted, changed_at"
@@ -258,20 +283,27 @@ def objects_since(conn: Connection, nc: str, usn: int, limit: int) -> list[WireO
 
 
 def apply_objects(
-    conn: Connection, objects: Sequence[WireObject], *, local_site: str, allowed: Iterable[str]
+    conn: Connection,
+    objects: Sequence[WireObject],
+    *,
+    local_site: str,
+    allowed: Iterable[str],
+    checked: Checked | None = None,
 ) -> ApplyResult:
     """Apply replicated objects in one transaction (the caller's); see the module rules.
 
     `allowed` are the naming contexts the answer declared; an object outside them is refused.
+    `checked`: the rows of `objects` made ready by `check_objects` (its `valid` is `objects`).
     """
     result = ApplyResult()
     ncs = set(allowed) - {local_site}
-    wanted = [o for o in objects if o.site in ncs]
-    result.refused += len(objects) - len(wanted)
-    held = _current_versions(conn, [o.guid for o in wanted])
-    fresh: dict[str, WireObject] = {}
+    held = _current_versions(conn, [o.guid for o in objects if o.site in ncs])
+    fresh: dict[str, int] = {}  # guid -> index in objects, of the newest copy
     changed: list[WireObject] = []
-    for obj in wanted:
+    for i, obj in enumerate(objects):
+        if obj.site not in ncs:
+            result.refused += 1
+            continue
         current = held.get(obj.guid)
         if current is not None and current[0] != obj.site:
             result.refused += 1  # a guid may not move to another naming context
@@ -280,23 +312,36 @@ def apply_objects(
             result.unchanged += 1
             continue
         if obj.guid not in held or obj.guid in fresh:
-            fresh[obj.guid] = obj  # not stored yet: only the newest copy gets inserted
+            fresh[obj.guid] = i  # not stored yet: only the newest copy gets inserted
         else:
             changed.append(obj)
         held[obj.guid] = (obj.site, obj.version, obj.usn_changed)
         result.applied += 1
-    _insert_fresh(conn, list(fresh.values()), local_site)
+    order = list(fresh.values())
+    if checked is not None and checked.valid is objects:
+        texts = [checked.texts[i] for i in order]
+        index_rows = [row for i in order for row in checked.index_rows[i]]
+    else:
+        texts = [_json_text(objects[i].attrs) for i in order]
+        index_rows = [row for i in order for row in _index_rows(objects[i])]
+    _insert_fresh(conn, [objects[i] for i in order], texts, index_rows, local_site)
     for obj in changed:
         _store(conn, obj, local_site)
     return result
 
 
-def _insert_fresh(conn: Connection, objects: Sequence[WireObject], local_site: str) -> None:
-    """New objects in bulk: one insert for the rows, one for every uncontested address."""
+def _insert_fresh(
+    conn: Connection,
+    objects: Sequence[WireObject],
+    texts: Sequence[str],
+    rows: Sequence[dict[str, Any]],
+    local_site: str,
+) -> None:
+    """New objects in bulk (`texts`: their attrs as JSON; `rows`: their address-index rows):
+    one insert for the objects, one for every uncontested address."""
     if not objects:
         return
-    _insert_objects(conn, objects)
-    rows = _proxy_index_rows(objects)
+    _insert_objects(conn, objects, texts)
     taken = _owners(conn, [r["address_key"] for r in rows])
     free: list[dict[str, Any]] = []
     contested: list[dict[str, Any]] = []
@@ -309,22 +354,19 @@ def _insert_fresh(conn: Connection, objects: Sequence[WireObject], local_site: s
         _claim(conn, row, local_site)
 
 
-def _proxy_index_rows(objects: Sequence[WireObject]) -> list[dict[str, Any]]:
-    """The index rows of every live object's proxies."""
-    return [
-        row
-        for obj in objects
-        if not obj.is_deleted
-        for row in proxy_text_rows(obj.guid, obj.attrs.get("proxies", ()))
-    ]
+def _index_rows(obj: WireObject) -> list[dict[str, Any]]:
+    """The index rows of a live object's proxies (none for a tombstone)."""
+    if obj.is_deleted:
+        return []
+    return proxy_text_rows(obj.guid, obj.attrs.get("proxies", ()))
 
 
 _WIRE_FIELDS = WireObject._fields  # the dir_object columns, by the same names
 
 
-def _insert_objects(conn: Connection, objects: Sequence[WireObject]) -> None:
-    """`bulk_insert` of dir_object rows, each parameter tuple read straight off the object
-    (on SQLite: no dict per row, one JSON encoding per row for `attrs`)."""
+def _insert_objects(conn: Connection, objects: Sequence[WireObject], texts: Sequence[str]) -> None:
+    """`bulk_insert` of dir_object rows (`texts`: their attrs as JSON), each parameter tuple
+    read straight off the object (on SQLite: no dict per row)."""
     if conn.dialect.name != "sqlite":
         bulk_insert(conn, dir_object, [o.row() for o in objects])
         return
@@ -332,9 +374,9 @@ def _insert_objects(conn: Connection, objects: Sequence[WireObject]) -> None:
     attrs = order.index("attrs")
     fields = attrgetter(*order)
     params = []
-    for obj in objects:
+    for obj, text in zip(objects, texts, strict=True):
         values = list(fields(obj))
-        values[attrs] = _json_text(values[attrs])
+        values[attrs] = text
         params.append(tuple(values))
     conn.exec_driver_sql(sql, params)
 

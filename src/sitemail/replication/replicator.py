@@ -54,9 +54,10 @@ from sitemail.queue.model import QueuedMessage, QueuedRecipient, QueueId
 from sitemail.queue.records import NewMessage, insert_messages, new_queue_id
 from sitemail.replication import state, tracking
 from sitemail.replication.apply import (
+    Checked,
     WireObject,
     apply_objects,
-    object_from_wire,
+    check_objects,
     objects_since,
 )
 from sitemail.replication.codec import (
@@ -349,14 +350,14 @@ class Replicator:
         )
 
     @staticmethod
-    def wire_objects(message: ReplicationMessage) -> list[WireObject | None] | None:
-        """An answer's objects, checked (`object_from_wire`; None for each one refused), or
+    def wire_objects(message: ReplicationMessage) -> Checked | None:
+        """An answer's objects checked, with their rows made ready (`check_objects`), or
         None for anything else. The transport makes them in its verifying thread, before
         the store's writer takes the answer up: the writer is the busy side of a long pull."""
         raw = message.body.get("objects")
         if message.type is not MessageType.ANSWER or not isinstance(raw, list) or len(raw) > BATCH:
             return None
-        return [object_from_wire(o) for o in raw]
+        return check_objects(raw)
 
     def receive(
         self,
@@ -366,10 +367,10 @@ class Replicator:
         queue_id: str = "",
         verified: ReplicationMessage | None = None,
         connectors: Mapping[str, Connector] | None = None,
-        objects: Sequence[WireObject | None] | None = None,
+        checked: Checked | None = None,
     ) -> Received:
         """Verify (unless `verified` is given) and act on one message for our mailbox
-        (`objects`: an answer's, from `wire_objects`, when the caller made them already)."""
+        (`checked`: an answer's objects, from `wire_objects`, when the caller made them)."""
         if connectors is None:
             connectors = self.connectors()
         try:
@@ -408,7 +409,7 @@ class Replicator:
             return self._reject(
                 conn, "no-connector", message.origin, queue_id, "answer from a site we do not ask"
             )
-        return self._take_answer(conn, message, connector, set(connectors), objects)
+        return self._take_answer(conn, message, connector, set(connectors), checked)
 
     def ask_ahead(
         self,
@@ -798,10 +799,10 @@ class Replicator:
         message: ReplicationMessage,
         connector: Connector,
         sites: set[str],
-        objects: Sequence[WireObject | None] | None = None,
+        checked: Checked | None = None,
     ) -> Received:
         """Apply one verified answer; `sites`: those of our connectors (read by `receive`);
-        `objects`: its objects as `wire_objects` made them, if the caller did."""
+        `checked`: its objects as `wire_objects` made them, if the caller did."""
         now = self.clock.now()
         body = message.body
         ranges = _ranges(body.get("ncs"))
@@ -819,11 +820,11 @@ class Replicator:
             for nc, (start, end, high) in ranges.items()
             if nc != self.site and nc not in direct
         }
-        if objects is None or len(objects) != len(raw_objects):
-            objects = [object_from_wire(o) for o in raw_objects]
-        valid = [o for o in objects if o is not None]
-        result = apply_objects(conn, valid, local_site=self.site, allowed=ranges)
-        result.refused += len(objects) - len(valid)
+        if checked is None or len(checked.objects) != len(raw_objects):
+            checked = check_objects(raw_objects)
+        valid = checked.valid
+        result = apply_objects(conn, valid, local_site=self.site, allowed=ranges, checked=checked)
+        result.refused += len(checked.objects) - len(valid)
         marks = state.watermarks(conn)
         per_nc: dict[str, int] = {}
         for obj in valid:

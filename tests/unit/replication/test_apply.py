@@ -15,6 +15,7 @@ from sitemail.replication.apply import (
     WireObject,
     apply_objects,
     bulk_insert,
+    check_objects,
     object_from_wire,
     reindex,
 )
@@ -60,12 +61,25 @@ step = st.tuples(st.lists(st.sampled_from(POOL), max_size=2, unique=True), st.bo
 histories = st.fixed_dictionaries({g: st.lists(step, min_size=1, max_size=3) for g in GUIDS})
 
 
-def snapshot(db: Path, objects: list[WireObject]) -> list[tuple[Any, ...]]:
+def snapshot(
+    db: Path, objects: list[WireObject], *, answers: list[list[WireObject]] | None = None
+) -> list[tuple[Any, ...]]:
+    """The directory after applying `objects` one answer each (the worst case for ordering),
+    or `answers` as they come off the wire (checked, rows made ready: `check_objects`)."""
     store = open_store(f"sqlite:///{db}")
     try:
         with store.write() as conn:
-            for obj in objects:  # one answer per object: the worst case for ordering
+            for obj in objects:
                 apply_objects(conn, [obj], local_site="SiteA", allowed=["SiteB", "SiteC"])
+            for answer in answers or []:
+                checked = check_objects([o.as_wire() for o in answer])
+                apply_objects(
+                    conn,
+                    checked.valid,
+                    local_site="SiteA",
+                    allowed=["SiteB", "SiteC"],
+                    checked=checked,
+                )
         with store.read() as conn:
             rows = [tuple(r) for r in conn.execute(select(dir_object).order_by(dir_object.c.guid))]
             rows += [
@@ -110,6 +124,10 @@ def test_apply_any_order_and_duplicates_converge(
     shuffled = data.draw(st.permutations(everything))
     extra = data.draw(st.lists(st.sampled_from(everything), max_size=6))
     assert snapshot(fresh_db(), [*shuffled, *extra]) == in_order
+    # The same in answers of several objects, as checked off the writer (duplicates included)
+    cut = data.draw(st.integers(0, len(shuffled)))
+    answers = [shuffled[:cut], [*shuffled[cut:], *extra]]
+    assert snapshot(fresh_db(), [], answers=answers) == in_order
 
 
 def test_apply_lowest_guid_holds_a_shared_address(fresh_db: Any) -> None:
@@ -203,9 +221,9 @@ def test_proxy_index_rows_are_those_of_proxy_rows(
     """The index rows apply makes from proxy texts equal `proxy_rows` of parsed proxies."""
     from sitemail.directory import parse_proxy  # noqa: PLC0415
     from sitemail.directory.objects import proxy_rows  # noqa: PLC0415
-    from sitemail.replication.apply import _proxy_index_rows  # noqa: PLC0415
+    from sitemail.replication.apply import _index_rows  # noqa: PLC0415
 
     texts = [f"{kind}:{address}" for kind, address in proxies]
     obj = history(G5, [([], deleted)])[0]._replace(attrs={"proxies": texts}, is_deleted=deleted)
     expected = [] if deleted else proxy_rows(G5, map(parse_proxy, texts))
-    assert _proxy_index_rows([obj]) == expected
+    assert _index_rows(obj) == expected
