@@ -21,10 +21,10 @@ Speed (a full pull of 100,000 objects is about 200 answers of 512): the message 
 by hand and its body read by hand, not through the `email` package's modern policies, which
 spend milliseconds per answer on header objects and line folding; the header is parsed with
 `compat32` (plain strings, RFC 2047 words decoded only where present). A message whose top
-part is not ours (a gateway wrapped it) still goes through the full MIME parser. JSON goes through orjson: the same canonical bytes
-as the standard library's `json.dumps(sort_keys=True, separators=(",", ":"),
-ensure_ascii=False)`, ten times faster, and stricter on input (no NaN, no integers beyond 64
-bits, nesting limited), which a signed payload never needs.
+part is not ours (a gateway wrapped it) still goes through the full MIME parser. JSON goes
+through orjson: the same canonical bytes as the standard library's `json.dumps(sort_keys=True,
+separators=(",", ":"), ensure_ascii=False)`, ten times faster, and stricter on input (no NaN,
+no integers beyond 64 bits, nesting limited), which a signed payload never needs.
 """
 
 from __future__ import annotations
