@@ -228,6 +228,30 @@ def test_check_now_names_a_connected_site_that_is_no_site_until_it_is_removed(
     assert lab.json("kcc", "check-now", site="SiteA")["warnings"] == []
 
 
+def test_doctor_in_the_console_finds_the_lab_healthy_as_the_cli_does(
+    lab: RunningLab, console: Page, screenshot: Screenshot
+) -> None:
+    """Doctor, Run: every check of the lab passes, round trips of mail to SiteB and SiteC
+    included, and the console lists the same checks with the same results as `sitemail
+    doctor --json` run against the same data dir."""
+    open_tree(console, "Doctor", "Doctor")
+    form = console.locator("#run-doctor")
+    form.locator("input[name=timeout]").fill("30")
+    form.locator("button[type=submit]").click()
+    expect(console.locator("#doctor-done")).to_contain_text(" 0 errors", timeout=120_000)
+    rows = console.locator("#findings tbody tr")
+    shown = [
+        (row.get_attribute("data-check"), row.get_attribute("data-level")) for row in rows.all()
+    ]
+    assert ("round-trip", "ok") in shown
+    round_trips = console.locator("#findings tr[data-check=round-trip]")
+    expect(round_trips.filter(has_text="SiteB")).to_have_count(1)
+    expect(round_trips.filter(has_text="SiteC")).to_have_count(1)
+    screenshot(console, "08-doctor")
+    cli = lab.json("doctor", "--timeout", "30", site="SiteA")
+    assert [(f["check"], f["level"]) for f in cli] == shown
+
+
 # -- Directory Replication: Request Now ---------------------------------------------------------
 
 

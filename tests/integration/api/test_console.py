@@ -167,6 +167,7 @@ PAGES = {
     "/console/recipients": "New recipient at SiteA",
     "/console/queues": "The queue is empty",
     "/console/tracking": "Latest deliveries here",
+    "/console/doctor": 'id="run-doctor"',
 }
 
 
@@ -321,6 +322,43 @@ def test_console_replication_connector_request_now_and_check_now(api: Api) -> No
         r'<div class="warning" data-code="([a-z-]+)"><b>[a-z-]+</b>: ([^<]*)<', checked.text
     )
     assert any("SiteB" in text for _code, text in warnings), warnings
+
+
+def test_console_doctor_runs_and_shows_each_finding_with_its_fix(api: Api) -> None:
+    """The doctor as `sitemail doctor` runs it: no server runs here, so the IMS check and the
+    round trip are errors, each with the fix the CLI names; bad input is a message."""
+    csrf = login(api.client, api.token)
+    page = api.client.get("/console/doctor")
+    assert '<option value="SiteA">SiteA</option>' in page.text
+    assert api.client.post("/console/doctor/run", data={"timeout": "1"}).status_code == 403
+    ran = post(api, "/console/doctor/run", csrf, site="SiteA", timeout="1")
+    assert ran.status_code == 200
+    rows = re.findall(
+        r'<tr data-level="(ok|warning|error)" data-check="([a-z-]+)">\s*<td>[^<]*</td>\s*'
+        r"<td>.*?</td>\s*<td>([^<]*)</td>\s*<td>(?:<code>([^<]*)</code>)?</td>",
+        ran.text,
+        re.DOTALL,
+    )
+    found = {check: (level, message, fix) for level, check, message, fix in rows}
+    assert found["ims"][0] == "error"
+    assert "does not answer" in found["ims"][1]
+    assert "sitemail serve" in found["ims"][2]
+    assert found["round-trip"][0] == "error"
+    assert api.wakes  # the server is told to send the pings at once
+    levels = [level for level, *_ in rows]
+    counts = ", ".join(
+        f"{levels.count(level)} {name}"
+        for level, name in (("ok", "ok"), ("warning", "warnings"), ("error", "errors"))
+    )
+    assert f"UTC: {counts}." in ran.text
+    assert '<option value="SiteA" selected>' in ran.text
+    unknown = post(api, "/console/doctor/run", csrf, site="Nowhere", timeout="1")
+    assert flash_of(unknown) == "error: no site &#39;Nowhere&#39; is known here (known: SiteA)"
+    for bad in ("0", "601", "soon"):
+        refused = post(api, "/console/doctor/run", csrf, timeout=bad)
+        assert flash_of(refused) == (
+            "error: the timeout must be a number of seconds from 1 to 600"
+        ), bad
 
 
 def test_console_recipients_add_find_edit_remove(api: Api) -> None:

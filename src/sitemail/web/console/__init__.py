@@ -4,7 +4,7 @@ Server-rendered Jinja2 pages with htmx (vendored in `web/static/`, no front-end 
 same AdminService as the CLI and the API. A browser logs in once with the admin token and gets
 a session cookie; every form carries the session's CSRF token (`session.py`). Pages:
 the organisation with its picture, sites, servers (the IMS property pages), Directory
-Replication, Site Addressing, the KCC, recipients, queues and message tracking.
+Replication, Site Addressing, the KCC, recipients, queues, message tracking and the doctor.
 """
 
 from __future__ import annotations
@@ -14,7 +14,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
-from sitemail.web.console import pages_org, pages_queue, pages_recipients, pages_replication
+from sitemail.web.console import (
+    pages_doctor,
+    pages_org,
+    pages_queue,
+    pages_recipients,
+    pages_replication,
+)
 from sitemail.web.console.common import PREFIX, TEMPLATES, CsrfError, LoginRequiredError, templates
 
 __all__ = ["PREFIX", "error_page", "mount_console"]
@@ -55,7 +61,7 @@ def error_page(request: Request, status: int, message: str) -> HTMLResponse:
 def mount_console(app: FastAPI) -> None:
     """Serve the console under /console (and send / there)."""
     app.mount(PREFIX + "/static", StaticFiles(directory=str(STATIC)), name="console-static")
-    for module in (pages_org, pages_recipients, pages_replication, pages_queue):
+    for module in (pages_org, pages_recipients, pages_replication, pages_queue, pages_doctor):
         app.include_router(module.router)
     app.add_middleware(_SecurityHeaders)
 
