@@ -43,6 +43,12 @@ __all__ = ["Explanation", "Router"]
 
 T = TypeVar("T")
 _CACHE_SECONDS = 2.0
+# A recipient's home site comes from the directory, read live, and its path from the cached
+# table: a site the directory knows but the table does not is looked up again in a table at
+# most this old, so mail that arrives just after replication brought the site (and its
+# Connected Sites) is not deferred for a retry interval. Bounded, so a burst of mail for a
+# site that really has no path rebuilds the table at most a few times a second.
+_RECHECK_SECONDS = 0.2
 Trace = Mapping[str, float]  # site -> when the message left it (routing.trace)
 _NO_TRACE: Trace = MappingProxyType({})
 
@@ -56,9 +62,11 @@ class _Cached(Generic[T]):
         self._value: T | None = None
         self._at = float("-inf")
 
-    def get(self) -> T:
+    def get(self, max_age: float | None = None) -> T:
+        """The value, recomputed if older than the ttl (or `max_age`, when shorter)."""
         now = time.monotonic()
-        if self._value is None or now - self._at > self._ttl:
+        ttl = self._ttl if max_age is None else min(self._ttl, max_age)
+        if self._value is None or now - self._at > ttl:
             self._value = self._compute()
             self._at = now
         return self._value
@@ -173,6 +181,8 @@ class Router:
         owner: AddressOwner | None = None,
     ) -> Route:
         path = self.table().sites.get(site)
+        if path is None:  # the directory knows the site; a table made before it may not
+            path = self._table.get(max_age=_RECHECK_SECONDS).sites.get(site)
         if path is None:
             note(
                 f"   no Connected Sites path from {self._local_site} to {site}: the message "

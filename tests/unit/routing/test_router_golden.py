@@ -6,6 +6,7 @@ objects arrive the way replication applies them (`apply_objects`).
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -209,3 +210,30 @@ def test_our_own_domain_entries_decide_over_another_sites() -> None:
     )
     assert table.relayed_by == {"other.example": "C"}
     assert table.internal_relay == {}
+
+
+def test_a_site_replication_just_brought_is_routed_to_not_deferred(
+    site_a: AdminService,
+) -> None:
+    """The table is cached for seconds, the directory is read live: a recipient of a site
+    the cached table does not know yet (replication brought the site, its mailbox and a
+    Connected Sites path a moment ago) is routed along the new path, not deferred."""
+    site_a.routing.add_connected_site("SiteB", "siteb.example.com")
+    router = Router(site_a.directory)
+    assert "SiteC" not in router.table().sites  # cached now, before SiteC is known
+    org = {"organization": "ExchangeORG"}
+    with site_a.store.write() as conn:
+        apply_objects(
+            conn,
+            [
+                _wire("SiteB", "site", "SiteB", {**org, "routing_domain": "siteb.example.com"}),
+                _wire("SiteC", "site", "SiteC", {**org, "routing_domain": "sitec.example.com"}),
+                _wire("SiteB", "connected_site", "SiteC", {"routing_address": "sitec.example.com"}),
+                _wire("SiteC", "mailbox", "carol", {"proxies": ["SMTP:carol@example.com"]}),
+            ],
+            local_site="SiteA",
+            allowed=["SiteB", "SiteC"],
+        )
+    time.sleep(0.25)  # past the recheck age, well within the cache's
+    route = router.route("carol@example.com")
+    assert (route.transport, route.nexthop) == (Transport.SITE, "SiteB")
