@@ -36,7 +36,13 @@ def _sites(console: ConsoleContext) -> list[str]:
 
 @router.get("/doctor", include_in_schema=False)
 def doctor_page(console: Console) -> HTMLResponse:
-    return render(console, "console/doctor.html", sites=_sites(console), findings=None, timeout=30)
+    return render(
+        console,
+        "console/doctor.html",
+        sites=_sites(console),
+        findings=None,
+        timeout=f"{DEFAULT_TIMEOUT:g}",
+    )
 
 
 @router.post("/doctor/run", include_in_schema=False)
