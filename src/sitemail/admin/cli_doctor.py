@@ -11,7 +11,14 @@ import typer
 
 from sitemail.admin.cli import DataDir, JsonFlag, admin, app, emit_json, handle_errors, out
 from sitemail.admin.datadir import resolve_data_dir
-from sitemail.admin.doctor import Finding, Level, run_doctor
+from sitemail.admin.doctor import (
+    ROUND_TRIP_DEFAULT,
+    ROUND_TRIP_MAX,
+    ROUND_TRIP_MIN,
+    Finding,
+    Level,
+    run_doctor,
+)
 from sitemail.admin.wake import poke
 
 __all__ = ["doctor"]
@@ -30,8 +37,13 @@ def doctor(
     ] = None,
     timeout: Annotated[
         float,
-        typer.Option("--timeout", min=1, max=600, help="Seconds to wait for each round trip."),
-    ] = 30.0,
+        typer.Option(
+            "--timeout",
+            min=ROUND_TRIP_MIN,
+            max=ROUND_TRIP_MAX,
+            help="Seconds to wait for each round trip.",
+        ),
+    ] = ROUND_TRIP_DEFAULT,
     data_dir: DataDir = None,
     as_json: JsonFlag = False,
 ) -> None:

@@ -39,9 +39,21 @@ from sitemail.replication.kcc import KccReport, SiteInfo
 from sitemail.routing.resolver import DnsResolver, DnsRouteError, MailHosts, resolve_mail_hosts
 from sitemail.routing.table import RoutingTable, load_table
 
-__all__ = ["Finding", "Level", "run_doctor"]
+__all__ = [
+    "ROUND_TRIP_DEFAULT",
+    "ROUND_TRIP_MAX",
+    "ROUND_TRIP_MIN",
+    "Finding",
+    "Level",
+    "run_doctor",
+]
 
 BANNER_TIMEOUT = 5.0
+# Seconds to wait for each round trip: the default and the bounds the CLI, the API and the
+# console accept.
+ROUND_TRIP_DEFAULT = 30.0
+ROUND_TRIP_MIN = 1.0
+ROUND_TRIP_MAX = 600.0
 STALE_AFTER = 2  # replication is stale after this many schedule intervals without an exchange
 WAITING_TOO_LONG = 120.0  # an answer takes seconds: a request unanswered this long is stuck
 
@@ -86,7 +98,7 @@ def run_doctor(
     service: AdminService,
     *,
     site: str | None = None,
-    round_trip_timeout: float = 30.0,
+    round_trip_timeout: float = ROUND_TRIP_DEFAULT,
     wake: Callable[[], object] = lambda: None,
 ) -> list[Finding]:
     """Every finding, in check order. `wake` nudges the running server to send the pings."""

@@ -10,7 +10,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 
-from sitemail.admin.doctor import Level, run_doctor
+from sitemail.admin.doctor import (
+    ROUND_TRIP_DEFAULT,
+    ROUND_TRIP_MAX,
+    ROUND_TRIP_MIN,
+    Level,
+    run_doctor,
+)
 from sitemail.core.errors import SitemailError
 from sitemail.web.console.common import (
     PREFIX,
@@ -26,9 +32,6 @@ __all__ = ["router"]
 
 router = APIRouter(prefix=PREFIX)
 
-DEFAULT_TIMEOUT = 30.0  # seconds per round trip, as `sitemail doctor`
-MAX_TIMEOUT = 600.0  # as the API's `timeout`
-
 
 def _sites(console: ConsoleContext) -> list[str]:
     return [s.name for s in console.service.replication.kcc().sites]
@@ -41,7 +44,7 @@ def doctor_page(console: Console) -> HTMLResponse:
         "console/doctor.html",
         sites=_sites(console),
         findings=None,
-        timeout=f"{DEFAULT_TIMEOUT:g}",
+        timeout=f"{ROUND_TRIP_DEFAULT:g}",
     )
 
 
@@ -49,11 +52,12 @@ def doctor_page(console: Console) -> HTMLResponse:
 def doctor_run(console: Console, form: Form) -> Response:
     site = form.get("site", "").strip() or None
     try:
-        timeout = float(form.get("timeout", "") or DEFAULT_TIMEOUT)
+        timeout = float(form.get("timeout", "") or ROUND_TRIP_DEFAULT)
     except ValueError:
         timeout = -1.0
-    if not 1 <= timeout <= MAX_TIMEOUT:
-        return _back(console, f"the timeout must be a number of seconds from 1 to {MAX_TIMEOUT:g}")
+    if not ROUND_TRIP_MIN <= timeout <= ROUND_TRIP_MAX:
+        bounds = f"{ROUND_TRIP_MIN:g} to {ROUND_TRIP_MAX:g}"
+        return _back(console, f"the timeout must be a number of seconds from {bounds}")
     try:
         findings = run_doctor(
             console.service, site=site, round_trip_timeout=timeout, wake=console.api.wake

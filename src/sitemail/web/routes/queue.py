@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
 
-from sitemail.admin.doctor import run_doctor
+from sitemail.admin.doctor import ROUND_TRIP_DEFAULT, ROUND_TRIP_MAX, ROUND_TRIP_MIN, run_doctor
 from sitemail.web.deps import Service, Wake
 from sitemail.web.models import (
     FindingOut,
@@ -142,8 +142,13 @@ def doctor(
     wake: Wake,
     site: Annotated[str | None, Query(max_length=256, description="Only this site.")] = None,
     timeout: Annotated[
-        float, Query(ge=1, le=600, description="Seconds to wait for each round trip.")
-    ] = 30.0,
+        float,
+        Query(
+            ge=ROUND_TRIP_MIN,
+            le=ROUND_TRIP_MAX,
+            description="Seconds to wait for each round trip.",
+        ),
+    ] = ROUND_TRIP_DEFAULT,
 ) -> list[FindingOut]:
     """DNS, every site's IMS, connectors, replication, routing and a round trip of mail to
     each site, each finding ok / warning / error with its fix."""
