@@ -50,9 +50,10 @@ from sitemail.store import Store, default_url, open_store, upgrade
 from sitemail.store.writer import GroupWriter
 from sitemail.web import bind_api_socket, create_app, serve_api
 
-__all__ = ["SiteServer", "build_tls_context", "run_server"]
+__all__ = ["SPOOL_DIR", "SiteServer", "build_tls_context", "clear_spool_dir", "run_server"]
 
 log = logging.getLogger("sitemail.site")
+SPOOL_DIR = "incoming"  # in the data dir: messages arriving, spooled beyond a size
 T = TypeVar("T")
 
 
@@ -156,6 +157,11 @@ class SiteServer:
         )
         return self.components
 
+    @property
+    def spool_dir(self) -> Path:
+        """Where messages too big for memory are spooled while DATA arrives."""
+        return self.config.data_dir / SPOOL_DIR
+
     def server_name(self, directory: Directory) -> str:
         """Our host name in greetings and Received headers: server.site-domain, on the site's
         own (routing) domain, which stays when Site Addressing moves to the shared domain (the
@@ -174,6 +180,7 @@ class SiteServer:
             self.clock,
             trusted_networks=self.config.smtp.trusted_networks,
         )
+        clear_spool_dir(self.spool_dir)
         await parts.writer.start()
         await parts.spool.start()
         servers = []
@@ -192,6 +199,7 @@ class SiteServer:
                         server_name=self.server_name(parts.directory),
                         limits=self.config.limits,
                         tls_context=tls,
+                        spool_dir=self.spool_dir,
                     ),
                 )
                 servers.append(server)
@@ -265,6 +273,16 @@ class SiteServer:
 
         asyncio.get_running_loop().add_reader(sock.fileno(), drain)
         return sock
+
+
+def clear_spool_dir(path: Path) -> None:
+    """Empty the DATA spool directory at start: what a crash left there (spool files have no
+    name where the system offers O_TMPFILE; elsewhere one may remain) was never accepted."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for leftover in path.iterdir():
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+            log.warning("removed %s, a partial message left by a crash", leftover.name)
 
 
 async def _bind(setting: str, address: str, port: int, start: Awaitable[T]) -> T:
@@ -344,6 +362,7 @@ class _ClientAccess:
             authenticator=self.authenticator,
             auth_required=True,
             implicit_tls=implicit,
+            spool_dir=self._site.spool_dir,
         )
         self._smtp_servers.append(server)
         return int(server.sockets[0].getsockname()[1])

@@ -79,6 +79,11 @@ pipelining API and its protocol keeps one reply at a time, so for the exchange o
 reader (``_ReplyReader``, every reply kept in order) is set on the transport, and
 aiosmtplib's protocol gets it back afterwards.
 
+Big messages (not in memory: queue/content.py) are sent in chunks read from the queue in a
+thread, each written once the socket has taken the one before (asyncio flow control on our
+reader), with or without PIPELINING: neither this process nor the transport's buffer holds
+one whole. The SIZE check and parameter use the size the queue recorded.
+
 Connection pool: per (address, port, pins) destination, at most
 ``max_connections_per_destination`` connections; a connection is used by one delivery at
 a time (a lock per connection) and goes back idle unless its session broke. Reusing an
@@ -127,13 +132,14 @@ from aiosmtplib.email import quote_address
 from aiosmtplib.protocol import normalize_message_line_endings
 
 from sitemail.core.envelope import BodyType, Envelope, EnvelopeRecipient, Notify
+from sitemail.queue.content import Content
 from sitemail.queue.model import Outcome, QueuedMessage, QueuedRecipient, RecipientResult
 from sitemail.routing.domain_routes import parse_nexthop
 from sitemail.routing.resolver import DnsRouteError, Resolver, resolve_mail_hosts
 from sitemail.routing.route import Route, SiteHop, Transport
 from sitemail.routing.trace import trace_field
 
-__all__ = ["RemoteDelivery", "fingerprint_of", "xtext"]
+__all__ = ["RemoteDelivery", "fingerprint_of", "wire_chunks", "xtext"]
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +153,7 @@ _QUIT_TIMEOUT = 5.0
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")  # never on a command line (CR/LF: injection)
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 _MAX_REPLY = 64 * 1024  # a reply longer than this (unfinished) is nonsense: the session ends
+_CARRY_LIMIT = 1024 * 1024  # a line longer than this is sent in pieces (no CRLF is added)
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -209,6 +216,34 @@ def _first_word(message: str) -> str:
 def _headers_need_utf8(content: bytes) -> bool:
     head = content.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
     return not head.isascii()
+
+
+async def wire_chunks(content: Content) -> AsyncIterator[bytes]:
+    """A message as DATA carries it, a chunk at a time: every line ending CRLF, a dot that
+    starts a line doubled (RFC 5321 4.5.2), the last line ended. Chunks are cut after a line
+    end (a line longer than a chunk is cut elsewhere, but never between CR and LF)."""
+    carry = b""
+    line_start = True  # the next octet sent starts a line
+    async for chunk in content.stream():
+        data = carry + chunk if carry else chunk
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            if len(data) < _CARRY_LIMIT:
+                carry = data
+                continue
+            cut = len(data) - data.endswith(b"\r")
+        carry = data[cut:]
+        yield _stuffed(data[:cut], line_start)
+        line_start = data[cut - 1 : cut] == b"\n"
+    if carry:
+        yield _stuffed(carry, line_start) + (b"" if carry.endswith(b"\r") else b"\r\n")
+
+
+def _stuffed(piece: bytes, line_start: bool) -> bytes:
+    """`piece` with CRLF line ends and its line-leading dots doubled (`line_start`: whether
+    its first octet starts a line)."""
+    out = _LEADING_DOT.sub(b"..", normalize_message_line_endings(piece))
+    return out if line_start or not piece.startswith(b".") else out[1:]
 
 
 def _notify_param(recipient: EnvelopeRecipient) -> str:
@@ -350,7 +385,20 @@ class _ReplyReader(asyncio.Protocol):
         self._replies: deque[SMTPResponse] = deque()
         self._error: SMTPException | None = None
         self._changed: asyncio.Event = asyncio.Event()
+        self._writable: asyncio.Event = asyncio.Event()
+        self._writable.set()
         self.answered = False  # the peer has answered something since we were installed
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is full (asyncio flow control): `drained` waits."""
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    async def drained(self) -> None:
+        """Until the transport takes more (at once unless paused, or after a failure)."""
+        await self._writable.wait()
 
     def data_received(self, data: bytes) -> None:
         self._buffer.extend(data)
@@ -374,6 +422,7 @@ class _ReplyReader(asyncio.Protocol):
         if self._error is None:
             self._error = error
         self._changed.set()
+        self._writable.set()  # a writer waiting to send finds the connection closed
 
     def _parse(self) -> SMTPResponse | None:
         """One whole reply (RFC 5321 4.2.1: "250-" lines, then "250 ") off the buffer."""
@@ -439,7 +488,7 @@ class _Job:
     """One message for the recipients of one next hop, and what happened to each so far."""
 
     message: QueuedMessage
-    content: bytes
+    content: Content
     addresses: list[str]
     recipients: list[EnvelopeRecipient]
     originals: list[str]
@@ -570,7 +619,7 @@ class RemoteDelivery:
     async def deliver(
         self,
         message: QueuedMessage,
-        content: bytes,
+        content: Content,
         recipients: list[tuple[QueuedRecipient, Route]],
     ) -> list[RecipientResult]:
         """Deliver ``content`` to every recipient; one result each, in the given order."""
@@ -602,7 +651,7 @@ class RemoteDelivery:
     async def _guarded(
         self,
         message: QueuedMessage,
-        content: bytes,
+        content: Content,
         transport: Transport,
         nexthop: str,
         members: list[tuple[QueuedRecipient, Route]],
@@ -617,14 +666,15 @@ class RemoteDelivery:
     async def _deliver_group(
         self,
         message: QueuedMessage,
-        content: bytes,
+        content: Content,
         transport: Transport,
         nexthop: str,
         members: list[tuple[QueuedRecipient, Route]],
     ) -> list[_Verdict]:
         envelope = message.envelope
         if transport is Transport.SITE and self._trace_site:
-            content = trace_field(self._trace_site, message.queue_id, self._wall_clock()) + content
+            trace = trace_field(self._trace_site, message.queue_id, self._wall_clock())
+            content = content.with_prefix(trace)
         job = _Job(
             message=message,
             content=content,
@@ -632,7 +682,7 @@ class RemoteDelivery:
             recipients=[rcpt.recipient for rcpt, _ in members],
             originals=[rcpt.recipient.address for rcpt, _ in members],
             needs_utf8=envelope.smtputf8
-            and (not envelope.sender.isascii() or _headers_need_utf8(content)),
+            and (not envelope.sender.isascii() or _headers_need_utf8(content.head)),
         )
         plan, pins = await self._plan(transport, nexthop)
         if isinstance(plan, _Verdict):
@@ -830,9 +880,9 @@ class RemoteDelivery:
             else:
                 sendable.append(index)
         limit = smtp.esmtp_extensions.get("size", "").strip()
-        if sendable and limit.isdigit() and 0 < int(limit) < len(job.content):
+        if sendable and limit.isdigit() and 0 < int(limit) < job.content.size:
             text = (
-                f"message size {len(job.content)} exceeds size limit {limit} "
+                f"message size {job.content.size} exceeds size limit {limit} "
                 f"of server {target.describe}"
             )
             for index in sendable:
@@ -904,11 +954,17 @@ class RemoteDelivery:
         self, conn: _Connection, target: _Target, job: _Job, accepted: list[int]
     ) -> None:
         """DATA and the message; its reply settles every accepted recipient."""
+        if not job.content.in_memory:  # sent in chunks, as when pipelining
+            async with self._replies(conn) as reader:
+                self._send(conn, [b"DATA\r\n"])
+                data = await self._read(conn, reader, target, "DATA")
+                await self._send_message(conn, reader, target, job, accepted=accepted, data=data)
+            return
         try:
             reply = await self._net(
                 target,
                 "sending message body",
-                conn.smtp.data(job.content, timeout=self._data_timeout),
+                conn.smtp.data(job.content.whole(), timeout=self._data_timeout),
             )
         except SMTPDataError as exc:
             verdict = _from_reply(exc.code, exc.message, "end of DATA", target)
@@ -1034,8 +1090,11 @@ class RemoteDelivery:
             self._send(conn, [b".\r\n"])
             await self._read(conn, reader, target, "end of DATA")
             return
-        body = _LEADING_DOT.sub(b"..", normalize_message_line_endings(job.content))
-        self._send(conn, [body, b".\r\n"])
+        if job.content.in_memory:
+            body = _LEADING_DOT.sub(b"..", normalize_message_line_endings(job.content.whole()))
+            self._send(conn, [body, b".\r\n"])
+        else:
+            await self._net(target, "sending message body", self._stream(conn, reader, job))
         reply = await self._read(conn, reader, target, "end of DATA", patience=self._data_timeout)
         verdict = _from_reply(reply.code, reply.message, "end of DATA", target)
         if reply.code == 421:
@@ -1044,6 +1103,16 @@ class RemoteDelivery:
         conn.transactions += 1
         for index in accepted:
             job.settle(index, verdict)
+
+    async def _stream(self, conn: _Connection, reader: _ReplyReader, job: _Job) -> None:
+        """A big message a chunk at a time (read from the queue in a thread), each sent once
+        the socket has taken the one before: never whole in memory, here or in the
+        transport's buffer. A read failure leaves the DATA unfinished, so nothing is sent."""
+        async with asyncio.timeout(self._data_timeout):
+            async for piece in wire_chunks(job.content):
+                self._send(conn, [piece])
+                await reader.drained()
+            self._send(conn, [b".\r\n"])
 
     async def _expect_reset(self, conn: _Connection, reader: _ReplyReader, target: _Target) -> None:
         reply = await self._read(conn, reader, target, "RSET")
@@ -1116,7 +1185,7 @@ class RemoteDelivery:
         envelope = job.envelope
         options: list[str] = []
         if smtp.supports_extension("size"):
-            options.append(f"SIZE={len(job.content)}")
+            options.append(f"SIZE={job.content.size}")
         if envelope.body is BodyType.EIGHT_BIT and smtp.supports_extension("8bitmime"):
             options.append("BODY=8BITMIME")
         if use_utf8:

@@ -44,6 +44,7 @@ from sqlalchemy import Connection
 from sitemail.config.model import QueueConfig
 from sitemail.core.clock import Clock
 from sitemail.core.envelope import Envelope, EnvelopeRecipient, Notify
+from sitemail.queue.content import Content
 from sitemail.queue.dsn import DsnEntry, DsnKind, build_dsn, dsn_body_type
 from sitemail.queue.model import (
     Delivery,
@@ -84,7 +85,8 @@ _RECEIVED = re.compile(rb"^received:", re.IGNORECASE | re.MULTILINE)
 _BATCH = 100
 _PARALLEL_MESSAGES = 32  # messages handed to network transports at once
 _MAX_IN_FLIGHT = 4 * _PARALLEL_MESSAGES  # messages loaded and waiting for a delivery slot
-_PASS_BYTES = 32 * 1024 * 1024  # message content loaded by one pass (at least one message)
+_PASS_BYTES = 32 * 1024 * 1024  # message content in memory for one pass (at least one message;
+# a big message counts for its head: the rest is read in chunks when it is sent)
 _IDLE_POLL = 5.0
 
 
@@ -95,7 +97,7 @@ def count_received_headers(content: bytes) -> int:
 @dataclass(frozen=True, slots=True)
 class _Work:
     message: QueuedMessage
-    content: bytes
+    content: Content
     due: list[QueuedRecipient]
 
 
@@ -171,7 +173,9 @@ class QueueManager:
             self._wake.set()
 
     def deliver_in(
-        self, conn: Connection, batch: Sequence[tuple[QueuedMessage, bytes, list[QueuedRecipient]]]
+        self,
+        conn: Connection,
+        batch: Sequence[tuple[QueuedMessage, Content, list[QueuedRecipient]]],
     ) -> dict[str, bool]:
         """In the transaction that accepts `batch` (the writer's thread): deliver, record and
         dequeue the messages whose every recipient is local, so one commit both accepts them
@@ -199,7 +203,7 @@ class QueueManager:
         }
 
     def hand_off(
-        self, message: QueuedMessage, content: bytes, recipients: Sequence[QueuedRecipient]
+        self, message: QueuedMessage, content: Content, recipients: Sequence[QueuedRecipient]
     ) -> None:
         """A message just committed by the spool (claimed before): start its delivery now,
         without a database poll. Declined (a pass delivers it) before run() or when full."""
@@ -377,7 +381,7 @@ class QueueManager:
         """Load the messages (up to a memory budget; the rest wait for the next pass) and
         route their due recipients."""
         with self._store.read() as conn:
-            loaded = load_messages(conn, ids, max_bytes=_PASS_BYTES)
+            loaded = load_messages(conn, ids, max_bytes=_PASS_BYTES, store=self._store)
         plans = []
         for message, content, rows in loaded:
             due = [
@@ -391,13 +395,13 @@ class QueueManager:
 
     def _plan(self, work: _Work) -> _Plan:
         plan = _Plan(work)
-        if count_received_headers(work.content) > self._settings.hop_limit:
+        if count_received_headers(work.content.head) > self._settings.hop_limit:
             text = f"too many hops ({self._settings.hop_limit} Received headers): mail loop?"
             plan.results = [
                 RecipientResult(r.id, Outcome.FAILED, 554, "5.4.6", text) for r in work.due
             ]
             return plan
-        trace = trace_sites(work.content)
+        trace = trace_sites(work.content.head)
         for rcpt in work.due:
             try:
                 route = self._router(rcpt.recipient.address, trace)
@@ -618,7 +622,8 @@ class QueueManager:
             queue_id=message.queue_id,
             message_id=message.message_id,
             arrival=datetime.fromtimestamp(message.received_at, UTC),
-            content=work.content,
+            content=work.content.whole() if work.content.in_memory else work.content.head,
+            original_size=work.content.size,
             entries=entries,
             kind=kind,
             now=datetime.fromtimestamp(now, UTC),
@@ -634,7 +639,8 @@ class QueueManager:
             smtputf8=not message.envelope.sender.isascii(),
         )
         queue_id = new_queue_id(now)
-        insert_message(conn, queue_id, NewMessage(envelope, dsn, is_dsn=True), now, self._site)
+        notice = NewMessage(envelope, Content.of(dsn), is_dsn=True)
+        insert_message(conn, queue_id, notice, now, self._site)
         track(
             conn,
             [

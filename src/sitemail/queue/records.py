@@ -24,14 +24,17 @@ from sqlalchemy import (
     Connection,
     and_,
     bindparam,
+    case,
     delete,
     func,
     insert,
+    literal_column,
     select,
     update,
 )
 
 from sitemail.core.envelope import BodyType, Envelope, EnvelopeRecipient, Notify, Ret
+from sitemail.queue.content import HEAD_LIMIT, MEMORY_LIMIT, Content, StoredSource
 from sitemail.queue.model import (
     Outcome,
     QueuedMessage,
@@ -40,6 +43,8 @@ from sitemail.queue.model import (
     RcptState,
     RecipientResult,
 )
+from sitemail.store import blobs
+from sitemail.store.engine import Store
 from sitemail.store.tables import queue_message, queue_rcpt, track_event
 
 __all__ = [
@@ -48,6 +53,7 @@ __all__ = [
     "add_recipients",
     "close_done",
     "close_finished",
+    "content_blob",
     "finish_recipients",
     "insert_message",
     "insert_messages",
@@ -56,6 +62,7 @@ __all__ = [
     "load_recipients",
     "new_queue_id",
     "record_delivered",
+    "stored_content",
     "track",
 ]
 
@@ -99,7 +106,7 @@ def extract_message_id(content: bytes) -> str:
 @dataclass(frozen=True, slots=True)
 class NewMessage:
     envelope: Envelope
-    content: bytes
+    content: Content
     is_dsn: bool = False
     queue_id: QueueId | None = None  # pre-allocated by the SMTP session (Received header)
 
@@ -170,6 +177,15 @@ _SIZES_IN = select(queue_message.c.queue_id, queue_message.c.size).where(
     queue_message.c.queue_id.in_(_IDS)
 )
 _MESSAGES_IN = select(queue_message).where(queue_message.c.queue_id.in_(_IDS))
+# SQLite: a big message's content stays in the database (read in chunks later); its rowid
+# finds its header, read with blob I/O.
+_MESSAGES_IN_HEADLESS = select(
+    *(c for c in queue_message.c if c.name != "content"),
+    case((queue_message.c.size <= MEMORY_LIMIT, queue_message.c.content), else_=None).label(
+        "content"
+    ),
+    literal_column("rowid").label("row_number"),
+).where(queue_message.c.queue_id.in_(_IDS))
 _RCPTS_IN = select(queue_rcpt).where(queue_rcpt.c.queue_id.in_(_IDS)).order_by(queue_rcpt.c.id)
 _STILL_QUEUED_IN = (
     select(queue_rcpt.c.queue_id)
@@ -232,9 +248,16 @@ def insert_messages(
     message_rows: list[dict[str, Any]] = []
     rcpt_rows: list[dict[str, Any]] = []
     events: list[TrackEvent] = []
+    streamed: list[tuple[QueueId, Content]] = []  # written in chunks once their rows exist
     for queue_id, message in messages:
-        message_id = extract_message_id(message.content)
+        content = message.content
+        message_id = extract_message_id(content.head)
         env = message.envelope
+        if content.in_memory or not blobs.supported(conn):
+            value = content.whole()  # PostgreSQL: big messages too, for now
+        else:
+            value = b""
+            streamed.append((queue_id, content))
         message_rows.append(
             {
                 "queue_id": queue_id,
@@ -242,8 +265,8 @@ def insert_messages(
                 "sender": env.sender,
                 "envelope": _envelope_json(env),
                 "message_id": message_id,
-                "size": len(message.content),
-                "content": message.content,
+                "size": content.size,
+                "content": value,
                 "is_dsn": message.is_dsn,
                 "held": False,
                 "done": False,
@@ -258,6 +281,10 @@ def insert_messages(
     if not message_rows:
         return []
     conn.execute(_INSERT_MESSAGE, message_rows)
+    for queue_id, content in streamed:
+        rowid = blobs.rowid_of(conn, queue_message.c.queue_id, queue_id)
+        assert rowid is not None  # inserted just above, in this transaction
+        blobs.fill_blob(conn, queue_message.c.content, rowid, content.size, content.chunks())
     rcpt_ids = iter(conn.execute(_INSERT_RCPT, rcpt_rows).scalars().all() if rcpt_rows else [])
     track(conn, events)
     out = []
@@ -267,7 +294,7 @@ def insert_messages(
             queue_id=queue_id,
             envelope=env,
             received_at=now,
-            size=len(message.content),
+            size=message.content.size,
             message_id=row["message_id"],
             is_dsn=message.is_dsn,
         )
@@ -284,6 +311,22 @@ def insert_messages(
         ]
         out.append((queued, recipients))
     return out
+
+
+def stored_content(store: Store, queue_id: str, content: Content) -> Content:
+    """`content` as the queue holds it once committed under `queue_id`: a small message as
+    it is; a big one read from its row in chunks (PostgreSQL: whole, for now)."""
+    if content.in_memory:
+        return content
+    if not store.is_sqlite:
+        return Content.of(content.whole())
+    return Content.behind(StoredSource(store, queue_id), content.size, content.head)
+
+
+def content_blob(conn: Connection, queue_id: str) -> tuple[Any, int] | None:
+    """Where a queued message's content lies, for blob I/O: (column, rowid); None if gone."""
+    rowid = blobs.rowid_of(conn, queue_message.c.queue_id, queue_id)
+    return None if rowid is None else (queue_message.c.content, rowid)
 
 
 def add_recipients(
@@ -332,7 +375,7 @@ def to_recipient(row: Any) -> QueuedRecipient:
     )
 
 
-def load_message(conn: Connection, queue_id: str) -> tuple[QueuedMessage, bytes] | None:
+def load_message(conn: Connection, queue_id: str) -> tuple[QueuedMessage, Content] | None:
     row = conn.execute(_SELECT_MESSAGE, {"b_queue_id": queue_id}).first()
     if row is None:
         return None
@@ -346,29 +389,51 @@ def load_message(conn: Connection, queue_id: str) -> tuple[QueuedMessage, bytes]
         message_id=row.message_id,
         is_dsn=row.is_dsn,
     )
-    return message, bytes(row.content)
+    return message, Content.of(bytes(row.content))
+
+
+def _in_memory(size: int, store: Store | None) -> int:
+    """What loading a message of `size` octets costs in memory (a big one: its head)."""
+    return min(size, HEAD_LIMIT) if store is not None and size > MEMORY_LIMIT else size
+
+
+def _content(conn: Connection, row: Any, store: Store | None) -> Content:
+    """A loaded row's content: bytes, or (a big one, SQLite, `store` given) its handle."""
+    if row.content is not None:
+        return Content.of(bytes(row.content))
+    assert store is not None
+    head = blobs.read_blob(conn, queue_message.c.content, row.row_number, 0, HEAD_LIMIT)
+    return Content.behind(StoredSource(store, row.queue_id), row.size, head)
 
 
 def load_messages(
-    conn: Connection, queue_ids: Sequence[str], *, max_bytes: int | None = None
-) -> list[tuple[QueuedMessage, bytes, list[tuple[QueuedRecipient, Any]]]]:
+    conn: Connection,
+    queue_ids: Sequence[str],
+    *,
+    max_bytes: int | None = None,
+    store: Store | None = None,
+) -> list[tuple[QueuedMessage, Content, list[tuple[QueuedRecipient, Any]]]]:
     """Messages with all their recipients (rows too), in the order of `queue_ids`; missing
     ones are left out. With `max_bytes`, only the first messages whose content fits (always
-    at least one) are loaded."""
+    at least one) are loaded. With the `store` (SQLite), a message over
+    `content.MEMORY_LIMIT` is loaded as a handle that reads it in chunks later, and counts
+    for its head only."""
     ids = list(dict.fromkeys(queue_ids))
+    streaming = store is not None and blobs.supported(conn)
     if max_bytes is not None and ids:
         sizes = {r.queue_id: int(r.size) for r in conn.execute(_SIZES_IN, {"b_ids": ids})}
         ids = [i for i in ids if i in sizes]
         total, keep = 0, 0
         for queue_id in ids:
-            total += sizes[queue_id]
+            total += _in_memory(sizes[queue_id], store if streaming else None)
             keep += 1
             if total >= max_bytes:
                 break
         ids = ids[:keep]
     if not ids:
         return []
-    rows = {r.queue_id: r for r in conn.execute(_MESSAGES_IN, {"b_ids": ids})}
+    query = _MESSAGES_IN_HEADLESS if streaming else _MESSAGES_IN
+    rows = {r.queue_id: r for r in conn.execute(query, {"b_ids": ids})}
     rcpts: dict[str, list[Any]] = {}
     for r in conn.execute(_RCPTS_IN, {"b_ids": ids}):
         rcpts.setdefault(r.queue_id, []).append(r)
@@ -387,7 +452,7 @@ def load_messages(
             message_id=row.message_id,
             is_dsn=row.is_dsn,
         )
-        out.append((message, bytes(row.content), recipients))
+        out.append((message, _content(conn, row, store if streaming else None), recipients))
     return out
 
 

@@ -33,8 +33,9 @@ from typing import Protocol
 from sqlalchemy import Connection
 
 from sitemail.core.clock import Clock
+from sitemail.queue.content import Content
 from sitemail.queue.model import QueuedMessage, QueuedRecipient, QueueId
-from sitemail.queue.records import NewMessage, insert_messages, new_queue_id
+from sitemail.queue.records import NewMessage, insert_messages, new_queue_id, stored_content
 from sitemail.store.engine import Store
 from sitemail.store.writer import GroupWriter
 
@@ -42,8 +43,7 @@ __all__ = ["Handoff", "New", "Spool", "hand_over"]
 
 log = logging.getLogger("sitemail.queue")
 
-_Queued = tuple[QueuedMessage, list[QueuedRecipient]]
-New = tuple[QueuedMessage, bytes, list[QueuedRecipient]]  # a message just written, with content
+New = tuple[QueuedMessage, Content, list[QueuedRecipient]]  # a message just written, with content
 
 
 class Handoff(Protocol):
@@ -61,7 +61,7 @@ class Handoff(Protocol):
         {queue id: whether a pass has work left from it} for each message it settled."""
 
     def hand_off(
-        self, message: QueuedMessage, content: bytes, recipients: Sequence[QueuedRecipient]
+        self, message: QueuedMessage, content: Content, recipients: Sequence[QueuedRecipient]
     ) -> None:
         """Committed, on the loop: deliver it now (or drop the claim and leave it to a pass)."""
 
@@ -172,14 +172,16 @@ class Spool:
     async def _submit(self, batch: _Batch) -> None:
         handed = False
         try:
-            queued, settled = await self.writer.submit(functools.partial(self._insert, batch=batch))
+            written, settled = await self.writer.submit(
+                functools.partial(self._insert, batch=batch)
+            )
         except Exception as exc:  # every waiter gets it (451); nothing was written
             for pending in batch.items:
                 if not pending.future.done():
                     pending.future.set_exception(exc)
             return
         else:
-            self._hand_off(batch, queued, settled)
+            self._hand_off(batch, written, settled)
             handed = True
         finally:
             if self._open is batch:
@@ -191,13 +193,9 @@ class Spool:
             if not pending.future.done():
                 pending.future.set_result(pending.queue_id)
 
-    def _hand_off(self, batch: _Batch, queued: list[_Queued], settled: dict[str, bool]) -> None:
+    def _hand_off(self, batch: _Batch, written: list[New], settled: dict[str, bool]) -> None:
         if self._handoff is None:
             return
-        written = [
-            (message, pending.message.content, recipients)
-            for pending, (message, recipients) in zip(batch.items, queued, strict=True)
-        ]
         failed = set(hand_over(self._handoff, written, settled))
         for pending in batch.items:
             if pending.queue_id in failed:
@@ -207,18 +205,20 @@ class Spool:
         if self._handoff is not None:
             self._handoff.unclaim(pending.queue_id)
 
-    def _insert(self, conn: Connection, *, batch: _Batch) -> tuple[list[_Queued], dict[str, bool]]:
+    def _insert(self, conn: Connection, *, batch: _Batch) -> tuple[list[New], dict[str, bool]]:
         """In the writer thread: close the batch (later messages open the next), write it,
-        and let the hand-off deliver what it can in the same transaction."""
+        and let the hand-off deliver what it can in the same transaction. A big message is
+        copied in chunks from its spool file; what is handed on reads it from the queue
+        (the spool file is closed once the session has its answer)."""
         with self._lock:
             batch.taken = True
         queued = insert_messages(
             conn, [(p.queue_id, p.message) for p in batch.items], self._clock.now(), self._site
         )
         if self._handoff is None:
-            return queued, {}
+            return [], {}
         new = [
-            (message, pending.message.content, recipients)
-            for pending, (message, recipients) in zip(batch.items, queued, strict=True)
+            (message, stored_content(self._store, p.queue_id, p.message.content), recipients)
+            for p, (message, recipients) in zip(batch.items, queued, strict=True)
         ]
-        return queued, self._handoff.deliver_in(conn, new)
+        return new, self._handoff.deliver_in(conn, new)

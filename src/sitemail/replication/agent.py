@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
+from sitemail.queue.content import Content
 from sitemail.queue.model import QueuedMessage, QueuedRecipient, RecipientResult
 from sitemail.queue.records import close_if_done, new_queue_id, record_delivered
 from sitemail.queue.spool import Handoff, hand_over
@@ -64,11 +65,17 @@ class ReplicationAgent:
     async def deliver(
         self,
         message: QueuedMessage,
-        content: bytes,
+        message_content: Content,
         recipients: list[tuple[QueuedRecipient, Route]],
     ) -> list[RecipientResult]:
         self._taken += 1
         try:
+            # Replication messages are read whole (a big one from the queue, in a thread).
+            content = (
+                message_content.whole()
+                if message_content.in_memory
+                else await asyncio.to_thread(message_content.whole)
+            )
             connectors, verified = await asyncio.to_thread(self._verify, content)
             checked = None
             if verified is not None and verified.type is MessageType.ANSWER:

@@ -24,6 +24,7 @@ from sitemail.core.envelope import Envelope, EnvelopeRecipient
 from sitemail.core.errors import InvalidAddressError
 from sitemail.core.reply import Reply
 from sitemail.directory import Directory
+from sitemail.queue.content import Content
 from sitemail.queue.model import QueueId
 from sitemail.queue.records import NewMessage, new_queue_id
 from sitemail.queue.spool import Spool
@@ -102,7 +103,7 @@ class ImsPolicy:
         """Allocated before acceptance, so the Received header can name it."""
         return new_queue_id(self._clock.now())
 
-    async def accept(self, envelope: Envelope, content: bytes, *, queue_id: str) -> Reply:
+    async def accept(self, envelope: Envelope, content: Content, *, queue_id: str) -> Reply:
         """Queue the message durably; the 250 names the queue id (failures raise: 451)."""
         queue_id = await self._spool.enqueue(
             NewMessage(envelope, content, queue_id=QueueId(queue_id))

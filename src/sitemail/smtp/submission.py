@@ -20,6 +20,7 @@ import email.utils
 from sitemail.core.envelope import Envelope, EnvelopeRecipient
 from sitemail.core.reply import Reply
 from sitemail.directory import Directory
+from sitemail.queue.content import Content
 from sitemail.smtp.engine import SessionInfo
 from sitemail.smtp.policy import ImsPolicy
 
@@ -69,12 +70,12 @@ class SubmissionPolicy:
     def new_queue_id(self) -> str:
         return self._inbound.new_queue_id()
 
-    async def accept(self, envelope: Envelope, content: bytes, *, queue_id: str) -> Reply:
+    async def accept(self, envelope: Envelope, content: Content, *, queue_id: str) -> Reply:
         own = await asyncio.to_thread(self._addresses, envelope.authenticated_as)
         if not own:
             return _NOT_AUTHENTICATED
         for header in ("From", "Sender"):
-            found = header_addresses(content, header)
+            found = header_addresses(content.head, header)
             if found is None:
                 return Reply(550, "5.7.1", f"Message refused: cannot read its {header} header")
             if header == "From" and not found:

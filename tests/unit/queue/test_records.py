@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sitemail.admin.service import AdminService
 from sitemail.core.envelope import Envelope, EnvelopeRecipient
+from sitemail.queue.content import Content
 from sitemail.queue.model import QueueId, RcptState
 from sitemail.queue.records import (
     NewMessage,
@@ -19,7 +20,9 @@ def test_close_finished_drops_only_messages_with_nothing_left_to_do(site_a: Admi
     envelope = Envelope("a@outside.test", (EnvelopeRecipient("x@partner.test"),))
     with site_a.store.write() as conn:
         for qid in ("DONE1", "OPEN1"):
-            insert_message(conn, QueueId(qid), NewMessage(envelope, b"\r\nx\r\n"), 1.0, "SiteA")
+            insert_message(
+                conn, QueueId(qid), NewMessage(envelope, Content.of(b"\r\nx\r\n")), 1.0, "SiteA"
+            )
         ((rcpt, _),) = load_recipients(conn, "DONE1")
         finish_recipient(conn, rcpt.id, state=RcptState.DELIVERED, status="2.0.0", text="", now=2)
         assert close_finished(conn) == ["DONE1"]

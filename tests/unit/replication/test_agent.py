@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import Connection, select
 
 from sitemail.core.envelope import Envelope, EnvelopeRecipient
+from sitemail.queue.content import Content
 from sitemail.queue.model import QueuedMessage, QueuedRecipient, QueueId
 from sitemail.queue.records import NewMessage, insert_messages, new_queue_id
 from sitemail.queue.spool import New
@@ -48,14 +49,14 @@ class RecordingHandoff:
         return {}  # nothing local: every message goes to a network transport
 
     def hand_off(
-        self, message: QueuedMessage, content: bytes, recipients: Sequence[QueuedRecipient]
+        self, message: QueuedMessage, content: Content, recipients: Sequence[QueuedRecipient]
     ) -> None:
         assert message.queue_id in self.claimed, "handed off without a claim"
         with self.store.read() as conn:
             committed = conn.execute(
                 select(queue_message.c.content).where(queue_message.c.queue_id == message.queue_id)
             ).scalar()
-        assert committed == content, "handed off before its commit"
+        assert committed == content.whole(), "handed off before its commit"
         self.claimed.discard(message.queue_id)  # the manager's now, until it is delivered
         self.events.append(("hand_off", message.queue_id))
 
@@ -92,7 +93,12 @@ def test_agent_hands_the_answer_it_queues_to_the_manager(tmp_path: Path) -> None
     with a.store.write() as conn:
         [(message, recipients)] = insert_messages(
             conn,
-            [(new_queue_id(0), NewMessage(Envelope("", (EnvelopeRecipient(to),)), request))],
+            [
+                (
+                    new_queue_id(0),
+                    NewMessage(Envelope("", (EnvelopeRecipient(to),)), Content.of(request)),
+                )
+            ],
             ra.clock.now(),
             "SiteA",
         )
@@ -103,7 +109,7 @@ def test_agent_hands_the_answer_it_queues_to_the_manager(tmp_path: Path) -> None
         ra,
         a.store,
         handoff,
-        lambda agent: agent.deliver(message, request, [(r, route) for r in recipients]),
+        lambda agent: agent.deliver(message, Content.of(request), [(r, route) for r in recipients]),
     )
     handed = [queue_id for event, queue_id in handoff.events if event == "hand_off"]
     assert len(handed) == 1  # the answer
