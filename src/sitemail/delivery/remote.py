@@ -152,6 +152,7 @@ _NOTIFY_ORDER = (Notify.SUCCESS, Notify.FAILURE, Notify.DELAY)
 _QUIT_TIMEOUT = 5.0
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")  # never on a command line (CR/LF: injection)
 _LEADING_DOT = re.compile(rb"(?m)^\.")
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 _MAX_REPLY = 64 * 1024  # a reply longer than this (unfinished) is nonsense: the session ends
 _CARRY_LIMIT = 1024 * 1024  # a line longer than this is sent in pieces (no CRLF is added)
 
@@ -242,7 +243,7 @@ async def wire_chunks(content: Content) -> AsyncIterator[bytes]:
 def _stuffed(piece: bytes, line_start: bool) -> bytes:
     """`piece` with CRLF line ends and its line-leading dots doubled (`line_start`: whether
     its first octet starts a line)."""
-    out = _LEADING_DOT.sub(b"..", normalize_message_line_endings(piece))
+    out = _LEADING_DOT.sub(b"..", _LINE_END.sub(b"\r\n", piece))
     return out if line_start or not piece.startswith(b".") else out[1:]
 
 

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from sitemail.store.blobs import CHUNK, read_blob, rowid_of
+from sitemail.store.blobs import CHUNK, read_detached
 from sitemail.store.engine import Store
 from sitemail.store.tables import queue_message
 
@@ -150,18 +150,19 @@ class FileSource:
 
 
 class StoredSource:
-    """The content column of a committed queue row, read a chunk per short read transaction
-    (no snapshot is held while the next hop takes its time)."""
+    """The content column of a committed queue row, read a chunk at a time on the thread's
+    blob reader (no snapshot is held while the next hop takes its time, and no pooled
+    connection's page cache fills with the message: store/blobs.read_detached)."""
 
     def __init__(self, store: Store, queue_id: str) -> None:
         self.store = store
         self.queue_id = queue_id
-        self._rowid: int | None = None
 
     def read_at(self, offset: int, size: int) -> bytes:
-        with self.store.read() as conn:
-            if self._rowid is None:
-                self._rowid = rowid_of(conn, queue_message.c.queue_id, self.queue_id)
-                if self._rowid is None:
-                    raise OSError(f"queued message {self.queue_id} is gone")
-            return read_blob(conn, queue_message.c.content, self._rowid, offset, size)
+        return read_detached(
+            self.store,
+            queue_message.c.content,
+            (queue_message.c.queue_id, self.queue_id),
+            offset,
+            size,
+        )

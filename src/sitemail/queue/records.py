@@ -314,11 +314,12 @@ def insert_messages(
 
 
 def stored_content(store: Store, queue_id: str, content: Content) -> Content:
-    """`content` as the queue holds it once committed under `queue_id`: a small message as
-    it is; a big one read from its row in chunks (PostgreSQL: whole, for now)."""
+    """`content` as the queue holds it once committed under `queue_id`: up to
+    `MEMORY_LIMIT`, in memory (as `load_messages` gives it); a bigger one read from its row
+    in chunks (PostgreSQL: whole, for now). Call it while `content` is readable."""
     if content.in_memory:
         return content
-    if not store.is_sqlite:
+    if not store.is_sqlite or content.size <= MEMORY_LIMIT:
         return Content.of(content.whole())
     return Content.behind(StoredSource(store, queue_id), content.size, content.head)
 

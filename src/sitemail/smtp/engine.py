@@ -38,7 +38,7 @@ Design choices:
 - Command length: `command_length` (512, CRLF included) for every command; MAIL and RCPT in
   an EHLO session get the extension allowances of RFC 1870/3461/6531/4954 on top.
   Over-long: `500 5.5.2 Line too long`.
-- DATA is never held whole: a message beyond `queue.content.MEMORY_LIMIT` goes to a spool file
+- DATA is never held whole: a message beyond `smtp.spooling.SPILL_LIMIT` goes to a spool file
   as it arrives (smtp/spooling.py), and the policy gets a `Content` handle (with our Received
   header as its prefix) that reads it in chunks. The checks above run on each piece as it
   comes, so a refusal (bare newline, long line, size) stops the writing at once.

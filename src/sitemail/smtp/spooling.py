@@ -1,11 +1,12 @@
 """Where a message goes while DATA arrives: memory while small, then a spool file.
 
 One job: collect the unstuffed octets of one message and hand them over as one
-`queue.content.Content`. Up to `MEMORY_LIMIT` they stay in memory (most mail: the fast path
+`queue.content.Content`. Up to `SPILL_LIMIT` they stay in memory (most mail: the fast path
 makes no file). Beyond it they go to an anonymous temporary file in `directory` (O_TMPFILE
 on Linux: it has no name, so a crash leaves nothing behind; a restart also empties the
 directory, for systems without it), written `CHUNK` at a time in a thread, so a session holds
-at most about `MEMORY_LIMIT` whatever the message's size. The file needs no fsync: the
+about `SPILL_LIMIT` + `CHUNK` at most, whatever the message's size. (The queue keeps
+messages up to `content.MEMORY_LIMIT` in memory once stored; a session needs less.) The file needs no fsync: the
 policy copies the message into the queue, whose commit is the durable one, before the 250;
 the session closes the file (`close`) once the policy has answered.
 """
@@ -17,9 +18,11 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from sitemail.queue.content import CHUNK, HEAD_LIMIT, MEMORY_LIMIT, Content, FileSource
+from sitemail.queue.content import CHUNK, HEAD_LIMIT, Content, FileSource
 
-__all__ = ["BodySink"]
+__all__ = ["SPILL_LIMIT", "BodySink"]
+
+SPILL_LIMIT = 256 * 1024  # octets kept in memory before a message goes to a spool file
 
 
 class BodySink:
@@ -37,7 +40,7 @@ class BodySink:
     @property
     def flush_due(self) -> bool:
         """Whether `flush` should run now (memory holds enough to write)."""
-        return self._held >= (CHUNK if self._file is not None else MEMORY_LIMIT)
+        return self._held >= (CHUNK if self._file is not None else SPILL_LIMIT)
 
     def add(self, run: bytes) -> None:
         if not self._dropped:

@@ -16,16 +16,20 @@ names come from our own schema (`store.tables`), never from input.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Column, ColumnClause, Connection, Table, func, literal_column, select, update
+
+from sitemail.store.engine import Store
 
 __all__ = [
     "CHUNK",
     "copy_blob",
     "fill_blob",
     "read_blob",
+    "read_detached",
     "rowid_of",
     "size_blob",
     "supported",
@@ -98,6 +102,29 @@ def read_blob(conn: Connection, column: Column[Any], rowid: int, offset: int, si
     with _raw(conn).blobopen(table.name, column.name, rowid, readonly=True) as blob:
         blob.seek(offset)
         data: bytes = blob.read(size)
+    return data
+
+
+def read_detached(
+    store: Store, column: Column[Any], key: tuple[Column[Any], object], offset: int, size: int
+) -> bytes:
+    """`read_blob` of the row whose `key` (column, value) matches, outside any transaction, on this
+    thread's blob reader (a small page cache: `Store.blob_reader`); OSError if it is gone."""
+    (key_column, value), table = key, column.table
+    assert isinstance(table, Table)
+    raw = store.blob_reader()
+    found = raw.execute(
+        f"SELECT rowid FROM {table.name} WHERE {key_column.name} = ?",  # noqa: S608 - our schema
+        (value,),
+    ).fetchall()
+    if not found:
+        raise OSError(f"no row {value!r} in {table.name}")
+    try:
+        with raw.blobopen(table.name, column.name, found[0][0], readonly=True) as blob:
+            blob.seek(offset)
+            data: bytes = blob.read(size)
+    except sqlite3.Error as exc:
+        raise OSError(f"cannot read {table.name}.{column.name}: {exc}") from exc
     return data
 
 

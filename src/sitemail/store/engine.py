@@ -30,6 +30,7 @@ from sitemail.core.errors import StoreError
 __all__ = ["Store", "default_url", "open_store"]
 
 _IMMEDIATE = "sitemail_immediate"
+_BLOB_CACHE_KIB = 256  # page cache of the connections that read big values (blob_reader)
 
 
 def default_url(data_dir: Path) -> str:
@@ -132,6 +133,22 @@ class Store:
         except (SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as exc:
             raise StoreError(f"database read failed: {exc.__class__.__name__}: {exc}") from exc
         return row
+
+    def blob_reader(self) -> Any:
+        """This thread's own SQLite connection for reading big values a chunk at a time
+        (store/blobs.py): outside the pool, in autocommit (each read its own snapshot), with
+        a page cache of `_BLOB_CACHE_KIB`: a value of tens of megabytes read through a pooled
+        connection would leave up to its 32 MiB cache filled, on every pooled connection."""
+        reader: Any = getattr(self._local, "blob_reader", None)
+        if reader is None:
+            proxied = self.engine.raw_connection()
+            reader = proxied.driver_connection
+            proxied.detach()
+            reader.execute(f"PRAGMA cache_size=-{_BLOB_CACHE_KIB}")
+            with self._readers_lock:
+                self._readers.append(proxied)
+            self._local.blob_reader = reader
+        return reader
 
     def close(self) -> None:
         with self._readers_lock:
