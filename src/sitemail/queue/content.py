@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 from sitemail.store.blobs import CHUNK, read_detached
@@ -99,7 +99,7 @@ class Content:
 
     def with_prefix(self, lines: bytes) -> Content:
         """This message with header lines in front (the body is not copied)."""
-        return replace(self, prefix=lines + self.prefix)
+        return Content(self.data, self.source, self.body_size, self.body_head, lines + self.prefix)
 
     def whole(self) -> bytes:
         """Every octet at once: for small messages, and stores that take values whole."""

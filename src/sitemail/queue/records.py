@@ -251,12 +251,13 @@ def insert_messages(
     streamed: list[tuple[QueueId, Content]] = []  # written in chunks once their rows exist
     for queue_id, message in messages:
         content = message.content
-        message_id = extract_message_id(content.head)
         env = message.envelope
         if content.in_memory or not blobs.supported(conn):
             value = content.whole()  # PostgreSQL: big messages too, for now
+            message_id = extract_message_id(value)
         else:
             value = b""
+            message_id = extract_message_id(content.head)
             streamed.append((queue_id, content))
         message_rows.append(
             {
