@@ -19,6 +19,7 @@ message big enough to be a handle is never returned whole in a bounce, only its 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -140,13 +141,21 @@ class Content:
 
 
 class FileSource:
-    """An open file holding a body (the spool file of a message still arriving)."""
+    """An open file holding a body (the spool file of a message still arriving).
+
+    It reads through its own duplicate of the descriptor, closed when it is garbage: a
+    writer job still copying the message when its session ends (a stop, a lost client)
+    never reads a closed descriptor, or one since reused for another file."""
 
     def __init__(self, fd: int) -> None:
-        self.fd = fd
+        self.fd = os.dup(fd)
 
     def read_at(self, offset: int, size: int) -> bytes:
         return os.pread(self.fd, size, offset)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
 
 
 class StoredSource:
