@@ -41,7 +41,8 @@ Design choices:
 - DATA is never held whole: a message beyond `smtp.spooling.SPILL_LIMIT` goes to a spool file
   as it arrives (smtp/spooling.py), and the policy gets a `Content` handle (with our Received
   header as its prefix) that reads it in chunks. The checks above run on each piece as it
-  comes, so a refusal (bare newline, long line, size) stops the writing at once.
+  comes, so a refusal (bare newline, long line, size) stops the writing at once; a spool file
+  that cannot be written (disk full) makes the answer 452 4.3.1 once DATA has ended.
 - Timeouts: `timeout` between commands; during DATA and while the acceptor works,
   `data_timeout`, restarted at most once a second while lines keep arriving (aiosmtpd itself
   never restarts its timer during DATA).
@@ -137,6 +138,9 @@ _BARE_NEWLINE_DATA: Final = Reply(
     "(RFC 5321 section 2.3.8)",
 )
 _INTERNAL_ERROR: Final = Reply(451, "4.3.0", "Error: local error in processing, try again later")
+_SPOOL_FAILED: Final = Reply(
+    452, "4.3.1", "Error: insufficient system storage to spool the message; try again later"
+)
 _ACCEPT_FAILED: Final = Reply(
     451, "4.3.0", "Error: message not accepted, queue write failed; try again later"
 )
@@ -1107,6 +1111,8 @@ class SmtpSession(SMTP):
         body = _Body(self._limits, BodySink(self._settings.spool_dir))
         try:
             refusal = await self._read_data(body)
+            if refusal is None and body.sink.failed:
+                refusal = _SPOOL_FAILED
             if refusal is not None:
                 await self._reply(refusal)
                 self._reset_timeout()

@@ -8,12 +8,15 @@ directory, for systems without it), written `CHUNK` at a time in a thread, so a 
 about `SPILL_LIMIT` + `CHUNK` at most, whatever the message's size. (The queue keeps
 messages up to `content.MEMORY_LIMIT` in memory once stored; a session needs less.) The file needs no fsync: the
 policy copies the message into the queue, whose commit is the durable one, before the 250;
-the session closes the file (`close`) once the policy has answered.
+the session closes the file (`close`) once the policy has answered. A file that cannot be
+written (disk full, I/O error) makes the message `failed`: the session answers 452 4.3.1
+once DATA has ended, and the client tries again later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import tempfile
 from pathlib import Path
 from typing import BinaryIO
@@ -21,6 +24,8 @@ from typing import BinaryIO
 from sitemail.queue.content import CHUNK, HEAD_LIMIT, Content, FileSource
 
 __all__ = ["SPILL_LIMIT", "BodySink"]
+
+log = logging.getLogger("sitemail.smtp")
 
 SPILL_LIMIT = 256 * 1024  # octets kept in memory before a message goes to a spool file
 
@@ -36,6 +41,7 @@ class BodySink:
         self._written = 0  # octets in the file
         self._head = b""  # the message's first octets, kept when the file starts
         self._dropped = False
+        self.failed = False  # the spool file could not be written: answer 452 4.3.1
 
     @property
     def flush_due(self) -> bool:
@@ -60,10 +66,16 @@ class BodySink:
         data = b"".join(self._runs)
         self._runs.clear()
         self._held = 0
-        if self._file is None:
-            self._head = data[:HEAD_LIMIT]
-            self._file = await asyncio.to_thread(self._open)
-        await asyncio.to_thread(self._file.write, data)
+        try:
+            if self._file is None:
+                self._head = data[:HEAD_LIMIT]
+                self._file = await asyncio.to_thread(self._open)
+            await asyncio.to_thread(self._file.write, data)
+        except OSError as exc:  # disk full, I/O error: the message is refused, not the session
+            log.warning("cannot spool a message in %s: %s", self._directory, exc)
+            self.failed = True
+            self.drop()
+            return
         self._written += len(data)
 
     def _open(self) -> BinaryIO:

@@ -52,7 +52,7 @@ class KeepingPolicy:
     async def accept(self, envelope: Envelope, content: Content, *, queue_id: str) -> Reply:
         del envelope
         octets = await asyncio.to_thread(content.whole)
-        files = list(self.spool_dir.iterdir()) if self.spool_dir.exists() else []
+        files = list(self.spool_dir.iterdir()) if self.spool_dir.is_dir() else []
         self.accepted.append((octets, content.in_memory, files))
         return Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
 
@@ -151,5 +151,18 @@ def test_streaming_long_line_after_the_spill_refuses_the_message(tmp_path: Path)
     replies, policy = run_session(tmp_path, [body, lines(1000)])
     assert replies[0][0] == 500
     assert "5.5.0" in replies[0][1]
+    assert replies[1][0] == 250
+    assert len(policy.accepted) == 1
+
+
+def test_streaming_spool_write_failure_answers_452_and_the_session_goes_on(
+    tmp_path: Path,
+) -> None:
+    """A spool directory that cannot be written: 452 4.3.1 for a big message (the client
+    retries later), small messages still accepted on the same connection."""
+    (tmp_path / "incoming").write_bytes(b"a file where the directory should be")
+    replies, policy = run_session(tmp_path, [lines(2 * MEMORY_LIMIT), lines(1000)])
+    assert replies[0][0] == 452
+    assert "4.3.1" in replies[0][1]
     assert replies[1][0] == 250
     assert len(policy.accepted) == 1
