@@ -10,8 +10,10 @@ Postfix runs one process per session, each counting its shared libraries whole i
 Both servers run privately on loopback in the same run, one after the other, on the same
 load: Debian's Postfix (a throw-away instance, bench/_postfix.py; every process under its
 master counts) and `sitemail serve` (a fresh data dir; the process and any children count).
-Two scenarios, each with fresh instances:
+Three scenarios, each with fresh instances:
 
+* queue: into the queue only: the next hop (a loopback port where nothing listens) refuses
+  connections, so every message stays queued (sitemail: a domain route; Postfix: relayhost);
 * mailbox: to a local mailbox (sitemail's mailbox store; Postfix's virtual(8) Maildir);
 * relay: to a remote domain relayed to Postfix's smtp-sink on loopback (sitemail: a domain
   route; Postfix: relayhost), which discards what it receives.
@@ -22,7 +24,7 @@ sink stopped (their files removed) on the way out. Loopback only. Run as root (P
 from the repository root:
 
     .venv/bin/python bench/bigmessages.py
-    .venv/bin/python bench/bigmessages.py --messages 16 --size-mb 20 --scenarios mailbox
+    .venv/bin/python bench/bigmessages.py --messages 16 --size-mb 20 --scenarios queue,mailbox
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ POSTFIX_IP = "127.23.1.2"
 SINK_IP = "127.23.1.3"
 PORT = 2525
 SINK_PORT = 2526
+NOWHERE_PORT = 2527  # nothing listens there: the "queue" scenario's next hop
 DOMAIN = "bench.test"
 REMOTE = "sink.test"
 SENDER = "loadgen@sender.test"
@@ -198,8 +201,9 @@ def sitemail(scenario: str, message_size: int) -> Iterator[Run]:
     )
     try:
         service.add_recipient(ObjectKind.MAILBOX, "bench", display_name="Bench")
-        if scenario == "relay":
-            service.add_domain_route(REMOTE, f"{SINK_IP}:{SINK_PORT}")
+        if scenario != "mailbox":
+            port = SINK_PORT if scenario == "relay" else NOWHERE_PORT
+            service.add_domain_route(REMOTE, f"{SINK_IP}:{port}")
     finally:
         service.close()
     config = data_dir / "sitemail.toml"
@@ -232,6 +236,8 @@ def sitemail(scenario: str, message_size: int) -> Iterator[Run]:
                 raise BenchError(f"sitemail exited:\n{log.read_text(errors='replace')[-3000:]}")
             if scenario == "mailbox":
                 return count("SELECT count(*) FROM mail_message") >= n
+            if scenario == "queue":
+                return count("SELECT count(*) FROM queue_message") >= n
             return count("SELECT count(*) FROM track_event WHERE event = 'relayed'") >= n
 
         yield Run("sitemail", SITEMAIL_IP, lambda: descendants(process.pid), done)
@@ -245,11 +251,12 @@ def sitemail(scenario: str, message_size: int) -> Iterator[Run]:
 @contextlib.contextmanager
 def postfix(scenario: str, message_size: int) -> Iterator[Run]:
     extra = {"message_size_limit": str(message_size), "virtual_mailbox_limit": "0"}
-    if scenario == "relay":
+    if scenario != "mailbox":
+        port = SINK_PORT if scenario == "relay" else NOWHERE_PORT
         extra |= {
             "default_transport": "smtp",
             "relay_transport": "smtp",
-            "relayhost": f"[{SINK_IP}]:{SINK_PORT}",
+            "relayhost": f"[{SINK_IP}]:{port}",
         }
     mode = "maildir" if scenario == "mailbox" else "discard"
     with PrivatePostfix(
@@ -259,6 +266,8 @@ def postfix(scenario: str, message_size: int) -> Iterator[Run]:
         def done(n: int) -> bool:
             if scenario == "mailbox":
                 return pf.delivered_count() >= n
+            if scenario == "queue":
+                return pf.queue_size() >= n
             return pf.queue_size() == 0
 
         yield Run("Postfix", POSTFIX_IP, pf._instance_pids, done)
@@ -311,7 +320,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=16, help="concurrent messages")
     parser.add_argument("--size-mb", type=float, default=20.0, help="size of each message")
     parser.add_argument(
-        "--scenarios", default="mailbox,relay", help="comma-separated: mailbox, relay"
+        "--scenarios", default="queue,mailbox,relay", help="comma-separated: queue, mailbox, relay"
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per wait")
     args = parser.parse_args()
@@ -325,7 +334,7 @@ def main() -> int:
     rows: list[tuple[str, dict[str, float], dict[str, float]]] = []
     with smtp_sink():
         for scenario in [s.strip() for s in args.scenarios.split(",") if s.strip()]:
-            if scenario not in ("mailbox", "relay"):
+            if scenario not in ("queue", "mailbox", "relay"):
                 parser.error(f"unknown scenario {scenario!r}")
             with sitemail(scenario, message_size) as run:
                 ours = measure(run, scenario, args.messages, size, args.timeout)
