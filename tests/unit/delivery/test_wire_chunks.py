@@ -6,17 +6,10 @@ import asyncio
 import re
 
 from aiosmtplib.protocol import normalize_message_line_endings
+from tests.support.content import BytesSource
 
 from sitemail.delivery.remote import wire_chunks
 from sitemail.queue.content import CHUNK, Content
-
-
-class BytesSource:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def read_at(self, offset: int, size: int) -> bytes:
-        return self.data[offset : offset + size]
 
 
 def on_the_wire(message: bytes) -> bytes:

@@ -4,20 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from tests.support.content import BytesSource
+
 from sitemail.queue.content import CHUNK, HEAD_LIMIT, Content
-
-
-class BytesSource:
-    """A Source over bytes, counting reads (a stand-in for a file or a queue row)."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.reads = 0
-
-    def read_at(self, offset: int, size: int) -> bytes:
-        self.reads += 1
-        return self.data[offset : offset + size]
-
 
 MESSAGE = b"Subject: s\r\nMessage-ID: <m@x>\r\n\r\n" + b"line\r\n" * 200_000
 

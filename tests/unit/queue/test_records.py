@@ -3,6 +3,8 @@ messages written and loaded a chunk at a time."""
 
 from __future__ import annotations
 
+from tests.support.content import BytesSource
+
 from sitemail.admin.service import AdminService
 from sitemail.core.envelope import Envelope, EnvelopeRecipient
 from sitemail.queue.content import MEMORY_LIMIT, Content
@@ -15,14 +17,6 @@ from sitemail.queue.records import (
     load_messages,
     load_recipients,
 )
-
-
-class BytesSource:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def read_at(self, offset: int, size: int) -> bytes:
-        return self.data[offset : offset + size]
 
 
 def test_close_finished_drops_only_messages_with_nothing_left_to_do(site_a: AdminService) -> None:
