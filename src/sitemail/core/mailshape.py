@@ -175,7 +175,7 @@ def _container(field: bytes, *, digest_parent: bool, bounds: Bounds) -> _Open | 
 @dataclass(frozen=True, slots=True)
 class HeaderField:
     name: str  # lower case
-    value: str  # unfolded, decoded as latin-1 when not ASCII (bytes kept one for one)
+    value: str  # unfolded; UTF-8 decoded, any other byte kept as a surrogate
 
 
 _FIELD_LINE = re.compile(rb"([\x21-\x39\x3b-\x7e]+):")
@@ -201,7 +201,7 @@ def read_header(raw: bytes, bounds: Bounds = BOUNDS) -> list[HeaderField]:
             if not fields:
                 raise MalformedMessageError("the header starts with a continuation line")
             last = fields[-1]
-            fields[-1] = HeaderField(last.name, last.value + line.decode("latin-1"))
+            fields[-1] = HeaderField(last.name, last.value + _text(line))
             continue
         match = _FIELD_LINE.match(line)
         if match is None:
@@ -212,7 +212,7 @@ def read_header(raw: bytes, bounds: Bounds = BOUNDS) -> list[HeaderField]:
         if len(fields) >= bounds.header_fields:
             raise MalformedMessageError(f"more than {bounds.header_fields} header fields")
         name = match.group(1).decode("ascii").lower()
-        fields.append(HeaderField(name, line[match.end() :].decode("latin-1")))
+        fields.append(HeaderField(name, _text(line[match.end() :])))
     return fields
 
 
@@ -223,3 +223,8 @@ def _header_lines(raw: bytes) -> list[bytes]:
     end = raw.find(b"\r\n\r\n")
     head = raw[:end] if end >= 0 else raw.removesuffix(b"\r\n")
     return head.split(b"\r\n") if head else []
+
+
+def _text(value: bytes) -> str:
+    """UTF-8 (RFC 6532) when it is; other bytes kept as surrogates, one for one."""
+    return value.decode("utf-8", "surrogateescape")
