@@ -480,11 +480,24 @@ class Replicator:
         """A message whose processing failed on something other than the store (a fault its
         content triggers, which a retry would meet again): refused and counted as
         `unprocessable`, logged once with the fault, never retried into a notice."""
-        log.error(
-            "replication message %s could not be processed; dropped", queue_id, exc_info=fault
-        )
+        origin = claimed_origin(raw)
         detail = f"processing failed: {fault.__class__.__name__}"
-        return self._reject(conn, "unprocessable", claimed_origin(raw), queue_id, detail)
+        log.error(
+            "replication message refused: reason=unprocessable origin=%s queue_id=%s detail=%s",
+            origin or "?",
+            queue_id,
+            detail,
+            exc_info=fault,  # the one line, with what a bug report needs
+        )
+        state.record_rejection(
+            conn,
+            at=self.clock.now(),
+            reason="unprocessable",
+            origin=origin,
+            queue_id=queue_id,
+            detail=detail,
+        )
+        return Received("rejected", origin, f"unprocessable: {detail}")
 
     def _reject(
         self, conn: Connection, reason: str, origin: str, queue_id: str, detail: str

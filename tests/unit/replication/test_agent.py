@@ -7,6 +7,7 @@ claim, commit and hand-off); the store, the writer and both sites' replicators a
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -143,10 +144,10 @@ def queued_request(
 
 
 def test_agent_drops_and_counts_a_message_whose_processing_fails(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A fault the message triggers (not the store's) does not defer it into retries and
-    notices: it is delivered (consumed), and counted as unprocessable."""
+    notices: it is delivered (consumed), counted as unprocessable and logged once."""
     a, ra, b, _ = pair(tmp_path, batch=512)
     message, request, members = queued_request(a, ra, b)
 
@@ -163,6 +164,11 @@ def test_agent_drops_and_counts_a_message_whose_processing_fails(
     assert [r.outcome for r in results[0]] == [Outcome.DELIVERED]
     assert "unprocessable" in results[0][0].text
     assert a.replication.status().rejected == {"unprocessable": 1}
+    logged = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage().split(" origin")[0] for r in logged] == [
+        "replication message refused: reason=unprocessable"
+    ]
+    assert logged[0].exc_info is not None
     with a.store.read() as conn:
         assert conn.execute(select(queue_message.c.queue_id)).scalars().all() == []
 
