@@ -166,7 +166,10 @@ def _container(field: bytes, *, digest_parent: bool, bounds: Bounds) -> _Open | 
         )
     holder = Message()
     holder["Content-Type"] = " ".join(value.split())
-    boundary = holder.get_boundary()
+    try:
+        boundary = holder.get_boundary()
+    except Exception as exc:  # e.g. TypeError on RFC 2231 parts mixed: the email parser fails too
+        raise MalformedMessageError("a multipart Content-Type field that cannot be read") from exc
     if not boundary:
         return None  # the email parser reads a multipart without a boundary as text
     return _Open(boundary.encode("latin-1", "replace"), digest=media == "multipart/digest")

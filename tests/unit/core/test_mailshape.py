@@ -100,6 +100,15 @@ def test_rfc2231_boundaries_are_read_as_the_email_parser_reads_them() -> None:
     assert "nested deeper" in refusal(raw)
 
 
+def test_a_content_type_the_email_package_cannot_read_is_refused() -> None:
+    """RFC 2231 forms mixed (the email package raises TypeError reading the boundary, in its
+    parser too): refused as malformed, never raised."""
+    field = b"Content-Type: multipart/mixed; boundary*=utf-8''a; boundary*0*=x'en'%ZZ\r\n"
+    with pytest.raises(TypeError):
+        email.message_from_bytes(field + b"\r\n--a\r\n\r\nx\r\n")
+    assert "cannot be read" in refusal(field + b"\r\n--a\r\n", Bounds())
+
+
 def python_depth(part: email.message.Message) -> int:
     if not part.is_multipart():
         return 0
