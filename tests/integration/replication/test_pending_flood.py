@@ -10,11 +10,15 @@ first request is still held, accepted by the admin, and answered.
 from __future__ import annotations
 
 import asyncio
+import json
 import smtplib
 import time
 from pathlib import Path
 
+from typer.testing import CliRunner
+
 from sitemail.directory import ObjectKind
+from sitemail.main import cli
 from sitemail.replication.codec import MessageType, ReplicationMessage, encode_message
 from sitemail.replication.keys import generate_site_key
 from sitemail.replication.replicator import MAX_PENDING, PENDING_PER_NETWORK
@@ -97,6 +101,12 @@ def test_pending_flood_leaves_room_for_a_real_new_site(tmp_path: Path) -> None:
             assert len(held) == MAX_PENDING
             assert "Fake01x00" not in held  # the entry seen least recently gave way
             assert a.service.replication.status().rejected.get("pending-evicted") == 1
+            listed = CliRunner().invoke(
+                cli.app, ["replication", "pending", "list", "--json", "-D", str(a.data_dir)]
+            )
+            networks = {row["site"]: row["network"] for row in json.loads(listed.stdout)}
+            assert networks["Fake02x00"] == "127.28.2.0/24"
+            assert len(networks) == MAX_PENDING
             fingerprint = c.service.site_key()[1]
             a.service.replication.accept_pending("SiteC", fingerprint=fingerprint)
             await until(lambda: "alice" in c.aliases("SiteA"), what="SiteC replicated SiteA")
