@@ -69,6 +69,27 @@ def test_nested_replication_mail_with_a_forged_sender_is_dropped_and_counted(
     asyncio.run(asyncio.wait_for(scenario(), 120))
 
 
+def test_junk_to_the_directory_mailbox_never_makes_a_success_notice(tmp_path: Path) -> None:
+    """A message the mailbox consumes is 'delivered': with NOTIFY=SUCCESS it made a success
+    DSN to the sender it named (a reflection anyone could aim). NOTIFY=NEVER is forced."""
+
+    async def scenario() -> None:
+        async with organisation(tmp_path, ADDRESSES) as org:
+            a = org.create("SiteA")
+            await org.start(a)
+            message_id = "<junk@outside.test>"
+            junk = f"From: {FORGED}\r\nMessage-ID: {message_id}\r\n\r\nnot ours\r\n"
+            await asyncio.to_thread(send, a, "sitemail-dsa@sitea.example.com", junk.encode())
+            await until(
+                lambda: any(e.event == "delivered" for e in a.service.queue.track(message_id)),
+                what="the junk consumed",
+            )
+            await until(lambda: not a.service.queue.entries(), what="A's queue empty")
+            assert [e for e in a.service.queue.track(message_id) if e.event == "dsn"] == []
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
 def test_nested_mail_to_a_user_is_refused_at_data(tmp_path: Path) -> None:
     """The same nesting to a mailbox is refused with 550 5.6.0: nothing is queued, so no
     reader behind the queue meets it and no notice can follow."""
