@@ -14,7 +14,11 @@ Bounds (`Bounds`; the defaults follow Postfix's, whose `mime_nesting_limit` is 1
 - header fields per header section: 1,000; bytes per field (folded lines included): 100 KiB;
   bytes per header section: 1 MiB; MIME parts in the whole message: 10,000;
 - a multipart's Content-Type field: 8 KiB (its boundary is read with the `email` package's own
-  parameter parser, RFC 2231 included, which is quadratic in the field's length).
+  parameter parser, RFC 2231 included, which is quadratic in the field's length);
+- header lines and lines starting with "--" (a delimiter's start) in the whole message:
+  200,000. Those are the lines looked at in Python, a microsecond each; the rest of a body is
+  skipped by the regular expression engine, so a message costs at most a fraction of a
+  second whatever its shape (a legitimate one has a few hundred such lines).
 Line length is the SMTP engine's (`[limits] line_length`, refused at DATA).
 
 The structure is found as the `email` package's feed parser finds it: a part's header ends at
@@ -45,11 +49,12 @@ class Bounds:
     header_bytes: int = 1024 * 1024
     parts: int = 10_000
     content_type_bytes: int = 8 * 1024
+    lines: int = 200_000  # header lines and lines starting with "--", in all
 
 
 BOUNDS = Bounds()
 
-_DELIMITER = re.compile(rb"^--([^\r\n]*)\r?$", re.MULTILINE)
+_DELIMITER = re.compile(rb"^--([^\r\n]*)", re.MULTILINE)
 _CONTENT_TYPE = re.compile(rb"content-type[ \t]*:", re.IGNORECASE)
 _EMPTY_LINES = (b"\r\n", b"\n")
 
@@ -65,89 +70,120 @@ class _Open:
 
 def check_structure(raw: bytes, bounds: Bounds = BOUNDS) -> None:
     """Raise MalformedMessageError naming the first bound `raw` exceeds."""
-    stack: list[_Open] = []
-    pos = 0
-    for _ in range(bounds.parts):
-        content_type, pos = _header_at(raw, pos, stack, bounds)
-        digest = bool(stack) and stack[-1].digest
-        opened = _container(content_type, digest_parent=digest, bounds=bounds)
-        if opened is not None:
-            if len(stack) >= bounds.mime_depth:
-                raise MalformedMessageError(f"MIME parts nested deeper than {bounds.mime_depth}")
-            stack.append(opened)
-            if opened.boundary is None:
-                continue  # message/*: a whole message's header starts right here
-        next_part = _body_end(raw, pos, stack)
-        if next_part is None:
-            return
-        pos = next_part
-    raise MalformedMessageError(f"more than {bounds.parts} MIME parts")
+    _Scan(raw, bounds).run()
 
 
-def _body_end(raw: bytes, pos: int, stack: list[_Open]) -> int | None:
-    """Skip a body (a leaf, a preamble, an epilogue) up to the next part's header; None at
-    the end of the message. Closing delimiters on the way end their multiparts."""
-    while True:
-        found = _next_delimiter(raw, pos, stack)
-        if found is None:
+class _Scan:
+    """One pass over a message: the containers open at the current position, and the lines
+    looked at one by one in Python so far (header lines, and lines that start like a
+    delimiter but are none), which `Bounds.lines` caps: everything else is found by the
+    regular expression engine, so the pass costs about a microsecond per such line."""
+
+    def __init__(self, raw: bytes, bounds: Bounds) -> None:
+        self.raw = raw
+        self.bounds = bounds
+        self.stack: list[_Open] = []
+        self.lines = 0
+
+    def run(self) -> None:
+        bounds, stack = self.bounds, self.stack
+        pos = 0
+        for _ in range(bounds.parts):
+            content_type, pos = self._header_at(pos)
+            digest = bool(stack) and stack[-1].digest
+            opened = _container(content_type, digest_parent=digest, bounds=bounds)
+            if opened is not None:
+                if len(stack) >= bounds.mime_depth:
+                    raise MalformedMessageError(
+                        f"MIME parts nested deeper than {bounds.mime_depth}"
+                    )
+                stack.append(opened)
+                if opened.boundary is None:
+                    continue  # message/*: a whole message's header starts right here
+            next_part = self._body_end(pos)
+            if next_part is None:
+                return
+            pos = next_part
+        raise MalformedMessageError(f"more than {bounds.parts} MIME parts")
+
+    def _count_line(self) -> None:
+        self.lines += 1
+        if self.lines > self.bounds.lines:
+            raise MalformedMessageError(
+                f"more than {self.bounds.lines} header lines and lines starting with '--'"
+            )
+
+    def _body_end(self, pos: int) -> int | None:
+        """Skip a body (a leaf, a preamble, an epilogue) up to the next part's header; None at
+        the end of the message. Closing delimiters on the way end their multiparts."""
+        stack = self.stack
+        while True:
+            found = self._next_delimiter(self.raw, pos)
+            if found is None:
+                return None
+            level, closing, pos = found
+            del stack[level + 1 :]  # an enclosing delimiter ends every part inside it
+            if not closing:
+                return pos
+            stack.pop()  # this multipart ends; its epilogue belongs to the part around it
+
+    def _next_delimiter(self, raw: bytes, pos: int) -> tuple[int, bool, int] | None:
+        """(stack level, closing, position after the line) of the next delimiter line of an
+        open multipart in `raw` from `pos`, the innermost one when two share a boundary."""
+        levels = {o.boundary: i for i, o in enumerate(self.stack) if o.boundary is not None}
+        if not levels:
             return None
-        level, closing, pos = found
-        del stack[level + 1 :]  # an enclosing delimiter ends every part inside it
-        if not closing:
-            return pos
-        stack.pop()  # this multipart ends; its epilogue belongs to the part around it
-
-
-def _next_delimiter(raw: bytes, pos: int, stack: list[_Open]) -> tuple[int, bool, int] | None:
-    """(stack level, closing, position after the line) of the next delimiter line of an open
-    multipart, the innermost one when two share a boundary."""
-    levels = {o.boundary: i for i, o in enumerate(stack) if o.boundary is not None}
-    if not levels:
+        for match in _DELIMITER.finditer(raw, pos):
+            text = match[1].rstrip(b" \t")  # the pattern stops before the line's CR
+            if text in levels:
+                return levels[text], False, _line_end(raw, match.end())
+            if text[-2:] == b"--" and text[:-2] in levels:
+                return levels[text[:-2]], True, _line_end(raw, match.end())
+            self._count_line()
         return None
-    for match in _DELIMITER.finditer(raw, pos):
-        text = match.group(1).rstrip(b" \t")
-        after = min(match.end() + 1, len(raw))
-        if text in levels:
-            return levels[text], False, after
-        if text.endswith(b"--") and text[:-2] in levels:
-            return levels[text[:-2]], True, after
-    return None
+
+    def _header_at(self, pos: int) -> tuple[bytes, int]:
+        """The header section starting at `pos`, checked against the bounds: its (first)
+        Content-Type field, b"" when none, and the position of its body. As in the email
+        parser, a delimiter line of an open multipart ends it (the part's body is empty)."""
+        raw, bounds = self.raw, self.bounds
+        fields = size = field_size = 0
+        content_type = b""
+        in_content_type = False
+        while pos < len(raw):
+            self._count_line()
+            end = raw.find(b"\n", pos)
+            after = len(raw) if end < 0 else end + 1
+            line = raw[pos:after]
+            if line in _EMPTY_LINES:
+                return content_type, after
+            if line.startswith(b"--") and self._next_delimiter(line, 0) is not None:
+                return content_type, pos
+            size += len(line)
+            if line[:1] in (b" ", b"\t"):
+                field_size += len(line)
+                if in_content_type:
+                    content_type += line
+            else:
+                fields += 1
+                field_size = len(line)
+                in_content_type = not content_type and _CONTENT_TYPE.match(line) is not None
+                if in_content_type:
+                    content_type = line  # the first one counts, as in the email parser
+            if fields > bounds.header_fields:
+                raise MalformedMessageError(f"more than {bounds.header_fields} header fields")
+            if field_size > bounds.field_bytes:
+                raise MalformedMessageError(f"a header field over {bounds.field_bytes} bytes")
+            if size > bounds.header_bytes:
+                raise MalformedMessageError(f"a header section over {bounds.header_bytes} bytes")
+            pos = after
+        return content_type, pos
 
 
-def _header_at(raw: bytes, pos: int, stack: list[_Open], bounds: Bounds) -> tuple[bytes, int]:
-    """The header section starting at `pos`, checked against the bounds: its (first)
-    Content-Type field, b"" when none, and the position of its body. As in the email
-    parser, a delimiter line of an open multipart ends it (and the part: its body is empty)."""
-    fields = size = field_size = 0
-    content_type = b""
-    in_content_type = False
-    while pos < len(raw):
-        end = raw.find(b"\n", pos)
-        after = len(raw) if end < 0 else end + 1
-        line = raw[pos:after]
-        if line in _EMPTY_LINES:
-            return content_type, after
-        if line.startswith(b"--") and _next_delimiter(line, 0, stack) is not None:
-            return content_type, pos
-        size += len(line)
-        if line[:1] in (b" ", b"\t"):
-            field_size += len(line)
-            if in_content_type:
-                content_type += line
-        else:
-            fields += 1
-            field_size = len(line)
-            in_content_type = not content_type and _CONTENT_TYPE.match(line) is not None
-            if in_content_type:
-                content_type = line  # the first one counts, as in the email parser
-        if fields > bounds.header_fields:
-            raise MalformedMessageError(f"more than {bounds.header_fields} header fields")
-        if field_size > bounds.field_bytes:
-            raise MalformedMessageError(f"a header field over {bounds.field_bytes} bytes")
-        if size > bounds.header_bytes:
-            raise MalformedMessageError(f"a header section over {bounds.header_bytes} bytes")
-        pos = after
-    return content_type, pos
+def _line_end(raw: bytes, pos: int) -> int:
+    """The position after the line `pos` is in (its LF included)."""
+    end = raw.find(b"\n", pos)
+    return len(raw) if end < 0 else end + 1
 
 
 def _container(field: bytes, *, digest_parent: bool, bounds: Bounds) -> _Open | None:

@@ -87,6 +87,18 @@ def test_part_headers_are_bounded_too() -> None:
     assert "more than 10 header fields" in refusal(raw + b"\r\nx\r\n--s--\r\n")
 
 
+def test_lines_looked_at_one_by_one_are_bounded() -> None:
+    """Header lines and lines starting like a delimiter (the lines a pass reads in Python)
+    are capped for the whole message, so no shape of message makes the check slow."""
+    bounds = Bounds(lines=100)
+    opening = b'Content-Type: multipart/mixed; boundary="z"\r\n\r\n'
+    check_structure(opening + b"--x\r\n" * 90 + b"--z--\r\n", bounds)
+    assert "more than 100 header lines" in refusal(opening + b"--x\r\n" * 101, bounds)
+    check_structure(b"Subject: x\r\n\r\n" + b"--x\r\n" * 1000, bounds)  # no multipart open
+    part = b"--z\r\nX-A: 1\r\n\r\nbody\r\n"
+    assert "more than 100 header lines" in refusal(opening + part * 60 + b"--z--\r\n", bounds)
+
+
 def test_a_long_multipart_content_type_is_refused() -> None:
     """Its boundary would go through the email package's quadratic parameter parser."""
     field = b'Content-Type: multipart/mixed; boundary="b"; x="' + b";" * 9000 + b'"\r\n\r\n'
