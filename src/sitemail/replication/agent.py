@@ -10,8 +10,9 @@ round of a full pull. Without a manager to hand to, the queue is woken instead. 
 message is delivered too (it is consumed, logged and counted, never bounced): a forged message
 must not make us send mail. So is a message whose processing fails on anything but the store
 (`TRANSIENT`): retrying it would fail again until it expired; it is dropped and counted as
-`unprocessable` instead, in a transaction of its own. Writes go through the server's group writer (`submit`), like every
-queue write, so they share its transactions instead of competing for SQLite's lock.
+`unprocessable` instead, in a transaction of its own. Writes go through the server's group
+writer (`submit`), like every queue write, so they share its transactions instead of competing
+for SQLite's lock.
 """
 
 from __future__ import annotations

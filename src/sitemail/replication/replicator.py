@@ -599,8 +599,9 @@ class Replicator:
         """Room for a new pending partner, or its refusal. A stranger's (self-signed) request
         is refused when its network holds PENDING_PER_NETWORK entries already; when the
         table is full, the self-signed entry seen least recently gives way (counted as
-        `pending-evicted`): a flood from a few networks cannot fill the table, and one from
-        many cannot keep a newcomer out (docs/replication.md, Pending partners)."""
+        `pending-evicted`): a flood from a few networks cannot fill the table, and a newcomer
+        always gets a place (one from many networks, kept up, can push it out again later:
+        docs/replication.md, Pending partners)."""
         if not verified and state.count_pending_from(conn, network) >= PENDING_PER_NETWORK:
             return self._reject(
                 conn,
