@@ -9,7 +9,8 @@ by hand:
     ├── StoreError                     exit 74 (EX_IOERR), HTTP 503, SMTP 451 4.3.0
     ├── UsageError                     exit 64 (EX_USAGE), HTTP 400, SMTP 501 5.5.4
     │   ├── InvalidAddressError        exit 65 (EX_DATAERR), HTTP 422, SMTP 553 5.1.3
-    │   └── InvalidValueError          exit 65, HTTP 422
+    │   ├── InvalidValueError          exit 65, HTTP 422
+    │   └── MalformedMessageError      exit 65, HTTP 422, SMTP 550 5.6.0
     ├── NotFoundError                  exit 66 (EX_NOINPUT), HTTP 404, SMTP 550 5.1.1
     ├── ConflictError                  exit 73 (EX_CANTCREAT), HTTP 409
     │   └── DuplicateAddressError      exit 73, HTTP 409, SMTP 550 5.1.4 (ambiguous)
@@ -26,6 +27,7 @@ __all__ = [
     "DuplicateAddressError",
     "InvalidAddressError",
     "InvalidValueError",
+    "MalformedMessageError",
     "NotFoundError",
     "PermissionDeniedError",
     "SitemailError",
@@ -83,6 +85,16 @@ class InvalidValueError(UsageError):
 
     exit_code = 65
     http_status = 422
+
+
+class MalformedMessageError(UsageError):
+    """A message whose header or MIME structure cannot be read safely (a malformed header
+    line, nesting or header sizes beyond the bounds of core.mailshape)."""
+
+    exit_code = 65
+    http_status = 422
+    smtp_code = 550
+    smtp_enhanced = "5.6.0"
 
 
 class NotFoundError(SitemailError):

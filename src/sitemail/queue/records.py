@@ -59,8 +59,10 @@ __all__ = [
     "track",
 ]
 
+# [^\r\n], not ".": a "." also takes the line's CR, and the field folded right after its
+# colon ("Message-ID:" CRLF " <id>") then read as empty.
 _MESSAGE_ID = re.compile(
-    rb"^message-id:[ \t]*((?:.*)(?:\r\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE
+    rb"^message-id:[ \t]*([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", re.IGNORECASE | re.MULTILINE
 )
 
 

@@ -28,6 +28,8 @@ __all__ = [
     "Pending",
     "bump_link",
     "count_pending",
+    "count_pending_from",
+    "evictable_pending",
     "get_peer",
     "get_pending",
     "list_pending",
@@ -155,6 +157,7 @@ class Pending:
     bridgehead: str
     verified: bool
     request: bytes
+    source: str = ""  # the network of the first request (replicator.source_network)
 
 
 def _pending(row: Any) -> Pending:
@@ -169,6 +172,7 @@ def _pending(row: Any) -> Pending:
         row.bridgehead,
         bool(row.verified),
         bytes(row.request),
+        row.source,
     )
 
 
@@ -179,6 +183,23 @@ def get_pending(conn: Connection, origin: str) -> Pending | None:
 
 def count_pending(conn: Connection) -> int:
     return int(conn.execute(select(func.count()).select_from(repl_pending)).scalar_one())
+
+
+def count_pending_from(conn: Connection, source: str) -> int:
+    statement = select(func.count()).where(repl_pending.c.source == source)
+    return int(conn.execute(statement).scalar_one())
+
+
+def evictable_pending(conn: Connection) -> Pending | None:
+    """The held request to give up first when the table is full: the one seen least
+    recently among those only self-signed (never one signed by a key we already knew)."""
+    row = conn.execute(
+        select(repl_pending)
+        .where(repl_pending.c.verified.is_(False))
+        .order_by(repl_pending.c.last_seen, repl_pending.c.origin)
+        .limit(1)
+    ).first()
+    return None if row is None else _pending(row)
 
 
 def list_pending(conn: Connection) -> list[Pending]:
@@ -192,7 +213,9 @@ def hold_pending(conn: Connection, pending: Pending) -> None:
         conn.execute(insert(repl_pending).values(**_pending_values(pending)))
         return
     values = _pending_values(pending)
-    values.update(first_seen=old.first_seen, requests=old.requests + 1, state=old.state)
+    values.update(
+        first_seen=old.first_seen, requests=old.requests + 1, state=old.state, source=old.source
+    )
     conn.execute(
         update(repl_pending).where(repl_pending.c.origin == pending.origin).values(**values)
     )
@@ -210,6 +233,7 @@ def _pending_values(p: Pending) -> dict[str, Any]:
         "bridgehead": p.bridgehead,
         "verified": p.verified,
         "request": p.request,
+        "source": p.source,
     }
 
 

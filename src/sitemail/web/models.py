@@ -372,6 +372,7 @@ class PendingOut(BaseModel):
     public_key: str
     fingerprint: str
     key_verified: bool
+    network: str = ""  # where the first request came from (IPv4 /24, IPv6 /64), "" unknown
 
 
 class ReplicationStatusOut(BaseModel):
