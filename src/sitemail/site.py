@@ -47,6 +47,7 @@ from sitemail.smtp.engine import start_smtp_server, stop_smtp_server
 from sitemail.smtp.policy import ImsPolicy
 from sitemail.smtp.submission import SubmissionPolicy
 from sitemail.store import Store, default_url, open_store, upgrade
+from sitemail.store.space import FreeSpace
 from sitemail.store.writer import GroupWriter
 from sitemail.web import bind_api_socket, create_app, serve_api
 
@@ -176,9 +177,10 @@ class SiteServer:
         )
         await parts.writer.start()
         await parts.spool.start()
+        space = self.free_space()
         servers = []
         wake: socket.socket | None = None
-        access = _ClientAccess(self, parts, tls, policy)
+        access = _ClientAccess(self, parts, tls, policy, space)
         try:
             for address in self.config.listen:
                 server = await _bind(
@@ -192,6 +194,7 @@ class SiteServer:
                         server_name=self.server_name(parts.directory),
                         limits=self.config.limits,
                         tls_context=tls,
+                        space=space,
                     ),
                 )
                 servers.append(server)
@@ -226,6 +229,11 @@ class SiteServer:
             await parts.spool.stop()
             await parts.writer.stop()
             parts.store.close()
+
+    def free_space(self) -> FreeSpace:
+        """The data dir's free space above `[queue] min_free`, which MAIL checks."""
+        reserve = self.config.queue.reserve(self.config.limits.message_size)
+        return FreeSpace(self.config.data_dir, reserve)
 
     def _bind_api(self) -> socket.socket | None:
         """The admin API's socket ([admin] listen and port; none when port = 0)."""
@@ -282,9 +290,15 @@ class _ClientAccess:
     """IMAP, POP3 and submission listeners, sharing one Authenticator (one lock-out table)."""
 
     def __init__(
-        self, site: SiteServer, parts: Components, tls: ssl.SSLContext, inbound: ImsPolicy
+        self,
+        site: SiteServer,
+        parts: Components,
+        tls: ssl.SSLContext,
+        inbound: ImsPolicy,
+        space: FreeSpace,
     ) -> None:
         config = site.config
+        self._space = space
         self._site = site
         self._config = config
         self._tls = tls
@@ -344,6 +358,7 @@ class _ClientAccess:
             authenticator=self.authenticator,
             auth_required=True,
             implicit_tls=implicit,
+            space=self._space,
         )
         self._smtp_servers.append(server)
         return int(server.sockets[0].getsockname()[1])
