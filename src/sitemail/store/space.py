@@ -7,9 +7,11 @@ space the file system holding `path` (the data dir) gives an unprivileged writer
 SIZE when it does not fit in the room. The reserve keeps space for what the server must still
 write after accepting: records of deliveries, DSNs, the database's journal.
 
-Cheap: `os.statvfs` runs at most once per `interval` (a few microseconds on a local file
-system; one call per MAIL would be harmless too, but a slow network file system would not),
-and a crossing of the reserve is logged once each way, never per command. A file system that
+Cheap: while the free space is at least twice the reserve, `os.statvfs` runs at most once
+per `interval` (a few microseconds on a local file system, but a slow network file system
+would not be); closer to the reserve, at every MAIL, since a busy server fills megabytes a
+second and a stale answer would let it write into the reserve. A crossing of the reserve is
+logged once each way, never per command. A file system that
 cannot be asked (statvfs fails) counts as having room: the writes themselves still fail safely
 (the client hears 451 and keeps its message).
 """
@@ -51,7 +53,8 @@ class FreeSpace:
     def free(self) -> int | None:
         """Bytes an unprivileged writer may still use there (None: the system did not say)."""
         now = self._now()
-        if self._asked_at is None or now - self._asked_at >= self._interval:
+        plenty = self._free is not None and self._free >= 2 * self.reserve
+        if not plenty or self._asked_at is None or now - self._asked_at >= self._interval:
             self._asked_at = now
             try:
                 stats = self._statvfs(self.path)
