@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from sitemail.admin.token import admin_address
-from sitemail.admin.wake import open_wake_socket
+from sitemail.admin.wake import open_wake_socket, serve_control
 from sitemail.config import ServerConfig, load_config
 from sitemail.core.clock import Clock, SystemClock
 from sitemail.core.errors import ConfigError
@@ -209,7 +209,7 @@ class SiteServer:
                 on_enqueued=parts.manager.wake,
                 local_hosts=[*self.config.listen, self.server_name(parts.directory)],
             )
-            wake = self._listen_for_wake(parts.manager.wake)
+            wake = self._listen_for_wake(parts.manager)
             api_socket = self._bind_api()
             if ready is not None:
                 ready(self)
@@ -254,24 +254,21 @@ class SiteServer:
                 wake=lambda: loop.call_soon_threadsafe(parts.manager.wake),
                 store=parts.store,
                 clock=self.clock,
+                attempts=parts.manager.attempts.snapshot,
             )
             await serve_api(app, sock)
         finally:
             sock.close()
 
-    def _listen_for_wake(self, wake: Callable[[], None]) -> socket.socket | None:
-        """`sitemail` commands that queue something nudge us (admin/wake.py)."""
+    def _listen_for_wake(self, manager: QueueManager) -> socket.socket | None:
+        """`sitemail` commands that queue something nudge us, and `queue list` asks what
+        the deliveries in flight are doing (admin/wake.py)."""
         sock = open_wake_socket(self.config.data_dir)
         if sock is None:
             return None
-
-        def drain() -> None:
-            with contextlib.suppress(OSError):
-                while sock.recv(64):
-                    pass
-            wake()
-
-        asyncio.get_running_loop().add_reader(sock.fileno(), drain)
+        asyncio.get_running_loop().add_reader(
+            sock.fileno(), serve_control, sock, manager.wake, manager.attempts.snapshot
+        )
         return sock
 
 

@@ -45,6 +45,7 @@ from sitemail.config.model import QueueConfig
 from sitemail.core.clock import Clock
 from sitemail.core.envelope import Envelope, EnvelopeRecipient, Notify
 from sitemail.core.errors import StoreUnavailableError
+from sitemail.queue.attempts import Attempts, report_stage
 from sitemail.queue.backoff import Backoff
 from sitemail.queue.dsn import DsnEntry, DsnKind, build_dsn, dsn_body_type
 from sitemail.queue.model import (
@@ -115,8 +116,9 @@ class _Plan:
 class _UnrecordedError(Exception):
     """A transport's results that could not be written: the record job, to run again."""
 
-    def __init__(self, record: Callable[[Connection], bool]) -> None:
+    def __init__(self, work: _Work, record: Callable[[Connection], bool]) -> None:
         super().__init__("results not recorded")
+        self.work = work
         self.record = record
 
 
@@ -166,6 +168,7 @@ class QueueManager:
         self._fast_draining = False
         # After a failed write or pass: how long nothing new starts, and the rate of logging.
         self._backoff = backoff or Backoff()
+        self.attempts = Attempts(clock)  # what each delivery in flight is doing (queue list)
 
     def wake(self) -> None:
         """New mail or an admin retry: look at the queue now."""
@@ -539,7 +542,7 @@ class QueueManager:
                 delivery = Delivery(work.message, work.content, members)
                 answers = await self._writer.submit(lambda conn: agent.deliver_in(conn, [delivery]))
                 return answers[0]
-            return await agent.deliver(work.message, work.content, members)
+            return await self._attempt(agent, work, transport, members)
         except StoreUnavailableError as exc:  # not the transport's fault: logged per interval
             self._backoff.failed(exc, f"{transport} delivery")
             text = f"{transport} delivery could not be written ({exc.message}); will retry"
@@ -547,6 +550,19 @@ class QueueManager:
         except Exception as exc:  # a transport bug defers; it never loses the message
             log.exception("%s transport failed for %s", transport, work.message.queue_id)
             return _internal_error(transport, exc, members)
+
+    async def _attempt(
+        self,
+        agent: DeliveryAgent,
+        work: _Work,
+        transport: Transport,
+        members: list[tuple[QueuedRecipient, Route]],
+    ) -> list[RecipientResult]:
+        """Hand over to a network transport, as an attempt `queue list` can see (attempts)."""
+        addresses = [r.recipient.address for r, _ in members]
+        nexthop = f"{transport} {members[0][1].nexthop}".strip()
+        with self.attempts.track(work.message.queue_id, addresses, nexthop):
+            return await agent.deliver(work.message, work.content, members)
 
     # -- recording -------------------------------------------------------------------------
 
@@ -560,7 +576,7 @@ class QueueManager:
         try:
             left = await self._writer.submit(record, lazy=lazy)
         except Exception as exc:
-            raise _UnrecordedError(record) from exc
+            raise _UnrecordedError(work, record) from exc
         self._backoff.succeeded()
         return left
 
@@ -571,15 +587,19 @@ class QueueManager:
         happen (a full disk once turned 30 messages into 18,997). The retries of every kept
         record share the back-off's rounds, so they meet in one commit."""
         error = kept.__cause__
-        while True:
-            await asyncio.sleep(self._backoff.failed(error, "recording delivery results"))
-            try:
-                left = await self._writer.submit(kept.record)
-            except Exception as exc:
-                error = exc
-                continue
-            self._backoff.succeeded()
-            return left
+        work = kept.work
+        addresses = [r.recipient.address for r in work.due]
+        with self.attempts.track(work.message.queue_id, addresses, "", "recording"):
+            while True:
+                report_stage(f"delivered; recording the results failed ({error}), retrying")
+                await asyncio.sleep(self._backoff.failed(error, "recording delivery results"))
+                try:
+                    left = await self._writer.submit(kept.record)
+                except Exception as exc:
+                    error = exc
+                    continue
+                self._backoff.succeeded()
+                return left
 
     def _record_in(
         self, conn: Connection, work: _Work, results: Sequence[RecipientResult], *, close: bool

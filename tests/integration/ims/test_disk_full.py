@@ -28,9 +28,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.org import free_port
-from tests.support.serve import serve_command
-
-from sitemail.admin.service import AdminService
+from tests.support.serve import relaying_site, serve_command
 
 HOST = "127.22.0.1"  # the relaying site
 SINK_HOST = "127.22.0.2"  # the next hop
@@ -90,18 +88,7 @@ def _sink(folder: Path) -> Iterator[tuple[int, Path]]:
 
 
 def _configure(data_dir: Path, port: int, sink_port: int) -> None:
-    service = AdminService.init(
-        data_dir,
-        org="ExchangeORG",
-        site="SiteA",
-        server="ServerA",
-        domain="sitea.example.com",
-        listen=[HOST],
-    )
-    try:
-        service.add_domain_route("sink.test", f"{SINK_HOST}:{sink_port}")
-    finally:
-        service.close()
+    relaying_site(data_dir, HOST, "sink.test", f"{SINK_HOST}:{sink_port}")
     toml = data_dir / "sitemail.toml"
     text = toml.read_text()
     for table, line in (
