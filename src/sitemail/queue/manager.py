@@ -89,6 +89,7 @@ _PARALLEL_MESSAGES = 32  # messages handed to network transports at once
 _MAX_IN_FLIGHT = 4 * _PARALLEL_MESSAGES  # messages loaded and waiting for a delivery slot
 _PASS_BYTES = 32 * 1024 * 1024  # message content loaded by one pass (at least one message)
 _IDLE_POLL = 5.0
+_IN_FLIGHT_POLL = 0.25  # seconds between passes while everything due is in flight
 
 
 def count_received_headers(content: bytes) -> int:
@@ -288,7 +289,15 @@ class QueueManager:
             next_at = await asyncio.to_thread(self._next_due)
         except Exception as exc:  # the store cannot even be read: try again after a back-off
             return self._backoff.failed(exc, "reading the queue")
-        return _IDLE_POLL if next_at is None else max(0.0, next_at - self._clock.now())
+        if next_at is None:
+            return _IDLE_POLL
+        delay = next_at - self._clock.now()
+        if delay <= 0 and self._running:
+            # What is due is in flight (a stalled next hop, results kept while the disk is
+            # full): no pass can start it. Not 10 ms, which polled the database 100 times a
+            # second for as long as any delivery took; a delivery that leaves work wakes us.
+            return _IN_FLIGHT_POLL
+        return max(0.0, delay)
 
     def _next_due(self) -> float | None:
         with self._store.read() as conn:
