@@ -24,6 +24,14 @@ DSNs, replication, everything after a restart). No message is started twice: cla
 in-flight ids are skipped, and so is any message that finished while a pass was reading (its
 snapshot may predate the finishing commit). A finished delivery wakes the loop only when it
 left something for a pass (a deferral, a notice, an expansion, a full house).
+
+A failing store (disk full, I/O error, database locked) never causes a resend: the results a
+transport obtained are kept in memory and their record is retried after a back-off
+(queue/backoff.py) until it is written, the message staying in flight all along, so no pass
+hands it to a transport again. While writes fail, nothing new starts before the back-off is
+over (local mail, which commits with its delivery, simply waits), and the failure is logged
+once a minute. `attempts` (queue/attempts.py) tells `queue list` what each delivery in
+flight is doing.
 """
 
 from __future__ import annotations
@@ -219,7 +227,8 @@ class QueueManager:
         self, message: QueuedMessage, content: bytes, recipients: Sequence[QueuedRecipient]
     ) -> None:
         """A message just committed by the spool (claimed before): start its delivery now,
-        without a database poll. Declined (a pass delivers it) before run() or when full."""
+        without a database poll. Declined (a pass delivers it) before run(), when full, or
+        during a back-off after failed writes."""
         group = self._group
         if group is None or len(self._running) > _MAX_IN_FLIGHT:
             self.unclaim(message.queue_id)
