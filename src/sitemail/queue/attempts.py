@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from sitemail.core.clock import Clock
@@ -63,11 +63,23 @@ class Attempt:
 
 @dataclass(slots=True)
 class _Live:
-    attempt: Attempt
-    owner: Attempts = field(repr=False)
+    """An attempt as it runs (cheap to update: a transport reports every command)."""
 
-    def stage(self, text: str) -> None:
-        self.attempt = replace(self.attempt, stage=text, since=self.owner.clock.now())
+    queue_id: str
+    recipients: tuple[str, ...]
+    nexthop: str
+    started: float
+    stage: str
+    since: float
+    clock: Clock = field(repr=False)
+
+    def report(self, text: str) -> None:
+        self.stage, self.since = text, self.clock.now()
+
+    def value(self) -> Attempt:
+        return Attempt(
+            self.queue_id, self.recipients, self.nexthop, self.started, self.stage, self.since
+        )
 
 
 _CURRENT: ContextVar[_Live | None] = ContextVar("sitemail_attempt", default=None)
@@ -77,7 +89,7 @@ def report_stage(text: str) -> None:
     """For transports: the attempt this task belongs to is now doing `text` (no-op outside)."""
     live = _CURRENT.get()
     if live is not None:
-        live.stage(text)
+        live.report(text)
 
 
 class Attempts:
@@ -93,7 +105,7 @@ class Attempts:
     ) -> Iterator[None]:
         """An attempt for the duration of the block; `report_stage` inside it updates it."""
         now = self.clock.now()
-        live = _Live(Attempt(queue_id, tuple(recipients), nexthop, now, stage, now), self)
+        live = _Live(queue_id, tuple(recipients), nexthop, now, stage, now, self.clock)
         self._live[id(live)] = live
         token = _CURRENT.set(live)
         try:
@@ -104,7 +116,7 @@ class Attempts:
 
     def snapshot(self) -> list[Attempt]:
         """Every attempt in flight, oldest first (safe to call from another thread)."""
-        return sorted((live.attempt for live in list(self._live.values())), key=_started)
+        return sorted((live.value() for live in list(self._live.values())), key=_started)
 
 
 def _started(attempt: Attempt) -> float:
