@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from sitemail.admin.token import admin_address
-from sitemail.admin.wake import open_wake_socket
+from sitemail.admin.wake import open_wake_socket, serve_control
 from sitemail.config import ServerConfig, load_config
 from sitemail.core.clock import Clock, SystemClock
 from sitemail.core.errors import ConfigError
@@ -47,6 +47,7 @@ from sitemail.smtp.engine import start_smtp_server, stop_smtp_server
 from sitemail.smtp.policy import ImsPolicy
 from sitemail.smtp.submission import SubmissionPolicy
 from sitemail.store import Store, default_url, open_store, upgrade
+from sitemail.store.space import FreeSpace
 from sitemail.store.writer import GroupWriter
 from sitemail.web import bind_api_socket, create_app, serve_api
 
@@ -176,9 +177,10 @@ class SiteServer:
         )
         await parts.writer.start()
         await parts.spool.start()
+        space = self.free_space()
         servers = []
         wake: socket.socket | None = None
-        access = _ClientAccess(self, parts, tls, policy)
+        access = _ClientAccess(self, parts, tls, policy, space)
         try:
             for address in self.config.listen:
                 server = await _bind(
@@ -192,6 +194,7 @@ class SiteServer:
                         server_name=self.server_name(parts.directory),
                         limits=self.config.limits,
                         tls_context=tls,
+                        space=space,
                     ),
                 )
                 servers.append(server)
@@ -206,7 +209,7 @@ class SiteServer:
                 on_enqueued=parts.manager.wake,
                 local_hosts=[*self.config.listen, self.server_name(parts.directory)],
             )
-            wake = self._listen_for_wake(parts.manager.wake)
+            wake = self._listen_for_wake(parts.manager)
             api_socket = self._bind_api()
             if ready is not None:
                 ready(self)
@@ -227,6 +230,11 @@ class SiteServer:
             await parts.writer.stop()
             parts.store.close()
 
+    def free_space(self) -> FreeSpace:
+        """The data dir's free space above `[queue] min_free`, which MAIL checks."""
+        reserve = self.config.queue.reserve(self.config.limits.message_size)
+        return FreeSpace(self.config.data_dir, reserve)
+
     def _bind_api(self) -> socket.socket | None:
         """The admin API's socket ([admin] listen and port; none when port = 0)."""
         host, port = admin_address(self.config)
@@ -246,24 +254,21 @@ class SiteServer:
                 wake=lambda: loop.call_soon_threadsafe(parts.manager.wake),
                 store=parts.store,
                 clock=self.clock,
+                attempts=parts.manager.attempts.snapshot,
             )
             await serve_api(app, sock)
         finally:
             sock.close()
 
-    def _listen_for_wake(self, wake: Callable[[], None]) -> socket.socket | None:
-        """`sitemail` commands that queue something nudge us (admin/wake.py)."""
+    def _listen_for_wake(self, manager: QueueManager) -> socket.socket | None:
+        """`sitemail` commands that queue something nudge us, and `queue list` asks what
+        the deliveries in flight are doing (admin/wake.py)."""
         sock = open_wake_socket(self.config.data_dir)
         if sock is None:
             return None
-
-        def drain() -> None:
-            with contextlib.suppress(OSError):
-                while sock.recv(64):
-                    pass
-            wake()
-
-        asyncio.get_running_loop().add_reader(sock.fileno(), drain)
+        asyncio.get_running_loop().add_reader(
+            sock.fileno(), serve_control, sock, manager.wake, manager.attempts.snapshot
+        )
         return sock
 
 
@@ -282,9 +287,15 @@ class _ClientAccess:
     """IMAP, POP3 and submission listeners, sharing one Authenticator (one lock-out table)."""
 
     def __init__(
-        self, site: SiteServer, parts: Components, tls: ssl.SSLContext, inbound: ImsPolicy
+        self,
+        site: SiteServer,
+        parts: Components,
+        tls: ssl.SSLContext,
+        inbound: ImsPolicy,
+        space: FreeSpace,
     ) -> None:
         config = site.config
+        self._space = space
         self._site = site
         self._config = config
         self._tls = tls
@@ -344,6 +355,7 @@ class _ClientAccess:
             authenticator=self.authenticator,
             auth_required=True,
             implicit_tls=implicit,
+            space=self._space,
         )
         self._smtp_servers.append(server)
         return int(server.sockets[0].getsockname()[1])

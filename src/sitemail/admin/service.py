@@ -38,6 +38,7 @@ from sitemail.directory import (
 )
 from sitemail.directory.service import check_name
 from sitemail.queue.admin import QueueAdmin
+from sitemail.queue.attempts import Attempt
 from sitemail.replication.keys import fingerprint, generate_site_key, load_site_key
 from sitemail.store import Store, default_url, open_store, upgrade
 
@@ -69,6 +70,8 @@ class AdminService:
         self.store = store
         self.clock = clock or SystemClock()
         self.directory = Directory(store, self.clock)
+        # What the running server's deliveries in flight are doing (queue views show it).
+        self.attempts: Callable[[], Sequence[Attempt]] | None = None
 
     @classmethod
     def open(cls, data_dir: Path, clock: Clock | None = None) -> AdminService:
@@ -269,7 +272,7 @@ class AdminService:
 
     @property
     def queue(self) -> QueueAdmin:
-        return QueueAdmin(self.store, self.clock, self.directory.local_site)
+        return QueueAdmin(self.store, self.clock, self.directory.local_site, self.attempts)
 
     @property
     def tracking(self) -> TrackingAdmin:

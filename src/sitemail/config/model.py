@@ -123,6 +123,13 @@ class QueueConfig:
     expiry: float = 48 * 3600.0
     delay_notice: float = 4 * 3600.0  # 0 disables delay notices
     hop_limit: int = 50
+    # Bytes kept free in the data dir's file system: below it MAIL answers 452 4.3.1
+    # (Postfix's queue_minfree). 0: 1.5 x [limits] message_size, as Postfix does.
+    min_free: int = 0
+
+    def reserve(self, message_size: int) -> int:
+        """The free space MAIL requires, in bytes."""
+        return self.min_free or message_size * 3 // 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,6 +395,7 @@ listen = [{listen_list}]
 # expiry = 172800
 # delay_notice = 14400
 # hop_limit = 50
+# min_free = 0                 # bytes kept free; 0: 1.5 x [limits] message_size
 
 [limits]
 # message_size = 10240000

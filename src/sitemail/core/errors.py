@@ -7,6 +7,7 @@ by hand:
     SitemailError                      exit 1, HTTP 500, SMTP 451 4.3.0
     ├── ConfigError                    exit 78 (EX_CONFIG), HTTP 500
     ├── StoreError                     exit 74 (EX_IOERR), HTTP 503, SMTP 451 4.3.0
+    │   └── StoreUnavailableError      exit 75 (EX_TEMPFAIL), HTTP 503, SMTP 452 4.3.1
     ├── UsageError                     exit 64 (EX_USAGE), HTTP 400, SMTP 501 5.5.4
     │   ├── InvalidAddressError        exit 65 (EX_DATAERR), HTTP 422, SMTP 553 5.1.3
     │   ├── InvalidValueError          exit 65, HTTP 422
@@ -32,6 +33,7 @@ __all__ = [
     "PermissionDeniedError",
     "SitemailError",
     "StoreError",
+    "StoreUnavailableError",
     "UsageError",
 ]
 
@@ -60,6 +62,16 @@ class StoreError(SitemailError):
 
     exit_code = 74
     http_status = 503
+
+
+class StoreUnavailableError(StoreError):
+    """The database cannot be written or read just now, whatever is asked of it: disk full,
+    I/O error, locked, connection lost. Not the fault of the data at hand: try again later
+    (as opposed to a plain StoreError, which the same write would meet again)."""
+
+    exit_code = 75
+    smtp_code = 452
+    smtp_enhanced = "4.3.1"
 
 
 class UsageError(SitemailError):

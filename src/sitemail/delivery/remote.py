@@ -90,6 +90,10 @@ by RSET where one did not complete; idle connections older than ``idle_timeout``
 (``prune_idle``, also run at every ``deliver``); a connection carries at most
 ``max_transactions_per_connection`` messages. ``aclose()`` QUITs idle connections. One
 instance belongs to one event loop.
+
+Progress: each step (looking up, waiting for a connection, connecting, TLS, each command and
+the reply awaited) is reported with ``queue.attempts.report_stage``, so ``queue list`` can say
+what an attempt in progress is doing; outside an attempt the reports do nothing.
 """
 
 from __future__ import annotations
@@ -127,6 +131,7 @@ from aiosmtplib.email import quote_address
 from aiosmtplib.protocol import normalize_message_line_endings
 
 from sitemail.core.envelope import BodyType, Envelope, EnvelopeRecipient, Notify
+from sitemail.queue.attempts import report_stage
 from sitemail.queue.model import Outcome, QueuedMessage, QueuedRecipient, RecipientResult
 from sitemail.routing.domain_routes import parse_nexthop
 from sitemail.routing.resolver import DnsRouteError, Resolver, resolve_mail_hosts
@@ -634,6 +639,7 @@ class RemoteDelivery:
             needs_utf8=envelope.smtputf8
             and (not envelope.sender.isascii() or _headers_need_utf8(content)),
         )
+        report_stage(f"looking up {transport} {nexthop}")
         plan, pins = await self._plan(transport, nexthop)
         if isinstance(plan, _Verdict):
             self._log(message, job.addresses, plan)
@@ -1097,7 +1103,9 @@ class RemoteDelivery:
                 return await reader.reply()
 
         try:
-            reply = await self._net(target, stage, next_reply())
+            reply = await self._net(
+                target, stage, next_reply(), doing=f"waiting for the reply to {command}"
+            )
         except _SessionError:
             if not conn.proven and not reader.answered:
                 raise _StaleConnectionError from None
@@ -1139,8 +1147,13 @@ class RemoteDelivery:
             orcpt = f"rfc822;{original}"  # the address was rewritten on the way: keep the original
         return [p for p in (_notify_param(recipient), _orcpt_param(orcpt)) if p]
 
-    async def _net(self, target: _Target, stage: str, operation: Awaitable[T]) -> T:
-        """Await one SMTP exchange; a lost connection or a timeout is a session failure."""
+    async def _net(
+        self, target: _Target, stage: str, operation: Awaitable[T], *, doing: str = ""
+    ) -> T:
+        """Await one SMTP exchange; a lost connection or a timeout is a session failure.
+        `doing`: what the attempt is doing meanwhile, for `queue list` (default: `stage`
+        and waiting for the reply)."""
+        report_stage(f"{doing or stage + ', waiting for the reply'} ({target.describe})")
         try:
             return await operation
         except (SMTPTimeoutError, TimeoutError) as exc:
@@ -1162,6 +1175,8 @@ class RemoteDelivery:
         if destination is None:
             destination = self._destinations[key] = _Destination(self._max_connections)
         destination.users += 1
+        if destination.slots.locked():
+            report_stage(f"waiting for a free connection to {target.describe}")
         try:
             async with destination.slots:
                 conn = await self._reuse(destination, target)
@@ -1247,6 +1262,7 @@ class RemoteDelivery:
         return _Connection(smtp=smtp, tls=tls, last_used=self._clock())
 
     async def _connect(self, smtp: SMTP, target: _Target) -> SMTPResponse:
+        report_stage(f"connecting to {target.describe}")
         try:
             return await smtp.connect(timeout=self._connect_timeout)
         except SMTPConnectResponseError as exc:
@@ -1290,6 +1306,7 @@ class RemoteDelivery:
                 text = f"TLS is required (pinned certificate), but {target.describe} does not offer STARTTLS"
                 raise _SessionError(_deferred("4.7.5", text))
             return False
+        report_stage(f"starting TLS with {target.describe}")
         try:
             await smtp.starttls(
                 server_hostname=target.sni,

@@ -41,10 +41,14 @@ Design choices:
 - Timeouts: `timeout` between commands; during DATA and while the acceptor works,
   `data_timeout`, restarted at most once a second while lines keep arriving (aiosmtpd itself
   never restarts its timer during DATA).
+- Free space: with a `FreeSpace` (the data dir's file system, a reserve), MAIL answers
+  `452 4.3.1 Insufficient system storage` when the free space is below the reserve or a
+  declared SIZE does not fit above it (Postfix's queue_minfree), before any data is sent.
 - Connection limits: counted in the protocol factory (aiosmtpd has none); over the limit the
   client gets `421 4.7.0` instead of the greeting, and the connection is closed.
 - Error tarpit: every 4xx/5xx reply counts as an error except 452 4.5.3 (a client sending more
-  recipients than allowed is not misbehaving) and 421. After `tarpit_after` errors (default:
+  recipients than allowed is not misbehaving), 452 4.3.1 (our disk is full, not its fault)
+  and 421. After `tarpit_after` errors (default:
   half of `error_limit`) each further error reply is delayed by `error_delay` (Exchange's
   tarpit; well-behaved replies are never slowed). At `error_limit` errors: `421 4.7.0`, close.
 - Replies to pipelined commands are written in one batch when the client's input runs dry
@@ -85,6 +89,7 @@ from sitemail.core.envelope import BodyType, Envelope, EnvelopeRecipient, Notify
 from sitemail.core.errors import InvalidAddressError
 from sitemail.core.reply import Reply
 from sitemail.directory.auth import Authenticator, AuthOutcome, AuthResult
+from sitemail.store.space import FreeSpace
 
 __all__ = [
     "ConnectionLimiter",
@@ -129,6 +134,7 @@ _BARE_NEWLINE_DATA: Final = Reply(
     "Message refused: bare <CR> or <LF> received; lines must end in <CR><LF> "
     "(RFC 5321 section 2.3.8)",
 )
+_NO_STORAGE: Final = Reply(452, "4.3.1", "Insufficient system storage")
 _INTERNAL_ERROR: Final = Reply(451, "4.3.0", "Error: local error in processing, try again later")
 _ACCEPT_FAILED: Final = Reply(
     451, "4.3.0", "Error: message not accepted, queue write failed; try again later"
@@ -475,6 +481,7 @@ class _Settings:
     authenticator: Authenticator | None = None  # AUTH offered (after TLS) when set
     auth_required: bool = False  # MAIL needs AUTH first (submission)
     implicit_tls: bool = False  # the socket is TLS from the start (465)
+    space: FreeSpace | None = None  # MAIL is refused (452 4.3.1) when it says there is no room
 
 
 @dataclass(slots=True)
@@ -783,7 +790,7 @@ class SmtpSession(SMTP):
         """Queue a reply; count errors, tarpit, and close after a 421 or too many errors."""
         if self._closing:
             return
-        if reply.code >= 400 and reply.code != 421 and reply.enhanced != "4.5.3":
+        if reply.code >= 400 and reply.code != 421 and reply.enhanced not in ("4.5.3", "4.3.1"):
             self._errors += 1
             if self._errors > self._settings.tarpit_after and self._limits.error_delay > 0:
                 await self._flush()
@@ -1022,6 +1029,10 @@ class SmtpSession(SMTP):
         if isinstance(params, Reply):
             await self._reply(params)
             return
+        space = self._settings.space
+        if space is not None and not space.has_room(params.size):
+            await self._reply(_NO_STORAGE)
+            return
         sender = ""
         if path:
             try:
@@ -1215,6 +1226,7 @@ async def start_smtp_server(
     authenticator: Authenticator | None = None,
     auth_required: bool = False,
     implicit_tls: bool = False,
+    space: FreeSpace | None = None,
 ) -> asyncio.Server:
     """Listen on host:port (0 = any free port) in the running loop; returns the server.
 
@@ -1234,6 +1246,7 @@ async def start_smtp_server(
         authenticator=authenticator,
         auth_required=auth_required,
         implicit_tls=implicit_tls,
+        space=space,
     )
     server = await loop.create_server(
         lambda: SmtpSession(settings),

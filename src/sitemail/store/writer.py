@@ -12,7 +12,8 @@ Invariants:
   commit that failed fails every job of that transaction (each caller sees the exception).
 - One bad job fails alone: when a job raises, the transaction is rolled back and the others
   run again without it (so a job must be a pure database function: it may run more than once,
-  and only its last run counts).
+  and only its last run counts). Unless it raised `StoreUnavailableError` (disk full, I/O
+  error, locked): that is no job's fault, and the whole batch fails with it.
 - Without `start()` (tests, admin commands) each `submit` is its own transaction on a worker
   thread, with the same guarantees.
 
@@ -34,6 +35,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
+from sitemail.core.errors import StoreUnavailableError
 from sitemail.store.engine import Store
 
 __all__ = ["GroupWriter"]
@@ -128,7 +130,10 @@ class GroupWriter:
                             failed = job
                             raise
             except Exception as exc:
-                if failed is None:  # BEGIN or COMMIT failed: nothing of the batch is written
+                # BEGIN or COMMIT failed, or the database is unavailable (disk full, I/O
+                # error, locked): nothing of the batch is written, and no job is to blame,
+                # so running the others again would only fail them one by one.
+                if failed is None or isinstance(exc, StoreUnavailableError):
                     for job in todo:
                         job.error = exc
                     return

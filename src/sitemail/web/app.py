@@ -14,7 +14,7 @@ over the one shared store (the store is thread-aware); the config is read once a
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sitemail.admin.token import ensure_token
-from sitemail.admin.wake import poke
+from sitemail.admin.wake import ask_attempts, poke
 from sitemail.config import load_config
 from sitemail.core.clock import Clock
 from sitemail.core.errors import ConfigError, SitemailError
+from sitemail.queue.attempts import Attempt
 from sitemail.store import Store, default_url, open_store, upgrade
 from sitemail.web import routes
 from sitemail.web.console import PREFIX as CONSOLE_PREFIX
@@ -134,12 +135,14 @@ def create_app(
     wake: Callable[[], object] | None = None,
     store: Store | None = None,
     clock: Clock | None = None,
+    attempts: Callable[[], Sequence[Attempt]] | None = None,
 ) -> FastAPI:
     """The admin API of the server whose data dir is `data_dir`.
 
     `wake` nudges the queue after a change that queued mail (default: the data dir's wake
     socket, as the CLI does); `store` lets the server share its own (else one is opened here
-    and closed when the app shuts down).
+    and closed when the app shuts down); `attempts` says what the deliveries in flight are
+    doing (default: asked of the running server over the control channel, as the CLI does).
     """
     config = load_config(data_dir)
     owned = store is None
@@ -152,6 +155,7 @@ def create_app(
         ensure_token(data_dir),
         wake if wake is not None else (lambda: poke(data_dir)),
         clock,
+        attempts=attempts if attempts is not None else (lambda: ask_attempts(data_dir) or []),
     )
 
     @asynccontextmanager

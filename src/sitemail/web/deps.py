@@ -7,7 +7,7 @@ nudges the queue after a change that queued mail.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -18,6 +18,7 @@ from sitemail.admin.service import AdminService
 from sitemail.admin.token import check_token
 from sitemail.config import ServerConfig
 from sitemail.core.clock import Clock
+from sitemail.queue.attempts import Attempt
 from sitemail.store import Store
 
 __all__ = [
@@ -40,15 +41,20 @@ class ApiContext:
         token: str,
         wake: Callable[[], object],
         clock: Clock | None = None,
+        *,
+        attempts: Callable[[], Sequence[Attempt]] | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.token = token
         self.wake = wake
         self.clock = clock
+        self.attempts = attempts  # what the server's deliveries in flight are doing
 
     def service(self) -> AdminService:
-        return AdminService(self.config, self.store, self.clock)
+        service = AdminService(self.config, self.store, self.clock)
+        service.attempts = self.attempts
+        return service
 
 
 def _context(request: Request) -> ApiContext:

@@ -411,6 +411,9 @@ class QueueRecipientOut(_Out):
     next_attempt_at: float
     last_status: str
     last_text: str
+    doing: str = ""  # an attempt in progress: what it is doing ("" when none)
+    doing_since: float | None = None
+    attempt_started: float | None = None
 
 
 class QueueEntryOut(_Out):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, insert, select
 
+from sitemail.core.errors import StoreUnavailableError
 from sitemail.store import Store, default_url, open_store, upgrade
 from sitemail.store.tables import site_usn
 from sitemail.store.writer import GroupWriter
@@ -76,6 +77,32 @@ def test_writer_bad_job_fails_alone(store: Store) -> None:
     assert (first, third) == ("A", "B")
     assert isinstance(second, ValueError)
     assert sites(store) == {"A", "B"}
+
+
+def unavailable(conn: Connection) -> str:
+    conn.execute(insert(site_usn).values(site="half-written", usn=1))
+    raise StoreUnavailableError("database write failed: OperationalError: disk I/O error")
+
+
+def test_writer_unavailable_store_fails_the_whole_batch_at_once(store: Store) -> None:
+    """A job meeting a store that cannot be written (disk full, I/O error) is not to blame:
+    every job of its batch gets the error in one go, none is run again without it."""
+
+    async def scenario() -> list[object]:
+        writer = GroupWriter(store)
+        await writer.start()
+        try:
+            jobs: list[Callable[[Connection], str]] = [add("A"), unavailable, add("B")]
+            return await asyncio.gather(
+                *(writer.submit(job) for job in jobs), return_exceptions=True
+            )
+        finally:
+            assert writer.commits == 0
+            await writer.stop()
+
+    results = asyncio.run(scenario())
+    assert all(isinstance(r, StoreUnavailableError) for r in results)
+    assert sites(store) == set()
 
 
 def test_writer_not_started_commits_each_job_alone(store: Store) -> None:
