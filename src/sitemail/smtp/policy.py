@@ -11,12 +11,16 @@ recipient is routed (routing.router) and accepted when
 unknown users of the organisation's own domains get `550 5.1.1` (refused now, so no bounce
 is ever sent to a forged sender), everything else `550 5.7.1` (no open relay). The percent
 hack, bang paths, source routes and quoted local parts carrying an `@` are refused outright.
+
+An accepted message whose hop trace proves it comes from a sibling site (`origin_of`,
+routing.trace.verified_origin) is queued with that origin, so a resend is recognised and not
+stored twice (queue.dedupe); the 250 then names the first copy's queue id.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sitemail.core.address import parse_address
 from sitemail.core.clock import Clock
@@ -29,6 +33,7 @@ from sitemail.queue.records import NewMessage, new_queue_id
 from sitemail.queue.spool import Spool
 from sitemail.routing.route import ACCEPTED_RULES, Transport
 from sitemail.routing.router import Router
+from sitemail.routing.trace import Origin
 from sitemail.smtp.engine import SessionInfo
 
 __all__ = ["ImsPolicy"]
@@ -52,12 +57,14 @@ class ImsPolicy:
         clock: Clock,
         *,
         trusted_networks: Sequence[str] = (),
+        origin_of: Callable[[Envelope, bytes], Origin | None] | None = None,
     ) -> None:
         self._directory = directory
         self._router = router
         self._spool = spool
         self._clock = clock
         self._trusted = [ipaddress.ip_network(n, strict=False) for n in trusted_networks]
+        self._origin_of = origin_of
 
     def is_trusted(self, peer_ip: str) -> bool:
         try:
@@ -104,7 +111,8 @@ class ImsPolicy:
 
     async def accept(self, envelope: Envelope, content: bytes, *, queue_id: str) -> Reply:
         """Queue the message durably; the 250 names the queue id (failures raise: 451)."""
+        origin = self._origin_of(envelope, content) if self._origin_of is not None else None
         queue_id = await self._spool.enqueue(
-            NewMessage(envelope, content, queue_id=QueueId(queue_id))
+            NewMessage(envelope, content, queue_id=QueueId(queue_id), origin=origin)
         )
         return Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
