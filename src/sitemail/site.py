@@ -40,6 +40,7 @@ from sitemail.replication.agent import ReplicationAgent
 from sitemail.replication.keys import load_site_key
 from sitemail.replication.replicator import Replicator
 from sitemail.replication.scheduler import ReplicationScheduler
+from sitemail.replication.siblings import SiblingOrigins
 from sitemail.routing.resolver import DnsResolver, NoDnsResolver, Resolver
 from sitemail.routing.route import Transport
 from sitemail.routing.router import Router
@@ -106,6 +107,7 @@ class SiteServer:
             if nameservers
             else NoDnsResolver()
         )
+        site_key = load_site_key(config.data_dir)
         remote = RemoteDelivery(
             resolver=resolver,
             source_address=config.listen[0],
@@ -116,12 +118,11 @@ class SiteServer:
             rng=random.Random(),  # noqa: S311 - MX load spreading, not security
             site_hop=router.site_hop,
             trace_site=org.local_site,
+            trace_signer=site_key.sign,  # the next site can prove a resend (queue.dedupe)
             wall_clock=self.clock.now,
         )
         writer = GroupWriter(store)  # every queue write of the process: one commit per batch
-        replicator = Replicator(
-            directory, self.clock, load_site_key(config.data_dir), config.replication
-        )
+        replicator = Replicator(directory, self.clock, site_key, config.replication)
         wake_queue = _Later()
         replication = ReplicationAgent(replicator, on_enqueued=wake_queue, submit=writer.submit)
         agents: dict[Transport, DeliveryAgent] = {
@@ -151,6 +152,7 @@ class SiteServer:
             on_enqueued=manager.wake,
             writer=writer,
             handoff=manager,
+            dedupe_retention=2 * config.queue.expiry,  # past any retry of a sibling site
         )
         self.components = Components(
             store, directory, router, spool, manager, writer, replicator, remote
@@ -174,6 +176,7 @@ class SiteServer:
             parts.spool,
             self.clock,
             trusted_networks=self.config.smtp.trusted_networks,
+            origin_of=SiblingOrigins(parts.replicator).origin,
         )
         await parts.writer.start()
         await parts.spool.start()

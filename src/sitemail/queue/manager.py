@@ -14,7 +14,9 @@ delivered, recorded and dequeued together, a whole pass in one job of the shared
 `GroupWriter` (one commit, shared with the spool's new messages); if that job fails, each of
 its messages is tried alone, so one bad message holds no other up. The others go to their
 network transports (at most `_PARALLEL_MESSAGES` at once) and their results are recorded
-through the same writer. Time comes from the injected clock, so tests step through 48 hours
+through the same writer, each next hop's acceptances as soon as it has answered (not lazily,
+not after the message's other hops), so a crash rarely finds a delivery unrecorded (the
+next site recognises the resend of one that was: queue.dedupe). Time comes from the injected clock, so tests step through 48 hours
 in milliseconds.
 
 New mail does not wait for a pass: the spool hands each committed message over in memory
@@ -533,20 +535,45 @@ class QueueManager:
         return close_done(conn, [plan.work.message.queue_id for plan in plans]), any(noticed)
 
     async def _process(self, plan: _Plan) -> bool:
+        """Hand the message to each next hop at once. A hop's acceptances are recorded as
+        soon as it answers (its own commit, shared with whatever else is writing, never
+        waiting for the other hops nor lingering for company): a crash after a next hop's 250
+        must not send the message there again. Everything else is recorded at the end, with
+        the message closed if it is done."""
         work = plan.work
         results = list(plan.results)
-        outcomes = await asyncio.gather(
-            *(
-                self._hand_over(work, transport, members)
-                for (transport, _), members in plan.groups.items()
-            )
-        )
-        for outcome in outcomes:
+        recorded: set[int] = set()  # recipients whose delivery is committed already
+        pending = len(plan.groups)
+
+        async def one(transport: Transport, members: list[tuple[QueuedRecipient, Route]]) -> None:
+            nonlocal pending
+            outcome = await self._hand_over(work, transport, members)
             results.extend(outcome)
-        # Lazy: the next hop has the message; the record may share the next acceptance's commit.
-        left = await self._record_results(work, results, lazy=True)
+            pending -= 1
+            delivered = [r for r in outcome if r.outcome is Outcome.DELIVERED]
+            if pending and delivered:  # the last hop's go with the closing record below
+                await self._record_early(work, delivered, recorded)
+
+        await asyncio.gather(*(one(t, m) for (t, _), m in plan.groups.items()))
+        rest = [r for r in results if r.rcpt_id not in recorded]
+        left = await self._record_results(
+            work, rest, lazy=not any(r.outcome is Outcome.DELIVERED for r in rest)
+        )
         log.debug("processed %s: %d result(s)", work.message.queue_id, len(results))
         return left
+
+    async def _record_early(
+        self, work: _Work, delivered: list[RecipientResult], recorded: set[int]
+    ) -> None:
+        """Commit these deliveries now; if that fails, the closing record tries again."""
+        try:
+            await self._writer.submit(
+                lambda conn: self._record_in(conn, work, delivered, close=False)
+            )
+        except Exception:
+            log.exception("recording deliveries of %s failed", work.message.queue_id)
+            return
+        recorded.update(r.rcpt_id for r in delivered)
 
     async def _hand_over(
         self, work: _Work, transport: Transport, members: list[tuple[QueuedRecipient, Route]]

@@ -40,6 +40,7 @@ from sitemail.queue.model import (
     RcptState,
     RecipientResult,
 )
+from sitemail.routing.trace import Origin
 from sitemail.store.tables import queue_message, queue_rcpt, track_event
 
 __all__ = [
@@ -104,6 +105,7 @@ class NewMessage:
     content: bytes
     is_dsn: bool = False
     queue_id: QueueId | None = None  # pre-allocated by the SMTP session (Received header)
+    origin: Origin | None = None  # a sibling site's proven origin (queue.dedupe)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,13 +14,17 @@ hack, bang paths, source routes and quoted local parts carrying an `@` are refus
 At DATA, a message beyond core.mailshape's bounds (MIME nesting, header sizes) is refused with
 `550 5.6.0`, so no reader behind the queue meets one; a recipient that is a directory-service
 mailbox gets NOTIFY=NEVER, so nothing sent to one ever causes a notice (docs/security.md).
+
+An accepted message whose hop trace proves it comes from a sibling site (`origin_of`,
+routing.trace.verified_origin) is queued with that origin, so a resend is recognised and not
+stored twice (queue.dedupe); the 250 then names the first copy's queue id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from sitemail.core.address import DSA_LOCAL_PART, parse_address
@@ -35,6 +39,7 @@ from sitemail.queue.records import NewMessage, new_queue_id
 from sitemail.queue.spool import Spool
 from sitemail.routing.route import ACCEPTED_RULES, Transport
 from sitemail.routing.router import Router
+from sitemail.routing.trace import Origin
 from sitemail.smtp.engine import SessionInfo
 
 __all__ = ["ImsPolicy"]
@@ -58,12 +63,14 @@ class ImsPolicy:
         clock: Clock,
         *,
         trusted_networks: Sequence[str] = (),
+        origin_of: Callable[[Envelope, bytes], Origin | None] | None = None,
     ) -> None:
         self._directory = directory
         self._router = router
         self._spool = spool
         self._clock = clock
         self._trusted = [ipaddress.ip_network(n, strict=False) for n in trusted_networks]
+        self._origin_of = origin_of
 
     def is_trusted(self, peer_ip: str) -> bool:
         try:
@@ -118,8 +125,11 @@ class ImsPolicy:
             refused = await asyncio.to_thread(_shape_refusal, content)
             if refused is not None:
                 return refused
+        origin = self._origin_of(envelope, content) if self._origin_of is not None else None
         queue_id = await self._spool.enqueue(
-            NewMessage(_no_notices_for_dsa(envelope), content, queue_id=QueueId(queue_id))
+            NewMessage(
+                _no_notices_for_dsa(envelope), content, queue_id=QueueId(queue_id), origin=origin
+            )
         )
         return Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
 
