@@ -23,27 +23,21 @@ import hashlib
 import os
 import random
 import re
-import signal
 import smtplib
-import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.support.ledger import Ledger, Outcome, connect, say_goodbye
+from tests.support.processes import SITEMAIL, ServeProcess, free_port, wait_until
 
 from sitemail.admin.service import AdminService
 from sitemail.directory import ObjectKind
 from sitemail.mailbox import list_messages
-
-SITEMAIL = Path(sys.executable).with_name("sitemail")
 
 pytestmark = [
     pytest.mark.slow,
@@ -58,17 +52,8 @@ CLIENTS = 4
 MAILBOXES = ("alice", "bob", "carol", "dave")
 GROUP = "team"  # bob and carol: expansion is one more transaction that a crash may split
 GROUP_MEMBERS = ("bob", "carol")
-START_TIMEOUT = 20.0
 DRAIN_TIMEOUT = 30.0
-STOP_TIMEOUT = 15.0
 _QUEUED_AS = re.compile(rb"queued as (\S+)")
-
-
-class Outcome(StrEnum):
-    ACKED = "acked"  # 250 after DATA: must be delivered exactly once (or still be queued)
-    UNKNOWN = "unknown"  # connection lost after DATA began: at most once, all or nothing
-    REFUSED = "refused"  # 4xx/5xx after DATA: must be nowhere
-    UNSENT = "unsent"  # failed before DATA: must be nowhere
 
 
 @dataclass
@@ -80,26 +65,6 @@ class Attempt:
     outcome: Outcome = Outcome.UNSENT
     queue_id: str = ""
     reply: str = ""
-
-
-@dataclass
-class Ledger:
-    attempts: list[Attempt] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, attempt: Attempt) -> None:
-        with self.lock:
-            self.attempts.append(attempt)
-
-    def count(self, outcome: Outcome) -> int:
-        with self.lock:
-            return sum(1 for a in self.attempts if a.outcome is outcome)
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def make_message(rng: random.Random, message_id: str, to: str) -> bytes:
@@ -119,21 +84,17 @@ def make_message(rng: random.Random, message_id: str, to: str) -> bytes:
     return head.encode() + body
 
 
-def client_loop(number: int, port: int, stop: threading.Event, ledger: Ledger, seed: int) -> None:
+def client_loop(
+    number: int, port: int, stop: threading.Event, ledger: Ledger[Attempt], seed: int
+) -> None:
     """Send messages until `stop`, reconnecting while the server is down; record outcomes."""
     rng = random.Random(seed * 100 + number)
     client: smtplib.SMTP | None = None
     seq = 0
     while not stop.is_set():
         if client is None:
-            client = smtplib.SMTP(local_hostname="load.test", timeout=10)
-            try:
-                client.connect(HOST, port)
-                client.ehlo()
-            except (smtplib.SMTPException, OSError):
-                client.close()
-                client = None
-                time.sleep(0.05)  # the server is being restarted
+            client = connect(HOST, port)
+            if client is None:  # stopped: being restarted
                 continue
         seq += 1
         message_id = f"c{number}-{seq}"
@@ -177,85 +138,7 @@ def client_loop(number: int, port: int, stop: threading.Event, ledger: Ledger, s
             attempt.outcome = Outcome.ACKED
         else:
             attempt.outcome = Outcome.REFUSED
-    if client is not None:
-        try:
-            client.quit()
-        except (smtplib.SMTPException, OSError):
-            client.close()
-
-
-class Server:
-    """`sitemail serve` as a real process; every incarnation logs to its own file."""
-
-    def __init__(self, data_dir: Path, logs: Path) -> None:
-        self.data_dir = data_dir
-        self.logs = logs
-        self.incarnations = 0
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def log_path(self, n: int) -> Path:
-        return self.logs / f"serve-{n}.log"
-
-    def start(self) -> None:
-        self.incarnations += 1
-        log = self.log_path(self.incarnations)
-        env = {k: v for k, v in os.environ.items() if k not in {"SITEMAIL_DATA_DIR"}}
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [str(SITEMAIL), "serve", "--data-dir", str(self.data_dir)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while b"ready: " not in log.read_bytes():
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"server incarnation {self.incarnations} exited with {self.process.returncode}"
-                    f" during start (recovery failed?):\n{log.read_text(errors='replace')}"
-                )
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"server incarnation {self.incarnations} not ready in {START_TIMEOUT} s:\n"
-                    f"{log.read_text(errors='replace')}"
-                )
-            time.sleep(0.02)
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup of any kind runs in the server."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=STOP_TIMEOUT)
-        self.process = None
-
-    def stop(self) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=STOP_TIMEOUT)
-        self.process = None
-        return code
-
-    def cleanup(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=STOP_TIMEOUT)
-
-    def problems(self) -> list[str]:
-        """Log lines of any incarnation that report an error or a traceback."""
-        found = []
-        for n in range(1, self.incarnations + 1):
-            for line in self.log_path(n).read_text(errors="replace").splitlines():
-                if " ERROR " in line or " CRITICAL " in line or line.startswith("Traceback"):
-                    found.append(f"serve-{n}.log: {line}")
-        return found
-
-
-def wait_until(check: Callable[[], bool], limit: float, what: str) -> None:
-    deadline = time.monotonic() + limit
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached in {limit} s")
-        time.sleep(0.1)
+    say_goodbye(client)
 
 
 def make_site(data_dir: Path, port: int) -> None:
@@ -305,7 +188,7 @@ class Audit:
     still_queued: set[tuple[str, str]]
 
 
-def audit(data_dir: Path, ledger: Ledger) -> Audit:
+def audit(data_dir: Path, ledger: Ledger[Attempt]) -> Audit:
     problems: list[str] = []
     sent = {f"<{a.message_id}@crash.test>": a for a in ledger.attempts}
     delivered: dict[str, Counter[str]] = {}
@@ -365,8 +248,8 @@ def test_crash_kill_9_under_load_loses_and_duplicates_nothing(tmp_path: Path) ->
     data_dir = tmp_path / "SiteA"
     port = free_port(HOST)
     make_site(data_dir, port)
-    server = Server(data_dir, tmp_path)
-    ledger = Ledger()
+    server = ServeProcess(data_dir, tmp_path)
+    ledger: Ledger[Attempt] = Ledger()
     stop = threading.Event()
     clients = [
         threading.Thread(

@@ -153,9 +153,16 @@ class QueueManager:
         self._reading: list[set[str]] = []
         self._fast_queue: list[_Plan] = []  # prepared local-only messages awaiting a batch
         self._fast_draining = False
+        self._stopping = False  # stop(): start nothing more; run() returns when idle
 
     def wake(self) -> None:
         """New mail or an admin retry: look at the queue now."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """The server stops: start no delivery any more (what waits stays queued); `run`
+        returns once the deliveries in flight have finished and their results are recorded."""
+        self._stopping = True
         self._wake.set()
 
     def claim(self, queue_id: str) -> None:
@@ -204,7 +211,7 @@ class QueueManager:
         """A message just committed by the spool (claimed before): start its delivery now,
         without a database poll. Declined (a pass delivers it) before run() or when full."""
         group = self._group
-        if group is None or len(self._running) > _MAX_IN_FLIGHT:
+        if group is None or self._stopping or len(self._running) > _MAX_IN_FLIGHT:
             self.unclaim(message.queue_id)
             return
         plan = self._planned.pop(message.queue_id, None)
@@ -218,7 +225,7 @@ class QueueManager:
         return bool(self._running)
 
     async def run(self) -> None:
-        """Forever: start what is due without waiting for what is in flight (a long delivery,
+        """Until `stop()`: start what is due without waiting for what is in flight (a long delivery,
         e.g. applying a replication answer, must not hold up mail queued after it), then
         sleep until the next due time or a wake-up. Every delivery task belongs to this
         TaskGroup, so cancelling `run` stops them all."""
@@ -234,7 +241,7 @@ class QueueManager:
                 self._group = None
 
     async def _loop(self, group: asyncio.TaskGroup) -> None:
-        while True:
+        while not self._stopping:
             try:
                 started = await self._start_due(group)
             except Exception:  # a bad pass must not stop the queue
@@ -323,6 +330,8 @@ class QueueManager:
 
     async def _slow(self, plan: _Plan, slots: asyncio.Semaphore) -> bool:
         async with slots:
+            if self._stopping:  # not begun: it stays queued for the next start
+                return False
             return await self._process(plan)
 
     async def _guarded(self, plans: list[_Plan], work: Coroutine[Any, Any, bool]) -> None:
