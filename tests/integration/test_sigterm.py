@@ -29,8 +29,10 @@ import pytest
 from tests.support.ledger import Ledger, Outcome, connect, say_goodbye
 from tests.support.processes import (
     SITEMAIL,
+    SMTP_ONLY,
     SMTP_SINK,
     ServeProcess,
+    configure,
     free_port,
     postfix_sink,
     wait_until,
@@ -138,15 +140,15 @@ def make_site(data_dir: Path, port: int, sink_port: int | None) -> None:
             service.add_domain_route(SINK_DOMAIN, f"{SINK_HOST}:{sink_port}")
     finally:
         service.close()
-    config = data_dir / "sitemail.toml"
-    text = config.read_text(encoding="utf-8")
-    text = text.replace("[server]\n", f"[server]\nshutdown_timeout = {SHUTDOWN_TIMEOUT}\n", 1)
-    text = text.replace("[smtp]\n", f"[smtp]\nport = {port}\n", 1)
-    text = text.replace("[queue]\n", "[queue]\nretry_initial = 1\nretry_max = 2\n", 1)
-    text = text.replace("[admin]\n", "[admin]\nport = 0\n", 1)
-    for section in ("imap", "pop3", "submission"):
-        text = text.replace(f"[{section}]\n", f"[{section}]\nport = 0\ntls_port = 0\n", 1)
-    config.write_text(text, encoding="utf-8")
+    configure(
+        data_dir,
+        {
+            "server": f"shutdown_timeout = {SHUTDOWN_TIMEOUT}",
+            "smtp": f"port = {port}",
+            "queue": "retry_initial = 1\nretry_max = 2",
+            **SMTP_ONLY,
+        },
+    )
 
 
 def queued(data_dir: Path) -> int:

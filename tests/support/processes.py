@@ -139,3 +139,21 @@ def postfix_sink(folder: Path, host: str, *flags: str) -> Iterator[tuple[int, Pa
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+def configure(data_dir: Path, settings: dict[str, str]) -> None:
+    """Add `key = value` lines (as TOML text) at the top of tables of the `sitemail.toml`
+    that `sitemail init` wrote: {"smtp": "port = 2525", ...}."""
+    config = data_dir / "sitemail.toml"
+    text = config.read_text(encoding="utf-8")
+    for table, lines in settings.items():
+        assert f"[{table}]\n" in text, table
+        text = text.replace(f"[{table}]\n", f"[{table}]\n{lines}\n", 1)
+    config.write_text(text, encoding="utf-8")
+
+
+# Tables that switch off every listener but SMTP's and the admin API (fewer ports to find).
+SMTP_ONLY = {
+    "admin": "port = 0",
+    **dict.fromkeys(("imap", "pop3", "submission"), "port = 0\ntls_port = 0"),
+}

@@ -114,6 +114,10 @@ _MAX_ENVID: Final = 100  # RFC 3461 section 4.4
 _MAX_ORCPT: Final = 500  # RFC 3461 section 4.2
 _DATA_TIMER_GRANULARITY: Final = 1.0  # seconds between restarts of the DATA timer
 _STRESS: Final = 0.8  # share of `connections_total` open from which the listener is stressed
+# Connections the kernel completes before we accept them (asyncio's default, 100, drops the
+# handshakes of a burst of a few hundred clients: each then waits 1, 2, 4... s to retry).
+_BACKLOG: Final = 1024
+_EVICT_AFTER: Final = 0.2  # of stress_timeout: idle this long, a session may lose its slot
 # The reader's limit: the longest command line or "." CRLF-free run of DATA buffered whole,
 # and (asyncio pauses reading at twice it) the flow-control window. Line limits are ours to
 # check; a window of one line would stop and restart reading every few lines of a message.
@@ -133,6 +137,7 @@ _BARE_NEWLINE_DATA: Final = Reply(
 )
 _INTERNAL_ERROR: Final = Reply(451, "4.3.0", "Error: local error in processing, try again later")
 _TIMEOUT: Final = Reply(421, "4.4.2", "Error: timeout exceeded")
+_EVICTED: Final = Reply(421, "4.7.0", "Error: idle connection closed, the server is busy")
 _ACCEPT_FAILED: Final = Reply(
     451, "4.3.0", "Error: message not accepted, queue write failed; try again later"
 )
@@ -449,6 +454,7 @@ class ConnectionLimiter:
 
     def __init__(self, per_client: int, total: int) -> None:
         self._counter = ConnectionCounter(per_client, total)
+        self._total = total
         self._stress_at = max(1, int(total * _STRESS))
         self._stress_share = max(1, per_client // 4)
 
@@ -457,13 +463,24 @@ class ConnectionLimiter:
         return self._counter.total
 
     @property
+    def full(self) -> bool:
+        return self._counter.total >= self._total
+
+    def held(self, peer_ip: str) -> int:
+        return self._counter.held(peer_ip)
+
+    def within_share(self, peer_ip: str) -> bool:
+        """Whether this address holds less than its share under stress."""
+        return self._counter.held(peer_ip) < self._stress_share
+
+    @property
     def stressed(self) -> bool:
         """Near the total limit: idle and pre-MAIL sessions get `stress_timeout`."""
         return self._counter.total >= self._stress_at
 
     def acquire(self, peer_ip: str) -> Reply | None:
         """Count one more session, or return the 421 that refuses it."""
-        if self.stressed and self._counter.held(peer_ip) >= self._stress_share:
+        if self.stressed and not self.within_share(peer_ip):
             return Reply(421, "4.7.0", "Error: too many connections from your address while busy")
         refused = self._counter.acquire(peer_ip)
         return None if refused is None else Reply(421, "4.7.0", f"Error: {refused}")
@@ -658,6 +675,7 @@ class SmtpSession(SMTP):
         self._closing = False
         self._committing = False  # DATA is over and the message is being stored
         self._waiting = False  # waiting for a command line
+        self._idle_since = 0.0  # loop time when it began to wait
         self._out: list[bytes] = []
         self._errors = 0
         self._helo = ""
@@ -678,7 +696,10 @@ class SmtpSession(SMTP):
             return
         peer = transport.get_extra_info("peername")
         self._peer_ip = str(peer[0]) if peer else ""
-        refusal = self._settings.limiter.acquire(self._peer_ip)
+        limiter = self._settings.limiter
+        if limiter.full and limiter.within_share(self._peer_ip):
+            self._make_room()
+        refusal = limiter.acquire(self._peer_ip)
         if refusal is not None:
             log.warning("smtp connection refused peer=%s reply=%r", self._peer_ip, refusal.render())
             self._refused = True
@@ -691,6 +712,30 @@ class SmtpSession(SMTP):
         self._settings.sessions.add(self)
         super().connection_made(transport)
         self._note_stress()
+
+    def _make_room(self) -> None:
+        """Every slot is taken and this client holds few: close the session idle longest
+        (waiting for a first command or a next transaction for at least a fifth of the
+        stress timeout) of the address holding the most, so idle connections cannot lock
+        new senders out until their timeouts."""
+        now = self.loop.time()
+        limiter = self._settings.limiter
+        grace = self._limits.stress_timeout * _EVICT_AFTER
+        if grace <= 0:  # stress_timeout = 0: no stress mode
+            return
+        idle = [
+            s
+            for s in self._settings.sessions
+            if s._waiting and s._txn.sender is None and s._counted and not s._closing
+            if now - s._idle_since >= grace
+        ]
+        if not idle:
+            return
+        victim = max(idle, key=lambda s: (limiter.held(s._peer_ip), now - s._idle_since))
+        log.info("smtp idle session closed for a new client peer=%s", victim._peer_ip)
+        victim._counted = False  # its slot is this client's now, before its close completes
+        limiter.release(victim._peer_ip)
+        victim._shut(_EVICTED)
 
     def _note_stress(self) -> None:
         """When the listener becomes stressed, the sessions already waiting for a first
@@ -799,6 +844,7 @@ class SmtpSession(SMTP):
         if b"\n" not in self._reader._buffer:  # type: ignore[attr-defined]
             await self._flush()  # about to wait for input: send the batched replies
         self._waiting = True
+        self._idle_since = self.loop.time()
         try:
             line: bytes = await self._reader.readuntil(b"\n")
         except asyncio.LimitOverrunError as exc:
@@ -1332,6 +1378,7 @@ async def start_smtp_server(
         host,
         port,
         ssl=tls_context if implicit_tls else None,
+        backlog=_BACKLOG,
     )
     _LISTENERS[server] = settings
     return server

@@ -142,3 +142,73 @@ def test_drain_cuts_off_a_store_that_outlasts_it() -> None:
             assert await client.at_eof()
 
     run(scenario)
+
+
+def test_stress_shortens_the_timeout_of_idle_sessions_only() -> None:
+    """Near connections_total, sessions idle or before MAIL are closed after stress_timeout
+    with 421 4.4.2 (those already waiting too); one in a transaction keeps the full timeout."""
+
+    async def scenario() -> None:
+        policy = RecordingPolicy()
+        async with listening(policy, connections_total=5, timeout=30.0, stress_timeout=0.3) as (
+            _,
+            srv,
+        ):
+            busy = await session(srv, "127.24.1.10")
+            assert (await busy.cmd("MAIL FROM:<a@src.example>")).code == 250
+            idle = [await session(srv, f"127.24.1.{11 + i}") for i in range(2)]
+            await asyncio.sleep(0.6)
+            assert (await idle[0].cmd("NOOP")).code == 250  # not stressed yet: 30 s
+            idle.append(await session(srv, "127.24.1.13"))  # the 4th of 5: stressed
+            for client in idle:
+                closed = await client.reply(wait=5)
+                assert (closed.code, closed.enhanced) == (421, "4.4.2")
+                assert await client.at_eof()
+            assert (await busy.cmd("RCPT TO:<b@dest.example>")).code == 250
+            await busy.close()
+
+    run(scenario)
+
+
+def test_stress_keeps_the_last_slots_for_addresses_holding_few() -> None:
+    """Near connections_total, an address holding a quarter of its limit gets 421, while
+    another address still gets in."""
+
+    async def scenario() -> None:
+        policy = RecordingPolicy()
+        async with listening(
+            policy, connections_total=10, connections_per_client=8, stress_timeout=30.0
+        ) as (_, srv):
+            hog = [await session(srv, "127.24.1.20") for _ in range(8)]
+            refused = await connect(srv, "127.24.1.20")
+            reply = await refused.reply()
+            assert (reply.code, reply.enhanced) == (421, "4.7.0")
+            assert await refused.at_eof()
+            other = await session(srv, "127.24.1.21")
+            for client in [*hog, other]:
+                await client.close()
+
+    run(scenario)
+
+
+def test_full_house_closes_an_idle_session_for_a_new_address() -> None:
+    """With every slot taken by idle sessions, a new address gets in: the session of the
+    address holding the most that has idled longest (past a fifth of stress_timeout) goes."""
+
+    async def scenario() -> None:
+        policy = RecordingPolicy()
+        async with listening(
+            policy, connections_total=4, connections_per_client=4, stress_timeout=4.0
+        ) as (_, srv):
+            hog = [await session(srv, "127.24.1.30") for _ in range(3)]
+            single = await session(srv, "127.24.1.31")
+            await asyncio.sleep(1.5)  # past a fifth of the stress timeout, not yet the whole
+            newcomer = await session(srv, "127.24.1.32")
+            evicted = await hog[0].reply()
+            assert (evicted.code, evicted.enhanced) == (421, "4.7.0")
+            assert (await single.cmd("NOOP")).code == 250
+            assert (await newcomer.cmd("MAIL FROM:<a@src.example>")).code == 250
+            for client in [*hog[1:], single, newcomer]:
+                await client.close()
+
+    run(scenario)
