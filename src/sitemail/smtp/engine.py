@@ -117,6 +117,7 @@ _STRESS: Final = 0.8  # share of `connections_total` open from which the listene
 # Connections the kernel completes before we accept them (asyncio's default, 100, drops the
 # handshakes of a burst of a few hundred clients: each then waits 1, 2, 4... s to retry).
 _BACKLOG: Final = 1024
+_REFUSALS_LOGGED_EVERY: Final = 10.0  # seconds between log lines about refused connections
 _EVICT_AFTER: Final = 0.2  # of stress_timeout: idle this long, a session may lose its slot
 # The reader's limit: the longest command line or "." CRLF-free run of DATA buffered whole,
 # and (asyncio pauses reading at twice it) the flow-control window. Line limits are ours to
@@ -500,6 +501,8 @@ class _ListenerState:
     stopping: bool = False  # stop_smtp_server ran: nothing more is committed
     stressed: bool = False  # the limiter was stressed when a session last came or went
     stored: asyncio.Event = field(default_factory=asyncio.Event)  # a session ended a commit
+    refused: int = 0  # connections refused since the last log line about it
+    refusal_logged_at: float = -_REFUSALS_LOGGED_EVERY
 
 
 @dataclass(frozen=True, slots=True)
@@ -701,7 +704,7 @@ class SmtpSession(SMTP):
             self._make_room()
         refusal = limiter.acquire(self._peer_ip)
         if refusal is not None:
-            log.warning("smtp connection refused peer=%s reply=%r", self._peer_ip, refusal.render())
+            self._log_refusal(refusal)
             self._refused = True
             # A cast, not isinstance: uvloop's transports do not derive from asyncio's classes.
             writer = cast(asyncio.WriteTransport, transport)
@@ -712,6 +715,21 @@ class SmtpSession(SMTP):
         self._settings.sessions.add(self)
         super().connection_made(transport)
         self._note_stress()
+
+    def _log_refusal(self, refusal: Reply) -> None:
+        """At most one line per `_REFUSALS_LOGGED_EVERY` seconds and listener, with the count
+        since the last one: a flood of connections must not become a flood of log lines."""
+        state = self._settings.state
+        state.refused += 1
+        now = self.loop.time()
+        if now - state.refusal_logged_at >= _REFUSALS_LOGGED_EVERY:
+            log.warning(
+                "smtp connection refused peer=%s reply=%r refused=%d (since the last such line)",
+                self._peer_ip,
+                refusal.render(),
+                state.refused,
+            )
+            state.refused, state.refusal_logged_at = 0, now
 
     def _make_room(self) -> None:
         """Every slot is taken and this client holds few: close the session idle longest
@@ -837,6 +855,8 @@ class SmtpSession(SMTP):
                 await self._reply(_INTERNAL_ERROR)
             if self._settings.state.stopping:  # it was storing a message: its reply is out
                 await self._reply(SHUTDOWN)
+            elif command == "MAIL" and self._txn.sender is not None:
+                self._reset_timeout()  # in a transaction now: the full timeout, even if stressed
 
     async def _read_command_line(self) -> bytes | None:
         """One command line without its CRLF; None if it was refused (reply sent)."""

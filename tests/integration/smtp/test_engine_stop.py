@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from tests.integration.smtp.test_engine import (
     MESSAGE,
     SERVER_NAME,
@@ -170,6 +172,29 @@ def test_stress_shortens_the_timeout_of_idle_sessions_only() -> None:
     run(scenario)
 
 
+def test_stress_gives_a_session_the_full_timeout_once_it_has_given_mail() -> None:
+    """Under stress, a session that has given MAIL may take longer than stress_timeout
+    before its next command."""
+
+    async def scenario() -> None:
+        policy = RecordingPolicy()
+        async with listening(policy, connections_total=5, timeout=30.0, stress_timeout=1.0) as (
+            _,
+            srv,
+        ):
+            clients = []
+            for i in range(4):  # the 4th of 5 makes the listener stressed
+                client = await session(srv, f"127.24.1.{40 + i}")
+                assert (await client.cmd("MAIL FROM:<a@src.example>")).code == 250
+                clients.append(client)
+            await asyncio.sleep(1.5)
+            for client in clients:
+                assert (await client.cmd("RCPT TO:<b@dest.example>")).code == 250
+                await client.close()
+
+    run(scenario)
+
+
 def test_stress_keeps_the_last_slots_for_addresses_holding_few() -> None:
     """Near connections_total, an address holding a quarter of its limit gets 421, while
     another address still gets in."""
@@ -212,3 +237,22 @@ def test_full_house_closes_an_idle_session_for_a_new_address() -> None:
                 await client.close()
 
     run(scenario)
+
+
+def test_refused_connections_are_logged_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    """A flood of refused connections makes one log line (with a count), not one each."""
+
+    async def scenario() -> None:
+        policy = RecordingPolicy()
+        async with listening(policy, connections_per_client=1) as (_, srv):
+            held = await session(srv, "127.24.1.50")
+            for _ in range(5):
+                refused = await connect(srv, "127.24.1.50")
+                assert (await refused.reply()).code == 421
+                assert await refused.at_eof()
+            await held.close()
+
+    with caplog.at_level(logging.WARNING, logger="sitemail.smtp"):
+        run(scenario)
+    lines = [r.getMessage() for r in caplog.records if "connection refused" in r.getMessage()]
+    assert len(lines) == 1, lines
