@@ -129,7 +129,9 @@ def terminate(server: ServeProcess) -> tuple[int, float]:
     return code, time.monotonic() - started
 
 
-def make_site(data_dir: Path, port: int, sink_port: int | None) -> None:
+def make_site(
+    data_dir: Path, port: int, sink_port: int | None, shutdown_timeout: float = SHUTDOWN_TIMEOUT
+) -> None:
     service = AdminService.init(
         data_dir, org="ExchangeORG", site="SiteA", server="ServerA", domain=DOMAIN, listen=[HOST]
     )
@@ -143,7 +145,7 @@ def make_site(data_dir: Path, port: int, sink_port: int | None) -> None:
     configure(
         data_dir,
         {
-            "server": f"shutdown_timeout = {SHUTDOWN_TIMEOUT}",
+            "server": f"shutdown_timeout = {shutdown_timeout}",
             "smtp": f"port = {port}",
             "queue": "retry_initial = 1\nretry_max = 2",
             **SMTP_ONLY,
@@ -255,3 +257,30 @@ def test_sigterm_while_relaying_loses_and_duplicates_nothing(tmp_path: Path) -> 
     # -w 1: the sink waits a second before answering DATA, so SIGTERM finds relays in flight.
     with postfix_sink(tmp_path, SINK_HOST, "-w", "1") as (sink_port, dump):
         run_rounds(tmp_path, f"{{mailbox}}@{SINK_DOMAIN}", dump, sink_port)
+
+
+@pytest.mark.skipif(SMTP_SINK is None, reason="Postfix's smtp-sink not installed")
+def test_sigterm_cuts_off_a_stalled_relay_at_the_timeout_and_keeps_it_queued(
+    tmp_path: Path,
+) -> None:
+    """A next hop that does not answer DATA: SIGTERM still exits 0 by the shutdown timeout,
+    without a traceback, and the message stays queued for the next start."""
+    port = free_port(HOST)
+    data_dir = tmp_path / "SiteA"
+    with postfix_sink(tmp_path, SINK_HOST, "-w", "60") as (sink_port, _):
+        make_site(data_dir, port, sink_port, shutdown_timeout=3)
+        server = ServeProcess(data_dir, tmp_path)
+        try:
+            server.start()
+            with smtplib.SMTP(HOST, port, timeout=10) as client:
+                client.sendmail(
+                    "load@outside.test", [f"alice@{SINK_DOMAIN}"], b"Subject: stalled\r\n\r\nx\r\n"
+                )
+            time.sleep(1.0)  # the relay is waiting for the sink's reply to DATA
+            code, seconds = terminate(server)
+        finally:
+            server.cleanup()
+    assert code == 0
+    assert seconds < 3 + 2.5, f"stopped in {seconds:.1f} s"
+    assert queued(data_dir) == 1
+    assert not server.problems(), "\n".join(server.problems())
