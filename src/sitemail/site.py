@@ -44,7 +44,7 @@ from sitemail.replication.siblings import SiblingOrigins
 from sitemail.routing.resolver import DnsResolver, NoDnsResolver, Resolver
 from sitemail.routing.route import Transport
 from sitemail.routing.router import Router
-from sitemail.smtp.engine import start_smtp_server, stop_smtp_server
+from sitemail.smtp.engine import drain_smtp_server, start_smtp_server, stop_smtp_server
 from sitemail.smtp.policy import ImsPolicy
 from sitemail.smtp.submission import SubmissionPolicy
 from sitemail.store import Store, default_url, open_store, upgrade
@@ -92,6 +92,15 @@ class SiteServer:
         # "submissions"): (address, bound port) pairs.
         self.client_ports: dict[str, list[tuple[str, int]]] = {}
         self.api_address: tuple[str, int] | None = None  # where the admin API listens
+        self._stop_requested = asyncio.Event()
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM): `run` returns within `[server] shutdown_timeout`."""
+        self._stop_requested.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested.is_set()
 
     def build(self) -> Components:
         config = self.config
@@ -167,7 +176,9 @@ class SiteServer:
         return f"{org.local_server.lower()}.{directory.routing_domain()}"
 
     async def run(self, ready: Callable[[SiteServer], None] | None = None) -> None:
-        """Serve until cancelled."""
+        """Serve until `stop()` or cancelled. Either way the stop runs in this order (see
+        `_stop_serving`): listeners closed, sessions storing a message answered, queue
+        deliveries in flight finished and recorded, every queued write committed."""
         parts = self.components or self.build()
         tls = build_tls_context(self.config)
         policy = ImsPolicy(
@@ -181,9 +192,10 @@ class SiteServer:
         await parts.writer.start()
         await parts.spool.start()
         space = self.free_space()
-        servers = []
+        servers: list[asyncio.Server] = []
         wake: socket.socket | None = None
         access = _ClientAccess(self, parts, tls, policy, space)
+        deadline = _Deadline(self.config.shutdown_timeout)
         try:
             for address in self.config.listen:
                 server = await _bind(
@@ -217,21 +229,48 @@ class SiteServer:
             if ready is not None:
                 ready(self)
             async with asyncio.TaskGroup() as group:
-                group.create_task(parts.manager.run(), name="queue-manager")
-                group.create_task(scheduler.run(), name="replication-scheduler")
+                queue = group.create_task(parts.manager.run(), name="queue-manager")
+                others = [group.create_task(scheduler.run(), name="replication-scheduler")]
                 if api_socket is not None:
-                    group.create_task(self._serve_api(parts, api_socket), name="admin-api")
+                    others.append(
+                        group.create_task(self._serve_api(parts, api_socket), name="admin-api")
+                    )
+                await self._stop_requested.wait()
+                deadline.start()
+                log.info(
+                    "stopping: closing listeners, finishing deliveries in flight (at most %g s)",
+                    self.config.shutdown_timeout,
+                )
+                parts.manager.stop()
+                await self._stop_serving(servers, access, deadline)
+                await _finish(queue, deadline.left(reserve=True), "queue deliveries")
+                for task in others:
+                    task.cancel()
         finally:
-            log.info("stopping: closing listeners, finishing queue writes")
             if wake is not None:
                 asyncio.get_running_loop().remove_reader(wake.fileno())
                 wake.close()
-            for server in servers:
-                stop_smtp_server(server)
-            await access.stop()
-            await parts.spool.stop()
-            await parts.writer.stop()
+            deadline.start()  # cancelled: the same steps, each bounded
+            await self._stop_serving(servers, access, deadline)
+            await parts.spool.stop(within=deadline.left())
+            await parts.writer.stop(within=max(deadline.left(), _FLUSH_MIN))
             parts.store.close()
+            log.info("stopped")
+
+    async def _stop_serving(
+        self, servers: list[asyncio.Server], access: _ClientAccess, deadline: _Deadline
+    ) -> None:
+        """Close every listener and session; a session storing a message gets its reply out
+        first (up to the deadline). Idempotent."""
+        everything = [*servers, *access.smtp_servers]
+        for server in everything:
+            stop_smtp_server(server)
+        cut = 0
+        for server in everything:
+            cut += await drain_smtp_server(server, deadline.left(reserve=True))
+        if cut:
+            log.warning("stopped %d SMTP session(s) while storing a message: no reply sent", cut)
+        await access.stop()
 
     def free_space(self) -> FreeSpace:
         """The data dir's free space above `[queue] min_free`, which MAIL checks."""
@@ -369,11 +408,49 @@ class _ClientAccess:
     async def _pop3_on(self, address: str, port: int, implicit: bool) -> int:
         return (await self.pop3.start(address, port, implicit_tls=implicit)).port
 
+    @property
+    def smtp_servers(self) -> list[asyncio.Server]:
+        """The submission listeners (the site stops them with its own)."""
+        return list(self._smtp_servers)
+
     async def stop(self) -> None:
-        for server in self._smtp_servers:
-            stop_smtp_server(server)
+        """Stop IMAP and POP3 (submission: `smtp_servers`). Idempotent."""
         await self.imap.stop()
         await self.pop3.stop()
+
+
+# Of the shutdown timeout, what is kept for the last commit of queued writes: deliveries and
+# sessions still busy past the rest are cut off, so that what is known gets recorded.
+_FLUSH_SHARE = 0.2
+_FLUSH_MIN = 2.0  # seconds the last commit gets even when the deadline is past
+
+
+class _Deadline:
+    """The shutdown timeout, counted from the stop request."""
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+        self._end: float | None = None
+
+    def start(self) -> None:
+        if self._end is None:
+            self._end = asyncio.get_running_loop().time() + self._timeout
+
+    def left(self, *, reserve: bool = False) -> float:
+        """Seconds until the deadline (less the flush's share with `reserve`), at least 0."""
+        assert self._end is not None
+        end = self._end - (self._timeout * _FLUSH_SHARE if reserve else 0.0)
+        return max(0.0, end - asyncio.get_running_loop().time())
+
+
+async def _finish(task: asyncio.Task[None], within: float, what: str) -> None:
+    """Wait up to `within` seconds for `task` to end by itself, then cancel it."""
+    done, _ = await asyncio.wait([task], timeout=within)
+    if not done:
+        log.warning("stopping: %s still running after the shutdown timeout: cut off", what)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class _Later:
@@ -441,9 +518,18 @@ def run_server(data_dir: Path) -> None:
     async def main() -> None:
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            """The first signal stops gracefully, a second one (or the timeout) at once."""
+            assert task is not None
+            if server.stopping:
+                task.cancel()
+                return
+            server.stop()
+            loop.call_later(config.shutdown_timeout + _FLUSH_MIN, task.cancel)
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            if task is not None:
-                loop.add_signal_handler(sig, task.cancel)
+            loop.add_signal_handler(sig, on_signal)
         with contextlib.suppress(asyncio.CancelledError):
             await server.run(ready)
 

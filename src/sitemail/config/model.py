@@ -156,6 +156,7 @@ class LimitsConfig:
     data_timeout: float = 600.0
     connections_per_client: int = 20
     connections_total: int = 500
+    stress_timeout: float = 10.0  # idle/pre-MAIL timeout above 80% of connections_total
     error_limit: int = 10  # errors before the session is closed (421)
     error_delay: float = 1.0  # tarpit per error beyond the first few
 
@@ -175,6 +176,7 @@ class ServerConfig:
     site: str
     listen: tuple[str, ...]
     database_url: str = ""  # empty: SQLite file in the data dir
+    shutdown_timeout: float = 30.0  # seconds from SIGTERM to exit (docs/ims.md, Stopping)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
@@ -281,7 +283,7 @@ def load_config(data_dir: Path) -> ServerConfig:
 def _server(
     raw: dict[str, Any], data_dir: Path, where: str, parsed: dict[str, Any]
 ) -> ServerConfig:
-    allowed = {"name", "site", "listen", "database_url"}
+    allowed = {"name", "site", "listen", "database_url", "shutdown_timeout"}
     unknown = set(raw) - allowed
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
@@ -294,12 +296,18 @@ def _server(
     database_url = raw.get("database_url", "")
     if not isinstance(database_url, str):
         raise ConfigError(f"{where}: 'database_url' must be a string")
+    shutdown_timeout = raw.get("shutdown_timeout", 30.0)
+    if not isinstance(shutdown_timeout, int | float) or isinstance(shutdown_timeout, bool):
+        raise ConfigError(f"{where}: 'shutdown_timeout' must be a number of seconds")
+    if not 1 <= shutdown_timeout <= 3600:
+        raise ConfigError(f"{where}: 'shutdown_timeout' must be 1-3600 s, got {shutdown_timeout}")
     return ServerConfig(
         data_dir=data_dir,
         server=raw["name"],
         site=raw["site"],
         listen=tuple(listen),
         database_url=database_url,
+        shutdown_timeout=float(shutdown_timeout),
         **parsed,
     )
 
@@ -360,6 +368,7 @@ name = {_toml_str(server)}
 site = {_toml_str(site)}
 listen = [{listen_list}]
 # database_url = "postgresql+psycopg://user@host/db"   # default: sitemail.db in this directory
+# shutdown_timeout = 30        # seconds from SIGTERM to exit: replies and records finish first
 {"database_url = " + _toml_str(database_url) if database_url else ""}
 
 [smtp]

@@ -180,9 +180,16 @@ class QueueManager:
         # After a failed write or pass: how long nothing new starts, and the rate of logging.
         self._backoff = backoff or Backoff()
         self.attempts = Attempts(clock)  # what each delivery in flight is doing (queue list)
+        self._stopping = False  # stop(): start nothing more; run() returns when idle
 
     def wake(self) -> None:
         """New mail or an admin retry: look at the queue now."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """The server stops: start no delivery any more (what waits stays queued); `run`
+        returns once the deliveries in flight have finished and their results are recorded."""
+        self._stopping = True
         self._wake.set()
 
     def claim(self, queue_id: str) -> None:
@@ -232,7 +239,7 @@ class QueueManager:
         without a database poll. Declined (a pass delivers it) before run(), when full, or
         during a back-off after failed writes."""
         group = self._group
-        if group is None or len(self._running) > _MAX_IN_FLIGHT:
+        if group is None or self._stopping or len(self._running) > _MAX_IN_FLIGHT:
             self.unclaim(message.queue_id)
             return
         if self._backoff.wait():  # the store is failing: a pass starts it after the back-off
@@ -249,7 +256,7 @@ class QueueManager:
         return bool(self._running)
 
     async def run(self) -> None:
-        """Forever: start what is due without waiting for what is in flight (a long delivery,
+        """Until `stop()`: start what is due without waiting for what is in flight (a long delivery,
         e.g. applying a replication answer, must not hold up mail queued after it), then
         sleep until the next due time or a wake-up. Every delivery task belongs to this
         TaskGroup, so cancelling `run` stops them all."""
@@ -263,7 +270,7 @@ class QueueManager:
                 self._group = None
 
     async def _loop(self, group: asyncio.TaskGroup) -> None:
-        while True:
+        while not self._stopping:
             started = 0
             if not self._backoff.wait():
                 try:
@@ -379,6 +386,8 @@ class QueueManager:
 
     async def _slow(self, plan: _Plan, slots: asyncio.Semaphore) -> bool:
         async with slots:
+            if self._stopping:  # not begun: it stays queued for the next start
+                return False
             return await self._process(plan)
 
     async def _guarded(self, plans: list[_Plan], work: Coroutine[Any, Any, bool]) -> None:

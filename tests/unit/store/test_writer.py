@@ -145,3 +145,18 @@ def test_writer_lazy_job_alone_commits_after_its_linger(store: Store) -> None:
 
     assert asyncio.run(scenario()) == "record"
     assert sites(store) == {"record"}
+
+
+def test_writer_stop_commits_every_job_submitted_before_it(store: Store) -> None:
+    """Jobs waiting when stop() is called are committed and their callers get their results."""
+
+    async def scenario() -> list[str]:
+        writer = GroupWriter(store)
+        await writer.start()
+        jobs = [asyncio.create_task(writer.submit(add(f"S{i}"), lazy=True)) for i in range(5)]
+        await asyncio.sleep(0)  # submitted, not yet committed
+        await writer.stop()
+        return await asyncio.gather(*jobs)
+
+    assert asyncio.run(scenario()) == [f"S{i}" for i in range(5)]
+    assert sites(store) == {f"S{i}" for i in range(5)}
