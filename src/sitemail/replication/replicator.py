@@ -51,7 +51,12 @@ from sitemail.core.errors import InvalidValueError, NotFoundError
 from sitemail.directory import Directory, ObjectKind
 from sitemail.queue.admin import message_events
 from sitemail.queue.model import QueuedMessage, QueuedRecipient, QueueId
-from sitemail.queue.records import NewMessage, insert_messages, new_queue_id
+from sitemail.queue.records import (
+    NewMessage,
+    insert_messages,
+    new_queue_id,
+    retry_directory_deferrals,
+)
 from sitemail.replication import state, tracking
 from sitemail.replication.apply import (
     Checked,
@@ -825,6 +830,8 @@ class Replicator:
         valid = checked.valid
         result = apply_objects(conn, valid, local_site=self.site, allowed=ranges, checked=checked)
         result.refused += len(checked.objects) - len(valid)
+        if result.applied:  # mail waiting for the directory may be routable now
+            retry_directory_deferrals(conn, now)
         marks = state.watermarks(conn)
         per_nc: dict[str, int] = {}
         for obj in valid:

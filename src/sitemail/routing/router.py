@@ -13,8 +13,12 @@ told step by step. Order:
    site (replication lag) and forwarding would ping-pong;
 2. not found, the domain is one of this site's internal-relay domains -> `relay` to its
    forward-unresolved host; another site's internal-relay domain -> `site` to that site;
-3. not found, another accepted domain (authoritative) -> `reject` 5.1.1 (the SMTP policy
-   refuses such recipients at RCPT already, so no backscatter);
+3. not found, another accepted domain (authoritative) -> `reject` 5.1.1, unless the
+   directory here may be behind (`Freshness`, from replication): at RCPT, while another
+   site's changes are known to be missing, `defer` 4.4.3 (the SMTP policy answers 450, so
+   no backscatter either way); for a queued message, `defer` 4.4.3 until every other site
+   has been caught up with since the message arrived, or `unknown_window` has passed since;
+   then `reject` 5.1.1 with a reason the DSN carries;
 4. the domain matches an E-Mail Domain route -> `relay` to its host;
 5. the domain is another site's routing address -> `site` to that site (when a path exists);
 6. a smart host is configured -> `relay` to it;
@@ -28,7 +32,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Generic, TypeVar
 
@@ -38,8 +42,9 @@ from sitemail.directory import AddressOwner, Directory
 from sitemail.routing.domain_routes import DomainRoute
 from sitemail.routing.route import Route, Rule, SiteHop, Transport
 from sitemail.routing.table import RoutingTable, load_table
+from sitemail.routing.trace import Trace as PassedSites
 
-__all__ = ["Explanation", "Router"]
+__all__ = ["Explanation", "Freshness", "Router"]
 
 T = TypeVar("T")
 _CACHE_SECONDS = 2.0
@@ -76,6 +81,17 @@ class _Cached(Generic[T]):
 
 
 @dataclass(frozen=True, slots=True)
+class Freshness:
+    """How current this site's copy of the other sites' directories is (from replication's
+    bookkeeping; site.py injects it): `caught_up[site]`: our copy holds everything that site
+    had at that time (this server's clock); `behind`: sites whose changes are known to be
+    missing here (an exchange in progress, a backlog, never received)."""
+
+    caught_up: Mapping[str, float] = field(default_factory=dict)
+    behind: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class Explanation:
     route: Route
     steps: tuple[str, ...]
@@ -96,10 +112,23 @@ class _Notes:
 class Router:
     """Routes recipients for one site's IMS."""
 
-    def __init__(self, directory: Directory, *, smart_host: str = "") -> None:
+    def __init__(
+        self,
+        directory: Directory,
+        *,
+        smart_host: str = "",
+        freshness: Callable[[], Freshness] | None = None,
+        unknown_window: float = 4 * 3600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`freshness`: None means the directory here is taken as complete (a single site, or
+        the golden tests): unknown users of authoritative domains are refused at once."""
         self._directory = directory
         self._local_site = directory.local_site
         self._table = _Cached(lambda: load_table(directory, smart_host=smart_host))
+        self._freshness = freshness
+        self._unknown_window = unknown_window
+        self._clock = clock
 
     def table(self) -> RoutingTable:
         return self._table.get()
@@ -111,6 +140,14 @@ class Router:
     def is_local_dsa(self, local_part: str, domain: str) -> bool:
         """Whether this is our directory-service mailbox (replication mail for this site)."""
         return local_part.lower() == DSA_LOCAL_PART and domain.lower() == self.table().dsa_domain
+
+    def is_sibling(self, peer_ip: str) -> bool:
+        """Whether `peer_ip` is an address a server of another site listens on (looked up
+        again in a table at most 0.2 s old before saying no: replication may just have
+        brought the site)."""
+        if peer_ip in self.table().sibling_hosts:
+            return True
+        return peer_ip in self._table.get(max_age=_RECHECK_SECONDS).sibling_hosts
 
     def is_authoritative(self, domain: str) -> bool:
         return domain.lower() in self.table().accepted
@@ -262,17 +299,52 @@ class Router:
             note(f"2. {domain} is an internal-relay domain of {owner_site}: send it there")
             return self._to_site(address, owner_site, trace, note, Rule.INTERNAL_RELAY)
         if domain in table.accepted:
-            note(f"3. {domain} is an authoritative domain of the organisation: no such user")
-            return Route(
-                Transport.REJECT,
-                "",
-                address,
-                "5.1.1",
-                "no such user here",
-                Rule.AUTHORITATIVE,
-            )
+            note(f"3. {domain} is an authoritative domain of the organisation")
+            return self._unknown(address, table, trace, note)
         note(f"2-3. {domain} is not a domain the organisation accepts")
         return None
+
+    def _unknown(self, address: str, table: RoutingTable, trace: Trace, note: _Notes) -> Route:
+        """No site has the address as far as this site knows: refuse it, unless another site
+        may have it in changes that have not replicated here yet (docs/routing.md)."""
+        table = self._table.get(max_age=_RECHECK_SECONDS)  # every site known: none missed
+        others = set(table.sites) | set(table.unreachable)
+        fresh = self._freshness() if self._freshness is not None and others else None
+        arrived = trace.arrived if isinstance(trace, PassedSites) else None
+        if fresh is None:
+            note("   no such user")
+            return _no_such_user(address, "no such user here")
+        if arrived is None:  # at RCPT: tempfail only while changes are known to be missing
+            missing = fresh.behind | (others - set(fresh.caught_up))  # never caught up: behind
+            behind = ", ".join(sorted(others & missing))
+            if not behind:
+                note("   replication from every site is current: no such user")
+                return _no_such_user(address, "no such user here")
+            note(f"   replication from {behind} is behind: the user may exist there; try later")
+            return _waiting(address, f"directory replication from {behind} is behind")
+        waiting = sorted(s for s in others if fresh.caught_up.get(s, float("-inf")) < arrived)
+        if not waiting:
+            note("   every site has been caught up with since the message arrived: no such user")
+            return _no_such_user(
+                address,
+                "no such user: no site of the organisation has this address (the directory "
+                "here has caught up with every site since the message arrived)",
+            )
+        names = ", ".join(waiting)
+        if self._clock() - arrived >= self._unknown_window:
+            note(f"   waited {self._unknown_window:.0f} s for replication from {names}: bounce")
+            return _no_such_user(
+                address,
+                f"no such user: no site of the organisation had this address after "
+                f"{self._unknown_window:.0f} s waiting for directory replication ({names} not "
+                "caught up with since the message arrived)",
+            )
+        note(f"   not caught up with {names} since the message arrived: wait, never bounce yet")
+        return _waiting(
+            address,
+            f"not in the directory here yet: waiting for directory replication from {names} "
+            f"(at most {self._unknown_window:.0f} s after arrival)",
+        )
 
     def _outside(
         self,
@@ -295,3 +367,11 @@ class Router:
             return Route(Transport.RELAY, table.smart_host, address, rule=Rule.SMART_HOST)
         note(f"7. no domain route, no smart host: look up the MX records of {domain}")
         return Route(Transport.MX, domain, address, rule=Rule.MX)
+
+
+def _no_such_user(address: str, reason: str) -> Route:
+    return Route(Transport.REJECT, "", address, "5.1.1", reason, Rule.AUTHORITATIVE)
+
+
+def _waiting(address: str, reason: str) -> Route:
+    return Route(Transport.DEFER, "", address, "4.4.3", reason, Rule.AUTHORITATIVE)

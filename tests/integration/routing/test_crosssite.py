@@ -9,15 +9,25 @@ user's home site through the Connected Sites routes (hop by hop, envelope unchan
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from tests.support.org import ARTICLE_ADDRESSES, Org, Site, free_port, idle, organisation, until
+from tests.support.org import (
+    ARTICLE_ADDRESSES,
+    Org,
+    Site,
+    delivered,
+    free_port,
+    knows,
+    mailbox,
+    organisation,
+    replicate,
+    until,
+)
 
 from sitemail.admin.routing import certificate_fingerprint
-from sitemail.directory import ObjectKind
 from sitemail.routing.trace import trace_sites
 
 OUTSIDER = "someone@internet.test"
@@ -32,29 +42,6 @@ def run(scenario: Callable[[], Awaitable[None]], limit: float = 120) -> None:
 
 def body(tag: str) -> bytes:
     return BODY % tag.encode()
-
-
-async def replicate(pairs: Iterable[tuple[Site, Site]], rounds: int = 1) -> None:
-    """Both sides of every pair pull from each other (rounds > 1: transitive replicas)."""
-    for _ in range(rounds):
-        for x, y in pairs:
-            for puller, peer in ((x, y), (y, x)):
-                puller.request_now(peer.name)
-                await until(idle(puller, peer.name), what=f"{puller.name} idle with {peer.name}")
-
-
-def knows(site: Site, address: str, home: str) -> Callable[[], bool]:
-    def check() -> bool:
-        owner = site.service.directory.lookup(address)
-        return owner is not None and owner.site == home
-
-    return check
-
-
-def mailbox(site: Site, alias: str, *extra: str) -> None:
-    site.service.add_recipient(
-        ObjectKind.MAILBOX, alias, display_name=alias.title(), extra_addresses=list(extra)
-    )
 
 
 async def article_org(org: Org, *, chain: bool = False, **link: Any) -> tuple[Site, Site, Site]:
@@ -80,10 +67,6 @@ async def article_org(org: Org, *, chain: bool = False, **link: Any) -> tuple[Si
     await until(knows(a, "user3@example.com", "SiteC"), what="A knows user3@example.com")
     await until(knows(a, "user2@example.com", "SiteB"), what="A knows user2@example.com")
     return a, b, c
-
-
-def delivered(site: Site, alias: str, count: int = 1) -> Callable[[], bool]:
-    return lambda: len(site.inbox(alias)) >= count
 
 
 def test_shared_domain_mail_reaches_each_home_site_once(tmp_path: Path) -> None:

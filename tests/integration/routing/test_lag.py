@@ -1,0 +1,147 @@
+"""Home-site routing while the sites disagree (issue 17), on real servers.
+
+Three sites share example.com, each reached directly; every site pulls from every other, and
+each test decides when replication runs (`request_now`). A mailbox moved by remove-and-add
+(removed at SiteA, created at SiteC) is the lag case: a site that has learned the removal
+but not yet the creation must wait, never bounce, and deliver once it knows the new home.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from tests.support.org import (
+    Org,
+    Site,
+    delivered,
+    idle,
+    knows,
+    mailbox,
+    organisation,
+    replicate,
+    until,
+)
+
+ADDRESSES = {"SiteA": "127.25.0.1", "SiteB": "127.25.0.2", "SiteC": "127.25.0.3"}
+OUTSIDER = "someone@internet.test"
+BODY = (
+    b"From: someone@internet.test\r\nSubject: lag\r\nMessage-ID: <%s@internet.test>\r\n\r\nhi\r\n"
+)
+
+
+def run(scenario: Callable[[], Awaitable[None]], limit: float = 150) -> None:
+    asyncio.run(asyncio.wait_for(scenario(), limit))
+
+
+async def three_sites(org: Org) -> tuple[Site, Site, Site]:
+    """A, B and C, all connected both ways, alice at A, replicated everywhere."""
+    a, b, c = org.create("SiteA"), org.create("SiteB"), org.create("SiteC")
+    mailbox(a, "alice", "alice@example.com")
+    mailbox(b, "bob", "bob@example.com")
+    pairs = [(a, b), (b, c), (a, c)]
+    for x, y in pairs:
+        for p, q in ((x, y), (y, x)):
+            org.connect(p, q)
+            org.link(p, q)
+    for site in (a, b, c):
+        await org.start(site)
+    await replicate(pairs)
+    for site in (b, c):
+        await until(knows(site, "alice@example.com", "SiteA"), what=f"{site.name} knows alice")
+    return a, b, c
+
+
+async def pull(site: Site, peer: Site) -> None:
+    site.request_now(peer.name)
+    await until(idle(site, peer.name), what=f"{site.name} pulled from {peer.name}")
+
+
+async def move_alice_to_c(a: Site, c: Site) -> None:
+    """The move as remove-and-add: C learns the removal first, then creates alice."""
+    a.service.remove_recipient("alice")
+    await pull(c, a)
+    mailbox(c, "alice", "alice@example.com")
+
+
+def no_bounce(*sites: Site) -> Callable[[], bool]:
+    """No site holds or has sent a DSN (a bounce would be queued for the outsider)."""
+
+    def check() -> bool:
+        return not any(e.is_dsn or e.sender == "" for s in sites for e in s.service.queue.entries())
+
+    return check
+
+
+async def delivered_once(home: Site, alias: str, holder: Site, sites: tuple[Site, ...]) -> None:
+    """The message reaches `alias` at `home` once, `holder` lets it go, nothing bounced."""
+    await until(delivered(home, alias), what=f"{alias}'s mail at {home.name}")
+    await until(lambda: not holder.service.queue.entries(), what=f"{holder.name}'s queue empty")
+    await asyncio.sleep(0.5)  # a second copy would have arrived by now
+    assert len(home.inbox(alias)) == 1
+    assert no_bounce(*sites)()
+
+
+def waiting_for_replication(site: Site) -> Callable[[], bool]:
+    def check() -> bool:
+        entries = site.service.queue.entries()
+        return bool(entries) and entries[0].recipients[0].last_status == "4.4.3"
+
+    check.explain = lambda: str(site.service.queue.entries())  # type: ignore[attr-defined]
+    return check
+
+
+def test_lag_message_queued_before_the_move_waits_and_reaches_the_new_home(
+    tmp_path: Path,
+) -> None:
+    """B queues mail for alice (A down), then learns alice was removed at A before it learns
+    she was created at C: B defers (4.4.3), never bounces, and delivers to C once it knows."""
+
+    async def scenario() -> None:
+        async with organisation(tmp_path, ADDRESSES) as org:
+            a, b, c = await three_sites(org)
+            await move_alice_to_c(a, c)
+            await org.stop(a)
+            refused = await asyncio.to_thread(
+                b.send, OUTSIDER, ["alice@example.com"], BODY % b"queued"
+            )
+            assert refused == {}  # B still thinks alice lives at A
+            await org.start(a)
+            await pull(b, a)  # B learns the removal, not the creation
+            assert b.service.directory.lookup("alice@example.com") is None
+            b.retry_queue()
+            await until(waiting_for_replication(b), what="deferred at B for replication")
+            (entry,) = b.service.queue.entries()
+            assert "SiteC" in entry.recipients[0].last_text
+            assert no_bounce(a, b, c)()
+
+            await pull(b, c)  # converged: the deferral is retried without an admin
+            await delivered_once(c, "alice", b, (a, b, c))
+
+    run(scenario)
+
+
+def test_mail_reaching_the_old_home_during_the_lag_is_forwarded_to_the_new_home(
+    tmp_path: Path,
+) -> None:
+    """B still thinks alice lives at A and forwards to A; A (removed her, has not seen C's
+    creation) accepts a sibling's mail, waits for replication and forwards to C once known."""
+
+    async def scenario() -> None:
+        async with organisation(tmp_path, ADDRESSES) as org:
+            a, b, c = await three_sites(org)
+            await move_alice_to_c(a, c)
+            assert knows(b, "alice@example.com", "SiteA")()
+            refused = await asyncio.to_thread(
+                b.send, OUTSIDER, ["alice@example.com"], BODY % b"old-home"
+            )
+            assert refused == {}
+            await until(lambda: not b.service.queue.entries(), what="B forwarded it to A")
+            await until(waiting_for_replication(a), what="held at A for replication")
+            assert no_bounce(a, b, c)()
+
+            await pull(a, c)
+            await delivered_once(c, "alice", a, (a, b, c))
+
+    run(scenario)
