@@ -103,6 +103,7 @@ class SiteServer:
             smart_host=config.smtp.smart_host,
             freshness=freshness_reader(store),
             unknown_window=config.replication.unknown_recipient_window,
+            loop_hold=config.queue.retry_initial,
             clock=self.clock.now,
         )
         server_name = self.server_name(directory)

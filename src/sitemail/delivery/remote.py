@@ -624,7 +624,11 @@ class RemoteDelivery:
     ) -> list[_Verdict]:
         envelope = message.envelope
         if transport is Transport.SITE and self._trace_site:
-            content = trace_field(self._trace_site, message.queue_id, self._wall_clock()) + content
+            version = str(members[0][1].version or "")  # routing's loop guard reads it back
+            content = (
+                trace_field(self._trace_site, message.queue_id, self._wall_clock(), v=version)
+                + content
+            )
         job = _Job(
             message=message,
             content=content,

@@ -265,8 +265,11 @@ def _check_loop_deferrals(directory: Directory, report: KccReport) -> None:
             KccWarning(
                 "site-loop-deferred",
                 f"message {row.queue_id} to {row.address} is held: {row.last_text}",
-                "the sites disagree about where this recipient lives: `sitemail replication "
-                "request-now` on the sites involved; the message goes once they agree",
+                f"the sites disagree about where {row.address} lives: compare `sitemail route "
+                f"explain {row.address}` here and at the sites in the trace, then `sitemail "
+                "replication request-now <its home site>` at the one that is behind; the "
+                "message goes on by itself once this site's directory changes, and is sent "
+                "again after each hold in any case (it never waits for the expiry)",
             )
         )
 

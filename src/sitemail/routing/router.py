@@ -9,8 +9,10 @@ told step by step. Order:
 1. the address is a proxy of a recipient in the (replicated) directory: its home site is this
    site -> `local`; another site -> `site` along the cheapest Connected Sites path (nexthop:
    the first hop); no path yet -> `defer` (stays queued, DSN at expiry); a first hop the
-   message has already passed (its trace) -> `defer` too: the sites disagree about the home
-   site (replication lag) and forwarding would ping-pong;
+   message has already passed, when this site routed it before at the same directory
+   version (its trace) -> `defer` 4.4.6: a true loop, the same decision again, held until
+   this site's directory changes or for `loop_hold` (doubling per such pass) before it is
+   sent again; any other first hop is a re-route and goes on;
 2. not found, the domain is one of this site's internal-relay domains -> `relay` to its
    forward-unresolved host; another site's internal-relay domain -> `site` to that site;
 3. not found, another accepted domain (authoritative) -> `reject` 5.1.1, unless the
@@ -119,6 +121,7 @@ class Router:
         smart_host: str = "",
         freshness: Callable[[], Freshness] | None = None,
         unknown_window: float = 4 * 3600.0,
+        loop_hold: float = 300.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """`freshness`: None means the directory here is taken as complete (a single site, or
@@ -128,6 +131,7 @@ class Router:
         self._table = _Cached(lambda: load_table(directory, smart_host=smart_host))
         self._freshness = freshness
         self._unknown_window = unknown_window
+        self._loop_hold = loop_hold
         self._clock = clock
 
     def table(self) -> RoutingTable:
@@ -140,6 +144,10 @@ class Router:
     def is_local_dsa(self, local_part: str, domain: str) -> bool:
         """Whether this is our directory-service mailbox (replication mail for this site)."""
         return local_part.lower() == DSA_LOCAL_PART and domain.lower() == self.table().dsa_domain
+
+    def directory_version(self) -> int:
+        """The version a site route records in the trace (`Directory.version`)."""
+        return self._directory.version()
 
     def is_sibling(self, peer_ip: str) -> bool:
         """Whether `peer_ip` is an address a server of another site listens on (looked up
@@ -205,7 +213,7 @@ class Router:
         if owner.site == self._local_site:
             note(f"   {owner.site} is this site: deliver locally")
             return Route(Transport.LOCAL, owner.guid, address, rule=Rule.DIRECTORY)
-        return self._to_site(address, owner.site, trace, note, Rule.DIRECTORY, owner=owner)
+        return self._to_site(address, owner.site, trace, note, Rule.DIRECTORY)
 
     def _to_site(
         self,
@@ -214,8 +222,6 @@ class Router:
         trace: Trace,
         note: _Notes,
         rule: Rule,
-        *,
-        owner: AddressOwner | None = None,
     ) -> Route:
         path = self.table().sites.get(site)
         if path is None:  # the directory knows the site; a table made before it may not
@@ -237,45 +243,61 @@ class Router:
             )
         hops = " > ".join(path.path)
         note(f"   cheapest path: {hops} (cost {path.cost}); first hop {path.first_hop}")
-        if path.first_hop in trace and not self._home_changed_since(
-            owner, path.first_hop, trace[path.first_hop], note
-        ):
+        version = self.directory_version()
+        if path.first_hop in trace and self._true_loop(path.first_hop, trace, version, note):
             passed = ", ".join(sorted(trace))
-            note(
-                f"   the message has already passed {path.first_hop} (trace: {passed}): "
-                "forwarding would loop, so it waits until the directories agree"
-            )
             return Route(
                 Transport.DEFER,
                 "",
                 address,
                 "4.4.6",
-                f"routing loop: the message already passed {path.first_hop} "
-                f"(trace {passed}) and {self._local_site} thinks {address} lives at {site}; "
-                "waiting for directory replication to agree",
+                f"routing loop: {self._local_site} routed this message before with the same "
+                f"directory (version {version}) and it came back (trace {passed}); "
+                f"{self._local_site} thinks {address} lives at {site}, first hop "
+                f"{path.first_hop}: the sites disagree until replication brings them together",
                 rule,
                 site,
             )
-        return Route(Transport.SITE, path.first_hop, address, rule=rule, site=site)
+        return Route(Transport.SITE, path.first_hop, address, rule=rule, site=site, version=version)
 
-    def _home_changed_since(
-        self, owner: AddressOwner | None, hop: str, left: float, note: _Notes
-    ) -> bool:
-        """Whether the home site `hop` changed the recipient after the message left it.
+    def _true_loop(self, hop: str, trace: Trace, version: int, note: _Notes) -> bool:
+        """Whether sending to `hop`, a site the message already passed, repeats a decision.
 
-        Sending a message back to a site it came from is safe only when that site now owns
-        the recipient by a change it made after it forwarded the message (it forwarded
-        because it did not own it then; now it delivers locally). Both times are the home
-        site's own clock: its trace field and its object's change time.
+        A re-route goes on: this site never routed the message (the site it came from may
+        have had another view; if that site has not caught up, it holds the message when it
+        comes back), or this site's directory changed since it did (its trace pass records
+        the version). The same decision at the same version is a true loop: held, then sent
+        again once it has waited `loop_hold` (doubling with each such pass), so a site that
+        was behind gets the message again after it may have caught up, and nothing waits
+        for the expiry while a path exists.
         """
-        if owner is None or owner.site != hop:
+        mine = trace.passes(self._local_site) if isinstance(trace, PassedSites) else []
+        if not mine and self._local_site not in trace:
+            note(
+                f"   the message has passed {hop}, but never this site: a re-route (if {hop} "
+                "has not caught up, it holds the message when it comes back)"
+            )
             return False
-        changed = self._directory.changed_at(owner.guid)
-        if changed is None or changed <= left:
+        same = [p for p in mine if p.params.get("v") == str(version)]
+        if not same and mine:
+            note(
+                f"   this site routed the message before at directory version "
+                f"{mine[0].params.get('v', '?')}, now {version}: a re-route after a change"
+            )
             return False
+        arrived = trace.arrived if isinstance(trace, PassedSites) else None
+        hold = self._loop_hold * 2 ** max(len(same) - 1, 0)
+        if arrived is not None and self._clock() - arrived >= hold:
+            note(
+                f"   the same decision as before, held {hold:.0f} s: sent to {hop} again, in "
+                "case it has caught up since"
+            )
+            return False
+        passed = ", ".join(sorted(trace))
         note(
-            f"   the message left {hop} before {hop} changed {owner.alias!r}: {hop} owns the "
-            "recipient now, so sending it back is safe"
+            f"   the message has already passed {hop} and this site (trace: {passed}) with the "
+            f"same directory (version {version}): a true loop, held until the directories "
+            f"change or for {hold:.0f} s"
         )
         return True
 

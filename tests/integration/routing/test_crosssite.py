@@ -148,8 +148,10 @@ def test_site_down_keeps_the_message_queued_until_it_returns(tmp_path: Path) -> 
 
 def test_replication_lag_loop_is_held_then_delivered_once(tmp_path: Path) -> None:
     """A thinks pat lives at B, B thinks pat lives at A (both deleted their own, each still
-    holds the other's stale replica), the real pat is new at C. The message goes A -> B once,
-    waits at B (4.4.6, shown in the queue and by the KCC), and reaches C once B catches up."""
+    holds the other's stale replica), the real pat is new at C. The message goes A -> B -> A
+    once (B never routed it: a re-route), then A, which routed it before at the same
+    directory, holds it (4.4.6, shown in the queue and by the KCC); it reaches C once, as
+    soon as A's directory changes."""
 
     async def scenario() -> None:
         async with organisation(tmp_path, ARTICLE_ADDRESSES) as org:
@@ -173,28 +175,26 @@ def test_replication_lag_loop_is_held_then_delivered_once(tmp_path: Path) -> Non
             refused = await asyncio.to_thread(a.send, OUTSIDER, ["pat@example.com"], body("p"))
             assert refused == {}
 
-            def held_at_b() -> bool:
-                entries = b.service.queue.entries()
+            def held_at_a() -> bool:
+                entries = a.service.queue.entries()
                 return bool(entries) and entries[0].recipients[0].last_status == "4.4.6"
 
-            await until(held_at_b, what="held at SiteB")
-            (entry,) = b.service.queue.entries()
+            await until(held_at_a, what="held at SiteA")
+            (entry,) = a.service.queue.entries()
             assert "routing loop" in entry.recipients[0].last_text
-            warnings = b.service.replication.kcc().warnings
+            warnings = a.service.replication.kcc().warnings
             assert any(w.code == "site-loop-deferred" for w in warnings)
-            await until(lambda: not a.service.queue.entries(), what="SiteA handed it over")
+            await until(lambda: not b.service.queue.entries(), what="SiteB handed it back")
 
-            await replicate([(b, c), (a, b)])  # the directories agree: pat is at C
-            assert knows(b, "pat@example.com", "SiteC")()
-            b.retry_queue()
+            await replicate([(b, c), (a, b), (a, c)])  # the directories agree: pat is at C
+            assert knows(a, "pat@example.com", "SiteC")()
             await until(delivered(c, "pat"), what="pat at SiteC")
-            await until(lambda: not b.service.queue.entries(), what="SiteB's queue empty")
+            await until(lambda: not a.service.queue.entries(), what="SiteA's queue empty")
             (got,) = c.inbox("pat")
             assert set(trace_sites(got.content)) == {"SiteA", "SiteB"}
-            assert got.content.count(b"X-Sitemail-Trace") == 2  # A -> B -> C, no ping-pong
-            at_a = [e.event for e in a.service.queue.track("<p@internet.test>")]
-            assert at_a.count("received") == 1  # it never came back to A
-            assert at_a.count("relayed") == 1
+            assert got.content.count(b"X-Sitemail-Trace") == 3  # A -> B -> A -> C, no more
+            at_b = [e.event for e in b.service.queue.track("<p@internet.test>")]
+            assert at_b.count("received") == 1  # it passed B once
 
     run(scenario, limit=150)
 

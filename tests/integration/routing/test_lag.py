@@ -145,3 +145,52 @@ def test_mail_reaching_the_old_home_during_the_lag_is_forwarded_to_the_new_home(
             await delivered_once(c, "alice", a, (a, b, c))
 
     run(scenario)
+
+
+def test_loop_guard_lets_a_re_route_through_a_passed_site_go_on(tmp_path: Path) -> None:
+    """Mail paths A-B and B-C only. B still thinks alice lives at A and sends her mail there;
+    A knows she moved to C, and its only path runs back through B: a re-route, not a loop.
+    B, which routed the message before at the same directory, holds it (4.4.6, reported by
+    the KCC) until replication changes its mind, then it reaches C once."""
+
+    async def scenario() -> None:
+        async with organisation(tmp_path, ADDRESSES) as org:
+            a, b, c = org.create("SiteA"), org.create("SiteB"), org.create("SiteC")
+            mailbox(a, "alice", "alice@example.com")
+            for x, y in ((a, b), (b, c), (a, c)):
+                org.connect(x, y)
+                org.connect(y, x)
+            for x, y in ((a, b), (b, c)):  # mail goes A-B-C: no direct path between A and C
+                org.link(x, y)
+                org.link(y, x)
+            for site in (a, b, c):
+                await org.start(site)
+            await replicate([(a, b), (b, c), (a, c)])
+            await move_alice_to_c(a, c)
+            await pull(a, c)
+            assert knows(a, "alice@example.com", "SiteC")()
+            assert knows(b, "alice@example.com", "SiteA")()
+
+            refused = await asyncio.to_thread(
+                b.send, OUTSIDER, ["alice@example.com"], BODY % b"loop"
+            )
+            assert refused == {}
+
+            def held_at_b() -> bool:
+                entries = b.service.queue.entries()
+                return bool(entries) and entries[0].recipients[0].last_status == "4.4.6"
+
+            await until(held_at_b, what="held at B (it routed it before, same directory)")
+            assert not a.service.queue.entries()  # A sent it on: a re-route, never parked
+            (warning,) = [w for w in b.service.replication.kcc().warnings if "loop" in w.code]
+            assert "same directory" in warning.message
+            assert "request-now" in warning.fix
+
+            await pull(b, a)  # B's directory changes: the held message goes on by itself
+            await pull(b, c)
+            await delivered_once(c, "alice", b, (a, b, c))
+            (got,) = c.inbox("alice")
+            assert got.content.count(b"X-Sitemail-Trace") == 3  # B -> A -> B -> C
+            assert no_bounce(a, b, c)()
+
+    run(scenario)

@@ -99,16 +99,21 @@ def router(site_a: AdminService) -> Router:
         )
     assert result.refused == 0
     return Router(
-        service.directory, freshness=_REPLICATION, unknown_window=_WINDOW, clock=lambda: _NOW
+        service.directory,
+        freshness=_REPLICATION,
+        unknown_window=_WINDOW,
+        loop_hold=300.0,
+        clock=lambda: _NOW,
     )
 
 
-def _trace(text: str, arrived: float | None) -> Trace:
-    """`Site@at[:k=v]...,Site@at` (latest pass first) as the queue reads it from a header."""
+def _trace(text: str, arrived: float | None, version: int) -> Trace:
+    """`Site@at[:k=v]...,Site@at` (latest pass first) as the queue reads it from a header;
+    `v=current` stands for the directory's version now."""
     hops = []
     for item in filter(None, text.split(",")):
         site, _, rest = item.partition("@")
-        at, *params = rest.split(":")
+        at, *params = rest.replace("v=current", f"v={version}").split(":")
         hops.append(Hop(site, float(at), dict(p.split("=", 1) for p in params)))
     passed: dict[str, float] = {}
     for hop in hops:
@@ -135,7 +140,7 @@ def test_routing_decision_matches_the_golden_table(
     router: Router, address: str, options: dict[str, str], expected: str
 ) -> None:
     arrived = float(options["arrived"]) if "arrived" in options else None
-    trace = _trace(options.get("trace", ""), arrived)
+    trace = _trace(options.get("trace", ""), arrived, router.directory_version())
     _REPLICATION.behind = frozenset(filter(None, options.get("behind", "").split("+")))
     route = router.route(address, trace)
     nexthop = "-" if route.transport is Transport.LOCAL else route.nexthop or "-"  # local: a guid
