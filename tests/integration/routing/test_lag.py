@@ -194,3 +194,62 @@ def test_loop_guard_lets_a_re_route_through_a_passed_site_go_on(tmp_path: Path) 
             assert no_bounce(a, b, c)()
 
     run(scenario)
+
+
+def test_one_owner_for_an_alias_created_at_two_sites_before_they_replicated(
+    tmp_path: Path,
+) -> None:
+    """jsmith at A, then at B, both @example.com before replicating: once replicated, mail for
+    jsmith@example.com entering at A, B or C reaches A's (older) jsmith; B moved its claim
+    aside to jsmith2@example.com by itself, and every site's KCC says so."""
+
+    async def scenario() -> None:
+        async with organisation(tmp_path, ADDRESSES) as org:
+            a, b, c = org.create("SiteA"), org.create("SiteB"), org.create("SiteC")
+            pairs = [(a, b), (b, c), (a, c)]
+            for x, y in pairs:
+                for p, q in ((x, y), (y, x)):
+                    org.connect(p, q)
+                    org.link(p, q)
+            for site in (a, b):
+                site.service.set_addressing("smtp", "%m@example.com", update_recipients=True)
+            mailbox(a, "jsmith")
+            mailbox(b, "jsmith")  # created later: the younger object
+            for site in (a, b, c):
+                await org.start(site)
+            await replicate(pairs, rounds=2)
+            for site in (a, b, c):
+                await until(knows(site, "jsmith@example.com", "SiteA"), what="A's jsmith")
+                await until(knows(site, "jsmith2@example.com", "SiteB"), what="B's jsmith2")
+
+            for site, tag in ((a, b"at-a"), (b, b"at-b"), (c, b"at-c")):
+                refused = await asyncio.to_thread(
+                    site.send, OUTSIDER, ["jsmith@example.com"], BODY % tag
+                )
+                assert refused == {}
+            refused = await asyncio.to_thread(
+                c.send, OUTSIDER, ["jsmith2@example.com"], BODY % b"second"
+            )
+            assert refused == {}
+            await until(delivered(a, "jsmith", 3), what="three at A's jsmith")
+            await until(delivered(b, "jsmith"), what="one at B's jsmith")
+            await until(
+                lambda: not any(s.service.queue.entries() for s in (a, b, c)), what="queues empty"
+            )
+            await asyncio.sleep(0.5)
+            assert len(a.inbox("jsmith")) == 3
+            (second,) = b.inbox("jsmith")
+            assert b"Message-ID: <second@" in second.content
+            for site in (a, b, c):
+                codes = [w.code for w in site.service.replication.kcc().warnings]
+                assert "duplicate-address" not in codes
+                (moved,) = [
+                    w
+                    for w in site.service.replication.kcc().warnings
+                    if w.code == "address-moved-aside"
+                ]
+                assert "SiteB/jsmith gave up jsmith@example.com" in moved.message
+                assert "jsmith2@example.com" in moved.message
+            assert no_bounce(a, b, c)()
+
+    run(scenario)
