@@ -37,6 +37,7 @@ from sitemail.queue.manager import QueueManager
 from sitemail.queue.model import DeliveryAgent
 from sitemail.queue.spool import Spool
 from sitemail.replication.agent import ReplicationAgent
+from sitemail.replication.freshness import freshness_reader
 from sitemail.replication.keys import load_site_key
 from sitemail.replication.replicator import Replicator
 from sitemail.replication.scheduler import ReplicationScheduler
@@ -108,7 +109,14 @@ class SiteServer:
         upgrade(store)
         directory = Directory(store, self.clock)
         org = directory.org()
-        router = Router(directory, smart_host=config.smtp.smart_host)
+        router = Router(
+            directory,
+            smart_host=config.smtp.smart_host,
+            freshness=freshness_reader(store),
+            unknown_window=config.replication.unknown_recipient_window,
+            loop_hold=config.queue.retry_initial,
+            clock=self.clock.now,
+        )
         server_name = self.server_name(directory)
         nameservers = config.dns.servers()
         resolver: Resolver = (

@@ -29,7 +29,13 @@ from sitemail.admin.service import AdminService, read_password_file
 from sitemail.admin.wake import ask_attempts, poke
 from sitemail.core.clock import span
 from sitemail.core.errors import NotFoundError, SitemailError
-from sitemail.directory import AddressingResult, ObjectKind, Recipient, RecipientChanges
+from sitemail.directory import (
+    AddressingResult,
+    Collision,
+    ObjectKind,
+    Recipient,
+    RecipientChanges,
+)
 from sitemail.queue.admin import QueueEntry, RecipientEntry
 
 __all__ = [
@@ -256,7 +262,23 @@ def mailbox_add(
             extra_addresses=address or [],
             password=password_from(password_file),
         )
+        warn_renamed(service, r)
         print_recipient(service, r, as_json)
+
+
+def warn_renamed(service: AdminService, recipient: Recipient) -> None:
+    """On stderr: the new recipient did not get the address its template wanted."""
+    collision = service.address_collision(recipient)
+    if collision is not None:
+        _warn_collision(collision)
+
+
+def _warn_collision(col: Collision) -> None:
+    err.print(
+        f"warning: {col.wanted} is held by {col.held_by}: {col.alias} was given {col.given} "
+        "instead, to avoid a collision",
+        markup=False,
+    )
 
 
 @contact_app.command("add")
@@ -278,6 +300,7 @@ def contact_add(
             target=target,
             extra_addresses=address or [],
         )
+        warn_renamed(service, r)
         print_recipient(service, r, as_json)
 
 
@@ -302,6 +325,7 @@ def group_add(
             members=member or [],
             extra_addresses=address or [],
         )
+        warn_renamed(service, r)
         print_recipient(service, r, as_json)
 
 
@@ -485,6 +509,9 @@ def print_addressing(result: AddressingResult, as_json: bool, dry_run: bool) -> 
             f"  collision: {col.alias} wanted {col.wanted}, held by {col.held_by}; given {col.given}",
             markup=False,
         )
+    if plan is not None and not dry_run:
+        for col in plan.collisions:
+            _warn_collision(col)
     if plan is None:
         out.print("recipients not updated: only new recipients get the new template")
     elif dry_run:

@@ -20,7 +20,9 @@ from sitemail.core.address import normalize_domain
 from sitemail.core.clock import Clock, SystemClock
 from sitemail.core.errors import ConfigError, ConflictError, InvalidValueError, NotFoundError
 from sitemail.directory import (
+    AddressFields,
     AddressingResult,
+    Collision,
     Directory,
     DomainRouteEntry,
     ImportReport,
@@ -177,6 +179,23 @@ class AdminService:
             extra_addresses=extra_addresses,
             password_hash=hash_password(password) if password is not None else None,
         )
+
+    def address_collision(self, recipient: Recipient) -> Collision | None:
+        """How a new recipient's primary differs from what the site's template wanted, when
+        the wanted address was taken (numbered instead: `user2` -> `user22`), else None."""
+        fields = AddressFields(
+            recipient.alias,
+            recipient.given_name,
+            recipient.surname,
+            recipient.initials,
+            recipient.display_name,
+        )
+        wanted = self.directory.template().address(fields)
+        if not recipient.primary_smtp or recipient.primary_smtp.lower() == wanted.lower():
+            return None
+        owner = self.directory.lookup(wanted)
+        held_by = f"{owner.alias} ({owner.site})" if owner is not None else "another object"
+        return Collision(recipient.alias, wanted, recipient.primary_smtp, held_by)
 
     def list_recipients(self, kind: ObjectKind | None, site: str | None = None) -> list[Recipient]:
         return self.directory.list_recipients(kind, site=site)

@@ -142,6 +142,9 @@ class ReplicationConfig:
     kcc_interval: float = 3 * 3600.0
     tombstone_lifetime: float = 30 * 86400.0
     gc_interval: float = 12 * 3600.0
+    # A queued recipient of an authoritative domain that no site is known to have waits at
+    # most this long for replication to catch up with every site before it bounces.
+    unknown_recipient_window: float = 4 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,6 +420,7 @@ listen = [{listen_list}]
 # kcc_interval = 10800
 # tombstone_lifetime = 2592000 # 30 days
 # gc_interval = 43200
+# unknown_recipient_window = 14400  # an unknown user of our domains waits for replication
 
 [admin]
 # listen = ""                  # the admin API's address; default: the first [server] listen

@@ -663,7 +663,8 @@ class RemoteDelivery:
         )
         report_stage(f"looking up {transport} {nexthop}")
         if transport is Transport.SITE and self._trace_site:
-            self._add_trace(job, nexthop)
+            # routing's loop guard reads the version back (routing.router)
+            self._add_trace(job, nexthop, version=str(members[0][1].version or ""))
         plan, pins = await self._plan(transport, nexthop)
         if isinstance(plan, _Verdict):
             self._log(message, job.addresses, plan)
@@ -692,17 +693,17 @@ class RemoteDelivery:
             self._log(message, [address], verdict)
         return verdicts
 
-    def _add_trace(self, job: _Job, to_site: str) -> None:
+    def _add_trace(self, job: _Job, to_site: str, *, version: str) -> None:
         """Give a site hop's job its trace field: made for each transaction, signed (when
-        there is a signer) for the site `to_site` and the recipients it accepted
-        (routing.trace)."""
+        there is a signer) for the site `to_site` and the recipients it accepted, naming the
+        directory `version` the route was decided with (routing.trace)."""
         site, queue_id, sign = self._trace_site, job.message.queue_id, self._trace_signer
         digest = content_digest(job.wire) if sign is not None else b""
 
         def trace(addresses: list[str]) -> bytes:
             now = self._wall_clock()
             if sign is None:
-                return trace_field(site, queue_id, now)
+                return trace_field(site, queue_id, now, v=version)
             return signed_trace_field(
                 site,
                 queue_id,
@@ -712,10 +713,11 @@ class RemoteDelivery:
                 sender=job.envelope.sender,
                 recipients=addresses,
                 digest=digest,
+                params={"v": version},
             )
 
         job.trace = trace
-        job.trace_size = len(trace_field(site, queue_id, self._wall_clock()))
+        job.trace_size = len(trace_field(site, queue_id, self._wall_clock(), v=version))
         job.trace_size += SIGNATURE_EXTRA if sign is not None else 0
 
     @staticmethod

@@ -85,7 +85,7 @@ from sitemail.queue.records import (
     track,
 )
 from sitemail.routing.route import Route, Transport
-from sitemail.routing.trace import trace_sites
+from sitemail.routing.trace import read_trace
 from sitemail.store.engine import Store
 from sitemail.store.writer import GroupWriter
 
@@ -466,7 +466,9 @@ class QueueManager:
                 RecipientResult(r.id, Outcome.FAILED, 554, "5.4.6", text) for r in work.due
             ]
             return plan
-        trace = trace_sites(work.content)
+        # The passes and the arrival here: an unknown recipient waits for replication to have
+        # caught up since the message arrived before it bounces (routing.router rule 3).
+        trace = read_trace(work.content, arrived=work.message.received_at)
         for rcpt in work.due:
             try:
                 route = self._router(rcpt.recipient.address, trace)

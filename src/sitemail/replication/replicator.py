@@ -51,9 +51,15 @@ from sitemail.core.clock import Clock
 from sitemail.core.envelope import Envelope, EnvelopeRecipient, Notify
 from sitemail.core.errors import InvalidValueError, NotFoundError, StoreError
 from sitemail.directory import Directory, ObjectKind
+from sitemail.directory.claims import move_aside_lost_claims
 from sitemail.queue.admin import message_events
 from sitemail.queue.model import QueuedMessage, QueuedRecipient, QueueId
-from sitemail.queue.records import NewMessage, insert_messages, new_queue_id
+from sitemail.queue.records import (
+    NewMessage,
+    insert_messages,
+    new_queue_id,
+    retry_directory_deferrals,
+)
 from sitemail.replication import state, tracking
 from sitemail.replication.apply import (
     Checked,
@@ -931,6 +937,16 @@ class Replicator:
         valid = checked.valid
         result = apply_objects(conn, valid, local_site=self.site, allowed=ranges, checked=checked)
         result.refused += len(checked.objects) - len(valid)
+        if result.applied:  # mail waiting for the directory may be routable now
+            for moved in move_aside_lost_claims(conn, self.site, now):
+                log.warning(
+                    "address moved aside: alias=%s address=%s given=%s held_by=%s",
+                    moved.alias,
+                    moved.address,
+                    moved.given,
+                    moved.held_by,
+                )
+            retry_directory_deferrals(conn, now)
         marks = state.watermarks(conn)
         per_nc: dict[str, int] = {}
         for obj in valid:

@@ -30,6 +30,7 @@ __all__ = [
     "count_pending",
     "count_pending_from",
     "evictable_pending",
+    "freshness",
     "get_peer",
     "get_pending",
     "list_pending",
@@ -76,6 +77,42 @@ def watermarks(conn: Connection) -> dict[str, int]:
 def set_watermark(conn: Connection, nc: str, usn: int) -> None:
     if not conn.execute(_SET_WATERMARK, {"p_nc": nc, "p_usn": usn}).rowcount:
         conn.execute(insert(repl_watermark).values(nc=nc, usn=usn))
+
+
+def freshness(conn: Connection) -> tuple[dict[str, float], set[str]]:
+    """How current our copy of each other site's naming context is: (caught_up, behind).
+
+    `caught_up[nc]`: our copy holds everything the peer serving it had when we sent the
+    last request of a complete exchange (the peer reads after it receives the request, and
+    a change made during a multi-answer exchange has a USN beyond the answers' range, so the
+    next answer carries it). `behind`: naming contexts with changes known to be missing (an
+    exchange in progress with the peer serving them, or less than the peer said it holds)
+    and caught up through no other peer.
+    """
+    marks = watermarks(conn)
+    peers = {
+        r.peer: r
+        for r in conn.execute(
+            select(
+                repl_peer.c.peer,
+                repl_peer.c.outstanding_seq,
+                repl_peer.c.last_request_at,
+                repl_peer.c.last_complete_at,
+            )
+        )
+    }
+    caught_up: dict[str, float] = {}
+    pending: set[str] = set()
+    for link in conn.execute(select(repl_link.c.peer, repl_link.c.nc, repl_link.c.peer_high)):
+        peer = peers.get(link.peer)
+        if peer is None or link.peer_high is None:
+            continue
+        if peer.outstanding_seq is not None or marks.get(link.nc, 0) < link.peer_high:
+            pending.add(link.nc)
+        elif peer.last_complete_at is not None and peer.last_request_at is not None:
+            at = float(peer.last_request_at)
+            caught_up[link.nc] = max(at, caught_up.get(link.nc, at))
+    return caught_up, pending - set(caught_up)
 
 
 def get_peer(conn: Connection, peer: str) -> Any:

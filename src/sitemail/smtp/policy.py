@@ -9,7 +9,10 @@ recipient is routed (routing.router) and accepted when
   another site's routing address, or
 - the client is authenticated or in `trusted_networks`;
 unknown users of the organisation's own domains get `550 5.1.1` (refused now, so no bounce
-is ever sent to a forged sender), everything else `550 5.7.1` (no open relay). The percent
+is ever sent to a forged sender), or `450 4.4.3` while replication from another site is
+known to be behind (the user may exist there); but a server of another site (its published
+listen address) gets its unknown users accepted, since it routed them here on what its
+directory said and our queue waits for replication before it bounces; everything else `550 5.7.1` (no open relay). The percent
 hack, bang paths, source routes and quoted local parts carrying an `@` are refused outright.
 At DATA, a message beyond core.mailshape's bounds (MIME nesting, header sizes) is refused with
 `550 5.6.0`, so no reader behind the queue meets one; a recipient that is a directory-service
@@ -37,7 +40,7 @@ from sitemail.directory import Directory
 from sitemail.queue.model import QueueId
 from sitemail.queue.records import NewMessage, new_queue_id
 from sitemail.queue.spool import Spool
-from sitemail.routing.route import ACCEPTED_RULES, Transport
+from sitemail.routing.route import ACCEPTED_RULES, Rule, Transport
 from sitemail.routing.router import Router
 from sitemail.routing.trace import Origin
 from sitemail.smtp.engine import SessionInfo
@@ -104,9 +107,13 @@ class ImsPolicy:
         route = self._router.route(str(address))
         if route.rule in ACCEPTED_RULES:
             return OK_RECIPIENT  # the organisation's own recipients and domains
+        if route.rule is Rule.AUTHORITATIVE and self._router.is_sibling(peer_ip):
+            return OK_RECIPIENT  # another site's mail: our queue waits for replication
         if route.transport is Transport.REJECT:
             code = 550 if route.status.startswith("5.1.1") else 553
             return Reply(code, route.status, f"<{address}>: {route.reason}")
+        if route.transport is Transport.DEFER and route.rule is Rule.AUTHORITATIVE:
+            return Reply(450, route.status, f"<{address}>: {route.reason}; try again later")
         if authenticated or self.is_trusted(peer_ip):
             return OK_RECIPIENT
         return RELAY_DENIED
