@@ -359,6 +359,7 @@ class _ClientAccess:
             stop_smtp_server(server)
         await self.imap.stop()
         await self.pop3.stop()
+        self.authenticator.close()
 
 
 class _Later:

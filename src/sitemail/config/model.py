@@ -76,12 +76,13 @@ class SubmissionConfig:
 
 @dataclass(frozen=True, slots=True)
 class AuthConfig:
-    """Client authentication (IMAP, POP3, submission): delays and lock-out per client address."""
+    """Client authentication (IMAP, POP3, submission): delays and lock-out per client address
+    and per account."""
 
     failure_delay: float = 2.0  # seconds before any failed attempt is answered
-    max_failures: int = 10  # failures from one client address within `window`...
+    max_failures: int = 10  # failures from one client address, or for one account, in `window`...
     window: float = 900.0
-    lockout: float = 900.0  # ...lock that address out of every login for this long
+    lockout: float = 900.0  # ...lock that address (account) out of every login for this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,9 +376,9 @@ listen = [{listen_list}]
 
 [auth]
 # failure_delay = 2            # seconds before a failed login is answered
-# max_failures = 10            # failures from one client address within window...
+# max_failures = 10            # failures from one address (or for one account) within window...
 # window = 900
-# lockout = 900                # ...lock that address out for this long
+# lockout = 900                # ...lock that address (account) out for this long
 
 [dns]
 # nameservers = ["127.0.0.1:53"]
