@@ -156,10 +156,11 @@ class LimitsConfig:
 
 @dataclass(frozen=True, slots=True)
 class AdminConfig:
-    """The admin HTTP API (and later the console), served by `sitemail serve`."""
+    """The admin HTTP API and the web console, served by `sitemail serve`."""
 
-    listen: str = ""  # an IP address; empty: the server's first [server] listen address
+    listen: str = ""  # an IP address; empty: loopback (the first [server] listen if loopback)
     port: int = 8025  # 0 switches the admin API off
+    tls: bool = False  # https with the server's certificate; required off loopback
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +404,8 @@ listen = [{listen_list}]
 # gc_interval = 43200
 
 [admin]
-# listen = ""                  # the admin API's address; default: the first [server] listen
+# listen = ""                  # default: loopback only (reach it by SSH tunnel: docs/console.md)
 # port = 8025                  # 0 switches the admin API off (token: `sitemail admin token`)
+# tls = false                  # https with this server's certificate; required when listen is
+#                              # not a loopback address
 """

@@ -40,9 +40,18 @@ SECURITY_HEADERS = {
 }
 
 
+HSTS = "max-age=31536000"  # served over TLS: browsers keep to https for a year
+
+
 class _SecurityHeaders(BaseHTTPMiddleware):
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         response = await call_next(request)
+        if request.url.scheme == "https":
+            response.headers["Strict-Transport-Security"] = HSTS
+            response.raw_headers = [  # every cookie (session, flash, deletions) only over TLS
+                (k, v + b"; Secure" if k == b"set-cookie" and b"secure" not in v.lower() else v)
+                for k, v in response.raw_headers
+            ]
         if request.url.path.startswith(PREFIX):
             for name, value in SECURITY_HEADERS.items():
                 if name == "Cache-Control" and request.url.path.startswith(PREFIX + "/static"):
