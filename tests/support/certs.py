@@ -14,7 +14,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,25 @@ class Pair:
     key: Path
     certificate: x509.Certificate
     private: ec.EllipticCurvePrivateKey
+
+
+def _revocation(builder: x509.CertificateBuilder) -> x509.CertificateBuilder:
+    base = "http://ca.invalid/"  # .invalid: never resolvable (RFC 2606)
+    points = [
+        x509.DistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(base + "crl")],
+            relative_name=None,
+            reasons=None,
+            crl_issuer=None,
+        )
+    ]
+    access = [
+        x509.AccessDescription(
+            AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(base + "ocsp")
+        )
+    ]
+    builder = builder.add_extension(x509.CRLDistributionPoints(points), critical=False)
+    return builder.add_extension(x509.AuthorityInformationAccess(access), critical=False)
 
 
 def make_pair(
@@ -57,6 +76,8 @@ def make_pair(
         builder = builder.add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
         )
+        if ca is not None:  # where a real CA says revocations are published (never fetched)
+            builder = _revocation(builder)
     else:
         builder = builder.add_extension(
             x509.KeyUsage(

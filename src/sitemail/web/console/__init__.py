@@ -48,15 +48,18 @@ class _SecurityHeaders(BaseHTTPMiddleware):
         response = await call_next(request)
         if request.url.scheme == "https":
             response.headers["Strict-Transport-Security"] = HSTS
-            response.raw_headers = [  # every cookie (session, flash, deletions) only over TLS
+            # Every cookie (session, flash, deletions) only over TLS; changed in place, as
+            # `response.headers` writes through to this same list.
+            response.raw_headers[:] = [
                 (k, v + b"; Secure" if k == b"set-cookie" and b"secure" not in v.lower() else v)
                 for k, v in response.raw_headers
             ]
-        if request.url.path.startswith(PREFIX):
-            for name, value in SECURITY_HEADERS.items():
-                if name == "Cache-Control" and request.url.path.startswith(PREFIX + "/static"):
-                    continue
-                response.headers.setdefault(name, value)
+        # Every answer, the API's and the redirect at / included: none may be framed or
+        # sniffed, and none is cached but the console's static files.
+        for name, value in SECURITY_HEADERS.items():
+            if name == "Cache-Control" and request.url.path.startswith(PREFIX + "/static"):
+                continue
+            response.headers.setdefault(name, value)
         return response
 
 
