@@ -124,35 +124,32 @@ class Authenticator:
         """Check a login; every refusal is answered only after `failure_delay`."""
         if not self._by_address.admit(peer_ip):
             return await self._refuse()
+        account: _Account | None = None
+        held = False  # a slot of the account's count is taken
         try:
-            return await self._attempt(login, password, peer_ip)
-        finally:
+            account = await asyncio.to_thread(self._account, login)
+            held = self._by_account.admit(account.key)
+            if not held and not self._is_known(account.key, peer_ip):
+                result = None  # the account is locked, and this is not its owner's address
+            else:
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self._hashing, self._check, account, password
+                )
+        finally:  # the slots end with the check; a failure now counts in their place
             self._by_address.release(peer_ip)
-
-    async def _attempt(self, login: str, password: str, peer_ip: str) -> AuthResult:
-        account = await asyncio.to_thread(self._account, login)
-        known = self._is_known(account.key, peer_ip)
-        if not self._by_account.admit(account.key):
-            if not known:  # the owner's own address is not shut out by strangers' guesses
-                return await self._refuse()
-        else:
-            known = False  # a slot was taken: give it back below
-        try:
-            result = await asyncio.get_running_loop().run_in_executor(
-                self._hashing, self._check, account, password
-            )
-            if result.outcome is AuthOutcome.FAILED:
-                self._by_account.fail(account.key, peer_ip)
-                self._by_address.fail(peer_ip, account.key)
-                await self._sleep(self._settings.failure_delay)
-            elif result.ok:
-                self._by_account.forgive(account.key, peer_ip)
-                self._by_address.forgive(peer_ip, account.key)
-                self._remember(account.key, peer_ip)
-            return result
-        finally:
-            if not known:
+            if held and account is not None:
                 self._by_account.release(account.key)
+        if result is None:
+            return await self._refuse()
+        if result.outcome is AuthOutcome.FAILED:
+            self._by_account.fail(account.key, peer_ip)
+            self._by_address.fail(peer_ip, account.key)
+            await self._sleep(self._settings.failure_delay)
+        elif result.ok:
+            self._by_account.forgive(account.key, peer_ip)
+            self._by_address.forgive(peer_ip, account.key)
+            self._remember(account.key, peer_ip)
+        return result
 
     async def _refuse(self) -> AuthResult:
         await self._sleep(self._settings.failure_delay)

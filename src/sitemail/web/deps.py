@@ -79,11 +79,9 @@ class ApiContext:
         when that address has used up its tries."""
         if not self.throttle.admit(peer):
             raise ThrottledError
-        try:
-            self.throttle.fail(peer)
-            await asyncio.sleep(self.config.auth.failure_delay)
-        finally:
-            self.throttle.release(peer)
+        self.throttle.release(peer)  # the failure counts in the slot's place
+        self.throttle.fail(peer)
+        await asyncio.sleep(self.config.auth.failure_delay)
 
 
 def _context(request: Request) -> ApiContext:
