@@ -22,11 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from sitemail.admin.token import admin_address
+from sitemail.admin.filemodes import DB_FILE, create_private
+from sitemail.admin.filemodes import problems as mode_problems
+from sitemail.admin.token import admin_address, check_admin_exposure
 from sitemail.admin.wake import open_wake_socket, serve_control
 from sitemail.config import ServerConfig, load_config
 from sitemail.core.clock import Clock, SystemClock
 from sitemail.core.errors import ConfigError
+from sitemail.core.tls import ReloadingContext
 from sitemail.delivery.local import LocalDelivery
 from sitemail.delivery.remote import RemoteDelivery
 from sitemail.directory import Directory
@@ -60,13 +63,10 @@ T = TypeVar("T")
 
 
 def build_tls_context(config: ServerConfig) -> ssl.SSLContext:
+    """Every listener's TLS (core/tls.py): AEAD suites only, the certificate reloaded when
+    `sitemail tls set` replaces its files."""
     cert, key = config.path(config.tls.cert_file), config.path(config.tls.key_file)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"cannot load TLS certificate {cert} / key {key}: {exc}") from exc
-    return context
+    return ReloadingContext(cert, key).context
 
 
 @dataclass(slots=True)
@@ -105,6 +105,10 @@ class SiteServer:
 
     def build(self) -> Components:
         config = self.config
+        if not config.database_url:
+            create_private(config.data_dir / DB_FILE)  # a database made here is 0600
+        for problem in mode_problems(config):
+            log.warning("%s; fix: %s", problem.message, problem.fix)
         store = open_store(config.database_url or default_url(config.data_dir))
         upgrade(store)
         directory = Directory(store, self.clock)
@@ -187,6 +191,7 @@ class SiteServer:
         """Serve until `stop()` or cancelled. Either way the stop runs in this order (see
         `_stop_serving`): listeners closed, sessions storing a message answered, queue
         deliveries in flight finished and recorded, every queued write committed."""
+        check_admin_exposure(self.config)  # before anything listens: one clear error
         parts = self.components or self.build()
         tls = build_tls_context(self.config)
         policy = ImsPolicy(
@@ -240,8 +245,11 @@ class SiteServer:
                 queue = group.create_task(parts.manager.run(), name="queue-manager")
                 others = [group.create_task(scheduler.run(), name="replication-scheduler")]
                 if api_socket is not None:
+                    api_tls = tls if self.config.admin.tls else None
                     others.append(
-                        group.create_task(self._serve_api(parts, api_socket), name="admin-api")
+                        group.create_task(
+                            self._serve_api(parts, api_socket, api_tls), name="admin-api"
+                        )
                     )
                 await self._stop_requested.wait()
                 deadline.start()
@@ -294,7 +302,9 @@ class SiteServer:
         self.api_address = sock.getsockname()[:2]
         return sock
 
-    async def _serve_api(self, parts: Components, sock: socket.socket) -> None:
+    async def _serve_api(
+        self, parts: Components, sock: socket.socket, tls: ssl.SSLContext | None
+    ) -> None:
         """The admin API in this loop, over this server's store; its routes run in threads,
         so a change that queued mail wakes the queue through the loop."""
         loop = asyncio.get_running_loop()
@@ -306,7 +316,7 @@ class SiteServer:
                 clock=self.clock,
                 attempts=parts.manager.attempts.snapshot,
             )
-            await serve_api(app, sock)
+            await serve_api(app, sock, tls)
         finally:
             sock.close()
 
@@ -425,6 +435,7 @@ class _ClientAccess:
         """Stop IMAP and POP3 (submission: `smtp_servers`). Idempotent."""
         await self.imap.stop()
         await self.pop3.stop()
+        self.authenticator.close()
 
 
 # Of the shutdown timeout, what is kept for the last commit of queued writes: deliveries and
@@ -511,6 +522,7 @@ def _settle_garbage_collector() -> None:
 
 def run_server(data_dir: Path) -> None:
     """`sitemail serve`: run one server in this process until SIGINT/SIGTERM."""
+    os.umask(0o077)  # whatever the server creates (token, certificate, spool) is its own
     config = load_config(data_dir)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

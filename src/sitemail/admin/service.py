@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
+from sitemail.admin.filemodes import DB_FILE, create_private, secure
 from sitemail.admin.replication import ReplicationAdmin
 from sitemail.admin.routing import RoutingAdmin
 from sitemail.admin.tls import make_self_signed
@@ -109,12 +110,16 @@ class AdminService:
             raise ConflictError(f"{data_dir} is already a sitemail data dir")
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
+            data_dir.chmod(0o700)  # the server's alone, whatever the umask (admin/filemodes.py)
         except OSError as exc:
             raise ConfigError(f"cannot create data dir {data_dir}: {exc.strerror}") from exc
         config_text = render_config(
             server=server, site=site, listen=list(listen), database_url=database_url
         )
+        create_private(data_dir / CONFIG_FILE)  # it may hold the database's password
         (data_dir / CONFIG_FILE).write_text(config_text, encoding="utf-8")
+        if not database_url:
+            create_private(data_dir / DB_FILE)  # SQLite's -wal and -shm files take its mode
         try:
             service = cls.open(data_dir, clock)
             service.directory.initialize(
@@ -133,6 +138,7 @@ class AdminService:
             [f"{server.lower()}.{domain}", domain],
             list(listen),
         )
+        secure(config)
         return service
 
     def site_key(self) -> tuple[str, str]:

@@ -76,12 +76,13 @@ class SubmissionConfig:
 
 @dataclass(frozen=True, slots=True)
 class AuthConfig:
-    """Client authentication (IMAP, POP3, submission): delays and lock-out per client address."""
+    """Client authentication (IMAP, POP3, submission): delays and lock-out per client address
+    and per account."""
 
     failure_delay: float = 2.0  # seconds before any failed attempt is answered
-    max_failures: int = 10  # failures from one client address within `window`...
+    max_failures: int = 10  # failures from one client address, or for one account, in `window`...
     window: float = 900.0
-    lockout: float = 900.0  # ...lock that address out of every login for this long
+    lockout: float = 900.0  # ...lock that address (account) out of every login for this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,10 +167,11 @@ class LimitsConfig:
 
 @dataclass(frozen=True, slots=True)
 class AdminConfig:
-    """The admin HTTP API (and later the console), served by `sitemail serve`."""
+    """The admin HTTP API and the web console, served by `sitemail serve`."""
 
-    listen: str = ""  # an IP address; empty: the server's first [server] listen address
+    listen: str = ""  # an IP address; empty: loopback (the first [server] listen if loopback)
     port: int = 8025  # 0 switches the admin API off
+    tls: bool = False  # https with the server's certificate; required off loopback
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,9 +396,9 @@ listen = [{listen_list}]
 
 [auth]
 # failure_delay = 2            # seconds before a failed login is answered
-# max_failures = 10            # failures from one client address within window...
+# max_failures = 10            # failures from one address (or for one account) within window...
 # window = 900
-# lockout = 900                # ...lock that address out for this long
+# lockout = 900                # ...lock that address (account) out for this long
 
 [dns]
 # nameservers = ["127.0.0.1:53"]
@@ -423,6 +425,8 @@ listen = [{listen_list}]
 # unknown_recipient_window = 14400  # an unknown user of our domains waits for replication
 
 [admin]
-# listen = ""                  # the admin API's address; default: the first [server] listen
+# listen = ""                  # default: loopback only (reach it by SSH tunnel: docs/console.md)
 # port = 8025                  # 0 switches the admin API off (token: `sitemail admin token`)
+# tls = false                  # https with this server's certificate; required when listen is
+#                              # not a loopback address
 """

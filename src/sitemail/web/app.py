@@ -34,7 +34,7 @@ from sitemail.store import Store, default_url, open_store, upgrade
 from sitemail.web import routes
 from sitemail.web.console import PREFIX as CONSOLE_PREFIX
 from sitemail.web.console import error_page, mount_console
-from sitemail.web.deps import ApiContext, UnauthorizedError, authenticate
+from sitemail.web.deps import ApiContext, ThrottledError, UnauthorizedError, authenticate
 from sitemail.web.limits import BodyLimit
 from sitemail.web.models import ErrorOut
 
@@ -59,6 +59,7 @@ _STATUS_CODES = {
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
+    429: "too_many_failures",
 }
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -69,6 +70,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (404, "no such object"),
         (409, "conflicts with an existing object"),
         (422, "a value is not acceptable"),
+        (429, "too many wrong tokens from this address"),
     )
 }
 
@@ -101,6 +103,13 @@ def _install_error_handlers(app: FastAPI) -> None:
             "missing or wrong token: send 'Authorization: Bearer <token>' (sitemail admin token)",
             "unauthorized",
         )
+
+    @app.exception_handler(ThrottledError)
+    async def throttled(request: Request, _exc: ThrottledError) -> Response:
+        text = "too many wrong tokens from your address; try again later"
+        if _on_console(request):
+            return error_page(request, 429, text)
+        return _error(429, text, "too_many_failures")
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
