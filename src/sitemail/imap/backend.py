@@ -45,35 +45,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from pymap.backend.session import BaseSession
-from pymap.bytes import Writeable
-from pymap.concurrent import Event
-from pymap.config import BackendCapability, IMAPConfig
-from pymap.context import subsystem
-from pymap.exceptions import (
-    InvalidAuth,
-    MailboxConflict,
-    MailboxNotFound,
-    MailboxReadOnly,
-    NotAllowedError,
-    NotSupportedError,
-)
-from pymap.flags import FlagOp
-from pymap.interfaces.login import IdentityInterface, LoginInterface
-from pymap.interfaces.message import CachedMessage
-from pymap.listtree import ListEntry, ListTree
-from pymap.mailbox import MailboxSnapshot
-from pymap.message import BaseLoadedMessage, BaseMessage
-from pymap.mime import MessageContent
-from pymap.parsing.message import AppendMessage
-from pymap.parsing.response import ResponseCode, ResponseNo
-from pymap.parsing.response.code import CopyUid
-from pymap.parsing.specials import FetchRequirement, ObjectId, SearchKey, SequenceSet
-from pymap.parsing.specials.flag import Deleted, Flag, Recent, Seen, Wildcard, get_system_flags
-from pymap.search import SearchCriteriaSet, SearchParams
-from pymap.selected import SelectedMailbox, SelectedSet
-from pymap.token import AllTokens
-from pymap.user import UserMetadata
 from pysasl.creds.server import ServerCredentials
 from pysasl.hashing import HashInterface
 from pysasl.identity import Identity as SaslIdentity
@@ -82,6 +53,42 @@ from sqlalchemy import Connection
 from sitemail.config.model import ImapConfig
 from sitemail.core.clock import Clock
 from sitemail.directory.auth import Authenticator, AuthOutcome, AuthResult
+from sitemail.imap.pymap.backend.session import BaseSession
+from sitemail.imap.pymap.bytes import Writeable
+from sitemail.imap.pymap.concurrent import Event
+from sitemail.imap.pymap.config import BackendCapability, IMAPConfig
+from sitemail.imap.pymap.context import subsystem
+from sitemail.imap.pymap.exceptions import (
+    InvalidAuth,
+    MailboxConflict,
+    MailboxNotFound,
+    MailboxReadOnly,
+    NotAllowedError,
+    NotSupportedError,
+)
+from sitemail.imap.pymap.flags import FlagOp
+from sitemail.imap.pymap.interfaces.login import IdentityInterface, LoginInterface
+from sitemail.imap.pymap.interfaces.message import CachedMessage
+from sitemail.imap.pymap.listtree import ListEntry, ListTree
+from sitemail.imap.pymap.mailbox import MailboxSnapshot
+from sitemail.imap.pymap.message import BaseLoadedMessage, BaseMessage
+from sitemail.imap.pymap.mime import MessageContent
+from sitemail.imap.pymap.parsing.message import AppendMessage
+from sitemail.imap.pymap.parsing.response import ResponseCode, ResponseNo
+from sitemail.imap.pymap.parsing.response.code import CopyUid
+from sitemail.imap.pymap.parsing.specials import FetchRequirement, ObjectId, SearchKey, SequenceSet
+from sitemail.imap.pymap.parsing.specials.flag import (
+    Deleted,
+    Flag,
+    Recent,
+    Seen,
+    Wildcard,
+    get_system_flags,
+)
+from sitemail.imap.pymap.search import SearchCriteriaSet, SearchParams
+from sitemail.imap.pymap.selected import SelectedMailbox, SelectedSet
+from sitemail.imap.pymap.token import AllTokens
+from sitemail.imap.pymap.user import UserMetadata
 from sitemail.mailbox import (
     DEFAULT_FOLDERS,
     FolderState,
