@@ -108,6 +108,27 @@ class BaseMessage(MessageInterface, CachedMessage):
         return f"<{type_name} uid={self.uid} flags={self.permanent_flags}>"
 
 
+_FOLD = re.compile(rb"\r?\n(?=[ \t])")
+
+
+class _RawHeaders:
+    """A part's header values as written: after the colon, unfolded, trimmed."""
+
+    def __init__(self, msg: MessageContent) -> None:
+        self._values: dict[bytes, list[bytes]] = {}
+        for name, field in msg.header.folded:
+            value = bytes(field).split(b":", 1)[-1]
+            self._values.setdefault(name, []).append(_FOLD.sub(b"", value).strip())
+
+    def first(self, name: bytes) -> bytes | None:
+        found = self._values.get(name)
+        return found[0] if found else None
+
+    def joined(self, name: bytes) -> bytes | None:
+        found = self._values.get(name)
+        return b", ".join(found) if found else None
+
+
 class BaseLoadedMessage(LoadedMessageInterface):
     """The loaded message content, implemented using an instance of
     :class:`~pymap.mime.MessageContent`.
@@ -228,7 +249,9 @@ class BaseLoadedMessage(LoadedMessageInterface):
 
     @classmethod
     def _get_size_with_lines(cls, msg: MessageContent) -> tuple[int, int]:
-        return len(msg), msg.lines
+        # RFC 3501 7.4.2: the size and lines of the body, without the part's own header
+        body = bytes(msg.body)
+        return len(body), body.count(b"\n")
 
     def get_size(self, section: Sequence[int] | None = None) -> int:
         try:
@@ -251,18 +274,18 @@ class BaseLoadedMessage(LoadedMessageInterface):
 
     @classmethod
     def _get_envelope_structure(cls, msg: MessageContent) -> EnvelopeStructure:
-        parsed = msg.header.parsed
+        raw = _RawHeaders(msg)
         return EnvelopeStructure(
-            parsed.date,
-            parsed.subject,
-            parsed.from_,
-            parsed.sender,
-            parsed.reply_to,
-            parsed.to,
-            parsed.cc,
-            parsed.bcc,
-            parsed.in_reply_to,
-            parsed.message_id,
+            raw.first(b"date"),
+            raw.first(b"subject"),
+            raw.joined(b"from"),
+            raw.joined(b"sender"),
+            raw.joined(b"reply-to"),
+            raw.joined(b"to"),
+            raw.joined(b"cc"),
+            raw.joined(b"bcc"),
+            raw.first(b"in-reply-to"),
+            raw.first(b"message-id"),
         )
 
     @classmethod
@@ -278,7 +301,10 @@ class BaseLoadedMessage(LoadedMessageInterface):
         disposition = parsed.content_disposition
         language = parsed.content_language
         location = parsed.content_location
-        if maintype == "multipart":
+        if maintype == "multipart" and not msg.body.nested:
+            # no parts found (no boundary, or nested beyond MAX_DEPTH): one opaque body
+            maintype, subtype, params = "application", "octet-stream", {}
+        elif maintype == "multipart":
             sub_body_structs = [cls._get_body_structure(part) for part in msg.body.nested]
             return MultipartBodyStructure(
                 subtype, params, disposition, language, location, sub_body_structs
@@ -286,7 +312,7 @@ class BaseLoadedMessage(LoadedMessageInterface):
         content_id = parsed.content_id
         content_desc = parsed.content_description
         content_encoding = parsed.content_transfer_encoding
-        if maintype == "message" and subtype == "rfc822":
+        if maintype == "message" and subtype == "rfc822" and msg.body.nested:
             sub_msg = msg.body.nested[0]
             sub_env_struct = cls._get_envelope_structure(sub_msg)
             sub_body_struct = cls._get_body_structure(sub_msg)
@@ -320,7 +346,7 @@ class BaseLoadedMessage(LoadedMessageInterface):
                 size,
                 lines,
             )
-        size = len(msg)
+        size = len(msg.body)
         return ContentBodyStructure(
             maintype,
             subtype,

@@ -361,8 +361,11 @@ class HeaderDateSearchCriteria(DateSearchCriteria):
     def _get_msg_date(
         cls, msg: MessageInterface, loaded_msg: LoadedMessageInterface
     ) -> datetime | None:
-        envelope = loaded_msg.get_envelope_structure()
-        return envelope.date.datetime if envelope.date else None
+        for header in loaded_msg.get_header(b"date"):
+            when = getattr(header, "datetime", None)
+            if isinstance(when, datetime):
+                return when
+        return None
 
 
 class SizeSearchCriteria(SearchCriteria):
@@ -398,28 +401,9 @@ class EnvelopeSearchCriteria(SearchCriteria):
     def matches(
         self, msg_seq: int, msg: MessageInterface, loaded_msg: LoadedMessageInterface
     ) -> bool:
-        envelope = loaded_msg.get_envelope_structure()
-        if self.key == b"BCC":
-            if not envelope.bcc:
-                return False
-            return any(self._in(self.value, str(bcc)) for bcc in envelope.bcc)
-        if self.key == b"CC":
-            if not envelope.cc:
-                return False
-            return any(self._in(self.value, str(cc)) for cc in envelope.cc)
-        if self.key == b"FROM":
-            if not envelope.from_:
-                return False
-            return any(self._in(self.value, str(from_)) for from_ in envelope.from_)
-        if self.key == b"SUBJECT":
-            if not envelope.subject:
-                return False
-            return self._in(self.value, str(envelope.subject))
-        if self.key == b"TO":
-            if not envelope.to:
-                return False
-            return any(self._in(self.value, str(to)) for to in envelope.to)
-        raise ValueError(self.key)
+        # the decoded header values, as a user reads them (encoded-words decoded)
+        values = loaded_msg.get_header(self.key.lower())
+        return any(self._in(self.value, str(value)) for value in values)
 
 
 class HeaderSearchCriteria(SearchCriteria):

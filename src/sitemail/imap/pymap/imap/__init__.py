@@ -179,7 +179,7 @@ class IMAPConnection:
             parsing_state = ParsingState(continuations=conts)
             params = self.params.copy(parsing_state)
             try:
-                cmd, _ = self.commands.parse(line, params)
+                cmd, _ = self.commands.parse(line, params, refuse=state.refusal)
             except ParsingInterrupt as interrupt:
                 await self._interrupt(state, interrupt, conts)
             else:
@@ -321,8 +321,11 @@ class IMAPConnection:
                     if response.is_bad:
                         bad_commands += 1
                         if self.bad_command_limit and bad_commands >= self.bad_command_limit:
-                            msg = b"Too many errors, disconnecting."
-                            response.add_untagged(ResponseBye(msg))
+                            # said after the tagged BAD (upstream queued it too late to send)
+                            await self.write_response(
+                                ResponseBye(b"Too many errors, disconnecting.")
+                            )
+                            break
                     else:
                         bad_commands = 0
                     if response.is_terminal:

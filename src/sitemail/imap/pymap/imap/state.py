@@ -405,18 +405,25 @@ class ConnectionState:
         cmd_str = str(cmd_type.command, "ascii").lower()
         return "do_" + cmd_str
 
+    def refusal(self, cmd_type: type[Command]) -> bytes | None:
+        """Why a command of this type may not run in the current state, or None. Asked
+        before the command's arguments are parsed, and again before it runs."""
+        if self._session and issubclass(cmd_type, CommandNonAuth):
+            return cmd_type.command + b": Already authenticated."
+        if not self._session and issubclass(cmd_type, CommandAuth):
+            return cmd_type.command + b": Must authenticate first."
+        if not self._selected and issubclass(cmd_type, CommandSelect):
+            return cmd_type.command + b": Must select a mailbox first."
+        return None
+
     async def do_command(self, cmd: Command) -> CommandResponse:
         if isinstance(cmd, InvalidCommand):
+            if cmd.refusal is not None:
+                return ResponseNo(cmd.tag, cmd.refusal, ResponseCode.of(b"CANNOT"))
             return ResponseBad(cmd.tag, cmd.message)
-        if self._session and isinstance(cmd, CommandNonAuth):
-            msg = cmd.command + b": Already authenticated."
-            return ResponseBad(cmd.tag, msg)
-        if not self._session and isinstance(cmd, CommandAuth):
-            msg = cmd.command + b": Must authenticate first."
-            return ResponseBad(cmd.tag, msg)
-        if not self._selected and isinstance(cmd, CommandSelect):
-            msg = cmd.command + b": Must select a mailbox first."
-            return ResponseBad(cmd.tag, msg)
+        reason = self.refusal(type(cmd))
+        if reason is not None:
+            return ResponseBad(cmd.tag, reason)
         func_name = self._get_func_name(cmd)
         try:
             func: _CommandFunc = getattr(self, func_name)

@@ -11,9 +11,14 @@ from ..bytes import Writeable, WriteStream
 from ._util import find_any, get_raw, whitespace
 from .parsed import ParsedHeaders
 
-__all__ = ["MessageBody", "MessageContent", "MessageHeader"]
+__all__ = ["MAX_DEPTH", "MessageBody", "MessageContent", "MessageHeader"]
 
 _default_type: Final = "text/plain"
+
+#: MIME parts nested deeper than this are not parsed: the part at this depth is kept whole,
+#: as one opaque body (Dovecot's limit too). Every recursion over the structure (BODYSTRUCTURE,
+#: SEARCH, sections) is then bounded, whatever a sender wrote.
+MAX_DEPTH: Final = 100
 
 _Line: TypeAlias = tuple[int, int, int]
 _Lines: TypeAlias = Sequence[_Line]
@@ -100,14 +105,14 @@ class MessageContent(Writeable):
         """
         lines = cls._find_lines(data)
         view = memoryview(data)
-        return cls._parse(data, view, lines)
+        return cls._parse(data, view, lines, 0)
 
     @classmethod
-    def _parse(cls, data: bytes, view: memoryview, lines: _Lines) -> MessageContent:
+    def _parse(cls, data: bytes, view: memoryview, lines: _Lines, depth: int) -> MessageContent:
         header_lines, body_lines = cls._split_lines(data, lines)
         header = MessageHeader._parse(data, view, header_lines)
         content_type = header.parsed.content_type
-        body = MessageBody._parse(data, view, body_lines, content_type)
+        body = MessageBody._parse(data, view, body_lines, content_type, depth)
         return cls(data, header, body)
 
     @classmethod
@@ -355,17 +360,24 @@ class MessageBody(Writeable):
 
     @classmethod
     def _parse(
-        cls, data: bytes, view: memoryview, lines: _Lines, content_type: ContentTypeHeader | None
+        cls,
+        data: bytes,
+        view: memoryview,
+        lines: _Lines,
+        content_type: ContentTypeHeader | None,
+        depth: int,
     ) -> MessageBody:
         if content_type is None:
             content_type = cls._parse_content_type(_default_type)
         maintype = content_type.maintype
+        if depth >= MAX_DEPTH:
+            return cls(data, lines, content_type, [])
         if maintype == "multipart":
             boundary = cls._get_boundary(content_type)
             if boundary:
-                return cls._parse_multipart(data, view, lines, content_type, boundary)
+                return cls._parse_multipart(data, view, lines, content_type, boundary, depth)
         elif maintype == "message" and content_type.subtype == "rfc822":
-            return cls._parse_rfc822(data, view, lines, content_type)
+            return cls._parse_rfc822(data, view, lines, content_type, depth)
         return cls(data, lines, content_type, [])
 
     @classmethod
@@ -392,9 +404,14 @@ class MessageBody(Writeable):
 
     @classmethod
     def _parse_rfc822(
-        cls, data: bytes, view: memoryview, lines: _Lines, content_type: ContentTypeHeader
+        cls,
+        data: bytes,
+        view: memoryview,
+        lines: _Lines,
+        content_type: ContentTypeHeader,
+        depth: int,
     ) -> MessageBody:
-        subpart = MessageContent._parse(data, view, lines)
+        subpart = MessageContent._parse(data, view, lines, depth + 1)
         return cls(data, lines, content_type, [subpart])
 
     @classmethod
@@ -405,11 +422,12 @@ class MessageBody(Writeable):
         lines: _Lines,
         content_type: ContentTypeHeader,
         boundary: bytes,
+        depth: int,
     ) -> MessageBody:
         parts = cls._find_parts(data, view, lines, boundary)
         nested: list[MessageContent] = []
         for part_lines in parts:
-            sub_content = MessageContent._parse(data, view, part_lines)
+            sub_content = MessageContent._parse(data, view, part_lines, depth + 1)
             nested.append(sub_content)
         return cls(data, lines, content_type, nested)
 
@@ -429,7 +447,10 @@ class MessageBody(Writeable):
                 ret.append([])
             elif ret:
                 ret[-1].append(line)
-        return ret
+        # RFC 2046 5.1.1: the line break before a boundary belongs to the boundary
+        return [
+            [*part[:-1], (part[-1][0], part[-1][1], part[-1][1])] if part else part for part in ret
+        ]
 
     def write(self, writer: WriteStream) -> None:
         writer.write(bytes(self))

@@ -10,6 +10,8 @@ from . import MessageBody, MessageHeader
 
 __all__ = ["MessageDecoder"]
 
+_B64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+
 
 class MessageDecoder(metaclass=ABCMeta):
     """Decodes a :class:`~pymap.mime.MessageBody` as decided by its
@@ -55,13 +57,12 @@ class MessageDecoder(metaclass=ABCMeta):
         custom = cls.registry.get(hdr_str)
         if custom is not None:
             return custom
-        if hdr_str in ("7bit", "8bit"):
-            return _NoopDecoder()
         if hdr_str == "quoted-printable":
             return _QuotedPrintableDecoder()
         if hdr_str == "base64":
             return _Base64Decoder()
-        raise NotImplementedError(hdr_str)
+        # 7bit, 8bit, binary (RFC 3516: sent as is) and unknown encodings: the octets as stored
+        return _NoopDecoder()
 
     @abstractmethod
     def decode(self, body: MessageBody) -> Writeable:
@@ -89,5 +90,8 @@ class _QuotedPrintableDecoder(MessageDecoder):
 class _Base64Decoder(MessageDecoder):
     def decode(self, body: MessageBody) -> Writeable:
         raw = bytes(body)
-        ret = base64.b64decode(raw)
-        return Writeable.wrap(ret)
+        # Senders break base64 (stray characters, lost padding): decode what is there.
+        data = bytes(b for b in raw if b in _B64_ALPHABET)
+        data = data.rstrip(b"=")
+        data = data[: len(data) - len(data) % 4 if len(data) % 4 == 1 else len(data)]
+        return Writeable.wrap(base64.b64decode(data + b"=" * (-len(data) % 4)))

@@ -13,11 +13,12 @@ from email.headerregistry import (
     UnstructuredHeader,
 )
 from email.policy import SMTP
-from typing import Any, ClassVar, TypeAlias, cast
+from typing import Any, ClassVar, TypeAlias, TypeVar, cast
 
 __all__ = ["ParsedHeaders"]
 
 _Headers: TypeAlias = Mapping[bytes, Sequence[Sequence[bytes]]]
+_H = TypeVar("_H")
 
 
 class ParsedHeaders(Mapping[bytes, Sequence[BaseHeader]]):
@@ -28,6 +29,7 @@ class ParsedHeaders(Mapping[bytes, Sequence[BaseHeader]]):
     """
 
     _registry: ClassVar[HeaderRegistry] = HeaderRegistry()
+    _fallback: ClassVar[HeaderRegistry] = HeaderRegistry(use_default_map=False)
 
     __slots__ = ["_headers", "_parsed"]
 
@@ -60,11 +62,22 @@ class ParsedHeaders(Mapping[bytes, Sequence[BaseHeader]]):
     def _parse(cls, values: Sequence[Sequence[bytes]]) -> Iterable[BaseHeader]:
         for value in values:
             lines = [line.decode("ascii", "surrogateescape") for line in value]
-            # TODO: Once typeshed merges this fix:
-            #   https://github.com/python/typeshed/pull/4365
-            # assign to hdr_name, hdr_value = ... instead.
-            hdr_tuple = SMTP.header_source_parse(lines)
-            yield cls._registry(hdr_tuple[0], hdr_tuple[1])
+            name, text = SMTP.header_source_parse(lines)
+            name = name.strip()  # "From : x" names the From header, as in every reader
+            try:
+                yield cls._registry(name, text)
+            except Exception:  # a sender's bytes must never break a FETCH
+                # The standard library's header parsers raise on some broken values (an empty
+                # or doubled Sender:, deep comments); such a header counts as unstructured.
+                yield cls._fallback(name, text)
+
+    def _typed(self, name: bytes, kind: type[_H]) -> _H | None:
+        """The first header of that name, if it parsed as the expected kind."""
+        try:
+            found = self[name][0]
+        except (KeyError, IndexError):
+            return None
+        return found if isinstance(found, kind) else None
 
     def __repr__(self) -> str:
         return repr(dict(self))
@@ -72,18 +85,12 @@ class ParsedHeaders(Mapping[bytes, Sequence[BaseHeader]]):
     @property
     def content_type(self) -> ContentTypeHeader | None:
         """The ``Content-Type`` header."""
-        try:
-            return cast(ContentTypeHeader, self[b"content-type"][0])
-        except (KeyError, IndexError):
-            return None
+        return self._typed(b"content-type", ContentTypeHeader)
 
     @property
     def date(self) -> DateHeader | None:
         """The ``Date`` header."""
-        try:
-            return cast(DateHeader, self[b"date"][0])
-        except (KeyError, IndexError):
-            return None
+        return self._typed(b"date", DateHeader)
 
     @property
     def subject(self) -> UnstructuredHeader | None:
@@ -168,10 +175,7 @@ class ParsedHeaders(Mapping[bytes, Sequence[BaseHeader]]):
     @property
     def content_disposition(self) -> ContentDispositionHeader | None:
         """The ``Content-Disposition`` header."""
-        try:
-            return cast(ContentDispositionHeader, self[b"content-disposition"][0])
-        except (KeyError, IndexError):
-            return None
+        return self._typed(b"content-disposition", ContentDispositionHeader)
 
     @property
     def content_language(self) -> UnstructuredHeader | None:
@@ -208,7 +212,4 @@ class ParsedHeaders(Mapping[bytes, Sequence[BaseHeader]]):
     @property
     def content_transfer_encoding(self) -> ContentTransferEncodingHeader | None:
         """The ``Content-Transfer-Encoding`` header."""
-        try:
-            return cast(ContentTransferEncodingHeader, self[b"content-transfer-encoding"][0])
-        except (KeyError, IndexError):
-            return None
+        return self._typed(b"content-transfer-encoding", ContentTransferEncodingHeader)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from collections.abc import Collection
+import re
+from collections.abc import Callable, Collection
+from typing import Final
 
 from . import Params, Space
 from .command import Command
@@ -37,11 +39,34 @@ from .command.select import (
     UidSearchCommand,
     UidStoreCommand,
 )
-from .exceptions import NotParseable
+from .exceptions import InvalidMailboxName, NotParseable
 from .primitives import Atom
 from .specials import Tag
 
-__all__ = ["Commands", "InvalidCommand", "builtin_commands"]
+__all__ = ["MAX_NESTING", "Commands", "InvalidCommand", "builtin_commands", "nesting_depth"]
+
+#: Parenthesised lists may nest this deep in a command (SEARCH, FETCH, STORE, APPEND): the
+#: parsers recurse per level, and a 64 KiB line of "(" must get BAD, not exhaust the stack.
+MAX_NESTING: Final = 64
+
+_LITERAL: Final = re.compile(rb"~?\{(\d+)\+?\}\r?\n")
+_NOT_PARENS: Final = bytes(b for b in range(256) if b not in b"()")
+
+
+def nesting_depth(data: bytes) -> int:
+    """The deepest parenthesis nesting of a command, literals' contents skipped."""
+    depth = deepest = pos = 0
+    while pos < len(data):
+        literal = _LITERAL.search(data, pos)
+        end = literal.start() if literal else len(data)
+        for char in data[pos:end].translate(None, _NOT_PARENS):
+            depth = depth + 1 if char == 0x28 else max(depth - 1, 0)
+            deepest = max(deepest, depth)
+        if literal is None:
+            break
+        pos = literal.end() + int(literal.group(1))
+    return deepest
+
 
 #: List of built-in commands. These commands are automatically registered by a
 #: new :class:`Commands` object.
@@ -83,6 +108,13 @@ builtin_commands: Collection[type[Command]] = [
 ]
 
 
+def _too_deep(buf: memoryview) -> bool:
+    if buf.nbytes <= MAX_NESTING:
+        return False
+    data = bytes(buf)
+    return data.count(b"(") > MAX_NESTING and nesting_depth(data) > MAX_NESTING
+
+
 class InvalidCommand(Command):
     """An invalid command, either because the tag or command name could not be
     parsed, the command name was not recognized, or a known command was given
@@ -104,11 +136,26 @@ class InvalidCommand(Command):
         parse_exc: NotParseable | None,
         command: bytes | None = None,
         command_type: type[Command] | None = None,
+        *,
+        refusal: bytes | None = None,
     ) -> None:
         super().__init__(params.tag)
         self._parse_exc = parse_exc
         self._command = command
         self._command_type = command_type
+        self._refusal = refusal
+
+    @property
+    def refusal(self) -> bytes | None:
+        """Why a well-formed command is refused (a tagged NO rather than BAD), if it is."""
+        if isinstance(self._parse_exc, InvalidMailboxName):
+            return b"Mailbox name is not valid mUTF-7."
+        return None
+
+    @property
+    def state_refusal(self) -> bytes | None:
+        """Why the command is not allowed in this state (checked before its arguments)."""
+        return self._refusal
 
     @property
     def value(self) -> bytes:
@@ -117,6 +164,8 @@ class InvalidCommand(Command):
     @property
     def message(self) -> bytes:
         """The message to include in a BAD response."""
+        if self._refusal is not None:
+            return self._refusal
         if not self.command_name:
             return b"Command not given."
         if not self.command_type:
@@ -176,7 +225,13 @@ class Commands:
         """
         self.commands.pop(name.upper(), None)
 
-    def parse(self, buf: memoryview, params: Params) -> tuple[Command, memoryview]:
+    def parse(
+        self,
+        buf: memoryview,
+        params: Params,
+        *,
+        refuse: Callable[[type[Command]], bytes | None] | None = None,
+    ) -> tuple[Command, memoryview]:
         """Parse the given bytes into a command. The basic syntax is a tag
         string, a command name, possibly some arguments, and then an endline.
         If the command has a complete structure but cannot be parsed, an
@@ -185,6 +240,7 @@ class Commands:
         Args:
             buf: The bytes to parse.
             params: The parsing parameters.
+            refuse: Given the command's type, why it may not run now (or None).
 
         """
         try:
@@ -208,7 +264,18 @@ class Commands:
             if not cmd_type.compound:
                 break
         params = params.copy(command_name=command)
+        # The connection's state decides first: a command not allowed now is refused before
+        # its arguments are parsed (no work for a client that has not logged in).
+        reason = refuse(cmd_type) if refuse is not None else None
+        if reason is None and _too_deep(buf):
+            reason = b"%b: Lists nested too deeply." % (command,)
+        if reason is not None:
+            return InvalidCommand(params, None, command, cmd_type, refusal=reason), buf[0:0]
         try:
             return cmd_type.parse(buf, params)
         except NotParseable as exc:
             return InvalidCommand(params, exc, command, cmd_type), buf[0:0]
+        except (RecursionError, ValueError, IndexError) as exc:  # parsers' own faults: BAD
+            cause = NotParseable(buf[0:0])
+            cause.__cause__ = exc
+            return InvalidCommand(params, cause, command, cmd_type), buf[0:0]

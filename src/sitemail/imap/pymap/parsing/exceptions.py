@@ -5,7 +5,7 @@ from typing import Final
 from ..bytes import MaybeBytes
 from .response import ResponseCode
 
-__all__ = ["InvalidContent", "NotParseable", "UnexpectedType"]
+__all__ = ["InvalidContent", "InvalidMailboxName", "NotParseable", "UnexpectedType"]
 
 
 class NotParseable(Exception):
@@ -49,3 +49,8 @@ class UnexpectedType(NotParseable):
     failed to meet that expectation.
 
     """
+
+
+class InvalidMailboxName(InvalidContent):
+    """A mailbox name (or LIST pattern) that is not valid modified UTF-7: answered with a
+    tagged NO, as Dovecot does, not BAD, since the command itself was well formed."""

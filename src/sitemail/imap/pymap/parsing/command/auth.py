@@ -7,9 +7,9 @@ from typing import ClassVar
 from .. import EndLine, Params, Space
 from ..exceptions import InvalidContent, NotParseable, UnexpectedType
 from ..message import AppendMessage
-from ..modutf7 import modutf7_decode
 from ..primitives import List, LiteralString, String
 from ..specials import DateTime, ExtensionOption, ExtensionOptions, Flag, Mailbox, StatusAttribute
+from ..specials.mailbox import decode_name
 from . import CommandAuth
 
 __all__ = [
@@ -208,10 +208,10 @@ class ListCommand(CommandAuth):
         if match:
             filter_raw = match.group(0)
             buf = buf[match.end(0) :]
-            filter_ = modutf7_decode(filter_raw)
+            filter_ = decode_name(filter_raw)
         else:
             filter_str, buf = String.parse(buf, params)
-            filter_ = modutf7_decode(filter_str.value)
+            filter_ = decode_name(filter_str.value)
         _, buf = EndLine.parse(buf, params)
         return cls(params.tag, ref_name.value, filter_), buf
 

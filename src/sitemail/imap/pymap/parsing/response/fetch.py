@@ -2,18 +2,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from email.headerregistry import (
-    Address,
-    AddressHeader,
     ContentDispositionHeader,
     ContentTransferEncodingHeader,
-    DateHeader,
-    SingleAddressHeader,
     UnstructuredHeader,
 )
 from itertools import chain
 from typing import Any, SupportsBytes, TypeAlias
 
 from ...bytes import Writeable, WriteStream
+from ...mime.address import EnvelopeAddress, parse_addresses
 from ..primitives import List, Nil, Number, String
 
 __all__ = [
@@ -42,34 +39,50 @@ class _Concatenated(Writeable):
 
 
 class _AddressList(Writeable):
-    def __init__(self, headers: Sequence[AddressHeader] | None) -> None:
+    """An ENVELOPE address list: NIL, or the addresses with no space between them."""
+
+    def __init__(self, addresses: Sequence[EnvelopeAddress]) -> None:
         super().__init__()
-        self.headers: Sequence[AddressHeader] = headers or []
-
-    @classmethod
-    def _parse(cls, address: Address) -> List:
-        realname = String.build(address.display_name)
-        localpart = String.build(address.username)
-        domain = String.build(address.domain)
-        return List([realname, Nil(), localpart, domain])
-
-    @property
-    def _value(self) -> Writeable:
-        if self.headers:
-            addresses: list[Address] = []
-            for header in self.headers:
-                if isinstance(header, SingleAddressHeader):
-                    addresses.append(header.address)
-                else:
-                    addresses.extend(header.addresses)
-            return List([self._parse(address) for address in addresses])
-        return Nil()
+        self.addresses = addresses
 
     def write(self, writer: WriteStream) -> None:
-        self._value.write(writer)
+        writer.write(bytes(self))
 
     def __bytes__(self) -> bytes:
-        return bytes(self._value)
+        if not self.addresses:
+            return b"NIL"
+        items = [
+            bytes(
+                List(
+                    [
+                        String.build(a.name),
+                        String.build(a.adl),
+                        String.build(a.mailbox),
+                        String.build(a.host),
+                    ]
+                )
+            )
+            for a in self.addresses
+        ]
+        return b"(" + b"".join(items) + b")"
+
+
+class _Disposition(Writeable):
+    """body-fld-dsp (RFC 3501 9): ``("attachment" ("filename" "a.bin"))`` or NIL."""
+
+    def __init__(self, header: ContentDispositionHeader | None) -> None:
+        super().__init__()
+        self.header = header
+
+    def write(self, writer: WriteStream) -> None:
+        writer.write(bytes(self))
+
+    def __bytes__(self) -> bytes:
+        header = self.header
+        kind = getattr(header, "content_disposition", None)
+        if header is None or not kind:
+            return b"NIL"
+        return bytes(List([String.build(kind), _ParamsList(header.params)]))
 
 
 class _ParamsList(Writeable):
@@ -96,34 +109,26 @@ class _ParamsList(Writeable):
 class EnvelopeStructure(Writeable):
     """Builds the response to an `RFC 3501 7.4.2
     <https://tools.ietf.org/html/rfc3501#section-7.4.2>`_ FETCH ENVELOPE
-    request.
+    request, from the headers' raw values (unfolded; None when the header is absent).
 
-    Args:
-        date: Original date of the message.
-        subject: ``Subject:`` header.
-        from_: ``From:`` headers.
-        sender: ``Sender:`` headers.
-        reply_to: ``Reply-To:`` headers.
-        to: ``To:`` headers.
-        cc: ``Cc:`` headers.
-        bcc: ``Bcc`` headers.
-        in_reply_to: ``In-Reply-To:`` header.
-        message_id: ``Message-Id:`` header.
+    Dates, subjects and ids are given as written (no decoding: encoded-words are the
+    client's to decode); address lists are read by `parse_addresses`, and Sender and
+    Reply-To default to From when absent or empty, as the RFC requires.
 
     """
 
     def __init__(
         self,
-        date: DateHeader | None,
-        subject: UnstructuredHeader | None,
-        from_: Sequence[AddressHeader] | None,
-        sender: Sequence[SingleAddressHeader] | None,
-        reply_to: Sequence[AddressHeader] | None,
-        to: Sequence[AddressHeader] | None,
-        cc: Sequence[AddressHeader] | None,
-        bcc: Sequence[AddressHeader] | None,
-        in_reply_to: UnstructuredHeader | None,
-        message_id: UnstructuredHeader | None,
+        date: bytes | None,
+        subject: bytes | None,
+        from_: bytes | None,
+        sender: bytes | None,
+        reply_to: bytes | None,
+        to: bytes | None,
+        cc: bytes | None,
+        bcc: bytes | None,
+        in_reply_to: bytes | None,
+        message_id: bytes | None,
     ) -> None:
         super().__init__()
         self.date = date
@@ -148,29 +153,19 @@ class EnvelopeStructure(Writeable):
         """
         return _EmptyEnvelopeStructure()
 
-    def _addresses(
-        self,
-        headers: Sequence[AddressHeader] | None,
-        fallback: Sequence[AddressHeader] | None = None,
-    ) -> SupportsBytes:
-        if not headers and fallback:
-            return self._addresses(fallback)
-        return _AddressList(headers)
-
     @property
     def _value(self) -> Writeable:
-        # RFC 3501 7.4.2: the envelope's date is the Date header as written, not a parse of it
-        date: Writeable = String.build(str(self.date)) if self.date is not None else Nil()
+        from_ = parse_addresses(self.from_ or b"")
         return List(
             [
-                date,
+                String.build(self.date),
                 String.build(self.subject),
-                self._addresses(self.from_),
-                self._addresses(self.sender, self.from_),
-                self._addresses(self.reply_to, self.from_),
-                self._addresses(self.to),
-                self._addresses(self.cc),
-                self._addresses(self.bcc),
+                _AddressList(from_),
+                _AddressList(parse_addresses(self.sender or b"") or from_),
+                _AddressList(parse_addresses(self.reply_to or b"") or from_),
+                _AddressList(parse_addresses(self.to or b"")),
+                _AddressList(parse_addresses(self.cc or b"")),
+                _AddressList(parse_addresses(self.bcc or b"")),
                 String.build(self.in_reply_to),
                 String.build(self.message_id),
             ]
@@ -237,7 +232,7 @@ class BodyStructure(Writeable):
         return bytes(self._value)
 
     @property
-    def extended(self) -> List:
+    def extended(self) -> Writeable:
         """The body structure attributes with extension data."""
         raise NotImplementedError
 
@@ -275,24 +270,28 @@ class MultipartBodyStructure(BodyStructure):
         )
         self.parts = parts
 
-    @property
-    def _value(self) -> List:
-        return List([_Concatenated(self.parts), String.build(self.subtype)])
+    # Rendered straight to bytes, a few frames per level: a structure nested MAX_DEPTH deep
+    # must not come near the interpreter's recursion limit.
+
+    def __bytes__(self) -> bytes:
+        parts = b"".join(bytes(part) for part in self.parts)
+        return b"(%b %b)" % (parts, bytes(String.build(self.subtype)))
 
     @property
-    def extended(self) -> List:
+    def extended(self) -> Writeable:
         """The body structure attributes with extension data."""
-        parts = [part.extended for part in self.parts]
-        return List(
-            [
-                _Concatenated(parts),
-                String.build(self.subtype),
-                _ParamsList(self.content_type_params),
-                String.build(self.content_disposition),
-                String.build(self.content_language),
-                String.build(self.content_location),
-            ]
-        )
+        parts = b"".join(bytes(part.extended) for part in self.parts)
+        rest = [
+            String.build(self.subtype),
+            _ParamsList(self.content_type_params),
+            _Disposition(self.content_disposition),
+            String.build(self.content_language),
+            String.build(self.content_location),
+        ]
+        return Writeable.wrap(b"(%b %b)" % (parts, b" ".join(bytes(item) for item in rest)))
+
+    def write(self, writer: WriteStream) -> None:
+        writer.write(bytes(self))
 
 
 class ContentBodyStructure(BodyStructure):
@@ -369,7 +368,7 @@ class ContentBodyStructure(BodyStructure):
                 String.build(self.content_transfer_encoding, fallback=b"7BIT"),
                 Number(self.size),
                 String.build(self.body_md5),
-                String.build(self.content_disposition),
+                _Disposition(self.content_disposition),
                 String.build(self.content_language),
                 String.build(self.content_location),
             ]
@@ -452,7 +451,7 @@ class TextBodyStructure(ContentBodyStructure):
                 Number(self.size),
                 Number(self.lines),
                 String.build(self.body_md5),
-                String.build(self.content_disposition),
+                _Disposition(self.content_disposition),
                 String.build(self.content_language),
                 String.build(self.content_location),
             ]
@@ -543,7 +542,7 @@ class MessageBodyStructure(ContentBodyStructure):
                 self.body_structure.extended,
                 Number(self.lines),
                 String.build(self.body_md5),
-                String.build(self.content_disposition),
+                _Disposition(self.content_disposition),
                 String.build(self.content_language),
                 String.build(self.content_location),
             ]

@@ -196,7 +196,8 @@ class FetchAttribute(Parseable[bytes]):
     def raw(self) -> bytes:
         if self._raw is not None:
             return self._raw
-        parts = [b"BODY"] if self.value == b"BODY.PEEK" else [self.value]
+        peeked = {b"BODY.PEEK": b"BODY", b"BINARY.PEEK": b"BINARY"}  # RFC 3501, RFC 3516
+        parts = [peeked.get(self.value, self.value)]
         if self.section and not self.value.startswith(b"RFC822"):
             parts.append(b"[")
             if self.section.parts:

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 from .. import Params, Parseable
-from ..modutf7 import modutf7_decode, modutf7_encode
+from ..exceptions import InvalidMailboxName
+from ..modutf7 import ModUtf7Error, modutf7_decode, modutf7_encode
 from . import AString
 
-__all__ = ["Mailbox"]
+__all__ = ["Mailbox", "decode_name"]
 
 
 class Mailbox(Parseable[str]):
@@ -35,7 +36,7 @@ class Mailbox(Parseable[str]):
         mailbox = atom.value
         if mailbox.upper() == b"INBOX":
             return cls("INBOX"), buf
-        return cls(modutf7_decode(mailbox)), buf
+        return cls(decode_name(mailbox)), buf
 
     def __bytes__(self) -> bytes:
         if self._raw is not None:
@@ -45,3 +46,11 @@ class Mailbox(Parseable[str]):
 
     def __str__(self) -> str:
         return self.value
+
+
+def decode_name(raw: bytes) -> str:
+    """A mailbox name or pattern from modified UTF-7; `InvalidMailboxName` if it is not."""
+    try:
+        return modutf7_decode(raw)
+    except ModUtf7Error as exc:
+        raise InvalidMailboxName(memoryview(raw), b"CANNOT") from exc
