@@ -9,7 +9,7 @@ from typing import Final
 
 from .interfaces.mailbox import MailboxInterface
 from .parsing.specials import Flag, ObjectId
-from .parsing.specials.flag import Recent
+from .parsing.specials.flag import Recent, Wildcard
 
 __all__ = ["MailboxSnapshot"]
 
@@ -37,6 +37,7 @@ class MailboxSnapshot(MailboxInterface):
     __slots__ = [
         "exists",
         "first_unseen",
+        "keywords",
         "mailbox_id",
         "next_uid",
         "permanent_flags",
@@ -59,8 +60,10 @@ class MailboxSnapshot(MailboxInterface):
         unseen: int,
         first_unseen: int | None,
         next_uid: int,
+        keywords: Iterable[Flag] = (),
     ) -> None:
         super().__init__()
+        self.keywords: Final = frozenset(keywords)
         self.mailbox_id: Final = mailbox_id
         self.readonly: Final = readonly
         self.uid_validity: Final = uid_validity
@@ -84,4 +87,6 @@ class MailboxSnapshot(MailboxInterface):
 
     @property
     def flags(self) -> frozenset[Flag]:
-        return self.permanent_flags | self.session_flags
+        """The FLAGS response: the system flags and the keywords in use. ``\\*`` belongs to
+        PERMANENTFLAGS only (RFC 3501 7.2.6); ``\\Recent`` is not listed, as Dovecot."""
+        return (self.permanent_flags - {Wildcard}) | self.keywords

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
+from email.header import decode_header, make_header
 from typing import Any, Final
 
 from .bytes import Writeable
@@ -124,9 +125,20 @@ class _RawHeaders:
         found = self._values.get(name)
         return found[0] if found else None
 
+    def all(self, name: bytes) -> list[bytes]:
+        return self._values.get(name, [])
+
     def joined(self, name: bytes) -> bytes | None:
         found = self._values.get(name)
         return b", ".join(found) if found else None
+
+
+def _decoded(value: bytes) -> str:
+    text = value.decode("utf-8", "replace")
+    try:
+        return str(make_header(decode_header(text)))
+    except (ValueError, LookupError, UnicodeError):  # a broken encoded-word: as written
+        return text
 
 
 class BaseLoadedMessage(LoadedMessageInterface):
@@ -171,23 +183,30 @@ class BaseLoadedMessage(LoadedMessageInterface):
         return bytes(self.content)
 
     def _get_subpart(self, section: Sequence[int] | None) -> MessageContent:
-        if section:
-            subpart = self.content
-            for i in section:
-                if subpart.body.has_nested:
-                    subpart = subpart.body.nested[i - 1]
-                elif i == 1:
-                    pass
-                else:
-                    raise IndexError(i)
-            return subpart
-        return self.content
+        """The part a section number names (RFC 3501 6.4.5): part n of a message is the n-th
+        part of its multipart body, or its one body if it is not multipart (n = 1); past a
+        message/rfc822 part, numbering continues inside the message it encloses."""
+        part = self.content
+        for depth, number in enumerate(section or ()):
+            if depth and part.is_rfc822 and part.body.nested:
+                part = part.body.nested[0]  # into the enclosed message
+            nested = part.body.nested
+            if part.body.content_type.maintype == "multipart" and nested:
+                if not 1 <= number <= len(nested):
+                    raise IndexError(number)
+                part = nested[number - 1]
+            elif number != 1:
+                raise IndexError(number)
+        return part
 
     def get_header(self, name: bytes) -> Sequence[str]:
+        """Every value of the header, unfolded, encoded-words decoded, comments kept (so
+        SEARCH FROM finds the name in ``user@domain (Real Name)``)."""
         try:
-            return self.content.header.parsed[name]
-        except (KeyError, _NoContent):
+            values = _RawHeaders(self.content).all(name.lower())
+        except _NoContent:
             return []
+        return [_decoded(value) for value in values]
 
     def get_headers(self, section: Sequence[int]) -> Writeable:
         try:

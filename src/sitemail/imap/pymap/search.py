@@ -6,10 +6,12 @@ import re
 from abc import ABCMeta, abstractmethod
 from collections.abc import Iterable
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import AnyStr, Final
 
 from .exceptions import SearchNotAllowed
 from .interfaces.message import LoadedMessageInterface, MessageInterface
+from .mime.address import EnvelopeAddress, parse_addresses
 from .parsing.specials import ObjectId, SearchKey, SequenceSet
 from .parsing.specials.flag import Answered, Deleted, Draft, Flag, Flagged, Recent, Seen
 from .selected import SelectedMailbox
@@ -361,10 +363,11 @@ class HeaderDateSearchCriteria(DateSearchCriteria):
     def _get_msg_date(
         cls, msg: MessageInterface, loaded_msg: LoadedMessageInterface
     ) -> datetime | None:
-        for header in loaded_msg.get_header(b"date"):
-            when = getattr(header, "datetime", None)
-            if isinstance(when, datetime):
-                return when
+        for value in loaded_msg.get_header(b"date"):
+            try:
+                return parsedate_to_datetime(value)
+            except (ValueError, TypeError, IndexError):
+                continue
         return None
 
 
@@ -387,6 +390,14 @@ class SizeSearchCriteria(SearchCriteria):
         raise ValueError(self.op)
 
 
+def _canonical(address: EnvelopeAddress) -> str:
+    name, mailbox, host = (
+        (part or b"").decode("utf-8", "replace")
+        for part in (address.name, address.mailbox, address.host)
+    )
+    return f"{name} <{mailbox}@{host}>"
+
+
 class EnvelopeSearchCriteria(SearchCriteria):
     """Matches by checking for strings within various fields of the envelope
     structure.
@@ -401,9 +412,16 @@ class EnvelopeSearchCriteria(SearchCriteria):
     def matches(
         self, msg_seq: int, msg: MessageInterface, loaded_msg: LoadedMessageInterface
     ) -> bool:
-        # the decoded header values, as a user reads them (encoded-words decoded)
-        values = loaded_msg.get_header(self.key.lower())
-        return any(self._in(self.value, str(value)) for value in values)
+        # the decoded header values, as a user reads them (encoded-words decoded), and for
+        # address headers each address as "name <mailbox@host>", comments and spacing gone
+        values = list(loaded_msg.get_header(self.key.lower()))
+        if self.key != b"SUBJECT":
+            values += [
+                _canonical(address)
+                for value in list(values)
+                for address in parse_addresses(value.encode("utf-8", "replace"))
+            ]
+        return any(self._in(self.value, value) for value in values)
 
 
 class HeaderSearchCriteria(SearchCriteria):

@@ -15,9 +15,11 @@ from .parsing.response.specials import (
     ExistsResponse,
     ExpungeResponse,
     FetchResponse,
+    FlagsResponse,
     RecentResponse,
 )
 from .parsing.specials import FetchAttribute, FetchValue, Flag, ObjectId, SequenceSet
+from .parsing.specials.flag import Recent
 
 __all__ = ["SelectedMailbox", "SelectedSet", "SynchronizedMessages"]
 
@@ -213,6 +215,7 @@ class SelectedMailbox:
 
     __slots__ = [
         "__weakref__",
+        "_announced",
         "_hide_expunged",
         "_is_deleted",
         "_kwargs",
@@ -253,6 +256,8 @@ class SelectedMailbox:
         self._silenced_flags: set[tuple[int, frozenset[Flag]]] = set()
         self._silenced_sflags: set[tuple[int, frozenset[Flag]]] = set()
         self._prev: _Frozen | None = kwargs.get("_prev")
+        # the flags the client was last told in a FLAGS response (shared by every fork)
+        self._announced: set[Flag] = kwargs.get("_announced", set())
         try:
             self._messages: SynchronizedMessages = kwargs["_messages"]
         except KeyError:
@@ -399,6 +404,10 @@ class SelectedMailbox:
             if msg_sflags != updated_sflags:
                 self._silenced_sflags.add((msg.uid, updated_sflags))
 
+    def announce_flags(self, flags: Iterable[Flag]) -> None:
+        """The flags just listed in a FLAGS response (SELECT/EXAMINE)."""
+        self._announced.update(flags)
+
     def fork(self, command: Command) -> tuple[SelectedMailbox, Iterable[UntaggedResponse]]:
         """Compares the state of the current object to that of the last fork,
         returning the untagged responses that reflect any changes. A new copy
@@ -420,6 +429,7 @@ class SelectedMailbox:
             _mod_sequence=self._mod_sequence,
             _prev=frozen,
             _messages=self._messages,
+            _announced=self._announced,
         )
         if self._prev is not None:
             with_uid: bool = getattr(command, "uid", False)
@@ -446,7 +456,16 @@ class SelectedMailbox:
         if len(after.recent) != len(before.recent):
             yield RecentResponse(len(after.recent))
         new_recent = after.recent - before.recent
-        new_flags = after.flags - before.flags - self._silenced_flags
+        changed = after.flags - before.flags
+        used: set[Flag] = set().union(*(flags for _, flags in changed))
+        for uid in new_uids:
+            used.update(cache[uid].permanent_flags)
+        if used - self._announced - {Recent}:
+            # a keyword the client has not been told about: FLAGS again (RFC 3501 7.2.6),
+            # before the FETCH that shows it
+            self._announced.update(used - {Recent})
+            yield FlagsResponse(self._announced)
+        new_flags = changed - self._silenced_flags
         new_sflags = after.sflags - before.sflags - self._silenced_sflags
         fetch_uids = chain(
             new_recent, (uid for uid, _ in new_flags), (uid for uid, _ in new_sflags)

@@ -106,8 +106,14 @@ class BaseSession(SessionInterface, Generic[MessageT]):
                 list_tree = await self.mailbox_set.list_subscribed()
             else:
                 list_tree = await self.mailbox_set.list_mailboxes()
+            # LSUB shows \Noselect only for a level that is not subscribed itself but has
+            # subscribed children (RFC 3501 6.3.9), and no child attributes
             ret = [
-                (entry.name, delimiter, entry.attributes)
+                (
+                    entry.name,
+                    delimiter,
+                    ([] if entry.exists else [b"Noselect"]) if subscribed else entry.attributes,
+                )
                 for entry in list_tree.list_matching(ref_name, filter_)
             ]
         else:

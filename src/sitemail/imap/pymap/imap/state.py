@@ -205,16 +205,21 @@ class ConnectionState:
     async def do_select(self, cmd: SelectCommand) -> _CommandRet:
         self._selected = None
         mailbox, updates = await self.session.select_mailbox(cmd.mailbox, cmd.readonly)
+        # FLAGS first: PERMANENTFLAGS may only name keywords FLAGS has introduced
         if updates.readonly:
             num_recent = mailbox.recent
             resp = ResponseOk(cmd.tag, b"Selected mailbox.", ResponseCode.of(b"READ-ONLY"))
+            resp.add_untagged(FlagsResponse(mailbox.flags))
             resp.add_untagged_ok(b"Read-only mailbox.", PermanentFlags([]))
         else:
             num_recent = updates.session_flags.recent
             resp = ResponseOk(cmd.tag, b"Selected mailbox.", ResponseCode.of(b"READ-WRITE"))
-            resp.add_untagged_ok(b"Flags permitted.", PermanentFlags(mailbox.permanent_flags))
+            resp.add_untagged(FlagsResponse(mailbox.flags))
+            resp.add_untagged_ok(
+                b"Flags permitted.", PermanentFlags(mailbox.permanent_flags | mailbox.keywords)
+            )
         messages = updates.messages
-        resp.add_untagged(FlagsResponse(mailbox.flags))
+        updates.announce_flags(mailbox.flags)
         resp.add_untagged(ExistsResponse(messages.exists))
         resp.add_untagged(RecentResponse(num_recent))
         resp.add_untagged_ok(b"Predicted next UID.", UidNext(mailbox.next_uid))
@@ -305,7 +310,9 @@ class ConnectionState:
         return ResponseOk(cmd.tag, cmd.command + b" completed."), updates
 
     async def do_close(self, cmd: CloseCommand) -> _CommandRet:
-        await self.session.expunge_mailbox(self.selected)
+        # RFC 3501 6.4.2: CLOSE after EXAMINE just closes; nothing is expunged
+        if not self.selected.readonly:
+            await self.session.expunge_mailbox(self.selected)
         self._selected = None
         return ResponseOk(cmd.tag, cmd.command + b" completed."), None
 
@@ -432,5 +439,9 @@ class ConnectionState:
         response, selected = await func(cmd)
         if selected is not None:
             self._selected, untagged = selected.fork(cmd)
-            response.add_untagged(*untagged)
+            for update in untagged:
+                if isinstance(update, FlagsResponse):
+                    response.add_untagged_first(update)
+                else:
+                    response.add_untagged(update)
         return response

@@ -53,7 +53,13 @@ class MailboxInterface(Protocol):
     @property
     @abstractmethod
     def flags(self) -> frozenset[Flag]:
-        """Set of all permanent and session flags available on the mailbox."""
+        """The flags a FLAGS response lists: system flags and the keywords in use."""
+        ...
+
+    @property
+    @abstractmethod
+    def keywords(self) -> frozenset[Flag]:
+        """The keywords set on at least one message of the mailbox."""
         ...
 
     @property

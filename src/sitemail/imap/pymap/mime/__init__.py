@@ -59,10 +59,8 @@ class MessageContent(Writeable):
     @property
     def is_rfc822(self) -> bool:
         """True if the content-type of the message is ``message/rfc822``."""
-        ct_hdr = self.header.parsed.content_type
-        if ct_hdr is None:
-            return False
-        return ct_hdr.content_type == "message/rfc822"
+        # the body's type: the header's, or the default (message/rfc822 in a digest)
+        return self.body.content_type.content_type == "message/rfc822"
 
     @property
     def json(self) -> Mapping[str, Any]:
@@ -108,10 +106,19 @@ class MessageContent(Writeable):
         return cls._parse(data, view, lines, 0)
 
     @classmethod
-    def _parse(cls, data: bytes, view: memoryview, lines: _Lines, depth: int) -> MessageContent:
+    def _parse(
+        cls,
+        data: bytes,
+        view: memoryview,
+        lines: _Lines,
+        depth: int,
+        default_type: str = _default_type,
+    ) -> MessageContent:
         header_lines, body_lines = cls._split_lines(data, lines)
         header = MessageHeader._parse(data, view, header_lines)
         content_type = header.parsed.content_type
+        if content_type is None and default_type != _default_type:
+            content_type = MessageBody._parse_content_type(default_type)
         body = MessageBody._parse(data, view, body_lines, content_type, depth)
         return cls(data, header, body)
 
@@ -426,8 +433,10 @@ class MessageBody(Writeable):
     ) -> MessageBody:
         parts = cls._find_parts(data, view, lines, boundary)
         nested: list[MessageContent] = []
+        # RFC 2046 5.1.5: a digest's parts are messages unless they say otherwise
+        default = "message/rfc822" if content_type.subtype == "digest" else _default_type
         for part_lines in parts:
-            sub_content = MessageContent._parse(data, view, part_lines, depth + 1)
+            sub_content = MessageContent._parse(data, view, part_lines, depth + 1, default)
             nested.append(sub_content)
         return cls(data, lines, content_type, nested)
 
@@ -440,7 +449,8 @@ class MessageBody(Writeable):
         stop_match = (b"--%s--" % boundary, b"--%s--" % boundary)
         for line in lines:
             start, end, _ = line
-            line_view = view[start:end]
+            # transport padding (white space after the boundary) is allowed: RFC 2046 5.1.1
+            line_view = bytes(view[start:end]).rstrip(b" \t")
             if any(line_view == m for m in stop_match):
                 break
             if any(line_view == m for m in part_match):

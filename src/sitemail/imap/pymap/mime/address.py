@@ -103,12 +103,30 @@ def _split(addr_spec: bytes) -> tuple[bytes, bytes]:
     return (mailbox, host) if at else (addr_spec, b"")
 
 
+def _without_comments(data: bytes) -> bytes:
+    """The bytes outside (possibly nested) comments; quoted strings kept as they are."""
+    out, depth, quoted = bytearray(), 0, False
+    for char in data:
+        if char == 0x22 and not depth:
+            quoted = not quoted
+        elif not quoted and char == 0x28:
+            depth += 1
+            continue
+        elif not quoted and char == 0x29 and depth:
+            depth -= 1
+            continue
+        if not depth:
+            out.append(char)
+    return bytes(out)
+
+
 def _angle(scan: _Scanner) -> tuple[bytes | None, bytes]:
     """``<[@route:]addr-spec>`` after its ``<``: the route (or None) and the addr-spec."""
     data = scan.data
     end = data.find(b">", scan.pos)
     inner = data[scan.pos : end if end >= 0 else len(data)]
     scan.pos = end + 1 if end >= 0 else len(data)
+    inner = _without_comments(inner)
     inner = bytes(b for b in inner if b not in _SPACE)
     route = None
     if inner.startswith(b"@") and b":" in inner:

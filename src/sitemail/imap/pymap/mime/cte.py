@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import base64
-import quopri
+import re
 from abc import ABCMeta, abstractmethod
 from email.headerregistry import ContentTransferEncodingHeader
 
@@ -9,6 +9,13 @@ from ..bytes import Writeable
 from . import MessageBody, MessageHeader
 
 __all__ = ["MessageDecoder"]
+
+_QP_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
+
+
+def _qp_octet(match: re.Match[bytes]) -> bytes:
+    return bytes((int(match.group(1), 16),))
+
 
 _B64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
 
@@ -81,10 +88,20 @@ class _NoopDecoder(MessageDecoder):
 
 
 class _QuotedPrintableDecoder(MessageDecoder):
+    """RFC 2045 6.7: trailing white space is dropped, '=' at a line's end joins lines,
+    '=XX' is an octet; anything else (a stray '=') is kept as written."""
+
     def decode(self, body: MessageBody) -> Writeable:
-        raw = bytes(body)
-        ret = quopri.decodestring(raw)
-        return Writeable.wrap(ret)
+        out = bytearray()
+        for line in bytes(body).splitlines(keepends=True):
+            text = line.rstrip(b"\r\n")
+            ending = line[len(text) :]
+            text = text.rstrip(b" \t")
+            soft = text.endswith(b"=")
+            out += _QP_ESCAPE.sub(_qp_octet, text[:-1] if soft else text)
+            if not soft:
+                out += ending
+        return Writeable.wrap(bytes(out))
 
 
 class _Base64Decoder(MessageDecoder):

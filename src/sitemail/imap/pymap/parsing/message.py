@@ -24,3 +24,4 @@ class AppendMessage:
     when: datetime | None = None
     flag_set: frozenset[Flag] = field(default_factory=frozenset)
     options: ExtensionOptions = field(default_factory=ExtensionOptions.empty)
+    binary: bool = False  # sent as a literal8 (RFC 3516)

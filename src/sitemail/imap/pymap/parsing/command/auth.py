@@ -9,7 +9,7 @@ from ..exceptions import InvalidContent, NotParseable, UnexpectedType
 from ..message import AppendMessage
 from ..primitives import List, LiteralString, String
 from ..specials import DateTime, ExtensionOption, ExtensionOptions, Flag, Mailbox, StatusAttribute
-from ..specials.mailbox import decode_name
+from ..specials.mailbox import decode_pattern
 from . import CommandAuth
 
 __all__ = [
@@ -113,6 +113,7 @@ class AppendCommand(CommandAuth):
             else:
                 options_list.append(option)
         options = ExtensionOptions(options_list)
+        binary = False
         try:
             message, buf = LiteralString.parse(buf, params)
         except NotParseable:
@@ -122,9 +123,10 @@ class AppendCommand(CommandAuth):
                 raise
         else:
             literal = message.value
+            binary = message.binary
             if literal == b"":
                 return None, buf
-        append_msg = AppendMessage(literal, date_time, flags, options)
+        append_msg = AppendMessage(literal, date_time, flags, options, binary)
         return append_msg, buf
 
     @classmethod
@@ -191,7 +193,7 @@ class ListCommand(CommandAuth):
 
     _list_mailbox_pattern = re.compile(
         rb"[\x21\x23-\x27\x2A-\x5B"
-        rb"\x5D-\x7A\x7C\x7E]+"
+        rb"\x5D-\x7A\x7C-\x7E]+"
     )
 
     def __init__(self, tag: bytes, ref_name: str, filter_: str) -> None:
@@ -208,10 +210,10 @@ class ListCommand(CommandAuth):
         if match:
             filter_raw = match.group(0)
             buf = buf[match.end(0) :]
-            filter_ = decode_name(filter_raw)
+            filter_ = decode_pattern(filter_raw)
         else:
             filter_str, buf = String.parse(buf, params)
-            filter_ = decode_name(filter_str.value)
+            filter_ = decode_pattern(filter_str.value)
         _, buf = EndLine.parse(buf, params)
         return cls(params.tag, ref_name.value, filter_), buf
 

@@ -192,6 +192,13 @@ class CommandResponse(Response):
                     self._untagged[untagged_idx] = merged
         self._raw = None
 
+    def add_untagged_first(self, resp: UntaggedResponse) -> None:
+        """Add an untagged response before every other (a FLAGS response must precede the
+        FETCH responses that use its new keywords)."""
+        self._untagged.insert(0, resp)
+        self._mergeable = {key: idx + 1 for key, idx in self._mergeable.items()}
+        self._raw = None
+
     def add_untagged_ok(self, text: MaybeBytes, code: ResponseCode | None = None) -> None:
         """Add an untagged ``OK`` response.
 

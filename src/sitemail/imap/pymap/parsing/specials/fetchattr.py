@@ -119,10 +119,13 @@ class FetchAttribute(Parseable[bytes]):
             parts: Sequence[int],
             specifier: bytes | None = None,
             headers: frozenset[bytes] | None = None,
+            requested: Sequence[bytes] = (),
         ) -> None:
             self.parts = parts
             self.specifier = specifier
             self.headers = frozenset(hdr.upper() for hdr in headers) if headers else None
+            #: the field names as the client wrote them: echoed in the response as they were
+            self.requested = tuple(requested) or tuple(sorted(self.headers or ()))
 
         def __hash__(self) -> int:
             return hash((tuple(self.parts), self.specifier, self.headers))
@@ -208,9 +211,8 @@ class FetchAttribute(Parseable[bytes]):
             if self.section.specifier:
                 parts.append(self.section.specifier)
                 if self.section.headers:
-                    headers = self.section.headers
                     parts.append(b" ")
-                    parts.append(bytes(List(headers, sort=True)))
+                    parts.append(bytes(List(self.section.requested)))
             parts.append(b"]")
         if self.partial:
             start, length = (self.partial.start, self.partial.length)
@@ -257,10 +259,10 @@ class FetchAttribute(Parseable[bytes]):
         if specifier in (b"HEADER.FIELDS", b"HEADER.FIELDS.NOT"):
             params = params.copy(expected=[AString])
             header_list_p, buf = List.parse(after, params)
-            header_list = frozenset([bytes(hdr) for hdr in header_list_p.value])
-            if not header_list:
+            requested = [bytes(hdr) for hdr in header_list_p.value]
+            if not requested:
                 raise NotParseable(after)
-            return cls.Section(section_parts, specifier, header_list), buf
+            return cls.Section(section_parts, specifier, frozenset(requested), requested), buf
         raise NotParseable(buf)
 
     @classmethod

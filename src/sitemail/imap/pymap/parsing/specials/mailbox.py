@@ -5,7 +5,7 @@ from ..exceptions import InvalidMailboxName
 from ..modutf7 import ModUtf7Error, modutf7_decode, modutf7_encode
 from . import AString
 
-__all__ = ["Mailbox", "decode_name"]
+__all__ = ["Mailbox", "decode_name", "decode_pattern"]
 
 
 class Mailbox(Parseable[str]):
@@ -54,3 +54,12 @@ def decode_name(raw: bytes) -> str:
         return modutf7_decode(raw)
     except ModUtf7Error as exc:
         raise InvalidMailboxName(memoryview(raw), b"CANNOT") from exc
+
+
+def decode_pattern(raw: bytes) -> str:
+    """A LIST/LSUB pattern: modified UTF-7 if it is, else its bytes as they are (Dovecot
+    answers such a LIST with OK and whatever matches, which is usually nothing)."""
+    try:
+        return modutf7_decode(raw)
+    except ModUtf7Error:
+        return raw.decode("latin-1")
