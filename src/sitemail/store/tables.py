@@ -31,6 +31,7 @@ __all__ = [
     "dir_object",
     "mail_folder",
     "mail_message",
+    "mail_uidvalidity",
     "mailbox_secret",
     "metadata",
     "organization",
@@ -207,6 +208,15 @@ mail_folder = Table(
     Column("special_use", String(32), nullable=False, default=""),
     Column("subscribed", Boolean, nullable=False, default=True, server_default=true()),
     Index("ux_mail_folder_mailbox_name", "mailbox", "name", unique=True),
+)
+
+# The highest UIDVALIDITY each mailbox has ever given a folder: folders are deleted, this is
+# not, so a folder created again never gets a value (or a MAILBOXID) a client has cached.
+mail_uidvalidity = Table(
+    "mail_uidvalidity",
+    metadata,
+    Column("mailbox", String(36), primary_key=True),  # the mailbox recipient's guid
+    Column("last", Integer, nullable=False),
 )
 
 mail_message = Table(
