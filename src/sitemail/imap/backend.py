@@ -45,35 +45,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from pymap.backend.session import BaseSession
-from pymap.bytes import Writeable
-from pymap.concurrent import Event
-from pymap.config import BackendCapability, IMAPConfig
-from pymap.context import subsystem
-from pymap.exceptions import (
-    InvalidAuth,
-    MailboxConflict,
-    MailboxNotFound,
-    MailboxReadOnly,
-    NotAllowedError,
-    NotSupportedError,
-)
-from pymap.flags import FlagOp
-from pymap.interfaces.login import IdentityInterface, LoginInterface
-from pymap.interfaces.message import CachedMessage
-from pymap.listtree import ListEntry, ListTree
-from pymap.mailbox import MailboxSnapshot
-from pymap.message import BaseLoadedMessage, BaseMessage
-from pymap.mime import MessageContent
-from pymap.parsing.message import AppendMessage
-from pymap.parsing.response import ResponseCode, ResponseNo
-from pymap.parsing.response.code import CopyUid
-from pymap.parsing.specials import FetchRequirement, ObjectId, SearchKey, SequenceSet
-from pymap.parsing.specials.flag import Deleted, Flag, Recent, Seen, Wildcard, get_system_flags
-from pymap.search import SearchCriteriaSet, SearchParams
-from pymap.selected import SelectedMailbox, SelectedSet
-from pymap.token import AllTokens
-from pymap.user import UserMetadata
 from pysasl.creds.server import ServerCredentials
 from pysasl.hashing import HashInterface
 from pysasl.identity import Identity as SaslIdentity
@@ -82,6 +53,42 @@ from sqlalchemy import Connection
 from sitemail.config.model import ImapConfig
 from sitemail.core.clock import Clock
 from sitemail.directory.auth import Authenticator, AuthOutcome, AuthResult
+from sitemail.imap.pymap.backend.session import BaseSession
+from sitemail.imap.pymap.bytes import Writeable
+from sitemail.imap.pymap.concurrent import Event
+from sitemail.imap.pymap.config import BackendCapability, IMAPConfig
+from sitemail.imap.pymap.context import subsystem
+from sitemail.imap.pymap.exceptions import (
+    InvalidAuth,
+    MailboxNotFound,
+    MailboxReadOnly,
+    NotAllowedError,
+    NotSupportedError,
+)
+from sitemail.imap.pymap.flags import FlagOp
+from sitemail.imap.pymap.interfaces.login import IdentityInterface, LoginInterface
+from sitemail.imap.pymap.interfaces.message import CachedMessage
+from sitemail.imap.pymap.listtree import ListEntry, ListTree
+from sitemail.imap.pymap.mailbox import MailboxSnapshot
+from sitemail.imap.pymap.message import BaseLoadedMessage, BaseMessage
+from sitemail.imap.pymap.mime import MessageContent
+from sitemail.imap.pymap.mime.sevenbit import seven_bit
+from sitemail.imap.pymap.parsing.message import AppendMessage
+from sitemail.imap.pymap.parsing.response import ResponseCode, ResponseNo
+from sitemail.imap.pymap.parsing.response.code import CopyUid
+from sitemail.imap.pymap.parsing.specials import FetchRequirement, ObjectId, SearchKey, SequenceSet
+from sitemail.imap.pymap.parsing.specials.flag import (
+    Deleted,
+    Flag,
+    Recent,
+    Seen,
+    Wildcard,
+    get_system_flags,
+)
+from sitemail.imap.pymap.search import SearchCriteriaSet, SearchParams
+from sitemail.imap.pymap.selected import SelectedMailbox, SelectedSet
+from sitemail.imap.pymap.token import AllTokens
+from sitemail.imap.pymap.user import UserMetadata
 from sitemail.mailbox import (
     DEFAULT_FOLDERS,
     FolderState,
@@ -113,7 +120,8 @@ peer_ip: ContextVar[str] = ContextVar("sitemail_imap_peer_ip", default="")
 
 _BATCH_MESSAGES = 200
 _BATCH_BYTES = 8 * 1024 * 1024
-_PERMANENT_FLAGS = frozenset(get_system_flags() - {Recent}) | {Wildcard}
+_SYSTEM_FLAGS = frozenset(get_system_flags() - {Recent})
+_PERMANENT_FLAGS = _SYSTEM_FLAGS | {Wildcard}
 
 
 def _flags_text(flags: Iterable[Flag]) -> str:
@@ -329,6 +337,8 @@ class FolderData:
                 self._recent_claimed = max(new)
             selected.set_messages(list(self._messages.values()))
             selected.mod_sequence = self._version
+        elif not selected.hide_expunged:
+            selected.add_updates([], ())  # expunges held back during a FETCH or STORE
         return selected
 
     async def _wait(self, wait_on: Event, selected: SelectedMailbox) -> None:
@@ -349,7 +359,7 @@ class FolderData:
     async def append(self, append_msg: AppendMessage, *, recent: bool = False) -> Message:
         when = append_msg.when or datetime.now(UTC)
         flags = append_msg.flag_set - {Recent}
-        literal = append_msg.literal
+        literal = seven_bit(append_msg.literal)  # NUL-bearing parts stored as base64
         now = when.timestamp()
 
         async with self._lock:
@@ -422,8 +432,10 @@ class FolderData:
         await self.refresh()
         exists = recent = unseen = 0
         first_unseen: int | None = None
+        flag_sets: set[frozenset[Flag]] = set()  # few distinct sets, however many messages
         for seq, message in enumerate(self._messages.values(), 1):
             exists += 1
+            flag_sets.add(message.permanent_flags)
             if message.uid > self._recent_claimed:
                 recent += 1
             if Seen not in message.permanent_flags:
@@ -441,6 +453,7 @@ class FolderData:
             unseen,
             first_unseen,
             self._uidnext,
+            keywords=frozenset().union(*flag_sets) - _SYSTEM_FLAGS,
         )
 
     async def messages(self) -> AsyncIterable[Message]:
@@ -515,11 +528,14 @@ class FolderData:
 
         async with self._lock:
             pairs = await _write(self._store, job)
+            if destination is self:  # MOVE/COPY to the selected folder: new UIDs here
+                self.copied(pairs, self)
             if move:
                 for source, _ in pairs:
                     self._messages.pop(source, None)
                 self._changed(left=len(pairs))
-        destination.copied(pairs, self)
+        if destination is not self:
+            destination.copied(pairs, self)
         return pairs
 
     def copied(self, pairs: Sequence[tuple[int, int]], source: FolderData) -> None:
@@ -626,6 +642,7 @@ class _Entry:
 
     name: str
     attributes: Sequence[bytes]
+    exists: bool
 
 
 class _SpecialUseTree(ListTree):
@@ -637,7 +654,7 @@ class _SpecialUseTree(ListTree):
         for entry in super().list_matching(ref_name, filter_):
             use = self._special.get(entry.name, "").lstrip("\\")
             attributes = [*entry.attributes, use.encode("ascii")] if use else entry.attributes
-            yield _Entry(entry.name, attributes)  # type: ignore[misc]  # duck-typed entry
+            yield _Entry(entry.name, attributes, entry.exists)  # type: ignore[misc]  # duck-typed entry
 
 
 class FolderSet:
@@ -674,8 +691,12 @@ class FolderSet:
         return await self._registry.folder(self._owner, name)
 
     async def add_mailbox(self, name: str) -> ObjectId:
+        # "a/b/" asks for a future parent (RFC 3501 6.3.3): the name is "a/b"
+        name = name.removesuffix(self.delimiter)
         if not name or len(name) > 255 or any(ord(c) < 32 for c in name):
             raise NotAllowedError("folder names are 1-255 printable characters")
+        if "" in name.split(self.delimiter):
+            raise NotAllowedError("folder names have no empty level")
         now = self._registry.clock.now()
 
         info = await _write(
@@ -891,8 +912,8 @@ class Session(BaseSession[Message]):
     ) -> tuple[CopyUid | None, SelectedMailbox]:
         folder = await self._folder(selected)
         target = await self._target(mailbox)
-        if target is folder:
-            raise MailboxConflict(mailbox)
+        # MOVE to the selected mailbox itself is allowed (RFC 6851): the messages get new
+        # UIDs there, as Dovecot does, and the old ones are expunged.
         uids = [uid for _, uid in selected.messages.get_uids(sequence_set)]
         pairs = await folder.move_many(uids, target)
         copy_uid = CopyUid(target.uid_validity, pairs) if pairs else None

@@ -36,25 +36,6 @@ from dataclasses import dataclass
 from typing import Final, NoReturn
 
 from proxyprotocol.sock import SocketInfo
-from pymap.bytes import WriteStream
-from pymap.context import connection_exit
-from pymap.fetch import DynamicLoadedFetchValue, MessageAttributes
-from pymap.imap import IMAPConnection
-from pymap.imap.state import ConnectionState
-from pymap.interfaces.message import LoadedMessageInterface, MessageInterface
-from pymap.parsing.command.select import FetchCommand
-from pymap.parsing.commands import Commands
-from pymap.parsing.primitives import List
-from pymap.parsing.response import (
-    CommandResponse,
-    Response,
-    ResponseBye,
-    ResponseCode,
-    ResponseOk,
-    UntaggedResponse,
-)
-from pymap.parsing.specials import DateTime, FetchAttribute, FetchRequirement
-from pymap.selected import SelectedMailbox
 from pysasl import SASLAuth
 
 from sitemail.config.model import ImapConfig, LimitsConfig
@@ -63,6 +44,25 @@ from sitemail.core.connections import ConnectionCounter
 from sitemail.directory.auth import Authenticator
 from sitemail.imap import speedups
 from sitemail.imap.backend import BackendConfig, FolderRegistry, Login, peer_ip
+from sitemail.imap.pymap.bytes import WriteStream
+from sitemail.imap.pymap.context import connection_exit
+from sitemail.imap.pymap.fetch import DynamicLoadedFetchValue, MessageAttributes
+from sitemail.imap.pymap.imap import IMAPConnection
+from sitemail.imap.pymap.imap.state import ConnectionState
+from sitemail.imap.pymap.interfaces.message import LoadedMessageInterface, MessageInterface
+from sitemail.imap.pymap.parsing.command.select import FetchCommand
+from sitemail.imap.pymap.parsing.commands import Commands
+from sitemail.imap.pymap.parsing.primitives import List
+from sitemail.imap.pymap.parsing.response import (
+    CommandResponse,
+    Response,
+    ResponseBye,
+    ResponseCode,
+    ResponseOk,
+    UntaggedResponse,
+)
+from sitemail.imap.pymap.parsing.specials import DateTime, FetchAttribute, FetchRequirement
+from sitemail.imap.pymap.selected import SelectedMailbox
 from sitemail.store import Store
 
 __all__ = ["ImapListener", "ImapService"]

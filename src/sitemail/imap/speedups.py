@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from pymap.bytes import BytesFormat
+from sitemail.imap.pymap.bytes import BytesFormat
 
 __all__ = ["apply", "fast_mod"]
 

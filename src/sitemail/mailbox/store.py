@@ -9,6 +9,7 @@ restarts.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ from sqlalchemy import Column, Connection, bindparam, delete, func, insert, sele
 
 from sitemail.core.errors import NotFoundError
 from sitemail.store import blobs
-from sitemail.store.tables import mail_folder, mail_message
+from sitemail.store.tables import mail_folder, mail_message, mail_uidvalidity
 
 __all__ = [
     "DEFAULT_FOLDERS",
@@ -96,25 +97,48 @@ _NEXT_UIDS = (
 _INSERT_MESSAGE = insert(mail_message)
 
 
+def next_uidvalidity(conn: Connection, mailbox: str, now: float, count: int = 1) -> int:
+    """The first of `count` UIDVALIDITY values this mailbox has never used (RFC 3501 2.3.1.1).
+
+    Seconds since the epoch when they are higher, else one past the highest ever given, kept
+    in `mail_uidvalidity` (folders are deleted, the counter is not): a folder deleted and
+    created again, even in the same second, gets a new value and so a new MAILBOXID.
+    """
+    last = conn.execute(
+        select(mail_uidvalidity.c.last).where(mail_uidvalidity.c.mailbox == mailbox)
+    ).scalar_one_or_none()
+    if last is None:  # first use, or data older than the counter: start above every folder
+        last = conn.execute(
+            select(func.max(mail_folder.c.uidvalidity)).where(mail_folder.c.mailbox == mailbox)
+        ).scalar_one_or_none()
+        conn.execute(insert(mail_uidvalidity).values(mailbox=mailbox, last=0))
+    first = max(int(now) & 0x7FFFFFFF, int(last or 0) + 1)
+    conn.execute(
+        update(mail_uidvalidity)
+        .where(mail_uidvalidity.c.mailbox == mailbox)
+        .values(last=first + count - 1)
+    )
+    return first
+
+
 def ensure_folders(conn: Connection, mailbox: str, now: float) -> dict[str, int]:
     """Create the standard folders if missing; returns name -> folder id."""
     rows = conn.execute(_SELECT_FOLDERS, {"b_mailbox": mailbox}).all()
     existing = {r.name: r.id for r in rows}
     missing = [(n, s) for n, s in DEFAULT_FOLDERS if n not in existing]
     if missing:
-        # UIDVALIDITY must change if a folder is ever re-created; seconds since the epoch do.
-        uidvalidity = int(now) & 0x7FFFFFFF or 1
+        first = next_uidvalidity(conn, mailbox, now, len(missing))
         conn.execute(
             insert(mail_folder),
             [
                 {
                     "mailbox": mailbox,
                     "name": name,
-                    "uidvalidity": uidvalidity,
+                    "uidvalidity": first + n,
                     "uidnext": 1,
                     "special_use": special,
                 }
-                for name, special in missing
+                for n, (name, special) in enumerate(missing)
             ],
         )
         return ensure_folders(conn, mailbox, now)
@@ -220,7 +244,7 @@ def _insert_tailed(conn: Connection, row: dict[str, object], message: Append) ->
     head = message.content
     size = len(head) + message.tail_size
     if message.tail_blob is None:
-        chunks = [head, *message.tail_chunks] if head else message.tail_chunks
+        chunks = itertools.chain([head], message.tail_chunks)  # one chunk at a time
         blobs.fill_blob(conn, mail_message.c.content, rowid, size, chunks)
         return
     blobs.size_blob(conn, mail_message.c.content, rowid, size)
@@ -443,12 +467,7 @@ def create_folder(conn: Connection, mailbox: str, name: str, *, now: float) -> F
     """A new folder with a fresh UIDVALIDITY; `ValueError` if the name is taken."""
     if get_folder(conn, mailbox, name) is not None:
         raise ValueError(name)
-    # Never reuse a UIDVALIDITY this mailbox has used: a folder deleted and created again in
-    # the same second must not let clients keep their caches.
-    highest = conn.execute(
-        select(func.max(mail_folder.c.uidvalidity)).where(mail_folder.c.mailbox == mailbox)
-    ).scalar_one_or_none()
-    uidvalidity = max(int(now) & 0x7FFFFFFF, int(highest or 0) + 1)
+    uidvalidity = next_uidvalidity(conn, mailbox, now)
     conn.execute(
         insert(mail_folder).values(
             mailbox=mailbox,
@@ -456,7 +475,7 @@ def create_folder(conn: Connection, mailbox: str, name: str, *, now: float) -> F
             uidvalidity=uidvalidity,
             uidnext=1,
             special_use="",
-            subscribed=True,
+            subscribed=False,  # CREATE does not subscribe (RFC 3501 6.3.3); SUBSCRIBE does
         )
     )
     info = get_folder(conn, mailbox, name)

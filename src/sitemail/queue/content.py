@@ -8,7 +8,8 @@ with SQLite's incremental blob I/O). Either way:
 - `head` holds at least the header section (cut at `HEAD_LIMIT` octets): what the parts that
   read only the header need (trace sites, Received count, Message-ID, DSNs with headers);
 - `chunks()` (blocking, for store threads) and `stream()` (async: reads run in a thread) give
-  the octets in order, `CHUNK` at a time;
+  the octets in order, `CHUNK` at a time (`chunks_after` from an offset: a digest of what lies
+  below a trace field; `first` the start, for a header longer than `head`);
 - `with_prefix()` puts header lines in front (the Received header, the sites' trace field)
   without copying the body.
 
@@ -122,6 +123,28 @@ class Content:
             if not chunk:
                 raise OSError(f"message content ends at {start} of {self.body_size} octets")
             yield chunk
+
+    def chunks_after(self, start: int) -> Iterator[bytes]:
+        """`chunks()` from octet `start` on (blocking): what lies below a header field."""
+        for chunk in self.chunks():
+            if start >= len(chunk):
+                start -= len(chunk)
+                continue
+            yield chunk[start:] if start else chunk
+            start = 0
+
+    def first(self, size: int) -> bytes:
+        """The first `size` octets (fewer if it is shorter); blocking for a big message when
+        they reach past `head` (a header section longer than `HEAD_LIMIT`)."""
+        head = self.head
+        if self.source is None or size <= len(head):
+            return head[:size]
+        out = bytearray()
+        for chunk in self.chunks():
+            out += chunk[: size - len(out)]
+            if len(out) >= size:
+                break
+        return bytes(out)
 
     async def stream(self, size: int = CHUNK) -> AsyncIterator[bytes]:
         """`chunks()` for the event loop: a source's reads run in a thread."""

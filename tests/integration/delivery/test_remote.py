@@ -25,7 +25,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from tests.support.sink import SMTP_SINK, smtp_sink
+from tests.support import processes
+from tests.support.processes import SMTP_SINK
 
 from sitemail.core.envelope import BodyType, Envelope, EnvelopeRecipient, Notify, Ret
 from sitemail.delivery.remote import RemoteDelivery, fingerprint_of
@@ -1053,8 +1054,8 @@ def test_remote_bad_relay_nexthop_defers_as_configuration_error(resolver: Resolv
 @contextmanager
 def postfix_sink(folder: Path, *flags: str) -> Iterator[tuple[int, Path]]:
     """Postfix's smtp-sink on 127.0.0.72, dumping transactions to a file; stopped by pid."""
-    with smtp_sink(SINK_HOST, folder, *flags) as (port, dump):
-        yield port, dump
+    with processes.postfix_sink(folder, SINK_HOST, *flags) as sink:
+        yield sink
 
 
 def _dump_text(dump: Path, needle: str) -> str:

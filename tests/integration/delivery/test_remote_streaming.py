@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.content import BytesSource
-from tests.support.sink import SMTP_SINK, smtp_sink
+from tests.support.processes import SMTP_SINK, postfix_sink
 
 from sitemail.core.envelope import Envelope, EnvelopeRecipient
 from sitemail.delivery.remote import RemoteDelivery
@@ -49,7 +49,7 @@ def test_remote_streams_a_big_message_byte_identical_to_smtp_sink(
     envelope = Envelope("alice@sitea.test", (EnvelopeRecipient("bob@remote.test"),))
     queued = QueuedMessage(QueueId("Q1"), envelope, 0.0, len(MESSAGE), "<big.relay>", False)
 
-    with smtp_sink(SINK_HOST, tmp_path, *flags) as (port, dump):
+    with postfix_sink(tmp_path, SINK_HOST, *flags) as (port, dump):
 
         async def scenario() -> Outcome:
             delivery = RemoteDelivery(NoDnsResolver(), helo_name="sitea.test", data_timeout=60.0)

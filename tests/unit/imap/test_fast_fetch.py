@@ -6,17 +6,17 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
-from pymap.fetch import MessageAttributes
-from pymap.flags import PermanentFlags, SessionFlags
-from pymap.parsing import Params
-from pymap.parsing.command.select import FetchCommand
-from pymap.parsing.commands import Commands
-from pymap.parsing.response.specials import FetchResponse
-from pymap.parsing.specials import ObjectId
-from pymap.parsing.specials.flag import Flag, Recent, Seen
-from pymap.selected import SelectedMailbox, SelectedSet
 
 from sitemail.imap.backend import Message
+from sitemail.imap.pymap.fetch import MessageAttributes
+from sitemail.imap.pymap.flags import PermanentFlags, SessionFlags
+from sitemail.imap.pymap.parsing import Params
+from sitemail.imap.pymap.parsing.command.select import FetchCommand
+from sitemail.imap.pymap.parsing.commands import Commands
+from sitemail.imap.pymap.parsing.response.specials import FetchResponse
+from sitemail.imap.pymap.parsing.specials import ObjectId
+from sitemail.imap.pymap.parsing.specials.flag import Flag, Recent, Seen
+from sitemail.imap.pymap.selected import SelectedMailbox, SelectedSet
 from sitemail.imap.server import _FastFetch, _Gather, fast_fetchable
 
 RAW = (

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from pymap.message import BaseLoadedMessage
-from pymap.mime import MessageContent
-from pymap.parsing.specials import FetchRequirement, ObjectId
 
 from sitemail.imap.backend import Message, _Loaded
+from sitemail.imap.pymap.message import BaseLoadedMessage
+from sitemail.imap.pymap.mime import MessageContent
+from sitemail.imap.pymap.parsing.specials import FetchRequirement, ObjectId
 
 MESSAGES = [
     b"From: a@example.test\r\nTo: b@example.test,\r\n\tc@example.test\r\nSubject: folded\r\n"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pymap.bytes import BytesFormat
-from pymap.parsing.primitives import Number, String
 
 from sitemail.imap import speedups
+from sitemail.imap.pymap.bytes import BytesFormat
+from sitemail.imap.pymap.parsing.primitives import Number, String
 
 
 class _Bytes:

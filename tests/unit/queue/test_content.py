@@ -42,3 +42,17 @@ def test_content_short_source_is_an_error_not_a_truncated_message() -> None:
     except OSError:
         return
     raise AssertionError("a short source must raise")
+
+
+def test_content_chunks_after_and_first_read_from_an_offset_and_to_a_size() -> None:
+    """What lies below a header field (a trace digest) and a long header's start, read in
+    chunks from a handle; the same octets as from bytes."""
+    header = b"X-Long: " + b"h" * (HEAD_LIMIT + 10) + b"\r\n\r\n"
+    message = header + b"body\r\n" * 100_000
+    content = Content.behind(BytesSource(message), len(message), message[:HEAD_LIMIT])
+    prefixed = content.with_prefix(b"P: 1\r\n")
+    for handle, octets in ((prefixed, b"P: 1\r\n" + message), (Content.of(message), message)):
+        assert b"".join(handle.chunks_after(3)) == octets[3:]
+        assert b"".join(handle.chunks_after(CHUNK + 5)) == octets[CHUNK + 5 :]
+        assert handle.first(len(header) + 6) == octets[: len(header) + 6]
+    assert content.head == message[:HEAD_LIMIT]  # no header end within the head

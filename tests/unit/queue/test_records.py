@@ -12,6 +12,7 @@ from sitemail.queue.model import QueueId, RcptState
 from sitemail.queue.records import (
     NewMessage,
     close_finished,
+    extract_message_id,
     finish_recipient,
     insert_message,
     load_messages,
@@ -55,3 +56,12 @@ def test_big_message_is_stored_whole_and_loaded_as_a_handle(site_a: AdminService
     assert small_loaded.whole() == small.whole()
     assert whole[0][1].in_memory
     assert whole[0][1].whole() == message
+
+
+def test_extract_message_id_reads_hostile_headers_without_raising() -> None:
+    """Folded, 8-bit, repeated, over-long or absent: the first Message-ID, cut at 998."""
+    assert extract_message_id(b"Message-ID:\r\n <a@b>\r\n\r\nMessage-ID: <body@x>") == "<a@b>"
+    assert extract_message_id(b"message-id: <\xff@b>\r\nMessage-ID: <c@d>\r\n\r\n") == "<\ufffd@b>"
+    assert len(extract_message_id(b"Message-ID: <" + b"a" * 5000 + b"@b>\r\n\r\n")) == 998
+    assert extract_message_id(b"Subject: none\r\n" * 1000) == ""
+    assert extract_message_id(b"") == ""

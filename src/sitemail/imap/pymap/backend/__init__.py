@@ -1,0 +1,1 @@
+"""Mailbox and session bases the sitemail backend builds on."""

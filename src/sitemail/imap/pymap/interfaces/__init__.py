@@ -1,0 +1,1 @@
+"""Package of interfaces that must be implemented by IMAP backends."""
