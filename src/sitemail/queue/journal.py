@@ -67,10 +67,14 @@ class DeliveryJournal:
         )
         if not lines:
             return -1
-        if self._fd is None or self._written >= self._rotate:
-            self._open_next()
-        assert self._fd is not None
-        os.write(self._fd, lines)
+        try:
+            if self._fd is None or self._written >= self._rotate:
+                self._open_next()
+            assert self._fd is not None
+            os.write(self._fd, lines)
+        except OSError as exc:  # a full disk must not stop the record that follows
+            log.warning("delivery journal not written (%s): the database record follows", exc)
+            return -1
         self._written += len(lines)
         self._outstanding[self._current] += 1
         return self._current

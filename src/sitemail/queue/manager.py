@@ -262,15 +262,19 @@ class QueueManager:
     async def _record_noted(self) -> None:
         """Record the deliveries a previous run noted in the journal but had not committed
         when it stopped (a crash): those recipients are not sent again."""
-        noted = self._journal.pending() if self._journal is not None else {}
-        if noted:
+        if self._journal is None:
+            return
+        try:
+            noted = self._journal.pending()
             recorded = await self._writer.submit(
                 functools.partial(self._record_noted_in, noted=noted)
             )
-            if recorded:
-                log.warning("recorded %d delivery(ies) noted before a crash", recorded)
-        if self._journal is not None:
             self._journal.clear()
+        except Exception:  # the queue must run all the same; the next start tries again
+            log.exception("recording the delivery journal failed; those messages may go twice")
+            return
+        if recorded:
+            log.warning("recorded %d delivery(ies) noted before a crash", recorded)
 
     def _record_noted_in(
         self, conn: Connection, *, noted: Mapping[str, Sequence[RecipientResult]]

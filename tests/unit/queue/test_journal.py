@@ -70,6 +70,17 @@ def test_journal_files_go_once_done_and_written_no_more(tmp_path: Path) -> None:
     assert list(tmp_path.glob("*.log")) == []
 
 
+def test_journal_that_cannot_be_written_does_not_stop_the_record(tmp_path: Path) -> None:
+    """A journal that cannot be written (here: its directory is a file) says so and goes on:
+    the database record that follows is what counts then."""
+    blocked = tmp_path / "journal"
+    blocked.write_bytes(b"")
+    journal = DeliveryJournal(blocked)
+    token = journal.note("Q1", [_delivered(1)])
+    journal.done(token)
+    assert token == -1
+
+
 class CountingRelay:
     def __init__(self) -> None:
         self.calls = 0
