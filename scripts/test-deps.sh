@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the test suite uses as real outside peers (Postfix's smtp-sink/smtp-source),
 # as real mail clients of the site (isync's mbsync over IMAP, fetchmail over POP3), and the
-# browser the console's end-to-end tests drive (Debian's chromium, through Playwright).
+# browser the console's end-to-end tests drive (Debian's chromium, through Playwright), and
+# testssl.sh, which audits every TLS port of a running site (tests/integration/attacks).
 # Installed only when missing; the system Postfix service is kept stopped: tests run their own
 # private instances on loopback ports.
 set -euo pipefail
@@ -10,6 +11,7 @@ command -v smtp-sink >/dev/null 2>&1 || [ -x /usr/sbin/smtp-sink ] || need+=(pos
 command -v mbsync >/dev/null 2>&1 || need+=(isync)
 command -v fetchmail >/dev/null 2>&1 || need+=(fetchmail)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+command -v testssl >/dev/null 2>&1 || need+=(testssl.sh)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "test-deps: missing ${need[*]}; run as root or install them (tests needing them are skipped)" >&2

@@ -92,6 +92,10 @@ by RSET where one did not complete; idle connections older than ``idle_timeout``
 (``prune_idle``, also run at every ``deliver``); a connection carries at most
 ``max_transactions_per_connection`` messages. ``aclose()`` QUITs idle connections. One
 instance belongs to one event loop.
+
+Progress: each step (looking up, waiting for a connection, connecting, TLS, each command and
+the reply awaited) is reported with ``queue.attempts.report_stage``, so ``queue list`` can say
+what an attempt in progress is doing; outside an attempt the reports do nothing.
 """
 
 from __future__ import annotations
@@ -129,6 +133,7 @@ from aiosmtplib.email import quote_address
 from aiosmtplib.protocol import normalize_message_line_endings
 
 from sitemail.core.envelope import BodyType, Envelope, EnvelopeRecipient, Notify
+from sitemail.queue.attempts import report_stage
 from sitemail.queue.model import Outcome, QueuedMessage, QueuedRecipient, RecipientResult
 from sitemail.routing.domain_routes import parse_nexthop
 from sitemail.routing.resolver import DnsRouteError, Resolver, resolve_mail_hosts
@@ -656,8 +661,10 @@ class RemoteDelivery:
             needs_utf8=envelope.smtputf8
             and (not envelope.sender.isascii() or _headers_need_utf8(content)),
         )
+        report_stage(f"looking up {transport} {nexthop}")
         if transport is Transport.SITE and self._trace_site:
-            self._add_trace(job, nexthop)
+            # routing's loop guard reads the version back (routing.router)
+            self._add_trace(job, nexthop, version=str(members[0][1].version or ""))
         plan, pins = await self._plan(transport, nexthop)
         if isinstance(plan, _Verdict):
             self._log(message, job.addresses, plan)
@@ -686,17 +693,17 @@ class RemoteDelivery:
             self._log(message, [address], verdict)
         return verdicts
 
-    def _add_trace(self, job: _Job, to_site: str) -> None:
+    def _add_trace(self, job: _Job, to_site: str, *, version: str) -> None:
         """Give a site hop's job its trace field: made for each transaction, signed (when
-        there is a signer) for the site `to_site` and the recipients it accepted
-        (routing.trace)."""
+        there is a signer) for the site `to_site` and the recipients it accepted, naming the
+        directory `version` the route was decided with (routing.trace)."""
         site, queue_id, sign = self._trace_site, job.message.queue_id, self._trace_signer
         digest = content_digest(job.wire) if sign is not None else b""
 
         def trace(addresses: list[str]) -> bytes:
             now = self._wall_clock()
             if sign is None:
-                return trace_field(site, queue_id, now)
+                return trace_field(site, queue_id, now, v=version)
             return signed_trace_field(
                 site,
                 queue_id,
@@ -706,10 +713,11 @@ class RemoteDelivery:
                 sender=job.envelope.sender,
                 recipients=addresses,
                 digest=digest,
+                params={"v": version},
             )
 
         job.trace = trace
-        job.trace_size = len(trace_field(site, queue_id, self._wall_clock()))
+        job.trace_size = len(trace_field(site, queue_id, self._wall_clock(), v=version))
         job.trace_size += SIGNATURE_EXTRA if sign is not None else 0
 
     @staticmethod
@@ -1144,7 +1152,9 @@ class RemoteDelivery:
                 return await reader.reply()
 
         try:
-            reply = await self._net(target, stage, next_reply())
+            reply = await self._net(
+                target, stage, next_reply(), doing=f"waiting for the reply to {command}"
+            )
         except _SessionError:
             if not conn.proven and not reader.answered:
                 raise _StaleConnectionError from None
@@ -1186,8 +1196,13 @@ class RemoteDelivery:
             orcpt = f"rfc822;{original}"  # the address was rewritten on the way: keep the original
         return [p for p in (_notify_param(recipient), _orcpt_param(orcpt)) if p]
 
-    async def _net(self, target: _Target, stage: str, operation: Awaitable[T]) -> T:
-        """Await one SMTP exchange; a lost connection or a timeout is a session failure."""
+    async def _net(
+        self, target: _Target, stage: str, operation: Awaitable[T], *, doing: str = ""
+    ) -> T:
+        """Await one SMTP exchange; a lost connection or a timeout is a session failure.
+        `doing`: what the attempt is doing meanwhile, for `queue list` (default: `stage`
+        and waiting for the reply)."""
+        report_stage(f"{doing or stage + ', waiting for the reply'} ({target.describe})")
         try:
             return await operation
         except (SMTPTimeoutError, TimeoutError) as exc:
@@ -1209,6 +1224,8 @@ class RemoteDelivery:
         if destination is None:
             destination = self._destinations[key] = _Destination(self._max_connections)
         destination.users += 1
+        if destination.slots.locked():
+            report_stage(f"waiting for a free connection to {target.describe}")
         try:
             async with destination.slots:
                 conn = await self._reuse(destination, target)
@@ -1294,6 +1311,7 @@ class RemoteDelivery:
         return _Connection(smtp=smtp, tls=tls, last_used=self._clock())
 
     async def _connect(self, smtp: SMTP, target: _Target) -> SMTPResponse:
+        report_stage(f"connecting to {target.describe}")
         try:
             return await smtp.connect(timeout=self._connect_timeout)
         except SMTPConnectResponseError as exc:
@@ -1337,6 +1355,7 @@ class RemoteDelivery:
                 text = f"TLS is required (pinned certificate), but {target.describe} does not offer STARTTLS"
                 raise _SessionError(_deferred("4.7.5", text))
             return False
+        report_stage(f"starting TLS with {target.describe}")
         try:
             await smtp.starttls(
                 server_hostname=target.sni,

@@ -198,6 +198,15 @@ class Directory:
             rows = conn.execute(query.order_by(dir_object.c.site, dir_object.c.name)).all()
         return [row_to_recipient(r) for r in rows]
 
+    def version(self) -> int:
+        """A number that grows with every change held here, own or replicated: the sum over
+        the known sites of the highest USN of theirs held here (an index probe per site).
+        The router writes it into the trace, so a message that comes back can tell whether
+        this site's directory changed since it last routed the message."""
+        with self.store.read() as conn:
+            value = conn.execute(_VERSION).scalar()
+        return int(value or 0)
+
     def highest_usn(self, site: str | None = None) -> int:
         site = site or self.local_site
         with self.store.read() as conn:
@@ -635,14 +644,6 @@ class Directory:
             is_primary=row.is_primary,
         )
 
-    def changed_at(self, guid: str) -> float | None:
-        """When the object's owner last changed it (its clock), or None if unknown."""
-        with self.store.read() as conn:
-            value = conn.execute(
-                select(dir_object.c.changed_at).where(dir_object.c.guid == guid)
-            ).scalar_one_or_none()
-        return None if value is None else float(value)
-
     def accepted_domains(self) -> frozenset[str]:
         """Domains the organisation accepts mail for: every proxy and template domain, and
         every site's accepted domains (authoritative or internal relay)."""
@@ -670,6 +671,16 @@ class Directory:
         return frozenset(domains)
 
 
+_SITES = select(dir_object.c.site).where(dir_object.c.kind == str(ObjectKind.SITE)).subquery()
+_HELD = dir_object.alias("held")
+_VERSION = select(
+    func.sum(
+        select(func.max(_HELD.c.usn_changed))
+        .where(_HELD.c.site == _SITES.c.site)
+        .correlate(_SITES)
+        .scalar_subquery()
+    )
+).select_from(_SITES)
 _LOOKUP = (
     select(
         proxy_address.c.guid,

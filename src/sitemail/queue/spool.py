@@ -49,6 +49,7 @@ log = logging.getLogger("sitemail.queue")
 
 _Queued = tuple[QueuedMessage, list[QueuedRecipient]]
 _PURGE_EVERY = 30.0  # seconds between purges of old dedupe records (queue.dedupe)
+_STOP_TIMEOUT = 10.0  # seconds `stop` waits for the batches being committed
 New = tuple[QueuedMessage, bytes, list[QueuedRecipient]]  # a message just written, with content
 
 
@@ -137,13 +138,17 @@ class Spool:
     async def start(self) -> None:
         await self.writer.start()
 
-    async def stop(self) -> None:
-        tasks, self._submitting = self._submitting, set()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async def stop(self, within: float = _STOP_TIMEOUT) -> None:
+        """Let the batches being written finish (up to `within` seconds: each session that waits
+        must hear whether its message is on disk), then give up on what is left."""
+        tasks = list(self._submitting)  # a task leaves the set as it ends: iterate a copy
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=within)
+            for task in late:
+                task.cancel()
+            for task in late:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         batch, self._open = self._open, None
         for pending in batch.items if batch is not None else []:
             if not pending.future.done():

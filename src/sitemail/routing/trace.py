@@ -7,9 +7,11 @@ the time it left, in seconds since the epoch by the sending site's clock:
     X-Sitemail-Trace: SiteA; id=2F9K3Q7M1; at=1795870800.125; sig=<86 base64url digits>
 
 Parameters are `name=value` after the site, separated by `;`; readers skip the ones they do
-not know. routing.router uses the sites and times against ping-pong: a message is not sent
-back to a site it already passed while the directories disagree about where the recipient
-lives. For that use the field is not authenticated: a forged trace can only hold up the
+not know, so sites add parameters without breaking older readers. `v=` is the sending site's
+directory version when it routed the message, so a site the message comes back to can tell a
+true loop (the same decision again) from a re-route after its directory changed.
+routing.router uses the sites and times against ping-pong: a message is not sent back to a
+site it already passed while the directories disagree about where the recipient lives. For that use the field is not authenticated: a forged trace can only hold up the
 forger's own message, and loops stay bounded by the Received hop limit.
 
 `sig` makes the hop's origin, (site, queue id), something the next site can believe, so it
@@ -24,8 +26,9 @@ can recognise a message it already accepted from that site and not store it twic
 - a SHA-256 digest of the message as sent below the field (CRLF line ends, ending in CRLF).
 So a trace copied onto other content, another sender, other recipients or to another site
 does not verify, and a message it does verify for is byte for byte the one the site sent,
-to that site and those recipients: a copy of a transaction that site has already accepted. The receiver checks only the topmost field, and only when it is the first
-thing the client sent (right below the receiver's own Received field): a field with
+to that site and those recipients: a copy of a transaction that site has already accepted.
+The receiver checks only the topmost field, and only when it is the first thing the client
+sent (right below the receiver's own Received field): a field with
 anything above it (a header an outsider put there) does not count.
 """
 
@@ -34,17 +37,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Protocol
 
 __all__ = [
     "SIGNATURE_EXTRA",
     "TRACE_FIELD",
+    "Hop",
     "Origin",
     "Signer",
+    "Trace",
     "Verifier",
     "content_digest",
+    "read_trace",
     "signed_trace_field",
     "trace_field",
     "trace_sites",
@@ -83,13 +90,23 @@ class Origin:
     queue_id: str
 
 
-def trace_field(site: str, queue_id: str, now: float) -> bytes:
-    """The unsigned header line (CRLF included) a hop from `site` prepends to the message."""
-    return f"{TRACE_FIELD}: {_value(site, queue_id, now)}\r\n".encode("ascii")
+_LINE = re.compile(
+    rb"^x-sitemail-trace:[ \t]*([A-Za-z0-9._-]{1,64})[ \t]*;([^\r\n]*)",
+    re.IGNORECASE | re.MULTILINE,
+)
+_PARAM = re.compile(r"^([A-Za-z][A-Za-z0-9_-]{0,31})=([\x21-\x3a\x3c-\x7e]{1,128})$")
+_AT = re.compile(r"^[0-9]{1,12}(?:\.[0-9]{1,6})?$")
 
 
-def _value(site: str, queue_id: str, now: float) -> str:
-    return f"{site}; id={queue_id}; at={now:.3f}"
+def trace_field(site: str, queue_id: str, now: float, **params: str) -> bytes:
+    """The unsigned header line (CRLF included) a hop from `site` prepends to the message;
+    `params` (printable, no `;` or space) follow the standard three."""
+    return f"{TRACE_FIELD}: {_value(site, queue_id, now, params)}\r\n".encode("ascii")
+
+
+def _value(site: str, queue_id: str, now: float, params: Mapping[str, str]) -> str:
+    extra = "".join(f"; {k}={v}" for k, v in params.items() if v)
+    return f"{site}; id={queue_id}; at={now:.3f}{extra}"
 
 
 def content_digest(wire: bytes) -> bytes:
@@ -108,11 +125,12 @@ def signed_trace_field(
     sender: str,
     recipients: Iterable[str],
     digest: bytes,
+    params: Mapping[str, str] | None = None,
 ) -> bytes:
     """The header line (CRLF included) for one SMTP transaction to the sibling site
     `to_site`, signed for its sender, the recipients the next hop accepted and the content's
-    `digest`."""
-    value = _value(site, queue_id, now)
+    `digest`; `params` come before the signature, which covers them."""
+    value = _value(site, queue_id, now, params or {})
     signature = sign(_payload(value.encode("ascii"), to_site, sender, recipients, digest))
     sig = base64.urlsafe_b64encode(signature).rstrip(b"=").decode("ascii")
     return f"{TRACE_FIELD}: {value}; sig={sig}\r\n".encode("ascii")
@@ -195,3 +213,51 @@ def trace_sites(content: bytes) -> dict[str, float]:
         name, when = site.decode("ascii"), float(at)
         passed[name] = max(when, passed.get(name, 0.0))
     return passed
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One pass of the message through a site, as its trace field tells it."""
+
+    site: str
+    at: float
+    params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+class Trace(dict[str, float]):
+    """`trace_sites` (site -> latest time the message left it), the passes in header order
+    (latest first), and when the message reached this site (None: not queued here yet)."""
+
+    __slots__ = ("arrived", "hops")
+
+    def __init__(
+        self,
+        passed: Mapping[str, float] | None = None,
+        hops: Iterable[Hop] = (),
+        arrived: float | None = None,
+    ) -> None:
+        super().__init__(passed or {})
+        self.hops: tuple[Hop, ...] = tuple(hops)
+        self.arrived = arrived
+
+    def passes(self, site: str) -> list[Hop]:
+        """The passes through `site`, latest first."""
+        return [h for h in self.hops if h.site == site]
+
+
+def read_trace(content: bytes, arrived: float | None = None) -> Trace:
+    """The message's trace fields (header only) with each pass's parameters; a field or a
+    parameter that does not parse is skipped (the trace is a hint, never a reason to fail)."""
+    end = content.find(b"\r\n\r\n")
+    header = content if end < 0 else content[:end]
+    hops: list[Hop] = []
+    for site, rest in _LINE.findall(header):
+        params: dict[str, str] = {}
+        for item in rest.decode("ascii", "replace").split(";"):
+            match = _PARAM.match(item.strip())
+            if match:
+                params.setdefault(match.group(1).lower(), match.group(2))
+        at = params.get("at", "")
+        if _AT.match(at):
+            hops.append(Hop(site.decode("ascii"), float(at), MappingProxyType(params)))
+    return Trace(trace_sites(content), hops, arrived)

@@ -400,6 +400,9 @@ repl_pending = Table(
     Column("bridgehead", String(64), nullable=False, default=""),
     Column("verified", Boolean, nullable=False, default=False),  # by a key we already knew
     Column("request", LargeBinary, nullable=False),  # the last request, answered on accept
+    # The network the first request came from (IPv4 /24, IPv6 /64; "" unknown): a per-network
+    # limit keeps one outsider from filling the table (docs/replication.md).
+    Column("source", String(64), nullable=False, default="", server_default=""),
 )
 
 repl_rejection = Table(

@@ -1,4 +1,5 @@
-"""The hop trace's signature: it proves a sibling site's origin only for what that site sent."""
+"""The hop trace: its signature proves a sibling site's origin only for what that site sent,
+and its reader never raises on hostile headers."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sitemail.routing.trace import (
     SIGNATURE_EXTRA,
     Origin,
     content_digest,
+    read_trace,
     signed_trace_field,
     trace_field,
     trace_sites,
@@ -132,3 +134,75 @@ def test_signed_trace_size_is_the_unsigned_size_plus_the_signature() -> None:
 def test_signed_trace_still_names_its_site_for_routing() -> None:
     """Routing's reader of the trace skips the signature like any other parameter."""
     assert trace_sites(_sent()) == {"SiteA": 1795870800.125}
+
+
+def test_trace_sites_reads_each_site_once_with_its_latest_time() -> None:
+    """Fields written by two hops, one of them twice: each site with its latest time."""
+    head = (
+        trace_field("SiteB", "Q2", 200.5)
+        + trace_field("SiteA", "Q1", 100.0)
+        + trace_field("SiteA", "Q0", 50.0)
+    )
+    assert trace_sites(head + b"\r\nbody") == {"SiteB": 200.5, "SiteA": 100.0}
+
+
+def test_trace_sites_ignores_what_it_cannot_read() -> None:
+    """Malformed fields, unknown parameters, 8-bit bytes, fields in the body and a header
+    without an end are ignored or read, never raised on."""
+    head = (
+        b"X-Sitemail-Trace: \xff\xfe; at=1\r\n"
+        b"X-Sitemail-Trace: SiteA; at=not-a-number\r\n"
+        b"X-Sitemail-Trace: " + b"S" * 65 + b"; at=1\r\n"
+        b"X-Sitemail-Trace: SiteB; id=Q; v=7; origin=x; at=12.5\r\n"
+        + b"X-Sitemail-Trace: SiteC; "
+        + b"x" * 990
+        + b"\r\n" * 0
+        + b"\r\n"
+    ) * 300
+    assert trace_sites(head + b"\r\nX-Sitemail-Trace: SiteD; at=1\r\n") == {"SiteB": 12.5}
+    assert trace_sites(b"X-Sitemail-Trace: SiteE; at=3") == {"SiteE": 3.0}
+
+
+def test_trace_field_carries_extra_parameters_after_the_standard_three() -> None:
+    """`k=v` parameters follow id and at; empty ones are left out."""
+    line = trace_field("SiteA", "Q1", 1700000000.5, v="42", origin="")
+    assert line == b"X-Sitemail-Trace: SiteA; id=Q1; at=1700000000.500; v=42\r\n"
+
+
+def test_read_trace_keeps_each_pass_and_ignores_what_it_cannot_parse() -> None:
+    """Passes latest first with their parameters (unknown ones kept, odd ones skipped)."""
+    content = (
+        trace_field("SiteB", "Q2", 2000.0, v="7", sig="abc")
+        + b"X-Sitemail-Trace: SiteA; id=Q1; at=1000; future=x y; v=3\r\n"
+        + b"X-Sitemail-Trace: SiteZ; id=Q0; at=nan\r\n"
+        + b"Subject: hi\r\n\r\nX-Sitemail-Trace: SiteQ; id=Q9; at=9\r\n"
+    )
+    trace = read_trace(content, arrived=2500.0)
+    assert [(h.site, h.at, h.params.get("v")) for h in trace.hops] == [
+        ("SiteB", 2000.0, "7"),
+        ("SiteA", 1000.0, "3"),
+    ]
+    assert trace.hops[0].params["sig"] == "abc"
+    assert dict(trace) == trace_sites(content) == {"SiteB": 2000.0, "SiteA": 1000.0}
+    assert trace.arrived == 2500.0
+    assert [h.site for h in trace.passes("SiteA")] == ["SiteA"]
+
+
+def test_signed_trace_covers_the_directory_version_before_the_signature() -> None:
+    """`v=` comes before `sig` and is signed: read back by routing, proven by the receiver."""
+    field = signed_trace_field(
+        "SiteA",
+        "01234567890ABCDEF01",
+        1795870800.125,
+        sign=KEY_A.sign,
+        to_site="SiteB",
+        sender=SENDER,
+        recipients=RCPTS,
+        digest=content_digest(CONTENT),
+        params={"v": "42"},
+    )
+    assert b"; v=42; sig=" in field
+    assert read_trace(field + CONTENT).hops[0].params["v"] == "42"
+    assert _origin(RECEIVED + field + CONTENT) == Origin("SiteA", "01234567890ABCDEF01")
+    tampered = field.replace(b"v=42", b"v=43")
+    assert _origin(RECEIVED + tampered + CONTENT) is None
