@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -46,6 +47,8 @@ from sitemail.routing.trace import Origin
 from sitemail.smtp.engine import SessionInfo
 
 __all__ = ["ImsPolicy"]
+
+log = logging.getLogger("sitemail.smtp")
 
 OK_SENDER = Reply(250, "2.1.0", "Sender ok")
 OK_RECIPIENT = Reply(250, "2.1.5", "Recipient ok")
@@ -118,6 +121,16 @@ class ImsPolicy:
             return OK_RECIPIENT
         return RELAY_DENIED
 
+    def _origin(self, envelope: Envelope, content: bytes) -> Origin | None:
+        """The sibling site's proven origin, if any; a fault here only means "none"."""
+        if self._origin_of is None:
+            return None
+        try:
+            return self._origin_of(envelope, content)
+        except Exception:
+            log.exception("checking the trace of a message failed; stored without its origin")
+            return None
+
     def new_queue_id(self) -> str:
         """Allocated before acceptance, so the Received header can name it."""
         return new_queue_id(self._clock.now())
@@ -132,7 +145,7 @@ class ImsPolicy:
             refused = await asyncio.to_thread(_shape_refusal, content)
             if refused is not None:
                 return refused
-        origin = self._origin_of(envelope, content) if self._origin_of is not None else None
+        origin = self._origin(envelope, content)
         queue_id = await self._spool.enqueue(
             NewMessage(
                 _no_notices_for_dsa(envelope), content, queue_id=QueueId(queue_id), origin=origin
