@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from sitemail.admin.service import AdminService
-from sitemail.directory import ObjectKind
+from sitemail.directory import ObjectKind, RecipientChanges
 from sitemail.directory.ims_objects import ConnectedSite, DomainEntry
 from sitemail.replication.apply import WireObject, apply_objects
 from sitemail.routing.route import Transport
@@ -98,6 +98,9 @@ def router(site_a: AdminService) -> Router:
     service.add_recipient(
         ObjectKind.MAILBOX, "alice", display_name="Alice", extra_addresses=["alice@example.com"]
     )
+    service.add_recipient(ObjectKind.MAILBOX, "gone", display_name="Gone")
+    service.update_recipient("gone", RecipientChanges(add_addresses=["gone@example.com"]))
+    service.remove_recipient("gone")  # just now: it may have moved to another site
     service.add_recipient(  # younger than SiteB's dup, which replicates here later
         ObjectKind.MAILBOX, "dup", display_name="Dup", extra_addresses=["dup@example.com"]
     )
