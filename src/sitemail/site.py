@@ -37,6 +37,7 @@ from sitemail.directory import Directory
 from sitemail.directory.auth import Authenticator
 from sitemail.imap import ImapService
 from sitemail.pop3 import Pop3Service
+from sitemail.queue.journal import DeliveryJournal
 from sitemail.queue.manager import QueueManager
 from sitemail.queue.model import DeliveryAgent
 from sitemail.queue.spool import Spool
@@ -164,6 +165,8 @@ class SiteServer:
             router=router.route,
             agents=agents,
             writer=writer,
+            # A next hop's 250 is noted at once: a crash does not send that message again.
+            journal=DeliveryJournal(config.data_dir / "queue-journal"),
         )
         wake_queue.target = manager.wake
         replication.handoff = manager  # what it queues starts at once, as the spool's mail

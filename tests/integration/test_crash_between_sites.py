@@ -41,6 +41,8 @@ from tests.support.crash import (
     client_loop,
     free_port,
     kill_at_random_points,
+    only_smtp,
+    queued_count,
     wait_until,
 )
 
@@ -80,19 +82,7 @@ def _init(root: Path, name: str, port: int) -> AdminService:
         domain=f"{name.lower()}.example.com",
         listen=[ADDRESSES[name]],
     )
-    config = data_dir / "sitemail.toml"
-    text = config.read_text(encoding="utf-8")
-    # Only SMTP; a deferral (the other site is down) is retried within seconds, not minutes.
-    for section, lines in (
-        ("smtp", f"port = {port}"),
-        ("queue", "retry_initial = 1\nretry_max = 2"),
-        ("imap", "port = 0\ntls_port = 0"),
-        ("pop3", "port = 0\ntls_port = 0"),
-        ("submission", "port = 0\ntls_port = 0"),
-        ("admin", "port = 0"),
-    ):
-        text = text.replace(f"[{section}]\n", f"[{section}]\n{lines}\n", 1)
-    config.write_text(text, encoding="utf-8")
+    only_smtp(data_dir, port)
     return service
 
 
@@ -158,14 +148,6 @@ def choose_recipients(rng: random.Random) -> tuple[tuple[str, ...], frozenset[st
     """One to three of SiteB's mailboxes."""
     chosen = rng.sample(MAILBOXES, rng.choice((1, 1, 2, 3)))
     return tuple(f"{m}@{DOMAIN_B}" for m in chosen), frozenset(chosen)
-
-
-def _queued(data_dir: Path) -> int:
-    service = AdminService.open(data_dir)
-    try:
-        return sum(1 for e in service.queue.entries() for r in e.recipients if r.state == "queued")
-    finally:
-        service.close()
 
 
 @dataclass
@@ -252,7 +234,9 @@ def _kill_under_load(sites: Sites, victim: ServeProcess, tag: str) -> None:
     assert not any(t.is_alive() for t in clients), "a client did not stop"
     for process in (sites.a, sites.b):
         data_dir = process.data_dir
-        wait_until(lambda d=data_dir: _queued(d) == 0, DRAIN_TIMEOUT, f"{process.name} drained")
+        wait_until(
+            lambda d=data_dir: queued_count(d) == 0, DRAIN_TIMEOUT, f"{process.name} drained"
+        )
     elapsed = time.monotonic() - started
 
     audit = _audit(sites.b.data_dir, ledger)

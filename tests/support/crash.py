@@ -30,6 +30,8 @@ from pathlib import Path
 
 from tests.support.serve import serve_command
 
+from sitemail.admin.service import AdminService
+
 _QUEUED_AS = re.compile(rb"queued as (\S+)")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
@@ -237,6 +239,32 @@ class ServeProcess:
                 if " ERROR " in line or " CRITICAL " in line or line.startswith("Traceback"):
                     found.append(f"{self.log_path(n).name}: {line}")
         return found
+
+
+def only_smtp(data_dir: Path, port: int) -> None:
+    """Set a data dir's server to SMTP on `port` alone (no client access, no admin API), and
+    retry deferred mail within seconds (another site or a peer is down), not minutes."""
+    config = data_dir / "sitemail.toml"
+    text = config.read_text(encoding="utf-8")
+    for section, lines in (
+        ("smtp", f"port = {port}"),
+        ("queue", "retry_initial = 1\nretry_max = 2"),
+        ("imap", "port = 0\ntls_port = 0"),
+        ("pop3", "port = 0\ntls_port = 0"),
+        ("submission", "port = 0\ntls_port = 0"),
+        ("admin", "port = 0"),
+    ):
+        text = text.replace(f"[{section}]\n", f"[{section}]\n{lines}\n", 1)
+    config.write_text(text, encoding="utf-8")
+
+
+def queued_count(data_dir: Path) -> int:
+    """How many recipients the data dir's queue still holds (read while the server runs)."""
+    service = AdminService.open(data_dir)
+    try:
+        return sum(1 for e in service.queue.entries() for r in e.recipients if r.state == "queued")
+    finally:
+        service.close()
 
 
 def kill_at_random_points(

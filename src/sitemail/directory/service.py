@@ -13,7 +13,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, bindparam, delete, func, insert, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Text,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    type_coerce,
+)
 
 from sitemail.core.address import parse_address
 from sitemail.core.clock import Clock
@@ -197,6 +208,29 @@ class Directory:
         with self.store.read() as conn:
             rows = conn.execute(query.order_by(dir_object.c.site, dir_object.c.name)).all()
         return [row_to_recipient(r) for r in rows]
+
+    def released_since(self, address: str, since: float) -> str | None:
+        """The site of a recipient removed at `since` or later (its clock) that held
+        `address`, or None. Reads the recent tombstones (no index: only unknown addresses of
+        the organisation's domains come here)."""
+        c = dir_object.c
+        key = address.strip().lower()
+        with self.store.read() as conn:
+            rows = conn.execute(
+                select(c.site, c.attrs)
+                .where(
+                    c.kind.in_([str(k) for k in RECIPIENT_KINDS]),
+                    c.is_deleted.is_(True),
+                    c.changed_at >= since,
+                    func.lower(type_coerce(c.attrs, Text)).contains(key, autoescape=True),
+                )
+                .order_by(c.changed_at.desc())
+            ).all()
+        for row in rows:
+            released = row.attrs.get("released", [])
+            if isinstance(released, list) and key in {str(a).lower() for a in released}:
+                return str(row.site)
+        return None
 
     def version(self) -> int:
         """A number that grows with every change held here, own or replicated: the sum over
@@ -527,7 +561,9 @@ class Directory:
                 conn,
                 obj,
                 now=self.clock.now(),
-                attrs={"deleted_kind": str(obj.kind)},
+                # The addresses it gave up: for a while, mail for them waits instead of being
+                # refused (the recipient may have moved to another site: routing.router).
+                attrs={"deleted_kind": str(obj.kind), "released": [p.address for p in obj.proxies]},
                 is_deleted=True,
             )
 

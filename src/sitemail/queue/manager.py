@@ -15,8 +15,10 @@ delivered, recorded and dequeued together, a whole pass in one job of the shared
 its messages is tried alone, so one bad message holds no other up. The others go to their
 network transports (at most `_PARALLEL_MESSAGES` at once) and their results are recorded
 through the same writer, each next hop's acceptances as soon as it has answered (not lazily,
-not after the message's other hops), so a crash rarely finds a delivery unrecorded (the
-next site recognises the resend of one that was: queue.dedupe). Time comes from the injected clock, so tests step through 48 hours
+not after the message's other hops), and noted in the delivery journal (queue.journal) the
+moment it arrives, so a crash almost never finds a delivery unrecorded: at start, what the
+journal holds is recorded before anything is sent (and the next site recognises the resend
+of a delivery that was lost all the same: queue.dedupe). Time comes from the injected clock, so tests step through 48 hours
 in milliseconds.
 
 New mail does not wait for a pass: the spool hands each committed message over in memory
@@ -59,6 +61,7 @@ from sitemail.queue.attempts import Attempts, report_stage
 from sitemail.queue.backoff import Backoff
 from sitemail.queue.content import Content
 from sitemail.queue.dsn import DsnEntry, DsnKind, build_dsn, dsn_body_type
+from sitemail.queue.journal import DeliveryJournal
 from sitemail.queue.model import (
     Delivery,
     DeliveryAgent,
@@ -157,6 +160,7 @@ class QueueManager:
         agents: Mapping[Transport, DeliveryAgent],
         writer: GroupWriter | None = None,
         backoff: Backoff | None = None,
+        journal: DeliveryJournal | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -166,6 +170,7 @@ class QueueManager:
         self._router = router
         self._agents = dict(agents)
         self._writer = writer or GroupWriter(store)
+        self._journal = journal
         self._transactional = frozenset(
             t for t, agent in self._agents.items() if isinstance(agent, TransactionalAgent)
         )
@@ -264,6 +269,7 @@ class QueueManager:
         e.g. applying a replication answer, must not hold up mail queued after it), then
         sleep until the next due time or a wake-up. Every delivery task belongs to this
         TaskGroup, so cancelling `run` stops them all."""
+        await self._record_noted()
         await self._close_leftovers()
         self._slots = asyncio.Semaphore(_PARALLEL_MESSAGES)
         async with asyncio.TaskGroup() as group:
@@ -290,6 +296,40 @@ class QueueManager:
                 async with asyncio.timeout(min(delay, _IDLE_POLL) or 0.01):
                     await self._wake.wait()
             self._wake.clear()
+
+    async def _record_noted(self) -> None:
+        """Record the deliveries a previous run noted in the journal but had not committed
+        when it stopped (a crash): those recipients are not sent again."""
+        if self._journal is None:
+            return
+        try:
+            noted = self._journal.pending()
+            recorded = await self._writer.submit(
+                functools.partial(self._record_noted_in, noted=noted)
+            )
+            self._journal.clear()
+        except Exception:  # the queue must run all the same; the next start tries again
+            log.exception("recording the delivery journal failed; those messages may go twice")
+            return
+        if recorded:
+            log.warning("recorded %d delivery(ies) noted before a crash", recorded)
+
+    def _record_noted_in(
+        self, conn: Connection, *, noted: Mapping[str, Sequence[RecipientResult]]
+    ) -> int:
+        """In a write transaction: each noted result whose recipient is still queued."""
+        count = 0
+        ids = list(noted)
+        for start in range(0, len(ids), _BATCH):
+            batch = ids[start : start + _BATCH]  # a big message loaded as its handle
+            for message, content, rows in load_messages(conn, batch, store=self._store):
+                due = [r for r, row in rows if row.state == RcptState.QUEUED.value]
+                taken = {r.id for r in due}
+                results = [r for r in noted[message.queue_id] if r.rcpt_id in taken]
+                if results:
+                    self._record_in(conn, _Work(message, content, due), results, close=True)
+                    count += len(results)
+        return count
 
     async def _close_leftovers(self) -> None:
         """At start: drop what a crash left finished. A failing store must not keep the
@@ -558,6 +598,7 @@ class QueueManager:
         work = plan.work
         results = list(plan.results)
         recorded: set[int] = set()  # recipients whose delivery is committed already
+        notes: list[int] = []  # journal tokens (queue.journal), done once committed
         pending = len(plan.groups)
 
         async def one(transport: Transport, members: list[tuple[QueuedRecipient, Route]]) -> None:
@@ -566,6 +607,9 @@ class QueueManager:
             results.extend(outcome)
             pending -= 1
             delivered = [r for r in outcome if r.outcome is Outcome.DELIVERED]
+            fresh = [r for r in delivered if not r.already_recorded]
+            if fresh and self._journal is not None:  # noted before anything else can happen
+                notes.append(self._journal.note(work.message.queue_id, fresh))
             if pending and delivered:  # the last hop's go with the closing record below
                 await self._record_early(work, delivered, recorded)
 
@@ -574,6 +618,9 @@ class QueueManager:
         left = await self._record_results(
             work, rest, lazy=not any(r.outcome is Outcome.DELIVERED for r in rest)
         )
+        if self._journal is not None:
+            for token in notes:
+                self._journal.done(token)
         log.debug("processed %s: %d result(s)", work.message.queue_id, len(results))
         return left
 

@@ -185,6 +185,9 @@ def _attrs_ok(kind: str, attrs: dict[str, Any]) -> bool:
             return False
     if kind == "site_addressing" and "@" not in attrs["smtp"]:
         return False
+    released = attrs.get("released", [])  # a tombstone's given-up addresses
+    if type(released) is not list or not all(type(a) is str and len(a) <= 330 for a in released):
+        return False
     members = attrs.get("members", [])
     return all(type(m) is str for m in members) if type(members) is list else False
 

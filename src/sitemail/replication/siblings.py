@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from sitemail.core.envelope import Envelope
+from sitemail.core.errors import InvalidValueError
 from sitemail.queue.content import Content
 from sitemail.replication.keys import PublicKey
 from sitemail.replication.replicator import Replicator
@@ -70,7 +71,10 @@ class SiblingOrigins:
         if site == self._replicator.site:
             return None
         if site not in self._keys:
-            self._keys[site] = self._lookup(site)
+            try:
+                self._keys[site] = self._lookup(site)
+            except InvalidValueError:  # a site publishing a key that is no key proves nothing
+                self._keys[site] = None
         return self._keys[site]
 
 

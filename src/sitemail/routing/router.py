@@ -336,7 +336,17 @@ class Router:
         if fresh is None:
             note("   no such user")
             return _no_such_user(address, "no such user here")
-        if arrived is None:  # at RCPT: tempfail only while changes are known to be missing
+        if arrived is None:  # at RCPT: tempfail while the user may have moved elsewhere...
+            since = self._clock() - self._unknown_window
+            removed_at = self._directory.released_since(address, since)
+            if removed_at is not None:
+                note(f"   removed at {removed_at} recently: it may have moved; try later")
+                return _waiting(
+                    address,
+                    f"recently removed at {removed_at}; it may have moved to another site "
+                    "whose change has not replicated here yet",
+                )
+            # ... or while another site's changes are known to be missing
             missing = fresh.behind | (others - set(fresh.caught_up))  # never caught up: behind
             behind = ", ".join(sorted(others & missing))
             if not behind:

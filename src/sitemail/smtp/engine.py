@@ -45,12 +45,18 @@ Design choices:
   that cannot be written (disk full) makes the answer 452 4.3.1 once DATA has ended.
 - Timeouts: `timeout` between commands; during DATA and while the acceptor works,
   `data_timeout`, restarted at most once a second while lines keep arriving (aiosmtpd itself
-  never restarts its timer during DATA).
+  never restarts its timer during DATA). A timeout is answered `421 4.4.2` before the close.
 - Free space: with a `FreeSpace` (the data dir's file system, a reserve), MAIL answers
   `452 4.3.1 Insufficient system storage` when the free space is below the reserve or a
   declared SIZE does not fit above it (Postfix's queue_minfree), before any data is sent.
 - Connection limits: counted in the protocol factory (aiosmtpd has none); over the limit the
-  client gets `421 4.7.0` instead of the greeting, and the connection is closed.
+  client gets `421 4.7.0` instead of the greeting, and the connection is closed. Near the
+  total limit (stress, as Postfix's): sessions outside a transaction get `stress_timeout`,
+  addresses holding many get no more, and a full house gives the slot of a long-idle session
+  to a client holding few (`ConnectionLimiter`, `SmtpSession._make_room`).
+- Stopping: `stop_smtp_server` answers 421 to every session except one storing a message,
+  which sends its reply first (`drain_smtp_server` waits for it); after the stop nothing is
+  stored, so a 4xx after DATA always means "not stored" and the client's retry is no copy.
 - Error tarpit: every 4xx/5xx reply counts as an error except 452 4.5.3 (a client sending more
   recipients than allowed is not misbehaving), 452 4.3.1 (our disk is full, not its fault)
   and 421. After `tarpit_after` errors (default:
@@ -521,6 +527,7 @@ class _ListenerState:
     stored: asyncio.Event = field(default_factory=asyncio.Event)  # a session ended a commit
     refused: int = 0  # connections refused since the last log line about it
     refusal_logged_at: float = -_REFUSALS_LOGGED_EVERY
+    stress_logged_at: float = -_REFUSALS_LOGGED_EVERY
 
 
 @dataclass(frozen=True, slots=True)
@@ -783,11 +790,13 @@ class SmtpSession(SMTP):
         state, stressed = self._settings.state, self._settings.limiter.stressed
         if stressed and not state.stressed:
             idle = [s for s in self._settings.sessions if s._waiting and s._txn.sender is None]
-            log.warning(
-                "smtp connections near the limit: idle timeout %gs for %d idle session(s)",
-                self._limits.stress_timeout,
-                len(idle),
-            )
+            if self.loop.time() - state.stress_logged_at >= _REFUSALS_LOGGED_EVERY:
+                state.stress_logged_at = self.loop.time()  # at most once an interval, too
+                log.warning(
+                    "smtp connections near the limit: idle timeout %gs for %d idle session(s)",
+                    self._limits.stress_timeout,
+                    len(idle),
+                )
             for session in idle:
                 session._reset_timeout()
         state.stressed = stressed

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -47,6 +48,8 @@ from sitemail.routing.trace import Origin
 from sitemail.smtp.engine import SessionInfo
 
 __all__ = ["ImsPolicy"]
+
+log = logging.getLogger("sitemail.smtp")
 
 OK_SENDER = Reply(250, "2.1.0", "Sender ok")
 OK_RECIPIENT = Reply(250, "2.1.5", "Recipient ok")
@@ -119,6 +122,19 @@ class ImsPolicy:
             return OK_RECIPIENT
         return RELAY_DENIED
 
+    async def _origin(self, envelope: Envelope, content: Content) -> Origin | None:
+        """The sibling site's proven origin, if any; a fault here only means "none". A big
+        message's digest reads the whole spool file: in a thread."""
+        if self._origin_of is None:
+            return None
+        try:
+            if content.in_memory:
+                return self._origin_of(envelope, content)
+            return await asyncio.to_thread(self._origin_of, envelope, content)
+        except Exception:
+            log.exception("checking the trace of a message failed; stored without its origin")
+            return None
+
     def new_queue_id(self) -> str:
         """Allocated before acceptance, so the Received header can name it."""
         return new_queue_id(self._clock.now())
@@ -134,12 +150,7 @@ class ImsPolicy:
             refused = await asyncio.to_thread(_shape_refusal, content)
             if refused is not None:
                 return refused
-        origin = None
-        if self._origin_of is not None:
-            if content.in_memory:
-                origin = self._origin_of(envelope, content)
-            else:  # the digest reads the whole spool file
-                origin = await asyncio.to_thread(self._origin_of, envelope, content)
+        origin = await self._origin(envelope, content)
         queue_id = await self._spool.enqueue(
             NewMessage(
                 _no_notices_for_dsa(envelope), content, queue_id=QueueId(queue_id), origin=origin

@@ -9,6 +9,7 @@ but not yet the creation must wait, never bounce, and deliver once it knows the 
 from __future__ import annotations
 
 import asyncio
+import smtplib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -51,6 +52,14 @@ async def three_sites(org: Org) -> tuple[Site, Site, Site]:
     for site in (b, c):
         await until(knows(site, "alice@example.com", "SiteA"), what=f"{site.name} knows alice")
     return a, b, c
+
+
+def rcpt_reply(site: Site, address: str) -> tuple[int, bytes]:
+    """The answer to RCPT TO:<address> at `site`, from an Internet client."""
+    with smtplib.SMTP(site.address, site.port, local_hostname="client.test", timeout=10) as c:
+        c.ehlo()
+        c.mail(OUTSIDER)
+        return c.rcpt(address)
 
 
 async def pull(site: Site, peer: Site) -> None:
@@ -140,6 +149,13 @@ def test_mail_reaching_the_old_home_during_the_lag_is_forwarded_to_the_new_home(
             await until(lambda: not b.service.queue.entries(), what="B forwarded it to A")
             await until(waiting_for_replication(a), what="held at A for replication")
             assert no_bounce(a, b, c)()
+            # From the Internet, the old home answers 450 while the move may be in flight
+            # (alice was removed here a moment ago), never 550.
+            code, text = await asyncio.to_thread(rcpt_reply, a, "alice@example.com")
+            assert (code, text[:5]) == (450, b"4.4.3"), text
+            assert b"recently removed at SiteA" in text
+            code, _ = await asyncio.to_thread(rcpt_reply, a, "nobody@example.com")
+            assert code == 550  # replication is current: an unknown user is refused
 
             await pull(a, c)
             await delivered_once(c, "alice", a, (a, b, c))

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from sitemail.admin.service import AdminService
-from sitemail.directory import ObjectKind
+from sitemail.directory import ObjectKind, RecipientChanges
 from sitemail.directory.ims_objects import ConnectedSite, DomainEntry
 from sitemail.replication.apply import WireObject, apply_objects
 from sitemail.routing.route import Transport
@@ -26,9 +26,20 @@ GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "routing_decisions.txt
 
 
 def _wire(
-    site: str, kind: str, name: str, attrs: dict[str, Any], changed_at: float = 1.0
+    site: str,
+    kind: str,
+    name: str,
+    attrs: dict[str, Any],
+    changed_at: float = 1.0,
+    guid: str = "",
 ) -> WireObject:
-    return WireObject(str(uuid.uuid4()), site, kind, name, name, attrs, 1, 1, 1, False, changed_at)
+    guid = guid or str(uuid.uuid4())
+    return WireObject(guid, site, kind, name, name, attrs, 1, 1, 1, False, changed_at)
+
+
+def _older(n: int) -> str:
+    """A guid older than any made now (UUIDv7 order: the lowest wins a shared address)."""
+    return f"00000000-0000-7000-8000-{n:012d}"
 
 
 def _replicas() -> list[WireObject]:
@@ -46,6 +57,10 @@ def _replicas() -> list[WireObject]:
         ),
         _wire("SiteC", "mailbox", "carol", {"proxies": ["SMTP:carol@example.com"]}),
         _wire("SiteD", "mailbox", "dave", {"proxies": ["SMTP:dave@example.com"]}),
+        # One owner for an address two sites gave before they replicated: the older object
+        _wire("SiteB", "mailbox", "dup", {"proxies": ["SMTP:dup@example.com"]}, guid=_older(1)),
+        _wire("SiteB", "mailbox", "twin", {"proxies": ["SMTP:twin@example.com"]}, guid=_older(3)),
+        _wire("SiteD", "mailbox", "twin", {"proxies": ["SMTP:twin@example.com"]}, guid=_older(2)),
         _wire("SiteB", "connected_site", "SiteC", {"routing_address": "sitec.example.com"}),
         _wire("SiteB", "connected_site", "SiteA", {"routing_address": "sitea.example.com"}),
         _wire(
@@ -82,6 +97,12 @@ def router(site_a: AdminService) -> Router:
     service = site_a
     service.add_recipient(
         ObjectKind.MAILBOX, "alice", display_name="Alice", extra_addresses=["alice@example.com"]
+    )
+    service.add_recipient(ObjectKind.MAILBOX, "gone", display_name="Gone")
+    service.update_recipient("gone", RecipientChanges(add_addresses=["gone@example.com"]))
+    service.remove_recipient("gone")  # just now: it may have moved to another site
+    service.add_recipient(  # younger than SiteB's dup, which replicates here later
+        ObjectKind.MAILBOX, "dup", display_name="Dup", extra_addresses=["dup@example.com"]
     )
     routing = service.routing
     routing.add_connected_site("SiteB", "@SiteB.example.com")
