@@ -36,3 +36,12 @@ def serve_until_it_exits(data_dir: Path, timeout: float = 60) -> subprocess.Comp
         timeout=timeout,
         check=False,
     )
+
+
+def configure(data_dir: Path, tables: dict[str, str]) -> None:
+    """Add settings at the top of tables of data_dir's sitemail.toml (ports, mostly)."""
+    path = data_dir / "sitemail.toml"
+    text = path.read_text()
+    for table, settings in tables.items():
+        text = text.replace(f"\n[{table}]\n", f"\n[{table}]\n{settings}\n", 1)
+    path.write_text(text)

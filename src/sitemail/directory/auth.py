@@ -75,7 +75,13 @@ class Authenticator:
         settings: AuthConfig,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_attempt: Callable[[str, bool], None] | None = None,
+        on_lock: Callable[[str, float], None] | None = None,
     ) -> None:
+        # IMAP and POP3 run in worker processes (sitemail.frontends): they report each
+        # attempt (peer, failed?) to the server, which shares its lock-outs back with them.
+        self._on_attempt = on_attempt
+        self._on_lock = on_lock
         self._sleep = sleep
         self._directory = directory
         self._clock = clock
@@ -100,12 +106,24 @@ class Authenticator:
             await self._sleep(self._settings.failure_delay)
             return AuthResult(AuthOutcome.LOCKED, LOCKED_TEXT)
         result = await asyncio.to_thread(self._check, login, password)
+        if result.outcome is AuthOutcome.FAILED or result.ok:
+            self.record(peer_ip, failed=not result.ok)
+            if self._on_attempt is not None:
+                self._on_attempt(peer_ip, not result.ok)
         if result.outcome is AuthOutcome.FAILED:
-            self._count_failure(peer_ip)
             await self._sleep(self._settings.failure_delay)
-        elif result.ok:
-            self._failures.pop(peer_ip, None)
         return result
+
+    def record(self, peer_ip: str, *, failed: bool) -> None:
+        """Count a failed login from this address (or clear its count after a success)."""
+        if failed:
+            self._count_failure(peer_ip)
+        else:
+            self._failures.pop(peer_ip, None)
+
+    def lock(self, peer_ip: str, until: float) -> None:
+        """Lock this address out until then (a lock-out decided by another process)."""
+        self._locked_until[peer_ip] = max(until, self._locked_until.get(peer_ip, 0.0))
 
     def _count_failure(self, peer_ip: str) -> None:
         now = self._clock.now()
@@ -115,6 +133,8 @@ class Authenticator:
             times.popleft()
         if len(times) >= self._settings.max_failures:
             self._locked_until[peer_ip] = now + self._settings.lockout
+            if self._on_lock is not None:
+                self._on_lock(peer_ip, now + self._settings.lockout)
         if len(self._failures) > _MAX_TRACKED:  # bounded memory under a spread-out attack
             self._failures.pop(next(iter(self._failures)), None)
         if len(self._locked_until) > _MAX_TRACKED:

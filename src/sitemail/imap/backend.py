@@ -218,7 +218,8 @@ class _Loaded(BaseLoadedMessage):
         fields = header[:-2]
         starts = [m.start() for m in _FIELD_START.finditer(fields)]
         chosen = []
-        for begin, end in zip(starts, [*starts[1:], len(fields)], strict=True):
+        ends = [*starts[1:], len(fields)] if starts else []  # no field at all: none chosen
+        for begin, end in zip(starts, ends, strict=True):
             field = fields[begin:end]
             name = field.split(b":", 1)[0].strip().upper()
             if inverse != (name in subset):

@@ -1,0 +1,337 @@
+"""IMAP and POP3 served from supervised worker processes, so no client of theirs stops SMTP.
+
+One job: run each client-access protocol (IMAP, POP3) in its own worker process and keep it
+alive. The server binds the listening sockets itself (a port that cannot be bound is still a
+configuration error at start), then starts `python -m sitemail.frontends` with those sockets
+and a pickled `WorkerSpec` on its stdin. The worker opens its own store connection (SQLite in
+WAL mode or PostgreSQL: the mailbox tables are shared through the database, as with local
+delivery) and serves until told to stop.
+
+Supervision: the worker writes a heartbeat (an empty line) to its stdout every `HEARTBEAT`
+seconds from its event loop; its other lines report login attempts ("F <ip>", "S <ip>") to
+the server's Authenticator, whose lock-outs go back to every worker on stdin ("L <ip>
+<until>"), so a lock-out holds for IMAP, POP3 and submission alike. A worker whose loop is stuck (no heartbeat for `stuck_after` seconds) is killed
+and replaced; one that exits is replaced; both are logged with the cause. Replacements back off
+(up to 30 s) when workers die young, so a crash at start cannot spin. Sessions of the replaced
+worker are lost (their clients reconnect); the listening sockets stay open meanwhile, so new
+connections wait in the backlog. SMTP and the queue run in the server process and never wait
+for a worker. `stop()` sends SIGTERM and kills what has not exited after `STOP_GRACE` seconds;
+a worker whose server disappears exits (stdin closes; Linux also sends it SIGKILL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import pickle
+import signal
+import socket
+import ssl
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from sitemail.config import ServerConfig
+from sitemail.core.clock import SystemClock
+from sitemail.core.errors import ConfigError
+from sitemail.directory import Directory
+from sitemail.directory.auth import Authenticator
+from sitemail.imap import ImapService
+from sitemail.pop3 import Pop3Service
+from sitemail.store import default_url, open_store
+
+__all__ = ["HEARTBEAT", "WorkerPool", "WorkerSpec"]
+
+log = logging.getLogger("sitemail.frontends")
+
+HEARTBEAT: Final = 0.5  # seconds between a worker's heartbeats
+STUCK_AFTER: Final = 10.0  # no heartbeat for this long: the worker is stuck
+STOP_GRACE: Final = 5.0  # SIGTERM, then SIGKILL after this long
+_READY_TIMEOUT: Final = 60.0  # start-up of a worker (imports, store, listeners)
+_YOUNG: Final = 5.0  # a worker that dies younger than this makes the next start wait
+_PR_SET_PDEATHSIG: Final = 1
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """What a worker needs: the server's config, its protocol, and its listeners as
+    (inherited file descriptor, implicit TLS) pairs."""
+
+    config: ServerConfig
+    kind: str  # "imap" or "pop3"
+    server_name: str
+    listeners: list[tuple[int, bool]] = field(default_factory=list)
+
+
+class WorkerPool:
+    """The worker process of one protocol: listeners bound here, served there, supervised."""
+
+    def __init__(
+        self,
+        kind: str,
+        config: ServerConfig,
+        server_name: str,
+        *,
+        authenticator: Authenticator | None = None,
+        stuck_after: float = STUCK_AFTER,
+    ) -> None:
+        self.kind = kind
+        self._authenticator = authenticator  # the server's: lock-outs shared by every protocol
+        self._config = config
+        self._server_name = server_name
+        self._stuck_after = stuck_after
+        self._sockets: list[tuple[socket.socket, bool]] = []
+        self._process: asyncio.subprocess.Process | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self.replaced = 0  # how many workers were replaced (stuck or exited)
+
+    @property
+    def pid(self) -> int | None:
+        """The current worker's process id (None before `launch`)."""
+        return self._process.pid if self._process is not None else None
+
+    def bind(self, address: str, port: int, *, implicit_tls: bool) -> int:
+        """Listen on address:port (0: any free port) for the worker; the bound port."""
+        sock = socket.create_server((address, port), backlog=128)
+        self._sockets.append((sock, implicit_tls))
+        return int(sock.getsockname()[1])
+
+    def share_lock(self, peer_ip: str, until: float) -> None:
+        """Tell the worker an address is locked out (decided by the server's Authenticator)."""
+        process = self._process
+        if process is not None and process.stdin is not None and not process.stdin.is_closing():
+            process.stdin.write(b"L %s %f\n" % (peer_ip.encode(), until))
+
+    def _report(self, line: bytes) -> None:
+        """A login attempt the worker saw ("F <ip>" failed, "S <ip>" succeeded)."""
+        kind, _, peer = line.partition(b" ")
+        if self._authenticator is not None and kind in (b"F", b"S") and peer:
+            self._authenticator.record(peer.decode(errors="replace"), failed=kind == b"F")
+
+    async def launch(self) -> None:
+        """Start the worker (once every listener is bound) and its supervision."""
+        if not self._sockets or self._watcher is not None:
+            return
+        await self._start()
+        self._watcher = asyncio.create_task(self._watch(), name=f"{self.kind}-worker-watch")
+
+    async def stop(self) -> None:
+        """End the worker: SIGTERM, then SIGKILL after STOP_GRACE; close the listeners."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
+        if self._process is not None:
+            await _end(self._process, STOP_GRACE)
+            self._process = None
+        for sock, _ in self._sockets:
+            sock.close()
+        self._sockets.clear()
+
+    async def _start(self) -> None:
+        spec = WorkerSpec(
+            self._config,
+            self.kind,
+            self._server_name,
+            [(sock.fileno(), implicit) for sock, implicit in self._sockets],
+        )
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "sitemail.frontends",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            pass_fds=[sock.fileno() for sock, _ in self._sockets],
+        )
+        assert process.stdin is not None
+        assert process.stdout is not None
+        process.stdin.write(pickle.dumps(spec))
+        await process.stdin.drain()  # stdin stays open: its end tells the worker we are gone
+        self._process = process
+        try:
+            first = await asyncio.wait_for(process.stdout.read(1), _READY_TIMEOUT)
+        except TimeoutError:
+            first = b""
+        if not first:
+            await _end(process, 0)
+            raise ConfigError(f"the {self.kind} worker did not start (see its error above)")
+        log.info("%s worker pid=%d serving", self.kind, process.pid)
+
+    async def _watch(self) -> None:
+        """Replace the worker when it is stuck or gone, for as long as the server runs."""
+        backoff = 0.0
+        while True:
+            process = self._process
+            assert process is not None
+            started = time.monotonic()
+            cause = await _until_unhealthy(process, self._stuck_after, self._report)
+            await _end(process, 0)
+            log.error(
+                "%s worker pid=%d %s; replacing it (SMTP is not affected)",
+                self.kind,
+                process.pid,
+                cause,
+            )
+            self.replaced += 1
+            young = time.monotonic() - started < _YOUNG
+            backoff = min(max(backoff * 2, 1.0), 30.0) if young else 0.0
+            await asyncio.sleep(backoff)
+            try:
+                await self._start()
+            except ConfigError as exc:
+                log.warning("%s; trying again", exc)  # after a longer wait
+                self._process = process
+
+
+async def _until_unhealthy(
+    process: asyncio.subprocess.Process, stuck_after: float, report: Callable[[bytes], None]
+) -> str:
+    """Wait while heartbeats come (passing on the worker's reports); why the worker is
+    unhealthy when they stop."""
+    assert process.stdout is not None
+    pending = b""
+    while True:
+        try:
+            data = await asyncio.wait_for(process.stdout.read(4096), stuck_after)
+        except TimeoutError:
+            return f"is stuck (no heartbeat for {stuck_after:g} s): killed"
+        if not data:
+            code = await process.wait()
+            how = f"signal {-code}" if code < 0 else f"code {code}"
+            return f"exited ({how})"
+        *lines, pending = (pending + data).split(b"\n")
+        for line in lines:
+            if line:  # an empty line is a heartbeat
+                report(line)
+
+
+async def _end(process: asyncio.subprocess.Process, grace: float) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds (at once when grace is 0); reaped."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM if grace else signal.SIGKILL)
+        try:
+            await asyncio.wait_for(process.wait(), grace or None)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+    if process.stdin is not None:
+        process.stdin.close()
+
+
+# -- the worker process ------------------------------------------------------------------------
+
+
+def _tls_context(config: ServerConfig) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.path(config.tls.cert_file), config.path(config.tls.key_file))
+    return context
+
+
+async def _serve(spec: WorkerSpec) -> None:
+    config = spec.config
+    store = open_store(config.database_url or default_url(config.data_dir))
+    clock = SystemClock()
+
+    def report(peer_ip: str, failed: bool) -> None:  # to the server, which shares lock-outs
+        with contextlib.suppress(BlockingIOError):
+            os.write(1, b"%s %s\n" % (b"F" if failed else b"S", peer_ip.encode()))
+
+    authenticator = Authenticator(Directory(store, clock), clock, config.auth, on_attempt=report)
+    tls = _tls_context(config)
+    service: ImapService | Pop3Service
+    if spec.kind == "imap":
+        service = ImapService(
+            store=store,
+            clock=clock,
+            authenticator=authenticator,
+            settings=config.imap,
+            limits=config.limits,
+            tls_context=tls,
+            server_name=spec.server_name,
+        )
+    else:
+        service = Pop3Service(
+            store=store,
+            clock=clock,
+            authenticator=authenticator,
+            limits=config.limits,
+            tls_context=tls,
+            server_name=spec.server_name,
+        )
+    try:
+        for fd, implicit in spec.listeners:
+            sock = socket.socket(fileno=fd)
+            await service.start("", 0, implicit_tls=implicit, sock=sock)
+        await _beat_until_orphaned(authenticator)
+    finally:
+        await service.stop()
+        store.close()
+
+
+async def _beat_until_orphaned(authenticator: Authenticator) -> None:
+    """Heartbeats on stdout from this loop, lock-outs from stdin ("L <ip> <until>"); returns
+    when stdin ends (the server is gone)."""
+    loop = asyncio.get_running_loop()
+    orphaned = loop.create_future()
+    pending = b""
+
+    def stdin_readable() -> None:
+        nonlocal pending
+        try:
+            data = os.read(0, 4096)
+        except BlockingIOError:
+            return
+        if not data and not orphaned.done():
+            orphaned.set_result(None)
+        *lines, pending = (pending + data).split(b"\n")
+        for line in lines:
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == b"L":
+                with contextlib.suppress(ValueError):
+                    authenticator.lock(parts[1].decode(errors="replace"), float(parts[2]))
+
+    os.set_blocking(1, False)  # a server that stops reading must not block this loop
+    loop.add_reader(0, stdin_readable)
+    try:
+        while not orphaned.done():
+            with contextlib.suppress(BlockingIOError):
+                os.write(1, b"\n")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(orphaned), HEARTBEAT)
+    finally:
+        loop.remove_reader(0)
+
+
+def main() -> None:
+    """`python -m sitemail.frontends`: one worker, spec on stdin (see `WorkerPool`)."""
+    with contextlib.suppress(OSError, AttributeError):  # Linux: die with the server
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    spec: WorkerSpec = pickle.load(sys.stdin.buffer)  # noqa: S301 - our own server, by a pipe
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s %(levelname)s %(name)s [{spec.kind} worker]: %(message)s",
+    )
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+    async def run() -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            if task is not None:
+                loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await _serve(spec)
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
