@@ -8,9 +8,11 @@ WAL mode or PostgreSQL: the mailbox tables are shared through the database, as w
 delivery) and serves until told to stop.
 
 Supervision: the worker writes a heartbeat (an empty line) to its stdout every `HEARTBEAT`
-seconds from its event loop; its other lines report login attempts ("F <ip>", "S <ip>") to
-the server's Authenticator, whose lock-outs go back to every worker on stdin ("L <ip>
-<until>"), so a lock-out holds for IMAP, POP3 and submission alike. A worker whose loop is stuck (no heartbeat for `stuck_after` seconds) is killed
+seconds from its event loop. Logins are not checked in the worker: it asks the server
+("A <n> <request>" on its stdout) and the server's one `Authenticator` answers ("R <n>
+<result>" on the worker's stdin), so failures, lock-outs and the slots that make parallel
+attempts count are one table for IMAP, POP3 and submission alike, whichever process serves
+the client (directory/auth.py). A worker whose loop is stuck (no heartbeat for `stuck_after` seconds) is killed
 and replaced; one that exits is replaced; both are logged with the cause. Replacements back off
 (up to 30 s) when workers die young, so a crash at start cannot spin. Sessions of the replaced
 worker are lost (their clients reconnect); the listening sockets stay open meanwhile, so new
@@ -22,8 +24,11 @@ a worker whose server disappears exits (stdin closes; Linux also sends it SIGKIL
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ctypes
+import itertools
+import json
 import logging
 import os
 import pickle
@@ -39,8 +44,13 @@ from typing import Final
 from sitemail.config import ServerConfig
 from sitemail.core.clock import SystemClock
 from sitemail.core.errors import ConfigError
-from sitemail.directory import Directory
-from sitemail.directory.auth import Authenticator
+from sitemail.core.tls import ReloadingContext
+from sitemail.directory.auth import (
+    LOCKED_TEXT,
+    Authenticator,
+    AuthOutcome,
+    AuthResult,
+)
 from sitemail.imap import ImapService
 from sitemail.pop3 import Pop3Service
 from sitemail.store import default_url, open_store
@@ -55,6 +65,7 @@ STOP_GRACE: Final = 5.0  # SIGTERM, then SIGKILL after this long
 _READY_TIMEOUT: Final = 60.0  # start-up of a worker (imports, store, listeners)
 _YOUNG: Final = 5.0  # a worker that dies younger than this makes the next start wait
 _PR_SET_PDEATHSIG: Final = 1
+_AUTH_TIMEOUT: Final = 60.0  # a login the server has not answered by then is refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +99,8 @@ class WorkerPool:
         self._sockets: list[tuple[socket.socket, bool]] = []
         self._process: asyncio.subprocess.Process | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._relays: set[asyncio.Task[None]] = set()
+        self._relays: set[asyncio.Task[None]] = set()  # workers' log lines into our log
+        self._logins: set[asyncio.Task[None]] = set()  # workers' logins being checked
         self.replaced = 0  # how many workers were replaced (stuck or exited)
 
     @property
@@ -102,17 +114,27 @@ class WorkerPool:
         self._sockets.append((sock, implicit_tls))
         return int(sock.getsockname()[1])
 
-    def share_lock(self, peer_ip: str, until: float) -> None:
-        """Tell the worker an address is locked out (decided by the server's Authenticator)."""
-        process = self._process
-        if process is not None and process.stdin is not None and not process.stdin.is_closing():
-            process.stdin.write(b"L %s %f\n" % (peer_ip.encode(), until))
-
     def _report(self, line: bytes) -> None:
-        """A login attempt the worker saw ("F <ip>" failed, "S <ip>" succeeded)."""
-        kind, _, peer = line.partition(b" ")
-        if self._authenticator is not None and kind in (b"F", b"S") and peer:
-            self._authenticator.record(peer.decode(errors="replace"), failed=kind == b"F")
+        """A line from the worker: a login to check ("A <n> <request>")."""
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == b"A" and self._authenticator is not None:
+            task = asyncio.create_task(self._answer_login(self._process, parts[1], parts[2]))
+            self._logins.add(task)
+            task.add_done_callback(self._logins.discard)
+
+    async def _answer_login(
+        self, process: asyncio.subprocess.Process | None, number: bytes, request: bytes
+    ) -> None:
+        """Check a worker's login with the server's Authenticator; answer "R <n> <result>"."""
+        assert self._authenticator is not None
+        try:
+            login, password, peer = decode_login(request)
+        except ValueError:
+            log.warning("%s worker sent a login request that does not parse", self.kind)
+            return
+        result = await self._authenticator.authenticate(login, password, peer)
+        if process is not None and process.stdin is not None and not process.stdin.is_closing():
+            process.stdin.write(b"R %s %s\n" % (number, encode_result(result)))
 
     async def launch(self) -> None:
         """Start the worker (once every listener is bound) and its supervision."""
@@ -128,6 +150,8 @@ class WorkerPool:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
             self._watcher = None
+        for task in list(self._logins):
+            task.cancel()
         if self._process is not None:
             await _end(self._process, STOP_GRACE)
             self._process = None
@@ -251,9 +275,95 @@ async def _end(process: asyncio.subprocess.Process, grace: float) -> None:
 
 
 def _tls_context(config: ServerConfig) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(config.path(config.tls.cert_file), config.path(config.tls.key_file))
-    return context
+    """The server's TLS policy (core.tls), the certificate reloaded here too on `tls set`."""
+    cert, key = config.path(config.tls.cert_file), config.path(config.tls.key_file)
+    return ReloadingContext(cert, key).context
+
+
+# -- logins, checked by the server ---------------------------------------------------------------
+
+
+def _b64(value: bytes) -> bytes:
+    return base64.b64encode(value)
+
+
+def encode_login(login: str, password: str, peer_ip: str) -> bytes:
+    """A worker's login request, one token for its line."""
+    return _b64(json.dumps([login, password, peer_ip]).encode())
+
+
+def decode_login(token: bytes) -> tuple[str, str, str]:
+    """(login, password, peer) from `encode_login`'s token; ValueError when it is not one."""
+    try:
+        value = json.loads(base64.b64decode(token, validate=True))
+    except (ValueError, TypeError) as exc:
+        raise ValueError("not a login request") from exc
+    if not (isinstance(value, list) and len(value) == 3 and all(isinstance(v, str) for v in value)):
+        raise ValueError("not a login request")
+    return value[0], value[1], value[2]
+
+
+def encode_result(result: AuthResult) -> bytes:
+    """The server's answer to a login, one token for its line."""
+    fields = [
+        result.outcome.value,
+        result.text,
+        result.mailbox,
+        result.alias,
+        sorted(result.addresses),
+        result.home_site,
+        result.home_host,
+    ]
+    return _b64(json.dumps(fields).encode())
+
+
+def decode_result(token: bytes) -> AuthResult:
+    """`encode_result`'s token back; ValueError when it is not one."""
+    try:
+        outcome, text, mailbox, alias, addresses, site, host = json.loads(
+            base64.b64decode(token, validate=True)
+        )
+        return AuthResult(
+            AuthOutcome(outcome), text, mailbox, alias, frozenset(addresses), site, host
+        )
+    except (ValueError, TypeError) as exc:
+        raise ValueError("not a login result") from exc
+
+
+class _ServerAuthenticator:
+    """The worker's `Authenticates`: every login is the server's to check (one table of
+    failures and lock-outs for every protocol; see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._numbers = itertools.count(1)
+        self._waiting: dict[bytes, asyncio.Future[AuthResult]] = {}
+
+    async def authenticate(self, login: str, password: str, peer_ip: str) -> AuthResult:
+        number = str(next(self._numbers)).encode()
+        answer: asyncio.Future[AuthResult] = asyncio.get_running_loop().create_future()
+        self._waiting[number] = answer
+        try:
+            _write_line(b"A %s %s" % (number, encode_login(login, password, peer_ip)))
+            return await asyncio.wait_for(answer, _AUTH_TIMEOUT)
+        except (TimeoutError, OSError):  # the server is busy or gone: no login, no guessing
+            return AuthResult(AuthOutcome.LOCKED, LOCKED_TEXT)
+        finally:
+            self._waiting.pop(number, None)
+
+    def answered(self, number: bytes, token: bytes) -> None:
+        """The server's "R <n> <result>" line."""
+        answer = self._waiting.get(number)
+        if answer is None or answer.done():
+            return
+        try:
+            answer.set_result(decode_result(token))
+        except ValueError:
+            answer.set_result(AuthResult(AuthOutcome.LOCKED, LOCKED_TEXT))
+
+
+def _write_line(line: bytes) -> None:
+    """One line to the server on stdout (lines stay under PIPE_BUF: written whole or not)."""
+    os.write(1, line + b"\n")
 
 
 async def _serve(spec: WorkerSpec) -> None:
@@ -261,11 +371,7 @@ async def _serve(spec: WorkerSpec) -> None:
     store = open_store(config.database_url or default_url(config.data_dir))
     clock = SystemClock()
 
-    def report(peer_ip: str, failed: bool) -> None:  # to the server, which shares lock-outs
-        with contextlib.suppress(BlockingIOError):
-            os.write(1, b"%s %s\n" % (b"F" if failed else b"S", peer_ip.encode()))
-
-    authenticator = Authenticator(Directory(store, clock), clock, config.auth, on_attempt=report)
+    authenticator = _ServerAuthenticator()
     tls = _tls_context(config)
     service: ImapService | Pop3Service
     if spec.kind == "imap":
@@ -297,9 +403,9 @@ async def _serve(spec: WorkerSpec) -> None:
         store.close()
 
 
-async def _beat_until_orphaned(authenticator: Authenticator) -> None:
-    """Heartbeats on stdout from this loop, lock-outs from stdin ("L <ip> <until>"); returns
-    when stdin ends (the server is gone)."""
+async def _beat_until_orphaned(authenticator: _ServerAuthenticator) -> None:
+    """Heartbeats on stdout from this loop, login results from stdin ("R <n> <result>");
+    returns when stdin ends (the server is gone)."""
     loop = asyncio.get_running_loop()
     orphaned = loop.create_future()
     pending = b""
@@ -315,9 +421,8 @@ async def _beat_until_orphaned(authenticator: Authenticator) -> None:
         *lines, pending = (pending + data).split(b"\n")
         for line in lines:
             parts = line.split()
-            if len(parts) == 3 and parts[0] == b"L":
-                with contextlib.suppress(ValueError):
-                    authenticator.lock(parts[1].decode(errors="replace"), float(parts[2]))
+            if len(parts) == 3 and parts[0] == b"R":
+                authenticator.answered(parts[1], parts[2])
 
     os.set_blocking(1, False)  # a server that stops reading must not block this loop
     loop.add_reader(0, stdin_readable)

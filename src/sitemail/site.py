@@ -22,30 +22,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from sitemail.admin.token import admin_address
-from sitemail.admin.wake import open_wake_socket
+from sitemail.admin.filemodes import DB_FILE, create_private
+from sitemail.admin.filemodes import problems as mode_problems
+from sitemail.admin.token import admin_address, check_admin_exposure
+from sitemail.admin.wake import open_wake_socket, serve_control
 from sitemail.config import ServerConfig, load_config
 from sitemail.core.clock import Clock, SystemClock
 from sitemail.core.errors import ConfigError
+from sitemail.core.tls import ReloadingContext
 from sitemail.delivery.local import LocalDelivery
 from sitemail.delivery.remote import RemoteDelivery
 from sitemail.directory import Directory
 from sitemail.directory.auth import Authenticator
 from sitemail.frontends import WorkerPool
+from sitemail.queue.journal import DeliveryJournal
 from sitemail.queue.manager import QueueManager
 from sitemail.queue.model import DeliveryAgent
 from sitemail.queue.spool import Spool
 from sitemail.replication.agent import ReplicationAgent
+from sitemail.replication.freshness import freshness_reader
 from sitemail.replication.keys import load_site_key
 from sitemail.replication.replicator import Replicator
 from sitemail.replication.scheduler import ReplicationScheduler
+from sitemail.replication.siblings import SiblingOrigins
 from sitemail.routing.resolver import DnsResolver, NoDnsResolver, Resolver
 from sitemail.routing.route import Transport
 from sitemail.routing.router import Router
-from sitemail.smtp.engine import start_smtp_server, stop_smtp_server
+from sitemail.smtp.engine import drain_smtp_server, start_smtp_server, stop_smtp_server
 from sitemail.smtp.policy import ImsPolicy
 from sitemail.smtp.submission import SubmissionPolicy
 from sitemail.store import Store, default_url, open_store, upgrade
+from sitemail.store.space import FreeSpace
 from sitemail.store.writer import GroupWriter
 from sitemail.web import bind_api_socket, create_app, serve_api
 
@@ -56,13 +63,10 @@ T = TypeVar("T")
 
 
 def build_tls_context(config: ServerConfig) -> ssl.SSLContext:
+    """Every listener's TLS (core/tls.py): AEAD suites only, the certificate reloaded when
+    `sitemail tls set` replaces its files."""
     cert, key = config.path(config.tls.cert_file), config.path(config.tls.key_file)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"cannot load TLS certificate {cert} / key {key}: {exc}") from exc
-    return context
+    return ReloadingContext(cert, key).context
 
 
 @dataclass(slots=True)
@@ -89,15 +93,35 @@ class SiteServer:
         # "submissions"): (address, bound port) pairs.
         self.client_ports: dict[str, list[tuple[str, int]]] = {}
         self.api_address: tuple[str, int] | None = None  # where the admin API listens
+        self._stop_requested = asyncio.Event()
         self.workers: dict[str, WorkerPool] = {}  # the IMAP and POP3 worker supervisors
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM): `run` returns within `[server] shutdown_timeout`."""
+        self._stop_requested.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested.is_set()
 
     def build(self) -> Components:
         config = self.config
+        if not config.database_url:
+            create_private(config.data_dir / DB_FILE)  # a database made here is 0600
+        for problem in mode_problems(config):
+            log.warning("%s; fix: %s", problem.message, problem.fix)
         store = open_store(config.database_url or default_url(config.data_dir))
         upgrade(store)
         directory = Directory(store, self.clock)
         org = directory.org()
-        router = Router(directory, smart_host=config.smtp.smart_host)
+        router = Router(
+            directory,
+            smart_host=config.smtp.smart_host,
+            freshness=freshness_reader(store),
+            unknown_window=config.replication.unknown_recipient_window,
+            loop_hold=config.queue.retry_initial,
+            clock=self.clock.now,
+        )
         server_name = self.server_name(directory)
         nameservers = config.dns.servers()
         resolver: Resolver = (
@@ -105,6 +129,7 @@ class SiteServer:
             if nameservers
             else NoDnsResolver()
         )
+        site_key = load_site_key(config.data_dir)
         remote = RemoteDelivery(
             resolver=resolver,
             source_address=config.listen[0],
@@ -115,12 +140,11 @@ class SiteServer:
             rng=random.Random(),  # noqa: S311 - MX load spreading, not security
             site_hop=router.site_hop,
             trace_site=org.local_site,
+            trace_signer=site_key.sign,  # the next site can prove a resend (queue.dedupe)
             wall_clock=self.clock.now,
         )
         writer = GroupWriter(store)  # every queue write of the process: one commit per batch
-        replicator = Replicator(
-            directory, self.clock, load_site_key(config.data_dir), config.replication
-        )
+        replicator = Replicator(directory, self.clock, site_key, config.replication)
         wake_queue = _Later()
         replication = ReplicationAgent(replicator, on_enqueued=wake_queue, submit=writer.submit)
         agents: dict[Transport, DeliveryAgent] = {
@@ -139,6 +163,8 @@ class SiteServer:
             router=router.route,
             agents=agents,
             writer=writer,
+            # A next hop's 250 is noted at once: a crash does not send that message again.
+            journal=DeliveryJournal(config.data_dir / "queue-journal"),
         )
         wake_queue.target = manager.wake
         replication.handoff = manager  # what it queues starts at once, as the spool's mail
@@ -150,6 +176,7 @@ class SiteServer:
             on_enqueued=manager.wake,
             writer=writer,
             handoff=manager,
+            dedupe_retention=2 * config.queue.expiry,  # past any retry of a sibling site
         )
         self.components = Components(
             store, directory, router, spool, manager, writer, replicator, remote
@@ -164,7 +191,10 @@ class SiteServer:
         return f"{org.local_server.lower()}.{directory.routing_domain()}"
 
     async def run(self, ready: Callable[[SiteServer], None] | None = None) -> None:
-        """Serve until cancelled."""
+        """Serve until `stop()` or cancelled. Either way the stop runs in this order (see
+        `_stop_serving`): listeners closed, sessions storing a message answered, queue
+        deliveries in flight finished and recorded, every queued write committed."""
+        check_admin_exposure(self.config)  # before anything listens: one clear error
         parts = self.components or self.build()
         tls = build_tls_context(self.config)
         policy = ImsPolicy(
@@ -173,12 +203,15 @@ class SiteServer:
             parts.spool,
             self.clock,
             trusted_networks=self.config.smtp.trusted_networks,
+            origin_of=SiblingOrigins(parts.replicator).origin,
         )
         await parts.writer.start()
         await parts.spool.start()
-        servers = []
+        space = self.free_space()
+        servers: list[asyncio.Server] = []
         wake: socket.socket | None = None
-        access = _ClientAccess(self, parts, tls, policy)
+        access = _ClientAccess(self, parts, tls, policy, space)
+        deadline = _Deadline(self.config.shutdown_timeout)
         try:
             for address in self.config.listen:
                 server = await _bind(
@@ -192,6 +225,7 @@ class SiteServer:
                         server_name=self.server_name(parts.directory),
                         limits=self.config.limits,
                         tls_context=tls,
+                        space=space,
                     ),
                 )
                 servers.append(server)
@@ -207,26 +241,61 @@ class SiteServer:
                 on_enqueued=parts.manager.wake,
                 local_hosts=[*self.config.listen, self.server_name(parts.directory)],
             )
-            wake = self._listen_for_wake(parts.manager.wake)
+            wake = self._listen_for_wake(parts.manager)
             api_socket = self._bind_api()
             if ready is not None:
                 ready(self)
             async with asyncio.TaskGroup() as group:
-                group.create_task(parts.manager.run(), name="queue-manager")
-                group.create_task(scheduler.run(), name="replication-scheduler")
+                queue = group.create_task(parts.manager.run(), name="queue-manager")
+                others = [group.create_task(scheduler.run(), name="replication-scheduler")]
                 if api_socket is not None:
-                    group.create_task(self._serve_api(parts, api_socket), name="admin-api")
+                    api_tls = tls if self.config.admin.tls else None
+                    others.append(
+                        group.create_task(
+                            self._serve_api(parts, api_socket, api_tls), name="admin-api"
+                        )
+                    )
+                await self._stop_requested.wait()
+                deadline.start()
+                log.info(
+                    "stopping: closing listeners, finishing deliveries in flight (at most %g s)",
+                    self.config.shutdown_timeout,
+                )
+                parts.manager.stop()
+                await self._stop_serving(servers, access, deadline)
+                await _finish(queue, deadline.left(reserve=True), "queue deliveries")
+                for task in others:
+                    task.cancel()
         finally:
-            log.info("stopping: closing listeners, finishing queue writes")
             if wake is not None:
                 asyncio.get_running_loop().remove_reader(wake.fileno())
                 wake.close()
-            for server in servers:
-                stop_smtp_server(server)
-            await access.stop()
-            await parts.spool.stop()
-            await parts.writer.stop()
+            deadline.start()  # cancelled: the same steps, each bounded
+            await self._stop_serving(servers, access, deadline)
+            await parts.spool.stop(within=deadline.left())
+            await parts.writer.stop(within=max(deadline.left(), _FLUSH_MIN))
             parts.store.close()
+            log.info("stopped")
+
+    async def _stop_serving(
+        self, servers: list[asyncio.Server], access: _ClientAccess, deadline: _Deadline
+    ) -> None:
+        """Close every listener and session; a session storing a message gets its reply out
+        first (up to the deadline). Idempotent."""
+        everything = [*servers, *access.smtp_servers]
+        for server in everything:
+            stop_smtp_server(server)
+        cut = 0
+        for server in everything:
+            cut += await drain_smtp_server(server, deadline.left(reserve=True))
+        if cut:
+            log.warning("stopped %d SMTP session(s) while storing a message: no reply sent", cut)
+        await access.stop()
+
+    def free_space(self) -> FreeSpace:
+        """The data dir's free space above `[queue] min_free`, which MAIL checks."""
+        reserve = self.config.queue.reserve(self.config.limits.message_size)
+        return FreeSpace(self.config.data_dir, reserve)
 
     def _bind_api(self) -> socket.socket | None:
         """The admin API's socket ([admin] listen and port; none when port = 0)."""
@@ -237,7 +306,9 @@ class SiteServer:
         self.api_address = sock.getsockname()[:2]
         return sock
 
-    async def _serve_api(self, parts: Components, sock: socket.socket) -> None:
+    async def _serve_api(
+        self, parts: Components, sock: socket.socket, tls: ssl.SSLContext | None
+    ) -> None:
         """The admin API in this loop, over this server's store; its routes run in threads,
         so a change that queued mail wakes the queue through the loop."""
         loop = asyncio.get_running_loop()
@@ -247,24 +318,21 @@ class SiteServer:
                 wake=lambda: loop.call_soon_threadsafe(parts.manager.wake),
                 store=parts.store,
                 clock=self.clock,
+                attempts=parts.manager.attempts.snapshot,
             )
-            await serve_api(app, sock)
+            await serve_api(app, sock, tls)
         finally:
             sock.close()
 
-    def _listen_for_wake(self, wake: Callable[[], None]) -> socket.socket | None:
-        """`sitemail` commands that queue something nudge us (admin/wake.py)."""
+    def _listen_for_wake(self, manager: QueueManager) -> socket.socket | None:
+        """`sitemail` commands that queue something nudge us, and `queue list` asks what
+        the deliveries in flight are doing (admin/wake.py)."""
         sock = open_wake_socket(self.config.data_dir)
         if sock is None:
             return None
-
-        def drain() -> None:
-            with contextlib.suppress(OSError):
-                while sock.recv(64):
-                    pass
-            wake()
-
-        asyncio.get_running_loop().add_reader(sock.fileno(), drain)
+        asyncio.get_running_loop().add_reader(
+            sock.fileno(), serve_control, sock, manager.wake, manager.attempts.snapshot
+        )
         return sock
 
 
@@ -283,16 +351,20 @@ class _ClientAccess:
     """IMAP, POP3 and submission listeners, sharing one Authenticator (one lock-out table)."""
 
     def __init__(
-        self, site: SiteServer, parts: Components, tls: ssl.SSLContext, inbound: ImsPolicy
+        self,
+        site: SiteServer,
+        parts: Components,
+        tls: ssl.SSLContext,
+        inbound: ImsPolicy,
+        space: FreeSpace,
     ) -> None:
         config = site.config
+        self._space = space
         self._site = site
         self._config = config
         self._tls = tls
         self._server_name = site.server_name(parts.directory)
-        self.authenticator = Authenticator(
-            parts.directory, site.clock, config.auth, on_lock=self._share_lock
-        )
+        self.authenticator = Authenticator(parts.directory, site.clock, config.auth)
         self._submission = SubmissionPolicy(inbound, parts.directory)
         self._smtp_servers: list[asyncio.Server] = []
         # IMAP and POP3 run in supervised worker processes (sitemail.frontends, issue 18)
@@ -335,6 +407,7 @@ class _ClientAccess:
             authenticator=self.authenticator,
             auth_required=True,
             implicit_tls=implicit,
+            space=self._space,
         )
         self._smtp_servers.append(server)
         return int(server.sockets[0].getsockname()[1])
@@ -345,20 +418,54 @@ class _ClientAccess:
     async def _pop3_on(self, address: str, port: int, implicit: bool) -> int:
         return self.pop3.bind(address, port, implicit_tls=implicit)
 
-    def _share_lock(self, peer_ip: str, until: float) -> None:
-        """A lock-out holds for every protocol, whichever process saw the failures."""
-        self.imap.share_lock(peer_ip, until)
-        self.pop3.share_lock(peer_ip, until)
-
     async def launch(self) -> None:
         """Start the IMAP and POP3 workers, once every listener is bound."""
         await asyncio.gather(self.imap.launch(), self.pop3.launch())
 
+    @property
+    def smtp_servers(self) -> list[asyncio.Server]:
+        """The submission listeners (the site stops them with its own)."""
+        return list(self._smtp_servers)
+
     async def stop(self) -> None:
-        for server in self._smtp_servers:
-            stop_smtp_server(server)
+        """Stop IMAP and POP3 (submission: `smtp_servers`). Idempotent."""
         await self.imap.stop()
         await self.pop3.stop()
+        self.authenticator.close()
+
+
+# Of the shutdown timeout, what is kept for the last commit of queued writes: deliveries and
+# sessions still busy past the rest are cut off, so that what is known gets recorded.
+_FLUSH_SHARE = 0.2
+_FLUSH_MIN = 2.0  # seconds the last commit gets even when the deadline is past
+
+
+class _Deadline:
+    """The shutdown timeout, counted from the stop request."""
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+        self._end: float | None = None
+
+    def start(self) -> None:
+        if self._end is None:
+            self._end = asyncio.get_running_loop().time() + self._timeout
+
+    def left(self, *, reserve: bool = False) -> float:
+        """Seconds until the deadline (less the flush's share with `reserve`), at least 0."""
+        assert self._end is not None
+        end = self._end - (self._timeout * _FLUSH_SHARE if reserve else 0.0)
+        return max(0.0, end - asyncio.get_running_loop().time())
+
+
+async def _finish(task: asyncio.Task[None], within: float, what: str) -> None:
+    """Wait up to `within` seconds for `task` to end by itself, then cancel it."""
+    done, _ = await asyncio.wait([task], timeout=within)
+    if not done:
+        log.warning("stopping: %s still running after the shutdown timeout: cut off", what)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class _Later:
@@ -411,6 +518,7 @@ def _settle_garbage_collector() -> None:
 
 def run_server(data_dir: Path) -> None:
     """`sitemail serve`: run one server in this process until SIGINT/SIGTERM."""
+    os.umask(0o077)  # whatever the server creates (token, certificate, spool) is its own
     config = load_config(data_dir)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -426,9 +534,18 @@ def run_server(data_dir: Path) -> None:
     async def main() -> None:
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            """The first signal stops gracefully, a second one (or the timeout) at once."""
+            assert task is not None
+            if server.stopping:
+                task.cancel()
+                return
+            server.stop()
+            loop.call_later(config.shutdown_timeout + _FLUSH_MIN, task.cancel)
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            if task is not None:
-                loop.add_signal_handler(sig, task.cancel)
+            loop.add_signal_handler(sig, on_signal)
         with contextlib.suppress(asyncio.CancelledError):
             await server.run(ready)
 

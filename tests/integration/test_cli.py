@@ -199,6 +199,27 @@ def test_cli_mailbox_add_prints_the_new_mailbox(data_dir: Path) -> None:
     assert "jsmith@sitea.example.com" in result.stdout
 
 
+def test_cli_mailbox_add_warns_when_it_numbers_the_address(data_dir: Path) -> None:
+    """`mailbox add` says on stderr when the template's address was taken (user2 -> user22)."""
+    ok("mailbox", "add", "other", "--name", "Other", "--address", "user2@sitea.example.com",
+       "-D", data_dir)  # fmt: skip
+    result = ok("mailbox", "add", "user2", "--name", "User Two", "-D", data_dir)
+    assert "user22@sitea.example.com" in result.stdout
+    assert "warning: user2@sitea.example.com is held by other (SiteA)" in result.stderr
+    assert "user22@sitea.example.com" in result.stderr
+    quiet = ok("mailbox", "add", "user3", "--name", "User Three", "-D", data_dir)
+    assert "warning" not in quiet.stderr
+
+
+def test_cli_addressing_set_warns_of_each_renamed_recipient(populated: Path) -> None:
+    """`addressing set --update-recipients` warns on stderr of each address it numbered."""
+    ok("mailbox", "set", "mjones", "--add-address", "JSmith@example.com", "-D", populated)
+    result = ok("addressing", "set", "smtp", "%1g%s@example.com", "--update-recipients",
+                "-D", populated)  # fmt: skip
+    assert "warning: JSmith@example.com is held by mjones (SiteA)" in result.stderr
+    assert "jsmith was given JSmith2@example.com" in result.stderr
+
+
 def test_cli_mailbox_show_json(populated: Path) -> None:
     """`mailbox show --json` is one JSON object with addresses, names and no secret."""
     data = as_json("mailbox", "show", "jsmith", "-D", populated)

@@ -19,36 +19,32 @@ the ids that were lost or duplicated (another seed: SITEMAIL_CRASH_SEED=n).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
-import re
-import signal
-import smtplib
-import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.support.crash import (
+    Ledger,
+    Load,
+    Outcome,
+    ServeProcess,
+    client_loop,
+    free_port,
+    kill_at_random_points,
+    wait_until,
+)
 
 from sitemail.admin.service import AdminService
 from sitemail.directory import ObjectKind
 from sitemail.mailbox import list_messages
 
-SITEMAIL = Path(sys.executable).with_name("sitemail")
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not SITEMAIL.exists(), reason="console script not installed"),
-]
+pytestmark = [pytest.mark.slow]
 
 HOST = "127.0.0.77"
 DOMAIN = "sitea.example.com"
@@ -58,204 +54,14 @@ CLIENTS = 4
 MAILBOXES = ("alice", "bob", "carol", "dave")
 GROUP = "team"  # bob and carol: expansion is one more transaction that a crash may split
 GROUP_MEMBERS = ("bob", "carol")
-START_TIMEOUT = 20.0
 DRAIN_TIMEOUT = 30.0
-STOP_TIMEOUT = 15.0
-_QUEUED_AS = re.compile(rb"queued as (\S+)")
 
 
-class Outcome(StrEnum):
-    ACKED = "acked"  # 250 after DATA: must be delivered exactly once (or still be queued)
-    UNKNOWN = "unknown"  # connection lost after DATA began: at most once, all or nothing
-    REFUSED = "refused"  # 4xx/5xx after DATA: must be nowhere
-    UNSENT = "unsent"  # failed before DATA: must be nowhere
-
-
-@dataclass
-class Attempt:
-    message_id: str
-    recipients: tuple[str, ...]  # envelope addresses
-    mailboxes: frozenset[str]  # where it must end up (groups expanded)
-    content: bytes
-    outcome: Outcome = Outcome.UNSENT
-    queue_id: str = ""
-    reply: str = ""
-
-
-@dataclass
-class Ledger:
-    attempts: list[Attempt] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, attempt: Attempt) -> None:
-        with self.lock:
-            self.attempts.append(attempt)
-
-    def count(self, outcome: Outcome) -> int:
-        with self.lock:
-            return sum(1 for a in self.attempts if a.outcome is outcome)
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def make_message(rng: random.Random, message_id: str, to: str) -> bytes:
-    """Headers and a body of 1 to ~60 KB whose SHA-256 is in a header (some lines start
-    with a dot, to go through dot-stuffing)."""
-    lines = []
-    for _ in range(rng.choice((3, 20, 200, 900))):
-        width = rng.randint(0, 70)
-        lead = "." if rng.random() < 0.05 else ""
-        lines.append(lead + "".join(rng.choices("abcdefghijklmnopqrstuvwxyz0123456789 ", k=width)))
-    body = ("\r\n".join(lines) + "\r\n").encode()
-    digest = hashlib.sha256(body).hexdigest()
-    head = (
-        f"From: load@outside.test\r\nTo: {to}\r\nSubject: crash test {message_id}\r\n"
-        f"Message-ID: <{message_id}@crash.test>\r\nX-Body-SHA256: {digest}\r\n\r\n"
-    )
-    return head.encode() + body
-
-
-def client_loop(number: int, port: int, stop: threading.Event, ledger: Ledger, seed: int) -> None:
-    """Send messages until `stop`, reconnecting while the server is down; record outcomes."""
-    rng = random.Random(seed * 100 + number)
-    client: smtplib.SMTP | None = None
-    seq = 0
-    while not stop.is_set():
-        if client is None:
-            client = smtplib.SMTP(local_hostname="load.test", timeout=10)
-            try:
-                client.connect(HOST, port)
-                client.ehlo()
-            except (smtplib.SMTPException, OSError):
-                client.close()
-                client = None
-                time.sleep(0.05)  # the server is being restarted
-                continue
-        seq += 1
-        message_id = f"c{number}-{seq}"
-        chosen = rng.sample((*MAILBOXES, GROUP), rng.choice((1, 1, 1, 2, 3)))
-        mailboxes = frozenset(m for r in chosen for m in (GROUP_MEMBERS if r == GROUP else (r,)))
-        recipients = tuple(f"{r}@{DOMAIN}" for r in chosen)
-        attempt = Attempt(
-            message_id, recipients, mailboxes, make_message(rng, message_id, recipients[0])
-        )
-        ledger.add(attempt)
-        try:
-            code, text = client.mail("load@outside.test")
-            if code != 250:
-                raise smtplib.SMTPResponseException(code, text)
-            for rcpt in recipients:
-                code, text = client.rcpt(rcpt)
-                if code != 250:
-                    raise smtplib.SMTPResponseException(code, text)
-        except (smtplib.SMTPException, OSError) as exc:
-            attempt.reply = repr(exc)
-            client.close()
-            client = None
-            continue
-        try:
-            code, reply = client.data(attempt.content)
-        except smtplib.SMTPDataError as exc:  # DATA itself refused: content never sent
-            attempt.reply = f"{exc.smtp_code} {exc.smtp_error!r}"
-            client.close()
-            client = None
-            continue
-        except (smtplib.SMTPException, OSError) as exc:
-            attempt.outcome = Outcome.UNKNOWN
-            attempt.reply = repr(exc)
-            client.close()
-            client = None
-            continue
-        attempt.reply = f"{code} {reply.decode(errors='replace')}"
-        match = _QUEUED_AS.search(reply)
-        if code == 250 and match is not None:
-            attempt.queue_id = match.group(1).decode()
-            attempt.outcome = Outcome.ACKED
-        else:
-            attempt.outcome = Outcome.REFUSED
-    if client is not None:
-        try:
-            client.quit()
-        except (smtplib.SMTPException, OSError):
-            client.close()
-
-
-class Server:
-    """`sitemail serve` as a real process; every incarnation logs to its own file."""
-
-    def __init__(self, data_dir: Path, logs: Path) -> None:
-        self.data_dir = data_dir
-        self.logs = logs
-        self.incarnations = 0
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def log_path(self, n: int) -> Path:
-        return self.logs / f"serve-{n}.log"
-
-    def start(self) -> None:
-        self.incarnations += 1
-        log = self.log_path(self.incarnations)
-        env = {k: v for k, v in os.environ.items() if k not in {"SITEMAIL_DATA_DIR"}}
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [str(SITEMAIL), "serve", "--data-dir", str(self.data_dir)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while b"ready: " not in log.read_bytes():
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"server incarnation {self.incarnations} exited with {self.process.returncode}"
-                    f" during start (recovery failed?):\n{log.read_text(errors='replace')}"
-                )
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"server incarnation {self.incarnations} not ready in {START_TIMEOUT} s:\n"
-                    f"{log.read_text(errors='replace')}"
-                )
-            time.sleep(0.02)
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup of any kind runs in the server."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=STOP_TIMEOUT)
-        self.process = None
-
-    def stop(self) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=STOP_TIMEOUT)
-        self.process = None
-        return code
-
-    def cleanup(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=STOP_TIMEOUT)
-
-    def problems(self) -> list[str]:
-        """Log lines of any incarnation that report an error or a traceback."""
-        found = []
-        for n in range(1, self.incarnations + 1):
-            for line in self.log_path(n).read_text(errors="replace").splitlines():
-                if " ERROR " in line or " CRITICAL " in line or line.startswith("Traceback"):
-                    found.append(f"serve-{n}.log: {line}")
-        return found
-
-
-def wait_until(check: Callable[[], bool], limit: float, what: str) -> None:
-    deadline = time.monotonic() + limit
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached in {limit} s")
-        time.sleep(0.1)
+def choose_recipients(rng: random.Random) -> tuple[tuple[str, ...], frozenset[str]]:
+    """One to three of the mailboxes and the group: (envelope addresses, mailboxes)."""
+    chosen = rng.sample((*MAILBOXES, GROUP), rng.choice((1, 1, 1, 2, 3)))
+    mailboxes = frozenset(m for r in chosen for m in (GROUP_MEMBERS if r == GROUP else (r,)))
+    return tuple(f"{r}@{DOMAIN}" for r in chosen), mailboxes
 
 
 def make_site(data_dir: Path, port: int) -> None:
@@ -365,12 +171,15 @@ def test_crash_kill_9_under_load_loses_and_duplicates_nothing(tmp_path: Path) ->
     data_dir = tmp_path / "SiteA"
     port = free_port(HOST)
     make_site(data_dir, port)
-    server = Server(data_dir, tmp_path)
+    server = ServeProcess(data_dir, tmp_path)
     ledger = Ledger()
     stop = threading.Event()
     clients = [
         threading.Thread(
-            target=client_loop, args=(n, port, stop, ledger, SEED), name=f"load-{n}", daemon=True
+            target=client_loop,
+            args=(Load(HOST, port, stop, ledger, SEED, choose_recipients), n),
+            name=f"load-{n}",
+            daemon=True,
         )
         for n in range(CLIENTS)
     ]
@@ -380,17 +189,15 @@ def test_crash_kill_9_under_load_loses_and_duplicates_nothing(tmp_path: Path) ->
         server.start()
         for thread in clients:
             thread.start()
-        for _ in range(KILLS):
-            # A random point: after a random number of acknowledgements (bounded in time too).
-            target = ledger.count(Outcome.ACKED) + rng.randint(5, 120)
-            deadline = time.monotonic() + 8
-            while ledger.count(Outcome.ACKED) < target and time.monotonic() < deadline:
-                time.sleep(0.005)
-            time.sleep(rng.uniform(0, 0.05))
-            server.kill()
-            queued_at_kill.append(len(queued_recipients(data_dir)))
-            time.sleep(rng.uniform(0, 0.3))  # clients meet a closed port for a while
-            server.start()
+        kill_at_random_points(
+            server,
+            ledger,
+            rng,
+            kills=KILLS,
+            acks=(5, 120),
+            down=0.3,
+            after_kill=lambda: queued_at_kill.append(len(queued_recipients(data_dir))),
+        )
         time.sleep(rng.uniform(0.3, 1.0))
         stop.set()
         for thread in clients:

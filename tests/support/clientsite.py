@@ -197,6 +197,7 @@ def client_site(
     auth: dict[str, Any] | None = None,
     imap: dict[str, Any] | None = None,
     limits: dict[str, Any] | None = None,
+    admin: dict[str, Any] | None = None,
     site: str = "SiteA",
 ) -> Iterator[ClientSite]:
     """A running SiteA on `address` with every client-access listener on a free port."""
@@ -211,7 +212,16 @@ def client_site(
     )
     ports = {
         name: free_port(address)
-        for name in ("smtp", "imap", "imaps", "pop3", "pop3s", "submission", "submissions")
+        for name in (
+            "smtp",
+            "imap",
+            "imaps",
+            "pop3",
+            "pop3s",
+            "submission",
+            "submissions",
+            "admin",
+        )
     }
     config = load_config(data_dir)
     config = dataclasses.replace(
@@ -226,6 +236,7 @@ def client_site(
         ),
         auth=dataclasses.replace(config.auth, **({"failure_delay": 0.05} | (auth or {}))),
         limits=dataclasses.replace(config.limits, **(limits or {})),
+        admin=dataclasses.replace(config.admin, port=ports["admin"], **(admin or {})),
     )
     site_handle = ClientSite(address, data_dir, config, service, ports)
     site_handle.start()

@@ -16,7 +16,7 @@ import json
 import smtplib
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,3 +284,30 @@ async def replicated_pair(
         puller.request_now(peer.name)
         await until(idle(puller, peer.name), what=f"{puller.name} replicated from {peer.name}")
     return a, b
+
+
+async def replicate(pairs: Iterable[tuple[Site, Site]], rounds: int = 1) -> None:
+    """Both sides of every pair pull from each other (rounds > 1: transitive replicas)."""
+    for _ in range(rounds):
+        for x, y in pairs:
+            for puller, peer in ((x, y), (y, x)):
+                puller.request_now(peer.name)
+                await until(idle(puller, peer.name), what=f"{puller.name} idle with {peer.name}")
+
+
+def knows(site: Site, address: str, home: str) -> Callable[[], bool]:
+    def check() -> bool:
+        owner = site.service.directory.lookup(address)
+        return owner is not None and owner.site == home
+
+    return check
+
+
+def mailbox(site: Site, alias: str, *extra: str) -> None:
+    site.service.add_recipient(
+        ObjectKind.MAILBOX, alias, display_name=alias.title(), extra_addresses=list(extra)
+    )
+
+
+def delivered(site: Site, alias: str, count: int = 1) -> Callable[[], bool]:
+    return lambda: len(site.inbox(alias)) >= count

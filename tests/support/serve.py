@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sitemail.admin.service import AdminService
+
 
 def serve_command(data_dir: Path) -> list[str]:
     """`sitemail serve -D data_dir` with this interpreter (no console script needed)."""
@@ -36,6 +38,23 @@ def serve_until_it_exits(data_dir: Path, timeout: float = 60) -> subprocess.Comp
         timeout=timeout,
         check=False,
     )
+
+
+def relaying_site(data_dir: Path, listen: str, domain: str, nexthop: str) -> None:
+    """`sitemail init` of SiteA in `data_dir` on `listen`, forwarding all mail for `domain` to
+    `nexthop` ("host:port") by a domain route."""
+    service = AdminService.init(
+        data_dir,
+        org="ExchangeORG",
+        site="SiteA",
+        server="ServerA",
+        domain="sitea.example.com",
+        listen=[listen],
+    )
+    try:
+        service.add_domain_route(domain, nexthop)
+    finally:
+        service.close()
 
 
 def configure(data_dir: Path, tables: dict[str, str]) -> None:

@@ -26,10 +26,17 @@ from rich.table import Table
 from sitemail.admin.datadir import remember_data_dir, resolve_data_dir
 from sitemail.admin.routing import certificate_fingerprint
 from sitemail.admin.service import AdminService, read_password_file
-from sitemail.admin.wake import poke
+from sitemail.admin.wake import ask_attempts, poke
+from sitemail.core.clock import span
 from sitemail.core.errors import NotFoundError, SitemailError
-from sitemail.directory import AddressingResult, ObjectKind, Recipient, RecipientChanges
-from sitemail.queue.admin import QueueEntry
+from sitemail.directory import (
+    AddressingResult,
+    Collision,
+    ObjectKind,
+    Recipient,
+    RecipientChanges,
+)
+from sitemail.queue.admin import QueueEntry, RecipientEntry
 
 __all__ = [
     "app",
@@ -37,6 +44,7 @@ __all__ = [
     "cli_doctor",
     "cli_replication",
     "cli_routing",
+    "cli_tls",
     "cli_tracking",
     "main",
 ]
@@ -255,7 +263,23 @@ def mailbox_add(
             extra_addresses=address or [],
             password=password_from(password_file),
         )
+        warn_renamed(service, r)
         print_recipient(service, r, as_json)
+
+
+def warn_renamed(service: AdminService, recipient: Recipient) -> None:
+    """On stderr: the new recipient did not get the address its template wanted."""
+    collision = service.address_collision(recipient)
+    if collision is not None:
+        _warn_collision(collision)
+
+
+def _warn_collision(col: Collision) -> None:
+    err.print(
+        f"warning: {col.wanted} is held by {col.held_by}: {col.alias} was given {col.given} "
+        "instead, to avoid a collision",
+        markup=False,
+    )
 
 
 @contact_app.command("add")
@@ -277,6 +301,7 @@ def contact_add(
             target=target,
             extra_addresses=address or [],
         )
+        warn_renamed(service, r)
         print_recipient(service, r, as_json)
 
 
@@ -301,6 +326,7 @@ def group_add(
             members=member or [],
             extra_addresses=address or [],
         )
+        warn_renamed(service, r)
         print_recipient(service, r, as_json)
 
 
@@ -484,6 +510,9 @@ def print_addressing(result: AddressingResult, as_json: bool, dry_run: bool) -> 
             f"  collision: {col.alias} wanted {col.wanted}, held by {col.held_by}; given {col.given}",
             markup=False,
         )
+    if plan is not None and not dry_run:
+        for col in plan.collisions:
+            _warn_collision(col)
     if plan is None:
         out.print("recipients not updated: only new recipients get the new template")
     elif dry_run:
@@ -702,10 +731,30 @@ def _entry_json(entry: QueueEntry) -> dict[str, Any]:
                 "next_attempt_at": _when(r.next_attempt_at),
                 "last_status": r.last_status,
                 "last_text": r.last_text,
+                "doing": r.doing,
+                "doing_since": _when(r.doing_since) if r.doing_since is not None else None,
+                "attempt_started": (
+                    _when(r.attempt_started) if r.attempt_started is not None else None
+                ),
             }
             for r in entry.recipients
         ],
     }
+
+
+def _ask_server(service: AdminService) -> None:
+    """Queue views show what the running server's deliveries in flight are doing: it is
+    asked over the local control channel (admin/wake.py; nothing when none runs)."""
+    data_dir = service.config.data_dir
+    service.attempts = lambda: ask_attempts(data_dir) or []
+
+
+def _doing(r: RecipientEntry, now: float) -> str:
+    """ "now: waiting for the reply to DATA (...) since 12:00:03 (42 s)", or "" when idle."""
+    if not r.doing or r.doing_since is None:
+        return ""
+    since = datetime.fromtimestamp(r.doing_since, UTC).strftime("%H:%M:%S")
+    return f"now: {r.doing} since {since} ({span(max(0.0, now - r.doing_since))})"
 
 
 @queue_app.command("list")
@@ -713,7 +762,9 @@ def _entry_json(entry: QueueEntry) -> dict[str, Any]:
 def queue_list(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
     """List queued messages with each recipient's state and last error."""
     with admin(data_dir) as service:
+        _ask_server(service)
         entries = service.queue.entries()
+        now = service.clock.now()
         if as_json:
             emit_json([_entry_json(e) for e in entries])
             return
@@ -729,6 +780,8 @@ def queue_list(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
                     text = text.split(" ", 2)[2] if text.count(" ") >= 2 else text
                 reason = f"  ({r.last_status} {text})" if r.last_text else ""
                 out.print(f"    {r.state:9} {r.address}  tries {r.attempts}{reason}", markup=False)
+                if doing := _doing(r, now):
+                    out.print(f"              {doing}", markup=False)
         out.print(f"{len(entries)} message(s) in the queue")
 
 
@@ -741,7 +794,9 @@ def queue_show(
 ) -> None:
     """Show one queued message: envelope, recipients and headers."""
     with admin(data_dir) as service:
+        _ask_server(service)
         entry, content = service.queue.show(queue_id)
+        now = service.clock.now()
         head = content.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
         if as_json:
             emit_json(_entry_json(entry) | {"headers": head})
@@ -749,11 +804,13 @@ def queue_show(
         emit = _entry_json(entry)
         for key in ("queue_id", "received_at", "sender", "size", "message_id", "held"):
             out.print(f"{key:12} {emit[key]}", markup=False)
-        for r in emit["recipients"]:
+        for r in entry.recipients:
             out.print(
-                f"recipient    {r['address']} {r['state']} tries {r['attempts']} {r['last_status']} {r['last_text']}",
+                f"recipient    {r.address} {r.state} tries {r.attempts} {r.last_status} {r.last_text}",
                 markup=False,
             )
+            if doing := _doing(r, now):
+                out.print(f"             {doing}", markup=False)
         out.print(head, markup=False)
 
 
@@ -815,5 +872,6 @@ from sitemail.admin import (  # noqa: E402
     cli_doctor,
     cli_replication,
     cli_routing,
+    cli_tls,
     cli_tracking,
 )

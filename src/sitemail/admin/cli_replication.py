@@ -288,6 +288,7 @@ def pending_list(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
             "public_key": p.public_key,
             "fingerprint": shown_fingerprint(p.public_key),
             "key_verified": p.verified,
+            "network": p.source,
         }
         for p in items
     ]
@@ -297,7 +298,7 @@ def pending_list(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
     for r in rows:
         out.print(
             f"{r['site']:16} {r['state']:9} {r['requests']:>4} request(s)  last {r['last_seen']}  "
-            f"{r['routing_address']}  key {r['fingerprint']}"
+            f"{r['routing_address']}  from {r['network'] or '?'}  key {r['fingerprint']}"
             + ("" if r["key_verified"] else " (unverified: compare with `sitemail site key`)"),
             markup=False,
         )

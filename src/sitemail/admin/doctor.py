@@ -13,6 +13,8 @@ finding ok / warning / error and how to fix it:
 - replication: every peer answered, recently; no pending partners;
 - duplicates, routing: the KCC's findings (duplicate proxy addresses, routes back to this
   server, routing addresses two sites claim, sites no path reaches, mail held for loops);
+- files: this data dir is 0700 and its secrets (database, keys, admin token) 0600;
+- tls: this server's certificate: expired or expiring within 30 days, or self-signed;
 - round-trip: a signed ping to every site's directory-service mailbox comes back as a pong
   through the queues, the routing and SMTP both ways (like Exchange's Test-Mailflow).
 Nothing here changes the directory; the pings are ordinary queued mail.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import ipaddress
 import os
 import random
@@ -30,7 +33,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from sitemail.admin.filemodes import problems as mode_problems
 from sitemail.admin.service import AdminService
+from sitemail.admin.tls import describe
 from sitemail.core.clock import span
 from sitemail.core.errors import NotFoundError
 from sitemail.directory.ims_objects import list_connected_sites
@@ -54,6 +59,7 @@ BANNER_TIMEOUT = 5.0
 ROUND_TRIP_DEFAULT = 30.0
 ROUND_TRIP_MIN = 1.0
 ROUND_TRIP_MAX = 600.0
+CERT_RENEW_DAYS = 30  # a certificate this close to its end is a warning
 STALE_AFTER = 2  # replication is stale after this many schedule intervals without an exchange
 WAITING_TOO_LONG = 120.0  # an answer takes seconds: a request unanswered this long is stuck
 
@@ -113,8 +119,49 @@ def run_doctor(
     _check_connected_sites(doctor)
     _check_replication(doctor)
     _check_kcc(doctor, site)
+    _check_files(doctor)
+    _check_certificate(doctor)
     _check_round_trips(doctor, round_trip_timeout, wake)
     return doctor.findings
+
+
+# -- this data dir: file modes and the TLS certificate ------------------------------------------
+
+
+def _check_files(doctor: _Doctor) -> None:
+    found = mode_problems(doctor.service.config)
+    for problem in found:
+        doctor.add("files", Level.WARNING, problem.message, problem.fix)
+    if not found:
+        where = doctor.service.config.data_dir
+        doctor.add("files", Level.OK, f"{where} and its secrets are readable by this user only")
+
+
+def _check_certificate(doctor: _Doctor) -> None:
+    try:
+        info = describe(doctor.service.config)
+    except NotFoundError as exc:
+        doctor.add("tls", Level.ERROR, exc.message, "sitemail tls set --cert FILE --key FILE")
+        return
+    left = info.days_left(dt.datetime.now(dt.UTC))
+    until = f"{info.not_after:%Y-%m-%d}"
+    fix = "install a CA-issued certificate: sitemail tls set --cert FILE --key FILE"
+    if left <= 0:
+        doctor.add("tls", Level.ERROR, f"the TLS certificate expired on {until}", fix)
+    elif left < CERT_RENEW_DAYS:
+        doctor.add("tls", Level.WARNING, f"the TLS certificate expires on {until}", fix)
+    elif info.self_signed:
+        doctor.add(
+            "tls",
+            Level.WARNING,
+            f"the TLS certificate is self-signed ({info.subject}, until {until}): mail clients "
+            "and other mail servers cannot verify this server",
+            fix,
+        )
+    else:
+        doctor.add(
+            "tls", Level.OK, f"TLS certificate of {info.subject} by {info.issuer}, until {until}"
+        )
 
 
 # -- DNS and the IMS --------------------------------------------------------------------------

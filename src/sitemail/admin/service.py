@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
+from sitemail.admin.filemodes import DB_FILE, create_private, secure
 from sitemail.admin.replication import ReplicationAdmin
 from sitemail.admin.routing import RoutingAdmin
 from sitemail.admin.tls import make_self_signed
@@ -20,7 +21,9 @@ from sitemail.core.address import normalize_domain
 from sitemail.core.clock import Clock, SystemClock
 from sitemail.core.errors import ConfigError, ConflictError, InvalidValueError, NotFoundError
 from sitemail.directory import (
+    AddressFields,
     AddressingResult,
+    Collision,
     Directory,
     DomainRouteEntry,
     ImportReport,
@@ -38,6 +41,7 @@ from sitemail.directory import (
 )
 from sitemail.directory.service import check_name
 from sitemail.queue.admin import QueueAdmin
+from sitemail.queue.attempts import Attempt
 from sitemail.replication.keys import fingerprint, generate_site_key, load_site_key
 from sitemail.store import Store, default_url, open_store, upgrade
 
@@ -69,6 +73,8 @@ class AdminService:
         self.store = store
         self.clock = clock or SystemClock()
         self.directory = Directory(store, self.clock)
+        # What the running server's deliveries in flight are doing (queue views show it).
+        self.attempts: Callable[[], Sequence[Attempt]] | None = None
 
     @classmethod
     def open(cls, data_dir: Path, clock: Clock | None = None) -> AdminService:
@@ -104,12 +110,16 @@ class AdminService:
             raise ConflictError(f"{data_dir} is already a sitemail data dir")
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
+            data_dir.chmod(0o700)  # the server's alone, whatever the umask (admin/filemodes.py)
         except OSError as exc:
             raise ConfigError(f"cannot create data dir {data_dir}: {exc.strerror}") from exc
         config_text = render_config(
             server=server, site=site, listen=list(listen), database_url=database_url
         )
+        create_private(data_dir / CONFIG_FILE)  # it may hold the database's password
         (data_dir / CONFIG_FILE).write_text(config_text, encoding="utf-8")
+        if not database_url:
+            create_private(data_dir / DB_FILE)  # SQLite's -wal and -shm files take its mode
         try:
             service = cls.open(data_dir, clock)
             service.directory.initialize(
@@ -128,6 +138,7 @@ class AdminService:
             [f"{server.lower()}.{domain}", domain],
             list(listen),
         )
+        secure(config)
         return service
 
     def site_key(self) -> tuple[str, str]:
@@ -174,6 +185,23 @@ class AdminService:
             extra_addresses=extra_addresses,
             password_hash=hash_password(password) if password is not None else None,
         )
+
+    def address_collision(self, recipient: Recipient) -> Collision | None:
+        """How a new recipient's primary differs from what the site's template wanted, when
+        the wanted address was taken (numbered instead: `user2` -> `user22`), else None."""
+        fields = AddressFields(
+            recipient.alias,
+            recipient.given_name,
+            recipient.surname,
+            recipient.initials,
+            recipient.display_name,
+        )
+        wanted = self.directory.template().address(fields)
+        if not recipient.primary_smtp or recipient.primary_smtp.lower() == wanted.lower():
+            return None
+        owner = self.directory.lookup(wanted)
+        held_by = f"{owner.alias} ({owner.site})" if owner is not None else "another object"
+        return Collision(recipient.alias, wanted, recipient.primary_smtp, held_by)
 
     def list_recipients(self, kind: ObjectKind | None, site: str | None = None) -> list[Recipient]:
         return self.directory.list_recipients(kind, site=site)
@@ -269,7 +297,7 @@ class AdminService:
 
     @property
     def queue(self) -> QueueAdmin:
-        return QueueAdmin(self.store, self.clock, self.directory.local_site)
+        return QueueAdmin(self.store, self.clock, self.directory.local_site, self.attempts)
 
     @property
     def tracking(self) -> TrackingAdmin:

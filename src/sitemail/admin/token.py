@@ -18,7 +18,15 @@ from pathlib import Path
 from sitemail.config import ServerConfig
 from sitemail.core.errors import ConfigError
 
-__all__ = ["TOKEN_FILE", "admin_address", "admin_url", "check_token", "ensure_token", "read_token"]
+__all__ = [
+    "TOKEN_FILE",
+    "admin_address",
+    "admin_url",
+    "check_admin_exposure",
+    "check_token",
+    "ensure_token",
+    "read_token",
+]
 
 TOKEN_FILE = "admin-token"  # noqa: S105 - the file name, not a secret
 
@@ -66,8 +74,28 @@ def check_token(expected: str, given: str) -> bool:
 
 
 def admin_address(config: ServerConfig) -> tuple[str, int]:
-    """(address, port) the admin API listens on; port 0 when it is switched off."""
-    return config.admin.listen or config.listen[0], config.admin.port
+    """(address, port) the admin API listens on; port 0 when it is switched off. By default
+    a loopback address: the server's first listen address when it is one (each site of the
+    lab on its own 127.x address), else 127.0.0.1 (::1 for a server listening on IPv6)."""
+    if config.admin.listen:
+        return config.admin.listen, config.admin.port
+    first = ipaddress.ip_address(config.listen[0])
+    if first.is_loopback:
+        return config.listen[0], config.admin.port
+    return ("::1" if first.version == 6 else "127.0.0.1"), config.admin.port
+
+
+def check_admin_exposure(config: ServerConfig) -> None:
+    """ConfigError unless the admin port is on loopback or served over TLS: the token and
+    the console's session cookie must never cross a network in clear."""
+    host, port = admin_address(config)
+    if port and not config.admin.tls and not ipaddress.ip_address(host).is_loopback:
+        raise ConfigError(
+            f"[admin] listen = {host} is not a loopback address, and the admin API and "
+            "console would carry the admin token there in clear: set [admin] tls = true (served "
+            "with this server's certificate, `sitemail tls set`), or leave [admin] listen empty "
+            "and reach it through an SSH tunnel (docs/console.md)"
+        )
 
 
 def admin_url(config: ServerConfig) -> str:
@@ -77,4 +105,4 @@ def admin_url(config: ServerConfig) -> str:
         return ""
     if ipaddress.ip_address(host).version == 6:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"{'https' if config.admin.tls else 'http'}://{host}:{port}"

@@ -76,12 +76,13 @@ class SubmissionConfig:
 
 @dataclass(frozen=True, slots=True)
 class AuthConfig:
-    """Client authentication (IMAP, POP3, submission): delays and lock-out per client address."""
+    """Client authentication (IMAP, POP3, submission): delays and lock-out per client address
+    and per account."""
 
     failure_delay: float = 2.0  # seconds before any failed attempt is answered
-    max_failures: int = 10  # failures from one client address within `window`...
+    max_failures: int = 10  # failures from one client address, or for one account, in `window`...
     window: float = 900.0
-    lockout: float = 900.0  # ...lock that address out of every login for this long
+    lockout: float = 900.0  # ...lock that address (account) out of every login for this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +124,13 @@ class QueueConfig:
     expiry: float = 48 * 3600.0
     delay_notice: float = 4 * 3600.0  # 0 disables delay notices
     hop_limit: int = 50
+    # Bytes kept free in the data dir's file system: below it MAIL answers 452 4.3.1
+    # (Postfix's queue_minfree). 0: 1.5 x [limits] message_size, as Postfix does.
+    min_free: int = 0
+
+    def reserve(self, message_size: int) -> int:
+        """The free space MAIL requires, in bytes."""
+        return self.min_free or message_size * 3 // 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +143,9 @@ class ReplicationConfig:
     kcc_interval: float = 3 * 3600.0
     tombstone_lifetime: float = 30 * 86400.0
     gc_interval: float = 12 * 3600.0
+    # A queued recipient of an authoritative domain that no site is known to have waits at
+    # most this long for replication to catch up with every site before it bounces.
+    unknown_recipient_window: float = 4 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,16 +160,18 @@ class LimitsConfig:
     data_timeout: float = 600.0
     connections_per_client: int = 20
     connections_total: int = 500
+    stress_timeout: float = 10.0  # idle/pre-MAIL timeout above 80% of connections_total
     error_limit: int = 10  # errors before the session is closed (421)
     error_delay: float = 1.0  # tarpit per error beyond the first few
 
 
 @dataclass(frozen=True, slots=True)
 class AdminConfig:
-    """The admin HTTP API (and later the console), served by `sitemail serve`."""
+    """The admin HTTP API and the web console, served by `sitemail serve`."""
 
-    listen: str = ""  # an IP address; empty: the server's first [server] listen address
+    listen: str = ""  # an IP address; empty: loopback (the first [server] listen if loopback)
     port: int = 8025  # 0 switches the admin API off
+    tls: bool = False  # https with the server's certificate; required off loopback
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +181,7 @@ class ServerConfig:
     site: str
     listen: tuple[str, ...]
     database_url: str = ""  # empty: SQLite file in the data dir
+    shutdown_timeout: float = 30.0  # seconds from SIGTERM to exit (docs/ims.md, Stopping)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
@@ -274,7 +288,7 @@ def load_config(data_dir: Path) -> ServerConfig:
 def _server(
     raw: dict[str, Any], data_dir: Path, where: str, parsed: dict[str, Any]
 ) -> ServerConfig:
-    allowed = {"name", "site", "listen", "database_url"}
+    allowed = {"name", "site", "listen", "database_url", "shutdown_timeout"}
     unknown = set(raw) - allowed
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
@@ -287,12 +301,18 @@ def _server(
     database_url = raw.get("database_url", "")
     if not isinstance(database_url, str):
         raise ConfigError(f"{where}: 'database_url' must be a string")
+    shutdown_timeout = raw.get("shutdown_timeout", 30.0)
+    if not isinstance(shutdown_timeout, int | float) or isinstance(shutdown_timeout, bool):
+        raise ConfigError(f"{where}: 'shutdown_timeout' must be a number of seconds")
+    if not 1 <= shutdown_timeout <= 3600:
+        raise ConfigError(f"{where}: 'shutdown_timeout' must be 1-3600 s, got {shutdown_timeout}")
     return ServerConfig(
         data_dir=data_dir,
         server=raw["name"],
         site=raw["site"],
         listen=tuple(listen),
         database_url=database_url,
+        shutdown_timeout=float(shutdown_timeout),
         **parsed,
     )
 
@@ -353,6 +373,7 @@ name = {_toml_str(server)}
 site = {_toml_str(site)}
 listen = [{listen_list}]
 # database_url = "postgresql+psycopg://user@host/db"   # default: sitemail.db in this directory
+# shutdown_timeout = 30        # seconds from SIGTERM to exit: replies and records finish first
 {"database_url = " + _toml_str(database_url) if database_url else ""}
 
 [smtp]
@@ -375,9 +396,9 @@ listen = [{listen_list}]
 
 [auth]
 # failure_delay = 2            # seconds before a failed login is answered
-# max_failures = 10            # failures from one client address within window...
+# max_failures = 10            # failures from one address (or for one account) within window...
 # window = 900
-# lockout = 900                # ...lock that address out for this long
+# lockout = 900                # ...lock that address (account) out for this long
 
 [dns]
 # nameservers = ["127.0.0.1:53"]
@@ -388,6 +409,7 @@ listen = [{listen_list}]
 # expiry = 172800
 # delay_notice = 14400
 # hop_limit = 50
+# min_free = 0                 # bytes kept free; 0: 1.5 x [limits] message_size
 
 [limits]
 # message_size = 10240000
@@ -400,8 +422,11 @@ listen = [{listen_list}]
 # kcc_interval = 10800
 # tombstone_lifetime = 2592000 # 30 days
 # gc_interval = 43200
+# unknown_recipient_window = 14400  # an unknown user of our domains waits for replication
 
 [admin]
-# listen = ""                  # the admin API's address; default: the first [server] listen
+# listen = ""                  # default: loopback only (reach it by SSH tunnel: docs/console.md)
 # port = 8025                  # 0 switches the admin API off (token: `sitemail admin token`)
+# tls = false                  # https with this server's certificate; required when listen is
+#                              # not a loopback address
 """

@@ -27,6 +27,10 @@ class ConnectionCounter:
         self.total += 1
         return None
 
+    def held(self, peer_ip: str) -> int:
+        """How many connections this client address holds now."""
+        return self._by_ip.get(peer_ip, 0)
+
     def release(self, peer_ip: str) -> None:
         left = self._by_ip.get(peer_ip, 0) - 1
         if left > 0:

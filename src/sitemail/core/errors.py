@@ -7,9 +7,11 @@ by hand:
     SitemailError                      exit 1, HTTP 500, SMTP 451 4.3.0
     ├── ConfigError                    exit 78 (EX_CONFIG), HTTP 500
     ├── StoreError                     exit 74 (EX_IOERR), HTTP 503, SMTP 451 4.3.0
+    │   └── StoreUnavailableError      exit 75 (EX_TEMPFAIL), HTTP 503, SMTP 452 4.3.1
     ├── UsageError                     exit 64 (EX_USAGE), HTTP 400, SMTP 501 5.5.4
     │   ├── InvalidAddressError        exit 65 (EX_DATAERR), HTTP 422, SMTP 553 5.1.3
-    │   └── InvalidValueError          exit 65, HTTP 422
+    │   ├── InvalidValueError          exit 65, HTTP 422
+    │   └── MalformedMessageError      exit 65, HTTP 422, SMTP 550 5.6.0
     ├── NotFoundError                  exit 66 (EX_NOINPUT), HTTP 404, SMTP 550 5.1.1
     ├── ConflictError                  exit 73 (EX_CANTCREAT), HTTP 409
     │   └── DuplicateAddressError      exit 73, HTTP 409, SMTP 550 5.1.4 (ambiguous)
@@ -26,10 +28,12 @@ __all__ = [
     "DuplicateAddressError",
     "InvalidAddressError",
     "InvalidValueError",
+    "MalformedMessageError",
     "NotFoundError",
     "PermissionDeniedError",
     "SitemailError",
     "StoreError",
+    "StoreUnavailableError",
     "UsageError",
 ]
 
@@ -60,6 +64,16 @@ class StoreError(SitemailError):
     http_status = 503
 
 
+class StoreUnavailableError(StoreError):
+    """The database cannot be written or read just now, whatever is asked of it: disk full,
+    I/O error, locked, connection lost. Not the fault of the data at hand: try again later
+    (as opposed to a plain StoreError, which the same write would meet again)."""
+
+    exit_code = 75
+    smtp_code = 452
+    smtp_enhanced = "4.3.1"
+
+
 class UsageError(SitemailError):
     """The request itself is malformed."""
 
@@ -83,6 +97,16 @@ class InvalidValueError(UsageError):
 
     exit_code = 65
     http_status = 422
+
+
+class MalformedMessageError(UsageError):
+    """A message whose header or MIME structure cannot be read safely (a malformed header
+    line, nesting or header sizes beyond the bounds of core.mailshape)."""
+
+    exit_code = 65
+    http_status = 422
+    smtp_code = 550
+    smtp_enhanced = "5.6.0"
 
 
 class NotFoundError(SitemailError):

@@ -20,7 +20,9 @@ Next hops (``Route.nexthop``):
 - ``site``: the first-hop site's name; ``site_hop(name)`` gives its routing address, the
   relay host a domain route names for it (then as relay) or none (then MX of the routing
   address), and its pinned certificate fingerprints. Mail to a site gets an
-  ``X-Sitemail-Trace`` field naming ``trace_site`` (routing.trace) in front of its header.
+  ``X-Sitemail-Trace`` field naming ``trace_site`` (routing.trace) in front of its header,
+  made for each transaction once the RCPT replies are in and signed with the site key for
+  the recipients accepted, so the next site can recognise a resend (queue.dedupe).
 A relay host or site hop at one of ``local_addresses`` on a port in ``listen_ports`` is this
 server: 5.4.6, failed at once, never sent (a domain route or connected site pointing back).
 
@@ -90,6 +92,10 @@ by RSET where one did not complete; idle connections older than ``idle_timeout``
 (``prune_idle``, also run at every ``deliver``); a connection carries at most
 ``max_transactions_per_connection`` messages. ``aclose()`` QUITs idle connections. One
 instance belongs to one event loop.
+
+Progress: each step (looking up, waiting for a connection, connecting, TLS, each command and
+the reply awaited) is reported with ``queue.attempts.report_stage``, so ``queue list`` can say
+what an attempt in progress is doing; outside an attempt the reports do nothing.
 """
 
 from __future__ import annotations
@@ -127,11 +133,18 @@ from aiosmtplib.email import quote_address
 from aiosmtplib.protocol import normalize_message_line_endings
 
 from sitemail.core.envelope import BodyType, Envelope, EnvelopeRecipient, Notify
+from sitemail.queue.attempts import report_stage
 from sitemail.queue.model import Outcome, QueuedMessage, QueuedRecipient, RecipientResult
 from sitemail.routing.domain_routes import parse_nexthop
 from sitemail.routing.resolver import DnsRouteError, Resolver, resolve_mail_hosts
 from sitemail.routing.route import Route, SiteHop, Transport
-from sitemail.routing.trace import trace_field
+from sitemail.routing.trace import (
+    SIGNATURE_EXTRA,
+    Signer,
+    content_digest,
+    signed_trace_field,
+    trace_field,
+)
 
 __all__ = ["RemoteDelivery", "fingerprint_of", "xtext"]
 
@@ -439,16 +452,29 @@ class _Job:
     """One message for the recipients of one next hop, and what happened to each so far."""
 
     message: QueuedMessage
-    content: bytes
+    wire: bytes  # the content as SMTP carries it: CRLF line ends, ending in CRLF
     addresses: list[str]
     recipients: list[EnvelopeRecipient]
     originals: list[str]
     needs_utf8: bool  # the sender or the headers need SMTPUTF8
+    # The trace field for the addresses a transaction's next hop accepted (site hops only)
+    trace: Callable[[list[str]], bytes] | None = None
+    trace_size: int = 0  # its length, for SIZE
     settled: dict[int, _Verdict] = field(default_factory=dict)
 
     @property
     def envelope(self) -> Envelope:
         return self.message.envelope
+
+    @property
+    def size(self) -> int:
+        return self.trace_size + len(self.wire)
+
+    def body(self, accepted: list[int]) -> bytes:
+        """The message for a transaction whose next hop accepted `accepted` (not stuffed)."""
+        if self.trace is None:
+            return self.wire
+        return self.trace([self.addresses[i] for i in accepted]) + self.wire
 
     def pending(self) -> list[int]:
         return [i for i in range(len(self.addresses)) if i not in self.settled]
@@ -484,6 +510,7 @@ class RemoteDelivery:
         max_addresses: int = 5,
         site_hop: Callable[[str], SiteHop | None] | None = None,
         trace_site: str = "",
+        trace_signer: Signer | None = None,
         source_address: str | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -499,7 +526,8 @@ class RemoteDelivery:
         the message and its reply; ``source_address`` binds outgoing connections (the lab
         gives each site its own loopback address; use an address of the peers' family);
         ``site_hop`` maps a site name to how to reach it, and ``trace_site`` is the name
-        written in the trace field of mail to other sites; ``rng`` orders equal MX
+        written in the trace field of mail to other sites, signed with ``trace_signer``
+        (the site key's ``sign``) for each transaction; ``rng`` orders equal MX
         preferences; ``clock`` (monotonic seconds) ages idle connections; ``wall_clock``
         (seconds since the epoch, the site's clock) dates trace fields.
 
@@ -551,6 +579,7 @@ class RemoteDelivery:
         # site hop to one of them on a local address is this server.
         self.listen_ports: set[int] = set()
         self._trace_site = trace_site
+        self._trace_signer = trace_signer
         if source_address is not None and _ip(source_address) is None:
             raise ValueError(f"source address {source_address!r} is not an IP address")
         self._source = (source_address, 0) if source_address else None
@@ -623,17 +652,19 @@ class RemoteDelivery:
         members: list[tuple[QueuedRecipient, Route]],
     ) -> list[_Verdict]:
         envelope = message.envelope
-        if transport is Transport.SITE and self._trace_site:
-            content = trace_field(self._trace_site, message.queue_id, self._wall_clock()) + content
         job = _Job(
             message=message,
-            content=content,
+            wire=normalize_message_line_endings(content),
             addresses=[route.recipient or rcpt.recipient.address for rcpt, route in members],
             recipients=[rcpt.recipient for rcpt, _ in members],
             originals=[rcpt.recipient.address for rcpt, _ in members],
             needs_utf8=envelope.smtputf8
             and (not envelope.sender.isascii() or _headers_need_utf8(content)),
         )
+        report_stage(f"looking up {transport} {nexthop}")
+        if transport is Transport.SITE and self._trace_site:
+            # routing's loop guard reads the version back (routing.router)
+            self._add_trace(job, nexthop, version=str(members[0][1].version or ""))
         plan, pins = await self._plan(transport, nexthop)
         if isinstance(plan, _Verdict):
             self._log(message, job.addresses, plan)
@@ -661,6 +692,33 @@ class RemoteDelivery:
         for address, verdict in zip(job.addresses, verdicts, strict=True):
             self._log(message, [address], verdict)
         return verdicts
+
+    def _add_trace(self, job: _Job, to_site: str, *, version: str) -> None:
+        """Give a site hop's job its trace field: made for each transaction, signed (when
+        there is a signer) for the site `to_site` and the recipients it accepted, naming the
+        directory `version` the route was decided with (routing.trace)."""
+        site, queue_id, sign = self._trace_site, job.message.queue_id, self._trace_signer
+        digest = content_digest(job.wire) if sign is not None else b""
+
+        def trace(addresses: list[str]) -> bytes:
+            now = self._wall_clock()
+            if sign is None:
+                return trace_field(site, queue_id, now, v=version)
+            return signed_trace_field(
+                site,
+                queue_id,
+                now,
+                sign=sign,
+                to_site=to_site,
+                sender=job.envelope.sender,
+                recipients=addresses,
+                digest=digest,
+                params={"v": version},
+            )
+
+        job.trace = trace
+        job.trace_size = len(trace_field(site, queue_id, self._wall_clock(), v=version))
+        job.trace_size += SIGNATURE_EXTRA if sign is not None else 0
 
     @staticmethod
     def _log(message: QueuedMessage, addresses: list[str], verdict: _Verdict) -> None:
@@ -830,11 +888,8 @@ class RemoteDelivery:
             else:
                 sendable.append(index)
         limit = smtp.esmtp_extensions.get("size", "").strip()
-        if sendable and limit.isdigit() and 0 < int(limit) < len(job.content):
-            text = (
-                f"message size {len(job.content)} exceeds size limit {limit} "
-                f"of server {target.describe}"
-            )
+        if sendable and limit.isdigit() and 0 < int(limit) < job.size:
+            text = f"message size {job.size} exceeds size limit {limit} of server {target.describe}"
             for index in sendable:
                 job.settle(index, _Verdict(Outcome.FAILED, 552, "5.3.4", text, target.name))
             return []
@@ -908,7 +963,7 @@ class RemoteDelivery:
             reply = await self._net(
                 target,
                 "sending message body",
-                conn.smtp.data(job.content, timeout=self._data_timeout),
+                conn.smtp.data(job.body(accepted), timeout=self._data_timeout),
             )
         except SMTPDataError as exc:
             verdict = _from_reply(exc.code, exc.message, "end of DATA", target)
@@ -1034,7 +1089,7 @@ class RemoteDelivery:
             self._send(conn, [b".\r\n"])
             await self._read(conn, reader, target, "end of DATA")
             return
-        body = _LEADING_DOT.sub(b"..", normalize_message_line_endings(job.content))
+        body = _LEADING_DOT.sub(b"..", job.body(accepted))
         self._send(conn, [body, b".\r\n"])
         reply = await self._read(conn, reader, target, "end of DATA", patience=self._data_timeout)
         verdict = _from_reply(reply.code, reply.message, "end of DATA", target)
@@ -1097,7 +1152,9 @@ class RemoteDelivery:
                 return await reader.reply()
 
         try:
-            reply = await self._net(target, stage, next_reply())
+            reply = await self._net(
+                target, stage, next_reply(), doing=f"waiting for the reply to {command}"
+            )
         except _SessionError:
             if not conn.proven and not reader.answered:
                 raise _StaleConnectionError from None
@@ -1116,7 +1173,7 @@ class RemoteDelivery:
         envelope = job.envelope
         options: list[str] = []
         if smtp.supports_extension("size"):
-            options.append(f"SIZE={len(job.content)}")
+            options.append(f"SIZE={job.size}")
         if envelope.body is BodyType.EIGHT_BIT and smtp.supports_extension("8bitmime"):
             options.append("BODY=8BITMIME")
         if use_utf8:
@@ -1139,8 +1196,13 @@ class RemoteDelivery:
             orcpt = f"rfc822;{original}"  # the address was rewritten on the way: keep the original
         return [p for p in (_notify_param(recipient), _orcpt_param(orcpt)) if p]
 
-    async def _net(self, target: _Target, stage: str, operation: Awaitable[T]) -> T:
-        """Await one SMTP exchange; a lost connection or a timeout is a session failure."""
+    async def _net(
+        self, target: _Target, stage: str, operation: Awaitable[T], *, doing: str = ""
+    ) -> T:
+        """Await one SMTP exchange; a lost connection or a timeout is a session failure.
+        `doing`: what the attempt is doing meanwhile, for `queue list` (default: `stage`
+        and waiting for the reply)."""
+        report_stage(f"{doing or stage + ', waiting for the reply'} ({target.describe})")
         try:
             return await operation
         except (SMTPTimeoutError, TimeoutError) as exc:
@@ -1162,6 +1224,8 @@ class RemoteDelivery:
         if destination is None:
             destination = self._destinations[key] = _Destination(self._max_connections)
         destination.users += 1
+        if destination.slots.locked():
+            report_stage(f"waiting for a free connection to {target.describe}")
         try:
             async with destination.slots:
                 conn = await self._reuse(destination, target)
@@ -1247,6 +1311,7 @@ class RemoteDelivery:
         return _Connection(smtp=smtp, tls=tls, last_used=self._clock())
 
     async def _connect(self, smtp: SMTP, target: _Target) -> SMTPResponse:
+        report_stage(f"connecting to {target.describe}")
         try:
             return await smtp.connect(timeout=self._connect_timeout)
         except SMTPConnectResponseError as exc:
@@ -1290,6 +1355,7 @@ class RemoteDelivery:
                 text = f"TLS is required (pinned certificate), but {target.describe} does not offer STARTTLS"
                 raise _SessionError(_deferred("4.7.5", text))
             return False
+        report_stage(f"starting TLS with {target.describe}")
         try:
             await smtp.starttls(
                 server_hostname=target.sni,

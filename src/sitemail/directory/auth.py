@@ -13,34 +13,54 @@ Rules:
 - No user enumeration: an unknown name, a non-mailbox, a mailbox without a password and a wrong
   password all answer `FAILED` with one text, after the same scrypt work (a dummy hash is
   verified when there is no real one) and the same `failure_delay`.
-- Lock-out per client address: `max_failures` failures within `window` seconds lock that
-  address out of every login for `lockout` seconds; while locked, passwords are not even
-  checked (brute force gets no answers), and the reply says so without naming any user.
+- Throttling keyed on what is attacked and where from (`core.throttle`): failures are counted
+  per client address and per account (the mailbox, or the name tried when there is none), and
+  `max_failures` within `window` seconds lock that address, or that account, for `lockout`
+  seconds. An attempt takes a slot in both before its password is checked, so parallel
+  attempts count as a sequence does; while locked, or while the slots are taken, passwords are
+  not even checked (brute force gets no answers) and the reply names no user. A success
+  forgets only its own earlier failures (that account from that address): never another
+  account's. An address that logged in as an account before is not shut out by that
+  account's lock, so a stranger's guesses cannot lock the owner out of their own mailbox.
+- Password hashing (scrypt) runs in a small pool of its own threads, never on the event loop
+  and never more at once than there are cores: a flood of logins waits there and cannot take
+  the threads that the rest of the server uses for its database work.
 Transport rules (TLS before AUTH) belong to each protocol; this module never sees a socket.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
+import os
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 from sitemail.config.model import AuthConfig
 from sitemail.core.clock import Clock
 from sitemail.core.errors import ConflictError, NotFoundError
+from sitemail.core.throttle import FailureThrottle
 from sitemail.directory.model import ObjectKind
 from sitemail.directory.passwords import hash_password, verify_password
 from sitemail.directory.service import Directory
 
-__all__ = ["AuthOutcome", "AuthResult", "Authenticator"]
+__all__ = [
+    "FAILED_TEXT",
+    "LOCKED_TEXT",
+    "AuthOutcome",
+    "AuthResult",
+    "Authenticates",
+    "Authenticator",
+]
 
 FAILED_TEXT = "authentication failed"
-LOCKED_TEXT = "too many failed logins from your address; try again later"
+LOCKED_TEXT = "too many failed logins; try again later"
 _MAX_NAME = 320  # an address at most (RFC 5321 4.5.3.1.3)
 _MAX_PASSWORD = 1024
-_MAX_TRACKED = 100_000  # client addresses remembered for failures and lock-outs
+_MAX_KNOWN = 100_000  # (account, address) pairs remembered as having logged in
+_KNOWN_FOR = 30 * 86400.0  # an address that logged in as an account stays known this long
 
 
 class AuthOutcome(StrEnum):
@@ -65,8 +85,24 @@ class AuthResult:
         return self.outcome is AuthOutcome.OK
 
 
+class Authenticates(Protocol):
+    """What a protocol needs to log a client in: the server's `Authenticator`, or, in an IMAP
+    or POP3 worker process, its proxy that asks the server (sitemail.frontends)."""
+
+    async def authenticate(self, login: str, password: str, peer_ip: str) -> AuthResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Account:
+    """Who a login name designates: the throttling key, and the mailbox when there is one."""
+
+    key: str  # "mailbox:<guid>", or "name:<the name tried>" for a name that is no mailbox here
+    guid: str = ""
+    site: str = ""
+
+
 class Authenticator:
-    """Shared by every client-access listener of one server (one lock-out table)."""
+    """Shared by every client-access listener of one server (one throttling table)."""
 
     def __init__(
         self,
@@ -75,87 +111,91 @@ class Authenticator:
         settings: AuthConfig,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        on_attempt: Callable[[str, bool], None] | None = None,
-        on_lock: Callable[[str, float], None] | None = None,
+        hash_workers: int | None = None,
     ) -> None:
-        # IMAP and POP3 run in worker processes (sitemail.frontends): they report each
-        # attempt (peer, failed?) to the server, which shares its lock-outs back with them.
-        self._on_attempt = on_attempt
-        self._on_lock = on_lock
         self._sleep = sleep
         self._directory = directory
         self._clock = clock
         self._settings = settings
-        self._failures: dict[str, collections.deque[float]] = {}
-        self._locked_until: dict[str, float] = {}
+        self._by_address, self._by_account = (
+            FailureThrottle(
+                clock,
+                limit=settings.max_failures,
+                window=settings.window,
+                lockout=settings.lockout,
+            )
+            for _ in range(2)
+        )
+        self._known: dict[tuple[str, str], float] = {}  # (account key, address) -> last login
+        workers = hash_workers or max(1, os.cpu_count() or 1)
+        self._hashing = ThreadPoolExecutor(workers, thread_name_prefix="sitemail-auth")
         self._dummy_hash: str | None = None
 
     def is_locked(self, peer_ip: str) -> bool:
-        until = self._locked_until.get(peer_ip)
-        if until is None:
-            return False
-        if self._clock.now() >= until:
-            del self._locked_until[peer_ip]
-            self._failures.pop(peer_ip, None)
-            return False
-        return True
+        """Whether this client address is locked out now."""
+        return self._by_address.locked(peer_ip)
 
     async def authenticate(self, login: str, password: str, peer_ip: str) -> AuthResult:
         """Check a login; every refusal is answered only after `failure_delay`."""
-        if self.is_locked(peer_ip):
-            await self._sleep(self._settings.failure_delay)
-            return AuthResult(AuthOutcome.LOCKED, LOCKED_TEXT)
-        result = await asyncio.to_thread(self._check, login, password)
-        if result.outcome is AuthOutcome.FAILED or result.ok:
-            self.record(peer_ip, failed=not result.ok)
-            if self._on_attempt is not None:
-                self._on_attempt(peer_ip, not result.ok)
+        if not self._by_address.admit(peer_ip):
+            return await self._refuse()
+        account: _Account | None = None
+        held = False  # a slot of the account's count is taken
+        try:
+            account = await asyncio.to_thread(self._account, login)
+            held = self._by_account.admit(account.key)
+            if not held and not self._is_known(account.key, peer_ip):
+                result = None  # the account is locked, and this is not its owner's address
+            else:
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self._hashing, self._check, account, password
+                )
+        finally:  # the slots end with the check; a failure now counts in their place
+            self._by_address.release(peer_ip)
+            if held and account is not None:
+                self._by_account.release(account.key)
+        if result is None:
+            return await self._refuse()
         if result.outcome is AuthOutcome.FAILED:
+            self._by_account.fail(account.key, peer_ip)
+            self._by_address.fail(peer_ip, account.key)
             await self._sleep(self._settings.failure_delay)
+        elif result.ok:
+            self._by_account.forgive(account.key, peer_ip)
+            self._by_address.forgive(peer_ip, account.key)
+            self._remember(account.key, peer_ip)
         return result
 
-    def record(self, peer_ip: str, *, failed: bool) -> None:
-        """Count a failed login from this address (or clear its count after a success)."""
-        if failed:
-            self._count_failure(peer_ip)
-        else:
-            self._failures.pop(peer_ip, None)
+    async def _refuse(self) -> AuthResult:
+        await self._sleep(self._settings.failure_delay)
+        return AuthResult(AuthOutcome.LOCKED, LOCKED_TEXT)
 
-    def lock(self, peer_ip: str, until: float) -> None:
-        """Lock this address out until then (a lock-out decided by another process)."""
-        self._locked_until[peer_ip] = max(until, self._locked_until.get(peer_ip, 0.0))
+    def _is_known(self, key: str, peer_ip: str) -> bool:
+        when = self._known.get((key, peer_ip))
+        return when is not None and self._clock.now() - when < _KNOWN_FOR
 
-    def _count_failure(self, peer_ip: str) -> None:
-        now = self._clock.now()
-        times = self._failures.setdefault(peer_ip, collections.deque())
-        times.append(now)
-        while times and times[0] < now - self._settings.window:
-            times.popleft()
-        if len(times) >= self._settings.max_failures:
-            self._locked_until[peer_ip] = now + self._settings.lockout
-            if self._on_lock is not None:
-                self._on_lock(peer_ip, now + self._settings.lockout)
-        if len(self._failures) > _MAX_TRACKED:  # bounded memory under a spread-out attack
-            self._failures.pop(next(iter(self._failures)), None)
-        if len(self._locked_until) > _MAX_TRACKED:
-            self._locked_until = {ip: t for ip, t in self._locked_until.items() if t > now}
+    def _remember(self, key: str, peer_ip: str) -> None:
+        self._known.pop((key, peer_ip), None)
+        self._known[(key, peer_ip)] = self._clock.now()
+        while len(self._known) > _MAX_KNOWN:  # bounded: the oldest login is forgotten first
+            del self._known[next(iter(self._known))]
+
+    def close(self) -> None:
+        """Stop the hashing threads (a server that stops)."""
+        self._hashing.shutdown(wait=False, cancel_futures=True)
 
     def _dummy(self) -> str:
         if self._dummy_hash is None:
             self._dummy_hash = hash_password("sitemail timing equaliser")
         return self._dummy_hash
 
-    def _check(self, login: str, password: str) -> AuthResult:
-        """Blocking: directory lookups and one scrypt verification, whatever the name."""
-        failed = AuthResult(AuthOutcome.FAILED, FAILED_TEXT)
+    def _account(self, login: str) -> _Account:
+        """Blocking (directory lookups, no hashing): the account a login name designates."""
         name = login.strip()
-        if not name or len(name) > _MAX_NAME or len(password) > _MAX_PASSWORD or not password:
-            verify_password("x", self._dummy())
-            return failed
+        if not name or len(name) > _MAX_NAME:
+            return _Account("name:")  # every unusable name shares one key
         directory = self._directory
-        local_site = directory.local_site
-        guid = ""
-        site = ""
+        guid = site = ""
         if "@" in name:
             owner = directory.lookup(name)
             if owner is not None and owner.kind is ObjectKind.MAILBOX:
@@ -165,9 +205,21 @@ class Authenticator:
                 found = directory.get(name, ObjectKind.MAILBOX)
             except (NotFoundError, ConflictError):
                 found = None
-            if found is not None and found.site == local_site:
+            if found is not None and found.site == directory.local_site:
                 guid, site = found.guid, found.site  # an alias names a mailbox of this site
-        if guid and site != local_site:
+        if guid:
+            return _Account(f"mailbox:{guid}", guid, site)
+        return _Account(f"name:{name.lower()}")
+
+    def _check(self, account: _Account, password: str) -> AuthResult:
+        """Blocking: one scrypt verification whatever the account, then the mailbox."""
+        failed = AuthResult(AuthOutcome.FAILED, FAILED_TEXT)
+        if not account.guid or len(password) > _MAX_PASSWORD or not password:
+            verify_password(password[:_MAX_PASSWORD] or "x", self._dummy())
+            return failed
+        directory = self._directory
+        guid, site = account.guid, account.site
+        if site != directory.local_site:
             verify_password(password, self._dummy())
             host = self._home_host(site)
             return AuthResult(
@@ -176,7 +228,7 @@ class Authenticator:
                 home_site=site,
                 home_host=host,
             )
-        stored = directory.password_hash(guid) if guid else None
+        stored = directory.password_hash(guid)
         if stored is None:
             verify_password(password, self._dummy())
             return failed

@@ -13,7 +13,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, bindparam, delete, func, insert, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Text,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    type_coerce,
+)
 
 from sitemail.core.address import parse_address
 from sitemail.core.clock import Clock
@@ -197,6 +208,38 @@ class Directory:
         with self.store.read() as conn:
             rows = conn.execute(query.order_by(dir_object.c.site, dir_object.c.name)).all()
         return [row_to_recipient(r) for r in rows]
+
+    def released_since(self, address: str, since: float) -> str | None:
+        """The site of a recipient removed at `since` or later (its clock) that held
+        `address`, or None. Reads the recent tombstones (no index: only unknown addresses of
+        the organisation's domains come here)."""
+        c = dir_object.c
+        key = address.strip().lower()
+        with self.store.read() as conn:
+            rows = conn.execute(
+                select(c.site, c.attrs)
+                .where(
+                    c.kind.in_([str(k) for k in RECIPIENT_KINDS]),
+                    c.is_deleted.is_(True),
+                    c.changed_at >= since,
+                    func.lower(type_coerce(c.attrs, Text)).contains(key, autoescape=True),
+                )
+                .order_by(c.changed_at.desc())
+            ).all()
+        for row in rows:
+            released = row.attrs.get("released", [])
+            if isinstance(released, list) and key in {str(a).lower() for a in released}:
+                return str(row.site)
+        return None
+
+    def version(self) -> int:
+        """A number that grows with every change held here, own or replicated: the sum over
+        the known sites of the highest USN of theirs held here (an index probe per site).
+        The router writes it into the trace, so a message that comes back can tell whether
+        this site's directory changed since it last routed the message."""
+        with self.store.read() as conn:
+            value = conn.execute(_VERSION).scalar()
+        return int(value or 0)
 
     def highest_usn(self, site: str | None = None) -> int:
         site = site or self.local_site
@@ -518,7 +561,9 @@ class Directory:
                 conn,
                 obj,
                 now=self.clock.now(),
-                attrs={"deleted_kind": str(obj.kind)},
+                # The addresses it gave up: for a while, mail for them waits instead of being
+                # refused (the recipient may have moved to another site: routing.router).
+                attrs={"deleted_kind": str(obj.kind), "released": [p.address for p in obj.proxies]},
                 is_deleted=True,
             )
 
@@ -635,14 +680,6 @@ class Directory:
             is_primary=row.is_primary,
         )
 
-    def changed_at(self, guid: str) -> float | None:
-        """When the object's owner last changed it (its clock), or None if unknown."""
-        with self.store.read() as conn:
-            value = conn.execute(
-                select(dir_object.c.changed_at).where(dir_object.c.guid == guid)
-            ).scalar_one_or_none()
-        return None if value is None else float(value)
-
     def accepted_domains(self) -> frozenset[str]:
         """Domains the organisation accepts mail for: every proxy and template domain, and
         every site's accepted domains (authoritative or internal relay)."""
@@ -670,6 +707,16 @@ class Directory:
         return frozenset(domains)
 
 
+_SITES = select(dir_object.c.site).where(dir_object.c.kind == str(ObjectKind.SITE)).subquery()
+_HELD = dir_object.alias("held")
+_VERSION = select(
+    func.sum(
+        select(func.max(_HELD.c.usn_changed))
+        .where(_HELD.c.site == _SITES.c.site)
+        .correlate(_SITES)
+        .scalar_subquery()
+    )
+).select_from(_SITES)
 _LOOKUP = (
     select(
         proxy_address.c.guid,

@@ -52,7 +52,7 @@ from sqlalchemy import Connection
 
 from sitemail.config.model import ImapConfig
 from sitemail.core.clock import Clock
-from sitemail.directory.auth import Authenticator, AuthOutcome, AuthResult
+from sitemail.directory.auth import Authenticates, AuthOutcome, AuthResult
 from sitemail.imap.pymap.backend.session import BaseSession
 from sitemail.imap.pymap.bytes import Writeable
 from sitemail.imap.pymap.concurrent import Event
@@ -1017,7 +1017,7 @@ class Login(LoginInterface):
     """LOGIN and AUTHENTICATE: the sitemail `Authenticator` decides."""
 
     def __init__(
-        self, config: BackendConfig, registry: FolderRegistry, authenticator: Authenticator
+        self, config: BackendConfig, registry: FolderRegistry, authenticator: Authenticates
     ) -> None:
         self.config = config
         self.registry = registry

@@ -43,7 +43,7 @@ from pysasl import SASLAuth
 from sitemail.config.model import ImapConfig, LimitsConfig
 from sitemail.core.clock import Clock
 from sitemail.core.connections import ConnectionCounter
-from sitemail.directory.auth import Authenticator
+from sitemail.directory.auth import Authenticates
 from sitemail.imap import speedups
 from sitemail.imap.backend import BackendConfig, FolderRegistry, Login, peer_ip
 from sitemail.imap.pymap.bytes import WriteStream
@@ -327,7 +327,7 @@ class ImapService:
         *,
         store: Store,
         clock: Clock,
-        authenticator: Authenticator,
+        authenticator: Authenticates,
         settings: ImapConfig,
         limits: LimitsConfig,
         tls_context: ssl.SSLContext,

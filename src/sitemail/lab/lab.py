@@ -63,6 +63,9 @@ STATE_FILE = "lab.json"
 ZONE_FILE = "dns.zone"
 PASSWORDS_FILE = "passwords.txt"  # the lab mailboxes' passwords, for mail clients
 OUTSIDER = "someone@internet.example"
+# Seconds `stop` waits after SIGTERM before SIGKILL: a site's default [server]
+# shutdown_timeout (30 s: deliveries in flight finish) and a margin.
+_STOP_WAIT = 35.0
 
 
 class LabError(ConfigError):
@@ -428,7 +431,7 @@ class Lab:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
                 stopped.append(name)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + _STOP_WAIT
         for name, pid in sorted(self.state.pids.items()):
             while _process_is_ours(pid, self.root) and time.monotonic() < deadline:
                 with contextlib.suppress(ChildProcessError):
@@ -437,7 +440,7 @@ class Lab:
             if _process_is_ours(pid, self.root):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                self._print(f"  {name} did not stop within 20 s: killed")
+                self._print(f"  {name} did not stop within {_STOP_WAIT:g} s: killed")
         self.state.pids = {}
         if on_disk is not None:  # a lab refused before it was written stays unwritten
             self.state.save(self.root)

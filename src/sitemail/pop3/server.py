@@ -39,7 +39,7 @@ from typing import Final
 from sitemail.config.model import LimitsConfig
 from sitemail.core.clock import Clock
 from sitemail.core.connections import ConnectionCounter
-from sitemail.directory.auth import Authenticator, AuthOutcome, AuthResult
+from sitemail.directory.auth import Authenticates, AuthOutcome, AuthResult
 from sitemail.mailbox import (
     MessageMeta,
     delete_messages,
@@ -91,7 +91,7 @@ class Pop3Service:
         *,
         store: Store,
         clock: Clock,
-        authenticator: Authenticator,
+        authenticator: Authenticates,
         limits: LimitsConfig,
         tls_context: ssl.SSLContext,
         server_name: str,

@@ -9,6 +9,7 @@ tracked, and sends no DSN (like `postsuper -d`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from sqlalchemy import Connection, Row, delete, func, or_, select, update
 from sitemail.core.address import DSA_LOCAL_PART
 from sitemail.core.clock import Clock
 from sitemail.core.errors import InvalidValueError, NotFoundError
+from sitemail.queue.attempts import Attempt
 from sitemail.queue.model import RcptState
 from sitemail.queue.records import TrackEvent, track
 from sitemail.store.engine import Store
@@ -36,6 +38,9 @@ class RecipientEntry:
     next_attempt_at: float
     last_status: str
     last_text: str
+    doing: str = ""  # an attempt in progress: what it is doing (queue.attempts)
+    doing_since: float | None = None
+    attempt_started: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,22 +56,44 @@ class QueueEntry:
 
 
 class QueueAdmin:
-    def __init__(self, store: Store, clock: Clock, site: str) -> None:
+    """`attempts`: what the running server's deliveries in flight are doing (its own
+    `Attempts.snapshot`, or asked over the control channel); the entries show it."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        site: str,
+        attempts: Callable[[], Sequence[Attempt]] | None = None,
+    ) -> None:
         self._store = store
         self._clock = clock
         self._site = site
+        self._attempts = attempts
 
     def entries(self) -> list[QueueEntry]:
+        """Every queued message with its recipients: their state and last error from the
+        database, and what an attempt in progress is doing (when the server says)."""
         with self._store.read() as conn:
             messages = conn.execute(
                 select(queue_message).order_by(queue_message.c.received_at)
             ).all()
             rcpts = conn.execute(select(queue_rcpt).order_by(queue_rcpt.c.id)).all()
+        live = self._live()
         by_message: dict[str, list[RecipientEntry]] = {}
         for r in rcpts:
+            attempt = live.get((r.queue_id, r.address))
             by_message.setdefault(r.queue_id, []).append(
                 RecipientEntry(
-                    r.address, r.state, r.attempts, r.next_attempt_at, r.last_status, r.last_text
+                    r.address,
+                    r.state,
+                    r.attempts,
+                    r.next_attempt_at,
+                    r.last_status,
+                    r.last_text,
+                    doing=attempt.stage if attempt else "",
+                    doing_since=attempt.since if attempt else None,
+                    attempt_started=attempt.started if attempt else None,
                 )
             )
         return [
@@ -82,6 +109,12 @@ class QueueAdmin:
             )
             for m in messages
         ]
+
+    def _live(self) -> dict[tuple[str, str], Attempt]:
+        """The attempts in progress by (queue id, recipient address)."""
+        if self._attempts is None:
+            return {}
+        return {(a.queue_id, r): a for a in self._attempts() for r in a.recipients}
 
     def show(self, queue_id: str) -> tuple[QueueEntry, bytes]:
         for entry in self.entries():

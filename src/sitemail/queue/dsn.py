@@ -34,6 +34,8 @@ from email.utils import format_datetime
 from enum import StrEnum
 
 from sitemail.core.envelope import BodyType, Envelope, EnvelopeRecipient, Notify, Ret
+from sitemail.core.errors import MalformedMessageError
+from sitemail.core.mailshape import BOUNDS, Bounds, check_structure
 
 __all__ = [
     "DEFAULT_MAX_ORIGINAL",
@@ -233,7 +235,8 @@ def _original_part(envelope: Envelope, content: bytes, kind: DsnKind, cap: int) 
     header_section = _header_section(content)
     utf8_headers = not header_section.isascii()
     wants_full = kind is DsnKind.FAILURE and envelope.ret is not Ret.HDRS
-    if wants_full and len(content) <= cap:
+    shape = _shape_fault(content) if wants_full and len(content) <= cap else ""
+    if wants_full and len(content) <= cap and not shape:
         ctype = "message/global" if utf8_headers else "message/rfc822"
         headers = _field("Content-Description", "Undelivered Message") + _field(
             "Content-Type", ctype
@@ -242,7 +245,10 @@ def _original_part(envelope: Envelope, content: bytes, kind: DsnKind, cap: int) 
             headers += _field("Content-Transfer-Encoding", "8bit")
         return _Original(_Part(headers, content), full=True, why_headers="")
 
-    if wants_full:
+    if shape:
+        why = f"Your message is beyond what this system returns whole ({shape}), so only its "
+        why += "headers are attached."
+    elif wants_full:
         why = (
             f"Your message was {len(content)} bytes, more than the {cap} bytes this system "
             "returns, so only its headers are attached."
@@ -262,6 +268,20 @@ def _original_part(envelope: Envelope, content: bytes, kind: DsnKind, cap: int) 
     if not header_section.isascii():
         headers += _field("Content-Transfer-Encoding", "8bit")
     return _Original(_Part(headers, header_section), full=False, why_headers=why)
+
+
+# The report wraps the original two levels down (multipart/report, message/rfc822): whoever
+# reads the report must not meet more nesting than core.mailshape allows any message.
+_ATTACHED = Bounds(mime_depth=BOUNDS.mime_depth - 2)
+
+
+def _shape_fault(content: bytes) -> str:
+    """Why the original cannot be attached whole ("" when it can)."""
+    try:
+        check_structure(content, _ATTACHED)
+    except MalformedMessageError as exc:
+        return exc.message
+    return ""
 
 
 def _header_section(content: bytes) -> bytes:

@@ -14,7 +14,11 @@ delivered, recorded and dequeued together, a whole pass in one job of the shared
 `GroupWriter` (one commit, shared with the spool's new messages); if that job fails, each of
 its messages is tried alone, so one bad message holds no other up. The others go to their
 network transports (at most `_PARALLEL_MESSAGES` at once) and their results are recorded
-through the same writer. Time comes from the injected clock, so tests step through 48 hours
+through the same writer, each next hop's acceptances as soon as it has answered (not lazily,
+not after the message's other hops), and noted in the delivery journal (queue.journal) the
+moment it arrives, so a crash almost never finds a delivery unrecorded: at start, what the
+journal holds is recorded before anything is sent (and the next site recognises the resend
+of a delivery that was lost all the same: queue.dedupe). Time comes from the injected clock, so tests step through 48 hours
 in milliseconds.
 
 New mail does not wait for a pass: the spool hands each committed message over in memory
@@ -24,6 +28,14 @@ DSNs, replication, everything after a restart). No message is started twice: cla
 in-flight ids are skipped, and so is any message that finished while a pass was reading (its
 snapshot may predate the finishing commit). A finished delivery wakes the loop only when it
 left something for a pass (a deferral, a notice, an expansion, a full house).
+
+A failing store (disk full, I/O error, database locked) never causes a resend: the results a
+transport obtained are kept in memory and their record is retried after a back-off
+(queue/backoff.py) until it is written, the message staying in flight all along, so no pass
+hands it to a transport again. While writes fail, nothing new starts before the back-off is
+over (local mail, which commits with its delivery, simply waits), and the failure is logged
+once a minute. `attempts` (queue/attempts.py) tells `queue list` what each delivery in
+flight is doing.
 """
 
 from __future__ import annotations
@@ -44,7 +56,11 @@ from sqlalchemy import Connection
 from sitemail.config.model import QueueConfig
 from sitemail.core.clock import Clock
 from sitemail.core.envelope import Envelope, EnvelopeRecipient, Notify
+from sitemail.core.errors import StoreUnavailableError
+from sitemail.queue.attempts import Attempts, report_stage
+from sitemail.queue.backoff import Backoff
 from sitemail.queue.dsn import DsnEntry, DsnKind, build_dsn, dsn_body_type
+from sitemail.queue.journal import DeliveryJournal
 from sitemail.queue.model import (
     Delivery,
     DeliveryAgent,
@@ -72,7 +88,7 @@ from sitemail.queue.records import (
     track,
 )
 from sitemail.routing.route import Route, Transport
-from sitemail.routing.trace import trace_sites
+from sitemail.routing.trace import read_trace
 from sitemail.store.engine import Store
 from sitemail.store.writer import GroupWriter
 
@@ -86,6 +102,7 @@ _PARALLEL_MESSAGES = 32  # messages handed to network transports at once
 _MAX_IN_FLIGHT = 4 * _PARALLEL_MESSAGES  # messages loaded and waiting for a delivery slot
 _PASS_BYTES = 32 * 1024 * 1024  # message content loaded by one pass (at least one message)
 _IDLE_POLL = 5.0
+_IN_FLIGHT_POLL = 0.25  # seconds between passes while everything due is in flight
 
 
 def count_received_headers(content: bytes) -> int:
@@ -110,6 +127,15 @@ class _Plan:
     )
 
 
+class _UnrecordedError(Exception):
+    """A transport's results that could not be written: the record job, to run again."""
+
+    def __init__(self, work: _Work, record: Callable[[Connection], bool]) -> None:
+        super().__init__("results not recorded")
+        self.work = work
+        self.record = record
+
+
 def _internal_error(
     transport: Transport, exc: Exception, members: Sequence[tuple[QueuedRecipient, Route]]
 ) -> list[RecipientResult]:
@@ -131,6 +157,8 @@ class QueueManager:
         router: Callable[[str, Mapping[str, float]], Route],
         agents: Mapping[Transport, DeliveryAgent],
         writer: GroupWriter | None = None,
+        backoff: Backoff | None = None,
+        journal: DeliveryJournal | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -140,6 +168,7 @@ class QueueManager:
         self._router = router
         self._agents = dict(agents)
         self._writer = writer or GroupWriter(store)
+        self._journal = journal
         self._transactional = frozenset(
             t for t, agent in self._agents.items() if isinstance(agent, TransactionalAgent)
         )
@@ -153,9 +182,19 @@ class QueueManager:
         self._reading: list[set[str]] = []
         self._fast_queue: list[_Plan] = []  # prepared local-only messages awaiting a batch
         self._fast_draining = False
+        # After a failed write or pass: how long nothing new starts, and the rate of logging.
+        self._backoff = backoff or Backoff()
+        self.attempts = Attempts(clock)  # what each delivery in flight is doing (queue list)
+        self._stopping = False  # stop(): start nothing more; run() returns when idle
 
     def wake(self) -> None:
         """New mail or an admin retry: look at the queue now."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """The server stops: start no delivery any more (what waits stays queued); `run`
+        returns once the deliveries in flight have finished and their results are recorded."""
+        self._stopping = True
         self._wake.set()
 
     def claim(self, queue_id: str) -> None:
@@ -202,10 +241,14 @@ class QueueManager:
         self, message: QueuedMessage, content: bytes, recipients: Sequence[QueuedRecipient]
     ) -> None:
         """A message just committed by the spool (claimed before): start its delivery now,
-        without a database poll. Declined (a pass delivers it) before run() or when full."""
+        without a database poll. Declined (a pass delivers it) before run(), when full, or
+        during a back-off after failed writes."""
         group = self._group
-        if group is None or len(self._running) > _MAX_IN_FLIGHT:
+        if group is None or self._stopping or len(self._running) > _MAX_IN_FLIGHT:
             self.unclaim(message.queue_id)
+            return
+        if self._backoff.wait():  # the store is failing: a pass starts it after the back-off
+            self.unclaim(message.queue_id, wake=False)
             return
         plan = self._planned.pop(message.queue_id, None)
         if plan is None or plan.work.due != list(recipients):  # routed in another run
@@ -218,13 +261,12 @@ class QueueManager:
         return bool(self._running)
 
     async def run(self) -> None:
-        """Forever: start what is due without waiting for what is in flight (a long delivery,
+        """Until `stop()`: start what is due without waiting for what is in flight (a long delivery,
         e.g. applying a replication answer, must not hold up mail queued after it), then
         sleep until the next due time or a wake-up. Every delivery task belongs to this
         TaskGroup, so cancelling `run` stops them all."""
-        leftovers = await self._writer.submit(close_finished)
-        if leftovers:
-            log.warning("dropped %d finished message(s) left by a crash", len(leftovers))
+        await self._record_noted()
+        await self._close_leftovers()
         self._slots = asyncio.Semaphore(_PARALLEL_MESSAGES)
         async with asyncio.TaskGroup() as group:
             self._group = group
@@ -234,22 +276,85 @@ class QueueManager:
                 self._group = None
 
     async def _loop(self, group: asyncio.TaskGroup) -> None:
-        while True:
-            try:
-                started = await self._start_due(group)
-            except Exception:  # a bad pass must not stop the queue
-                log.exception("queue pass failed")
-                started = 0
+        while not self._stopping:
+            started = 0
+            if not self._backoff.wait():
+                try:
+                    started = await self._start_due(group)
+                except Exception as exc:  # a bad pass must not stop the queue, nor spin
+                    self._backoff.failed(exc, "queue pass")
             if started:
                 continue
-            next_at = await asyncio.to_thread(self._next_due)
-            delay = _IDLE_POLL if next_at is None else max(0.0, next_at - self._clock.now())
+            delay = await self._idle_delay()
             # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a cancellation that
             # races the wake-up, and then the server never stops.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(delay, _IDLE_POLL) or 0.01):
                     await self._wake.wait()
             self._wake.clear()
+
+    async def _record_noted(self) -> None:
+        """Record the deliveries a previous run noted in the journal but had not committed
+        when it stopped (a crash): those recipients are not sent again."""
+        if self._journal is None:
+            return
+        try:
+            noted = self._journal.pending()
+            recorded = await self._writer.submit(
+                functools.partial(self._record_noted_in, noted=noted)
+            )
+            self._journal.clear()
+        except Exception:  # the queue must run all the same; the next start tries again
+            log.exception("recording the delivery journal failed; those messages may go twice")
+            return
+        if recorded:
+            log.warning("recorded %d delivery(ies) noted before a crash", recorded)
+
+    def _record_noted_in(
+        self, conn: Connection, *, noted: Mapping[str, Sequence[RecipientResult]]
+    ) -> int:
+        """In a write transaction: each noted result whose recipient is still queued."""
+        count = 0
+        ids = list(noted)
+        for start in range(0, len(ids), _BATCH):
+            for message, content, rows in load_messages(conn, ids[start : start + _BATCH]):
+                due = [r for r, row in rows if row.state == RcptState.QUEUED.value]
+                taken = {r.id for r in due}
+                results = [r for r in noted[message.queue_id] if r.rcpt_id in taken]
+                if results:
+                    self._record_in(conn, _Work(message, content, due), results, close=True)
+                    count += len(results)
+        return count
+
+    async def _close_leftovers(self) -> None:
+        """At start: drop what a crash left finished. A failing store must not keep the
+        queue from running (the next start tidies up)."""
+        try:
+            leftovers = await self._writer.submit(close_finished)
+        except Exception as exc:
+            self._backoff.failed(exc, "dropping finished messages at start")
+            return
+        if leftovers:
+            log.warning("dropped %d finished message(s) left by a crash", len(leftovers))
+
+    async def _idle_delay(self) -> float:
+        """How long the loop may sleep: until the next due time, or the end of a back-off."""
+        wait = self._backoff.wait()
+        if wait:
+            return wait
+        try:
+            next_at = await asyncio.to_thread(self._next_due)
+        except Exception as exc:  # the store cannot even be read: try again after a back-off
+            return self._backoff.failed(exc, "reading the queue")
+        if next_at is None:
+            return _IDLE_POLL
+        delay = next_at - self._clock.now()
+        if delay <= 0 and self._running:
+            # What is due is in flight (a stalled next hop, results kept while the disk is
+            # full): no pass can start it. Not 10 ms, which polled the database 100 times a
+            # second for as long as any delivery took; a delivery that leaves work wakes us.
+            return _IN_FLIGHT_POLL
+        return max(0.0, delay)
 
     def _next_due(self) -> float | None:
         with self._store.read() as conn:
@@ -260,15 +365,12 @@ class QueueManager:
         if len(self._running) >= _MAX_IN_FLIGHT:
             return 0  # a finishing delivery wakes the loop; no more messages in memory meanwhile
         now = self._clock.now()
+        # While the store is failing, one message per round finds out whether it is back.
+        room = 1 if self._backoff.failing else _MAX_IN_FLIGHT - len(self._running)
         # One thread hop for both the due query and the loading: each hop costs about a
         # millisecond on a busy machine.
         ids, plans = await self._read_fresh(
-            functools.partial(
-                self._due_plans,
-                now,
-                frozenset(self._running),
-                _MAX_IN_FLIGHT - len(self._running),
-            )
+            functools.partial(self._due_plans, now, frozenset(self._running), room)
         )
         if not ids:
             return 0
@@ -323,6 +425,8 @@ class QueueManager:
 
     async def _slow(self, plan: _Plan, slots: asyncio.Semaphore) -> bool:
         async with slots:
+            if self._stopping:  # not begun: it stays queued for the next start
+                return False
             return await self._process(plan)
 
     async def _guarded(self, plans: list[_Plan], work: Coroutine[Any, Any, bool]) -> None:
@@ -331,8 +435,12 @@ class QueueManager:
         wake = True
         try:
             wake = await work or len(self._running) >= _MAX_IN_FLIGHT
-        except Exception:  # one message's fault must not cancel its siblings
-            log.exception("delivery pass failed; the messages stay queued")
+        except _UnrecordedError as kept:  # the next hop has it: never to a transport again
+            wake = await self._record_until_written(kept)
+        except Exception as exc:  # one message's fault must not cancel its siblings
+            # Nothing was delivered (local mail commits with its delivery): the messages
+            # stay queued, and the back-off keeps passes from trying them again at once.
+            self._backoff.failed(exc, "delivery")
         finally:
             self._finished([p.work.message.queue_id for p in plans])
             if wake:
@@ -355,9 +463,9 @@ class QueueManager:
             async with asyncio.TaskGroup() as group:
                 for plan in plans:
                     if not self._all_transactional(plan):
-                        group.create_task(self._slow(plan, limit))
+                        group.create_task(self._guarded([plan], self._slow(plan, limit)))
                 if fast:
-                    group.create_task(self._process_in_transaction(fast))
+                    group.create_task(self._guarded(fast, self._process_in_transaction(fast)))
         finally:
             self._finished(ids)
         return len(plans)
@@ -397,7 +505,9 @@ class QueueManager:
                 RecipientResult(r.id, Outcome.FAILED, 554, "5.4.6", text) for r in work.due
             ]
             return plan
-        trace = trace_sites(work.content)
+        # The passes and the arrival here: an unknown recipient waits for replication to have
+        # caught up since the message arrived before it bounces (routing.router rule 3).
+        trace = read_trace(work.content, arrived=work.message.received_at)
         for rcpt in work.due:
             try:
                 route = self._router(rcpt.recipient.address, trace)
@@ -427,9 +537,11 @@ class QueueManager:
         fails, message by message, so a message that cannot be delivered holds no other up.
         True when it left work for a pass (see `_record_in`)."""
         try:
-            return await self._writer.submit(
+            left = await self._writer.submit(
                 functools.partial(self._deliver_and_record, plans=plans)
             )
+        except StoreUnavailableError:
+            raise  # no message is to blame: they all wait for the back-off (_guarded)
         except Exception as exc:
             if len(plans) > 1:
                 await asyncio.gather(*(self._process_in_transaction([p]) for p in plans))
@@ -444,6 +556,8 @@ class QueueManager:
                 lambda conn: self._record_in(conn, plan.work, results, close=True)
             )
             return True
+        self._backoff.succeeded()
+        return left
 
     def _deliver_and_record(self, conn: Connection, *, plans: list[_Plan]) -> bool:
         """Settle `plans` in the caller's transaction; whether they left work for a pass."""
@@ -471,22 +585,52 @@ class QueueManager:
         return close_done(conn, [plan.work.message.queue_id for plan in plans]), any(noticed)
 
     async def _process(self, plan: _Plan) -> bool:
+        """Hand the message to each next hop at once. A hop's acceptances are recorded as
+        soon as it answers (its own commit, shared with whatever else is writing, never
+        waiting for the other hops nor lingering for company): a crash after a next hop's 250
+        must not send the message there again. Everything else is recorded at the end, with
+        the message closed if it is done."""
         work = plan.work
         results = list(plan.results)
-        outcomes = await asyncio.gather(
-            *(
-                self._hand_over(work, transport, members)
-                for (transport, _), members in plan.groups.items()
-            )
-        )
-        for outcome in outcomes:
+        recorded: set[int] = set()  # recipients whose delivery is committed already
+        notes: list[int] = []  # journal tokens (queue.journal), done once committed
+        pending = len(plan.groups)
+
+        async def one(transport: Transport, members: list[tuple[QueuedRecipient, Route]]) -> None:
+            nonlocal pending
+            outcome = await self._hand_over(work, transport, members)
             results.extend(outcome)
-        # Lazy: the next hop has the message; the record may share the next acceptance's commit.
-        left = await self._writer.submit(
-            lambda conn: self._record_in(conn, work, results, close=True), lazy=True
+            pending -= 1
+            delivered = [r for r in outcome if r.outcome is Outcome.DELIVERED]
+            fresh = [r for r in delivered if not r.already_recorded]
+            if fresh and self._journal is not None:  # noted before anything else can happen
+                notes.append(self._journal.note(work.message.queue_id, fresh))
+            if pending and delivered:  # the last hop's go with the closing record below
+                await self._record_early(work, delivered, recorded)
+
+        await asyncio.gather(*(one(t, m) for (t, _), m in plan.groups.items()))
+        rest = [r for r in results if r.rcpt_id not in recorded]
+        left = await self._record_results(
+            work, rest, lazy=not any(r.outcome is Outcome.DELIVERED for r in rest)
         )
+        if self._journal is not None:
+            for token in notes:
+                self._journal.done(token)
         log.debug("processed %s: %d result(s)", work.message.queue_id, len(results))
         return left
+
+    async def _record_early(
+        self, work: _Work, delivered: list[RecipientResult], recorded: set[int]
+    ) -> None:
+        """Commit these deliveries now; if that fails, the closing record tries again."""
+        try:
+            await self._writer.submit(
+                lambda conn: self._record_in(conn, work, delivered, close=False)
+            )
+        except Exception:
+            log.exception("recording deliveries of %s failed", work.message.queue_id)
+            return
+        recorded.update(r.rcpt_id for r in delivered)
 
     async def _hand_over(
         self, work: _Work, transport: Transport, members: list[tuple[QueuedRecipient, Route]]
@@ -500,12 +644,64 @@ class QueueManager:
                 delivery = Delivery(work.message, work.content, members)
                 answers = await self._writer.submit(lambda conn: agent.deliver_in(conn, [delivery]))
                 return answers[0]
-            return await agent.deliver(work.message, work.content, members)
+            return await self._attempt(agent, work, transport, members)
+        except StoreUnavailableError as exc:  # not the transport's fault: logged per interval
+            self._backoff.failed(exc, f"{transport} delivery")
+            text = f"{transport} delivery could not be written ({exc.message}); will retry"
+            return [RecipientResult(r.id, Outcome.DEFERRED, 452, "4.3.1", text) for r, _ in members]
         except Exception as exc:  # a transport bug defers; it never loses the message
             log.exception("%s transport failed for %s", transport, work.message.queue_id)
             return _internal_error(transport, exc, members)
 
+    async def _attempt(
+        self,
+        agent: DeliveryAgent,
+        work: _Work,
+        transport: Transport,
+        members: list[tuple[QueuedRecipient, Route]],
+    ) -> list[RecipientResult]:
+        """Hand over to a network transport, as an attempt `queue list` can see (attempts)."""
+        addresses = [r.recipient.address for r, _ in members]
+        nexthop = f"{transport} {members[0][1].nexthop}".strip()
+        with self.attempts.track(work.message.queue_id, addresses, nexthop):
+            return await agent.deliver(work.message, work.content, members)
+
     # -- recording -------------------------------------------------------------------------
+
+    async def _record_results(
+        self, work: _Work, results: Sequence[RecipientResult], *, lazy: bool = False
+    ) -> bool:
+        """Write what a transport obtained (see `_record_in`). If the write fails, raise
+        `_UnrecordedError` holding the record: the results stay in memory, and `_guarded`
+        writes them once the store takes them (`_record_until_written`)."""
+        record = functools.partial(self._record_in, work=work, results=results, close=True)
+        try:
+            left = await self._writer.submit(record, lazy=lazy)
+        except Exception as exc:
+            raise _UnrecordedError(work, record) from exc
+        self._backoff.succeeded()
+        return left
+
+    async def _record_until_written(self, kept: _UnrecordedError) -> bool:
+        """Results that could not be written: write them after the back-off, as often as it
+        takes. Meanwhile the message stays in flight (`_running`), so no pass hands it to a
+        transport again: the next hop already has it, and a second copy is what must not
+        happen (a full disk once turned 30 messages into 18,997). The retries of every kept
+        record share the back-off's rounds, so they meet in one commit."""
+        error = kept.__cause__
+        work = kept.work
+        addresses = [r.recipient.address for r in work.due]
+        with self.attempts.track(work.message.queue_id, addresses, "", "recording"):
+            while True:
+                report_stage(f"delivered; recording the results failed ({error}), retrying")
+                await asyncio.sleep(self._backoff.failed(error, "recording delivery results"))
+                try:
+                    left = await self._writer.submit(kept.record)
+                except Exception as exc:
+                    error = exc
+                    continue
+                self._backoff.succeeded()
+                return left
 
     def _record_in(
         self, conn: Connection, work: _Work, results: Sequence[RecipientResult], *, close: bool

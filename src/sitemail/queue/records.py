@@ -27,6 +27,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -40,6 +41,7 @@ from sitemail.queue.model import (
     RcptState,
     RecipientResult,
 )
+from sitemail.routing.trace import Origin
 from sitemail.store.tables import queue_message, queue_rcpt, track_event
 
 __all__ = [
@@ -56,11 +58,14 @@ __all__ = [
     "load_recipients",
     "new_queue_id",
     "record_delivered",
+    "retry_directory_deferrals",
     "track",
 ]
 
+# [^\r\n], not ".": a "." also takes the line's CR, and the field folded right after its
+# colon ("Message-ID:" CRLF " <id>") then read as empty.
 _MESSAGE_ID = re.compile(
-    rb"^message-id:[ \t]*((?:.*)(?:\r\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE
+    rb"^message-id:[ \t]*([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", re.IGNORECASE | re.MULTILINE
 )
 
 
@@ -102,6 +107,7 @@ class NewMessage:
     content: bytes
     is_dsn: bool = False
     queue_id: QueueId | None = None  # pre-allocated by the SMTP session (Received header)
+    origin: Origin | None = None  # a sibling site's proven origin (queue.dedupe)
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,6 +474,25 @@ def defer_recipient(
             first_attempt_at=func.coalesce(queue_rcpt.c.first_attempt_at, now),
         )
     )
+
+
+def retry_directory_deferrals(conn: Connection, now: float) -> int:
+    """Make due now every recipient that routing deferred for want of directory knowledge
+    (not in the directory here yet 4.4.3, a loop while the sites disagree 4.4.6, no path to
+    its home site 4.4.0): the directory just changed, so the next pass may route it. The
+    attempt count stays, so the retry schedule of a recipient that still waits is unchanged
+    in shape. Returns how many became due."""
+    c = queue_rcpt.c
+    waiting = or_(
+        c.last_status.in_(("4.4.3", "4.4.6")),
+        and_(c.last_status == "4.4.0", c.last_text.startswith("no route to site")),
+    )
+    result = conn.execute(
+        update(queue_rcpt)
+        .where(c.state == RcptState.QUEUED.value, c.next_attempt_at > now, waiting)
+        .values(next_attempt_at=now)
+    )
+    return int(result.rowcount or 0)
 
 
 def mark_delay_notified(conn: Connection, rcpt_ids: Sequence[int]) -> None:

@@ -17,6 +17,10 @@ With a `Handoff` (the queue manager), new messages skip the wait for a queue pas
   durable, and one the manager declines (or a restart forgets) is found by a later pass.
 Each id is claimed before its commit, so a pass that sees the committed row never starts it
 a second time.
+
+A message resent by a sibling site (same proven origin and recipient: queue.dedupe) is
+recognised in the transaction that would store it: it is not stored again, and its waiter
+gets the queue id of the first copy.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Protocol
 from sqlalchemy import Connection
 
 from sitemail.core.clock import Clock
+from sitemail.queue.dedupe import forget_older, remember, screen
 from sitemail.queue.model import QueuedMessage, QueuedRecipient, QueueId
 from sitemail.queue.records import NewMessage, insert_messages, new_queue_id
 from sitemail.store.engine import Store
@@ -43,6 +48,8 @@ __all__ = ["Handoff", "New", "Spool", "hand_over"]
 log = logging.getLogger("sitemail.queue")
 
 _Queued = tuple[QueuedMessage, list[QueuedRecipient]]
+_PURGE_EVERY = 30.0  # seconds between purges of old dedupe records (queue.dedupe)
+_STOP_TIMEOUT = 10.0  # seconds `stop` waits for the batches being committed
 New = tuple[QueuedMessage, bytes, list[QueuedRecipient]]  # a message just written, with content
 
 
@@ -108,6 +115,7 @@ class Spool:
         *,
         writer: GroupWriter | None = None,
         handoff: Handoff | None = None,
+        dedupe_retention: float = 2 * 48 * 3600.0,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -119,6 +127,8 @@ class Spool:
         self._lock = threading.Lock()  # the open batch is closed by the writer thread
         self._open: _Batch | None = None
         self._submitting: set[asyncio.Task[None]] = set()
+        self._retention = dedupe_retention
+        self._purge_at = 0.0  # when the next transaction purges old dedupe records
 
     @property
     def commits(self) -> int:
@@ -128,13 +138,17 @@ class Spool:
     async def start(self) -> None:
         await self.writer.start()
 
-    async def stop(self) -> None:
-        tasks, self._submitting = self._submitting, set()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async def stop(self, within: float = _STOP_TIMEOUT) -> None:
+        """Let the batches being written finish (up to `within` seconds: each session that waits
+        must hear whether its message is on disk), then give up on what is left."""
+        tasks = list(self._submitting)  # a task leaves the set as it ends: iterate a copy
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=within)
+            for task in late:
+                task.cancel()
+            for task in late:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         batch, self._open = self._open, None
         for pending in batch.items if batch is not None else []:
             if not pending.future.done():
@@ -172,15 +186,18 @@ class Spool:
     async def _submit(self, batch: _Batch) -> None:
         handed = False
         try:
-            queued, settled = await self.writer.submit(functools.partial(self._insert, batch=batch))
+            stored, settled, duplicates = await self.writer.submit(
+                functools.partial(self._insert, batch=batch)
+            )
         except Exception as exc:  # every waiter gets it (451); nothing was written
             for pending in batch.items:
                 if not pending.future.done():
                     pending.future.set_exception(exc)
             return
         else:
-            self._hand_off(batch, queued, settled)
+            self._hand_off(batch, stored, settled)
             handed = True
+            self._drop_duplicates(batch, duplicates)
         finally:
             if self._open is batch:
                 self._open = None
@@ -191,34 +208,58 @@ class Spool:
             if not pending.future.done():
                 pending.future.set_result(pending.queue_id)
 
-    def _hand_off(self, batch: _Batch, queued: list[_Queued], settled: dict[str, bool]) -> None:
+    def _hand_off(
+        self, batch: _Batch, stored: list[tuple[_Pending, _Queued]], settled: dict[str, bool]
+    ) -> None:
         if self._handoff is None:
             return
         written = [
             (message, pending.message.content, recipients)
-            for pending, (message, recipients) in zip(batch.items, queued, strict=True)
+            for pending, (message, recipients) in stored
         ]
         failed = set(hand_over(self._handoff, written, settled))
         for pending in batch.items:
             if pending.queue_id in failed:
                 self._unclaim(pending)
 
+    def _drop_duplicates(self, batch: _Batch, duplicates: dict[QueueId, QueueId]) -> None:
+        """Messages not stored (resends): nothing to hand off; their waiters get the id of
+        the first copy."""
+        for pending in batch.items:
+            if pending.queue_id in duplicates:
+                if self._handoff is not None:
+                    self._handoff.unclaim(pending.queue_id, wake=False)
+                pending.queue_id = duplicates[pending.queue_id]
+
     def _unclaim(self, pending: _Pending) -> None:
         if self._handoff is not None:
             self._handoff.unclaim(pending.queue_id)
 
-    def _insert(self, conn: Connection, *, batch: _Batch) -> tuple[list[_Queued], dict[str, bool]]:
-        """In the writer thread: close the batch (later messages open the next), write it,
-        and let the hand-off deliver what it can in the same transaction."""
+    def _insert(
+        self, conn: Connection, *, batch: _Batch
+    ) -> tuple[list[tuple[_Pending, _Queued]], dict[str, bool], dict[QueueId, QueueId]]:
+        """In the writer thread: close the batch (later messages open the next), write it
+        but for resends from sibling sites, and let the hand-off deliver what it can in the
+        same transaction. (What was stored, what the hand-off settled, the resends.)"""
         with self._lock:
             batch.taken = True
-        queued = insert_messages(
-            conn, [(p.queue_id, p.message) for p in batch.items], self._clock.now(), self._site
+        now = self._clock.now()
+        screened = screen(
+            conn, [(p.queue_id, p.message) for p in batch.items], now=now, site=self._site
         )
+        queued = insert_messages(conn, screened.fresh, now, self._site)
+        remember(conn, screened.fresh, now)
+        if now >= self._purge_at:
+            self._purge_at = now + _PURGE_EVERY
+            forget_older(conn, now - self._retention)
+        by_id = {p.queue_id: p for p in batch.items}
+        stored = [
+            (by_id[q], written) for (q, _), written in zip(screened.fresh, queued, strict=True)
+        ]
         if self._handoff is None:
-            return queued, {}
+            return stored, {}, screened.duplicates
         new = [
             (message, pending.message.content, recipients)
-            for pending, (message, recipients) in zip(batch.items, queued, strict=True)
+            for pending, (message, recipients) in stored
         ]
-        return queued, self._handoff.deliver_in(conn, new)
+        return stored, self._handoff.deliver_in(conn, new), screened.duplicates

@@ -8,8 +8,11 @@ pass starts it twice): the answer or request is on its way without waiting for a
 costs a database poll and a thread hop per message, a few milliseconds at each end of every
 round of a full pull. Without a manager to hand to, the queue is woken instead. A rejected
 message is delivered too (it is consumed, logged and counted, never bounced): a forged message
-must not make us send mail. Writes go through the server's group writer (`submit`), like every
-queue write, so they share its transactions instead of competing for SQLite's lock.
+must not make us send mail. So is a message whose processing fails on anything but the store
+(`TRANSIENT`): retrying it would fail again until it expired; it is dropped and counted as
+`unprocessable` instead, in a transaction of its own. Writes go through the server's group
+writer (`submit`), like every queue write, so they share its transactions instead of competing
+for SQLite's lock.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection
@@ -27,7 +31,7 @@ from sitemail.queue.spool import Handoff, hand_over
 from sitemail.replication.apply import Checked
 from sitemail.replication.codec import MessageType, ReplicationMessage, ReplicationRejected
 from sitemail.replication.connectors import Connector
-from sitemail.replication.replicator import Outbox, Replicator
+from sitemail.replication.replicator import TRANSIENT, Outbox, Received, Replicator
 from sitemail.routing.route import Route
 
 __all__ = ["ReplicationAgent", "Submit"]
@@ -69,24 +73,38 @@ class ReplicationAgent:
     ) -> list[RecipientResult]:
         self._taken += 1
         try:
-            connectors, verified = await asyncio.to_thread(self._verify, content)
-            checked = None
-            if verified is not None and verified.type is MessageType.ANSWER:
-                checked = await self._ask_ahead(verified, connectors)
-            async with self._serial:
-                results: list[RecipientResult] = await self._step(
-                    lambda conn: self._receive(
-                        conn,
-                        message,
-                        content,
-                        recipients,
-                        verified=verified,
-                        connectors=connectors,
-                        checked=checked,
-                    )
-                )
+            return await self._deliver(message, content, recipients)
+        except TRANSIENT:
+            raise  # the store or the machine failed, not the message: deferred, retried
+        except Exception as fault:  # the message made processing fail: dropped, counted
+            drop = partial(self._drop, message=message, content=content, fault=fault)
+            return await self._step(partial(drop, recipients=recipients))
         finally:
             self._taken -= 1
+
+    async def _deliver(
+        self,
+        message: QueuedMessage,
+        content: bytes,
+        recipients: list[tuple[QueuedRecipient, Route]],
+    ) -> list[RecipientResult]:
+        connectors, verified = await asyncio.to_thread(self._verify, content)
+        checked = None
+        if verified is not None and verified.type is MessageType.ANSWER:
+            checked = await self._ask_ahead(verified, connectors)
+        async with self._serial:
+            results: list[RecipientResult] = await self._step(
+                lambda conn: self._receive(
+                    conn,
+                    message,
+                    content,
+                    recipients,
+                    verified=verified,
+                    connectors=connectors,
+                    checked=checked,
+                    source=message.envelope.client_address,
+                )
+            )
         return results
 
     async def _ask_ahead(
@@ -161,17 +179,41 @@ class ReplicationAgent:
         verified: ReplicationMessage | None,
         connectors: dict[str, Connector],
         checked: Checked | None,
+        source: str,
     ) -> list[RecipientResult]:
-        replicator = self._replicator
-        now = replicator.clock.now()
-        outcome = replicator.receive(
+        outcome = self._replicator.receive(
             conn,
             content,
             queue_id=message.queue_id,
             verified=verified,
             connectors=connectors,
             checked=checked,
+            source=source,
         )
+        return self._consumed(conn, message, recipients, outcome)
+
+    def _drop(
+        self,
+        conn: Connection,
+        *,
+        message: QueuedMessage,
+        content: bytes,
+        recipients: Sequence[tuple[QueuedRecipient, Route]],
+        fault: Exception,
+    ) -> list[RecipientResult]:
+        outcome = self._replicator.drop(conn, content, message.queue_id, fault)
+        return self._consumed(conn, message, recipients, outcome)
+
+    def _consumed(
+        self,
+        conn: Connection,
+        message: QueuedMessage,
+        recipients: Sequence[tuple[QueuedRecipient, Route]],
+        outcome: Received,
+    ) -> list[RecipientResult]:
+        """Record the recipients delivered and the message dequeued, in the caller's commit."""
+        replicator = self._replicator
+        now = replicator.clock.now()
         text = f"replication {outcome.outcome}: {outcome.detail}"
         if outcome.outcome != "rejected":  # refusals are logged as warnings by the replicator
             log.info("%s from %s (queue id %s)", text, outcome.origin, message.queue_id)

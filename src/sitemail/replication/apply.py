@@ -8,9 +8,11 @@ and in any order. Rules (DESIGN.md section 3):
   changes nothing, so duplicates and replays of answers are harmless;
 - a tombstone (`is_deleted`) replaces the object and drops its addresses from the index;
 - proxy addresses: when two objects claim one address (an admin error across sites that only
-  replication reveals), the index gives it to the lowest guid and keeps the other claims in
-  `proxy_conflict`, so every site routes the same way whatever order objects arrived in, and
-  a losing claim takes over when the winner lets the address go. The KCC reports conflicts.
+  replication reveals), the index gives it to the lowest guid (UUIDv7: the older object) and
+  keeps the other claims in `proxy_conflict`, so every site routes the same way whatever
+  order objects arrived in, ours included; a losing claim takes over when the winner lets the
+  address go, and a losing claim of this site's own object is moved aside by its owner
+  (directory.claims, called by the replicator). The KCC reports conflicts and moves.
 Secrets never travel: wire objects are the `dir_object` rows only (no `mailbox_secret`).
 """
 
@@ -182,6 +184,9 @@ def _attrs_ok(kind: str, attrs: dict[str, Any]) -> bool:
         if name in attrs and type(attrs[name]) is not kind_type:
             return False
     if kind == "site_addressing" and "@" not in attrs["smtp"]:
+        return False
+    released = attrs.get("released", [])  # a tombstone's given-up addresses
+    if type(released) is not list or not all(type(a) is str and len(a) <= 330 for a in released):
         return False
     members = attrs.get("members", [])
     return all(type(m) is str for m in members) if type(members) is list else False
@@ -485,9 +490,10 @@ def reindex(conn: Connection, guid: str, proxies: Sequence[str], local_site: str
 
 
 def _claim(conn: Connection, row: dict[str, Any], local_site: str) -> None:
-    """Claim one address for row["guid"]: free -> index; else the lower guid holds it, except
-    that an address of this site's own recipient never goes to a replica (a peer cannot take
-    our users' mail by choosing a small guid)."""
+    """Claim one address for row["guid"]: free -> index; else the lower guid holds it, the
+    same rule at every site (our own recipients included: directory.claims moves a losing
+    claim of ours aside), so every site routes the address to the same object."""
+    del local_site  # kept in the signature: every caller passes it
     key = row["address_key"]
     owner = conn.execute(
         select(proxy_address, dir_object.c.site)
@@ -499,7 +505,7 @@ def _claim(conn: Connection, row: dict[str, Any], local_site: str) -> None:
         return
     if owner.guid == row["guid"]:
         return  # the same address twice in one list: the first spelling stands
-    if row["guid"] < owner.guid and owner.site != local_site:
+    if row["guid"] < owner.guid:
         # we win: the current owner's claim becomes a conflict
         conn.execute(delete(proxy_address).where(proxy_address.c.address_key == key))
         held = {c.name: owner._mapping[c.name] for c in proxy_address.columns}

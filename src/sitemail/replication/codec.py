@@ -21,7 +21,9 @@ Speed (a full pull of 100,000 objects is about 200 answers of 512): the message 
 by hand and its body read by hand, not through the `email` package's modern policies, which
 spend milliseconds per answer on header objects and line folding; the header is parsed with
 `compat32` (plain strings, RFC 2047 words decoded only where present). A message whose top
-part is not ours (a gateway wrapped it) still goes through the full MIME parser. JSON goes
+part is not ours (a gateway wrapped it) still goes through the full MIME parser, once its
+structure is known to stay within core.mailshape's bounds (nesting, header sizes); whatever
+the message holds, reading it raises nothing but `ReplicationRejected`. JSON goes
 through orjson: the same canonical bytes as the standard library's `json.dumps(sort_keys=True,
 separators=(",", ":"), ensure_ascii=False)`, ten times faster, and stricter on input (no NaN,
 no integers beyond 64 bits, nesting limited), which a signed payload never needs.
@@ -48,7 +50,8 @@ from typing import Any
 import orjson
 
 from sitemail.core.address import DSA_LOCAL_PART
-from sitemail.core.errors import InvalidValueError
+from sitemail.core.errors import InvalidValueError, MalformedMessageError
+from sitemail.core.mailshape import check_structure
 from sitemail.replication.keys import PublicKey, SiteKey, parse_public_key
 
 __all__ = [
@@ -188,8 +191,25 @@ _END_OF_HEADER = re.compile(rb"\r?\n\r?\n")
 
 
 def _extract(raw: bytes) -> _Envelope:
+    """The envelope, or ReplicationRejected: whatever the message holds, reading it never
+    raises anything else (a message nobody can read is refused and counted, not retried)."""
     if len(raw) > MAX_MESSAGE:
         raise ReplicationRejected("malformed", "message too large")
+    try:
+        return _read_envelope(raw)
+    except ReplicationRejected:
+        raise
+    except MalformedMessageError as exc:
+        raise ReplicationRejected("malformed", exc.message) from exc
+    except Exception as exc:  # a parser fault on hostile input: refused like any malformed one
+        raise ReplicationRejected("malformed", f"unreadable: {exc.__class__.__name__}") from exc
+
+
+def _read_envelope(raw: bytes) -> _Envelope:
+    # The bounds SMTP applies to other mail (mail only for us skips them there, so that the
+    # refusal is counted here): header sizes, and nesting before the email parser recurses.
+    # Our own single part costs microseconds: its body is never scanned.
+    check_structure(raw)
     end = _END_OF_HEADER.search(raw)
     # compat32: the few fields read here as plain text, unfolded below, a fifth of the time
     # the SMTP policy's header objects take (every message, on both sides of a round trip).

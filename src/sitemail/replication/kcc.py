@@ -7,7 +7,8 @@ the warnings an admin must act on, each with how to fix it:
   or a remote connector to this site with no connector from here (the article's one-sided
   configuration: replication silently stops);
 - a connector naming no known site (display names are not directory names);
-- the same proxy address held by objects of two sites (found only through replication);
+- the same proxy address held by objects of two sites (found only through replication), with
+  the one owner every site chooses, and addresses a site moved aside because it lost;
 - a domain route pointing back at this server (mail would loop);
 - a Connected Sites entry naming no known site, a known site no Connected Sites path reaches
   (mail for its recipients waits in the queue), a routing address two sites claim;
@@ -23,10 +24,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import Text, select, type_coerce
 
-from sitemail.directory import Directory, ObjectKind, list_domain_routes
+from sitemail.directory import RECIPIENT_KINDS, Directory, ObjectKind, list_domain_routes
 from sitemail.directory.ims_objects import list_connected_sites
+from sitemail.directory.objects import row_to_recipient
 from sitemail.replication import state
 from sitemail.replication.connectors import Connector, all_connectors
 from sitemail.replication.keys import shown_fingerprint
@@ -196,11 +198,46 @@ def _check_duplicates(directory: Directory, report: KccReport) -> None:
             KccWarning(
                 "duplicate-address",
                 f"{row.address} is claimed by {row.site}/{row.name} and by {winner}; "
-                f"mail goes to {winner}",
-                f"remove the address from one of them at its home site "
+                f"mail goes to {winner} (the older object) at every site",
+                f"{row.site} moves its claim aside by itself at its next replication answer; "
+                f"or remove the address from one of them at its home site "
                 f"(sitemail mailbox set ... --remove-address {row.address})",
             )
         )
+    _check_moved_aside(directory, report)
+
+
+_MOVES_SHOWN = 30 * 86400.0  # a move aside is reported for this long after it happened
+
+
+def _check_moved_aside(directory: Directory, report: KccReport) -> None:
+    """Addresses a site gave up because another site's older object claimed them."""
+    since = directory.clock.now() - _MOVES_SHOWN
+    c = dir_object.c
+    with directory.store.read() as conn:  # the few objects that ever moved, not all of them
+        rows = conn.execute(
+            select(dir_object).where(
+                c.kind.in_([str(k) for k in RECIPIENT_KINDS]),
+                c.is_deleted.is_(False),
+                c.changed_at >= since,
+                type_coerce(c.attrs, Text).contains('"moved_aside"', autoescape=True),
+            )
+        ).all()
+    for obj in map(row_to_recipient, rows):
+        for move in obj.attrs.get("moved_aside", []):
+            at = move.get("at") if isinstance(move, dict) else None
+            if not isinstance(at, int | float) or at < since:
+                continue  # a replica's attrs are not trusted to be well formed
+            report.warnings.append(
+                KccWarning(
+                    "address-moved-aside",
+                    f"{obj.site}/{obj.alias} gave up {move.get('address')} (held by the "
+                    f"older {move.get('held_by')}) and got {move.get('to')} instead",
+                    f"tell the user of {obj.site}/{obj.alias} the new address; if the "
+                    f"other object should have it, remove it there, then add it back "
+                    f"at {obj.site}",
+                )
+            )
 
 
 def _check_routes(directory: Directory, report: KccReport, local_hosts: set[str]) -> None:
@@ -265,8 +302,11 @@ def _check_loop_deferrals(directory: Directory, report: KccReport) -> None:
             KccWarning(
                 "site-loop-deferred",
                 f"message {row.queue_id} to {row.address} is held: {row.last_text}",
-                "the sites disagree about where this recipient lives: `sitemail replication "
-                "request-now` on the sites involved; the message goes once they agree",
+                f"the sites disagree about where {row.address} lives: compare `sitemail route "
+                f"explain {row.address}` here and at the sites in the trace, then `sitemail "
+                "replication request-now <its home site>` at the one that is behind; the "
+                "message goes on by itself once this site's directory changes, and is sent "
+                "again after each hold in any case (it never waits for the expiry)",
             )
         )
 

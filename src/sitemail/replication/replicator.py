@@ -32,6 +32,7 @@ Replication mail travels from the null sender, so it can never cause a DSN.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import threading
@@ -43,15 +44,22 @@ from typing import Any, NamedTuple, TypeVar
 
 import orjson
 from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from sitemail.config import ReplicationConfig
 from sitemail.core.clock import Clock
 from sitemail.core.envelope import Envelope, EnvelopeRecipient, Notify
-from sitemail.core.errors import InvalidValueError, NotFoundError
+from sitemail.core.errors import InvalidValueError, NotFoundError, StoreError
 from sitemail.directory import Directory, ObjectKind
+from sitemail.directory.claims import move_aside_lost_claims
 from sitemail.queue.admin import message_events
 from sitemail.queue.model import QueuedMessage, QueuedRecipient, QueueId
-from sitemail.queue.records import NewMessage, insert_messages, new_queue_id
+from sitemail.queue.records import (
+    NewMessage,
+    insert_messages,
+    new_queue_id,
+    retry_directory_deferrals,
+)
 from sitemail.replication import state, tracking
 from sitemail.replication.apply import (
     Checked,
@@ -75,7 +83,16 @@ from sitemail.replication.connectors import Connector, list_connectors
 from sitemail.replication.keys import PublicKey, SiteKey, parse_public_key
 from sitemail.store.tables import dir_object, site_usn
 
-__all__ = ["BATCH", "Outbox", "Received", "Replicator", "RequestOutcome", "dsa_address"]
+__all__ = [
+    "BATCH",
+    "TRANSIENT",
+    "Outbox",
+    "Received",
+    "Replicator",
+    "RequestOutcome",
+    "dsa_address",
+    "source_network",
+]
 
 log = logging.getLogger("sitemail.replication")
 
@@ -83,6 +100,23 @@ BATCH = 512  # objects per answer, as Exchange's directory service
 _ADDRESSING_FAULTS = frozenset({"expired", "wrong-organisation", "misaddressed"})
 _MAX_HEALS = 3
 MAX_PENDING = 100  # held requests from unconfigured sites: a flood cannot grow the table
+PENDING_PER_NETWORK = 10  # of them from strangers of one network (source_network)
+# Faults of the store or the machine, not of the message: the message is retried (deferred)
+# when one of these ends its processing; any other fault drops it (Replicator.drop).
+TRANSIENT: tuple[type[Exception], ...] = (SQLAlchemyError, OSError, StoreError)
+
+
+def source_network(address: str) -> str:
+    """The network a client address belongs to for the pending partners' limit: an IPv4
+    /24 or an IPv6 /64 (what one outsider easily holds), "" when unknown."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return ""
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    prefix = 24 if ip.version == 4 else 64
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
 def dsa_address(routing_domain: str) -> str:
@@ -341,13 +375,20 @@ class Replicator:
         """Decode and check the signature (ReplicationRejected otherwise); no state changes."""
         if connectors is None:
             connectors = self.connectors()
-        return decode_message(
-            raw,
-            key_for=self.key_for(connectors),
-            org=self.org,
-            site=self.site,
-            now=self.clock.now(),
-        )
+        try:
+            return decode_message(
+                raw,
+                key_for=self.key_for(connectors),
+                org=self.org,
+                site=self.site,
+                now=self.clock.now(),
+            )
+        except ReplicationRejected:
+            raise
+        except TRANSIENT:
+            raise
+        except Exception as exc:  # a fault on hostile input: refused, never retried
+            raise ReplicationRejected("malformed", f"unreadable: {exc.__class__.__name__}") from exc
 
     @staticmethod
     def wire_objects(message: ReplicationMessage) -> Checked | None:
@@ -368,16 +409,18 @@ class Replicator:
         verified: ReplicationMessage | None = None,
         connectors: Mapping[str, Connector] | None = None,
         checked: Checked | None = None,
+        source: str = "",
     ) -> Received:
         """Verify (unless `verified` is given) and act on one message for our mailbox
-        (`checked`: an answer's objects, from `wire_objects`, when the caller made them)."""
+        (`checked`: an answer's objects, from `wire_objects`, when the caller made them;
+        `source`: the address of the SMTP client that handed it to us, "" if unknown)."""
         if connectors is None:
             connectors = self.connectors()
         try:
             message = verified or self.verify(raw, connectors)
         except ReplicationRejected as refused:
             if refused.reason == "unknown-origin":
-                return self._maybe_pending(conn, raw, queue_id, refused)
+                return self._maybe_pending(conn, raw, queue_id, refused, source)
             claimed = claimed_origin(raw)
             return self._reject(conn, refused.reason, claimed, queue_id, refused.detail)
         if message.type in (MessageType.PING, MessageType.PONG):
@@ -397,7 +440,7 @@ class Replicator:
         connector = connectors.get(message.origin)
         if message.type is MessageType.REQUEST and connector is None:
             # Held, not taken: the high-water mark stays, so accepting it later answers it.
-            return self._hold(conn, message, raw, verified=True)
+            return self._hold(conn, message, raw, verified=True, source=source)
         if message.type is MessageType.REQUEST:
             state.update_peer(conn, message.origin, hw_request=message.seq)
         else:
@@ -439,6 +482,29 @@ class Replicator:
         )
         return True
 
+    def drop(self, conn: Connection, raw: bytes, queue_id: str, fault: Exception) -> Received:
+        """A message whose processing failed on something other than the store (a fault its
+        content triggers, which a retry would meet again): refused and counted as
+        `unprocessable`, logged once with the fault, never retried into a notice."""
+        origin = claimed_origin(raw)
+        detail = f"processing failed: {fault.__class__.__name__}"
+        log.error(
+            "replication message refused: reason=unprocessable origin=%s queue_id=%s detail=%s",
+            origin or "?",
+            queue_id,
+            detail,
+            exc_info=fault,  # the one line, with what a bug report needs
+        )
+        state.record_rejection(
+            conn,
+            at=self.clock.now(),
+            reason="unprocessable",
+            origin=origin,
+            queue_id=queue_id,
+            detail=detail,
+        )
+        return Received("rejected", origin, f"unprocessable: {detail}")
+
     def _reject(
         self, conn: Connection, reason: str, origin: str, queue_id: str, detail: str
     ) -> Received:
@@ -460,7 +526,12 @@ class Replicator:
         return Received("rejected", origin, f"{reason}: {detail}")
 
     def _maybe_pending(
-        self, conn: Connection, raw: bytes, queue_id: str, refused: ReplicationRejected
+        self,
+        conn: Connection,
+        raw: bytes,
+        queue_id: str,
+        refused: ReplicationRejected,
+        source: str,
     ) -> Received:
         try:
             message, _ = decode_self_signed(raw, org=self.org, site=self.site, now=self.clock.now())
@@ -471,20 +542,25 @@ class Replicator:
             return self._reject(conn, reason.reason, claimed_origin(raw), queue_id, reason.detail)
         if message.type is not MessageType.REQUEST:
             return self._reject(conn, refused.reason, message.origin, queue_id, refused.detail)
-        return self._hold(conn, message, raw, verified=False)
+        return self._hold(conn, message, raw, verified=False, source=source)
 
     def _hold(
-        self, conn: Connection, message: ReplicationMessage, raw: bytes, *, verified: bool
+        self,
+        conn: Connection,
+        message: ReplicationMessage,
+        raw: bytes,
+        *,
+        verified: bool,
+        source: str,
     ) -> Received:
         now = self.clock.now()
         body = message.body
-        if state.get_pending(conn, message.origin) is None and state.count_pending(conn) >= (
-            MAX_PENDING
-        ):
-            return self._reject(
-                conn, "too-many-pending", message.origin, "", f"{MAX_PENDING} partners wait already"
-            )
+        network = source_network(source)
         held = state.get_pending(conn, message.origin)
+        if held is None:
+            refused = self._make_room(conn, message.origin, network, verified=verified)
+            if refused is not None:
+                return refused
         carried = str(body.get("key", ""))[:100]
         if held is not None and held.public_key != carried:
             # Never let a later stranger swap the key (or address) the admin is about to check.
@@ -512,6 +588,7 @@ class Replicator:
                 bridgehead=str(body.get("bridgehead", ""))[:64],
                 verified=verified,
                 request=raw,
+                source=network,
             ),
         )
         log.warning(
@@ -521,6 +598,41 @@ class Replicator:
             message.origin,
         )
         return Received("pending", message.origin, "held as a pending partner")
+
+    def _make_room(
+        self, conn: Connection, origin: str, network: str, *, verified: bool
+    ) -> Received | None:
+        """Room for a new pending partner, or its refusal. A stranger's (self-signed) request
+        is refused when its network holds PENDING_PER_NETWORK entries already; when the
+        table is full, the self-signed entry seen least recently gives way (counted as
+        `pending-evicted`): a flood from a few networks cannot fill the table, and a newcomer
+        always gets a place (one from many networks, kept up, can push it out again later:
+        docs/replication.md, Pending partners)."""
+        if not verified and state.count_pending_from(conn, network) >= PENDING_PER_NETWORK:
+            return self._reject(
+                conn,
+                "too-many-pending",
+                origin,
+                "",
+                f"{PENDING_PER_NETWORK} partners from {network or 'an unknown network'} "
+                "wait already",
+            )
+        if state.count_pending(conn) < MAX_PENDING:
+            return None
+        victim = state.evictable_pending(conn)
+        if victim is None:
+            return self._reject(
+                conn, "too-many-pending", origin, "", f"{MAX_PENDING} partners wait already"
+            )
+        state.drop_pending(conn, victim.origin)
+        self._reject(
+            conn,
+            "pending-evicted",
+            victim.origin,
+            "",
+            f"the table of {MAX_PENDING} pending partners is full; {origin} takes its place",
+        )
+        return None
 
     # -- pings: a round trip of real mail for `sitemail doctor` -----------------------------
 
@@ -825,6 +937,16 @@ class Replicator:
         valid = checked.valid
         result = apply_objects(conn, valid, local_site=self.site, allowed=ranges, checked=checked)
         result.refused += len(checked.objects) - len(valid)
+        if result.applied:  # mail waiting for the directory may be routable now
+            for moved in move_aside_lost_claims(conn, self.site, now):
+                log.warning(
+                    "address moved aside: alias=%s address=%s given=%s held_by=%s",
+                    moved.alias,
+                    moved.address,
+                    moved.given,
+                    moved.held_by,
+                )
+            retry_directory_deferrals(conn, now)
         marks = state.watermarks(conn)
         per_nc: dict[str, int] = {}
         for obj in valid:

@@ -28,6 +28,9 @@ __all__ = [
     "Pending",
     "bump_link",
     "count_pending",
+    "count_pending_from",
+    "evictable_pending",
+    "freshness",
     "get_peer",
     "get_pending",
     "list_pending",
@@ -74,6 +77,42 @@ def watermarks(conn: Connection) -> dict[str, int]:
 def set_watermark(conn: Connection, nc: str, usn: int) -> None:
     if not conn.execute(_SET_WATERMARK, {"p_nc": nc, "p_usn": usn}).rowcount:
         conn.execute(insert(repl_watermark).values(nc=nc, usn=usn))
+
+
+def freshness(conn: Connection) -> tuple[dict[str, float], set[str]]:
+    """How current our copy of each other site's naming context is: (caught_up, behind).
+
+    `caught_up[nc]`: our copy holds everything the peer serving it had when we sent the
+    last request of a complete exchange (the peer reads after it receives the request, and
+    a change made during a multi-answer exchange has a USN beyond the answers' range, so the
+    next answer carries it). `behind`: naming contexts with changes known to be missing (an
+    exchange in progress with the peer serving them, or less than the peer said it holds)
+    and caught up through no other peer.
+    """
+    marks = watermarks(conn)
+    peers = {
+        r.peer: r
+        for r in conn.execute(
+            select(
+                repl_peer.c.peer,
+                repl_peer.c.outstanding_seq,
+                repl_peer.c.last_request_at,
+                repl_peer.c.last_complete_at,
+            )
+        )
+    }
+    caught_up: dict[str, float] = {}
+    pending: set[str] = set()
+    for link in conn.execute(select(repl_link.c.peer, repl_link.c.nc, repl_link.c.peer_high)):
+        peer = peers.get(link.peer)
+        if peer is None or link.peer_high is None:
+            continue
+        if peer.outstanding_seq is not None or marks.get(link.nc, 0) < link.peer_high:
+            pending.add(link.nc)
+        elif peer.last_complete_at is not None and peer.last_request_at is not None:
+            at = float(peer.last_request_at)
+            caught_up[link.nc] = max(at, caught_up.get(link.nc, at))
+    return caught_up, pending - set(caught_up)
 
 
 def get_peer(conn: Connection, peer: str) -> Any:
@@ -155,6 +194,7 @@ class Pending:
     bridgehead: str
     verified: bool
     request: bytes
+    source: str = ""  # the network of the first request (replicator.source_network)
 
 
 def _pending(row: Any) -> Pending:
@@ -169,6 +209,7 @@ def _pending(row: Any) -> Pending:
         row.bridgehead,
         bool(row.verified),
         bytes(row.request),
+        row.source,
     )
 
 
@@ -179,6 +220,23 @@ def get_pending(conn: Connection, origin: str) -> Pending | None:
 
 def count_pending(conn: Connection) -> int:
     return int(conn.execute(select(func.count()).select_from(repl_pending)).scalar_one())
+
+
+def count_pending_from(conn: Connection, source: str) -> int:
+    statement = select(func.count()).where(repl_pending.c.source == source)
+    return int(conn.execute(statement).scalar_one())
+
+
+def evictable_pending(conn: Connection) -> Pending | None:
+    """The held request to give up first when the table is full: the one seen least
+    recently among those only self-signed (never one signed by a key we already knew)."""
+    row = conn.execute(
+        select(repl_pending)
+        .where(repl_pending.c.verified.is_(False))
+        .order_by(repl_pending.c.last_seen, repl_pending.c.origin)
+        .limit(1)
+    ).first()
+    return None if row is None else _pending(row)
 
 
 def list_pending(conn: Connection) -> list[Pending]:
@@ -192,7 +250,9 @@ def hold_pending(conn: Connection, pending: Pending) -> None:
         conn.execute(insert(repl_pending).values(**_pending_values(pending)))
         return
     values = _pending_values(pending)
-    values.update(first_seen=old.first_seen, requests=old.requests + 1, state=old.state)
+    values.update(
+        first_seen=old.first_seen, requests=old.requests + 1, state=old.state, source=old.source
+    )
     conn.execute(
         update(repl_pending).where(repl_pending.c.origin == pending.origin).values(**values)
     )
@@ -210,6 +270,7 @@ def _pending_values(p: Pending) -> dict[str, Any]:
         "bridgehead": p.bridgehead,
         "verified": p.verified,
         "request": p.request,
+        "source": p.source,
     }
 
 

@@ -61,6 +61,7 @@ class Route:
     reason: str = ""
     rule: Rule = Rule.MX
     site: str = ""  # a site route's destination (home) site
+    version: int = 0  # a site route: this site's directory version (routing.trace's `v=`)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,12 +9,18 @@ told step by step. Order:
 1. the address is a proxy of a recipient in the (replicated) directory: its home site is this
    site -> `local`; another site -> `site` along the cheapest Connected Sites path (nexthop:
    the first hop); no path yet -> `defer` (stays queued, DSN at expiry); a first hop the
-   message has already passed (its trace) -> `defer` too: the sites disagree about the home
-   site (replication lag) and forwarding would ping-pong;
+   message has already passed, when this site routed it before at the same directory
+   version (its trace) -> `defer` 4.4.6: a true loop, the same decision again, held until
+   this site's directory changes or for `loop_hold` (doubling per such pass) before it is
+   sent again; any other first hop is a re-route and goes on;
 2. not found, the domain is one of this site's internal-relay domains -> `relay` to its
    forward-unresolved host; another site's internal-relay domain -> `site` to that site;
-3. not found, another accepted domain (authoritative) -> `reject` 5.1.1 (the SMTP policy
-   refuses such recipients at RCPT already, so no backscatter);
+3. not found, another accepted domain (authoritative) -> `reject` 5.1.1, unless the
+   directory here may be behind (`Freshness`, from replication): at RCPT, while another
+   site's changes are known to be missing, `defer` 4.4.3 (the SMTP policy answers 450, so
+   no backscatter either way); for a queued message, `defer` 4.4.3 until every other site
+   has been caught up with since the message arrived, or `unknown_window` has passed since;
+   then `reject` 5.1.1 with a reason the DSN carries;
 4. the domain matches an E-Mail Domain route -> `relay` to its host;
 5. the domain is another site's routing address -> `site` to that site (when a path exists);
 6. a smart host is configured -> `relay` to it;
@@ -28,7 +34,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Generic, TypeVar
 
@@ -38,8 +44,9 @@ from sitemail.directory import AddressOwner, Directory
 from sitemail.routing.domain_routes import DomainRoute
 from sitemail.routing.route import Route, Rule, SiteHop, Transport
 from sitemail.routing.table import RoutingTable, load_table
+from sitemail.routing.trace import Trace as PassedSites
 
-__all__ = ["Explanation", "Router"]
+__all__ = ["Explanation", "Freshness", "Router"]
 
 T = TypeVar("T")
 _CACHE_SECONDS = 2.0
@@ -76,6 +83,17 @@ class _Cached(Generic[T]):
 
 
 @dataclass(frozen=True, slots=True)
+class Freshness:
+    """How current this site's copy of the other sites' directories is (from replication's
+    bookkeeping; site.py injects it): `caught_up[site]`: our copy holds everything that site
+    had at that time (this server's clock); `behind`: sites whose changes are known to be
+    missing here (an exchange in progress, a backlog, never received)."""
+
+    caught_up: Mapping[str, float] = field(default_factory=dict)
+    behind: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class Explanation:
     route: Route
     steps: tuple[str, ...]
@@ -96,10 +114,25 @@ class _Notes:
 class Router:
     """Routes recipients for one site's IMS."""
 
-    def __init__(self, directory: Directory, *, smart_host: str = "") -> None:
+    def __init__(
+        self,
+        directory: Directory,
+        *,
+        smart_host: str = "",
+        freshness: Callable[[], Freshness] | None = None,
+        unknown_window: float = 4 * 3600.0,
+        loop_hold: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`freshness`: None means the directory here is taken as complete (a single site, or
+        the golden tests): unknown users of authoritative domains are refused at once."""
         self._directory = directory
         self._local_site = directory.local_site
         self._table = _Cached(lambda: load_table(directory, smart_host=smart_host))
+        self._freshness = freshness
+        self._unknown_window = unknown_window
+        self._loop_hold = loop_hold
+        self._clock = clock
 
     def table(self) -> RoutingTable:
         return self._table.get()
@@ -111,6 +144,18 @@ class Router:
     def is_local_dsa(self, local_part: str, domain: str) -> bool:
         """Whether this is our directory-service mailbox (replication mail for this site)."""
         return local_part.lower() == DSA_LOCAL_PART and domain.lower() == self.table().dsa_domain
+
+    def directory_version(self) -> int:
+        """The version a site route records in the trace (`Directory.version`)."""
+        return self._directory.version()
+
+    def is_sibling(self, peer_ip: str) -> bool:
+        """Whether `peer_ip` is an address a server of another site listens on (looked up
+        again in a table at most 0.2 s old before saying no: replication may just have
+        brought the site)."""
+        if peer_ip in self.table().sibling_hosts:
+            return True
+        return peer_ip in self._table.get(max_age=_RECHECK_SECONDS).sibling_hosts
 
     def is_authoritative(self, domain: str) -> bool:
         return domain.lower() in self.table().accepted
@@ -168,7 +213,7 @@ class Router:
         if owner.site == self._local_site:
             note(f"   {owner.site} is this site: deliver locally")
             return Route(Transport.LOCAL, owner.guid, address, rule=Rule.DIRECTORY)
-        return self._to_site(address, owner.site, trace, note, Rule.DIRECTORY, owner=owner)
+        return self._to_site(address, owner.site, trace, note, Rule.DIRECTORY)
 
     def _to_site(
         self,
@@ -177,8 +222,6 @@ class Router:
         trace: Trace,
         note: _Notes,
         rule: Rule,
-        *,
-        owner: AddressOwner | None = None,
     ) -> Route:
         path = self.table().sites.get(site)
         if path is None:  # the directory knows the site; a table made before it may not
@@ -200,45 +243,61 @@ class Router:
             )
         hops = " > ".join(path.path)
         note(f"   cheapest path: {hops} (cost {path.cost}); first hop {path.first_hop}")
-        if path.first_hop in trace and not self._home_changed_since(
-            owner, path.first_hop, trace[path.first_hop], note
-        ):
+        version = self.directory_version()
+        if path.first_hop in trace and self._true_loop(path.first_hop, trace, version, note):
             passed = ", ".join(sorted(trace))
-            note(
-                f"   the message has already passed {path.first_hop} (trace: {passed}): "
-                "forwarding would loop, so it waits until the directories agree"
-            )
             return Route(
                 Transport.DEFER,
                 "",
                 address,
                 "4.4.6",
-                f"routing loop: the message already passed {path.first_hop} "
-                f"(trace {passed}) and {self._local_site} thinks {address} lives at {site}; "
-                "waiting for directory replication to agree",
+                f"routing loop: {self._local_site} routed this message before with the same "
+                f"directory (version {version}) and it came back (trace {passed}); "
+                f"{self._local_site} thinks {address} lives at {site}, first hop "
+                f"{path.first_hop}: the sites disagree until replication brings them together",
                 rule,
                 site,
             )
-        return Route(Transport.SITE, path.first_hop, address, rule=rule, site=site)
+        return Route(Transport.SITE, path.first_hop, address, rule=rule, site=site, version=version)
 
-    def _home_changed_since(
-        self, owner: AddressOwner | None, hop: str, left: float, note: _Notes
-    ) -> bool:
-        """Whether the home site `hop` changed the recipient after the message left it.
+    def _true_loop(self, hop: str, trace: Trace, version: int, note: _Notes) -> bool:
+        """Whether sending to `hop`, a site the message already passed, repeats a decision.
 
-        Sending a message back to a site it came from is safe only when that site now owns
-        the recipient by a change it made after it forwarded the message (it forwarded
-        because it did not own it then; now it delivers locally). Both times are the home
-        site's own clock: its trace field and its object's change time.
+        A re-route goes on: this site never routed the message (the site it came from may
+        have had another view; if that site has not caught up, it holds the message when it
+        comes back), or this site's directory changed since it did (its trace pass records
+        the version). The same decision at the same version is a true loop: held, then sent
+        again once it has waited `loop_hold` (doubling with each such pass), so a site that
+        was behind gets the message again after it may have caught up, and nothing waits
+        for the expiry while a path exists.
         """
-        if owner is None or owner.site != hop:
+        mine = trace.passes(self._local_site) if isinstance(trace, PassedSites) else []
+        if not mine and self._local_site not in trace:
+            note(
+                f"   the message has passed {hop}, but never this site: a re-route (if {hop} "
+                "has not caught up, it holds the message when it comes back)"
+            )
             return False
-        changed = self._directory.changed_at(owner.guid)
-        if changed is None or changed <= left:
+        same = [p for p in mine if p.params.get("v") == str(version)]
+        if not same and mine:
+            note(
+                f"   this site routed the message before at directory version "
+                f"{mine[0].params.get('v', '?')}, now {version}: a re-route after a change"
+            )
             return False
+        arrived = trace.arrived if isinstance(trace, PassedSites) else None
+        hold = self._loop_hold * 2 ** max(len(same) - 1, 0)
+        if arrived is not None and self._clock() - arrived >= hold:
+            note(
+                f"   the same decision as before, held {hold:.0f} s: sent to {hop} again, in "
+                "case it has caught up since"
+            )
+            return False
+        passed = ", ".join(sorted(trace))
         note(
-            f"   the message left {hop} before {hop} changed {owner.alias!r}: {hop} owns the "
-            "recipient now, so sending it back is safe"
+            f"   the message has already passed {hop} and this site (trace: {passed}) with the "
+            f"same directory (version {version}): a true loop, held until the directories "
+            f"change or for {hold:.0f} s"
         )
         return True
 
@@ -262,17 +321,62 @@ class Router:
             note(f"2. {domain} is an internal-relay domain of {owner_site}: send it there")
             return self._to_site(address, owner_site, trace, note, Rule.INTERNAL_RELAY)
         if domain in table.accepted:
-            note(f"3. {domain} is an authoritative domain of the organisation: no such user")
-            return Route(
-                Transport.REJECT,
-                "",
-                address,
-                "5.1.1",
-                "no such user here",
-                Rule.AUTHORITATIVE,
-            )
+            note(f"3. {domain} is an authoritative domain of the organisation")
+            return self._unknown(address, table, trace, note)
         note(f"2-3. {domain} is not a domain the organisation accepts")
         return None
+
+    def _unknown(self, address: str, table: RoutingTable, trace: Trace, note: _Notes) -> Route:
+        """No site has the address as far as this site knows: refuse it, unless another site
+        may have it in changes that have not replicated here yet (docs/routing.md)."""
+        table = self._table.get(max_age=_RECHECK_SECONDS)  # every site known: none missed
+        others = set(table.sites) | set(table.unreachable)
+        fresh = self._freshness() if self._freshness is not None and others else None
+        arrived = trace.arrived if isinstance(trace, PassedSites) else None
+        if fresh is None:
+            note("   no such user")
+            return _no_such_user(address, "no such user here")
+        if arrived is None:  # at RCPT: tempfail while the user may have moved elsewhere...
+            since = self._clock() - self._unknown_window
+            removed_at = self._directory.released_since(address, since)
+            if removed_at is not None:
+                note(f"   removed at {removed_at} recently: it may have moved; try later")
+                return _waiting(
+                    address,
+                    f"recently removed at {removed_at}; it may have moved to another site "
+                    "whose change has not replicated here yet",
+                )
+            # ... or while another site's changes are known to be missing
+            missing = fresh.behind | (others - set(fresh.caught_up))  # never caught up: behind
+            behind = ", ".join(sorted(others & missing))
+            if not behind:
+                note("   replication from every site is current: no such user")
+                return _no_such_user(address, "no such user here")
+            note(f"   replication from {behind} is behind: the user may exist there; try later")
+            return _waiting(address, f"directory replication from {behind} is behind")
+        waiting = sorted(s for s in others if fresh.caught_up.get(s, float("-inf")) < arrived)
+        if not waiting:
+            note("   every site has been caught up with since the message arrived: no such user")
+            return _no_such_user(
+                address,
+                "no such user: no site of the organisation has this address (the directory "
+                "here has caught up with every site since the message arrived)",
+            )
+        names = ", ".join(waiting)
+        if self._clock() - arrived >= self._unknown_window:
+            note(f"   waited {self._unknown_window:.0f} s for replication from {names}: bounce")
+            return _no_such_user(
+                address,
+                f"no such user: no site of the organisation had this address after "
+                f"{self._unknown_window:.0f} s waiting for directory replication ({names} not "
+                "caught up with since the message arrived)",
+            )
+        note(f"   not caught up with {names} since the message arrived: wait, never bounce yet")
+        return _waiting(
+            address,
+            f"not in the directory here yet: waiting for directory replication from {names} "
+            f"(at most {self._unknown_window:.0f} s after arrival)",
+        )
 
     def _outside(
         self,
@@ -295,3 +399,11 @@ class Router:
             return Route(Transport.RELAY, table.smart_host, address, rule=Rule.SMART_HOST)
         note(f"7. no domain route, no smart host: look up the MX records of {domain}")
         return Route(Transport.MX, domain, address, rule=Rule.MX)
+
+
+def _no_such_user(address: str, reason: str) -> Route:
+    return Route(Transport.REJECT, "", address, "5.1.1", reason, Rule.AUTHORITATIVE)
+
+
+def _waiting(address: str, reason: str) -> Route:
+    return Route(Transport.DEFER, "", address, "4.4.3", reason, Rule.AUTHORITATIVE)

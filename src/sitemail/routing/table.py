@@ -11,6 +11,8 @@ router consults for every recipient, and load it from the directory.
 - Site domains: a remote site's routing address (from any Connected Sites entry naming it, or
   the routing domain its site object publishes) routes to that site. A domain two sites claim
   is ambiguous and routes by neither (the KCC reports it).
+- Sibling hosts: the listen addresses other sites' servers publish (mail between sites is
+  never refused at RCPT for an unknown user: the receiving site's queue decides).
 - Domain routes (this site's E-Mail Domain table), accepted domains (authoritative or internal
   relay; this site's own entries decide, another site's internal-relay domain sends unresolved
   recipients to that site), the smart host, and the MX default.
@@ -62,6 +64,7 @@ class RoutingTable:
     relayed_by: dict[str, str] = field(default_factory=dict)  # other site's relay domain -> site
     smart_host: str = ""
     dsa_domain: str = ""  # our directory-service mailbox's domain
+    sibling_hosts: frozenset[str] = frozenset()  # listen addresses of other sites' servers
 
     def domain_route(self, domain: str) -> DomainRoute | None:
         return match_domain_route(self.domain_routes, domain)
@@ -115,6 +118,7 @@ def build_table(
     domains: Sequence[DomainEntry] = (),
     smart_host: str = "",
     dsa_domain: str = "",
+    sibling_hosts: Iterable[str] = (),
 ) -> RoutingTable:
     """The table for `local_site` (pure: the golden tests feed it directly)."""
     paths = _cheapest_paths(local_site, connected)
@@ -144,6 +148,7 @@ def build_table(
         relayed_by=relayed_by,
         smart_host=smart_host,
         dsa_domain=dsa_domain.lower(),
+        sibling_hosts=frozenset(sibling_hosts),
     )
 
 
@@ -172,4 +177,14 @@ def load_table(directory: Directory, *, smart_host: str = "") -> RoutingTable:
         domains=list_domains(directory, "*"),
         smart_host=smart_host,
         dsa_domain=directory.routing_domain(),
+        sibling_hosts=_sibling_hosts(directory),
     )
+
+
+def _sibling_hosts(directory: Directory) -> set[str]:
+    hosts: set[str] = set()
+    for server in directory.list_objects(ObjectKind.SERVER):
+        listen = server.attrs.get("listen", [])
+        if server.site != directory.local_site and isinstance(listen, list):
+            hosts.update(str(h) for h in listen)
+    return hosts

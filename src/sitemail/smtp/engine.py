@@ -40,11 +40,21 @@ Design choices:
   Over-long: `500 5.5.2 Line too long`.
 - Timeouts: `timeout` between commands; during DATA and while the acceptor works,
   `data_timeout`, restarted at most once a second while lines keep arriving (aiosmtpd itself
-  never restarts its timer during DATA).
+  never restarts its timer during DATA). A timeout is answered `421 4.4.2` before the close.
+- Free space: with a `FreeSpace` (the data dir's file system, a reserve), MAIL answers
+  `452 4.3.1 Insufficient system storage` when the free space is below the reserve or a
+  declared SIZE does not fit above it (Postfix's queue_minfree), before any data is sent.
 - Connection limits: counted in the protocol factory (aiosmtpd has none); over the limit the
-  client gets `421 4.7.0` instead of the greeting, and the connection is closed.
+  client gets `421 4.7.0` instead of the greeting, and the connection is closed. Near the
+  total limit (stress, as Postfix's): sessions outside a transaction get `stress_timeout`,
+  addresses holding many get no more, and a full house gives the slot of a long-idle session
+  to a client holding few (`ConnectionLimiter`, `SmtpSession._make_room`).
+- Stopping: `stop_smtp_server` answers 421 to every session except one storing a message,
+  which sends its reply first (`drain_smtp_server` waits for it); after the stop nothing is
+  stored, so a 4xx after DATA always means "not stored" and the client's retry is no copy.
 - Error tarpit: every 4xx/5xx reply counts as an error except 452 4.5.3 (a client sending more
-  recipients than allowed is not misbehaving) and 421. After `tarpit_after` errors (default:
+  recipients than allowed is not misbehaving), 452 4.3.1 (our disk is full, not its fault)
+  and 421. After `tarpit_after` errors (default:
   half of `error_limit`) each further error reply is delayed by `error_delay` (Exchange's
   tarpit; well-behaved replies are never slowed). At `error_limit` errors: `421 4.7.0`, close.
 - Replies to pipelined commands are written in one batch when the client's input runs dry
@@ -85,6 +95,7 @@ from sitemail.core.envelope import BodyType, Envelope, EnvelopeRecipient, Notify
 from sitemail.core.errors import InvalidAddressError
 from sitemail.core.reply import Reply
 from sitemail.directory.auth import Authenticator, AuthOutcome, AuthResult
+from sitemail.store.space import FreeSpace
 
 __all__ = [
     "ConnectionLimiter",
@@ -93,6 +104,7 @@ __all__ = [
     "SmtpPolicy",
     "SmtpSession",
     "decode_xtext",
+    "drain_smtp_server",
     "encode_xtext",
     "parse_mail_params",
     "parse_rcpt_params",
@@ -112,6 +124,12 @@ _AUTH_LINE: Final = 12288  # RFC 4954 section 4: an AUTH command or response lin
 _MAX_ENVID: Final = 100  # RFC 3461 section 4.4
 _MAX_ORCPT: Final = 500  # RFC 3461 section 4.2
 _DATA_TIMER_GRANULARITY: Final = 1.0  # seconds between restarts of the DATA timer
+_STRESS: Final = 0.8  # share of `connections_total` open from which the listener is stressed
+# Connections the kernel completes before we accept them (asyncio's default, 100, drops the
+# handshakes of a burst of a few hundred clients: each then waits 1, 2, 4... s to retry).
+_BACKLOG: Final = 1024
+_REFUSALS_LOGGED_EVERY: Final = 10.0  # seconds between log lines about refused connections
+_EVICT_AFTER: Final = 0.2  # of stress_timeout: idle this long, a session may lose its slot
 # The reader's limit: the longest command line or "." CRLF-free run of DATA buffered whole,
 # and (asyncio pauses reading at twice it) the flow-control window. Line limits are ours to
 # check; a window of one line would stop and restart reading every few lines of a message.
@@ -129,7 +147,10 @@ _BARE_NEWLINE_DATA: Final = Reply(
     "Message refused: bare <CR> or <LF> received; lines must end in <CR><LF> "
     "(RFC 5321 section 2.3.8)",
 )
+_NO_STORAGE: Final = Reply(452, "4.3.1", "Insufficient system storage")
 _INTERNAL_ERROR: Final = Reply(451, "4.3.0", "Error: local error in processing, try again later")
+_TIMEOUT: Final = Reply(421, "4.4.2", "Error: timeout exceeded")
+_EVICTED: Final = Reply(421, "4.7.0", "Error: idle connection closed, the server is busy")
 _ACCEPT_FAILED: Final = Reply(
     451, "4.3.0", "Error: message not accepted, queue write failed; try again later"
 )
@@ -437,17 +458,43 @@ def _protocol_name(*, esmtp: bool, tls: bool, auth: bool, utf8: bool) -> str:
 
 class ConnectionLimiter:
     """Counts open sessions per client address and in total (aiosmtpd has no such limit);
-    the counting is core's, shared with IMAP and POP3: this adds the SMTP reply."""
+    the counting is core's, shared with IMAP and POP3: this adds the SMTP reply and stress.
+
+    Under stress (at least `_STRESS` of the total limit open), a client address already
+    holding a quarter of its own limit gets no more: the last fifth of the slots stays for
+    addresses that hold few, so idle connections from a few dozen addresses cannot fill the
+    house before a new sender arrives (with the defaults, 25 addresses x 20 = 500 would)."""
 
     def __init__(self, per_client: int, total: int) -> None:
         self._counter = ConnectionCounter(per_client, total)
+        self._total = total
+        self._stress_at = max(1, int(total * _STRESS))
+        self._stress_share = max(1, per_client // 4)
 
     @property
     def total(self) -> int:
         return self._counter.total
 
+    @property
+    def full(self) -> bool:
+        return self._counter.total >= self._total
+
+    def held(self, peer_ip: str) -> int:
+        return self._counter.held(peer_ip)
+
+    def within_share(self, peer_ip: str) -> bool:
+        """Whether this address holds less than its share under stress."""
+        return self._counter.held(peer_ip) < self._stress_share
+
+    @property
+    def stressed(self) -> bool:
+        """Near the total limit: idle and pre-MAIL sessions get `stress_timeout`."""
+        return self._counter.total >= self._stress_at
+
     def acquire(self, peer_ip: str) -> Reply | None:
         """Count one more session, or return the 421 that refuses it."""
+        if self.stressed and not self.within_share(peer_ip):
+            return Reply(421, "4.7.0", "Error: too many connections from your address while busy")
         refused = self._counter.acquire(peer_ip)
         return None if refused is None else Reply(421, "4.7.0", f"Error: {refused}")
 
@@ -457,6 +504,18 @@ class ConnectionLimiter:
 
 # ---------------------------------------------------------------------------------------------
 # The session
+
+
+@dataclass(slots=True)
+class _ListenerState:
+    """What changes while a listener runs (its `_Settings` are frozen)."""
+
+    stopping: bool = False  # stop_smtp_server ran: nothing more is committed
+    stressed: bool = False  # the limiter was stressed when a session last came or went
+    stored: asyncio.Event = field(default_factory=asyncio.Event)  # a session ended a commit
+    refused: int = 0  # connections refused since the last log line about it
+    refusal_logged_at: float = -_REFUSALS_LOGGED_EVERY
+    stress_logged_at: float = -_REFUSALS_LOGGED_EVERY
 
 
 @dataclass(frozen=True, slots=True)
@@ -472,9 +531,11 @@ class _Settings:
     tarpit_after: int
     loop: asyncio.AbstractEventLoop
     sessions: set[SmtpSession] = field(default_factory=set)  # open, for shutdown
+    state: _ListenerState = field(default_factory=_ListenerState)
     authenticator: Authenticator | None = None  # AUTH offered (after TLS) when set
     auth_required: bool = False  # MAIL needs AUTH first (submission)
     implicit_tls: bool = False  # the socket is TLS from the start (465)
+    space: FreeSpace | None = None  # MAIL is refused (452 4.3.1) when it says there is no room
 
 
 @dataclass(slots=True)
@@ -629,6 +690,9 @@ class SmtpSession(SMTP):
         self._refused = False
         self._lost = False
         self._closing = False
+        self._committing = False  # DATA is over and the message is being stored
+        self._waiting = False  # waiting for a command line
+        self._idle_since = 0.0  # loop time when it began to wait
         self._out: list[bytes] = []
         self._errors = 0
         self._helo = ""
@@ -649,9 +713,12 @@ class SmtpSession(SMTP):
             return
         peer = transport.get_extra_info("peername")
         self._peer_ip = str(peer[0]) if peer else ""
-        refusal = self._settings.limiter.acquire(self._peer_ip)
+        limiter = self._settings.limiter
+        if limiter.full and limiter.within_share(self._peer_ip):
+            self._make_room()
+        refusal = limiter.acquire(self._peer_ip)
         if refusal is not None:
-            log.warning("smtp connection refused peer=%s reply=%r", self._peer_ip, refusal.render())
+            self._log_refusal(refusal)
             self._refused = True
             # A cast, not isinstance: uvloop's transports do not derive from asyncio's classes.
             writer = cast(asyncio.WriteTransport, transport)
@@ -661,6 +728,83 @@ class SmtpSession(SMTP):
         self._counted = True
         self._settings.sessions.add(self)
         super().connection_made(transport)
+        self._note_stress()
+
+    def _log_refusal(self, refusal: Reply) -> None:
+        """At most one line per `_REFUSALS_LOGGED_EVERY` seconds and listener, with the count
+        since the last one: a flood of connections must not become a flood of log lines."""
+        state = self._settings.state
+        state.refused += 1
+        now = self.loop.time()
+        if now - state.refusal_logged_at >= _REFUSALS_LOGGED_EVERY:
+            log.warning(
+                "smtp connection refused peer=%s reply=%r refused=%d (since the last such line)",
+                self._peer_ip,
+                refusal.render(),
+                state.refused,
+            )
+            state.refused, state.refusal_logged_at = 0, now
+
+    def _make_room(self) -> None:
+        """Every slot is taken and this client holds few: close the session idle longest
+        (waiting for a first command or a next transaction for at least a fifth of the
+        stress timeout) of the address holding the most, so idle connections cannot lock
+        new senders out until their timeouts."""
+        now = self.loop.time()
+        limiter = self._settings.limiter
+        grace = self._limits.stress_timeout * _EVICT_AFTER
+        if grace <= 0:  # stress_timeout = 0: no stress mode
+            return
+        idle = [
+            s
+            for s in self._settings.sessions
+            if s._waiting and s._txn.sender is None and s._counted and not s._closing
+            if now - s._idle_since >= grace
+        ]
+        if not idle:
+            return
+        victim = max(idle, key=lambda s: (limiter.held(s._peer_ip), now - s._idle_since))
+        log.info("smtp idle session closed for a new client peer=%s", victim._peer_ip)
+        victim._counted = False  # its slot is this client's now, before its close completes
+        limiter.release(victim._peer_ip)
+        victim._shut(_EVICTED)
+
+    def _note_stress(self) -> None:
+        """When the listener becomes stressed, the sessions already waiting for a first
+        command or a next transaction get the short timeout from now (their 300 s timers
+        would keep new senders out for minutes)."""
+        state, stressed = self._settings.state, self._settings.limiter.stressed
+        if stressed and not state.stressed:
+            idle = [s for s in self._settings.sessions if s._waiting and s._txn.sender is None]
+            if self.loop.time() - state.stress_logged_at >= _REFUSALS_LOGGED_EVERY:
+                state.stress_logged_at = self.loop.time()  # at most once an interval, too
+                log.warning(
+                    "smtp connections near the limit: idle timeout %gs for %d idle session(s)",
+                    self._limits.stress_timeout,
+                    len(idle),
+                )
+            for session in idle:
+                session._reset_timeout()
+        state.stressed = stressed
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """The command timeout, shortened under stress for sessions outside a transaction
+        (idle, or not at MAIL yet), as Postfix's stress mode does; DATA passes its own."""
+        if (
+            duration is None
+            and self._txn.sender is None
+            and self._limits.stress_timeout > 0
+            and self._settings.limiter.stressed
+        ):
+            duration = self._limits.stress_timeout
+        super()._reset_timeout(duration)
+
+    def _timeout_cb(self) -> None:
+        """Say why before closing (RFC 5321 4.5.3.2: the server may close after a timeout)."""
+        transport = cast(asyncio.WriteTransport | None, self.transport)
+        if transport is not None and not transport.is_closing():
+            log.info("smtp timeout peer=%s", self._peer_ip)
+            self._shut(_TIMEOUT)  # closing calls connection_lost, as aiosmtpd's own callback
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._refused or self._lost:
@@ -670,6 +814,7 @@ class SmtpSession(SMTP):
         if self._counted:
             self._counted = False
             self._settings.limiter.release(self._peer_ip)
+            self._settings.state.stressed = self._settings.limiter.stressed
         super().connection_lost(error)
 
     async def _handle_client(self) -> None:
@@ -724,18 +869,26 @@ class SmtpSession(SMTP):
             except Exception:
                 log.exception("smtp command failed peer=%s command=%s", self._peer_ip, command)
                 await self._reply(_INTERNAL_ERROR)
+            if self._settings.state.stopping:  # it was storing a message: its reply is out
+                await self._reply(SHUTDOWN)
+            elif command == "MAIL" and self._txn.sender is not None:
+                self._reset_timeout()  # in a transaction now: the full timeout, even if stressed
 
     async def _read_command_line(self) -> bytes | None:
         """One command line without its CRLF; None if it was refused (reply sent)."""
         # StreamReader._buffer is private; aiosmtpd itself clears it for STARTTLS.
         if b"\n" not in self._reader._buffer:  # type: ignore[attr-defined]
             await self._flush()  # about to wait for input: send the batched replies
+        self._waiting = True
+        self._idle_since = self.loop.time()
         try:
             line: bytes = await self._reader.readuntil(b"\n")
         except asyncio.LimitOverrunError as exc:
+            self._waiting = False
             await self._discard_rest_of_line(exc.consumed)
             await self._reply(_LINE_TOO_LONG_COMMAND)
             return None
+        self._waiting = False
         if not line.endswith(b"\r\n") or b"\r" in line[:-2]:
             await self._reply(_BARE_NEWLINE_COMMAND)
             return None
@@ -770,6 +923,19 @@ class SmtpSession(SMTP):
         self._writer.write(data)
         await self._writer.drain()
 
+    def _shut(self, reply: Reply | None) -> None:
+        """Send the replies owed (queued, not yet flushed) and `reply`, then close, now."""
+        transport = cast(asyncio.WriteTransport | None, self.transport)
+        self._closing = True
+        if transport is None or transport.is_closing():
+            return
+        if reply is not None:
+            self._queue(reply)
+        data, self._out = b"".join(self._out), []
+        with contextlib.suppress(Exception):
+            transport.write(data)
+        transport.close()
+
     async def _close(self) -> None:
         if self._closing:
             return
@@ -783,7 +949,7 @@ class SmtpSession(SMTP):
         """Queue a reply; count errors, tarpit, and close after a 421 or too many errors."""
         if self._closing:
             return
-        if reply.code >= 400 and reply.code != 421 and reply.enhanced != "4.5.3":
+        if reply.code >= 400 and reply.code != 421 and reply.enhanced not in ("4.5.3", "4.3.1"):
             self._errors += 1
             if self._errors > self._settings.tarpit_after and self._limits.error_delay > 0:
                 await self._flush()
@@ -1022,6 +1188,10 @@ class SmtpSession(SMTP):
         if isinstance(params, Reply):
             await self._reply(params)
             return
+        space = self._settings.space
+        if space is not None and not space.has_room(params.size):
+            await self._reply(_NO_STORAGE)
+            return
         sender = ""
         if path:
             try:
@@ -1099,7 +1269,15 @@ class SmtpSession(SMTP):
             await self._reply(refusal)
             self._reset_timeout()
             return
-        reply = await self._deliver(txn, body)
+        if self._settings.state.stopping:  # the commit point: after a stop, nothing is stored
+            await self._reply(SHUTDOWN)
+            return
+        self._committing = True  # stop_smtp_server lets the reply out before it closes
+        try:
+            reply = await self._deliver(txn, body)
+        finally:
+            self._committing = False
+            self._settings.state.stored.set()
         self._reset_timeout()
         await self._reply(reply)
 
@@ -1215,6 +1393,7 @@ async def start_smtp_server(
     authenticator: Authenticator | None = None,
     auth_required: bool = False,
     implicit_tls: bool = False,
+    space: FreeSpace | None = None,
 ) -> asyncio.Server:
     """Listen on host:port (0 = any free port) in the running loop; returns the server.
 
@@ -1234,12 +1413,14 @@ async def start_smtp_server(
         authenticator=authenticator,
         auth_required=auth_required,
         implicit_tls=implicit_tls,
+        space=space,
     )
     server = await loop.create_server(
         lambda: SmtpSession(settings),
         host,
         port,
         ssl=tls_context if implicit_tls else None,
+        backlog=_BACKLOG,
     )
     _LISTENERS[server] = settings
     return server
@@ -1250,15 +1431,36 @@ SHUTDOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
 
 
 def stop_smtp_server(server: asyncio.Server) -> None:
-    """Stop accepting and end every open session with 421: a server that stops must not go
-    on accepting mail on connections opened before (a client's pooled connection would get
-    a 250 from a server whose queue is closing). A transaction cut short was never answered
-    250, so its client keeps the message and retries."""
+    """Stop accepting, and end every open session with 421 except those storing a message:
+    a server that stops must not go on accepting mail on connections opened before (a
+    client's pooled connection would get a 250 from a server whose queue is closing). A
+    transaction cut short was never answered 250, so its client keeps the message and
+    retries. A session storing a message sends its reply (250 or 451) and then the 421;
+    `drain_smtp_server` waits for them. From now on no session stores anything: one whose
+    DATA ends later is answered 421 instead."""
     server.close()
+    settings = _LISTENERS.get(server)
+    if settings is None:
+        return
+    settings.state.stopping = True
+    for session in list(settings.sessions):
+        if not session._committing:
+            session._shut(SHUTDOWN)
+
+
+async def drain_smtp_server(server: asyncio.Server, within: float) -> int:
+    """After `stop_smtp_server`: wait up to `within` seconds for the sessions storing a message to
+    send their reply, then close whatever is left. Returns how many were cut off while
+    storing (their clients heard nothing: the message may or may not be queued)."""
     settings = _LISTENERS.pop(server, None)
-    for session in list(settings.sessions if settings else ()):
-        transport = cast(asyncio.WriteTransport | None, session.transport)
-        if transport is not None and not transport.is_closing():
-            with contextlib.suppress(Exception):
-                transport.write(SHUTDOWN.render().encode("ascii") + b"\r\n")
-            transport.close()
+    if settings is None:
+        return 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within):
+            while any(s._committing for s in settings.sessions):
+                settings.state.stored.clear()
+                await settings.state.stored.wait()
+    cut = sum(1 for s in settings.sessions if s._committing)
+    for session in list(settings.sessions):
+        session._shut(None)
+    return cut

@@ -22,14 +22,45 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import PoolProxiedConnection
 
-from sitemail.core.errors import StoreError
+from sitemail.core.errors import StoreError, StoreUnavailableError
 
-__all__ = ["Store", "default_url", "open_store"]
+__all__ = ["Store", "default_url", "open_store", "store_fault"]
 
 _IMMEDIATE = "sitemail_immediate"
+
+
+# SQLite's primary result codes that say "not now" rather than "not this" (the extended ones,
+# SQLITE_IOERR_WRITE and the like, share their primary's name prefix).
+_SQLITE_UNAVAILABLE = (
+    "SQLITE_FULL",
+    "SQLITE_IOERR",
+    "SQLITE_BUSY",
+    "SQLITE_LOCKED",
+    "SQLITE_CANTOPEN",
+    "SQLITE_NOMEM",
+    "SQLITE_PROTOCOL",
+    "SQLITE_READONLY",
+)
+
+
+def store_fault(exc: Exception, what: str) -> StoreError:
+    """`exc` from the database as our error: `StoreUnavailableError` when the database cannot
+    be used just now whatever the statement (disk full, I/O error, locked, connection lost),
+    else `StoreError` (the same statement would fail again: a constraint, a bug)."""
+    text = f"database {what} failed: {exc.__class__.__name__}: {exc}"
+    if isinstance(exc, DisconnectionError | PoolTimeoutError):
+        return StoreUnavailableError(text)
+    original = exc.orig if isinstance(exc, DBAPIError) else exc
+    name = getattr(original, "sqlite_errorname", None)
+    if isinstance(name, str):
+        unavailable = name.startswith(_SQLITE_UNAVAILABLE)
+    else:  # PostgreSQL and the rest: the DB-API's own split (connection lost, disk full...)
+        unavailable = type(original).__name__ in ("OperationalError", "InterfaceError")
+    return StoreUnavailableError(text) if unavailable else StoreError(text)
 
 
 def default_url(data_dir: Path) -> str:
@@ -98,7 +129,7 @@ class Store:
                     if unchecked is not None:
                         unchecked.execute("PRAGMA foreign_keys=ON")
         except SQLAlchemyError as exc:
-            raise StoreError(f"database write failed: {exc.__class__.__name__}: {exc}") from exc
+            raise store_fault(exc, "write") from exc
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -107,7 +138,7 @@ class Store:
             with self.engine.connect() as conn, conn.begin():
                 yield conn
         except SQLAlchemyError as exc:
-            raise StoreError(f"database read failed: {exc.__class__.__name__}: {exc}") from exc
+            raise store_fault(exc, "read") from exc
 
     def fetch_one(self, sql: str, params: Sequence[Any]) -> Sequence[Any] | None:
         """First row of a read-only query on this thread's own SQLite connection, or None.
@@ -130,7 +161,7 @@ class Store:
             finally:
                 cursor.close()  # ends the statement, so no read snapshot outlives the call
         except (SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as exc:
-            raise StoreError(f"database read failed: {exc.__class__.__name__}: {exc}") from exc
+            raise store_fault(exc, "read") from exc
         return row
 
     def close(self) -> None:

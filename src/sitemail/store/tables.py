@@ -39,6 +39,7 @@ __all__ = [
     "proxy_conflict",
     "queue_message",
     "queue_rcpt",
+    "relay_seen",
     "repl_link",
     "repl_peer",
     "repl_pending",
@@ -178,6 +179,20 @@ queue_rcpt = Table(
     Column("delay_notified", Boolean, nullable=False, default=False),
     Index("ix_queue_rcpt_due", "state", "next_attempt_at"),
     Index("ix_queue_rcpt_queue_id", "queue_id"),
+)
+
+relay_seen = Table(
+    # Each recipient of a message accepted from a sibling site whose origin (its site and queue
+    # id there) was proven by the hop's signature, with the queue id we gave it: the same
+    # origin and recipient again is a resend (queue.dedupe). Kept past any sender's retries.
+    "relay_seen",
+    metadata,
+    Column("site", String(64), primary_key=True),
+    Column("origin_id", String(32), primary_key=True),
+    Column("recipient", String(320), primary_key=True),  # lower-cased
+    Column("queue_id", String(32), nullable=False),
+    Column("at", Float, nullable=False),
+    Index("ix_relay_seen_at", "at"),
 )
 
 # -- mailboxes --------------------------------------------------------------------------------
@@ -395,6 +410,9 @@ repl_pending = Table(
     Column("bridgehead", String(64), nullable=False, default=""),
     Column("verified", Boolean, nullable=False, default=False),  # by a key we already knew
     Column("request", LargeBinary, nullable=False),  # the last request, answered on accept
+    # The network the first request came from (IPv4 /24, IPv6 /64; "" unknown): a per-network
+    # limit keeps one outsider from filling the table (docs/replication.md).
+    Column("source", String(64), nullable=False, default="", server_default=""),
 )
 
 repl_rejection = Table(

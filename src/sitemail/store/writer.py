@@ -12,7 +12,8 @@ Invariants:
   commit that failed fails every job of that transaction (each caller sees the exception).
 - One bad job fails alone: when a job raises, the transaction is rolled back and the others
   run again without it (so a job must be a pure database function: it may run more than once,
-  and only its last run counts).
+  and only its last run counts). Unless it raised `StoreUnavailableError` (disk full, I/O
+  error, locked): that is no job's fault, and the whole batch fails with it.
 - Without `start()` (tests, admin commands) each `submit` is its own transaction on a worker
   thread, with the same guarantees.
 
@@ -34,6 +35,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
+from sitemail.core.errors import StoreUnavailableError
 from sitemail.store.engine import Store
 
 __all__ = ["GroupWriter"]
@@ -41,6 +43,7 @@ __all__ = ["GroupWriter"]
 T = TypeVar("T")
 _MAX_BATCH = 256
 _LINGER = 0.005  # seconds a lazy job waits for company (about one SMTP transaction on loopback)
+_STOP_TIMEOUT = 10.0  # seconds `stop` waits for submitted jobs to commit
 
 
 @dataclass(slots=True)
@@ -51,6 +54,7 @@ class _Job:
     since: float = 0.0  # loop time of submission
     result: Any = None
     error: BaseException | None = None
+    committed: bool = False  # set by the writer thread once the job's transaction commits
 
 
 class GroupWriter:
@@ -81,20 +85,32 @@ class GroupWriter:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sitemail-writer")
         self._task = asyncio.create_task(self._writer(), name="store-writer")
 
-    async def stop(self) -> None:
+    async def stop(self, within: float = _STOP_TIMEOUT) -> None:
+        """Commit every job already submitted (waiting up to `within` seconds), then stop.
+
+        A job whose transaction was running when the wait ended is told its true result once
+        the thread is done with it (it may have committed: its caller must not hear "not
+        written"); only jobs that never ran fail, with `ConnectionAbortedError`."""
+        if self._task is not None:
+            # FIFO: once a last job has committed, every job submitted before it has run.
+            with contextlib.suppress(Exception):  # the timeout, or that commit failed
+                async with asyncio.timeout(within):
+                    await self.submit(_nothing)
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for job in [*self._inflight, *self._pending]:
-            if not job.future.done():  # possibly committed after all: the safe direction
-                job.future.set_exception(ConnectionAbortedError("server shutting down"))
-        self._pending.clear()
-        self._inflight = []
         thread, self._thread = self._thread, None
         if thread is not None:
             await asyncio.to_thread(thread.shutdown, wait=True)
+        for job in [*self._inflight, *self._pending]:
+            if job.committed or job.error is not None:  # the thread finished its transaction
+                _settle(job)
+            elif not job.future.done():  # never run (or cancelled before it ran): not written
+                job.future.set_exception(ConnectionAbortedError("server shutting down"))
+        self._pending.clear()
+        self._inflight = []
 
     async def submit(self, job: Callable[[Connection], T], *, lazy: bool = False) -> T:
         """Run `job(conn)` in a write transaction; its result once that is committed.
@@ -128,13 +144,18 @@ class GroupWriter:
                             failed = job
                             raise
             except Exception as exc:
-                if failed is None:  # BEGIN or COMMIT failed: nothing of the batch is written
+                # BEGIN or COMMIT failed, or the database is unavailable (disk full, I/O
+                # error, locked): nothing of the batch is written, and no job is to blame,
+                # so running the others again would only fail them one by one.
+                if failed is None or isinstance(exc, StoreUnavailableError):
                     for job in todo:
                         job.error = exc
                     return
                 failed.error = exc  # as Store.write reports it (a StoreError for SQL errors)
                 todo = [job for job in todo if job is not failed]
                 continue
+            for job in todo:
+                job.committed = True
             self.commits += 1
             self.jobs += len(todo)
             return
@@ -170,9 +191,19 @@ class GroupWriter:
                         job.error = job.error or exc
                 self._inflight = []
                 for job in batch:
-                    if job.future.done():
-                        continue
-                    if job.error is not None:
-                        job.future.set_exception(job.error)
-                    else:
-                        job.future.set_result(job.result)
+                    _settle(job)
+
+
+def _settle(job: _Job) -> None:
+    """Tell the job's caller how its transaction ended."""
+    if job.future.done():
+        return
+    if job.error is not None:
+        job.future.set_exception(job.error)
+    else:
+        job.future.set_result(job.result)
+
+
+def _nothing(conn: Connection) -> None:
+    """The last job of a flush: it commits after every job submitted before it."""
+    del conn

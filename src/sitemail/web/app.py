@@ -14,7 +14,7 @@ over the one shared store (the store is thread-aware); the config is read once a
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -25,15 +25,16 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sitemail.admin.token import ensure_token
-from sitemail.admin.wake import poke
+from sitemail.admin.wake import ask_attempts, poke
 from sitemail.config import load_config
 from sitemail.core.clock import Clock
 from sitemail.core.errors import ConfigError, SitemailError
+from sitemail.queue.attempts import Attempt
 from sitemail.store import Store, default_url, open_store, upgrade
 from sitemail.web import routes
 from sitemail.web.console import PREFIX as CONSOLE_PREFIX
 from sitemail.web.console import error_page, mount_console
-from sitemail.web.deps import ApiContext, UnauthorizedError, authenticate
+from sitemail.web.deps import ApiContext, ThrottledError, UnauthorizedError, authenticate
 from sitemail.web.limits import BodyLimit
 from sitemail.web.models import ErrorOut
 
@@ -58,6 +59,7 @@ _STATUS_CODES = {
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
+    429: "too_many_failures",
 }
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -68,6 +70,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (404, "no such object"),
         (409, "conflicts with an existing object"),
         (422, "a value is not acceptable"),
+        (429, "too many wrong tokens from this address"),
     )
 }
 
@@ -100,6 +103,13 @@ def _install_error_handlers(app: FastAPI) -> None:
             "missing or wrong token: send 'Authorization: Bearer <token>' (sitemail admin token)",
             "unauthorized",
         )
+
+    @app.exception_handler(ThrottledError)
+    async def throttled(request: Request, _exc: ThrottledError) -> Response:
+        text = "too many wrong tokens from your address; try again later"
+        if _on_console(request):
+            return error_page(request, 429, text)
+        return _error(429, text, "too_many_failures")
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -134,12 +144,14 @@ def create_app(
     wake: Callable[[], object] | None = None,
     store: Store | None = None,
     clock: Clock | None = None,
+    attempts: Callable[[], Sequence[Attempt]] | None = None,
 ) -> FastAPI:
     """The admin API of the server whose data dir is `data_dir`.
 
     `wake` nudges the queue after a change that queued mail (default: the data dir's wake
     socket, as the CLI does); `store` lets the server share its own (else one is opened here
-    and closed when the app shuts down).
+    and closed when the app shuts down); `attempts` says what the deliveries in flight are
+    doing (default: asked of the running server over the control channel, as the CLI does).
     """
     config = load_config(data_dir)
     owned = store is None
@@ -152,6 +164,7 @@ def create_app(
         ensure_token(data_dir),
         wake if wake is not None else (lambda: poke(data_dir)),
         clock,
+        attempts=attempts if attempts is not None else (lambda: ask_attempts(data_dir) or []),
     )
 
     @asynccontextmanager

@@ -3,11 +3,20 @@
 One job: FastAPI dependencies. `Service` gives a route an AdminService over the server's one
 store; `authenticate` (on every /api/ route) checks the bearer token in constant time; `Wake`
 nudges the queue after a change that queued mail.
+
+Wrong tokens (here and at the console's login) are throttled per client address with the
+[auth] settings, like mail logins (core/throttle.py): each is answered after `failure_delay`,
+awaited on the event loop (no thread is held, so a flood of guesses cannot take the threads
+the API's routes run in), and once `max_failures` are counted, or are in progress, the address
+gets 429 at once without its token being compared. The right token is always accepted: it
+cannot be guessed (256 bits), and a stranger's flood must not lock the administrator out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import time
+from collections.abc import Callable, Sequence
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -17,13 +26,16 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sitemail.admin.service import AdminService
 from sitemail.admin.token import check_token
 from sitemail.config import ServerConfig
-from sitemail.core.clock import Clock
+from sitemail.core.clock import Clock, SystemClock
+from sitemail.core.throttle import FailureThrottle
+from sitemail.queue.attempts import Attempt
 from sitemail.store import Store
 
 __all__ = [
     "ApiContext",
     "Service",
     "SiteName",
+    "ThrottledError",
     "UnauthorizedError",
     "Wake",
     "authenticate",
@@ -40,15 +52,42 @@ class ApiContext:
         token: str,
         wake: Callable[[], object],
         clock: Clock | None = None,
+        *,
+        attempts: Callable[[], Sequence[Attempt]] | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.token = token
         self.wake = wake
         self.clock = clock
+        self.attempts = attempts  # what the server's deliveries in flight are doing
+        auth = config.auth
+        self.throttle = FailureThrottle(
+            clock or SystemClock(),
+            limit=auth.max_failures,
+            window=auth.window,
+            lockout=auth.lockout,
+        )
 
     def service(self) -> AdminService:
-        return AdminService(self.config, self.store, self.clock)
+        service = AdminService(self.config, self.store, self.clock)
+        service.attempts = self.attempts
+        return service
+
+    def now(self) -> float:
+        return self.clock.now() if self.clock is not None else time.time()
+
+    def token_matches(self, given: str) -> bool:
+        return check_token(self.token, given)
+
+    async def wrong_token(self, peer: str) -> None:
+        """Count a wrong token from `peer` and answer it late, or raise ThrottledError at once
+        when that address has used up its tries."""
+        if not self.throttle.admit(peer):
+            raise ThrottledError
+        self.throttle.release(peer)  # the failure counts in the slot's place
+        self.throttle.fail(peer)
+        await asyncio.sleep(self.config.auth.failure_delay)
 
 
 def _context(request: Request) -> ApiContext:
@@ -69,12 +108,24 @@ class UnauthorizedError(Exception):
     """No token, or the wrong one: answered 401."""
 
 
-def authenticate(
+class ThrottledError(Exception):
+    """Too many wrong tokens from this client address: answered 429 without checking."""
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client is not None else ""
+
+
+async def authenticate(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    if credentials is None or not check_token(_context(request).token, credentials.credentials):
-        raise UnauthorizedError
+    """A coroutine: the check runs on the loop, never waiting for one of the route threads."""
+    context = _context(request)
+    if credentials is not None and context.token_matches(credentials.credentials):
+        return
+    await context.wrong_token(client_address(request))
+    raise UnauthorizedError
 
 
 def _wake(request: Request) -> Callable[[], object]:

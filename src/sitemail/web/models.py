@@ -372,6 +372,7 @@ class PendingOut(BaseModel):
     public_key: str
     fingerprint: str
     key_verified: bool
+    network: str = ""  # where the first request came from (IPv4 /24, IPv6 /64), "" unknown
 
 
 class ReplicationStatusOut(BaseModel):
@@ -410,6 +411,9 @@ class QueueRecipientOut(_Out):
     next_attempt_at: float
     last_status: str
     last_text: str
+    doing: str = ""  # an attempt in progress: what it is doing ("" when none)
+    doing_since: float | None = None
+    attempt_started: float | None = None
 
 
 class QueueEntryOut(_Out):

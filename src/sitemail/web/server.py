@@ -12,6 +12,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
+import ssl
 from collections.abc import Iterator
 
 import uvicorn
@@ -48,9 +49,10 @@ def bind_api_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve_api(app: FastAPI, sock: socket.socket) -> None:
-    """Serve `app` on the bound `sock` until cancelled; then close it and let running
-    requests finish (a few seconds at most)."""
+async def serve_api(app: FastAPI, sock: socket.socket, tls: ssl.SSLContext | None = None) -> None:
+    """Serve `app` on the bound `sock` (over TLS with `tls`: the server's own context, so a
+    certificate installed by `sitemail tls set` is used here too) until cancelled; then close
+    it and let running requests finish (a few seconds at most)."""
     config = uvicorn.Config(
         app,
         lifespan="on",
@@ -59,10 +61,13 @@ async def serve_api(app: FastAPI, sock: socket.socket) -> None:
         ws="none",
         timeout_graceful_shutdown=5,
     )
+    config.load()
+    config.ssl = tls  # uvicorn takes a context as it is: ours, not one made from file names
     server = _Server(config)
     inner = asyncio.create_task(server.serve(sockets=[sock]), name="admin-api")
     host, port = sock.getsockname()[:2]
-    log.info("admin API on http://%s:%d/api/", host, port)
+    scheme = "https" if tls is not None else "http"
+    log.info("admin API on %s://%s:%d/api/", scheme, host, port)
     try:
         await asyncio.shield(inner)
     except asyncio.CancelledError:

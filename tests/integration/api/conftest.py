@@ -45,6 +45,13 @@ def make_site(root: Path, site: str, address: str) -> AdminService:
 def running_api(root: Path) -> Iterator[Api]:
     service = make_site(root, "SiteA", ADDRESS)
     peer = make_site(root, "SiteB", "127.10.75.11")
+    # Refusal tests send dozens of wrong tokens from one client: no throttling here (that is
+    # tests/integration/attacks/test_admin_attacks.py's subject).
+    config = root / "SiteA" / "sitemail.toml"
+    text = config.read_text(encoding="utf-8")
+    config.write_text(
+        text.replace("[auth]\n", "[auth]\nfailure_delay = 0.01\nmax_failures = 100000\n", 1)
+    )
     wakes: list[int] = []
     app = create_app(root / "SiteA", wake=lambda: wakes.append(1))
     try:

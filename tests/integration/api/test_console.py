@@ -12,10 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from tests.integration.api.conftest import Api
+from tests.integration.api.conftest import Api, make_site
 from tests.support.org import idle, organisation, replicated_pair, until
 
 from sitemail.directory import ObjectKind
+from sitemail.queue.attempts import Attempt
+from sitemail.web import create_app
 from sitemail.web.console.session import SESSION_COOKIE, new_session
 from sitemail.web.limits import MAX_BODY
 
@@ -492,6 +494,39 @@ def test_console_queue_actions_and_tracking(api: Api) -> None:
     deleted = post(api, f"/console/queues/{qid}/delete", csrf)
     assert flash_of(deleted) == f"ok: {qid} deleted (no DSN is sent)"
     assert api.service.queue.entries() == []
+
+
+def test_console_queues_page_says_what_an_attempt_in_progress_does(tmp_path: Path) -> None:
+    """The server's attempts in flight (given to the app in-process) show on the Queues page
+    beside the recipient they carry, and in the API's queue list."""
+    service = make_site(tmp_path, "SiteA", "127.10.75.10")
+    peer = make_site(tmp_path, "SiteB", "127.10.75.11")
+    try:
+        service.replication.add_connector(
+            "SiteB",
+            bridgehead="ServerB",
+            routing_address="siteb.example.com",
+            peer_key=peer.site_key()[0],
+            schedule="never",
+        )
+        service.replication.request_now("SiteB")
+        [entry] = service.queue.entries()
+        address = entry.recipients[0].address
+        now = service.clock.now()
+        attempt = Attempt(entry.queue_id, (address,), "site SiteB", now - 9, "connecting to b", now)
+        app = create_app(tmp_path / "SiteA", wake=lambda: None, attempts=lambda: [attempt])
+        with TestClient(app, raise_server_exceptions=False) as client:
+            login(client, service.admin_token())
+            page = client.get("/console/queues")
+            listed = client.get(
+                "/api/queue", headers={"Authorization": f"Bearer {service.admin_token()}"}
+            ).json()
+    finally:
+        service.close()
+        peer.close()
+    assert re.search(r'class="detail doing">now: connecting to b since [^<]+</span>', page.text)
+    assert listed[0]["recipients"][0]["doing"] == "connecting to b"
+    assert listed[0]["recipients"][0]["doing_since"] == now
 
 
 def test_console_topology_colours_this_sites_links(api: Api) -> None:

@@ -11,12 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
-import pwd
-import shutil
-import socket
 import ssl
-import subprocess
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -30,6 +25,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from tests.support import processes
+from tests.support.processes import SMTP_SINK
 
 from sitemail.core.envelope import BodyType, Envelope, EnvelopeRecipient, Notify, Ret
 from sitemail.delivery.remote import RemoteDelivery, fingerprint_of
@@ -1042,46 +1039,12 @@ def test_remote_bad_relay_nexthop_defers_as_configuration_error(resolver: Resolv
 
 # -- Postfix's smtp-sink ------------------------------------------------------------------------
 
-SMTP_SINK = shutil.which("smtp-sink") or (
-    "/usr/sbin/smtp-sink" if os.access("/usr/sbin/smtp-sink", os.X_OK) else None
-)
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
-
 
 @contextmanager
 def postfix_sink(folder: Path, *flags: str) -> Iterator[tuple[int, Path]]:
     """Postfix's smtp-sink on 127.0.0.72, dumping transactions to a file; stopped by pid."""
-    assert SMTP_SINK is not None
-    port = _free_port(SINK_HOST)
-    dump = folder / f"smtp-sink-{port}.dump"
-    user = ["-u", pwd.getpwuid(os.geteuid()).pw_name] if os.geteuid() == 0 else []
-    command = [SMTP_SINK, *user, "-D", str(dump), *flags, f"{SINK_HOST}:{port}", "16"]
-    errors = folder / f"smtp-sink-{port}.err"
-    with errors.open("wb") as stderr:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
-    try:
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                with socket.create_connection((SINK_HOST, port), timeout=0.5):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"smtp-sink did not start: {errors.read_text(errors='replace')}")
-                time.sleep(0.05)
-        yield port, dump
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    with processes.postfix_sink(folder, SINK_HOST, *flags) as sink:
+        yield sink
 
 
 def _dump_text(dump: Path, needle: str) -> str:

@@ -9,15 +9,25 @@ user's home site through the Connected Sites routes (hop by hop, envelope unchan
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from tests.support.org import ARTICLE_ADDRESSES, Org, Site, free_port, idle, organisation, until
+from tests.support.org import (
+    ARTICLE_ADDRESSES,
+    Org,
+    Site,
+    delivered,
+    free_port,
+    knows,
+    mailbox,
+    organisation,
+    replicate,
+    until,
+)
 
 from sitemail.admin.routing import certificate_fingerprint
-from sitemail.directory import ObjectKind
 from sitemail.routing.trace import trace_sites
 
 OUTSIDER = "someone@internet.test"
@@ -32,29 +42,6 @@ def run(scenario: Callable[[], Awaitable[None]], limit: float = 120) -> None:
 
 def body(tag: str) -> bytes:
     return BODY % tag.encode()
-
-
-async def replicate(pairs: Iterable[tuple[Site, Site]], rounds: int = 1) -> None:
-    """Both sides of every pair pull from each other (rounds > 1: transitive replicas)."""
-    for _ in range(rounds):
-        for x, y in pairs:
-            for puller, peer in ((x, y), (y, x)):
-                puller.request_now(peer.name)
-                await until(idle(puller, peer.name), what=f"{puller.name} idle with {peer.name}")
-
-
-def knows(site: Site, address: str, home: str) -> Callable[[], bool]:
-    def check() -> bool:
-        owner = site.service.directory.lookup(address)
-        return owner is not None and owner.site == home
-
-    return check
-
-
-def mailbox(site: Site, alias: str, *extra: str) -> None:
-    site.service.add_recipient(
-        ObjectKind.MAILBOX, alias, display_name=alias.title(), extra_addresses=list(extra)
-    )
 
 
 async def article_org(org: Org, *, chain: bool = False, **link: Any) -> tuple[Site, Site, Site]:
@@ -80,10 +67,6 @@ async def article_org(org: Org, *, chain: bool = False, **link: Any) -> tuple[Si
     await until(knows(a, "user3@example.com", "SiteC"), what="A knows user3@example.com")
     await until(knows(a, "user2@example.com", "SiteB"), what="A knows user2@example.com")
     return a, b, c
-
-
-def delivered(site: Site, alias: str, count: int = 1) -> Callable[[], bool]:
-    return lambda: len(site.inbox(alias)) >= count
 
 
 def test_shared_domain_mail_reaches_each_home_site_once(tmp_path: Path) -> None:
@@ -165,8 +148,10 @@ def test_site_down_keeps_the_message_queued_until_it_returns(tmp_path: Path) -> 
 
 def test_replication_lag_loop_is_held_then_delivered_once(tmp_path: Path) -> None:
     """A thinks pat lives at B, B thinks pat lives at A (both deleted their own, each still
-    holds the other's stale replica), the real pat is new at C. The message goes A -> B once,
-    waits at B (4.4.6, shown in the queue and by the KCC), and reaches C once B catches up."""
+    holds the other's stale replica), the real pat is new at C. The message goes A -> B -> A
+    once (B never routed it: a re-route), then A, which routed it before at the same
+    directory, holds it (4.4.6, shown in the queue and by the KCC); it reaches C once, as
+    soon as A's directory changes."""
 
     async def scenario() -> None:
         async with organisation(tmp_path, ARTICLE_ADDRESSES) as org:
@@ -190,28 +175,26 @@ def test_replication_lag_loop_is_held_then_delivered_once(tmp_path: Path) -> Non
             refused = await asyncio.to_thread(a.send, OUTSIDER, ["pat@example.com"], body("p"))
             assert refused == {}
 
-            def held_at_b() -> bool:
-                entries = b.service.queue.entries()
+            def held_at_a() -> bool:
+                entries = a.service.queue.entries()
                 return bool(entries) and entries[0].recipients[0].last_status == "4.4.6"
 
-            await until(held_at_b, what="held at SiteB")
-            (entry,) = b.service.queue.entries()
+            await until(held_at_a, what="held at SiteA")
+            (entry,) = a.service.queue.entries()
             assert "routing loop" in entry.recipients[0].last_text
-            warnings = b.service.replication.kcc().warnings
+            warnings = a.service.replication.kcc().warnings
             assert any(w.code == "site-loop-deferred" for w in warnings)
-            await until(lambda: not a.service.queue.entries(), what="SiteA handed it over")
+            await until(lambda: not b.service.queue.entries(), what="SiteB handed it back")
 
-            await replicate([(b, c), (a, b)])  # the directories agree: pat is at C
-            assert knows(b, "pat@example.com", "SiteC")()
-            b.retry_queue()
+            await replicate([(b, c), (a, b), (a, c)])  # the directories agree: pat is at C
+            assert knows(a, "pat@example.com", "SiteC")()
             await until(delivered(c, "pat"), what="pat at SiteC")
-            await until(lambda: not b.service.queue.entries(), what="SiteB's queue empty")
+            await until(lambda: not a.service.queue.entries(), what="SiteA's queue empty")
             (got,) = c.inbox("pat")
             assert set(trace_sites(got.content)) == {"SiteA", "SiteB"}
-            assert got.content.count(b"X-Sitemail-Trace") == 2  # A -> B -> C, no ping-pong
-            at_a = [e.event for e in a.service.queue.track("<p@internet.test>")]
-            assert at_a.count("received") == 1  # it never came back to A
-            assert at_a.count("relayed") == 1
+            assert got.content.count(b"X-Sitemail-Trace") == 3  # A -> B -> A -> C, no more
+            at_b = [e.event for e in b.service.queue.track("<p@internet.test>")]
+            assert at_b.count("received") == 1  # it passed B once
 
     run(scenario, limit=150)
 

@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import ipaddress
+import os
 import re
 import ssl
 import time
@@ -29,6 +30,7 @@ from sitemail.config.model import LimitsConfig
 from sitemail.core.envelope import BodyType, Envelope, EnvelopeRecipient, Notify, Ret
 from sitemail.core.reply import Reply
 from sitemail.smtp.engine import SessionInfo, start_smtp_server
+from sitemail.store.space import FreeSpace
 
 HOST = "127.0.0.61"
 SERVER_NAME = "mx.test.example"
@@ -187,6 +189,7 @@ async def serving(
     limits: LimitsConfig = TEST_LIMITS,
     tls_context: ssl.SSLContext | None = None,
     tarpit_after: int | None = None,
+    space: FreeSpace | None = None,
 ) -> AsyncIterator[Harness]:
     policy = policy or RecordingPolicy()
     server = await start_smtp_server(
@@ -197,6 +200,7 @@ async def serving(
         limits=limits,
         tls_context=tls_context,
         tarpit_after=tarpit_after,
+        space=space,
     )
     try:
         yield Harness(server.sockets[0].getsockname()[1], policy)
@@ -704,6 +708,35 @@ def test_mail_size_parameter_over_limit_is_refused_with_552() -> None:
             response = await client.cmd("MAIL FROM:<a@src.example> SIZE=20001")
             assert (response.code, response.enhanced) == (552, "5.3.4")
             assert (await client.cmd("MAIL FROM:<a@src.example> SIZE=20000")).code == 250
+            await client.close()
+
+    run(scenario)
+
+
+def _disk_with(free: int) -> Callable[[Path], os.statvfs_result]:
+    """statvfs of a file system with `free` bytes available (4 KiB blocks)."""
+    return lambda _: os.statvfs_result((4096, 4096, 1 << 20, 0, free // 4096, 0, 0, 0, 0, 255))
+
+
+def test_mail_without_room_above_the_reserve_gets_452_4_3_1() -> None:
+    """Free space below the reserve: MAIL gets 452 4.3.1 (never tarpitted, the session goes
+    on); with room, a declared SIZE must fit above the reserve."""
+
+    async def scenario() -> None:
+        full = FreeSpace(Path("/data"), 1_000_000, statvfs=_disk_with(999_424))
+        async with serving(space=full) as srv:
+            client = await srv.session()
+            for _ in range(TEST_LIMITS.error_limit + 2):  # more than the error limit
+                response = await client.cmd("MAIL FROM:<a@src.example>")
+                assert response.lines == ["452 4.3.1 Insufficient system storage"]
+            assert (await client.cmd("NOOP")).code == 250  # still talking, not tarpitted
+            await client.close()
+        roomy = FreeSpace(Path("/data"), 1_000_000, statvfs=_disk_with(245 * 4096))  # 3,520 above
+        async with serving(space=roomy) as srv:
+            client = await srv.session()
+            too_big = await client.cmd("MAIL FROM:<a@src.example> SIZE=3521")
+            assert (too_big.code, too_big.enhanced) == (452, "4.3.1")
+            assert (await client.cmd("MAIL FROM:<a@src.example> SIZE=3520")).code == 250
             await client.close()
 
     run(scenario)

@@ -114,6 +114,13 @@ def test_config_bad_setting_is_config_error(tmp_path: Path, extra: str, message:
     assert CONFIG_FILE in caught.value.message  # the file is named
 
 
+def test_config_shutdown_timeout_is_read(tmp_path: Path) -> None:
+    """[server] shutdown_timeout: 30 s unless set."""
+    assert load_config(write(tmp_path, BASE)).shutdown_timeout == 30.0
+    text = BASE.replace("[server]\n", "[server]\nshutdown_timeout = 5\n")
+    assert load_config(write(tmp_path, text)).shutdown_timeout == 5.0
+
+
 @pytest.mark.parametrize(
     ("server", "message"),
     [
@@ -125,6 +132,8 @@ def test_config_bad_setting_is_config_error(tmp_path: Path, extra: str, message:
         ('name = ""\nsite = "A"\nlisten = ["127.0.0.1"]', "'name' must be a non-empty string"),
         ('name = "S"\nsite = "A"\nlisten = ["127.0.0.1"]\nport = 25', "unknown setting"),
         ('name = "S"\nsite = "A"\nlisten = ["127.0.0.1"]\ndatabase_url = 1', "database_url"),
+        ('name = "S"\nsite = "A"\nlisten = ["127.0.0.1"]\nshutdown_timeout = 0', "1-3600"),
+        ('name = "S"\nsite = "A"\nlisten = ["127.0.0.1"]\nshutdown_timeout = "9"', "seconds"),
     ],
 )
 def test_config_bad_server_table_is_config_error(tmp_path: Path, server: str, message: str) -> None:

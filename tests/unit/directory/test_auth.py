@@ -95,8 +95,8 @@ def test_auth_locks_out_a_client_address_after_repeated_failures(service: AdminS
     """After max_failures the address is locked out, even with the right password, without
     the password being checked; other addresses are not; the lock expires."""
     auth, clock, sleeps = make(service)
-    for _ in range(3):
-        assert check(auth, "jsmith", "guess").outcome is AuthOutcome.FAILED
+    for name in ("nobody1", "nobody2", "nobody3"):
+        assert check(auth, name, "guess").outcome is AuthOutcome.FAILED
     locked = check(auth, "jsmith", PASSWORD)
     assert locked.outcome is AuthOutcome.LOCKED
     assert "too many failed logins" in locked.text
@@ -107,8 +107,64 @@ def test_auth_locks_out_a_client_address_after_repeated_failures(service: AdminS
     assert check(auth, "jsmith", PASSWORD).outcome is AuthOutcome.OK
 
 
+def test_auth_locks_an_account_guessed_from_many_addresses(service: AdminService) -> None:
+    """Failures for one account add up whatever address they come from: a new address gets
+    no answer once the account is locked, but an address that logged in as it before does."""
+    auth, clock, _ = make(service)
+    assert check(auth, "jsmith", PASSWORD, peer="192.0.2.50").outcome is AuthOutcome.OK
+    for n in range(3):
+        assert check(auth, "jsmith", "guess", peer=f"198.51.100.{n}").outcome is AuthOutcome.FAILED
+    assert check(auth, "jsmith", PASSWORD, peer="198.51.100.9").outcome is AuthOutcome.LOCKED
+    assert check(auth, "john@sitea.example.com", PASSWORD, peer="198.51.100.9").outcome is (
+        AuthOutcome.LOCKED
+    )  # another name of the same mailbox is the same account
+    assert check(auth, "jsmith", PASSWORD, peer="192.0.2.50").outcome is AuthOutcome.OK
+    clock.advance(901)
+    assert check(auth, "jsmith", PASSWORD, peer="198.51.100.9").outcome is AuthOutcome.OK
+
+
+def test_auth_another_accounts_success_resets_nothing(service: AdminService) -> None:
+    """A success as one account does not clear the failures counted for another one from
+    the same address (the reset that let anyone with an account brute-force the others)."""
+    service.add_recipient(ObjectKind.MAILBOX, "alice", display_name="Alice", password="alice pw")
+    auth, _, _ = make(service)
+    for _ in range(2):
+        assert check(auth, "alice", "guess").outcome is AuthOutcome.FAILED
+        assert check(auth, "jsmith", PASSWORD).outcome is AuthOutcome.OK
+    assert check(auth, "alice", "guess").outcome is AuthOutcome.FAILED
+    assert check(auth, "alice", "alice pw").outcome is AuthOutcome.LOCKED
+    assert check(auth, "alice", "alice pw", peer="192.0.2.99").outcome is AuthOutcome.LOCKED
+
+
+def test_auth_parallel_attempts_take_slots_before_checking(service: AdminService) -> None:
+    """Twenty attempts at once from one address: only max_failures passwords are checked,
+    the right one among the later ones is refused unchecked."""
+    auth, _, _ = make(service)
+    held = asyncio.Event()
+
+    async def slow_sleep(_seconds: float) -> None:
+        await held.wait()  # every failure is still being answered while the others arrive
+
+    auth._sleep = slow_sleep
+
+    async def burst() -> list[AuthResult]:
+        guesses = [auth.authenticate("jsmith", f"guess{n}", PEER) for n in range(15)]
+        tasks = [asyncio.ensure_future(g) for g in guesses]
+        await asyncio.sleep(0.5)
+        right = asyncio.ensure_future(auth.authenticate("jsmith", PASSWORD, PEER))
+        await asyncio.sleep(0.2)
+        held.set()
+        return await asyncio.gather(*tasks, right)
+
+    results = asyncio.run(burst())
+    outcomes = [r.outcome for r in results]
+    assert outcomes.count(AuthOutcome.FAILED) == 3
+    assert outcomes.count(AuthOutcome.LOCKED) == 13
+    assert outcomes[-1] is AuthOutcome.LOCKED
+
+
 def test_auth_failures_outside_the_window_do_not_add_up(service: AdminService) -> None:
-    """Failures older than `window` are forgotten; a success clears the count."""
+    """Failures older than `window` are forgotten; a success clears its own account's count."""
     auth, clock, _ = make(service)
     check(auth, "jsmith", "guess")
     check(auth, "jsmith", "guess")

@@ -280,14 +280,15 @@ def test_usn_replica_of_another_site_is_read_only(site_a: AdminService) -> None:
 
 
 def test_tombstone_remove_leaves_a_deleted_row_with_a_new_usn(site_a: AdminService) -> None:
-    """A removed recipient stays as a tombstone: guid, alias and site kept, new USN, no attrs."""
+    """A removed recipient stays as a tombstone: guid, alias and site kept, new USN, and of its
+    attributes only the addresses it gave up (routing waits for mail to them for a while)."""
     r = add_mailbox(site_a, "jsmith", given_name="John")
     t = site_a.remove_recipient("jsmith")
     assert t.is_deleted
     assert (t.guid, t.alias, t.site, t.kind) == (r.guid, "jsmith", "SiteA", MAILBOX)
     assert t.usn_changed > r.usn_changed
     assert t.version == r.version + 1
-    assert t.attrs == {"deleted_kind": "mailbox"}
+    assert t.attrs == {"deleted_kind": "mailbox", "released": ["jsmith@sitea.example.com"]}
     stored = site_a.directory.list_recipients(MAILBOX, include_deleted=True)
     assert [(s.guid, s.is_deleted) for s in stored] == [(r.guid, True)]
 

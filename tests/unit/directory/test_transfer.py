@@ -88,7 +88,9 @@ def test_export_writes_one_json_object_per_directory_object(populated: AdminServ
         ["site", "server", "site_addressing", "mailbox", "mailbox", "mailbox", "contact", "group"]
     )
     tombstones = [r for r in exported if r["is_deleted"]]
-    assert [(t["name"], t["attrs"]) for t in tombstones] == [("gone", {"deleted_kind": "mailbox"})]
+    assert [(t["name"], t["attrs"]) for t in tombstones] == [
+        ("gone", {"deleted_kind": "mailbox", "released": ["gone@sitea.example.com"]})
+    ]
 
 
 def test_export_never_contains_secrets(populated: AdminService) -> None:

@@ -476,6 +476,25 @@ def test_build_dsn_original_over_the_cap_returns_headers_and_says_so() -> None:
     assert built([failed()], content=big, max_original=len(big)).count(b"x" * 200) == 1
 
 
+def test_build_dsn_original_nested_past_the_bound_returns_headers_and_says_so() -> None:
+    """An original whose MIME nesting, wrapped in the report, would pass the bound every
+    reader relies on comes back as headers only; one level less comes back whole."""
+
+    def nested(depth: int) -> bytes:
+        opening = b"".join(
+            b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i)
+            for i in range(depth)
+        )
+        return b"Subject: deep\r\n" + opening + b"\r\nhi\r\n"
+
+    data = built([failed()], content=nested(99))
+    assert original_of(data).get_content_type() == "text/rfc822-headers"
+    assert "nested deeper than 98" in " ".join(text_of(data).split())
+    assert original_of(built([failed()], content=nested(98))).get_content_type() == (
+        "message/rfc822"
+    )
+
+
 def test_build_dsn_default_cap_is_one_mebibyte() -> None:
     """By default an original of 1 MiB is returned whole and one octet more is not."""
     assert DEFAULT_MAX_ORIGINAL == 1024 * 1024

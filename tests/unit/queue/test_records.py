@@ -8,6 +8,7 @@ from sitemail.queue.model import QueueId, RcptState
 from sitemail.queue.records import (
     NewMessage,
     close_finished,
+    extract_message_id,
     finish_recipient,
     insert_message,
     load_recipients,
@@ -24,3 +25,12 @@ def test_close_finished_drops_only_messages_with_nothing_left_to_do(site_a: Admi
         finish_recipient(conn, rcpt.id, state=RcptState.DELIVERED, status="2.0.0", text="", now=2)
         assert close_finished(conn) == ["DONE1"]
     assert [e.queue_id for e in site_a.queue.entries()] == ["OPEN1"]
+
+
+def test_extract_message_id_reads_hostile_headers_without_raising() -> None:
+    """Folded, 8-bit, repeated, over-long or absent: the first Message-ID, cut at 998."""
+    assert extract_message_id(b"Message-ID:\r\n <a@b>\r\n\r\nMessage-ID: <body@x>") == "<a@b>"
+    assert extract_message_id(b"message-id: <\xff@b>\r\nMessage-ID: <c@d>\r\n\r\n") == "<\ufffd@b>"
+    assert len(extract_message_id(b"Message-ID: <" + b"a" * 5000 + b"@b>\r\n\r\n")) == 998
+    assert extract_message_id(b"Subject: none\r\n" * 1000) == ""
+    assert extract_message_id(b"") == ""

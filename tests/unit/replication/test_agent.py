@@ -7,14 +7,17 @@ claim, commit and hand-off); the store, the writer and both sites' replicators a
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, select
 
+from sitemail.admin.service import AdminService
 from sitemail.core.envelope import Envelope, EnvelopeRecipient
-from sitemail.queue.model import QueuedMessage, QueuedRecipient, QueueId
+from sitemail.core.errors import StoreError
+from sitemail.queue.model import Outcome, QueuedMessage, QueuedRecipient, QueueId, RecipientResult
 from sitemail.queue.records import NewMessage, insert_messages, new_queue_id
 from sitemail.queue.spool import New
 from sitemail.replication.agent import ReplicationAgent
@@ -86,25 +89,10 @@ def test_agent_hands_the_answer_it_queues_to_the_manager(tmp_path: Path) -> None
     """A request delivered to SiteA's directory-service mailbox is answered; the answer is
     claimed before the commit and handed over after it, and the spare claim is released."""
     a, ra, b, _ = pair(tmp_path, batch=512)
-    b.replication.request_now("SiteA")
-    [request] = take_queued(b)
-    to = "sitemail-dsa@sitea.example.com"
-    with a.store.write() as conn:
-        [(message, recipients)] = insert_messages(
-            conn,
-            [(new_queue_id(0), NewMessage(Envelope("", (EnvelopeRecipient(to),)), request))],
-            ra.clock.now(),
-            "SiteA",
-        )
-    route = Route(Transport.REPLICATION, "", to)
+    message, request, members = queued_request(a, ra, b)
     handoff = RecordingHandoff(a.store)
 
-    with_agent(
-        ra,
-        a.store,
-        handoff,
-        lambda agent: agent.deliver(message, request, [(r, route) for r in recipients]),
-    )
+    with_agent(ra, a.store, handoff, lambda agent: agent.deliver(message, request, members))
     handed = [queue_id for event, queue_id in handoff.events if event == "hand_off"]
     assert len(handed) == 1  # the answer
     claims = [queue_id for event, queue_id in handoff.events if event == "claim"]
@@ -135,3 +123,72 @@ def test_agent_releases_its_claims_when_the_step_fails(tmp_path: Path) -> None:
     assert handoff.claimed == set()
     with a.store.read() as conn:
         assert conn.execute(select(queue_message.c.queue_id)).scalars().all() == []
+
+
+def queued_request(
+    a: AdminService, ra: Replicator, b: AdminService
+) -> tuple[QueuedMessage, bytes, list[tuple[QueuedRecipient, Route]]]:
+    """B's request, queued at A for A's directory-service mailbox."""
+    b.replication.request_now("SiteA")
+    [request] = take_queued(b)
+    to = "sitemail-dsa@sitea.example.com"
+    with a.store.write() as conn:
+        [(message, recipients)] = insert_messages(
+            conn,
+            [(new_queue_id(0), NewMessage(Envelope("", (EnvelopeRecipient(to),)), request))],
+            ra.clock.now(),
+            "SiteA",
+        )
+    route = Route(Transport.REPLICATION, "", to)
+    return message, request, [(r, route) for r in recipients]
+
+
+def test_agent_drops_and_counts_a_message_whose_processing_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fault the message triggers (not the store's) does not defer it into retries and
+    notices: it is delivered (consumed), counted as unprocessable and logged once."""
+    a, ra, b, _ = pair(tmp_path, batch=512)
+    message, request, members = queued_request(a, ra, b)
+
+    def fault(*_args: object, **_kwargs: object) -> None:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(ra, "receive", fault)
+    results: list[list[RecipientResult]] = []
+
+    async def deliver(agent: ReplicationAgent) -> None:
+        results.append(await agent.deliver(message, request, members))
+
+    with_agent(ra, a.store, RecordingHandoff(a.store), deliver)
+    assert [r.outcome for r in results[0]] == [Outcome.DELIVERED]
+    assert "unprocessable" in results[0][0].text
+    assert a.replication.status().rejected == {"unprocessable": 1}
+    logged = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage().split(" origin")[0] for r in logged] == [
+        "replication message refused: reason=unprocessable"
+    ]
+    assert logged[0].exc_info is not None
+    with a.store.read() as conn:
+        assert conn.execute(select(queue_message.c.queue_id)).scalars().all() == []
+
+
+def test_agent_defers_a_message_when_the_store_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store fault is not the message's: it propagates (the queue defers and retries)."""
+    a, ra, b, _ = pair(tmp_path, batch=512)
+    message, request, members = queued_request(a, ra, b)
+
+    def fault(*_args: object, **_kwargs: object) -> None:
+        raise StoreError("database is locked")
+
+    monkeypatch.setattr(ra, "receive", fault)
+    with pytest.raises(StoreError):
+        with_agent(
+            ra,
+            a.store,
+            RecordingHandoff(a.store),
+            lambda agent: agent.deliver(message, request, members),
+        )
+    assert a.replication.status().rejected == {}

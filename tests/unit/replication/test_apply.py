@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from sitemail.directory.claims import move_aside_lost_claims
 from sitemail.replication.apply import (
     WireObject,
     apply_objects,
@@ -161,8 +162,9 @@ def test_apply_refuses_own_naming_context_and_undeclared_ones(fresh_db: Any) -> 
         store.close()
 
 
-def test_apply_never_gives_a_local_address_to_a_replica(fresh_db: Any) -> None:
-    """A peer choosing a tiny guid cannot take this site's recipient's address."""
+def test_apply_gives_an_address_to_the_older_object_and_ours_moves_aside(fresh_db: Any) -> None:
+    """The older (lower guid) replica holds the address here too, as at every site; our own
+    losing object is given a numbered address instead, which is recorded in the object."""
     db = fresh_db()
     local_guid = "ffffffff-ffff-4fff-8fff-ffffffffffff"
     store = open_store(f"sqlite:///{db}")
@@ -180,12 +182,21 @@ def test_apply_never_gives_a_local_address_to_a_replica(fresh_db: Any) -> None:
                 ],
             )
             reindex(conn, local_guid, ["SMTP:x@example.com"], "SiteA")
-            intruder = history(G0, [(["x@example.com"], False)])[0]
-            apply_objects(conn, [intruder], local_site="SiteA", allowed=["SiteB"])
-            owner = conn.execute(
-                select(proxy_address.c.guid).where(proxy_address.c.address_key == "x@example.com")
-            ).scalar_one()
-        assert owner == local_guid
+            older = history(G0, [(["x@example.com"], False)])[0]
+            apply_objects(conn, [older], local_site="SiteA", allowed=["SiteB"])
+            moved = move_aside_lost_claims(conn, "SiteA", now=5.0)
+            keys = select(proxy_address.c.address_key, proxy_address.c.guid)
+            index = {r.address_key: r.guid for r in conn.execute(keys)}
+            waiting = conn.execute(select(proxy_conflict)).all()
+            ours = conn.execute(select(dir_object).where(dir_object.c.guid == local_guid)).one()
+        assert index == {"x@example.com": G0, "x2@example.com": local_guid}
+        assert waiting == []
+        assert [(m.address, m.given, m.held_by) for m in moved] == [
+            ("x@example.com", "x2@example.com", "SiteB/m0")
+        ]
+        assert ours.attrs["proxies"] == ["SMTP:x2@example.com"]
+        assert ours.attrs["moved_aside"][0]["to"] == "x2@example.com"
+        assert ours.version == 2  # a change of ours: it replicates and ends the conflict
     finally:
         store.close()
 

@@ -232,3 +232,29 @@ def test_codec_reads_header_fields_a_gateway_refolded(keys: dict[str, SiteKey]) 
         "malformed",
         "bad X-Sitemail-Signature field",
     )
+
+
+def test_codec_refuses_mime_nested_past_the_bound_without_raising(
+    keys: dict[str, SiteKey],
+) -> None:
+    """Our part wrapped 3,000 multiparts deep (the email parser would raise RecursionError)
+    is refused as malformed; wrapped a few levels deep, as gateways do, it still decodes."""
+    original = message()
+    head, _, body = encode(keys, original).partition(b"\r\n\r\n")
+    part = b"\r\n".join(
+        line for line in head.split(b"\r\n") if line.lower().startswith((b"content-", b"x-"))
+    )
+
+    def wrapped(depth: int) -> bytes:
+        opening = b"".join(
+            b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i)
+            for i in range(depth)
+        )
+        closing = b"".join(b"--b%d--\r\n" % i for i in reversed(range(depth)))
+        return b"From: x@y.test\r\n" + opening + part + b"\r\n\r\n" + body + closing
+
+    assert decode(keys, wrapped(5)) == original
+    with pytest.raises(ReplicationRejected) as refused:
+        decode(keys, wrapped(3000))
+    assert refused.value.reason == "malformed"
+    assert "nested deeper than 100" in refused.value.detail

@@ -44,3 +44,22 @@ def test_watermark_is_made_then_moved(site_a: AdminService) -> None:
         state.set_watermark(conn, "SiteC", 4)
         state.set_watermark(conn, "SiteB", 12)
         assert state.watermarks(conn) == {"SiteB": 12, "SiteC": 4}
+
+
+def test_freshness_caught_up_at_the_last_request_of_a_complete_exchange(
+    site_a: AdminService,
+) -> None:
+    """A complete exchange makes its naming contexts current as of its last request; one in
+    progress, or a peer holding more than we have, makes them behind."""
+    with site_a.store.write() as conn:
+        state.update_peer(conn, "SiteB", last_request_at=100.0, last_complete_at=101.0)
+        state.bump_link(conn, "SiteB", "SiteB", applied=3, peer_high=7)
+        state.bump_link(conn, "SiteB", "SiteD", applied=1, peer_high=2)
+        state.set_watermark(conn, "SiteB", 7)
+        state.set_watermark(conn, "SiteD", 1)  # SiteB holds more of SiteD than we do
+        state.update_peer(conn, "SiteC", last_request_at=200.0, outstanding_seq=5)
+        state.bump_link(conn, "SiteC", "SiteC", applied=0, peer_high=0)
+    with site_a.store.read() as conn:
+        caught_up, behind = state.freshness(conn)
+    assert caught_up == {"SiteB": 100.0}
+    assert behind == {"SiteC", "SiteD"}

@@ -14,20 +14,32 @@ from typing import Any
 import pytest
 
 from sitemail.admin.service import AdminService
-from sitemail.directory import ObjectKind
+from sitemail.directory import ObjectKind, RecipientChanges
 from sitemail.directory.ims_objects import ConnectedSite, DomainEntry
 from sitemail.replication.apply import WireObject, apply_objects
 from sitemail.routing.route import Transport
-from sitemail.routing.router import Router
+from sitemail.routing.router import Freshness, Router
 from sitemail.routing.table import build_table
+from sitemail.routing.trace import Hop, Trace
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "routing_decisions.txt"
 
 
 def _wire(
-    site: str, kind: str, name: str, attrs: dict[str, Any], changed_at: float = 1.0
+    site: str,
+    kind: str,
+    name: str,
+    attrs: dict[str, Any],
+    changed_at: float = 1.0,
+    guid: str = "",
 ) -> WireObject:
-    return WireObject(str(uuid.uuid4()), site, kind, name, name, attrs, 1, 1, 1, False, changed_at)
+    guid = guid or str(uuid.uuid4())
+    return WireObject(guid, site, kind, name, name, attrs, 1, 1, 1, False, changed_at)
+
+
+def _older(n: int) -> str:
+    """A guid older than any made now (UUIDv7 order: the lowest wins a shared address)."""
+    return f"00000000-0000-7000-8000-{n:012d}"
 
 
 def _replicas() -> list[WireObject]:
@@ -45,6 +57,10 @@ def _replicas() -> list[WireObject]:
         ),
         _wire("SiteC", "mailbox", "carol", {"proxies": ["SMTP:carol@example.com"]}),
         _wire("SiteD", "mailbox", "dave", {"proxies": ["SMTP:dave@example.com"]}),
+        # One owner for an address two sites gave before they replicated: the older object
+        _wire("SiteB", "mailbox", "dup", {"proxies": ["SMTP:dup@example.com"]}, guid=_older(1)),
+        _wire("SiteB", "mailbox", "twin", {"proxies": ["SMTP:twin@example.com"]}, guid=_older(3)),
+        _wire("SiteD", "mailbox", "twin", {"proxies": ["SMTP:twin@example.com"]}, guid=_older(2)),
         _wire("SiteB", "connected_site", "SiteC", {"routing_address": "sitec.example.com"}),
         _wire("SiteB", "connected_site", "SiteA", {"routing_address": "sitea.example.com"}),
         _wire(
@@ -56,11 +72,37 @@ def _replicas() -> list[WireObject]:
     ]
 
 
+# The replication state the golden router sees (the table's header says it): caught up with
+# SiteB at 2000 and with SiteC and SiteD at 9000, nothing behind unless a case says so; the
+# clock reads 10000 and an unknown recipient waits at most 7200 s.
+_CAUGHT_UP = {"SiteB": 2000.0, "SiteC": 9000.0, "SiteD": 9000.0}
+_NOW, _WINDOW = 10000.0, 7200.0
+
+
+class _Replication:
+    """The freshness the golden router reads, set per case."""
+
+    def __init__(self) -> None:
+        self.behind: frozenset[str] = frozenset()
+
+    def __call__(self) -> Freshness:
+        return Freshness(dict(_CAUGHT_UP), self.behind)
+
+
+_REPLICATION = _Replication()
+
+
 @pytest.fixture
 def router(site_a: AdminService) -> Router:
     service = site_a
     service.add_recipient(
         ObjectKind.MAILBOX, "alice", display_name="Alice", extra_addresses=["alice@example.com"]
+    )
+    service.add_recipient(ObjectKind.MAILBOX, "gone", display_name="Gone")
+    service.update_recipient("gone", RecipientChanges(add_addresses=["gone@example.com"]))
+    service.remove_recipient("gone")  # just now: it may have moved to another site
+    service.add_recipient(  # younger than SiteB's dup, which replicates here later
+        ObjectKind.MAILBOX, "dup", display_name="Dup", extra_addresses=["dup@example.com"]
     )
     routing = service.routing
     routing.add_connected_site("SiteB", "@SiteB.example.com")
@@ -77,10 +119,31 @@ def router(site_a: AdminService) -> Router:
             conn, _replicas(), local_site="SiteA", allowed=["SiteB", "SiteC", "SiteD"]
         )
     assert result.refused == 0
-    return Router(service.directory)
+    return Router(
+        service.directory,
+        freshness=_REPLICATION,
+        unknown_window=_WINDOW,
+        loop_hold=300.0,
+        clock=lambda: _NOW,
+    )
 
 
-def golden_cases() -> list[tuple[str, dict[str, float], str]]:
+def _trace(text: str, arrived: float | None, version: int) -> Trace:
+    """`Site@at[:k=v]...,Site@at` (latest pass first) as the queue reads it from a header;
+    `v=current` stands for the directory's version now."""
+    hops = []
+    for item in filter(None, text.split(",")):
+        site, _, rest = item.partition("@")
+        at, *params = rest.replace("v=current", f"v={version}").split(":")
+        hops.append(Hop(site, float(at), dict(p.split("=", 1) for p in params)))
+    passed: dict[str, float] = {}
+    for hop in hops:
+        passed[hop.site] = max(hop.at, passed.get(hop.site, 0.0))
+    return Trace(passed, hops, arrived)
+
+
+def golden_cases() -> list[tuple[str, dict[str, str], str]]:
+    """(address, options: trace / arrived / behind, expected) per line of the table."""
     cases = []
     for raw in GOLDEN.read_text().splitlines():
         line = raw.strip()
@@ -88,19 +151,18 @@ def golden_cases() -> list[tuple[str, dict[str, float], str]]:
             continue
         left, arrow, expected = line.partition(" -> ")
         assert arrow, f"malformed golden line: {raw!r}"
-        address, _, trace_text = left.partition(" trace=")
-        trace = {}
-        for item in filter(None, trace_text.split(",")):
-            site, _, at = item.partition("@")
-            trace[site] = float(at)
-        cases.append((address.strip(), trace, expected.strip()))
+        address, *options = left.split()
+        cases.append((address, dict(o.split("=", 1) for o in options), expected.strip()))
     return cases
 
 
-@pytest.mark.parametrize(("address", "trace", "expected"), golden_cases())
+@pytest.mark.parametrize(("address", "options", "expected"), golden_cases())
 def test_routing_decision_matches_the_golden_table(
-    router: Router, address: str, trace: dict[str, float], expected: str
+    router: Router, address: str, options: dict[str, str], expected: str
 ) -> None:
+    arrived = float(options["arrived"]) if "arrived" in options else None
+    trace = _trace(options.get("trace", ""), arrived, router.directory_version())
+    _REPLICATION.behind = frozenset(filter(None, options.get("behind", "").split("+")))
     route = router.route(address, trace)
     nexthop = "-" if route.transport is Transport.LOCAL else route.nexthop or "-"  # local: a guid
     got = f"{route.transport} {nexthop} {route.rule}"

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import insert, select, text
 
 from sitemail.core import StoreError
+from sitemail.core.errors import StoreUnavailableError
 from sitemail.store import Store, default_url, open_store, upgrade
 from sitemail.store.tables import site_usn
 
@@ -100,3 +101,27 @@ def test_store_write_without_foreign_key_checks_is_that_transaction_only(store: 
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
         assert conn.execute(select(site_usn.c.usn)).scalar_one() == 1
     assert store.engine.pool.checkedin() == 1  # type: ignore[attr-defined]
+
+
+def _fill(store: Store) -> None:
+    with store.write() as conn:
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
+        conn.exec_driver_sql(f"PRAGMA max_page_count = {pages}")
+        conn.execute(insert(site_usn), [{"site": f"S{i}" * 100, "usn": i} for i in range(2000)])
+
+
+def _insert_twice(store: Store) -> None:
+    with store.write() as conn:
+        conn.exec_driver_sql("PRAGMA max_page_count = 1073741823")
+        conn.execute(insert(site_usn).values(site="A", usn=1))
+        conn.execute(insert(site_usn).values(site="A", usn=1))
+
+
+def test_store_full_database_is_unavailable_not_a_bad_write(store: Store) -> None:
+    """SQLITE_FULL (a full disk; here SQLite's own page limit) is StoreUnavailableError, which
+    says "not now"; a broken constraint stays a plain StoreError ("not this")."""
+    with pytest.raises(StoreUnavailableError, match="full"):
+        _fill(store)
+    with pytest.raises(StoreError) as caught:
+        _insert_twice(store)
+    assert not isinstance(caught.value, StoreUnavailableError)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, insert, select
 
+from sitemail.core.errors import StoreUnavailableError
 from sitemail.store import Store, default_url, open_store, upgrade
 from sitemail.store.tables import site_usn
 from sitemail.store.writer import GroupWriter
@@ -78,6 +79,32 @@ def test_writer_bad_job_fails_alone(store: Store) -> None:
     assert sites(store) == {"A", "B"}
 
 
+def unavailable(conn: Connection) -> str:
+    conn.execute(insert(site_usn).values(site="half-written", usn=1))
+    raise StoreUnavailableError("database write failed: OperationalError: disk I/O error")
+
+
+def test_writer_unavailable_store_fails_the_whole_batch_at_once(store: Store) -> None:
+    """A job meeting a store that cannot be written (disk full, I/O error) is not to blame:
+    every job of its batch gets the error in one go, none is run again without it."""
+
+    async def scenario() -> list[object]:
+        writer = GroupWriter(store)
+        await writer.start()
+        try:
+            jobs: list[Callable[[Connection], str]] = [add("A"), unavailable, add("B")]
+            return await asyncio.gather(
+                *(writer.submit(job) for job in jobs), return_exceptions=True
+            )
+        finally:
+            assert writer.commits == 0
+            await writer.stop()
+
+    results = asyncio.run(scenario())
+    assert all(isinstance(r, StoreUnavailableError) for r in results)
+    assert sites(store) == set()
+
+
 def test_writer_not_started_commits_each_job_alone(store: Store) -> None:
     """Without start() (admin commands, tests) every submit is its own transaction."""
     writer = GroupWriter(store)
@@ -118,3 +145,18 @@ def test_writer_lazy_job_alone_commits_after_its_linger(store: Store) -> None:
 
     assert asyncio.run(scenario()) == "record"
     assert sites(store) == {"record"}
+
+
+def test_writer_stop_commits_every_job_submitted_before_it(store: Store) -> None:
+    """Jobs waiting when stop() is called are committed and their callers get their results."""
+
+    async def scenario() -> list[str]:
+        writer = GroupWriter(store)
+        await writer.start()
+        jobs = [asyncio.create_task(writer.submit(add(f"S{i}"), lazy=True)) for i in range(5)]
+        await asyncio.sleep(0)  # submitted, not yet committed
+        await writer.stop()
+        return await asyncio.gather(*jobs)
+
+    assert asyncio.run(scenario()) == [f"S{i}" for i in range(5)]
+    assert sites(store) == {f"S{i}" for i in range(5)}

@@ -40,14 +40,26 @@ SECURITY_HEADERS = {
 }
 
 
+HSTS = "max-age=31536000"  # served over TLS: browsers keep to https for a year
+
+
 class _SecurityHeaders(BaseHTTPMiddleware):
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         response = await call_next(request)
-        if request.url.path.startswith(PREFIX):
-            for name, value in SECURITY_HEADERS.items():
-                if name == "Cache-Control" and request.url.path.startswith(PREFIX + "/static"):
-                    continue
-                response.headers.setdefault(name, value)
+        if request.url.scheme == "https":
+            response.headers["Strict-Transport-Security"] = HSTS
+            # Every cookie (session, flash, deletions) only over TLS; changed in place, as
+            # `response.headers` writes through to this same list.
+            response.raw_headers[:] = [
+                (k, v + b"; Secure" if k == b"set-cookie" and b"secure" not in v.lower() else v)
+                for k, v in response.raw_headers
+            ]
+        # Every answer, the API's and the redirect at / included: none may be framed or
+        # sniffed, and none is cached but the console's static files.
+        for name, value in SECURITY_HEADERS.items():
+            if name == "Cache-Control" and request.url.path.startswith(PREFIX + "/static"):
+                continue
+            response.headers.setdefault(name, value)
         return response
 
 

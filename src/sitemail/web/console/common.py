@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -87,14 +87,32 @@ def _console(request: Request) -> ConsoleContext:
 Console = Annotated[ConsoleContext, Depends(_console)]
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin_parts(scheme: str, netloc: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of `netloc` under `scheme`, the port made explicit; None if bad."""
+    try:
+        parsed = urlsplit(f"{scheme}://{netloc}")
+        port = parsed.port or _DEFAULT_PORTS.get(scheme, 0)
+    except ValueError:
+        return None
+    if parsed.hostname is None or parsed.path or parsed.query:
+        return None
+    return scheme, parsed.hostname.lower(), port
+
+
 def _same_origin(request: Request) -> bool:
-    """A browser names the page a form came from in Origin; it must be ours. (No Origin at
+    """A browser names the page a form came from in Origin; it must be ours: the same scheme
+    (https when the console is served over TLS), host and port as this request. (No Origin at
     all is an old browser or a script: the CSRF token still has to match.)"""
     origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        return origin is None
-    host = request.headers.get("host", "")
-    return origin.split("://", 1)[-1] == host
+    if origin is None:
+        return True
+    scheme, _, netloc = origin.partition("://")
+    given = _origin_parts(scheme.lower(), netloc)
+    ours = _origin_parts(request.url.scheme, request.headers.get("host", ""))
+    return given is not None and given == ours
 
 
 async def checked_form(request: Request, console: Console) -> dict[str, str]:

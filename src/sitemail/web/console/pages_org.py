@@ -7,8 +7,6 @@ redirects to a page that shows the result (a flash line says what happened).
 
 from __future__ import annotations
 
-import hmac
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Request
@@ -30,7 +28,7 @@ from sitemail.web.console.common import (
     templates,
 )
 from sitemail.web.console.session import SESSION_COOKIE, SESSION_SECONDS, new_session
-from sitemail.web.deps import ApiContext
+from sitemail.web.deps import ApiContext, ThrottledError, client_address
 
 __all__ = ["router"]
 
@@ -54,22 +52,27 @@ def login_page(request: Request, next: str = "") -> HTMLResponse:
 
 
 @router.post("/login", include_in_schema=False)
-def login(
+async def login(
     request: Request,
     token: Annotated[str, FormField(max_length=200)] = "",
     next: Annotated[str, FormField(max_length=2000)] = "",
 ) -> Response:
+    """A coroutine: a flood of wrong tokens waits on the loop (deps.ApiContext.wrong_token),
+    not in the threads the API's routes need."""
     api: ApiContext = request.app.state.context
-    if not hmac.compare_digest(token.strip().encode(), api.token.encode()):
-        time.sleep(0.5)  # a wrong guess costs the guesser, as at SMTP AUTH
+    if not api.token_matches(token.strip()):
+        try:
+            await api.wrong_token(client_address(request))
+            status, text = 401, "That is not this site's admin token."
+        except ThrottledError:
+            status, text = 429, "Too many wrong tokens from your address: try again later."
         return templates.TemplateResponse(
             request,
             "console/login.html",
-            {"next": _safe_next(next), "error": "That is not this site's admin token."},
-            status_code=401,
+            {"next": _safe_next(next), "error": text},
+            status_code=status,
         )
-    now = api.clock.now() if api.clock is not None else time.time()
-    session = new_session(api.token, now)
+    session = new_session(api.token, api.now())
     response = RedirectResponse(_safe_next(next), status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
@@ -78,6 +81,7 @@ def login(
         path="/",
         httponly=True,
         samesite="strict",
+        secure=request.url.scheme == "https",
     )
     return response
 

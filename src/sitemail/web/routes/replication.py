@@ -100,6 +100,7 @@ def _pending_out(p: Pending) -> PendingOut:
         public_key=p.public_key,
         fingerprint=shown_fingerprint(p.public_key),
         key_verified=p.verified,
+        network=p.source,
     )
 
 
