@@ -60,7 +60,7 @@ __all__ = ["HEARTBEAT", "WorkerPool", "WorkerSpec"]
 log = logging.getLogger("sitemail.frontends")
 
 HEARTBEAT: Final = 0.5  # seconds between a worker's heartbeats
-STUCK_AFTER: Final = 10.0  # no heartbeat for this long: the worker is stuck
+STUCK_AFTER: Final = 15.0  # no heartbeat for this long: the worker is stuck
 STOP_GRACE: Final = 5.0  # SIGTERM, then SIGKILL after this long
 _READY_TIMEOUT: Final = 60.0  # start-up of a worker (imports, store, listeners)
 _YOUNG: Final = 5.0  # a worker that dies younger than this makes the next start wait
@@ -99,6 +99,7 @@ class WorkerPool:
         self._sockets: list[tuple[socket.socket, bool]] = []
         self._process: asyncio.subprocess.Process | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._relays: set[asyncio.Task[None]] = set()  # workers' log lines into our log
         self._logins: set[asyncio.Task[None]] = set()  # workers' logins being checked
         self.replaced = 0  # how many workers were replaced (stuck or exited)
 
@@ -171,6 +172,7 @@ class WorkerPool:
             "sitemail.frontends",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
             pass_fds=[sock.fileno() for sock, _ in self._sockets],
         )
         assert process.stdin is not None
@@ -178,6 +180,10 @@ class WorkerPool:
         process.stdin.write(pickle.dumps(spec))
         await process.stdin.drain()  # stdin stays open: its end tells the worker we are gone
         self._process = process
+        assert process.stderr is not None
+        relay = asyncio.create_task(_relay_log(process.stderr, self.kind))
+        self._relays.add(relay)
+        relay.add_done_callback(self._relays.discard)
         try:
             first = await asyncio.wait_for(process.stdout.read(1), _READY_TIMEOUT)
         except TimeoutError:
@@ -211,6 +217,21 @@ class WorkerPool:
             except ConfigError as exc:
                 log.warning("%s; trying again", exc)  # after a longer wait
                 self._process = process
+
+
+async def _relay_log(stream: asyncio.StreamReader, kind: str) -> None:
+    """The worker's log lines ("<level> <logger> <message>", then any traceback lines) into
+    this process's log: one log for the server and its workers."""
+    level, logger = logging.ERROR, log
+    while line := await stream.readline():
+        text = line.decode("utf-8", "replace").rstrip("\n")
+        head, _, rest = text.partition(" ")
+        name, _, message = rest.partition(" ")
+        if (head.isdigit() and name.startswith("sitemail")) or name in ("asyncio", "root"):
+            level, logger = int(head), logging.getLogger(name)
+            logger.log(level, "[%s worker] %s", kind, message)
+        else:  # a continuation (a traceback) or a line the worker wrote outside logging
+            logger.log(level, "[%s worker] %s", kind, text)
 
 
 async def _until_unhealthy(
@@ -420,10 +441,8 @@ def main() -> None:
     with contextlib.suppress(OSError, AttributeError):  # Linux: die with the server
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     spec: WorkerSpec = pickle.load(sys.stdin.buffer)  # noqa: S301 - our own server, by a pipe
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s %(levelname)s %(name)s [{spec.kind} worker]: %(message)s",
-    )
+    # one line per record on stderr, which the server reads into its own log
+    logging.basicConfig(level=logging.INFO, format="%(levelno)d %(name)s %(message)s")
     logging.getLogger("mail.log").setLevel(logging.WARNING)
 
     async def run() -> None:

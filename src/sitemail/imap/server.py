@@ -1,10 +1,11 @@
-"""IMAP4rev1 listeners: pymap's protocol engine in our event loop, hardened at the edges.
+"""IMAP4rev1 listeners: our fork of pymap's protocol engine, hardened at the edges.
 
 One job: accept IMAP connections (143 with STARTTLS, 993 with implicit TLS) and run pymap's
 command loop for each, with our backend (imap/backend.py). Collaborators: the `Store`, the
 `Authenticator`, `ImapConfig`, `LimitsConfig` (timeouts), an `ssl.SSLContext`.
 
-What we change in pymap 0.36.7 (pinned; it is dormant upstream, see docs/client-access.md):
+What this layer changes in the engine's connection loop (the engine is our fork of pymap
+0.36.7 in imap/pymap/; see docs/client-access.md):
 - Authentication only over TLS, whoever connects: pymap lets clients on the loopback
   interface log in in clear; we never do. Before STARTTLS the capability says LOGINDISABLED
   and offers no AUTH= mechanism; only PLAIN and LOGIN are offered afterwards.
