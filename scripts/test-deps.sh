@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages the test suite uses as real outside peers (Postfix's smtp-sink/smtp-source),
 # as real mail clients of the site (isync's mbsync over IMAP, fetchmail over POP3), and the
-# browser the console's end-to-end tests drive (Debian's chromium, through Playwright), and
-# testssl.sh, which audits every TLS port of a running site (tests/integration/attacks).
+# browser the console's end-to-end tests drive (Debian's chromium, through Playwright),
+# testssl.sh, which audits every TLS port of a running site (tests/integration/attacks). Then
+# Dovecot's imaptest (IMAP compliance and stress), built by the shared build script (from
+# ../shared/tools/imaptest, or $IMAPTEST_BUILD) into .venv/imaptest (or $IMAPTEST_DIR); it
+# links against Debian's libdovecot (dovecot-core; the service is kept stopped).
 # Installed only when missing; the system Postfix service is kept stopped: tests run their own
 # private instances on loopback ports.
 set -euo pipefail
@@ -12,7 +15,15 @@ command -v mbsync >/dev/null 2>&1 || need+=(isync)
 command -v fetchmail >/dev/null 2>&1 || need+=(fetchmail)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v testssl >/dev/null 2>&1 || need+=(testssl.sh)
-if [ ${#need[@]} -eq 0 ]; then exit 0; fi
+[ -e /usr/lib/dovecot/libdovecot.so ] || need+=(dovecot-core)
+build_imaptest() {
+  local script=${IMAPTEST_BUILD:-../shared/tools/imaptest/build.sh}
+  local dir=${IMAPTEST_DIR:-.venv/imaptest}
+  if [ -x "$script" ] && [ ! -x "$dir/imaptest" ]; then
+    "$script" "$dir" || echo "test-deps: imaptest did not build (its tests are skipped)" >&2
+  fi
+}
+if [ ${#need[@]} -eq 0 ]; then build_imaptest; exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "test-deps: missing ${need[*]}; run as root or install them (tests needing them are skipped)" >&2
   exit 0
@@ -23,3 +34,5 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # Debian starts the service on install; we only ever run private instances.
 (command -v postfix >/dev/null && postfix status >/dev/null 2>&1 && postfix stop) || true
+(command -v service >/dev/null && service dovecot stop >/dev/null 2>&1) || true
+build_imaptest

@@ -35,8 +35,7 @@ from sitemail.delivery.local import LocalDelivery
 from sitemail.delivery.remote import RemoteDelivery
 from sitemail.directory import Directory
 from sitemail.directory.auth import Authenticator
-from sitemail.imap import ImapService
-from sitemail.pop3 import Pop3Service
+from sitemail.frontends import WorkerPool
 from sitemail.queue.journal import DeliveryJournal
 from sitemail.queue.manager import QueueManager
 from sitemail.queue.model import DeliveryAgent
@@ -97,6 +96,7 @@ class SiteServer:
         self.client_ports: dict[str, list[tuple[str, int]]] = {}
         self.api_address: tuple[str, int] | None = None  # where the admin API listens
         self._stop_requested = asyncio.Event()
+        self.workers: dict[str, WorkerPool] = {}  # the IMAP and POP3 worker supervisors
 
     def stop(self) -> None:
         """Stop gracefully (SIGTERM): `run` returns within `[server] shutdown_timeout`."""
@@ -221,29 +221,10 @@ class SiteServer:
         access = _ClientAccess(self, parts, tls, policy, space)
         deadline = _Deadline(self.config.shutdown_timeout)
         try:
-            for address in self.config.listen:
-                server = await _bind(
-                    "[smtp] port",
-                    address,
-                    self.config.smtp.port,
-                    start_smtp_server(
-                        address,
-                        self.config.smtp.port,
-                        policy=policy,
-                        server_name=self.server_name(parts.directory),
-                        limits=self.config.limits,
-                        tls_context=tls,
-                        spool_dir=self.spool_dir,
-                        space=space,
-                    ),
-                )
-                servers.append(server)
-                port = server.sockets[0].getsockname()[1]
-                self.smtp_ports.append((address, port))
-                parts.remote.listen_ports.add(port)
-                log.info("SMTP listening on %s:%d", address, port)
+            await self._listen_smtp(servers, parts, policy, tls, space)
             for address in self.config.listen:
                 await access.start(address)
+            await access.launch()
             scheduler = ReplicationScheduler(
                 parts.replicator,
                 on_enqueued=parts.manager.wake,
@@ -284,6 +265,38 @@ class SiteServer:
             await parts.writer.stop(within=max(deadline.left(), _FLUSH_MIN))
             parts.store.close()
             log.info("stopped")
+
+    async def _listen_smtp(
+        self,
+        servers: list[asyncio.Server],
+        parts: Components,
+        policy: ImsPolicy,
+        tls: ssl.SSLContext,
+        space: FreeSpace,
+    ) -> None:
+        """Start the SMTP listener of each listen address, adding each to `servers` as it
+        starts (a later one that cannot bind leaves the earlier ones there to be stopped)."""
+        for address in self.config.listen:
+            server = await _bind(
+                "[smtp] port",
+                address,
+                self.config.smtp.port,
+                start_smtp_server(
+                    address,
+                    self.config.smtp.port,
+                    policy=policy,
+                    server_name=self.server_name(parts.directory),
+                    limits=self.config.limits,
+                    tls_context=tls,
+                    spool_dir=self.spool_dir,
+                    space=space,
+                ),
+            )
+            servers.append(server)
+            port = server.sockets[0].getsockname()[1]
+            self.smtp_ports.append((address, port))
+            parts.remote.listen_ports.add(port)
+            log.info("SMTP listening on %s:%d", address, port)
 
     async def _stop_serving(
         self, servers: list[asyncio.Server], access: _ClientAccess, deadline: _Deadline
@@ -385,23 +398,11 @@ class _ClientAccess:
         self.authenticator = Authenticator(parts.directory, site.clock, config.auth)
         self._submission = SubmissionPolicy(inbound, parts.directory)
         self._smtp_servers: list[asyncio.Server] = []
-        self.imap = ImapService(
-            store=parts.store,
-            clock=site.clock,
-            authenticator=self.authenticator,
-            settings=config.imap,
-            limits=config.limits,
-            tls_context=tls,
-            server_name=self._server_name,
-        )
-        self.pop3 = Pop3Service(
-            store=parts.store,
-            clock=site.clock,
-            authenticator=self.authenticator,
-            limits=config.limits,
-            tls_context=tls,
-            server_name=self._server_name,
-        )
+        # IMAP and POP3 run in supervised worker processes (sitemail.frontends, issue 18)
+        auth = self.authenticator
+        self.imap = WorkerPool("imap", config, self._server_name, authenticator=auth)
+        self.pop3 = WorkerPool("pop3", config, self._server_name, authenticator=auth)
+        site.workers = {"imap": self.imap, "pop3": self.pop3}
 
     async def start(self, address: str) -> None:
         """Every configured client-access listener on `address`."""
@@ -444,10 +445,14 @@ class _ClientAccess:
         return int(server.sockets[0].getsockname()[1])
 
     async def _imap_on(self, address: str, port: int, implicit: bool) -> int:
-        return (await self.imap.start(address, port, implicit_tls=implicit)).port
+        return self.imap.bind(address, port, implicit_tls=implicit)
 
     async def _pop3_on(self, address: str, port: int, implicit: bool) -> int:
-        return (await self.pop3.start(address, port, implicit_tls=implicit)).port
+        return self.pop3.bind(address, port, implicit_tls=implicit)
+
+    async def launch(self) -> None:
+        """Start the IMAP and POP3 workers, once every listener is bound."""
+        await asyncio.gather(self.imap.launch(), self.pop3.launch())
 
     @property
     def smtp_servers(self) -> list[asyncio.Server]:

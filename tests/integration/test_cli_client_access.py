@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from tests.support.clientsite import client_tls, free_port
-from tests.support.serve import serve_command, serve_until_it_exits
+from tests.support.serve import configure, serve_command, serve_until_it_exits
 
 from sitemail.admin.service import AdminService
 from sitemail.directory import ObjectKind
@@ -36,14 +36,6 @@ def answers(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def configure(data_dir: Path, tables: dict[str, str]) -> None:
-    path = data_dir / "sitemail.toml"
-    text = path.read_text()
-    for table, settings in tables.items():
-        text = text.replace(f"\n[{table}]\n", f"\n[{table}]\n{settings}\n", 1)
-    path.write_text(text)
 
 
 def init(tmp_path: Path) -> Path:

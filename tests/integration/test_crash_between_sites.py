@@ -37,14 +37,12 @@ from tests.support.crash import (
     Ledger,
     Load,
     Outcome,
-    ServeProcess,
     client_loop,
-    free_port,
     kill_at_random_points,
     only_smtp,
     queued_count,
-    wait_until,
 )
+from tests.support.processes import ServeProcess, free_port, wait_until
 
 from sitemail.admin.service import AdminService
 from sitemail.admin.wake import poke

@@ -14,13 +14,9 @@ unknown (the connection died after DATA began), refused, or unsent.
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import re
-import signal
 import smtplib
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -28,13 +24,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from tests.support.serve import serve_command
+from tests.support.processes import ServeProcess
 
 from sitemail.admin.service import AdminService
 
 _QUEUED_AS = re.compile(rb"queued as (\S+)")
-START_TIMEOUT = 30.0
-STOP_TIMEOUT = 15.0
 
 
 class Outcome(StrEnum):
@@ -67,12 +61,6 @@ class Ledger:
     def count(self, outcome: Outcome) -> int:
         with self.lock:
             return sum(1 for a in self.attempts if a.outcome is outcome)
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def make_message(rng: random.Random, message_id: str, to: str) -> bytes:
@@ -173,74 +161,6 @@ def client_loop(load: Load, number: int) -> None:
             client.close()
 
 
-class ServeProcess:
-    """One site's server process; `start` returns once it logged "ready"."""
-
-    def __init__(self, data_dir: Path, logs: Path, name: str = "") -> None:
-        self.data_dir = data_dir
-        self.logs = logs
-        self.name = name or data_dir.name
-        self.incarnations = 0
-        self.process: subprocess.Popen[bytes] | None = None
-        self.start_times: list[float] = []  # seconds from spawn to "ready", per incarnation
-
-    def log_path(self, n: int) -> Path:
-        return self.logs / f"serve-{self.name}-{n}.log"
-
-    def start(self) -> None:
-        self.incarnations += 1
-        log = self.log_path(self.incarnations)
-        env = {k: v for k, v in os.environ.items() if k not in {"SITEMAIL_DATA_DIR"}}
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                serve_command(self.data_dir), stdout=out, stderr=subprocess.STDOUT, env=env
-            )
-        spawned = time.monotonic()
-        deadline = spawned + START_TIMEOUT
-        while b"ready: " not in log.read_bytes():
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"{self.name} incarnation {self.incarnations} exited with "
-                    f"{self.process.returncode} during start (recovery failed?):\n"
-                    f"{log.read_text(errors='replace')}"
-                )
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{self.name} incarnation {self.incarnations} not ready in {START_TIMEOUT} s:"
-                    f"\n{log.read_text(errors='replace')}"
-                )
-            time.sleep(0.02)
-        self.start_times.append(time.monotonic() - spawned)
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup of any kind runs in the server."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=STOP_TIMEOUT)
-        self.process = None
-
-    def stop(self) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=STOP_TIMEOUT)
-        self.process = None
-        return code
-
-    def cleanup(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=STOP_TIMEOUT)
-
-    def problems(self) -> list[str]:
-        """Log lines of any incarnation that report an error or a traceback."""
-        found = []
-        for n in range(1, self.incarnations + 1):
-            for line in self.log_path(n).read_text(errors="replace").splitlines():
-                if " ERROR " in line or " CRITICAL " in line or line.startswith("Traceback"):
-                    found.append(f"{self.log_path(n).name}: {line}")
-        return found
-
-
 def only_smtp(data_dir: Path, port: int) -> None:
     """Set a data dir's server to SMTP on `port` alone (no client access, no admin API), and
     retry deferred mail within seconds (another site or a peer is down), not minutes."""
@@ -290,11 +210,3 @@ def kill_at_random_points(
         after_kill()
         time.sleep(rng.uniform(0, down))
         victim.start()
-
-
-def wait_until(check: Callable[[], bool], limit: float, what: str) -> None:
-    deadline = time.monotonic() + limit
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached in {limit} s")
-        time.sleep(0.1)

@@ -15,11 +15,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.support.serve import serve_command
+
 SITEMAIL = Path(sys.executable).with_name("sitemail")
 SMTP_SINK = shutil.which("smtp-sink") or (
     "/usr/sbin/smtp-sink" if os.access("/usr/sbin/smtp-sink", os.X_OK) else None
 )
-START_TIMEOUT = 20.0
+START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 
 
@@ -32,16 +34,19 @@ def wait_until(check: Callable[[], bool], limit: float, what: str) -> None:
 
 
 class ServeProcess:
-    """`sitemail serve` as a real process; every incarnation logs to its own file."""
+    """`sitemail serve` as a real process (run with this interpreter, so no console script is
+    needed); every incarnation logs to its own file, and `start` returns once it is ready."""
 
-    def __init__(self, data_dir: Path, logs: Path) -> None:
+    def __init__(self, data_dir: Path, logs: Path, name: str = "") -> None:
         self.data_dir = data_dir
         self.logs = logs
+        self.name = name or data_dir.name
         self.incarnations = 0
         self.process: subprocess.Popen[bytes] | None = None
+        self.start_times: list[float] = []  # seconds from spawn to "ready", per incarnation
 
     def log_path(self, n: int) -> Path:
-        return self.logs / f"serve-{n}.log"
+        return self.logs / f"serve-{self.name}-{n}.log"
 
     def start(self) -> None:
         """Start an incarnation and wait for its "ready" line."""
@@ -50,24 +55,24 @@ class ServeProcess:
         env = {k: v for k, v in os.environ.items() if k != "SITEMAIL_DATA_DIR"}
         with log.open("wb") as out:
             self.process = subprocess.Popen(
-                [str(SITEMAIL), "serve", "--data-dir", str(self.data_dir)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
+                serve_command(self.data_dir), stdout=out, stderr=subprocess.STDOUT, env=env
             )
-        deadline = time.monotonic() + START_TIMEOUT
+        spawned = time.monotonic()
+        deadline = spawned + START_TIMEOUT
         while b"ready: " not in log.read_bytes():
             if self.process.poll() is not None:
                 raise AssertionError(
-                    f"server incarnation {self.incarnations} exited with {self.process.returncode}"
-                    f" during start (recovery failed?):\n{log.read_text(errors='replace')}"
+                    f"{self.name} incarnation {self.incarnations} exited with "
+                    f"{self.process.returncode} during start (recovery failed?):\n"
+                    f"{log.read_text(errors='replace')}"
                 )
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"server incarnation {self.incarnations} not ready in {START_TIMEOUT} s:\n"
-                    f"{log.read_text(errors='replace')}"
+                    f"{self.name} incarnation {self.incarnations} not ready in {START_TIMEOUT} s:"
+                    f"\n{log.read_text(errors='replace')}"
                 )
             time.sleep(0.02)
+        self.start_times.append(time.monotonic() - spawned)
 
     def kill(self) -> None:
         """SIGKILL: no cleanup of any kind runs in the server."""
@@ -98,7 +103,7 @@ class ServeProcess:
         for n in range(1, self.incarnations + 1):
             for line in self.log_path(n).read_text(errors="replace").splitlines():
                 if " ERROR " in line or " CRITICAL " in line or line.startswith("Traceback"):
-                    found.append(f"serve-{n}.log: {line}")
+                    found.append(f"{self.log_path(n).name}: {line}")
         return found
 
 

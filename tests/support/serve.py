@@ -55,3 +55,12 @@ def relaying_site(data_dir: Path, listen: str, domain: str, nexthop: str) -> Non
         service.add_domain_route(domain, nexthop)
     finally:
         service.close()
+
+
+def configure(data_dir: Path, tables: dict[str, str]) -> None:
+    """Add settings at the top of tables of data_dir's sitemail.toml (ports, mostly)."""
+    path = data_dir / "sitemail.toml"
+    text = path.read_text()
+    for table, settings in tables.items():
+        text = text.replace(f"\n[{table}]\n", f"\n[{table}]\n{settings}\n", 1)
+    path.write_text(text)

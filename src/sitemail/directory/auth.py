@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 from sitemail.config.model import AuthConfig
 from sitemail.core.clock import Clock
@@ -45,7 +46,14 @@ from sitemail.directory.model import ObjectKind
 from sitemail.directory.passwords import hash_password, verify_password
 from sitemail.directory.service import Directory
 
-__all__ = ["AuthOutcome", "AuthResult", "Authenticator"]
+__all__ = [
+    "FAILED_TEXT",
+    "LOCKED_TEXT",
+    "AuthOutcome",
+    "AuthResult",
+    "Authenticates",
+    "Authenticator",
+]
 
 FAILED_TEXT = "authentication failed"
 LOCKED_TEXT = "too many failed logins; try again later"
@@ -75,6 +83,13 @@ class AuthResult:
     @property
     def ok(self) -> bool:
         return self.outcome is AuthOutcome.OK
+
+
+class Authenticates(Protocol):
+    """What a protocol needs to log a client in: the server's `Authenticator`, or, in an IMAP
+    or POP3 worker process, its proxy that asks the server (sitemail.frontends)."""
+
+    async def authenticate(self, login: str, password: str, peer_ip: str) -> AuthResult: ...
 
 
 @dataclass(frozen=True, slots=True)

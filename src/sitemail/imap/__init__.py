@@ -1,4 +1,4 @@
-"""IMAP4rev1 client access: pymap as the protocol engine, our backend on the mailbox store."""
+"""IMAP4rev1 client access: our fork of pymap (imap/pymap/) as the engine, our backend on the store."""
 
 from sitemail.imap.server import ImapListener, ImapService
 

@@ -52,7 +52,7 @@ from sqlalchemy import Connection
 
 from sitemail.config.model import ImapConfig
 from sitemail.core.clock import Clock
-from sitemail.directory.auth import Authenticator, AuthOutcome, AuthResult
+from sitemail.directory.auth import Authenticates, AuthOutcome, AuthResult
 from sitemail.imap.pymap.backend.session import BaseSession
 from sitemail.imap.pymap.bytes import Writeable
 from sitemail.imap.pymap.concurrent import Event
@@ -218,7 +218,8 @@ class _Loaded(BaseLoadedMessage):
         fields = header[:-2]
         starts = [m.start() for m in _FIELD_START.finditer(fields)]
         chosen = []
-        for begin, end in zip(starts, [*starts[1:], len(fields)], strict=True):
+        ends = [*starts[1:], len(fields)] if starts else []  # no field at all: none chosen
+        for begin, end in zip(starts, ends, strict=True):
             field = fields[begin:end]
             name = field.split(b":", 1)[0].strip().upper()
             if inverse != (name in subset):
@@ -1016,7 +1017,7 @@ class Login(LoginInterface):
     """LOGIN and AUTHENTICATE: the sitemail `Authenticator` decides."""
 
     def __init__(
-        self, config: BackendConfig, registry: FolderRegistry, authenticator: Authenticator
+        self, config: BackendConfig, registry: FolderRegistry, authenticator: Authenticates
     ) -> None:
         self.config = config
         self.registry = registry

@@ -1,10 +1,11 @@
-"""IMAP4rev1 listeners: pymap's protocol engine in our event loop, hardened at the edges.
+"""IMAP4rev1 listeners: our fork of pymap's protocol engine, hardened at the edges.
 
 One job: accept IMAP connections (143 with STARTTLS, 993 with implicit TLS) and run pymap's
 command loop for each, with our backend (imap/backend.py). Collaborators: the `Store`, the
 `Authenticator`, `ImapConfig`, `LimitsConfig` (timeouts), an `ssl.SSLContext`.
 
-What we change in pymap 0.36.7 (pinned; it is dormant upstream, see docs/client-access.md):
+What this layer changes in the engine's connection loop (the engine is our fork of pymap
+0.36.7 in imap/pymap/; see docs/client-access.md):
 - Authentication only over TLS, whoever connects: pymap lets clients on the loopback
   interface log in in clear; we never do. Before STARTTLS the capability says LOGINDISABLED
   and offers no AUTH= mechanism; only PLAIN and LOGIN are offered afterwards.
@@ -26,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import socket
 import ssl
 import sys
 import uuid
@@ -41,7 +43,7 @@ from pysasl import SASLAuth
 from sitemail.config.model import ImapConfig, LimitsConfig
 from sitemail.core.clock import Clock
 from sitemail.core.connections import ConnectionCounter
-from sitemail.directory.auth import Authenticator
+from sitemail.directory.auth import Authenticates
 from sitemail.imap import speedups
 from sitemail.imap.backend import BackendConfig, FolderRegistry, Login, peer_ip
 from sitemail.imap.pymap.bytes import WriteStream
@@ -325,7 +327,7 @@ class ImapService:
         *,
         store: Store,
         clock: Clock,
-        authenticator: Authenticator,
+        authenticator: Authenticates,
         settings: ImapConfig,
         limits: LimitsConfig,
         tls_context: ssl.SSLContext,
@@ -354,7 +356,9 @@ class ImapService:
         self.registry = FolderRegistry(store, clock, settings)
         self._login = Login(self._config, self.registry, authenticator)
 
-    async def start(self, address: str, port: int, *, implicit_tls: bool) -> ImapListener:
+    async def start(
+        self, address: str, port: int, *, implicit_tls: bool, sock: socket.socket | None = None
+    ) -> ImapListener:
         """Listen on address:port (0: any free port); implicit TLS or STARTTLS."""
 
         async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -364,13 +368,22 @@ class ImapService:
                 task.add_done_callback(self._tasks.discard)
             await self._serve(reader, writer, implicit_tls=implicit_tls)
 
-        server = await asyncio.start_server(
-            accept,
-            address,
-            port,
-            ssl=self.tls_context if implicit_tls else None,
-            limit=self.settings.max_line,
-        )
+        tls = self.tls_context if implicit_tls else None
+        if sock is not None:  # a socket bound by the supervisor (sitemail.frontends)
+            server = await asyncio.start_server(
+                accept,
+                sock=sock,
+                ssl=tls,
+                limit=self.settings.max_line,
+            )
+        else:
+            server = await asyncio.start_server(
+                accept,
+                address,
+                port,
+                ssl=tls,
+                limit=self.settings.max_line,
+            )
         bound = int(server.sockets[0].getsockname()[1])
         listener = ImapListener(server, address, bound, implicit_tls)
         self.listeners.append(listener)

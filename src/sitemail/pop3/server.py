@@ -31,6 +31,7 @@ import binascii
 import contextlib
 import logging
 import re
+import socket
 import ssl
 from dataclasses import dataclass
 from typing import Final
@@ -38,7 +39,7 @@ from typing import Final
 from sitemail.config.model import LimitsConfig
 from sitemail.core.clock import Clock
 from sitemail.core.connections import ConnectionCounter
-from sitemail.directory.auth import Authenticator, AuthOutcome, AuthResult
+from sitemail.directory.auth import Authenticates, AuthOutcome, AuthResult
 from sitemail.mailbox import (
     MessageMeta,
     delete_messages,
@@ -90,7 +91,7 @@ class Pop3Service:
         *,
         store: Store,
         clock: Clock,
-        authenticator: Authenticator,
+        authenticator: Authenticates,
         limits: LimitsConfig,
         tls_context: ssl.SSLContext,
         server_name: str,
@@ -106,7 +107,9 @@ class Pop3Service:
         self.counter = ConnectionCounter(limits.connections_per_client, limits.connections_total)
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self, address: str, port: int, *, implicit_tls: bool) -> Pop3Listener:
+    async def start(
+        self, address: str, port: int, *, implicit_tls: bool, sock: socket.socket | None = None
+    ) -> Pop3Listener:
         async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
             if task is not None:
@@ -114,13 +117,22 @@ class Pop3Service:
                 task.add_done_callback(self._tasks.discard)
             await _Session(self, reader, writer, tls=implicit_tls).run()
 
-        server = await asyncio.start_server(
-            accept,
-            address,
-            port,
-            ssl=self.tls_context if implicit_tls else None,
-            limit=_AUTH_LINE + 2,
-        )
+        tls = self.tls_context if implicit_tls else None
+        if sock is not None:  # a socket bound by the supervisor (sitemail.frontends)
+            server = await asyncio.start_server(
+                accept,
+                sock=sock,
+                ssl=tls,
+                limit=_AUTH_LINE + 2,
+            )
+        else:
+            server = await asyncio.start_server(
+                accept,
+                address,
+                port,
+                ssl=tls,
+                limit=_AUTH_LINE + 2,
+            )
         bound = int(server.sockets[0].getsockname()[1])
         listener = Pop3Listener(server, address, bound, implicit_tls)
         self.listeners.append(listener)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import imaplib
 import logging
+import smtplib
 import socket
 import ssl
 import time
@@ -130,17 +131,35 @@ def deliver_raw(site: ClientSite, message: bytes) -> None:
         smtp.sendmail("a@outside.test", [USER], message)
 
 
+def append_raw(site: ClientSite, message: bytes) -> None:
+    """The user's own client APPENDs it: the way in for what SMTP refuses at its edge (a NUL,
+    or a shape beyond core.mailshape's bounds), and what a mailbox may hold from before."""
+    client = raw_tls(site)
+    client.send(b"a0 APPEND INBOX {%d+}\r\n" % len(message) + message + b"\r\n")
+    assert client.until_tagged(b"a0")[-1].startswith(b"a0 OK")
+    client.close()
+
+
+def store(site: ClientSite, message: bytes) -> None:
+    """Into jsmith's INBOX: over SMTP when SMTP takes it, else by APPEND."""
+    if b"\x00" in message or message is MALFORMED["deep-nesting"]:
+        append_raw(site, message)
+    else:
+        deliver_raw(site, message)
+
+
+def test_smtp_refuses_a_message_nested_past_the_bound(site: ClientSite) -> None:
+    """The 3,000-level message is refused at DATA (550 5.6.0): SMTP never stores one."""
+    with site.smtp() as smtp, pytest.raises(smtplib.SMTPDataError) as refused:
+        smtp.sendmail("a@outside.test", [USER], MALFORMED["deep-nesting"])
+    assert refused.value.smtp_code == 550
+    assert refused.value.smtp_error.startswith(b"5.6.0")
+
+
 @pytest.mark.parametrize("name", sorted(MALFORMED))
 def test_imap_malformed_message_is_answered_every_way(site: ClientSite, name: str) -> None:
     """ENVELOPE, BODYSTRUCTURE, BODY[], BODY[1], BINARY[1], BINARY.SIZE[1] and SEARCH: all OK."""
-    message = MALFORMED[name]
-    if b"\x00" in message:  # NUL cannot travel in DATA: the user's own client APPENDs it
-        client = raw_tls(site)
-        client.send(b"a0 APPEND INBOX {%d+}\r\n" % len(message) + message + b"\r\n")
-        assert client.until_tagged(b"a0")[-1].startswith(b"a0 OK")
-        client.close()
-    else:
-        deliver_raw(site, message)
+    store(site, MALFORMED[name])
     site.wait_for_inbox("jsmith", 1)
     client = raw_tls(site)
     try:
@@ -173,7 +192,7 @@ def test_imap_malformed_message_is_answered_every_way(site: ClientSite, name: st
 
 def test_imap_mime_nesting_is_capped_at_100_levels(site: ClientSite) -> None:
     """BODYSTRUCTURE of a 3,000-level message stops at 100 levels; the rest is one part."""
-    deliver_raw(site, MALFORMED["deep-nesting"])
+    append_raw(site, MALFORMED["deep-nesting"])
     site.wait_for_inbox("jsmith", 1)
     client = raw_tls(site)
     try:

@@ -449,8 +449,12 @@ class MessageBody(Writeable):
         stop_match = (b"--%s--" % boundary, b"--%s--" % boundary)
         for line in lines:
             start, end, _ = line
+            if not data.startswith(b"--", start, end):  # most lines: no copy, no compare
+                if ret:
+                    ret[-1].append(line)
+                continue
             # transport padding (white space after the boundary) is allowed: RFC 2046 5.1.1
-            line_view = bytes(view[start:end]).rstrip(b" \t")
+            line_view = data[start:end].rstrip(b" \t")
             if any(line_view == m for m in stop_match):
                 break
             if any(line_view == m for m in part_match):

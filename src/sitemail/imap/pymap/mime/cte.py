@@ -108,7 +108,6 @@ class _Base64Decoder(MessageDecoder):
     def decode(self, body: MessageBody) -> Writeable:
         raw = bytes(body)
         # Senders break base64 (stray characters, lost padding): decode what is there.
-        data = bytes(b for b in raw if b in _B64_ALPHABET)
-        data = data.rstrip(b"=")
+        data = bytes(b for b in raw if b in _B64_ALPHABET).split(b"=", 1)[0]  # '=' ends it
         data = data[: len(data) - len(data) % 4 if len(data) % 4 == 1 else len(data)]
         return Writeable.wrap(base64.b64decode(data + b"=" * (-len(data) % 4)))
