@@ -9,6 +9,7 @@ test's address). `restart()` stops the server and starts a new one on the same d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import imaplib
 import poplib
@@ -32,9 +33,18 @@ PASSWORD = "correct horse battery staple"
 
 
 def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    return free_ports(host, 1)[0]
+
+
+def free_ports(host: str, count: int) -> list[int]:
+    """`count` different free ports: each probe stays bound until all are chosen (probes
+    closed one by one could be handed the same port twice, and the second listener of the
+    site would then fail to bind)."""
+    with contextlib.ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind((host, 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
 
 
 def client_tls() -> ssl.SSLContext:
@@ -210,19 +220,8 @@ def client_site(
         domain=f"{site.lower()}.example.com",
         listen=[address],
     )
-    ports = {
-        name: free_port(address)
-        for name in (
-            "smtp",
-            "imap",
-            "imaps",
-            "pop3",
-            "pop3s",
-            "submission",
-            "submissions",
-            "admin",
-        )
-    }
+    names = ("smtp", "imap", "imaps", "pop3", "pop3s", "submission", "submissions", "admin")
+    ports = dict(zip(names, free_ports(address, len(names)), strict=True))
     config = load_config(data_dir)
     config = dataclasses.replace(
         config,
