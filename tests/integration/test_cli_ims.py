@@ -14,6 +14,7 @@ from sitemail.admin.service import AdminService
 from sitemail.core.clock import SystemClock
 from sitemail.core.envelope import Envelope, EnvelopeRecipient
 from sitemail.main import cli
+from sitemail.queue.content import Content
 from sitemail.queue.records import NewMessage
 from sitemail.queue.spool import Spool
 
@@ -29,7 +30,7 @@ def queue_one(service: AdminService) -> str:
     envelope = Envelope("a@outside.test", (EnvelopeRecipient("x@partner.test"),))
     content = b"Subject: q\r\nMessage-ID: <q1@test>\r\n\r\nbody\r\n"
     spool = Spool(service.store, SystemClock(), "SiteA")
-    return asyncio.run(spool.enqueue(NewMessage(envelope, content)))
+    return asyncio.run(spool.enqueue(NewMessage(envelope, Content.of(content))))
 
 
 def test_cli_domain_route_add_list_remove(site_a: AdminService) -> None:

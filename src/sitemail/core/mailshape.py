@@ -33,12 +33,20 @@ counts at least as deep, so a message it passes never makes the parser recurse f
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.message import Message
 
 from sitemail.core.errors import MalformedMessageError
 
-__all__ = ["BOUNDS", "Bounds", "HeaderField", "check_structure", "read_header"]
+__all__ = [
+    "BOUNDS",
+    "Bounds",
+    "HeaderField",
+    "check_structure",
+    "check_structure_chunks",
+    "read_header",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,41 +78,92 @@ class _Open:
 
 def check_structure(raw: bytes, bounds: Bounds = BOUNDS) -> None:
     """Raise MalformedMessageError naming the first bound `raw` exceeds."""
-    _Scan(raw, bounds).run()
+    check_structure_chunks((raw,), bounds)
+
+
+def check_structure_chunks(chunks: Iterable[bytes], bounds: Bounds = BOUNDS) -> None:
+    """`check_structure` of a message read a piece at a time (a big one, from its spool
+    file): the same answer for the same octets, holding one piece and one partial line at
+    a time (a line's length is bounded by whoever received the message: SMTP's
+    `line_length`). Reading stops as soon as no other part can start."""
+    scan = _Scan(bounds)
+    carry = b""
+    for chunk in chunks:
+        data = carry + chunk if carry else chunk
+        cut = data.rfind(b"\n") + 1  # the scan sees whole lines only
+        if cut:
+            scan.feed(data, cut)
+            if scan.done:
+                return
+        carry = data[cut:]
+    if carry:
+        scan.feed(carry, len(carry))  # the last line, without its line end
+    scan.finish()
+
+
+@dataclass(slots=True)
+class _Header:
+    """A header section being read: its counts so far and its first Content-Type field."""
+
+    fields: int = 0
+    size: int = 0
+    field_size: int = 0
+    content_type: bytes = b""
+    in_content_type: bool = False
 
 
 class _Scan:
-    """One pass over a message: the containers open at the current position, and the lines
-    looked at one by one in Python so far (header lines, and lines that start like a
-    delimiter but are none), which `Bounds.lines` caps: everything else is found by the
-    regular expression engine, so the pass costs about a microsecond per such line."""
+    """One pass over a message, fed whole lines in blocks: the containers open at the
+    current position, the header section being read (None in a body), and the lines looked
+    at one by one in Python so far (header lines, and lines that start like a delimiter but
+    are none), which `Bounds.lines` caps: everything else is found by the regular
+    expression engine, so the pass costs about a microsecond per such line."""
 
-    def __init__(self, raw: bytes, bounds: Bounds) -> None:
-        self.raw = raw
+    def __init__(self, bounds: Bounds) -> None:
         self.bounds = bounds
         self.stack: list[_Open] = []
         self.lines = 0
+        self.parts = 0
+        self.header: _Header | None = None
+        self.done = False  # no multipart is open: nothing further can start a part
+        self._start_header()
 
-    def run(self) -> None:
-        bounds, stack = self.bounds, self.stack
+    def feed(self, raw: bytes, end: int) -> None:
+        """The lines of `raw[:end]` (it ends at a line end, but at the message's end)."""
         pos = 0
-        for _ in range(bounds.parts):
-            content_type, pos = self._header_at(pos)
-            digest = bool(stack) and stack[-1].digest
-            opened = _container(content_type, digest_parent=digest, bounds=bounds)
-            if opened is not None:
-                if len(stack) >= bounds.mime_depth:
-                    raise MalformedMessageError(
-                        f"MIME parts nested deeper than {bounds.mime_depth}"
-                    )
-                stack.append(opened)
-                if opened.boundary is None:
-                    continue  # message/*: a whole message's header starts right here
-            next_part = self._body_end(pos)
-            if next_part is None:
-                return
-            pos = next_part
-        raise MalformedMessageError(f"more than {bounds.parts} MIME parts")
+        while pos < end and not self.done:
+            if self.header is not None:
+                pos = self._header_lines(raw, pos, end)
+            else:
+                pos = self._body(raw, pos, end)
+
+    def finish(self) -> None:
+        """The message has ended: a header section it cut ends there."""
+        while not self.done and self.header is not None:
+            self._header_ended()
+
+    def _start_header(self) -> None:
+        self.parts += 1
+        if self.parts > self.bounds.parts:
+            raise MalformedMessageError(f"more than {self.bounds.parts} MIME parts")
+        self.header = _Header()
+
+    def _header_ended(self) -> None:
+        """The container the part whose header just ended opens, then its body (or, for a
+        message/* part, the header of the message it holds)."""
+        assert self.header is not None
+        stack = self.stack
+        digest = bool(stack) and stack[-1].digest
+        opened = _container(self.header.content_type, digest_parent=digest, bounds=self.bounds)
+        self.header = None
+        if opened is not None:
+            if len(stack) >= self.bounds.mime_depth:
+                raise MalformedMessageError(
+                    f"MIME parts nested deeper than {self.bounds.mime_depth}"
+                )
+            stack.append(opened)
+            if opened.boundary is None:
+                self._start_header()  # message/*: a whole message's header starts right here
 
     def _count_line(self) -> None:
         self.lines += 1
@@ -113,77 +172,82 @@ class _Scan:
                 f"more than {self.bounds.lines} header lines and lines starting with '--'"
             )
 
-    def _body_end(self, pos: int) -> int | None:
-        """Skip a body (a leaf, a preamble, an epilogue) up to the next part's header; None at
-        the end of the message. Closing delimiters on the way end their multiparts."""
+    def _body(self, raw: bytes, pos: int, end: int) -> int:
+        """Skip a body (a leaf, a preamble, an epilogue) up to the next part's header, or to
+        `end`. Closing delimiters on the way end their multiparts."""
         stack = self.stack
         while True:
-            found = self._next_delimiter(self.raw, pos)
+            if all(o.boundary is None for o in stack):
+                self.done = True
+                return end
+            found = self._next_delimiter(raw, pos, end)
             if found is None:
-                return None
+                return end
             level, closing, pos = found
             del stack[level + 1 :]  # an enclosing delimiter ends every part inside it
             if not closing:
+                self._start_header()
                 return pos
             stack.pop()  # this multipart ends; its epilogue belongs to the part around it
 
-    def _next_delimiter(self, raw: bytes, pos: int) -> tuple[int, bool, int] | None:
+    def _next_delimiter(self, raw: bytes, pos: int, end: int) -> tuple[int, bool, int] | None:
         """(stack level, closing, position after the line) of the next delimiter line of an
-        open multipart in `raw` from `pos`, the innermost one when two share a boundary."""
+        open multipart in `raw[pos:end]`, the innermost one when two share a boundary."""
         levels = {o.boundary: i for i, o in enumerate(self.stack) if o.boundary is not None}
         if not levels:
             return None
-        for match in _DELIMITER.finditer(raw, pos):
+        for match in _DELIMITER.finditer(raw, pos, end):
             text = match[1].rstrip(b" \t")  # the pattern stops before the line's CR
             if text in levels:
-                return levels[text], False, _line_end(raw, match.end())
+                return levels[text], False, _line_end(raw, match.end(), end)
             if text[-2:] == b"--" and text[:-2] in levels:
-                return levels[text[:-2]], True, _line_end(raw, match.end())
+                return levels[text[:-2]], True, _line_end(raw, match.end(), end)
             self._count_line()
         return None
 
-    def _header_at(self, pos: int) -> tuple[bytes, int]:
-        """The header section starting at `pos`, checked against the bounds: its (first)
-        Content-Type field, b"" when none, and the position of its body. As in the email
-        parser, a delimiter line of an open multipart ends it (the part's body is empty)."""
-        raw, bounds = self.raw, self.bounds
-        fields = size = field_size = 0
-        content_type = b""
-        in_content_type = False
-        while pos < len(raw):
+    def _header_lines(self, raw: bytes, pos: int, end: int) -> int:
+        """Read the header section's lines in `raw[pos:end]`, checked against the bounds,
+        up to its end (its empty line, or, as in the email parser, a delimiter line of an
+        open multipart: the part's body is empty); the position reached."""
+        bounds, header = self.bounds, self.header
+        assert header is not None
+        while pos < end:
             self._count_line()
-            end = raw.find(b"\n", pos)
-            after = len(raw) if end < 0 else end + 1
+            after = _line_end(raw, pos, end)
             line = raw[pos:after]
             if line in _EMPTY_LINES:
-                return content_type, after
-            if line.startswith(b"--") and self._next_delimiter(line, 0) is not None:
-                return content_type, pos
-            size += len(line)
+                self._header_ended()
+                return after
+            if line.startswith(b"--") and self._next_delimiter(line, 0, len(line)) is not None:
+                self._header_ended()
+                return pos
+            header.size += len(line)
             if line[:1] in (b" ", b"\t"):
-                field_size += len(line)
-                if in_content_type:
-                    content_type += line
+                header.field_size += len(line)
+                if header.in_content_type:
+                    header.content_type += line
             else:
-                fields += 1
-                field_size = len(line)
-                in_content_type = not content_type and _CONTENT_TYPE.match(line) is not None
-                if in_content_type:
-                    content_type = line  # the first one counts, as in the email parser
-            if fields > bounds.header_fields:
+                header.fields += 1
+                header.field_size = len(line)
+                header.in_content_type = (
+                    not header.content_type and _CONTENT_TYPE.match(line) is not None
+                )
+                if header.in_content_type:
+                    header.content_type = line  # the first one counts, as in the email parser
+            if header.fields > bounds.header_fields:
                 raise MalformedMessageError(f"more than {bounds.header_fields} header fields")
-            if field_size > bounds.field_bytes:
+            if header.field_size > bounds.field_bytes:
                 raise MalformedMessageError(f"a header field over {bounds.field_bytes} bytes")
-            if size > bounds.header_bytes:
+            if header.size > bounds.header_bytes:
                 raise MalformedMessageError(f"a header section over {bounds.header_bytes} bytes")
             pos = after
-        return content_type, pos
+        return pos
 
 
-def _line_end(raw: bytes, pos: int) -> int:
-    """The position after the line `pos` is in (its LF included)."""
-    end = raw.find(b"\n", pos)
-    return len(raw) if end < 0 else end + 1
+def _line_end(raw: bytes, pos: int, end: int) -> int:
+    """The position after the line `pos` is in (its LF included), at most `end`."""
+    found = raw.find(b"\n", pos, end)
+    return end if found < 0 else found + 1
 
 
 def _container(field: bytes, *, digest_parent: bool, bounds: Bounds) -> _Open | None:

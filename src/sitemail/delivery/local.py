@@ -23,6 +23,7 @@ from sitemail.core.envelope import EnvelopeRecipient
 from sitemail.core.errors import NotFoundError
 from sitemail.directory import Directory, ObjectKind, Recipient
 from sitemail.mailbox import Append, append_messages
+from sitemail.queue.content import Content
 from sitemail.queue.model import (
     Delivery,
     Outcome,
@@ -34,6 +35,7 @@ from sitemail.queue.model import (
 from sitemail.queue.records import (
     TrackEvent,
     add_recipients,
+    content_blob,
     finish_recipient,
     finish_recipients,
     message_recipient_addresses,
@@ -55,6 +57,25 @@ def delivered_to_addresses(content: bytes) -> set[str]:
     }
 
 
+def _append(
+    conn: Connection, mailbox: str, head: bytes, message: QueuedMessage, content: Content
+) -> Append:
+    """The mailbox copy: `head` + the message; a big one copied from the queue's row inside
+    the database (or written from its source), a chunk at a time."""
+    if content.in_memory:
+        return Append(mailbox, head + content.whole(), message.message_id, message.queue_id)
+    blob = content_blob(conn, content.queue_id) if content.queue_id else None
+    return Append(
+        mailbox,
+        head + content.prefix if blob is not None else head,
+        message.message_id,
+        message.queue_id,
+        tail_size=content.body_size if blob is not None else content.size,
+        tail_blob=blob,
+        tail_chunks=() if blob is not None else content.chunks(),
+    )
+
+
 class LocalDelivery:
     """The `local` transport."""
 
@@ -66,7 +87,7 @@ class LocalDelivery:
     async def deliver(
         self,
         message: QueuedMessage,
-        content: bytes,
+        content: Content,
         recipients: list[tuple[QueuedRecipient, Route]],
     ) -> list[RecipientResult]:
         return await asyncio.to_thread(self._deliver_all, message, content, recipients)
@@ -74,7 +95,7 @@ class LocalDelivery:
     def _deliver_all(
         self,
         message: QueuedMessage,
-        content: bytes,
+        content: Content,
         recipients: list[tuple[QueuedRecipient, Route]],
     ) -> list[RecipientResult]:
         with self._directory.store.write() as conn:
@@ -96,7 +117,7 @@ class LocalDelivery:
         waiting: list[tuple[int, int, QueuedMessage, QueuedRecipient, Recipient]] = []
         targets: dict[str, Recipient] = {}
         for number, (message, content, recipients) in enumerate(batch):
-            seen = delivered_to_addresses(content)
+            seen = delivered_to_addresses(content.head)
             results: list[RecipientResult] = []
             for rcpt, route in recipients:
                 target = None
@@ -117,14 +138,7 @@ class LocalDelivery:
                     head = (
                         f"Return-Path: <{message.envelope.sender}>\r\nDelivered-To: {address}\r\n"
                     )
-                    appends.append(
-                        Append(
-                            target.guid,
-                            head.encode() + content,
-                            message.message_id,
-                            message.queue_id,
-                        )
-                    )
+                    appends.append(_append(conn, target.guid, head.encode(), message, content))
                     waiting.append((number, len(results), message, rcpt, target))
                     results.append(_PLACEHOLDER)
                     continue

@@ -81,6 +81,11 @@ pipelining API and its protocol keeps one reply at a time, so for the exchange o
 reader (``_ReplyReader``, every reply kept in order) is set on the transport, and
 aiosmtplib's protocol gets it back afterwards.
 
+Big messages (not in memory: queue/content.py) are sent in chunks read from the queue in a
+thread, each written once the socket has taken the one before (asyncio flow control on our
+reader), with or without PIPELINING: neither this process nor the transport's buffer holds
+one whole. The SIZE check and parameter use the size the queue recorded.
+
 Connection pool: per (address, port, pins) destination, at most
 ``max_connections_per_destination`` connections; a connection is used by one delivery at
 a time (a lock per connection) and goes back idle unless its session broke. Reusing an
@@ -110,7 +115,15 @@ import re
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
 from typing import TypeVar, cast
@@ -134,6 +147,7 @@ from aiosmtplib.protocol import normalize_message_line_endings
 
 from sitemail.core.envelope import BodyType, Envelope, EnvelopeRecipient, Notify
 from sitemail.queue.attempts import report_stage
+from sitemail.queue.content import Content
 from sitemail.queue.model import Outcome, QueuedMessage, QueuedRecipient, RecipientResult
 from sitemail.routing.domain_routes import parse_nexthop
 from sitemail.routing.resolver import DnsRouteError, Resolver, resolve_mail_hosts
@@ -146,7 +160,7 @@ from sitemail.routing.trace import (
     trace_field,
 )
 
-__all__ = ["RemoteDelivery", "fingerprint_of", "xtext"]
+__all__ = ["RemoteDelivery", "fingerprint_of", "wire_chunks", "wire_digest", "xtext"]
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +173,9 @@ _NOTIFY_ORDER = (Notify.SUCCESS, Notify.FAILURE, Notify.DELAY)
 _QUIT_TIMEOUT = 5.0
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")  # never on a command line (CR/LF: injection)
 _LEADING_DOT = re.compile(rb"(?m)^\.")
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 _MAX_REPLY = 64 * 1024  # a reply longer than this (unfinished) is nonsense: the session ends
+_CARRY_LIMIT = 1024 * 1024  # a line longer than this is sent in pieces (no CRLF is added)
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -222,6 +238,69 @@ def _first_word(message: str) -> str:
 def _headers_need_utf8(content: bytes) -> bool:
     head = content.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
     return not head.isascii()
+
+
+class _LineEnds:
+    """One pass over a message's octets: pieces cut after a line end, with CRLF line ends
+    (bare CR or LF fixed, as `normalize_message_line_endings` does for a whole message), the
+    partial line carried to the next chunk (a line longer than `_CARRY_LIMIT` is cut
+    elsewhere, but never between CR and LF)."""
+
+    def __init__(self) -> None:
+        self._carry = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._carry + chunk if self._carry else chunk
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            if len(data) < _CARRY_LIMIT:
+                self._carry = data
+                return b""
+            cut = len(data) - data.endswith(b"\r")
+        self._carry = data[cut:]
+        return _LINE_END.sub(b"\r\n", data[:cut])
+
+    def end(self) -> bytes:
+        """The last line, ended."""
+        carry, self._carry = self._carry, b""
+        if not carry:
+            return b""
+        return _LINE_END.sub(b"\r\n", carry) + (b"" if carry.endswith(b"\r") else b"\r\n")
+
+
+async def wire_chunks(content: Content) -> AsyncIterator[bytes]:
+    """A message as DATA carries it, a chunk at a time: every line ending CRLF, a dot that
+    starts a line doubled (RFC 5321 4.5.2), the last line ended (`_LineEnds`)."""
+    ends = _LineEnds()
+    line_start = True  # the next octet sent starts a line
+    async for chunk in content.stream():
+        piece = ends.feed(chunk)
+        if piece:
+            yield _stuffed(piece, line_start)
+            line_start = piece.endswith(b"\n")
+    last = ends.end()
+    if last:
+        yield _stuffed(last, line_start)
+
+
+def wire_digest(content: Content) -> bytes:
+    """The trace's `content_digest` of a message as `wire_chunks` sends it (before the dots
+    are doubled), read a chunk at a time: blocking, run it in a thread."""
+    return content_digest(_wire_pieces(content))
+
+
+def _wire_pieces(content: Content) -> Iterator[bytes]:
+    ends = _LineEnds()
+    for chunk in content.chunks():
+        yield ends.feed(chunk)
+    yield ends.end()
+
+
+def _stuffed(piece: bytes, line_start: bool) -> bytes:
+    """`piece` (CRLF line ends) with its line-leading dots doubled (`line_start`: whether its
+    first octet starts a line)."""
+    out = _LEADING_DOT.sub(b"..", piece)
+    return out if line_start or not piece.startswith(b".") else out[1:]
 
 
 def _notify_param(recipient: EnvelopeRecipient) -> str:
@@ -363,7 +442,20 @@ class _ReplyReader(asyncio.Protocol):
         self._replies: deque[SMTPResponse] = deque()
         self._error: SMTPException | None = None
         self._changed: asyncio.Event = asyncio.Event()
+        self._writable: asyncio.Event = asyncio.Event()
+        self._writable.set()
         self.answered = False  # the peer has answered something since we were installed
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is full (asyncio flow control): `drained` waits."""
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    async def drained(self) -> None:
+        """Until the transport takes more (at once unless paused, or after a failure)."""
+        await self._writable.wait()
 
     def data_received(self, data: bytes) -> None:
         self._buffer.extend(data)
@@ -387,6 +479,7 @@ class _ReplyReader(asyncio.Protocol):
         if self._error is None:
             self._error = error
         self._changed.set()
+        self._writable.set()  # a writer waiting to send finds the connection closed
 
     def _parse(self) -> SMTPResponse | None:
         """One whole reply (RFC 5321 4.2.1: "250-" lines, then "250 ") off the buffer."""
@@ -452,7 +545,9 @@ class _Job:
     """One message for the recipients of one next hop, and what happened to each so far."""
 
     message: QueuedMessage
-    wire: bytes  # the content as SMTP carries it: CRLF line ends, ending in CRLF
+    # As SMTP carries it (CRLF line ends, ending in CRLF): in memory, fixed once; a big one
+    # is fixed chunk by chunk as it is sent (wire_chunks)
+    content: Content
     addresses: list[str]
     recipients: list[EnvelopeRecipient]
     originals: list[str]
@@ -468,13 +563,13 @@ class _Job:
 
     @property
     def size(self) -> int:
-        return self.trace_size + len(self.wire)
+        return self.trace_size + self.content.size
 
-    def body(self, accepted: list[int]) -> bytes:
+    def body(self, accepted: list[int]) -> Content:
         """The message for a transaction whose next hop accepted `accepted` (not stuffed)."""
         if self.trace is None:
-            return self.wire
-        return self.trace([self.addresses[i] for i in accepted]) + self.wire
+            return self.content
+        return self.content.with_prefix(self.trace([self.addresses[i] for i in accepted]))
 
     def pending(self) -> list[int]:
         return [i for i in range(len(self.addresses)) if i not in self.settled]
@@ -599,7 +694,7 @@ class RemoteDelivery:
     async def deliver(
         self,
         message: QueuedMessage,
-        content: bytes,
+        content: Content,
         recipients: list[tuple[QueuedRecipient, Route]],
     ) -> list[RecipientResult]:
         """Deliver ``content`` to every recipient; one result each, in the given order."""
@@ -631,7 +726,7 @@ class RemoteDelivery:
     async def _guarded(
         self,
         message: QueuedMessage,
-        content: bytes,
+        content: Content,
         transport: Transport,
         nexthop: str,
         members: list[tuple[QueuedRecipient, Route]],
@@ -646,25 +741,27 @@ class RemoteDelivery:
     async def _deliver_group(
         self,
         message: QueuedMessage,
-        content: bytes,
+        content: Content,
         transport: Transport,
         nexthop: str,
         members: list[tuple[QueuedRecipient, Route]],
     ) -> list[_Verdict]:
         envelope = message.envelope
+        if content.in_memory:
+            content = Content.of(normalize_message_line_endings(content.whole()))
         job = _Job(
             message=message,
-            wire=normalize_message_line_endings(content),
+            content=content,
             addresses=[route.recipient or rcpt.recipient.address for rcpt, route in members],
             recipients=[rcpt.recipient for rcpt, _ in members],
             originals=[rcpt.recipient.address for rcpt, _ in members],
             needs_utf8=envelope.smtputf8
-            and (not envelope.sender.isascii() or _headers_need_utf8(content)),
+            and (not envelope.sender.isascii() or _headers_need_utf8(content.head)),
         )
         report_stage(f"looking up {transport} {nexthop}")
         if transport is Transport.SITE and self._trace_site:
             # routing's loop guard reads the version back (routing.router)
-            self._add_trace(job, nexthop, version=str(members[0][1].version or ""))
+            await self._add_trace(job, nexthop, version=str(members[0][1].version or ""))
         plan, pins = await self._plan(transport, nexthop)
         if isinstance(plan, _Verdict):
             self._log(message, job.addresses, plan)
@@ -693,12 +790,18 @@ class RemoteDelivery:
             self._log(message, [address], verdict)
         return verdicts
 
-    def _add_trace(self, job: _Job, to_site: str, *, version: str) -> None:
+    async def _add_trace(self, job: _Job, to_site: str, *, version: str) -> None:
         """Give a site hop's job its trace field: made for each transaction, signed (when
         there is a signer) for the site `to_site` and the recipients it accepted, naming the
-        directory `version` the route was decided with (routing.trace)."""
+        directory `version` the route was decided with (routing.trace). A big message's
+        digest is a pass over it, a chunk at a time in a thread."""
         site, queue_id, sign = self._trace_site, job.message.queue_id, self._trace_signer
-        digest = content_digest(job.wire) if sign is not None else b""
+        digest = b""
+        if sign is not None and job.content.in_memory:
+            digest = content_digest(job.content.whole())
+        elif sign is not None:
+            report_stage("reading the message for its trace signature")
+            digest = await asyncio.to_thread(wire_digest, job.content)
 
         def trace(addresses: list[str]) -> bytes:
             now = self._wall_clock()
@@ -959,11 +1062,17 @@ class RemoteDelivery:
         self, conn: _Connection, target: _Target, job: _Job, accepted: list[int]
     ) -> None:
         """DATA and the message; its reply settles every accepted recipient."""
+        if not job.content.in_memory:  # sent in chunks, as when pipelining
+            async with self._replies(conn) as reader:
+                self._send(conn, [b"DATA\r\n"])
+                data = await self._read(conn, reader, target, "DATA")
+                await self._send_message(conn, reader, target, job, accepted=accepted, data=data)
+            return
         try:
             reply = await self._net(
                 target,
                 "sending message body",
-                conn.smtp.data(job.body(accepted), timeout=self._data_timeout),
+                conn.smtp.data(job.body(accepted).whole(), timeout=self._data_timeout),
             )
         except SMTPDataError as exc:
             verdict = _from_reply(exc.code, exc.message, "end of DATA", target)
@@ -1089,8 +1198,11 @@ class RemoteDelivery:
             self._send(conn, [b".\r\n"])
             await self._read(conn, reader, target, "end of DATA")
             return
-        body = _LEADING_DOT.sub(b"..", job.body(accepted))
-        self._send(conn, [body, b".\r\n"])
+        body = job.body(accepted)
+        if body.in_memory:  # line ends fixed already (the trace field's too)
+            self._send(conn, [_LEADING_DOT.sub(b"..", body.whole()), b".\r\n"])
+        else:
+            await self._net(target, "sending message body", self._stream(conn, reader, body))
         reply = await self._read(conn, reader, target, "end of DATA", patience=self._data_timeout)
         verdict = _from_reply(reply.code, reply.message, "end of DATA", target)
         if reply.code == 421:
@@ -1099,6 +1211,16 @@ class RemoteDelivery:
         conn.transactions += 1
         for index in accepted:
             job.settle(index, verdict)
+
+    async def _stream(self, conn: _Connection, reader: _ReplyReader, body: Content) -> None:
+        """A big message a chunk at a time (read from the queue in a thread), each sent once
+        the socket has taken the one before: never whole in memory, here or in the
+        transport's buffer. A read failure leaves the DATA unfinished, so nothing is sent."""
+        async with asyncio.timeout(self._data_timeout):
+            async for piece in wire_chunks(body):
+                self._send(conn, [piece])
+                await reader.drained()
+            self._send(conn, [b".\r\n"])
 
     async def _expect_reset(self, conn: _Connection, reader: _ReplyReader, target: _Target) -> None:
         reply = await self._read(conn, reader, target, "RSET")

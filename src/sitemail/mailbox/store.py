@@ -9,12 +9,15 @@ restarts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import Column, Connection, bindparam, delete, func, insert, select, update
 
 from sitemail.core.errors import NotFoundError
+from sitemail.store import blobs
 from sitemail.store.tables import mail_folder, mail_message, mail_uidvalidity
 
 __all__ = [
@@ -171,13 +174,20 @@ def append_message(
 
 @dataclass(frozen=True, slots=True)
 class Append:
-    """One message to append: `append_messages` stores many in a few statements."""
+    """One message to append: `append_messages` stores many in a few statements.
+
+    A big message (SQLite) is `content` followed by `tail_size` more octets, copied inside
+    the database from `tail_blob` (a column and rowid: the queue's copy) or written from
+    `tail_chunks`, a chunk at a time (store/blobs.py), never whole in memory."""
 
     mailbox: str
     content: bytes
     message_id: str = ""
     queue_id: str = ""
     flags: str = ""
+    tail_size: int = 0
+    tail_blob: tuple[Column[Any], int] | None = None
+    tail_chunks: Iterable[bytes] = ()
 
 
 def append_messages(
@@ -193,6 +203,7 @@ def append_messages(
         by_mailbox.setdefault(message.mailbox, []).append(index)
     uids = [0] * len(messages)
     rows: list[dict[str, object]] = []
+    tailed: list[tuple[dict[str, object], Append]] = []
     for mailbox, indexes in by_mailbox.items():
         folder_id = ensure_folders(conn, mailbox, now).get(folder)
         if folder_id is None:
@@ -204,21 +215,41 @@ def append_messages(
         for offset, index in enumerate(indexes):
             message = messages[index]
             uids[index] = first + offset
-            rows.append(
-                {
-                    "folder_id": folder_id,
-                    "uid": first + offset,
-                    "internal_date": now,
-                    "size": len(message.content),
-                    "flags": message.flags,
-                    "message_id": message.message_id,
-                    "queue_id": message.queue_id,
-                    "content": message.content,
-                }
-            )
+            row: dict[str, object] = {
+                "folder_id": folder_id,
+                "uid": first + offset,
+                "internal_date": now,
+                "size": len(message.content) + message.tail_size,
+                "flags": message.flags,
+                "message_id": message.message_id,
+                "queue_id": message.queue_id,
+                "content": message.content,
+            }
+            if message.tail_size:
+                tailed.append((row, message))
+            else:
+                rows.append(row)
     if rows:
         conn.execute(_INSERT_MESSAGE, rows)
+    for row, message in tailed:
+        _insert_tailed(conn, row, message)
     return uids
+
+
+def _insert_tailed(conn: Connection, row: dict[str, object], message: Append) -> None:
+    """Insert one big message: its start, then its tail copied or written in chunks."""
+    inserted = conn.execute(_INSERT_MESSAGE, {**row, "content": b""}).inserted_primary_key
+    assert inserted is not None
+    rowid = int(inserted[0])
+    head = message.content
+    size = len(head) + message.tail_size
+    if message.tail_blob is None:
+        chunks = itertools.chain([head], message.tail_chunks)  # one chunk at a time
+        blobs.fill_blob(conn, mail_message.c.content, rowid, size, chunks)
+        return
+    blobs.size_blob(conn, mail_message.c.content, rowid, size)
+    blobs.write_blob(conn, mail_message.c.content, rowid, [head])
+    blobs.copy_blob(conn, message.tail_blob, (mail_message.c.content, rowid), at=len(head))
 
 
 def list_folders(conn: Connection, mailbox: str) -> list[FolderInfo]:

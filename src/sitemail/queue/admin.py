@@ -19,12 +19,16 @@ from sitemail.core.address import DSA_LOCAL_PART
 from sitemail.core.clock import Clock
 from sitemail.core.errors import InvalidValueError, NotFoundError
 from sitemail.queue.attempts import Attempt
+from sitemail.queue.content import HEAD_LIMIT
 from sitemail.queue.model import RcptState
 from sitemail.queue.records import TrackEvent, track
 from sitemail.store.engine import Store
 from sitemail.store.tables import queue_message, queue_rcpt, track_event
 
 __all__ = ["FINAL_EVENTS", "QueueAdmin", "QueueEntry", "RecipientEntry", "message_events"]
+
+# A listing reads every queued message's row but never its content (tens of MB for some).
+_LISTED = [column for column in queue_message.c if column.name != "content"]
 
 # What happened to a recipient in the end at this server (the live views' "recent deliveries").
 FINAL_EVENTS = ("delivered", "relayed", "bounced")
@@ -75,9 +79,7 @@ class QueueAdmin:
         """Every queued message with its recipients: their state and last error from the
         database, and what an attempt in progress is doing (when the server says)."""
         with self._store.read() as conn:
-            messages = conn.execute(
-                select(queue_message).order_by(queue_message.c.received_at)
-            ).all()
+            messages = conn.execute(select(*_LISTED).order_by(queue_message.c.received_at)).all()
             rcpts = conn.execute(select(queue_rcpt).order_by(queue_rcpt.c.id)).all()
         live = self._live()
         by_message: dict[str, list[RecipientEntry]] = {}
@@ -117,11 +119,12 @@ class QueueAdmin:
         return {(a.queue_id, r): a for a in self._attempts() for r in a.recipients}
 
     def show(self, queue_id: str) -> tuple[QueueEntry, bytes]:
+        """A message and its start (its header at least; a big message is not read whole)."""
         for entry in self.entries():
             if entry.queue_id == queue_id.upper():
                 with self._store.read() as conn:
                     content = conn.execute(
-                        select(queue_message.c.content).where(
+                        select(func.substr(queue_message.c.content, 1, HEAD_LIMIT)).where(
                             queue_message.c.queue_id == entry.queue_id
                         )
                     ).scalar_one()

@@ -103,7 +103,7 @@ def _resent(
 ) -> TrackEvent:
     """The tracking event of a recipient left out: under the first copy's queue id."""
     detail = f"resent by {origin.site} (its id {origin.queue_id}): accepted as {first}"
-    message_id = extract_message_id(message.content)
+    message_id = extract_message_id(message.content.head)
     sender = message.envelope.sender
     return TrackEvent(now, "duplicate", first, message_id, sender, recipient, site, detail)
 

@@ -132,11 +132,14 @@ def build_dsn(
     now: datetime,
     postmaster: str = "",
     max_original: int = DEFAULT_MAX_ORIGINAL,
+    original_size: int | None = None,
 ) -> bytes | None:
     """The complete report for `entries` of one message, or None when none is to be sent.
 
     `envelope`, `queue_id`, `message_id`, `arrival` and `content` describe the original as
-    the queue holds it. Entries whose recipient did not ask for `kind` are left out; None when
+    the queue holds it; `content` may be only the start of a big message (its header at
+    least) when `original_size` gives the whole size: such an original is never returned
+    whole. Entries whose recipient did not ask for `kind` are left out; None when
     no entry remains or the original sender is the null sender. `postmaster` is the From
     address (default MAILER-DAEMON@`reporting_mta`). Naive datetimes are taken as UTC.
     """
@@ -146,7 +149,8 @@ def build_dsn(
     if not wanted:
         return None
     host = _clean(reporting_mta).replace(" ", "") or "localhost"
-    original = _original_part(envelope, content, kind, max_original)
+    size = len(content) if original_size is None else original_size
+    original = _original_part(envelope, content, kind, max_original, size)
     status_part = _status_part(host, envelope, queue_id, arrival, wanted)
     text_part = _text_part(
         host,
@@ -230,13 +234,17 @@ class _Original:
     why_headers: str  # "" when full; else the sentence that explains it
 
 
-def _original_part(envelope: Envelope, content: bytes, kind: DsnKind, cap: int) -> _Original:
-    """The original, whole or its header section, untouched (RFC 3461 section 4.3, RFC 6522)."""
+def _original_part(
+    envelope: Envelope, content: bytes, kind: DsnKind, cap: int, size: int
+) -> _Original:
+    """The original, whole or its header section, untouched (RFC 3461 section 4.3, RFC 6522);
+    `size` is the original's (`content` may hold only its start)."""
     header_section = _header_section(content)
     utf8_headers = not header_section.isascii()
     wants_full = kind is DsnKind.FAILURE and envelope.ret is not Ret.HDRS
-    shape = _shape_fault(content) if wants_full and len(content) <= cap else ""
-    if wants_full and len(content) <= cap and not shape:
+    whole = wants_full and size <= cap and len(content) == size  # `content` is all of it
+    shape = _shape_fault(content) if whole else ""
+    if whole and not shape:
         ctype = "message/global" if utf8_headers else "message/rfc822"
         headers = _field("Content-Description", "Undelivered Message") + _field(
             "Content-Type", ctype
@@ -250,7 +258,7 @@ def _original_part(envelope: Envelope, content: bytes, kind: DsnKind, cap: int) 
         why += "headers are attached."
     elif wants_full:
         why = (
-            f"Your message was {len(content)} bytes, more than the {cap} bytes this system "
+            f"Your message was {size} bytes, more than the {cap} bytes this system "
             "returns, so only its headers are attached."
         )
     elif kind is DsnKind.FAILURE:

@@ -59,6 +59,7 @@ from sitemail.core.envelope import Envelope, EnvelopeRecipient, Notify
 from sitemail.core.errors import StoreUnavailableError
 from sitemail.queue.attempts import Attempts, report_stage
 from sitemail.queue.backoff import Backoff
+from sitemail.queue.content import Content
 from sitemail.queue.dsn import DsnEntry, DsnKind, build_dsn, dsn_body_type
 from sitemail.queue.journal import DeliveryJournal
 from sitemail.queue.model import (
@@ -100,7 +101,8 @@ _RECEIVED = re.compile(rb"^received:", re.IGNORECASE | re.MULTILINE)
 _BATCH = 100
 _PARALLEL_MESSAGES = 32  # messages handed to network transports at once
 _MAX_IN_FLIGHT = 4 * _PARALLEL_MESSAGES  # messages loaded and waiting for a delivery slot
-_PASS_BYTES = 32 * 1024 * 1024  # message content loaded by one pass (at least one message)
+_PASS_BYTES = 32 * 1024 * 1024  # message content in memory for one pass (at least one message;
+# a big message counts for its head: the rest is read in chunks when it is sent)
 _IDLE_POLL = 5.0
 _IN_FLIGHT_POLL = 0.25  # seconds between passes while everything due is in flight
 
@@ -112,7 +114,7 @@ def count_received_headers(content: bytes) -> int:
 @dataclass(frozen=True, slots=True)
 class _Work:
     message: QueuedMessage
-    content: bytes
+    content: Content
     due: list[QueuedRecipient]
 
 
@@ -210,7 +212,9 @@ class QueueManager:
             self._wake.set()
 
     def deliver_in(
-        self, conn: Connection, batch: Sequence[tuple[QueuedMessage, bytes, list[QueuedRecipient]]]
+        self,
+        conn: Connection,
+        batch: Sequence[tuple[QueuedMessage, Content, list[QueuedRecipient]]],
     ) -> dict[str, bool]:
         """In the transaction that accepts `batch` (the writer's thread): deliver, record and
         dequeue the messages whose every recipient is local, so one commit both accepts them
@@ -238,7 +242,7 @@ class QueueManager:
         }
 
     def hand_off(
-        self, message: QueuedMessage, content: bytes, recipients: Sequence[QueuedRecipient]
+        self, message: QueuedMessage, content: Content, recipients: Sequence[QueuedRecipient]
     ) -> None:
         """A message just committed by the spool (claimed before): start its delivery now,
         without a database poll. Declined (a pass delivers it) before run(), when full, or
@@ -317,7 +321,8 @@ class QueueManager:
         count = 0
         ids = list(noted)
         for start in range(0, len(ids), _BATCH):
-            for message, content, rows in load_messages(conn, ids[start : start + _BATCH]):
+            batch = ids[start : start + _BATCH]  # a big message loaded as its handle
+            for message, content, rows in load_messages(conn, batch, store=self._store):
                 due = [r for r, row in rows if row.state == RcptState.QUEUED.value]
                 taken = {r.id for r in due}
                 results = [r for r in noted[message.queue_id] if r.rcpt_id in taken]
@@ -485,7 +490,7 @@ class QueueManager:
         """Load the messages (up to a memory budget; the rest wait for the next pass) and
         route their due recipients."""
         with self._store.read() as conn:
-            loaded = load_messages(conn, ids, max_bytes=_PASS_BYTES)
+            loaded = load_messages(conn, ids, max_bytes=_PASS_BYTES, store=self._store)
         plans = []
         for message, content, rows in loaded:
             due = [
@@ -499,7 +504,7 @@ class QueueManager:
 
     def _plan(self, work: _Work) -> _Plan:
         plan = _Plan(work)
-        if count_received_headers(work.content) > self._settings.hop_limit:
+        if count_received_headers(work.content.head) > self._settings.hop_limit:
             text = f"too many hops ({self._settings.hop_limit} Received headers): mail loop?"
             plan.results = [
                 RecipientResult(r.id, Outcome.FAILED, 554, "5.4.6", text) for r in work.due
@@ -507,7 +512,7 @@ class QueueManager:
             return plan
         # The passes and the arrival here: an unknown recipient waits for replication to have
         # caught up since the message arrived before it bounces (routing.router rule 3).
-        trace = read_trace(work.content, arrived=work.message.received_at)
+        trace = read_trace(work.content.head, arrived=work.message.received_at)
         for rcpt in work.due:
             try:
                 route = self._router(rcpt.recipient.address, trace)
@@ -814,7 +819,8 @@ class QueueManager:
             queue_id=message.queue_id,
             message_id=message.message_id,
             arrival=datetime.fromtimestamp(message.received_at, UTC),
-            content=work.content,
+            content=work.content.whole() if work.content.in_memory else work.content.head,
+            original_size=work.content.size,
             entries=entries,
             kind=kind,
             now=datetime.fromtimestamp(now, UTC),
@@ -830,7 +836,8 @@ class QueueManager:
             smtputf8=not message.envelope.sender.isascii(),
         )
         queue_id = new_queue_id(now)
-        insert_message(conn, queue_id, NewMessage(envelope, dsn, is_dsn=True), now, self._site)
+        notice = NewMessage(envelope, Content.of(dsn), is_dsn=True)
+        insert_message(conn, queue_id, notice, now, self._site)
         track(
             conn,
             [

@@ -6,7 +6,9 @@ share a next hop, and answers one `RecipientResult` per recipient: 2xx delivered
 again later, 5xx failed for that recipient only (a DSN follows). A transport whose whole work
 is database writes (local delivery) is also a `TransactionalAgent`: the queue then runs it
 inside its own write transaction, so the delivery, the queue's record of it and the dequeue
-commit together, and many messages share one commit.
+commit together, and many messages share one commit. The message comes as a `Content`:
+bytes when small, a handle read in chunks when big (queue/content.py); a transport never
+needs it whole.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import NamedTuple, NewType, Protocol, runtime_checkable
 from sqlalchemy import Connection
 
 from sitemail.core.envelope import Envelope, EnvelopeRecipient
+from sitemail.queue.content import Content
 from sitemail.routing.route import Route
 
 __all__ = [
@@ -87,7 +90,7 @@ class DeliveryAgent(Protocol):
     async def deliver(
         self,
         message: QueuedMessage,
-        content: bytes,
+        content: Content,
         recipients: list[tuple[QueuedRecipient, Route]],
     ) -> list[RecipientResult]: ...
 
@@ -96,7 +99,7 @@ class Delivery(NamedTuple):
     """One message for a transactional transport, with the recipients it should take."""
 
     message: QueuedMessage
-    content: bytes
+    content: Content
     recipients: list[tuple[QueuedRecipient, Route]]
 
 

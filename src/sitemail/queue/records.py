@@ -24,15 +24,18 @@ from sqlalchemy import (
     Connection,
     and_,
     bindparam,
+    case,
     delete,
     func,
     insert,
+    literal_column,
     or_,
     select,
     update,
 )
 
 from sitemail.core.envelope import BodyType, Envelope, EnvelopeRecipient, Notify, Ret
+from sitemail.queue.content import HEAD_LIMIT, MEMORY_LIMIT, Content, StoredSource
 from sitemail.queue.model import (
     Outcome,
     QueuedMessage,
@@ -42,6 +45,8 @@ from sitemail.queue.model import (
     RecipientResult,
 )
 from sitemail.routing.trace import Origin
+from sitemail.store import blobs
+from sitemail.store.engine import Store
 from sitemail.store.tables import queue_message, queue_rcpt, track_event
 
 __all__ = [
@@ -50,6 +55,7 @@ __all__ = [
     "add_recipients",
     "close_done",
     "close_finished",
+    "content_blob",
     "finish_recipients",
     "insert_message",
     "insert_messages",
@@ -59,6 +65,7 @@ __all__ = [
     "new_queue_id",
     "record_delivered",
     "retry_directory_deferrals",
+    "stored_content",
     "track",
 ]
 
@@ -104,7 +111,7 @@ def extract_message_id(content: bytes) -> str:
 @dataclass(frozen=True, slots=True)
 class NewMessage:
     envelope: Envelope
-    content: bytes
+    content: Content
     is_dsn: bool = False
     queue_id: QueueId | None = None  # pre-allocated by the SMTP session (Received header)
     origin: Origin | None = None  # a sibling site's proven origin (queue.dedupe)
@@ -176,6 +183,15 @@ _SIZES_IN = select(queue_message.c.queue_id, queue_message.c.size).where(
     queue_message.c.queue_id.in_(_IDS)
 )
 _MESSAGES_IN = select(queue_message).where(queue_message.c.queue_id.in_(_IDS))
+# SQLite: a big message's content stays in the database (read in chunks later); its rowid
+# finds its header, read with blob I/O.
+_MESSAGES_IN_HEADLESS = select(
+    *(c for c in queue_message.c if c.name != "content"),
+    case((queue_message.c.size <= MEMORY_LIMIT, queue_message.c.content), else_=None).label(
+        "content"
+    ),
+    literal_column("rowid").label("row_number"),
+).where(queue_message.c.queue_id.in_(_IDS))
 _RCPTS_IN = select(queue_rcpt).where(queue_rcpt.c.queue_id.in_(_IDS)).order_by(queue_rcpt.c.id)
 _STILL_QUEUED_IN = (
     select(queue_rcpt.c.queue_id)
@@ -238,9 +254,17 @@ def insert_messages(
     message_rows: list[dict[str, Any]] = []
     rcpt_rows: list[dict[str, Any]] = []
     events: list[TrackEvent] = []
+    streamed: list[tuple[QueueId, Content]] = []  # written in chunks once their rows exist
     for queue_id, message in messages:
-        message_id = extract_message_id(message.content)
+        content = message.content
         env = message.envelope
+        if content.in_memory or not blobs.supported(conn):
+            value = content.whole()  # PostgreSQL: big messages too, for now
+            message_id = extract_message_id(value)
+        else:
+            value = b""
+            message_id = extract_message_id(content.head)
+            streamed.append((queue_id, content))
         message_rows.append(
             {
                 "queue_id": queue_id,
@@ -248,8 +272,8 @@ def insert_messages(
                 "sender": env.sender,
                 "envelope": _envelope_json(env),
                 "message_id": message_id,
-                "size": len(message.content),
-                "content": message.content,
+                "size": content.size,
+                "content": value,
                 "is_dsn": message.is_dsn,
                 "held": False,
                 "done": False,
@@ -264,6 +288,10 @@ def insert_messages(
     if not message_rows:
         return []
     conn.execute(_INSERT_MESSAGE, message_rows)
+    for queue_id, content in streamed:
+        rowid = blobs.rowid_of(conn, queue_message.c.queue_id, queue_id)
+        assert rowid is not None  # inserted just above, in this transaction
+        blobs.fill_blob(conn, queue_message.c.content, rowid, content.size, content.chunks())
     rcpt_ids = iter(conn.execute(_INSERT_RCPT, rcpt_rows).scalars().all() if rcpt_rows else [])
     track(conn, events)
     out = []
@@ -273,7 +301,7 @@ def insert_messages(
             queue_id=queue_id,
             envelope=env,
             received_at=now,
-            size=len(message.content),
+            size=message.content.size,
             message_id=row["message_id"],
             is_dsn=message.is_dsn,
         )
@@ -290,6 +318,23 @@ def insert_messages(
         ]
         out.append((queued, recipients))
     return out
+
+
+def stored_content(store: Store, queue_id: str, content: Content) -> Content:
+    """`content` as the queue holds it once committed under `queue_id`: up to
+    `MEMORY_LIMIT`, in memory (as `load_messages` gives it); a bigger one read from its row
+    in chunks (PostgreSQL: whole, for now). Call it while `content` is readable."""
+    if content.in_memory:
+        return content
+    if not store.is_sqlite or content.size <= MEMORY_LIMIT:
+        return Content.of(content.whole())
+    return Content.behind(StoredSource(store, queue_id), content.size, content.head)
+
+
+def content_blob(conn: Connection, queue_id: str) -> tuple[Any, int] | None:
+    """Where a queued message's content lies, for blob I/O: (column, rowid); None if gone."""
+    rowid = blobs.rowid_of(conn, queue_message.c.queue_id, queue_id)
+    return None if rowid is None else (queue_message.c.content, rowid)
 
 
 def add_recipients(
@@ -338,7 +383,7 @@ def to_recipient(row: Any) -> QueuedRecipient:
     )
 
 
-def load_message(conn: Connection, queue_id: str) -> tuple[QueuedMessage, bytes] | None:
+def load_message(conn: Connection, queue_id: str) -> tuple[QueuedMessage, Content] | None:
     row = conn.execute(_SELECT_MESSAGE, {"b_queue_id": queue_id}).first()
     if row is None:
         return None
@@ -352,29 +397,51 @@ def load_message(conn: Connection, queue_id: str) -> tuple[QueuedMessage, bytes]
         message_id=row.message_id,
         is_dsn=row.is_dsn,
     )
-    return message, bytes(row.content)
+    return message, Content.of(bytes(row.content))
+
+
+def _in_memory(size: int, store: Store | None) -> int:
+    """What loading a message of `size` octets costs in memory (a big one: its head)."""
+    return min(size, HEAD_LIMIT) if store is not None and size > MEMORY_LIMIT else size
+
+
+def _content(conn: Connection, row: Any, store: Store | None) -> Content:
+    """A loaded row's content: bytes, or (a big one, SQLite, `store` given) its handle."""
+    if row.content is not None:
+        return Content.of(bytes(row.content))
+    assert store is not None
+    head = blobs.read_blob(conn, queue_message.c.content, row.row_number, 0, HEAD_LIMIT)
+    return Content.behind(StoredSource(store, row.queue_id), row.size, head)
 
 
 def load_messages(
-    conn: Connection, queue_ids: Sequence[str], *, max_bytes: int | None = None
-) -> list[tuple[QueuedMessage, bytes, list[tuple[QueuedRecipient, Any]]]]:
+    conn: Connection,
+    queue_ids: Sequence[str],
+    *,
+    max_bytes: int | None = None,
+    store: Store | None = None,
+) -> list[tuple[QueuedMessage, Content, list[tuple[QueuedRecipient, Any]]]]:
     """Messages with all their recipients (rows too), in the order of `queue_ids`; missing
     ones are left out. With `max_bytes`, only the first messages whose content fits (always
-    at least one) are loaded."""
+    at least one) are loaded. With the `store` (SQLite), a message over
+    `content.MEMORY_LIMIT` is loaded as a handle that reads it in chunks later, and counts
+    for its head only."""
     ids = list(dict.fromkeys(queue_ids))
+    streaming = store is not None and blobs.supported(conn)
     if max_bytes is not None and ids:
         sizes = {r.queue_id: int(r.size) for r in conn.execute(_SIZES_IN, {"b_ids": ids})}
         ids = [i for i in ids if i in sizes]
         total, keep = 0, 0
         for queue_id in ids:
-            total += sizes[queue_id]
+            total += _in_memory(sizes[queue_id], store if streaming else None)
             keep += 1
             if total >= max_bytes:
                 break
         ids = ids[:keep]
     if not ids:
         return []
-    rows = {r.queue_id: r for r in conn.execute(_MESSAGES_IN, {"b_ids": ids})}
+    query = _MESSAGES_IN_HEADLESS if streaming else _MESSAGES_IN
+    rows = {r.queue_id: r for r in conn.execute(query, {"b_ids": ids})}
     rcpts: dict[str, list[Any]] = {}
     for r in conn.execute(_RCPTS_IN, {"b_ids": ids}):
         rcpts.setdefault(r.queue_id, []).append(r)
@@ -393,7 +460,7 @@ def load_messages(
             message_id=row.message_id,
             is_dsn=row.is_dsn,
         )
-        out.append((message, bytes(row.content), recipients))
+        out.append((message, _content(conn, row, store if streaming else None), recipients))
     return out
 
 

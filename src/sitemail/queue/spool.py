@@ -37,9 +37,10 @@ from typing import Protocol
 from sqlalchemy import Connection
 
 from sitemail.core.clock import Clock
+from sitemail.queue.content import Content
 from sitemail.queue.dedupe import forget_older, remember, screen
 from sitemail.queue.model import QueuedMessage, QueuedRecipient, QueueId
-from sitemail.queue.records import NewMessage, insert_messages, new_queue_id
+from sitemail.queue.records import NewMessage, insert_messages, new_queue_id, stored_content
 from sitemail.store.engine import Store
 from sitemail.store.writer import GroupWriter
 
@@ -47,10 +48,9 @@ __all__ = ["Handoff", "New", "Spool", "hand_over"]
 
 log = logging.getLogger("sitemail.queue")
 
-_Queued = tuple[QueuedMessage, list[QueuedRecipient]]
 _PURGE_EVERY = 30.0  # seconds between purges of old dedupe records (queue.dedupe)
 _STOP_TIMEOUT = 10.0  # seconds `stop` waits for the batches being committed
-New = tuple[QueuedMessage, bytes, list[QueuedRecipient]]  # a message just written, with content
+New = tuple[QueuedMessage, Content, list[QueuedRecipient]]  # a message just written, with content
 
 
 class Handoff(Protocol):
@@ -68,7 +68,7 @@ class Handoff(Protocol):
         {queue id: whether a pass has work left from it} for each message it settled."""
 
     def hand_off(
-        self, message: QueuedMessage, content: bytes, recipients: Sequence[QueuedRecipient]
+        self, message: QueuedMessage, content: Content, recipients: Sequence[QueuedRecipient]
     ) -> None:
         """Committed, on the loop: deliver it now (or drop the claim and leave it to a pass)."""
 
@@ -186,7 +186,7 @@ class Spool:
     async def _submit(self, batch: _Batch) -> None:
         handed = False
         try:
-            stored, settled, duplicates = await self.writer.submit(
+            written, settled, duplicates = await self.writer.submit(
                 functools.partial(self._insert, batch=batch)
             )
         except Exception as exc:  # every waiter gets it (451); nothing was written
@@ -195,7 +195,7 @@ class Spool:
                     pending.future.set_exception(exc)
             return
         else:
-            self._hand_off(batch, stored, settled)
+            self._hand_off(batch, written, settled)
             handed = True
             self._drop_duplicates(batch, duplicates)
         finally:
@@ -208,15 +208,9 @@ class Spool:
             if not pending.future.done():
                 pending.future.set_result(pending.queue_id)
 
-    def _hand_off(
-        self, batch: _Batch, stored: list[tuple[_Pending, _Queued]], settled: dict[str, bool]
-    ) -> None:
+    def _hand_off(self, batch: _Batch, written: list[New], settled: dict[str, bool]) -> None:
         if self._handoff is None:
             return
-        written = [
-            (message, pending.message.content, recipients)
-            for pending, (message, recipients) in stored
-        ]
         failed = set(hand_over(self._handoff, written, settled))
         for pending in batch.items:
             if pending.queue_id in failed:
@@ -237,10 +231,12 @@ class Spool:
 
     def _insert(
         self, conn: Connection, *, batch: _Batch
-    ) -> tuple[list[tuple[_Pending, _Queued]], dict[str, bool], dict[QueueId, QueueId]]:
+    ) -> tuple[list[New], dict[str, bool], dict[QueueId, QueueId]]:
         """In the writer thread: close the batch (later messages open the next), write it
         but for resends from sibling sites, and let the hand-off deliver what it can in the
-        same transaction. (What was stored, what the hand-off settled, the resends.)"""
+        same transaction. (What was handed on, what the hand-off settled, the resends.) A big
+        message is copied in chunks from its spool file; what is handed on reads it from the
+        queue (the spool file is closed once the session has its answer)."""
         with self._lock:
             batch.taken = True
         now = self._clock.now()
@@ -252,14 +248,10 @@ class Spool:
         if now >= self._purge_at:
             self._purge_at = now + _PURGE_EVERY
             forget_older(conn, now - self._retention)
-        by_id = {p.queue_id: p for p in batch.items}
-        stored = [
-            (by_id[q], written) for (q, _), written in zip(screened.fresh, queued, strict=True)
-        ]
         if self._handoff is None:
-            return stored, {}, screened.duplicates
+            return [], {}, screened.duplicates
         new = [
-            (message, pending.message.content, recipients)
-            for pending, (message, recipients) in stored
+            (message, stored_content(self._store, queue_id, fresh.content), recipients)
+            for (queue_id, fresh), (message, recipients) in zip(screened.fresh, queued, strict=True)
         ]
-        return stored, self._handoff.deliver_in(conn, new), screened.duplicates
+        return new, self._handoff.deliver_in(conn, new), screened.duplicates

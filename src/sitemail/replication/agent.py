@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
+from sitemail.queue.content import Content
 from sitemail.queue.model import QueuedMessage, QueuedRecipient, RecipientResult
 from sitemail.queue.records import close_if_done, new_queue_id, record_delivered
 from sitemail.queue.spool import Handoff, hand_over
@@ -68,17 +69,25 @@ class ReplicationAgent:
     async def deliver(
         self,
         message: QueuedMessage,
-        content: bytes,
+        message_content: Content,
         recipients: list[tuple[QueuedRecipient, Route]],
     ) -> list[RecipientResult]:
         self._taken += 1
         try:
-            return await self._deliver(message, content, recipients)
-        except TRANSIENT:
-            raise  # the store or the machine failed, not the message: deferred, retried
-        except Exception as fault:  # the message made processing fail: dropped, counted
-            drop = partial(self._drop, message=message, content=content, fault=fault)
-            return await self._step(partial(drop, recipients=recipients))
+            # Replication messages are read whole (a big one from the queue, in a thread);
+            # a failed read is no fault of the message: the queue defers it.
+            content = (
+                message_content.whole()
+                if message_content.in_memory
+                else await asyncio.to_thread(message_content.whole)
+            )
+            try:
+                return await self._deliver(message, content, recipients)
+            except TRANSIENT:
+                raise  # the store or the machine failed, not the message: deferred, retried
+            except Exception as fault:  # the message made processing fail: dropped, counted
+                drop = partial(self._drop, message=message, content=content, fault=fault)
+                return await self._step(partial(drop, recipients=recipients))
         finally:
             self._taken -= 1
 

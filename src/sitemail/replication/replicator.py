@@ -53,6 +53,7 @@ from sitemail.core.errors import InvalidValueError, NotFoundError, StoreError
 from sitemail.directory import Directory, ObjectKind
 from sitemail.directory.claims import move_aside_lost_claims
 from sitemail.queue.admin import message_events
+from sitemail.queue.content import Content
 from sitemail.queue.model import QueuedMessage, QueuedRecipient, QueueId
 from sitemail.queue.records import (
     NewMessage,
@@ -153,7 +154,9 @@ class Outbox:
     beyond them gets a fresh id and is left to a pass (`overflow`)."""
 
     claimed: list[QueueId]
-    written: list[tuple[QueuedMessage, bytes, list[QueuedRecipient]]] = field(default_factory=list)
+    written: list[tuple[QueuedMessage, Content, list[QueuedRecipient]]] = field(
+        default_factory=list
+    )
     overflow: int = 0
 
     def next_id(self, now: float) -> QueueId:
@@ -270,11 +273,12 @@ class Replicator:
         envelope = Envelope("", (EnvelopeRecipient(to, frozenset({Notify.NEVER})),))
         outbox: Outbox | None = getattr(self._local, "outbox", None)
         queue_id = outbox.next_id(now) if outbox is not None else new_queue_id(now)
+        content = Content.of(raw)
         [(queued, recipients)] = insert_messages(
-            conn, [(queue_id, NewMessage(envelope, raw))], now, self.site
+            conn, [(queue_id, NewMessage(envelope, content))], now, self.site
         )
         if outbox is not None and outbox.overflow == 0:
-            outbox.written.append((queued, raw, recipients))
+            outbox.written.append((queued, content, recipients))
         return seq
 
     def collecting(self, outbox: Outbox, step: Callable[[], _T]) -> _T:

@@ -14,14 +14,16 @@ prove what its site really signed.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 
 from sitemail.core.envelope import Envelope
 from sitemail.core.errors import InvalidValueError
+from sitemail.queue.content import Content
 from sitemail.replication.keys import PublicKey
 from sitemail.replication.replicator import Replicator
-from sitemail.routing.trace import Origin, verified_origin
+from sitemail.routing.trace import Origin, content_digest, verified_origin
 
 __all__ = ["SiblingOrigins"]
 
@@ -46,14 +48,18 @@ class SiblingOrigins:
         self._lookup: Callable[[str], PublicKey | None] | None = None
         self._read_at = 0.0
 
-    def origin(self, envelope: Envelope, stored: bytes) -> Origin | None:
-        """The proven origin of a message as stored (our Received field first), or None."""
+    def origin(self, envelope: Envelope, stored: Content) -> Origin | None:
+        """The proven origin of a message as stored (our Received field first), or None.
+        A big message's digest is read from its spool file a chunk at a time (blocking:
+        the policy calls this in a thread for one)."""
+        big = not stored.in_memory
         return verified_origin(
-            stored,
+            stored.head if big else stored.whole(),
             here=self._replicator.site,
             sender=envelope.sender,
             recipients=[r.address for r in envelope.recipients],
             key_for=self.key_for,
+            digest_from=functools.partial(_digest_after, stored) if big else None,
         )
 
     def key_for(self, site: str) -> PublicKey | None:
@@ -70,3 +76,8 @@ class SiblingOrigins:
             except InvalidValueError:  # a site publishing a key that is no key proves nothing
                 self._keys[site] = None
         return self._keys[site]
+
+
+def _digest_after(stored: Content, offset: int) -> bytes:
+    """The digest of a big message from `offset` on, read in chunks."""
+    return content_digest(stored.chunks_after(offset))

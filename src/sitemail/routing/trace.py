@@ -109,10 +109,16 @@ def _value(site: str, queue_id: str, now: float, params: Mapping[str, str]) -> s
     return f"{site}; id={queue_id}; at={now:.3f}{extra}"
 
 
-def content_digest(wire: bytes) -> bytes:
+def content_digest(wire: bytes | Iterable[bytes]) -> bytes:
     """SHA-256 of the message as it goes on the wire below the trace field (`wire`: CRLF line
-    ends, ending in CRLF, before dot-stuffing)."""
-    return hashlib.sha256(wire).digest()
+    ends, ending in CRLF, before dot-stuffing), whole or in pieces (a big message, read a
+    chunk at a time)."""
+    if isinstance(wire, bytes):
+        return hashlib.sha256(wire).digest()
+    digest = hashlib.sha256()
+    for piece in wire:
+        digest.update(piece)
+    return digest.digest()
 
 
 def signed_trace_field(
@@ -166,12 +172,16 @@ def verified_origin(
     sender: str,
     recipients: Iterable[str],
     key_for: Callable[[str], Verifier | None],
+    digest_from: Callable[[int], bytes] | None = None,
 ) -> Origin | None:
     """The origin of a message just received, if its hop's signature proves it; else None.
 
     `stored` is the message as this server keeps it: its own Received field first, then what
     the client sent, which must begin with a signed trace field made for this site (`here`).
-    `key_for(site)` gives the key this site trusts for `site` (None: nothing is proven)."""
+    `key_for(site)` gives the key this site trusts for `site` (None: nothing is proven).
+    A big message is not read whole: `stored` is then its start (its first two fields at
+    least), and `digest_from(offset)` the `content_digest` of the message from `offset` to its
+    end, read in pieces; it runs only for a field that could verify."""
     sent = _below_first_field(stored)
     if sent is None:
         return None
@@ -184,7 +194,8 @@ def verified_origin(
     if key is None or queue_id is None:
         return None
     signature = base64.urlsafe_b64decode(match.group(3) + b"==")
-    digest = content_digest(sent[match.end() :])
+    below = len(stored) - len(sent) + match.end()  # where the content under the field starts
+    digest = content_digest(stored[below:]) if digest_from is None else digest_from(below)
     if not key.verify(signature, _payload(value, here, sender, recipients, digest)):
         return None
     return Origin(site, queue_id.group(1).decode("ascii"))

@@ -38,6 +38,11 @@ Design choices:
 - Command length: `command_length` (512, CRLF included) for every command; MAIL and RCPT in
   an EHLO session get the extension allowances of RFC 1870/3461/6531/4954 on top.
   Over-long: `500 5.5.2 Line too long`.
+- DATA is never held whole: a message beyond `smtp.spooling.SPILL_LIMIT` goes to a spool file
+  as it arrives (smtp/spooling.py), and the policy gets a `Content` handle (with our Received
+  header as its prefix) that reads it in chunks. The checks above run on each piece as it
+  comes, so a refusal (bare newline, long line, size) stops the writing at once; a spool file
+  that cannot be written (disk full) makes the answer 452 4.3.1 once DATA has ended.
 - Timeouts: `timeout` between commands; during DATA and while the acceptor works,
   `data_timeout`, restarted at most once a second while lines keep arriving (aiosmtpd itself
   never restarts its timer during DATA). A timeout is answered `421 4.4.2` before the close.
@@ -82,6 +87,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any, Final, Protocol, cast
 
 from aiosmtpd.smtp import SMTP, Session
@@ -95,6 +101,8 @@ from sitemail.core.envelope import BodyType, Envelope, EnvelopeRecipient, Notify
 from sitemail.core.errors import InvalidAddressError
 from sitemail.core.reply import Reply
 from sitemail.directory.auth import Authenticator, AuthOutcome, AuthResult
+from sitemail.queue.content import Content
+from sitemail.smtp.spooling import BodySink
 from sitemail.store.space import FreeSpace
 
 __all__ = [
@@ -149,6 +157,9 @@ _BARE_NEWLINE_DATA: Final = Reply(
 )
 _NO_STORAGE: Final = Reply(452, "4.3.1", "Insufficient system storage")
 _INTERNAL_ERROR: Final = Reply(451, "4.3.0", "Error: local error in processing, try again later")
+_SPOOL_FAILED: Final = Reply(
+    452, "4.3.1", "Error: insufficient system storage to spool the message; try again later"
+)
 _TIMEOUT: Final = Reply(421, "4.4.2", "Error: timeout exceeded")
 _EVICTED: Final = Reply(421, "4.7.0", "Error: idle connection closed, the server is busy")
 _ACCEPT_FAILED: Final = Reply(
@@ -190,9 +201,10 @@ class SmtpPolicy(Protocol):
         """A fresh, unused queue id; the Received header names it before `accept` runs."""
         ...
 
-    async def accept(self, envelope: Envelope, content: bytes, *, queue_id: str) -> Reply:
+    async def accept(self, envelope: Envelope, content: Content, *, queue_id: str) -> Reply:
         """Store the message durably under `queue_id`, then return `250 2.0.0 Ok: queued as
-        <queue_id>`. Raising means "not stored": the client hears 451 4.3.0 and retries."""
+        <queue_id>`. Raising means "not stored": the client hears 451 4.3.0 and retries.
+        A big `content` is behind a spool file that is closed once this returns."""
         ...
 
 
@@ -535,6 +547,7 @@ class _Settings:
     authenticator: Authenticator | None = None  # AUTH offered (after TLS) when set
     auth_required: bool = False  # MAIL needs AUTH first (submission)
     implicit_tls: bool = False  # the socket is TLS from the start (465)
+    spool_dir: Path | None = None  # where big messages are spooled during DATA (smtp/spooling)
     space: FreeSpace | None = None  # MAIL is refused (452 4.3.1) when it says there is no room
 
 
@@ -556,7 +569,7 @@ class _Body:
     """
 
     limits: LimitsConfig
-    lines: list[bytes] = field(default_factory=list)  # unstuffed runs of whole lines
+    sink: BodySink  # unstuffed runs of whole lines (in memory, then a spool file)
     partial: bytes = b""  # the start of a line whose CRLF has not come yet
     in_long_line: bool = False  # `partial` was cut: the line is too long already
     size: int = 0
@@ -583,7 +596,7 @@ class _Body:
         self.size += len(dropped)
         self.too_long = self.in_long_line = True
         self.partial = keep
-        self.lines.clear()
+        self.sink.drop()
 
     def _add_lines(self, block: bytes) -> None:
         """Whole lines, each ending in CRLF, still dot-stuffed."""
@@ -607,23 +620,24 @@ class _Body:
         if self.size > self.limits.message_size:
             self.too_big = True
         if self.bare or self.too_long or self.too_big:
-            self.lines.clear()
+            self.sink.drop()
         else:
-            self.lines.append(unstuffed)
+            self.sink.add(unstuffed)
 
-    def result(self) -> tuple[bytes, Reply | None]:
+    def result(self) -> Reply | None:
+        """None when the message may be accepted (its octets are in the sink), else why not."""
         if self.bare:
-            return b"", _BARE_NEWLINE_DATA
+            return _BARE_NEWLINE_DATA
         if self.too_long:
-            return b"", Reply(
+            return Reply(
                 500,
                 "5.5.0",
                 f"Line too long: at most {self.limits.line_length} octets per line including "
                 "CRLF (RFC 5321 section 4.5.3.1.6)",
             )
         if self.too_big:
-            return b"", Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
-        return b"".join(self.lines), None
+            return Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+        return None
 
 
 class _Handler:
@@ -1264,33 +1278,40 @@ class SmtpSession(SMTP):
         self._queue(Reply(354, "", "End data with <CR><LF>.<CR><LF>"))
         await self._flush()
         txn, self._txn = self._txn, _Transaction()
-        body, refusal = await self._read_data()
-        if refusal is not None:
-            await self._reply(refusal)
-            self._reset_timeout()
-            return
-        if self._settings.state.stopping:  # the commit point: after a stop, nothing is stored
-            await self._reply(SHUTDOWN)
-            return
-        self._committing = True  # stop_smtp_server lets the reply out before it closes
+        body = _Body(self._limits, BodySink(self._settings.spool_dir))
         try:
-            reply = await self._deliver(txn, body)
+            refusal = await self._read_data(body)
+            content = await body.sink.content() if refusal is None else None
+            if refusal is None and body.sink.failed:  # the spool file (its last write too)
+                refusal = _SPOOL_FAILED
+            if refusal is not None or content is None:
+                await self._reply(refusal or _SPOOL_FAILED)
+                self._reset_timeout()
+                return
+            if self._settings.state.stopping:  # the commit point: after a stop, nothing is stored
+                await self._reply(SHUTDOWN)
+                return
+            self._committing = True  # stop_smtp_server lets the reply out before it closes
+            try:
+                reply = await self._deliver(txn, content)
+            finally:
+                self._committing = False
+                self._settings.state.stored.set()
         finally:
-            self._committing = False
-            self._settings.state.stored.set()
+            body.sink.close()  # the policy has the message durably, or refused it
         self._reset_timeout()
         await self._reply(reply)
 
-    async def _read_data(self) -> tuple[bytes, Reply | None]:
-        """Read the message up to CRLF.CRLF; the unstuffed body, or the Reply refusing it.
+    async def _read_data(self, body: _Body) -> Reply | None:
+        """Read the message up to CRLF.CRLF into `body`; None, or the Reply refusing it.
 
         Only CRLF ends a line (aiosmtpd 1.4.5's fix for CVE-2024-27305), and a line holding any
         other CR or LF makes us refuse the whole message. After a refusal is certain, the rest
         is still read to the end, but no longer kept. Whatever whole lines are buffered are
         taken at once (a message sent in one go is one read), never past the end, so commands
         pipelined after it stay in the reader; the end is a "." CRLF that starts a line.
+        The body goes to its sink as it comes (a spool file beyond a size: smtp/spooling.py).
         """
-        body = _Body(self._limits)
         reader = self._reader
         tail = b"\r\n"  # the last two octets read: DATA starts at the start of a line
         self._reset_timeout(self._limits.data_timeout)
@@ -1316,8 +1337,10 @@ class SmtpSession(SMTP):
                 return body.result()
             body.add(piece)
             tail = (tail + piece)[-2:]
+            if body.sink.flush_due:
+                await body.sink.flush()
 
-    async def _deliver(self, txn: _Transaction, body: bytes) -> Reply:
+    async def _deliver(self, txn: _Transaction, body: Content) -> Reply:
         """Prepend our Received header and hand the message to the acceptor."""
         assert txn.sender is not None
         params = txn.params
@@ -1355,7 +1378,7 @@ class SmtpSession(SMTP):
         )
         self._reset_timeout(self._limits.data_timeout)
         try:
-            return await self._policy.accept(envelope, header + body, queue_id=queue_id)
+            return await self._policy.accept(envelope, body.with_prefix(header), queue_id=queue_id)
         except (asyncio.CancelledError, ConnectionError):
             raise
         except Exception:
@@ -1393,12 +1416,15 @@ async def start_smtp_server(
     authenticator: Authenticator | None = None,
     auth_required: bool = False,
     implicit_tls: bool = False,
+    spool_dir: Path | None = None,
     space: FreeSpace | None = None,
 ) -> asyncio.Server:
     """Listen on host:port (0 = any free port) in the running loop; returns the server.
 
     The bound port is `server.sockets[0].getsockname()[1]`. `stop_smtp_server(server)` stops
     accepting and ends the sessions still open (`server.close()` alone leaves them running).
+    `spool_dir`: where messages too big for memory are spooled while DATA arrives (default:
+    the system's temporary directory; smtp/spooling.py).
     """
     loop = asyncio.get_running_loop()
     settings = _Settings(
@@ -1413,6 +1439,7 @@ async def start_smtp_server(
         authenticator=authenticator,
         auth_required=auth_required,
         implicit_tls=implicit_tls,
+        spool_dir=spool_dir,
         space=space,
     )
     server = await loop.create_server(

@@ -35,9 +35,10 @@ from sitemail.core.address import DSA_LOCAL_PART, parse_address
 from sitemail.core.clock import Clock
 from sitemail.core.envelope import Envelope, EnvelopeRecipient, Notify
 from sitemail.core.errors import InvalidAddressError, MalformedMessageError
-from sitemail.core.mailshape import check_structure
+from sitemail.core.mailshape import check_structure, check_structure_chunks
 from sitemail.core.reply import Reply
 from sitemail.directory import Directory
+from sitemail.queue.content import Content
 from sitemail.queue.model import QueueId
 from sitemail.queue.records import NewMessage, new_queue_id
 from sitemail.queue.spool import Spool
@@ -69,7 +70,7 @@ class ImsPolicy:
         clock: Clock,
         *,
         trusted_networks: Sequence[str] = (),
-        origin_of: Callable[[Envelope, bytes], Origin | None] | None = None,
+        origin_of: Callable[[Envelope, Content], Origin | None] | None = None,
     ) -> None:
         self._directory = directory
         self._router = router
@@ -121,12 +122,15 @@ class ImsPolicy:
             return OK_RECIPIENT
         return RELAY_DENIED
 
-    def _origin(self, envelope: Envelope, content: bytes) -> Origin | None:
-        """The sibling site's proven origin, if any; a fault here only means "none"."""
+    async def _origin(self, envelope: Envelope, content: Content) -> Origin | None:
+        """The sibling site's proven origin, if any; a fault here only means "none". A big
+        message's digest reads the whole spool file: in a thread."""
         if self._origin_of is None:
             return None
         try:
-            return self._origin_of(envelope, content)
+            if content.in_memory:
+                return self._origin_of(envelope, content)
+            return await asyncio.to_thread(self._origin_of, envelope, content)
         except Exception:
             log.exception("checking the trace of a message failed; stored without its origin")
             return None
@@ -135,17 +139,18 @@ class ImsPolicy:
         """Allocated before acceptance, so the Received header can name it."""
         return new_queue_id(self._clock.now())
 
-    async def accept(self, envelope: Envelope, content: bytes, *, queue_id: str) -> Reply:
+    async def accept(self, envelope: Envelope, content: Content, *, queue_id: str) -> Reply:
         """Queue the message durably; the 250 names the queue id (failures raise: 451).
         A message beyond core.mailshape's bounds is refused (550 5.6.0), unless it is only for
         directory-service mailboxes: the replication codec reads those with the same bounds,
-        and drops and counts what it refuses (`replication status` shows the attacks)."""
+        and drops and counts what it refuses (`replication status` shows the attacks).
+        A big message (behind its spool file) is read in chunks for both checks, in a thread."""
         if not all(_is_dsa(r) for r in envelope.recipients):
             # In a thread: 0.1 s for the worst shape of a 30 MB message (bench/mailshape.py).
             refused = await asyncio.to_thread(_shape_refusal, content)
             if refused is not None:
                 return refused
-        origin = self._origin(envelope, content)
+        origin = await self._origin(envelope, content)
         queue_id = await self._spool.enqueue(
             NewMessage(
                 _no_notices_for_dsa(envelope), content, queue_id=QueueId(queue_id), origin=origin
@@ -158,9 +163,13 @@ def _is_dsa(recipient: EnvelopeRecipient) -> bool:
     return recipient.address.rpartition("@")[0].lower() == DSA_LOCAL_PART
 
 
-def _shape_refusal(content: bytes) -> Reply | None:
+def _shape_refusal(content: Content) -> Reply | None:
+    """Blocking: a big message is read from its spool file a chunk at a time."""
     try:
-        check_structure(content)
+        if content.in_memory:
+            check_structure(content.whole())
+        else:
+            check_structure_chunks(content.chunks())
     except MalformedMessageError as exc:
         return Reply(exc.smtp_code, exc.smtp_enhanced, f"Message refused: {exc.message}")
     return None

@@ -27,9 +27,10 @@ from email.policy import default as rfc5322
 
 from sitemail.core.envelope import Envelope, EnvelopeRecipient
 from sitemail.core.errors import MalformedMessageError
-from sitemail.core.mailshape import HeaderField, read_header
+from sitemail.core.mailshape import BOUNDS, HeaderField, read_header
 from sitemail.core.reply import Reply
 from sitemail.directory import Directory
+from sitemail.queue.content import Content, header_end
 from sitemail.smtp.engine import SessionInfo
 from sitemail.smtp.policy import ImsPolicy
 
@@ -94,6 +95,14 @@ def _addresses(field: HeaderField) -> list[str] | None:
     return list(dict.fromkeys(lenient + strict))
 
 
+async def _header_of(content: Content) -> bytes:
+    """The message's start, its header section whole (up to the bound `read_header` refuses
+    beyond): a big message's header longer than its `head` is read from its spool file."""
+    if content.in_memory or header_end(content.head) > 0:
+        return content.head
+    return await asyncio.to_thread(content.first, BOUNDS.header_bytes + 4)
+
+
 class SubmissionPolicy:
     """The SMTP policy of the submission listeners, on top of the site's inbound policy."""
 
@@ -123,11 +132,11 @@ class SubmissionPolicy:
     def new_queue_id(self) -> str:
         return self._inbound.new_queue_id()
 
-    async def accept(self, envelope: Envelope, content: bytes, *, queue_id: str) -> Reply:
+    async def accept(self, envelope: Envelope, content: Content, *, queue_id: str) -> Reply:
         own = await asyncio.to_thread(self._addresses, envelope.authenticated_as)
         if not own:
             return _NOT_AUTHENTICATED
-        refused = header_refusal(content, own)
+        refused = header_refusal(await _header_of(content), own)
         if refused is not None:
             return refused
         return await self._inbound.accept(envelope, content, queue_id=queue_id)

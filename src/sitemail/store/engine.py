@@ -31,6 +31,7 @@ from sitemail.core.errors import StoreError, StoreUnavailableError
 __all__ = ["Store", "default_url", "open_store", "store_fault"]
 
 _IMMEDIATE = "sitemail_immediate"
+_BLOB_CACHE_KIB = 256  # page cache of the connections that read big values (blob_reader)
 
 
 # SQLite's primary result codes that say "not now" rather than "not this" (the extended ones,
@@ -163,6 +164,22 @@ class Store:
         except (SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as exc:
             raise store_fault(exc, "read") from exc
         return row
+
+    def blob_reader(self) -> Any:
+        """This thread's own SQLite connection for reading big values a chunk at a time
+        (store/blobs.py): outside the pool, in autocommit (each read its own snapshot), with
+        a page cache of `_BLOB_CACHE_KIB`: a value of tens of megabytes read through a pooled
+        connection would leave up to its 32 MiB cache filled, on every pooled connection."""
+        reader: Any = getattr(self._local, "blob_reader", None)
+        if reader is None:
+            proxied = self.engine.raw_connection()
+            reader = proxied.driver_connection
+            proxied.detach()
+            reader.execute(f"PRAGMA cache_size=-{_BLOB_CACHE_KIB}")
+            with self._readers_lock:
+                self._readers.append(proxied)
+            self._local.blob_reader = reader
+        return reader
 
     def close(self) -> None:
         with self._readers_lock:

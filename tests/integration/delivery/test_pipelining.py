@@ -23,6 +23,7 @@ from aiosmtpd import smtp as aiosmtpd_smtp
 from sitemail.admin.tls import make_self_signed
 from sitemail.core.envelope import Envelope, EnvelopeRecipient
 from sitemail.delivery.remote import RemoteDelivery
+from sitemail.queue.content import Content
 from sitemail.queue.model import Outcome, QueuedMessage, QueuedRecipient, QueueId, RecipientResult
 from sitemail.routing.resolver import NoDnsResolver
 from sitemail.routing.route import Route, Transport
@@ -204,7 +205,7 @@ async def deliver(delivery: RemoteDelivery, peer: Peer, *addresses: str) -> list
         )
         for i, rcpt in enumerate(msg.envelope.recipients)
     ]
-    return await delivery.deliver(msg, CONTENT, work)
+    return await delivery.deliver(msg, Content.of(CONTENT), work)
 
 
 def outcomes(results: list[RecipientResult]) -> list[tuple[Outcome, int, str]]:

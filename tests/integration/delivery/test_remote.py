@@ -31,6 +31,7 @@ from tests.support.processes import SMTP_SINK
 from sitemail.core.envelope import BodyType, Envelope, EnvelopeRecipient, Notify, Ret
 from sitemail.delivery.remote import RemoteDelivery, fingerprint_of
 from sitemail.lab.dns_server import EmbeddedDnsServer
+from sitemail.queue.content import Content
 from sitemail.queue.model import Outcome, QueuedMessage, QueuedRecipient, QueueId, RecipientResult
 from sitemail.routing.domain_routes import DomainRoute, match_domain_route
 from sitemail.routing.resolver import DnsResolver, Resolver
@@ -265,7 +266,7 @@ async def relay(
     delivery: RemoteDelivery, nexthop: str, *recipients: EnvelopeRecipient, **kwargs: Any
 ) -> list[RecipientResult]:
     msg = message(*recipients, **kwargs)
-    return await delivery.deliver(msg, CONTENT, work(msg, Transport.RELAY, nexthop))
+    return await delivery.deliver(msg, Content.of(CONTENT), work(msg, Transport.RELAY, nexthop))
 
 
 def by_outcome(results: list[RecipientResult]) -> list[tuple[Outcome, int, str]]:
@@ -646,8 +647,12 @@ def test_remote_site_route_uses_the_site_lookup(resolver: Resolver) -> None:
             }
             async with transport(resolver, site_hop=hops.get, trace_site="SiteA") as delivery:
                 msg = message(rcpt("dave@siteb.test"))
-                known = await delivery.deliver(msg, CONTENT, work(msg, Transport.SITE, "SiteB"))
-                unknown = await delivery.deliver(msg, CONTENT, work(msg, Transport.SITE, "SiteC"))
+                known = await delivery.deliver(
+                    msg, Content.of(CONTENT), work(msg, Transport.SITE, "SiteB")
+                )
+                unknown = await delivery.deliver(
+                    msg, Content.of(CONTENT), work(msg, Transport.SITE, "SiteC")
+                )
         return known, unknown, sink
 
     known, unknown, sink = run(scenario())
@@ -667,7 +672,9 @@ def test_remote_site_without_relay_goes_to_the_routing_address_mx(resolver: Reso
             hops = {"SiteB": SiteHop("SiteB", "selfmx.remote.test", None, frozenset())}
             async with transport(resolver, site_hop=hops.get, port=sink.port) as delivery:
                 msg = message(rcpt("dave@example.test"))
-                results = await delivery.deliver(msg, CONTENT, work(msg, Transport.SITE, "SiteB"))
+                results = await delivery.deliver(
+                    msg, Content.of(CONTENT), work(msg, Transport.SITE, "SiteB")
+                )
         return results, sink
 
     results, sink = run(scenario())
@@ -686,7 +693,9 @@ def test_remote_site_with_pinned_certificate_mismatch_defers(
             hop = SiteHop("SiteB", "siteb.test", f"{SINK_HOST}:{sink.port}", frozenset({"ab" * 32}))
             async with transport(resolver, site_hop={"SiteB": hop}.get) as delivery:
                 msg = message(rcpt("dave@siteb.test"))
-                results = await delivery.deliver(msg, CONTENT, work(msg, Transport.SITE, "SiteB"))
+                results = await delivery.deliver(
+                    msg, Content.of(CONTENT), work(msg, Transport.SITE, "SiteB")
+                )
         return results, sink
 
     results, sink = run(scenario())
@@ -726,7 +735,9 @@ def mx_deliver(
         async with running(*sinks):
             port = sink.port if sink is not None else 2599
             async with transport(resolver, port=port, **kwargs) as delivery:
-                return await delivery.deliver(msg, CONTENT, work(msg, Transport.MX, domain))
+                return await delivery.deliver(
+                    msg, Content.of(CONTENT), work(msg, Transport.MX, domain)
+                )
 
     return run(scenario())
 
@@ -1017,7 +1028,7 @@ def test_remote_groups_by_nexthop_in_one_call(resolver: Resolver) -> None:
                     [one, two, one], work(msg, Transport.RELAY, ""), strict=True
                 )
             ]
-            results = await delivery.deliver(msg, CONTENT, members)
+            results = await delivery.deliver(msg, Content.of(CONTENT), members)
         return results, first, second
 
     results, first, second = run(scenario())

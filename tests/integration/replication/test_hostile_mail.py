@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -90,23 +91,44 @@ def test_junk_to_the_directory_mailbox_never_makes_a_success_notice(tmp_path: Pa
     asyncio.run(asyncio.wait_for(scenario(), 120))
 
 
-def test_nested_mail_to_a_user_is_refused_at_data(tmp_path: Path) -> None:
+def big_nested(depth: int, message_id: str) -> bytes:
+    """`nested(depth)` as the second part of a 3 MB multipart: the nesting lies far past the
+    start kept in memory, in the file DATA was spooled to."""
+    deep = nested(depth, message_id).partition(b"MIME-Version: 1.0\r\n")
+    filler = b"a line of text to make the message big enough to be spooled\r\n" * 50_000
+    return (
+        deep[0]
+        + deep[1]
+        + b'Content-Type: multipart/mixed; boundary="outer"\r\n\r\n'
+        + b"--outer\r\nContent-Type: text/plain\r\n\r\n"
+        + filler
+        + b"--outer\r\n"
+        + deep[2]
+        + b"--outer--\r\n"
+    )
+
+
+@pytest.mark.parametrize("make", [nested, big_nested], ids=["in-memory", "spooled"])
+def test_nested_mail_to_a_user_is_refused_at_data(
+    tmp_path: Path, make: Callable[[int, str], bytes]
+) -> None:
     """The same nesting to a mailbox is refused with 550 5.6.0: nothing is queued, so no
-    reader behind the queue meets it and no notice can follow."""
+    reader behind the queue meets it and no notice can follow. A 3 MB one, spooled to a file
+    as it arrives, with its nesting past the first MB, is refused the same way."""
 
     async def scenario() -> None:
         async with organisation(tmp_path, ADDRESSES) as org:
             a = org.create("SiteA")
             a.service.add_recipient(ObjectKind.MAILBOX, "alice", display_name="Alice")
             await org.start(a)
-            raw = nested(3000, "<deep-user@outside.test>")
+            raw = make(3000, "<deep-user@outside.test>")
             with pytest.raises(smtplib.SMTPDataError) as refused:
                 await asyncio.to_thread(send, a, "alice@sitea.example.com", raw)
             assert refused.value.smtp_code == 550
             assert refused.value.smtp_error.startswith(b"5.6.0")
             assert b"nested deeper than 100" in refused.value.smtp_error
             assert not a.service.queue.entries()
-            ok = nested(20, "<shallow@outside.test>")
+            ok = make(20, "<shallow@outside.test>")
             await asyncio.to_thread(send, a, "alice@sitea.example.com", ok)  # within bounds
 
     asyncio.run(asyncio.wait_for(scenario(), 120))

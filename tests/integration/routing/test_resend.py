@@ -14,10 +14,12 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
+from tests.support.content import BytesSource
 from tests.support.org import Org, Site, organisation, until
 
 from sitemail.core.envelope import Envelope, EnvelopeRecipient
 from sitemail.directory import ObjectKind
+from sitemail.queue.content import MEMORY_LIMIT, Content
 from sitemail.queue.model import Outcome, QueuedMessage, QueuedRecipient, RecipientResult
 from sitemail.queue.records import load_messages
 from sitemail.replication.keys import SiteKey
@@ -33,8 +35,9 @@ def run(scenario: Callable[[], Awaitable[None]], limit: float = 120) -> None:
     asyncio.run(asyncio.wait_for(scenario(), limit))
 
 
-def body(tag: str) -> bytes:
-    return f"From: {OUTSIDER}\r\nMessage-ID: <{tag}@internet.test>\r\n\r\nhi {tag}\r\n".encode()
+def body(tag: str, lines: int = 1) -> bytes:
+    text = f"From: {OUTSIDER}\r\nMessage-ID: <{tag}@internet.test>\r\n\r\n"
+    return (text + f".hi {tag}, a line of the message's body\r\n" * lines).encode()
 
 
 async def chain(org: Org, *, with_c: bool) -> tuple[Site, Site, Site | None]:
@@ -76,8 +79,9 @@ def _replication_mail(site: Site) -> bool:
 
 async def queued_while_down(
     org: Org, sender: Site, down: Site, send: Callable[[], object]
-) -> tuple[QueuedMessage, bytes, list[QueuedRecipient]]:
-    """Stop `down`, make mail queue at `sender` for it, and return that message as queued."""
+) -> tuple[QueuedMessage, Content, list[QueuedRecipient]]:
+    """Stop `down`, make mail queue at `sender` for it, and return that message as queued
+    (a big one as a handle read in chunks, as the queue loads it, on a copy of its row)."""
     await org.stop(down)
     await asyncio.to_thread(send)
 
@@ -87,14 +91,17 @@ async def queued_while_down(
     await until(held, what=f"deferred at {sender.name}")
     with sender.service.store.read() as conn:
         ids = [e.queue_id for e in sender.service.queue.entries()]
-        [(message, content, rows)] = load_messages(conn, ids)
+        [(message, content, rows)] = load_messages(conn, ids, store=sender.service.store)
+    if not content.in_memory:  # read now: the row goes once the message is delivered
+        whole = await asyncio.to_thread(content.whole)
+        content = Content.behind(BytesSource(whole), content.size, content.head)
     await org.start(down)
     sender.retry_queue()
     return message, content, [r for r, _ in rows]
 
 
 async def resend(
-    sender: Site, to: str, message: QueuedMessage, content: bytes, rcpts: list[QueuedRecipient]
+    sender: Site, to: str, message: QueuedMessage, content: Content, rcpts: list[QueuedRecipient]
 ) -> list[RecipientResult]:
     """What `sender` does after a crash that lost its record: the same message again."""
     assert sender.server is not None
@@ -148,6 +155,34 @@ def test_resend_from_a_sibling_site_is_answered_250_and_stored_once(tmp_path: Pa
     run(scenario)
 
 
+def test_resend_of_a_big_message_is_recognised_from_its_spool_file(tmp_path: Path) -> None:
+    """A 3 MB message: A signs the digest of its queue row read in chunks, B checks it on
+    the file DATA was spooled to; the resend gets 250 naming the first copy, stored once."""
+
+    async def scenario() -> None:
+        async with organisation(tmp_path, ADDRESSES) as org:
+            a, b, _ = await chain(org, with_c=False)
+            two = f"user2@{b.domain}"
+            big = body("big", lines=3 * MEMORY_LIMIT // 40)
+            message, content, rcpts = await queued_while_down(
+                org, a, b, lambda: a.send(OUTSIDER, [two], big)
+            )
+            assert not content.in_memory  # A reads it in chunks to sign and send it
+            await until(lambda: len(b.inbox("user2")) == 1, what="user2 at SiteB", limit=60)
+            (first,) = b.inbox("user2")
+            with b.service.store.read() as conn:
+                seen = conn.execute(select(relay_seen.c.site, relay_seen.c.origin_id)).all()
+            assert [tuple(r) for r in seen] == [("SiteA", message.queue_id)]
+
+            results = await resend(a, "SiteB", message, content, rcpts)
+            assert [r.outcome for r in results] == [Outcome.DELIVERED]
+            assert f"queued as {first.queue_id}" in results[0].text
+            await asyncio.sleep(0.2)
+            assert len(b.inbox("user2")) == 1
+
+    run(scenario, limit=180)
+
+
 def test_resend_through_an_intermediate_site_is_recognised_by_the_last_site(
     tmp_path: Path,
 ) -> None:
@@ -162,7 +197,7 @@ def test_resend_through_an_intermediate_site_is_recognised_by_the_last_site(
             message, content, rcpts = await queued_while_down(
                 org, b, c, lambda: a.send(OUTSIDER, [three], body("r2"))
             )
-            assert content.count(b"X-Sitemail-Trace: SiteA;") == 1  # B holds A's hop
+            assert content.whole().count(b"X-Sitemail-Trace: SiteA;") == 1  # B holds A's hop
             await until(lambda: len(c.inbox("user3")) == 1, what="user3 at SiteC")
             with c.service.store.read() as conn:
                 seen = conn.execute(select(relay_seen.c.site, relay_seen.c.origin_id)).all()

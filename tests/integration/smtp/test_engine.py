@@ -29,6 +29,7 @@ from cryptography.x509.oid import NameOID
 from sitemail.config.model import LimitsConfig
 from sitemail.core.envelope import BodyType, Envelope, EnvelopeRecipient, Notify, Ret
 from sitemail.core.reply import Reply
+from sitemail.queue.content import Content
 from sitemail.smtp.engine import SessionInfo, start_smtp_server
 from sitemail.store.space import FreeSpace
 
@@ -88,11 +89,11 @@ class RecordingPolicy:
         self.issued += 1
         return f"Q{self.issued:04d}"
 
-    async def accept(self, envelope: Envelope, content: bytes, *, queue_id: str) -> Reply:
+    async def accept(self, envelope: Envelope, content: Content, *, queue_id: str) -> Reply:
         if self.fail_accepts:
             self.fail_accepts -= 1
             raise OSError("disk on fire: /secret/path")
-        self.accepted.append((envelope, content, queue_id))
+        self.accepted.append((envelope, await asyncio.to_thread(content.whole), queue_id))
         return Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
 
 

@@ -75,3 +75,22 @@ def test_submission_still_refuses_another_users_single_from(site: ClientSite) ->
             client.sendmail(OWN, [OTHER], message(f"From: Boss <{OTHER}>\r\n", "forged"))
         assert (refused.value.smtp_code, refused.value.smtp_error[:5]) == (550, b"5.7.1")
         assert f"<{OTHER}> is not one of your addresses".encode() in refused.value.smtp_error
+
+
+def test_submission_reads_a_header_longer_than_the_start_kept_in_memory(site: ClientSite) -> None:
+    """A 1.5 MB message (spooled to a file) whose header runs past the 256 KiB kept in memory:
+    a second From after that point is still found (550 5.6.0); the same header without it,
+    a From of the user's own, goes through."""
+    padding = "".join(f"X-Pad-{i}: {'p' * 700}\r\n" for i in range(450))  # about 320 KB
+    body = "a line of the body of a big message\r\n" * 30_000
+    hidden = f"From: {OWN}\r\n{padding}From: {OTHER}\r\n"
+    with site.submissions() as client:
+        client.login(OWN, PASSWORD)
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            client.sendmail(OWN, [OTHER], message(hidden, "long") + body.encode())
+        assert (refused.value.smtp_code, refused.value.smtp_error[:5]) == (550, b"5.6.0")
+        client.rset()
+        fine = message(f"From: {OWN}\r\n{padding}", "long-fine") + body.encode()
+        assert client.sendmail(OWN, [OTHER], fine) == {}
+    [stored] = site.wait_for_inbox("mjones", 1)
+    assert b"Subject: long-fine" in stored

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import email
 import email.policy
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sitemail.core.errors import MalformedMessageError
-from sitemail.core.mailshape import Bounds, check_structure, read_header
+from sitemail.core.mailshape import Bounds, check_structure, check_structure_chunks, read_header
 
 SMALL = Bounds(mime_depth=5, header_fields=10, field_bytes=200, header_bytes=1000, parts=20)
 
@@ -144,6 +145,36 @@ def test_what_passes_the_bounds_nests_no_deeper_for_the_email_parser(lines: list
         return
     mail = email.message_from_bytes(raw, policy=email.policy.compat32)
     assert python_depth(mail) <= 3
+
+
+def outcome(check: Callable[[], None]) -> str:
+    try:
+        check()
+    except MalformedMessageError as exc:
+        return exc.message
+    return "passes"
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.sampled_from([
+        b"Content-Type: multipart/mixed; boundary=a\r\n", b"Content-Type: message/rfc822\r\n",
+        b"Content-Type: multipart/digest; boundary=b\r\n", b"Content-Type: text/plain\r\n",
+        b"\r\n", b"--a\r\n", b"--a--\r\n", b"--b\r\n", b"--b--\r\n", b"X: y\r\n",
+        b" folded\r\n", b"text\r\n", b"--c\r\n", b"end",
+    ]), max_size=60),
+    st.integers(min_value=1, max_value=40),
+)  # fmt: skip
+def test_check_structure_chunks_answers_as_the_whole_message_does(
+    lines: list[bytes], size: int
+) -> None:
+    """A message read in pieces of any size (a big one, from its spool file) gets the same
+    answer as the message read whole, bound for bound."""
+    raw = b"".join(lines)
+    bounds = Bounds(mime_depth=3, header_fields=4, field_bytes=40, parts=6, lines=30)
+    pieces = [raw[i : i + size] for i in range(0, len(raw), size)]
+    whole = outcome(lambda: check_structure(raw, bounds))
+    assert outcome(lambda: check_structure_chunks(iter(pieces), bounds)) == whole
 
 
 def test_read_header_reads_fields_and_continuations() -> None:

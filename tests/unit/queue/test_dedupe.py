@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sitemail.admin.service import AdminService
 from sitemail.core.clock import ManualClock
 from sitemail.core.envelope import Envelope, EnvelopeRecipient
+from sitemail.queue.content import Content
 from sitemail.queue.dedupe import forget_older, remember, screen
 from sitemail.queue.model import QueueId
 from sitemail.queue.records import NewMessage, insert_messages
@@ -27,7 +28,7 @@ FROM_B = Origin("SiteB", "0190000000AAAAAAAA")
 
 def _message(*recipients: str, origin: Origin | None = FROM_B) -> NewMessage:
     envelope = Envelope("bob@siteb.example.com", tuple(EnvelopeRecipient(r) for r in recipients))
-    return NewMessage(envelope, b"Message-ID: <m1@siteb>\r\n\r\nhi\r\n", origin=origin)
+    return NewMessage(envelope, Content.of(b"Message-ID: <m1@siteb>\r\n\r\nhi\r\n"), origin=origin)
 
 
 def _store(site: AdminService, queue_id: str, message: NewMessage, now: float = 100.0) -> None:

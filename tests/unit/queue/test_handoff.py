@@ -22,6 +22,7 @@ from sitemail.admin.service import AdminService
 from sitemail.config.model import QueueConfig
 from sitemail.core.clock import ManualClock
 from sitemail.core.envelope import Envelope, EnvelopeRecipient
+from sitemail.queue.content import Content
 from sitemail.queue.manager import QueueManager
 from sitemail.queue.model import (
     Delivery,
@@ -56,7 +57,7 @@ class RecordingLocal:
     async def deliver(
         self,
         message: QueuedMessage,
-        content: bytes,
+        content: Content,
         recipients: list[tuple[QueuedRecipient, Route]],
     ) -> list[RecipientResult]:
         raise AssertionError("a transactional transport is only called in a transaction")
@@ -89,7 +90,7 @@ class RecordingRelay:
     async def deliver(
         self,
         message: QueuedMessage,
-        content: bytes,
+        content: Content,
         recipients: list[tuple[QueuedRecipient, Route]],
     ) -> list[RecipientResult]:
         del content
@@ -136,7 +137,7 @@ def _message(number: int, *domains: str) -> NewMessage:
     recipients = tuple(EnvelopeRecipient(f"r{number}@{d}") for d in domains or ["remote.test"])
     envelope = Envelope("alice@sitea.example.com", recipients)
     content = f"Message-ID: <m{number}@sitea>\r\n\r\nbody {number}\r\n".encode()
-    return NewMessage(envelope, content)
+    return NewMessage(envelope, Content.of(content))
 
 
 def _queued(site: AdminService) -> list[str]:

@@ -15,6 +15,7 @@ from sitemail.admin.service import AdminService
 from sitemail.config.model import QueueConfig
 from sitemail.core.clock import ManualClock
 from sitemail.core.envelope import Envelope, EnvelopeRecipient
+from sitemail.queue.content import Content
 from sitemail.queue.journal import DeliveryJournal
 from sitemail.queue.manager import QueueManager
 from sitemail.queue.model import (
@@ -109,7 +110,10 @@ def test_manager_records_a_noted_delivery_before_sending_anything(
     )
     with site_a.store.write() as conn:
         [(_, rcpts)] = insert_messages(
-            conn, [(QueueId("Q1"), NewMessage(envelope, b"Subject: x\r\n\r\nhi\r\n"))], 1.0, "SiteA"
+            conn,
+            [(QueueId("Q1"), NewMessage(envelope, Content.of(b"Subject: x\r\n\r\nhi\r\n")))],
+            1.0,
+            "SiteA",
         )
     DeliveryJournal(tmp_path).note("Q1", [_delivered(rcpts[0].id)])  # then the crash
     relay = CountingRelay()

@@ -18,6 +18,7 @@ from sitemail.admin.service import AdminService
 from sitemail.config.model import QueueConfig
 from sitemail.core.clock import ManualClock
 from sitemail.core.envelope import Envelope, EnvelopeRecipient
+from sitemail.queue.content import Content
 from sitemail.queue.manager import QueueManager
 from sitemail.queue.model import (
     Outcome,
@@ -101,7 +102,7 @@ async def _until(check: Callable[[], bool], limit: float = 10.0) -> None:
 
 def _message(*recipients: str) -> NewMessage:
     envelope = Envelope("alice@sitea.example.com", tuple(EnvelopeRecipient(r) for r in recipients))
-    return NewMessage(envelope, b"Message-ID: <r1@sitea>\r\n\r\nhi\r\n")
+    return NewMessage(envelope, Content.of(b"Message-ID: <r1@sitea>\r\n\r\nhi\r\n"))
 
 
 def test_manager_records_a_relayed_message_without_waiting_for_company(

@@ -23,6 +23,7 @@ from sitemail.core.clock import ManualClock
 from sitemail.core.envelope import Envelope, EnvelopeRecipient
 from sitemail.core.errors import StoreUnavailableError
 from sitemail.queue.backoff import Backoff
+from sitemail.queue.content import Content
 from sitemail.queue.manager import QueueManager
 from sitemail.queue.model import Delivery, Outcome, QueuedMessage, QueuedRecipient, RecipientResult
 from sitemail.queue.records import NewMessage, insert_message
@@ -110,7 +111,7 @@ def _route(address: str, trace: Mapping[str, float]) -> Route:
 
 def _message(number: int, domain: str = "remote.test", sender: str = "a@sitea.test") -> NewMessage:
     envelope = Envelope(sender, (EnvelopeRecipient(f"r{number}@{domain}"),))
-    return NewMessage(envelope, f"Message-ID: <m{number}@t>\r\n\r\nbody\r\n".encode())
+    return NewMessage(envelope, Content.of(f"Message-ID: <m{number}@t>\r\n\r\nbody\r\n".encode()))
 
 
 @asynccontextmanager

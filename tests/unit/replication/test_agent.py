@@ -17,6 +17,7 @@ from sqlalchemy import Connection, select
 from sitemail.admin.service import AdminService
 from sitemail.core.envelope import Envelope, EnvelopeRecipient
 from sitemail.core.errors import StoreError
+from sitemail.queue.content import Content
 from sitemail.queue.model import Outcome, QueuedMessage, QueuedRecipient, QueueId, RecipientResult
 from sitemail.queue.records import NewMessage, insert_messages, new_queue_id
 from sitemail.queue.spool import New
@@ -51,14 +52,14 @@ class RecordingHandoff:
         return {}  # nothing local: every message goes to a network transport
 
     def hand_off(
-        self, message: QueuedMessage, content: bytes, recipients: Sequence[QueuedRecipient]
+        self, message: QueuedMessage, content: Content, recipients: Sequence[QueuedRecipient]
     ) -> None:
         assert message.queue_id in self.claimed, "handed off without a claim"
         with self.store.read() as conn:
             committed = conn.execute(
                 select(queue_message.c.content).where(queue_message.c.queue_id == message.queue_id)
             ).scalar()
-        assert committed == content, "handed off before its commit"
+        assert committed == content.whole(), "handed off before its commit"
         self.claimed.discard(message.queue_id)  # the manager's now, until it is delivered
         self.events.append(("hand_off", message.queue_id))
 
@@ -127,7 +128,7 @@ def test_agent_releases_its_claims_when_the_step_fails(tmp_path: Path) -> None:
 
 def queued_request(
     a: AdminService, ra: Replicator, b: AdminService
-) -> tuple[QueuedMessage, bytes, list[tuple[QueuedRecipient, Route]]]:
+) -> tuple[QueuedMessage, Content, list[tuple[QueuedRecipient, Route]]]:
     """B's request, queued at A for A's directory-service mailbox."""
     b.replication.request_now("SiteA")
     [request] = take_queued(b)
@@ -135,12 +136,17 @@ def queued_request(
     with a.store.write() as conn:
         [(message, recipients)] = insert_messages(
             conn,
-            [(new_queue_id(0), NewMessage(Envelope("", (EnvelopeRecipient(to),)), request))],
+            [
+                (
+                    new_queue_id(0),
+                    NewMessage(Envelope("", (EnvelopeRecipient(to),)), Content.of(request)),
+                )
+            ],
             ra.clock.now(),
             "SiteA",
         )
     route = Route(Transport.REPLICATION, "", to)
-    return message, request, [(r, route) for r in recipients]
+    return message, Content.of(request), [(r, route) for r in recipients]
 
 
 def test_agent_drops_and_counts_a_message_whose_processing_fails(
