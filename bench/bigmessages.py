@@ -10,6 +10,10 @@ Postfix runs one process per session, each counting its shared libraries whole i
 Both servers run privately on loopback in the same run, one after the other, on the same
 load: Debian's Postfix (a throw-away instance, bench/_postfix.py; every process under its
 master counts) and `sitemail serve` (a fresh data dir; the process and any children count).
+Postfix here is the MTA alone, with no IMAP or POP3 server beside it; so sitemail runs as
+the MTA alone too, its IMAP and POP3 listeners switched off (port 0), which leaves out the
+two worker processes that serve them (about 45 MB each when idle, not touched by SMTP).
+`--client-access` keeps them on, to see the whole server.
 Three scenarios, each with fresh instances:
 
 * queue: into the queue only: the next hop (a loopback port where nothing listens) refuses
@@ -193,7 +197,7 @@ def sitemail_command() -> list[str]:
 
 
 @contextlib.contextmanager
-def sitemail(scenario: str, message_size: int) -> Iterator[Run]:
+def sitemail(scenario: str, message_size: int, *, client_access: bool) -> Iterator[Run]:
     root = Path(tempfile.mkdtemp(prefix="sitemail-bigmessages-"))
     data_dir = root / "data"
     service = AdminService.init(
@@ -212,6 +216,9 @@ def sitemail(scenario: str, message_size: int) -> Iterator[Run]:
         "\n[smtp]\n", f"\n[smtp]\nport = {PORT}\ntrusted_networks = ['127.0.0.0/8']\n", 1
     )
     text = text.replace("\n[limits]\n", f"\n[limits]\nmessage_size = {message_size}\n", 1)
+    if not client_access:  # as the Postfix it is compared to: the MTA alone (module docstring)
+        for table in ("imap", "pop3"):
+            text = text.replace(f"\n[{table}]\n", f"\n[{table}]\nport = 0\ntls_port = 0\n", 1)
     config.write_text(text, encoding="utf-8")
     log = root / "serve.log"
     with log.open("wb") as out:
@@ -323,6 +330,11 @@ def main() -> int:
         "--scenarios", default="queue,mailbox,relay", help="comma-separated: queue, mailbox, relay"
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per wait")
+    parser.add_argument(
+        "--client-access",
+        action="store_true",
+        help="keep sitemail's IMAP and POP3 workers on (the whole server, not the MTA alone)",
+    )
     args = parser.parse_args()
     if not 1 <= args.messages <= 64 or not 0 < args.size_mb <= 100:
         parser.error("1..64 messages of at most 100 MB")
@@ -331,12 +343,14 @@ def main() -> int:
     message_size = size + 1024 * 1024
     command = shlex.join([".venv/bin/python", "bench/bigmessages.py", *sys.argv[1:]])
     print(f"{args.messages} concurrent messages of {args.size_mb:g} MB; reproduce with: {command}")
+    what = "with" if args.client_access else "without (as Postfix, the MTA alone)"
+    print(f"sitemail runs {what} its IMAP and POP3 workers")
     rows: list[tuple[str, dict[str, float], dict[str, float]]] = []
     with smtp_sink():
         for scenario in [s.strip() for s in args.scenarios.split(",") if s.strip()]:
             if scenario not in ("queue", "mailbox", "relay"):
                 parser.error(f"unknown scenario {scenario!r}")
-            with sitemail(scenario, message_size) as run:
+            with sitemail(scenario, message_size, client_access=args.client_access) as run:
                 ours = measure(run, scenario, args.messages, size, args.timeout)
             with postfix(scenario, message_size) as run:
                 theirs = measure(run, scenario, args.messages, size, args.timeout)
