@@ -47,6 +47,7 @@ from sitemail.core.errors import ConfigError
 from sitemail.core.tls import ReloadingContext
 from sitemail.directory.auth import (
     LOCKED_TEXT,
+    MAX_PASSWORD,
     Authenticator,
     AuthOutcome,
     AuthResult,
@@ -66,6 +67,7 @@ _READY_TIMEOUT: Final = 60.0  # start-up of a worker (imports, store, listeners)
 _YOUNG: Final = 5.0  # a worker that dies younger than this makes the next start wait
 _PR_SET_PDEATHSIG: Final = 1
 _AUTH_TIMEOUT: Final = 60.0  # a login the server has not answered by then is refused
+_MAX_LOGIN_TOKEN: Final = 4000  # bytes: "A <n> <token>\n" stays within PIPE_BUF
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,8 +290,16 @@ def _b64(value: bytes) -> bytes:
 
 
 def encode_login(login: str, password: str, peer_ip: str) -> bytes:
-    """A worker's login request, one token for its line."""
-    return _b64(json.dumps([login, password, peer_ip]).encode())
+    """A worker's login request, one token for its line. The line must fit in one atomic
+    pipe write (PIPE_BUF, 4,096 bytes: stdout is non-blocking, and a line written in part
+    would garble the next); a request too big for that is one no mailbox can pass, so it goes
+    as one the server refuses and counts alike (a name cut short, a password over its
+    bound)."""
+    token = _b64(json.dumps([login, password, peer_ip], ensure_ascii=False).encode())
+    if len(token) <= _MAX_LOGIN_TOKEN:
+        return token
+    over_long = "x" * (MAX_PASSWORD + 1)
+    return _b64(json.dumps([login[:64], over_long, peer_ip], ensure_ascii=False).encode())
 
 
 def decode_login(token: bytes) -> tuple[str, str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sitemail.directory.auth import AuthOutcome, AuthResult
+from sitemail.directory.auth import MAX_PASSWORD, AuthOutcome, AuthResult
 from sitemail.frontends import decode_login, decode_result, encode_login, encode_result
 
 
@@ -40,3 +40,15 @@ def test_malformed_tokens_are_refused_not_raised(token: bytes) -> None:
         decode_login(token)
     with pytest.raises(ValueError):
         decode_result(token)
+
+
+def test_login_request_too_big_for_one_pipe_write_goes_as_one_the_server_refuses() -> None:
+    """A name or password that would make the line longer than PIPE_BUF is sent cut to an
+    over-long password, which the server counts as a failure, never written in part."""
+    for login, password in [("a" * 5000, "pw"), ("jsmith", "✓" * 3000)]:
+        token = encode_login(login, password, "127.26.0.1")
+        assert len(b"A 123456789 " + token + b"\n") <= 4096
+        sent_login, sent_password, peer = decode_login(token)
+        assert len(sent_password) > MAX_PASSWORD
+        assert login.startswith(sent_login)
+        assert peer == "127.26.0.1"

@@ -49,6 +49,7 @@ from sitemail.directory.service import Directory
 __all__ = [
     "FAILED_TEXT",
     "LOCKED_TEXT",
+    "MAX_PASSWORD",
     "AuthOutcome",
     "AuthResult",
     "Authenticates",
@@ -58,7 +59,7 @@ __all__ = [
 FAILED_TEXT = "authentication failed"
 LOCKED_TEXT = "too many failed logins; try again later"
 _MAX_NAME = 320  # an address at most (RFC 5321 4.5.3.1.3)
-_MAX_PASSWORD = 1024
+MAX_PASSWORD = 1024
 _MAX_KNOWN = 100_000  # (account, address) pairs remembered as having logged in
 _KNOWN_FOR = 30 * 86400.0  # an address that logged in as an account stays known this long
 
@@ -214,8 +215,8 @@ class Authenticator:
     def _check(self, account: _Account, password: str) -> AuthResult:
         """Blocking: one scrypt verification whatever the account, then the mailbox."""
         failed = AuthResult(AuthOutcome.FAILED, FAILED_TEXT)
-        if not account.guid or len(password) > _MAX_PASSWORD or not password:
-            verify_password(password[:_MAX_PASSWORD] or "x", self._dummy())
+        if not account.guid or len(password) > MAX_PASSWORD or not password:
+            verify_password(password[:MAX_PASSWORD] or "x", self._dummy())
             return failed
         directory = self._directory
         guid, site = account.guid, account.site
