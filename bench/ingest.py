@@ -19,6 +19,15 @@ Two modes, each with fresh instances of both servers:
   sitemail's mailbox store (committed together with the dequeue) vs Postfix's virtual(8)
   delivering into a Maildir.
 
+Shapes (issue 24): by default every session sends message after message over one connection,
+each to the one recipient bench@. `--new-connection` opens a connection per message (as most
+Internet senders do); `--recipients N` gives every message N recipients, each address different
+from every other in the run (smtp-source -N: 1bench@, 2bench@, ...; sitemail gets a mailbox
+for each, Postfix a catch-all). `--all-shapes` runs the four: reused or new connection x one
+recipient or N different ones. Each concurrency's timed run is preceded by a warm-up at that
+concurrency, the server that runs first alternates, and the ratio of every round is printed
+before the medians.
+
 After the rate runs, an asyncio client (`_postfix.measure_latency`) times each message's
 acceptance, from the end of DATA to the 250, at each concurrency, and p50/p99 are printed.
 
@@ -31,12 +40,14 @@ Run as root (Postfix) from the repository root:
 
     .venv/bin/python bench/ingest.py                       # 5,000 x 4 KiB at c=10 and c=50
     .venv/bin/python bench/ingest.py --messages 2000 --modes accept --json
+    .venv/bin/python bench/ingest.py --all-shapes --recipients 1 --size 1024
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
@@ -72,7 +83,7 @@ DOMAIN = "bench.test"
 SENDER = "loadgen@sender.test"
 RECIPIENT = f"bench@{DOMAIN}"
 WARMUP_MESSAGES = 200
-ACCEPT_TARGET = 1.3  # x Postfix at the highest concurrency
+ACCEPT_TARGET = 1.3  # x Postfix, at every concurrency and in every shape (issue 24)
 MAILBOX_TARGET = 1.5  # x Postfix
 
 Row = dict[str, float]
@@ -179,12 +190,15 @@ class SitemailServer:
 
     name = "sitemail"
 
-    def __init__(self, ip: str, port: int, root: Path, *, max_connections: int) -> None:
+    def __init__(
+        self, ip: str, port: int, root: Path, *, max_connections: int, numbered: int = 0
+    ) -> None:
         self.ip = ip
         self.port = port
         self.data_dir = root / "data"
         self.log_path = root / "serve.log"
         self._max_connections = max_connections
+        self._numbered = numbered  # mailboxes 1bench .. {numbered}bench (smtp-source -N)
         self._proc: subprocess.Popen[bytes] | None = None
         self._db: sqlite3.Connection | None = None
 
@@ -199,6 +213,10 @@ class SitemailServer:
         )
         try:
             service.add_recipient(ObjectKind.MAILBOX, "bench", display_name="Bench")
+            for number in range(1, self._numbered + 1):
+                service.add_recipient(
+                    ObjectKind.MAILBOX, f"{number}bench", display_name=f"Bench {number}"
+                )
         finally:
             service.close()
         _configure(self.data_dir, self.port, self._max_connections)
@@ -264,9 +282,11 @@ class SitemailServer:
 
 
 @contextlib.contextmanager
-def sitemail_server(ip: str, port: int, *, max_connections: int) -> Iterator[SitemailServer]:
+def sitemail_server(
+    ip: str, port: int, *, max_connections: int, numbered: int = 0
+) -> Iterator[SitemailServer]:
     root = Path(tempfile.mkdtemp(prefix=f"sitemail-bench-{port}-"))
-    server = SitemailServer(ip, port, root, max_connections=max_connections)
+    server = SitemailServer(ip, port, root, max_connections=max_connections, numbered=numbered)
     try:
         server.start()
         yield server
@@ -280,12 +300,33 @@ def sitemail_server(ip: str, port: int, *, max_connections: int) -> Iterator[Sit
 
 
 @dataclass(frozen=True)
+class Shape:
+    """How the load looks: connection reuse, and recipients per message (distinct or one)."""
+
+    reuse: bool = True
+    recipients: int = 1
+    distinct: bool = False  # every RCPT of the run names another address (smtp-source -N)
+
+    @property
+    def name(self) -> str:
+        connection = "reused" if self.reuse else "new-conn"
+        who = f"{self.recipients}x-distinct" if self.distinct else "same-rcpt"
+        return f"{connection}/{who}"
+
+
+@dataclass(frozen=True)
 class Settings:
     messages: int
     latency_messages: int
     size: int
     concurrency: list[int]
     timeout: float
+    shape: Shape = Shape()
+
+    @property
+    def deliveries(self) -> int:
+        """Mailbox deliveries one timed run makes (one per recipient)."""
+        return self.messages * self.shape.recipients
 
 
 def source(server: Server, settings: Settings, concurrency: int, messages: int) -> SourceResult:
@@ -297,6 +338,9 @@ def source(server: Server, settings: Settings, concurrency: int, messages: int) 
         size_bytes=settings.size,
         recipient=RECIPIENT,
         sender=SENDER,
+        reuse_connections=settings.shape.reuse,
+        recipients=settings.shape.recipients,
+        distinct_recipients=settings.shape.distinct,
         timeout=settings.timeout,
     )
 
@@ -313,8 +357,10 @@ def wait_idle(server: Server, settings: Settings) -> float:
     return _wait_until(empty_twice, timeout=settings.timeout, what=f"{server.name}'s queue")
 
 
-def warm_up(server: Server, settings: Settings) -> None:
-    source(server, settings, min(10, max(settings.concurrency)), WARMUP_MESSAGES)
+def warm_up(server: Server, settings: Settings, concurrency: int) -> None:
+    """A short run at the concurrency about to be measured, so both servers have their
+    processes and caches for it before the clock starts (Postfix forks smtpd per session)."""
+    source(server, settings, concurrency, max(WARMUP_MESSAGES, concurrency * 4))
     wait_idle(server, settings)
     server.clear_mailboxes()
 
@@ -333,18 +379,18 @@ def accept_run(server: Server, settings: Settings, concurrency: int) -> Row:
 
 def mailbox_run(server: Server, settings: Settings, concurrency: int) -> Row:
     before = server.delivered()
-    target = before + settings.messages
+    target = before + settings.deliveries
     start = time.perf_counter()
     res = source(server, settings, concurrency, settings.messages)
     _wait_until(
         lambda: server.delivered() >= target,
         timeout=settings.timeout,
-        what=f"{settings.messages} messages in {server.name}'s mailboxes",
+        what=f"{settings.deliveries} deliveries in {server.name}'s mailboxes",
     )
     total = time.perf_counter() - start
     wait_idle(server, settings)
     server.clear_mailboxes()
-    rate = settings.messages / total
+    rate = settings.messages / total  # messages (not deliveries) per second, as accept
     print(
         f"  mailbox {server.name:<8} c={concurrency:<3} {res.messages} x {res.size_bytes} B "
         f"accepted in {res.elapsed_s:6.2f} s, all in mailboxes after {total:6.2f} s "
@@ -384,24 +430,31 @@ def latency_run(server: Server, settings: Settings, concurrency: int, mode: str)
     return {"p50_ms": lat.p50_ms, "p99_ms": lat.p99_ms, "latency_msgs_per_s": lat.msgs_per_s}
 
 
-def run_mode(mode: str, args: argparse.Namespace, settings: Settings) -> dict[str, Row]:
-    """Both servers up, fresh; warm-up, then for each concurrency Postfix then sitemail."""
+def run_mode(
+    mode: str, args: argparse.Namespace, settings: Settings, round_number: int
+) -> dict[str, Row]:
+    """Both servers up, fresh; for each concurrency a warm-up at it, then the timed runs,
+    the server that goes first alternating between concurrencies and rounds."""
     rows: dict[str, Row] = {}
     postfix_mode: Mode = "discard" if mode == "accept" else "maildir"
     measure = accept_run if mode == "accept" else mailbox_run
+    shape = settings.shape
+    numbered = settings.deliveries if shape.distinct else 0
     with (
         postfix_server(args.postfix_ip, args.port, postfix_mode) as postfix,
-        sitemail_server(args.sitemail_ip, args.port, max_connections=args.max_connections) as sm,
+        sitemail_server(
+            args.sitemail_ip, args.port, max_connections=args.max_connections, numbered=numbered
+        ) as sm,
     ):
         servers: list[Server] = [postfix, sm]
-        for server in servers:
-            warm_up(server, settings)
+        for index, conc in enumerate(settings.concurrency):
+            order = servers if (round_number + index) % 2 else servers[::-1]
+            for server in order:
+                warm_up(server, settings, conc)
+                rows[f"{shape.name}/{mode}/{server.name}/{conc}"] = measure(server, settings, conc)
         for conc in settings.concurrency:
             for server in servers:
-                rows[f"{mode}/{server.name}/{conc}"] = measure(server, settings, conc)
-        for conc in settings.concurrency:
-            for server in servers:
-                rows[f"{mode}/{server.name}/{conc}"].update(
+                rows[f"{shape.name}/{mode}/{server.name}/{conc}"].update(
                     latency_run(server, settings, conc, mode)
                 )
     return rows
@@ -418,29 +471,59 @@ def medians(rounds: list[dict[str, Row]]) -> dict[str, Row]:
     }
 
 
-def table(rows: dict[str, Row], modes: list[str], concurrency: list[int]) -> list[str]:
-    top = max(concurrency)
-    head = (
-        f"{'mode':<8}{'c':>4}  {'Postfix msg/s':>13}  {'sitemail msg/s':>14}  {'ratio':>6}  "
-        f"{'target':>7}  {'Postfix p50/p99 ms':>18}  {'sitemail p50/p99 ms':>19}"
+def ratio(rows: dict[str, Row], cell: str, conc: int) -> float:
+    """sitemail's msg/s over Postfix's in one cell ("shape/mode") at one concurrency."""
+    return (
+        rows[f"{cell}/sitemail/{conc}"]["msgs_per_s"] / rows[f"{cell}/Postfix/{conc}"]["msgs_per_s"]
     )
+
+
+def table(
+    rows: dict[str, Row],
+    cells: list[str],
+    concurrency: list[int],
+    rounds: list[dict[str, Row]] | None = None,
+) -> list[str]:
+    """The side-by-side table; with `rounds`, each round's ratio after the median's."""
+    head = (
+        f"{'shape/mode':<27}{'c':>4}  {'Postfix msg/s':>13}  {'sitemail msg/s':>14}  "
+        f"{'ratio':>6}  {'target':>9}  {'Postfix p50/p99 ms':>18}  {'sitemail p50/p99 ms':>19}"
+    )
+    if rounds:
+        head += "  per round"
     lines = [head, "-" * len(head)]
-    for mode in modes:
+    for cell in cells:
+        mode = cell.rsplit("/", 1)[1]
         for conc in concurrency:
-            pf, sm = rows[f"{mode}/Postfix/{conc}"], rows[f"{mode}/sitemail/{conc}"]
-            ratio = sm["msgs_per_s"] / pf["msgs_per_s"]
+            pf, sm = rows[f"{cell}/Postfix/{conc}"], rows[f"{cell}/sitemail/{conc}"]
+            got = ratio(rows, cell, conc)
             goal = ACCEPT_TARGET if mode == "accept" else MAILBOX_TARGET
-            if mode == "accept" and conc != top:
-                verdict = "-"
-            else:
-                verdict = f">={goal:g} {'ok' if ratio >= goal else 'MISS'}"
-            lines.append(
-                f"{mode:<8}{conc:>4}  {pf['msgs_per_s']:>13.0f}  {sm['msgs_per_s']:>14.0f}  "
-                f"{ratio:>5.2f}x  {verdict:>7}  "
+            verdict = f">={goal:g} {'ok' if got >= goal else 'MISS'}"
+            line = (
+                f"{cell:<27}{conc:>4}  {pf['msgs_per_s']:>13.0f}  {sm['msgs_per_s']:>14.0f}  "
+                f"{got:>5.2f}x  {verdict:>9}  "
                 f"{pf['p50_ms']:>8.2f} / {pf['p99_ms']:>7.2f}  "
                 f"{sm['p50_ms']:>9.2f} / {sm['p99_ms']:>7.2f}"
             )
+            if rounds:
+                line += "  " + " ".join(f"{ratio(r, cell, conc):.2f}x" for r in rounds)
+            lines.append(line)
     return lines
+
+
+def shapes_of(args: argparse.Namespace) -> list[Shape]:
+    """The load shapes the command line asks for, in the order they run."""
+    many = Shape(recipients=args.recipients or 1, distinct=True)
+    if args.all_shapes:
+        return [
+            Shape(),
+            Shape(reuse=False),
+            many,
+            Shape(reuse=False, recipients=many.recipients, distinct=True),
+        ]
+    if args.recipients:
+        return [Shape(reuse=not args.new_connection, recipients=args.recipients, distinct=True)]
+    return [Shape(reuse=not args.new_connection)]
 
 
 def _postfix_version() -> str:
@@ -466,7 +549,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--modes", nargs="+", choices=["accept", "mailbox"], default=["accept", "mailbox"]
     )
-    parser.add_argument("--repeat", type=int, default=1, help="rounds; medians if > 1")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; medians if > 1")
+    parser.add_argument(
+        "--new-connection", action="store_true", help="a new connection for every message"
+    )
+    parser.add_argument(
+        "--recipients",
+        type=int,
+        default=0,
+        help="N recipients per message, every address of the run a different one",
+    )
+    parser.add_argument(
+        "--all-shapes",
+        action="store_true",
+        help="reused and new connections x the same recipient and --recipients N distinct",
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run or wait")
     parser.add_argument("--max-connections", type=int, default=200, help="sitemail [limits]")
     parser.add_argument("--json", action="store_true", help="also print one JSON line")
@@ -479,6 +576,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--concurrency must be 1..500")
     if args.max_connections < max(args.concurrency) + 1:
         parser.error("--max-connections must exceed the highest --concurrency")
+    if not 0 <= args.recipients <= 50 or args.messages * max(args.recipients, 1) > 100_000:
+        parser.error("--recipients must be 0..50, and messages x recipients at most 100000")
     if args.postfix_ip == args.sitemail_ip:
         parser.error("Postfix and sitemail need distinct addresses")
     return args
@@ -493,6 +592,8 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=sorted(args.concurrency),
         timeout=args.timeout,
     )
+    shapes = shapes_of(args)
+    cells = [f"{shape.name}/{mode}" for shape in shapes for mode in args.modes]
     ensure_postfix_installed()
     load = os.getloadavg()
     summary: dict[str, Any] = {
@@ -502,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         "messages": args.messages,
         "latency_messages": args.latency_messages,
         "size_bytes": args.size,
+        "shapes": [shape.name for shape in shapes],
     }
     summary["event_loop"] = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     print(
@@ -515,10 +617,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for number in range(1, args.repeat + 1):
             rows: dict[str, Row] = {}
-            for mode in args.modes:
-                print(f"round {number}/{args.repeat}, mode {mode}:", flush=True)
-                rows.update(run_mode(mode, args, settings))
+            for shape in shapes:
+                shaped = dataclasses.replace(settings, shape=shape)
+                for mode in args.modes:
+                    print(f"round {number}/{args.repeat}, {shape.name}, {mode}:", flush=True)
+                    rows.update(run_mode(mode, args, shaped, number))
             rounds.append(rows)
+            for line in table(rows, cells, settings.concurrency):
+                print(f"  round {number}: {line}", flush=True)
     except (BenchError, PostfixError, subprocess.TimeoutExpired) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -528,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     if args.repeat > 1:
         print(f"median of {args.repeat} rounds:")
-    for line in table(result, args.modes, settings.concurrency):
+    for line in table(result, cells, settings.concurrency, rounds if args.repeat > 1 else None):
         print(line)
     print(
         "accept: msg/s acknowledged durably (sitemail also delivering to its mailbox meanwhile,"
