@@ -86,9 +86,11 @@ def edge_site(
     dns_address: str,
     zones: list[str],
     *,
+    dns_port: int = 0,
     tune: Callable[[Any], Any] = lambda config: config,
 ) -> Iterator[EdgeSite]:
-    """The site serving on `address`, its DNS on `dns_address`; stopped on exit."""
+    """The site serving on `address`, its DNS on `dns_address` (port `dns_port`, 0: a free
+    one); stopped on exit."""
     service = AdminService.init(
         root / "SiteA",
         org="ExchangeORG",
@@ -98,7 +100,7 @@ def edge_site(
         listen=[address],
     )
     service.add_recipient(ObjectKind.MAILBOX, "jsmith", display_name="John Smith")
-    with EmbeddedDnsServer(dns_address, 0, zones=[DOMAIN, *zones]) as dns:
+    with EmbeddedDnsServer(dns_address, dns_port, zones=[DOMAIN, *zones]) as dns:
         port = free_port(address)
         config = load_config(root / "SiteA")
         config = dataclasses.replace(
