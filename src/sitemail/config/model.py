@@ -447,4 +447,10 @@ listen = [{listen_list}]
 # port = 8025                  # 0 switches the admin API off (token: `sitemail admin token`)
 # tls = false                  # https with this server's certificate; required when listen is
 #                              # not a loopback address
+
+[mailauth]
+# sign = true                  # DKIM-sign mail leaving the organisation (docs/mailauth.md)
+# check = true                 # SPF, DKIM and DMARC on mail from the Internet
+# quarantine = "junk"          # DMARC p=quarantine: "junk", "reject" or "accept"
+# authserv_id = ""             # Authentication-Results id; default: the organisation's name
 """
