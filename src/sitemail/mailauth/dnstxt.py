@@ -26,20 +26,30 @@ import dns.rdatatype
 import dns.resolver
 import spf
 
-__all__ = ["DnsTempError", "Lookups", "current", "spf_lookup"]
+__all__ = ["DnsTempError", "Lookups", "caching_resolver", "current", "spf_lookup"]
+
+_CACHE_SIZE = 10_000  # names whose answers are kept (for their TTL)
 
 
 class DnsTempError(Exception):
     """A lookup timed out or the servers failed (SERVFAIL, REFUSED): try again later."""
 
 
+def caching_resolver(nameservers: Sequence[tuple[str, int]]) -> dns.resolver.Resolver:
+    """One resolver for every check of a server: asks only `nameservers`, and keeps answers
+    (positive and negative) for their TTL in an LRU cache of `_CACHE_SIZE` names, so the
+    sender domain of a busy correspondent is asked once a TTL, not once a message (as
+    OpenDKIM's libunbound does). dnspython's resolver and cache are thread-safe."""
+    resolver = dns.resolver.Resolver(configure=False)  # never /etc/resolv.conf
+    resolver.nameservers = [dns.nameserver.Do53Nameserver(a, p) for a, p in nameservers]
+    resolver.cache = dns.resolver.LRUCache(_CACHE_SIZE)
+    return resolver
+
+
 class Lookups:
     """TXT and address lookups for one message, within one time budget (seconds)."""
 
-    def __init__(self, nameservers: Sequence[tuple[str, int]], budget: float) -> None:
-        resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers = [dns.nameserver.Do53Nameserver(a, p) for a, p in nameservers]
-        resolver.cache = None
+    def __init__(self, resolver: dns.resolver.Resolver, budget: float) -> None:
         self._resolver = resolver
         self._deadline = time.monotonic() + budget
         self.count = 0  # lookups asked, for the log
