@@ -121,3 +121,17 @@ def test_signing_keys_made_at_init(setup: tuple[EdgeSite, _Sink], tmp_path: Path
     keys = sorted((site.service.config.data_dir / "keys" / "dkim").glob("*.pem"))
     assert [k.name for k in keys] == ["sitea.ed25519.pem", "sitea.rsa.pem"]
     assert all(k.stat().st_mode & 0o077 == 0 for k in keys)
+
+
+def test_edge_skips_trusted_clients(setup: tuple[EdgeSite, _Sink]) -> None:
+    """A trusted client (like a sibling site's server) is not judged: our own From domain,
+    unauthenticated by SPF or DKIM, is delivered, without an Authentication-Results field."""
+    site, _ = setup
+    sender = f"ceo@{DOMAIN}"
+    body = _message(sender, "inside").replace(b"friend@outside.test", f"jsmith@{DOMAIN}".encode())
+    assert site.send(USER, sender, [f"jsmith@{DOMAIN}"], body)[0] == 250
+    deadline = time.monotonic() + 20
+    while not (stored := [m for m in site.folder("jsmith") if b"Subject: inside\r\n" in m]):
+        assert time.monotonic() < deadline, "not delivered"
+        time.sleep(0.05)
+    assert b"Authentication-Results" not in stored[0]
