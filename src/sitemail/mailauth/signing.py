@@ -99,10 +99,14 @@ class DkimSigner:
                 self._max_size,
             )
             return content
-        if content.in_memory and content.size <= _SIGN_IN_THREAD:
-            fields = self._signatures(content, domain)
-        else:
-            fields = await asyncio.to_thread(self._signatures, content, domain)
+        try:
+            if content.in_memory and content.size <= _SIGN_IN_THREAD:
+                fields = self._signatures(content, domain)
+            else:
+                fields = await asyncio.to_thread(self._signatures, content, domain)
+        except dkim.DKIMException as exc:  # a header dkimpy cannot parse: send it unsigned
+            log.warning("dkim unsigned queue_id=%s: %s", queue_id, exc)
+            return content
         return content.with_prefix(fields)
 
     def _signatures(self, content: Content, domain: str) -> bytes:
