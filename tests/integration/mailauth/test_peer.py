@@ -80,7 +80,8 @@ def _results(message: bytes, authserv_id: str) -> str:
 
 
 def test_peer_opendkim_opendmarc_verify_our_mail(pair: tuple[EdgeSite, MilterPeer]) -> None:
-    """OpenDKIM records dkim=pass and OpenDMARC dmarc=pass for a message from our user."""
+    """OpenDKIM records dkim=pass (RSA and Ed25519) and OpenDMARC dmarc=pass for a message
+    from our user."""
     site, peer = pair
     sender = f"jsmith@{DOMAIN}"
     body = (
@@ -93,6 +94,8 @@ def test_peer_opendkim_opendmarc_verify_our_mail(pair: tuple[EdgeSite, MilterPee
     assert f"header.d={DOMAIN}" in results, results
     assert "dmarc=pass" in results, results
     assert f"header.from={DOMAIN}" in results, results
+    ed25519 = f"dkim=pass header.d={DOMAIN} header.i=@{DOMAIN} header.a=ed25519-sha256"
+    assert ed25519 in results, results  # OpenDKIM checks RFC 8463 signatures too
 
 
 def test_peer_signs_and_we_verify(pair: tuple[EdgeSite, MilterPeer]) -> None:
