@@ -40,6 +40,7 @@ from sitemail.directory import (
     set_addressing,
 )
 from sitemail.directory.service import check_name
+from sitemail.mailauth.dkimkeys import generate_dkim_keys
 from sitemail.queue.admin import QueueAdmin
 from sitemail.queue.attempts import Attempt
 from sitemail.replication.keys import fingerprint, generate_site_key, load_site_key
@@ -130,6 +131,7 @@ class AdminService:
             raise
         config = service.config
         key = generate_site_key(data_dir)
+        generate_dkim_keys(data_dir, site)
         ensure_token(data_dir)
         service.directory.update_site_attrs(public_key=key.public.token)
         make_self_signed(
