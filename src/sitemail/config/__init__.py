@@ -16,6 +16,7 @@ from sitemail.config.model import (
     TlsConfig,
     load_config,
     render_config,
+    split_nameserver,
 )
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "TlsConfig",
     "load_config",
     "render_config",
+    "split_nameserver",
 ]
