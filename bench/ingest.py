@@ -25,12 +25,18 @@ acceptance, from the end of DATA to the 250, at each concurrency, and p50/p99 ar
 The targets of issue 3: accepting, at least 1.3x Postfix at concurrency 50; into mailboxes, at
 least 1.5x Postfix. The table says which rows meet them.
 
+With `--edge`, both servers check every message as an Internet edge does (issue 20): sitemail
+with its SPF, DKIM and DMARC checks ([mailauth]), Postfix with OpenDKIM and OpenDMARC as
+milters (bench/_milters.py); both resolve through a DNS server on loopback serving the
+sender domain's SPF and DMARC records. The target then: sitemail still ahead of Postfix.
+
 Bounded: a fixed number of messages per run, every wait has a timeout, and both servers are
 stopped (and their files removed) on the way out, also after an error or Ctrl-C. Loopback only.
 Run as root (Postfix) from the repository root:
 
     .venv/bin/python bench/ingest.py                       # 5,000 x 4 KiB at c=10 and c=50
     .venv/bin/python bench/ingest.py --messages 2000 --modes accept --json
+    .venv/bin/python bench/ingest.py --edge --modes accept     # both checking SPF/DKIM/DMARC
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from _milters import milters, milters_available
 from _postfix import (
     LatencyResult,
     Mode,
@@ -67,6 +74,7 @@ from _postfix import (
 )
 from sitemail.admin.service import AdminService
 from sitemail.directory import ObjectKind
+from sitemail.lab.dns_server import EmbeddedDnsServer
 
 DOMAIN = "bench.test"
 SENDER = "loadgen@sender.test"
@@ -74,6 +82,7 @@ RECIPIENT = f"bench@{DOMAIN}"
 WARMUP_MESSAGES = 200
 ACCEPT_TARGET = 1.3  # x Postfix at the highest concurrency
 MAILBOX_TARGET = 1.5  # x Postfix
+EDGE_TARGET = 1.0  # x Postfix with its milters, both checking every message (--edge)
 
 Row = dict[str, float]
 
@@ -134,8 +143,10 @@ class PostfixServer:
 
 
 @contextlib.contextmanager
-def postfix_server(ip: str, port: int, mode: Mode) -> Iterator[PostfixServer]:
-    with PrivatePostfix(ip=ip, port=port, mode=mode, domain=DOMAIN) as pf:
+def postfix_server(
+    ip: str, port: int, mode: Mode, extra: dict[str, str] | None = None
+) -> Iterator[PostfixServer]:
+    with PrivatePostfix(ip=ip, port=port, mode=mode, domain=DOMAIN, extra_main_cf=extra) as pf:
         yield PostfixServer(pf)
 
 
@@ -154,7 +165,7 @@ def sitemail_command() -> list[str]:
     return [found]
 
 
-def _configure(data_dir: Path, port: int, max_connections: int) -> None:
+def _configure(data_dir: Path, port: int, max_connections: int, nameserver: str = "") -> None:
     """The bench's settings, through the config file: port, and room for every session.
 
     The default of 20 sessions per client (Postfix's 50, Exchange's 20) would refuse
@@ -171,6 +182,8 @@ def _configure(data_dir: Path, port: int, max_connections: int) -> None:
         f"connections_total = {max_connections}\n",
         1,
     )
+    if nameserver:  # --edge: [mailauth] checks need DNS (without it they are off)
+        text = text.replace("\n[dns]\n", f'\n[dns]\nnameservers = ["{nameserver}"]\n', 1)
     path.write_text(text, encoding="utf-8")
 
 
@@ -179,7 +192,10 @@ class SitemailServer:
 
     name = "sitemail"
 
-    def __init__(self, ip: str, port: int, root: Path, *, max_connections: int) -> None:
+    def __init__(
+        self, ip: str, port: int, root: Path, *, max_connections: int, nameserver: str = ""
+    ) -> None:
+        self.nameserver = nameserver
         self.ip = ip
         self.port = port
         self.data_dir = root / "data"
@@ -201,7 +217,7 @@ class SitemailServer:
             service.add_recipient(ObjectKind.MAILBOX, "bench", display_name="Bench")
         finally:
             service.close()
-        _configure(self.data_dir, self.port, self._max_connections)
+        _configure(self.data_dir, self.port, self._max_connections, self.nameserver)
         if _port_answers(self.ip, self.port):
             raise BenchError(f"something already listens on {self.ip}:{self.port}")
         with self.log_path.open("wb") as log:
@@ -264,9 +280,11 @@ class SitemailServer:
 
 
 @contextlib.contextmanager
-def sitemail_server(ip: str, port: int, *, max_connections: int) -> Iterator[SitemailServer]:
+def sitemail_server(
+    ip: str, port: int, *, max_connections: int, nameserver: str = ""
+) -> Iterator[SitemailServer]:
     root = Path(tempfile.mkdtemp(prefix=f"sitemail-bench-{port}-"))
-    server = SitemailServer(ip, port, root, max_connections=max_connections)
+    server = SitemailServer(ip, port, root, max_connections=max_connections, nameserver=nameserver)
     try:
         server.start()
         yield server
@@ -384,15 +402,50 @@ def latency_run(server: Server, settings: Settings, concurrency: int, mode: str)
     return {"p50_ms": lat.p50_ms, "p99_ms": lat.p99_ms, "latency_msgs_per_s": lat.msgs_per_s}
 
 
+@contextlib.contextmanager
+def edge(args: argparse.Namespace) -> Iterator[tuple[dict[str, str], str]]:
+    """--edge: the DNS server (port 53: the milters' resolvers know no other) serving the
+    sender domain's SPF (every loopback address) and DMARC (p=none: every message goes on),
+    and the milters; yields Postfix's extra main.cf and sitemail's name server."""
+    if not milters_available():
+        raise BenchError("--edge needs root and Debian's opendkim and opendmarc")
+    sender_domain = SENDER.rpartition("@")[2]
+    root = Path(tempfile.mkdtemp(prefix="bench-edge-"))
+    try:
+        with EmbeddedDnsServer(args.dns_ip, 53, zones=[sender_domain, DOMAIN]) as dns:
+            dns.add(sender_domain, "TXT", '"v=spf1 ip4:127.0.0.0/8 -all"')
+            dns.add(f"_dmarc.{sender_domain}", "TXT", '"v=DMARC1; p=none"')
+            with milters(
+                root,
+                dkim_address=args.milter_ips[0],
+                dmarc_address=args.milter_ips[1],
+                dns_address=args.dns_ip,
+                authserv_id="postfix-bench.localhost",
+            ) as smtpd_milters:
+                extra = {"smtpd_milters": smtpd_milters, "milter_default_action": "tempfail"}
+                yield extra, f"{args.dns_ip}:53"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def run_mode(mode: str, args: argparse.Namespace, settings: Settings) -> dict[str, Row]:
     """Both servers up, fresh; warm-up, then for each concurrency Postfix then sitemail."""
     rows: dict[str, Row] = {}
     postfix_mode: Mode = "discard" if mode == "accept" else "maildir"
     measure = accept_run if mode == "accept" else mailbox_run
-    with (
-        postfix_server(args.postfix_ip, args.port, postfix_mode) as postfix,
-        sitemail_server(args.sitemail_ip, args.port, max_connections=args.max_connections) as sm,
-    ):
+    with contextlib.ExitStack() as stack:
+        extra, nameserver = stack.enter_context(edge(args)) if args.edge else ({}, "")
+        postfix = stack.enter_context(
+            postfix_server(args.postfix_ip, args.port, postfix_mode, extra)
+        )
+        sm = stack.enter_context(
+            sitemail_server(
+                args.sitemail_ip,
+                args.port,
+                max_connections=args.max_connections,
+                nameserver=nameserver,
+            )
+        )
         servers: list[Server] = [postfix, sm]
         for server in servers:
             warm_up(server, settings)
@@ -418,7 +471,9 @@ def medians(rounds: list[dict[str, Row]]) -> dict[str, Row]:
     }
 
 
-def table(rows: dict[str, Row], modes: list[str], concurrency: list[int]) -> list[str]:
+def table(
+    rows: dict[str, Row], modes: list[str], concurrency: list[int], *, edge: bool = False
+) -> list[str]:
     top = max(concurrency)
     head = (
         f"{'mode':<8}{'c':>4}  {'Postfix msg/s':>13}  {'sitemail msg/s':>14}  {'ratio':>6}  "
@@ -430,6 +485,7 @@ def table(rows: dict[str, Row], modes: list[str], concurrency: list[int]) -> lis
             pf, sm = rows[f"{mode}/Postfix/{conc}"], rows[f"{mode}/sitemail/{conc}"]
             ratio = sm["msgs_per_s"] / pf["msgs_per_s"]
             goal = ACCEPT_TARGET if mode == "accept" else MAILBOX_TARGET
+            goal = EDGE_TARGET if edge else goal
             if mode == "accept" and conc != top:
                 verdict = "-"
             else:
@@ -470,6 +526,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run or wait")
     parser.add_argument("--max-connections", type=int, default=200, help="sitemail [limits]")
     parser.add_argument("--json", action="store_true", help="also print one JSON line")
+    parser.add_argument(
+        "--edge", action="store_true", help="SPF/DKIM/DMARC on: [mailauth] vs OpenDKIM+OpenDMARC"
+    )
+    parser.add_argument("--dns-ip", default="127.0.0.93", help="--edge: DNS server (port 53)")
+    parser.add_argument(
+        "--milter-ips", nargs=2, default=["127.0.0.94", "127.0.0.95"], help="--edge: milters"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.repeat <= 10:
         parser.error("--repeat must be 1..10")
@@ -502,13 +565,19 @@ def main(argv: list[str] | None = None) -> int:
         "messages": args.messages,
         "latency_messages": args.latency_messages,
         "size_bytes": args.size,
+        "edge_checks": args.edge,
     }
     summary["event_loop"] = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     print(
         f"sitemail ({summary['event_loop']}) vs Postfix {summary['postfix']}: "
         f"{args.messages} x {args.size} B per run, "
         f"c={','.join(map(str, settings.concurrency))}, {summary['cpus']} CPUs, "
-        f"load average {load[0]:.2f} at start",
+        f"load average {load[0]:.2f} at start"
+        + (
+            ", edge checks on (sitemail [mailauth]; Postfix + OpenDKIM + OpenDMARC)"
+            if args.edge
+            else ""
+        ),
         flush=True,
     )
     rounds: list[dict[str, Row]] = []
@@ -528,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     if args.repeat > 1:
         print(f"median of {args.repeat} rounds:")
-    for line in table(result, args.modes, settings.concurrency):
+    for line in table(result, args.modes, settings.concurrency, edge=args.edge):
         print(line)
     print(
         "accept: msg/s acknowledged durably (sitemail also delivering to its mailbox meanwhile,"

@@ -41,6 +41,7 @@ from sitemail.queue.admin import QueueEntry, RecipientEntry
 __all__ = [
     "app",
     "cli_api",
+    "cli_dkim",
     "cli_dns",
     "cli_doctor",
     "cli_replication",
@@ -870,6 +871,7 @@ def main() -> None:
 # modules; importing them registers their commands.
 from sitemail.admin import (  # noqa: E402
     cli_api,
+    cli_dkim,
     cli_dns,
     cli_doctor,
     cli_replication,

@@ -23,6 +23,7 @@ __all__ = [
     "DnsConfig",
     "ImapConfig",
     "LimitsConfig",
+    "MailauthConfig",
     "Pop3Config",
     "QueueConfig",
     "ReplicationConfig",
@@ -170,6 +171,19 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MailauthConfig:
+    """DKIM signing on the way out, SPF/DKIM/DMARC checks at the edge (docs/mailauth.md)."""
+
+    sign: bool = True  # DKIM-sign mail leaving the organisation from its domains
+    max_size: int = 64 * 1024 * 1024  # bigger: not DKIM-signed nor verified (read whole)
+    check: bool = True  # SPF, DKIM and DMARC on mail from the Internet
+    authserv_id: str = ""  # Authentication-Results' id; empty: the organisation's name
+    quarantine: str = "junk"  # DMARC p=quarantine: "junk", "reject" or "accept"
+    reject_own_domain_spoof: bool = True  # our From domains without DMARC alignment: 550
+    dns_timeout: float = 5.0  # seconds for all of one message's lookups
+
+
+@dataclass(frozen=True, slots=True)
 class AdminConfig:
     """The admin HTTP API and the web console, served by `sitemail serve`."""
 
@@ -197,6 +211,7 @@ class ServerConfig:
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    mailauth: MailauthConfig = field(default_factory=MailauthConfig)
 
     def path(self, relative: str) -> Path:
         p = Path(relative)
@@ -277,6 +292,7 @@ def load_config(data_dir: Path) -> ServerConfig:
         "submission": SubmissionConfig,
         "auth": AuthConfig,
         "admin": AdminConfig,
+        "mailauth": MailauthConfig,
     }
     parsed = {
         name: _section(cls, raw.pop(name, {}), f"{where} [{name}]")
@@ -347,6 +363,8 @@ def _validate(config: ServerConfig, where: str) -> None:
         raise ConfigError(f"{where} [queue]: need 0 < retry_initial <= retry_max")
     if config.replication.tombstone_lifetime < 2 * 86400:
         raise ConfigError(f"{where} [replication]: tombstone_lifetime must be at least 2 days")
+    if config.mailauth.quarantine not in ("junk", "reject", "accept"):
+        raise ConfigError(f"{where} [mailauth] quarantine: one of junk, reject, accept")
     if config.limits.command_length < 512 or config.limits.line_length < 1000:
         raise ConfigError(
             f"{where} [limits]: RFC 5321 requires command_length >= 512, line_length >= 1000"
@@ -455,4 +473,10 @@ listen = [{listen_list}]
 # port = 8025                  # 0 switches the admin API off (token: `sitemail admin token`)
 # tls = false                  # https with this server's certificate; required when listen is
 #                              # not a loopback address
+
+[mailauth]
+# sign = true                  # DKIM-sign mail leaving the organisation (docs/mailauth.md)
+# check = true                 # SPF, DKIM and DMARC on mail from the Internet
+# quarantine = "junk"          # DMARC p=quarantine: "junk", "reject" or "accept"
+# authserv_id = ""             # Authentication-Results id; default: the organisation's name
 """

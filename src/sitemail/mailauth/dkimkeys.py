@@ -46,6 +46,7 @@ __all__ = [
     "load_state",
     "rotate",
     "selector_base",
+    "state_stamp",
 ]
 
 DKIM_DIR = "keys/dkim"
@@ -68,6 +69,11 @@ class DkimPublicRecord:
     @property
     def name(self) -> str:
         return f"{self.selector}._domainkey.{self.domain}"
+
+    def zone_text(self) -> str:
+        """The TXT value as zone-file text: quoted strings of at most 255 octets each (an
+        RSA-2048 key does not fit in one), ready for a zone file or the lab's DNS server."""
+        return " ".join(f'"{self.txt[i : i + 255]}"' for i in range(0, len(self.txt), 255))
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +193,15 @@ def load_state(data_dir: Path) -> DkimKeyState | None:
         return None
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{path} is damaged ({exc}): restore it from a backup") from exc
+
+
+def state_stamp(data_dir: Path) -> tuple[int, int] | None:
+    """(mtime in ns, size) of the key-set state file, None without one: changes on rotation."""
+    try:
+        stat = (_dir(data_dir) / _STATE_FILE).stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
 
 
 def generate_dkim_keys(data_dir: Path, site: str) -> DkimKeyState:
