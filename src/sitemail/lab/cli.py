@@ -198,7 +198,11 @@ def _where(lab: Lab) -> None:
 
 
 def _table(data: dict[str, Any]) -> Table:
-    table = Table(title=f"lab {data['lab']}  (DNS {data['dns']['address']})")
+    internet = data.get("internet", {})
+    outside = (
+        f", Internet {internet['smtp']}" if internet.get("running") else ", Internet NOT running"
+    )
+    table = Table(title=f"lab {data['lab']}  (DNS {data['dns']['address']}{outside})")
     for column in ("site", "server", "SMTP", "running", "queue", "replication"):
         table.add_column(column)
     for entry in data["sites"]:
