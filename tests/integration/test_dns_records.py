@@ -16,10 +16,11 @@ import dns.rdatatype
 import dns.resolver
 import dns.reversename
 import pytest
+from tests.support.org import organisation, replicate, replicated_pair
 from typer.testing import CliRunner, Result
 
 from sitemail.admin.dnscheck import check_records
-from sitemail.admin.dnsrecords import compute_records
+from sitemail.admin.dnsrecords import RecordSet, compute_records, publish_own_dkim
 from sitemail.admin.service import AdminService
 from sitemail.lab.dns_server import EmbeddedDnsServer
 from sitemail.main import cli
@@ -165,3 +166,48 @@ def test_dns_records_unanswered_queries_are_errors_not_tracebacks(site: AdminSer
     assert found
     assert {v[0] for v in found} == {"error"}
     assert all("did not answer" in v[1] for v in found)
+
+
+def test_dns_records_leave_out_internal_relay_domains_and_add_the_smart_host(
+    site: AdminService,
+) -> None:
+    """A domain shared with another mail system gets no records (its MX is theirs); an
+    accepted domain gets them all; this site's smart host is in every domain's SPF."""
+    data_dir = site.config.data_dir
+    assert run("domain", "add", "owned.test", "-D", data_dir).exit_code == 0
+    shared = run(
+        "domain", "add", "shared.test", "--internal-relay", "--forward-unresolved",
+        "192.0.2.25", "-D", data_dir,
+    )  # fmt: skip
+    assert shared.exit_code == 0, shared.output
+    config = data_dir / "sitemail.toml"
+    config.write_text(
+        config.read_text().replace("\n[smtp]\n", '\n[smtp]\nsmart_host = "192.0.2.99:587"\n', 1)
+    )
+    shown = json.loads(run("dns", "records", "--json", "-D", data_dir).stdout)["records"]
+    names = {r["name"] for r in shown}
+    assert "owned.test." in names
+    assert "_dmarc.owned.test." in names
+    assert not any(name.endswith("shared.test.") for name in names)
+    spf = next(r["value"] for r in shown if r["name"] == "owned.test." and r["kind"] == "spf")
+    assert spf == f"v=spf1 ip4:{ADDRESS} ip4:192.0.2.99 -all"
+
+
+def test_dns_records_show_another_sites_dkim_keys_once_replicated(tmp_path: Path) -> None:
+    """SiteA puts its public keys in its site object (once: unchanged keys are not written
+    again); SiteB, having replicated, prints them beside its own."""
+
+    async def scenario() -> RecordSet:
+        addresses = {"SiteA": "127.34.0.10", "SiteB": "127.34.0.15"}
+        async with organisation(tmp_path, addresses) as org:
+            a, b = await replicated_pair(org)
+            assert publish_own_dkim(a.service.directory, a.data_dir)
+            assert not publish_own_dkim(a.service.directory, a.data_dir)
+            await replicate([(a, b)])
+            return compute_records(b.service.directory, b.service.config)
+
+    found = asyncio.run(scenario())
+    dkim = {(r.name, r.site) for r in found.records if r.kind == "dkim"}
+    assert ("sitea._domainkey.sitea.example.com.", "SiteA") in dkim
+    assert ("siteb._domainkey.siteb.example.com.", "SiteB") in dkim
+    assert [n for n in found.notes if "DKIM" in n] == []
