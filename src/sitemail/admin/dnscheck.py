@@ -93,9 +93,11 @@ async def check_records(
         try:
             found = await _answers(resolver, first.name, first.rtype)
         except _LookupFailedError as exc:
+            lines = "\n".join(r.zone_line() for r in expected)
             return _verdict(
                 Status.ERROR, first, f"the name servers did not answer ({exc})",
-                "start the name server, or correct [dns] nameservers in sitemail.toml",
+                f"{lines}\n(in the zone that holds the name; if it is published, check that "
+                "the name servers answer for it, or correct [dns] nameservers in sitemail.toml)",
             )  # fmt: skip
         return judge(expected, found)
 
