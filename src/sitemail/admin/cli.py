@@ -42,6 +42,7 @@ __all__ = [
     "app",
     "cli_api",
     "cli_dkim",
+    "cli_dns",
     "cli_doctor",
     "cli_replication",
     "cli_routing",
@@ -871,6 +872,7 @@ def main() -> None:
 from sitemail.admin import (  # noqa: E402
     cli_api,
     cli_dkim,
+    cli_dns,
     cli_doctor,
     cli_replication,
     cli_routing,

@@ -17,6 +17,7 @@ from sitemail.config.model import (
     TlsConfig,
     load_config,
     render_config,
+    split_nameserver,
 )
 
 __all__ = [
@@ -36,4 +37,5 @@ __all__ = [
     "TlsConfig",
     "load_config",
     "render_config",
+    "split_nameserver",
 ]

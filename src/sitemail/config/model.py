@@ -99,6 +99,10 @@ class DnsConfig:
 
     nameservers: tuple[str, ...] = ()
     timeout: float = 5.0
+    # The DMARC record `sitemail dns records` publishes (docs/dns-records.md): the policy for
+    # mail failing DMARC that claims our domains, and where aggregate reports go ("" none).
+    dmarc_policy: str = "quarantine"
+    dmarc_rua: str = ""
 
     def servers(self) -> list[tuple[str, int]]:
         """(address, port) of every name server (the entries are validated at load)."""
@@ -349,6 +353,7 @@ def _validate(config: ServerConfig, where: str) -> None:
         if port < 0:
             raise ConfigError(f"{where} [dns] nameservers: bad port in {server!r}")
         _check_port(port, f"{where} [dns] nameservers")
+    _validate_dmarc(config, where)
     for net in config.smtp.trusted_networks:
         try:
             ipaddress.ip_network(net, strict=False)
@@ -363,6 +368,25 @@ def _validate(config: ServerConfig, where: str) -> None:
     if config.limits.command_length < 512 or config.limits.line_length < 1000:
         raise ConfigError(
             f"{where} [limits]: RFC 5321 requires command_length >= 512, line_length >= 1000"
+        )
+
+
+DMARC_POLICIES = ("none", "quarantine", "reject")
+
+
+def _validate_dmarc(config: ServerConfig, where: str) -> None:
+    if config.dns.dmarc_policy not in DMARC_POLICIES:
+        raise ConfigError(
+            f"{where} [dns] dmarc_policy: one of {', '.join(DMARC_POLICIES)}, "
+            f"got {config.dns.dmarc_policy!r}"
+        )
+    rua = config.dns.dmarc_rua
+    if rua and not all(
+        part.strip().startswith("mailto:") and "@" in part for part in rua.split(",")
+    ):
+        raise ConfigError(
+            f"{where} [dns] dmarc_rua: mailto: URIs separated by commas "
+            f"(e.g. mailto:dmarc@example.com), got {rua!r}"
         )
 
 
@@ -420,6 +444,8 @@ listen = [{listen_list}]
 
 [dns]
 # nameservers = ["127.0.0.1:53"]
+# dmarc_policy = "quarantine"  # the DMARC policy `sitemail dns records` publishes
+# dmarc_rua = ""               # e.g. "mailto:dmarc@example.com": aggregate reports
 
 [queue]
 # retry_initial = 300

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from sitemail.core.clock import span
 from sitemail.lab.dns_server import DnsRecord, EmbeddedDnsServer, parse_zone_text
+from sitemail.lab.internet import serve_internet
 from sitemail.lab.lab import (
     COMPANY_DOMAIN,
     PASSWORDS_FILE,
@@ -140,6 +141,18 @@ def register(
         """The lab's DNS server process: serves the zone file, reloading it when it changes."""
         _serve_dns(zone, address, port)
 
+    @app.command("internet-serve", hidden=True)
+    @guard
+    def internet_serve(
+        lab_dir: LabDir,
+        address: Annotated[str, typer.Option("--address")],
+        port: Annotated[int, typer.Option("--port")],
+        nameserver: Annotated[str, typer.Option("--nameserver")],
+    ) -> None:
+        """The lab's Internet process: the outside mail server for internet.test."""
+        host, _, dns_port = nameserver.rpartition(":")
+        serve_internet(lab_dir.resolve(), address, port, (host, int(dns_port)))
+
 
 _SHOWN = {"imap": "IMAP", "pop3": "POP3", "submission": "submission"}
 
@@ -175,10 +188,21 @@ def _where(lab: Lab) -> None:
         f"MX {COMPANY_DOMAIN})",
         markup=False,
     )
+    internet = lab.status()["internet"]
+    out.print(
+        f"  the lab's Internet: mail to anyone@{internet['domain']} leaves each site by MX to "
+        f"{internet['smtp']} and is kept, DKIM-checked, in {lab.root / 'internet'}",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def _table(data: dict[str, Any]) -> Table:
-    table = Table(title=f"lab {data['lab']}  (DNS {data['dns']['address']})")
+    internet = data.get("internet", {})
+    outside = (
+        f", Internet {internet['smtp']}" if internet.get("running") else ", Internet NOT running"
+    )
+    table = Table(title=f"lab {data['lab']}  (DNS {data['dns']['address']}{outside})")
     for column in ("site", "server", "SMTP", "running", "queue", "replication"):
         table.add_column(column)
     for entry in data["sites"]:
@@ -279,7 +303,8 @@ def _serve_dns(zone: Path, address: str, port: int) -> None:
             return
         records = _parse_zone(zone.read_text(encoding="utf-8"))  # a bad edit raises here
         served = server.resolver
-        served.remove_zone(COMPANY_DOMAIN)
+        for old in served.zones():  # the published part adds zones (reverse, internet.test)
+            served.remove_zone(old.origin)
         served.add_zone(COMPANY_DOMAIN)
         served.load(records)
         loaded = mtime

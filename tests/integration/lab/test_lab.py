@@ -171,6 +171,17 @@ def doctor(lab: RunningLab, *args: str) -> tuple[int, list[dict[str, str]]]:
     return proc.returncode, json.loads(proc.stdout)
 
 
+def doctor_once_it_fails(lab: RunningLab, *args: str) -> tuple[int, list[dict[str, str]]]:
+    """The doctor after an edit of the zone file: the lab's DNS server reloads it within a
+    second or two, so ask until an error shows (20 s at most)."""
+    deadline = time.monotonic() + 20
+    while True:
+        code, findings = doctor(lab, *args)
+        if code or time.monotonic() > deadline:
+            return code, findings
+        time.sleep(0.5)
+
+
 def problems(findings: list[dict[str, str]]) -> list[str]:
     return [f"{f['check']}: {f['message']}" for f in findings if f["level"] == "error"]
 
@@ -184,8 +195,8 @@ def test_doctor_finds_the_lab_healthy_from_the_default_data_dir(lab: RunningLab)
     assert code == 0, problems(findings)
     checks = {f["check"] for f in findings}
     assert checks >= {
-        "dns", "ims", "connectors", "connected-sites", "replication", "duplicates", "routing",
-        "round-trip",
+        "dns", "records", "ims", "connectors", "connected-sites", "replication", "duplicates",
+        "routing", "round-trip",
     }  # fmt: skip
     trips = [f["message"] for f in findings if f["check"] == "round-trip"]
     assert len(trips) == 3
@@ -227,20 +238,80 @@ def test_doctor_names_an_mx_pointing_at_the_wrong_site(lab: RunningLab) -> None:
     assert wrong != good
     zone.write_text(wrong)
     try:
-        deadline = time.monotonic() + 20
-        while True:  # the lab's DNS server reloads the zone within a second or two
-            code, findings = doctor(lab, "--site", "SiteB")
-            if code or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+        code, findings = doctor_once_it_fails(lab, "--site", "SiteB")
         assert code == 1
         assert problems(findings) == [
             f"dns: SiteB's domain siteb.example.com: MX serverc.sitec.example.com "
             f"{SITE_ADDRESSES['SiteC']} leads to {SITE_ADDRESSES['SiteC']}:{lab.smtp_port} "
-            "(SiteC), not SiteB"
+            "(SiteC), not SiteB",
+            "records: MX siteb.example.com.: MX serverc.sitec.example.com., "
+            "not serverb.siteb.example.com.",
         ]
     finally:
         zone.write_text(good)
+
+
+def test_doctor_names_a_broken_published_record_with_its_fix(lab: RunningLab) -> None:
+    """The lab DNS serves every record of `sitemail dns records`; an SPF record that leaves
+    out SiteC's address is named, with the line to publish."""
+    zone = lab.root / "dns.zone"
+    good = zone.read_text()
+    spf = (
+        f"ip4:{SITE_ADDRESSES['SiteA']} ip4:{SITE_ADDRESSES['SiteB']} ip4:{SITE_ADDRESSES['SiteC']}"
+    )
+    right = f'example.com. 3600 IN TXT "v=spf1 {spf} -all"'
+    assert right in good
+    wrong = right.replace(f" ip4:{SITE_ADDRESSES['SiteC']}", "")
+    zone.write_text(good.replace(f"\n{right}\n", f"\n{wrong}\n"))  # example.com's only
+    try:
+        code, findings = doctor_once_it_fails(lab, "--site", "SiteC")
+        assert code == 1
+        broken = [f for f in findings if f["level"] == "error"]
+        assert [(f["check"], f["message"], f["fix"]) for f in broken] == [
+            (
+                "records",
+                f'SPF example.com.: "v=spf1 ip4:{SITE_ADDRESSES["SiteA"]} '
+                f'ip4:{SITE_ADDRESSES["SiteB"]} -all" does not list {SITE_ADDRESSES["SiteC"]}: '
+                "its mail fails SPF",
+                right,
+            )
+        ]
+    finally:
+        zone.write_text(good)
+
+
+def test_lab_up_ends_with_mail_from_each_site_delivered_to_the_labs_internet(
+    lab: RunningLab,
+) -> None:
+    """A user of each site submits to someone@internet.test; the lab's Internet (reached by
+    the lab DNS's MX) has each message and finds its signature (the site's own selector,
+    looked up in the lab's DNS) valid with dkimpy, as an outside receiver would."""
+    out = lab.up_output
+    assert "Mail from a user of each site to the Internet (someone@internet.test)" in out
+    arrivals = [
+        json.loads(line)
+        for line in (lab.root / "internet" / "received.jsonl").read_text().splitlines()
+    ]
+    for site in SITE_ADDRESSES:
+        selector = site.lower()
+        assert (
+            f"{site}: delivered to internet.test, dkim=pass (d=example.com s={selector}" in out
+        ), out[-2000:]
+    assert len(arrivals) >= 3
+    assert all(a["rcpt_to"] == ["someone@internet.test"] for a in arrivals)
+    assert all(a["dkim"] == "pass" for a in arrivals), arrivals
+    status = json.loads(lab.sitemail("lab", "status", "--dir", str(lab.root), "--json").stdout)
+    assert status["internet"]["running"]
+    assert status["internet"]["smtp"] == f"{NET}.40:{lab.smtp_port}"
+
+
+def test_the_labs_internet_refuses_to_relay(lab: RunningLab) -> None:
+    """It takes internet.test mail only: another domain is refused at RCPT (no open relay)."""
+    with smtplib.SMTP(f"{NET}.40", lab.smtp_port, timeout=30) as smtp:
+        smtp.ehlo("client.test")
+        smtp.mail("a@client.test")
+        code, _ = smtp.rcpt("b@elsewhere.test")
+    assert code == 550
 
 
 def test_doctor_names_a_stopped_site(lab: RunningLab) -> None:
