@@ -61,7 +61,7 @@ def register(
     app: typer.Typer,
     guard: Callable[[Callable[..., Any]], Callable[..., Any]],
     probe: Probe,
-    make_current: Callable[[Path], None],
+    make_current: Callable[[Path], object],
 ) -> None:
     """Add the lab commands to `app` (the CLI's `lab` group); `guard` maps errors to exit
     codes as for every other command, `probe` reads one site's queue, replication and recent
