@@ -70,7 +70,7 @@ def register(
 
     @app.command("up")
     @guard
-    def up(
+    def up(  # noqa: PLR0917 - Typer maps each parameter to an option
         lab_dir: LabDir = Path("lab"),
         detach: Annotated[
             bool, typer.Option("--detach", help="Return once the lab is ready; leave it running.")
@@ -83,6 +83,13 @@ def register(
                 "--net", hidden=True, help="First three octets of the lab's loopback /24."
             ),
         ] = None,
+        send_test: Annotated[
+            bool,
+            typer.Option(
+                "--send-test",
+                help="Send the test mail from the Internet again (a new lab always sends it).",
+            ),
+        ] = False,
     ) -> None:
         """Bring up the article's three sites (or reuse the lab folder) and walk its steps."""
         lab = Lab(
@@ -95,7 +102,7 @@ def register(
             probe=probe,
         )
         with stopping_on_error(lab):
-            lab.up()
+            lab.up(send_test=send_test)
         first = lab.data_dir(lab.sites[0])
         make_current(first)
         _where(lab)
