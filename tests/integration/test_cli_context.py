@@ -113,3 +113,18 @@ def test_context_where_and_use_refuse_what_is_no_data_dir(tmp_path: Path) -> Non
     assert wrong.stderr.splitlines() == [wrong.stderr.strip()]
     assert "not a sitemail data dir" in wrong.stderr or "not found" in wrong.stderr
     assert not (home / "sitemail" / "current").exists()
+
+
+def test_context_default_that_is_gone_says_where_it_was_recorded(tmp_path: Path) -> None:
+    """A default data dir deleted since: exit 78, naming it and the record, not a bare
+    "sitemail.toml not found"."""
+    home, a = tmp_path / "xdg", tmp_path / "a"
+    init(home, a, "SiteA", "ServerA")
+    (a / "sitemail.toml").unlink()
+    gone = sitemail(home, "mailbox", "list")
+    assert gone.returncode == 78
+    assert gone.stderr.strip() == (
+        f"error: the default data dir {a.resolve()} (recorded in "
+        f"{home / 'sitemail' / 'current'}) is not a sitemail data dir any more: choose one "
+        "with `sitemail use DIR` or --data-dir"
+    )

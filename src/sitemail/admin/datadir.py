@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from sitemail.config import CONFIG_FILE
 from sitemail.core.errors import ConfigError
 
 __all__ = [
@@ -65,6 +66,11 @@ def choose_data_dir(option: Path | None) -> DataDirChoice:
         return DataDirChoice(Path(env).resolve(), f"${ENV_VAR}")
     recorded = read_pointer()
     if recorded is not None:
+        if not (recorded / CONFIG_FILE).is_file():
+            raise ConfigError(
+                f"the default data dir {recorded} (recorded in {pointer_file()}) is not a "
+                "sitemail data dir any more: choose one with `sitemail use DIR` or --data-dir"
+            )
         return DataDirChoice(recorded, "sitemail use")
     raise ConfigError(
         f"no data dir given: pass --data-dir, set ${ENV_VAR}, or choose one with "
