@@ -509,11 +509,12 @@ class Lab:
 
         if self.reused:
             self._print(f"  reused, already running: {named(self.reused)}")
-        restarted = [n for n in self.started if n not in {s.name for s in new}]
+        made = {s.name for s in new} | ({"dns"} if len(new) == len(self.sites) else set())
+        restarted = [n for n in self.started if n not in made]
         if restarted:
             self._print(f"  started again (were not running): {named(restarted)}")
-        if new:
-            self._print(f"  created and started: {', '.join(s.name for s in new)}")
+        if made:
+            self._print(f"  created and started: {named(list(made))}")
 
     def _install(self, site: LabSite) -> None:
         self._print_heading(f"Install the Internet Mail Service at {site.name} ({site.domain})")

@@ -48,5 +48,11 @@ def test_lab_reaps_a_killed_child_and_status_shows_pids(tmp_path: Path) -> None:
         assert status["dns"]["running"] is False
         assert status["dns"]["pid"] is None
         assert state_of(pid) == ""  # reaped
+        again = Lab(lab.root, say=lambda _t: None)  # the next `lab up` in that folder
+        again.start_dns()
+        assert (again.started, again.reused) == (["dns"], [])
+        third = Lab(lab.root, say=lambda _t: None)
+        third.start_dns()
+        assert (third.started, third.reused) == ([], ["dns"])
     finally:
-        lab.stop()
+        Lab(lab.root, say=lambda _t: None).stop()
