@@ -88,6 +88,7 @@ class _Doctor:
     report: KccReport
     scope: list[SiteInfo]  # the sites checked (all, or the one of --site)
     findings: list[Finding] = field(default_factory=list)
+    down: set[str] = field(default_factory=set)  # sites whose IMS did not answer here
 
     def add(self, check: str, level: Level, message: str, fix: str = "") -> None:
         self.findings.append(Finding(check, level, message, fix))
@@ -350,6 +351,7 @@ async def _check_ims(
     """The site's IMS answers where this site sends its mail, as a server of that site."""
     where, how = await _ims_addresses(doctor, site, resolver, table, port)
     if not where:
+        doctor.down.add(site.name)
         doctor.add(
             "ims",
             Level.ERROR,
@@ -362,6 +364,7 @@ async def _check_ims(
         target = f"{host}:{target_port}"
         greeting = await _greeting(host, target_port)
         if not greeting.startswith("220 "):
+            doctor.down.add(site.name)
             doctor.add(
                 "ims",
                 Level.ERROR,
@@ -585,7 +588,16 @@ def _check_kcc(doctor: _Doctor, site: str | None) -> None:
 
 def _check_round_trips(doctor: _Doctor, timeout: float, wake: Callable[[], object]) -> None:
     replication = doctor.service.replication
-    sent = {s.name: (replication.ping(s.name), time.monotonic()) for s in doctor.scope}
+    # A site whose IMS did not answer cannot answer a ping either: not waited for.
+    for name in sorted(doctor.down):
+        doctor.add(
+            "round-trip",
+            Level.ERROR,
+            f"no ping sent to {name}: its IMS does not answer (see the ims finding)",
+            f"start it at {name} (sitemail serve), then run the doctor again",
+        )
+    scope = [s for s in doctor.scope if s.name not in doctor.down]
+    sent = {s.name: (replication.ping(s.name), time.monotonic()) for s in scope}
     wake()
     deadline = time.monotonic() + timeout
     answered: dict[str, float] = {}

@@ -62,7 +62,7 @@ def register(
     app: typer.Typer,
     guard: Callable[[Callable[..., Any]], Callable[..., Any]],
     probe: Probe,
-    make_current: Callable[[Path], None],
+    make_current: Callable[[Path], object],
 ) -> None:
     """Add the lab commands to `app` (the CLI's `lab` group); `guard` maps errors to exit
     codes as for every other command, `probe` reads one site's queue, replication and recent
@@ -71,7 +71,7 @@ def register(
 
     @app.command("up")
     @guard
-    def up(
+    def up(  # noqa: PLR0917 - Typer maps each parameter to an option
         lab_dir: LabDir = Path("lab"),
         detach: Annotated[
             bool, typer.Option("--detach", help="Return once the lab is ready; leave it running.")
@@ -84,6 +84,13 @@ def register(
                 "--net", hidden=True, help="First three octets of the lab's loopback /24."
             ),
         ] = None,
+        send_test: Annotated[
+            bool,
+            typer.Option(
+                "--send-test",
+                help="Send the test mail from the Internet again (a new lab always sends it).",
+            ),
+        ] = False,
     ) -> None:
         """Bring up the article's three sites (or reuse the lab folder) and walk its steps."""
         lab = Lab(
@@ -96,7 +103,7 @@ def register(
             probe=probe,
         )
         with stopping_on_error(lab):
-            lab.up()
+            lab.up(send_test=send_test)
         first = lab.data_dir(lab.sites[0])
         make_current(first)
         _where(lab)

@@ -227,6 +227,8 @@ class Lab:
             if getattr(self.state, name) != value
         ]
         self.sites = lab_sites(self.state.net)
+        self.started: list[str] = []  # processes this `lab up` started (or restarted)
+        self.reused: list[str] = []  # processes it found running and left alone
 
     # -- output, and the sites' steps at once ----------------------------------------------
 
@@ -318,7 +320,15 @@ class Lab:
 
     # -- processes --------------------------------------------------------------------------
 
+    def reap(self) -> None:
+        """Collect the exit of every process this `lab up` started that has ended (a site
+        killed under a foreground lab stays `<defunct>` until its parent does this)."""
+        for pid in self.state.pids.values():
+            with contextlib.suppress(ChildProcessError):  # not our child: another `lab up`'s
+                os.waitpid(pid, os.WNOHANG)
+
     def alive(self) -> dict[str, bool]:
+        self.reap()
         return {
             name: _process_is_ours(pid, self.root) for name, pid in sorted(self.state.pids.items())
         }
@@ -364,9 +374,15 @@ class Lab:
             self.state.save(self.root)
         return proc.pid
 
+    def _note(self, name: str, *, started: bool) -> None:
+        with self._lock:
+            (self.started if started else self.reused).append(name)
+
     def start_dns(self) -> None:
         if self.alive().get("dns"):
+            self._note("dns", started=False)
             return
+        self._note("dns", started=True)
         zone = self.root / ZONE_FILE
         if not zone.exists():
             zone.write_text(zone_text(self.sites), encoding="utf-8")
@@ -399,7 +415,9 @@ class Lab:
     def start_internet(self) -> None:
         """The lab's Internet: the outside mail server for internet.test (lab/internet.py)."""
         if self.alive().get("internet"):
+            self._note("internet", started=False)
             return
+        self._note("internet", started=True)
         self._spawn(
             "internet",
             [
@@ -427,7 +445,9 @@ class Lab:
 
     def start_site(self, site: LabSite) -> None:
         if self.alive().get(site.name):
+            self._note(site.name, started=False)
             return
+        self._note(site.name, started=True)
         self._spawn(site.name, ["serve", "--data-dir", str(self.data_dir(site))])
         self._wait(lambda: self._greets(site), f"{site.name}'s SMTP service", site.name)
 
@@ -478,8 +498,9 @@ class Lab:
 
     # -- the article ------------------------------------------------------------------------
 
-    def up(self) -> None:
-        """Start what is not running; on a new lab, walk the whole procedure."""
+    def up(self, *, send_test: bool = False) -> None:
+        """Start what is not running; on a new lab, walk the whole procedure and send the
+        test mail (again later only with `send_test`)."""
         if self.ignored:
             self._print(
                 f"  this lab ({self.root}) keeps {', '.join(self.ignored)}: its sites are "
@@ -496,16 +517,42 @@ class Lab:
         new = [s for s in self.sites if not (self.data_dir(s) / "sitemail.toml").exists()]
         self._at_each_site(self._install, new)
         self._at_each_site(self.start_site)
-        if not self.state.set_up:
+        self.start_internet()
+        self._say_reused(new)
+        first_time = not self.state.set_up
+        if first_time:
             self._procedure()
             self.state.set_up = True
             self.state.save(self.root)
         self.publish_records()
-        self.start_internet()
-        self._print_heading("Mail from the Internet to user@example.com, through the company MX")
-        self.send_test_mail()
+        if first_time or send_test:
+            self._print_heading(
+                "Mail from the Internet to user@example.com, through the company MX"
+            )
+            self.send_test_mail()
+        else:
+            self._print("  no test mail sent (the lab was set up before): `--send-test` sends it")
         self._print_heading(f"Mail from a user of each site to the Internet ({OUTSIDE_RECIPIENT})")
         self.mail_the_internet()
+
+    def _say_reused(self, new: Sequence[LabSite]) -> None:
+        """What this `lab up` found running, what it (re)started and which sites it made."""
+        pids = self.state.pids
+        order = ["dns", "internet", *(s.name for s in self.sites)]
+
+        def named(names: list[str]) -> str:
+            return ", ".join(f"{n} (pid {pids[n]})" for n in order if n in names and n in pids)
+
+        if self.reused:
+            self._print(f"  reused, already running: {named(self.reused)}")
+        made = {s.name for s in new} | (
+            {"dns", "internet"} if len(new) == len(self.sites) else set()
+        )
+        restarted = [n for n in self.started if n not in made]
+        if restarted:
+            self._print(f"  started again (were not running): {named(restarted)}")
+        if made:
+            self._print(f"  created and started: {named(list(made))}")
 
     def _install(self, site: LabSite) -> None:
         self._print_heading(f"Install the Internet Mail Service at {site.name} ({site.domain})")
@@ -811,6 +858,7 @@ class Lab:
                 "smtp": f"{site.address}:{self.state.smtp_port}",
                 "client_ports": {k: list(v) for k, v in self.client_ports().items()},
                 "running": alive.get(site.name, False),
+                "pid": self.state.pids.get(site.name) if alive.get(site.name) else None,
                 "data_dir": str(self.data_dir(site)),
             }
             if self.probe is not None and (self.data_dir(site) / "sitemail.toml").exists():
@@ -818,11 +866,16 @@ class Lab:
             sites.append(entry)
         return {
             "lab": str(self.root),
-            "dns": {"address": self.nameserver(), "running": alive.get("dns", False)},
+            "dns": {
+                "address": self.nameserver(),
+                "running": alive.get("dns", False),
+                "pid": self.state.pids.get("dns") if alive.get("dns") else None,
+            },
             "internet": {
                 "domain": INTERNET_DOMAIN,
                 "smtp": f"{self.internet_address}:{self.state.smtp_port}",
                 "running": alive.get("internet", False),
+                "pid": self.state.pids.get("internet") if alive.get("internet") else None,
                 "received": len(received(self.root)),
             },
             "sites": sites,

@@ -90,8 +90,11 @@ def test_lab_status_json_shows_every_process_running_and_the_queues_empty(
     status = json.loads(lab.sitemail("lab", "status", "--dir", str(lab.root), "--json").stdout)
     assert status["dns"]["running"]
     assert [s["site"] for s in status["sites"]] == ["SiteA", "SiteB", "SiteC"]
+    pids = json.loads((lab.root / "lab.json").read_text())["pids"]
+    assert status["dns"]["pid"] == pids["dns"]
     for site in status["sites"]:
         assert site["running"], site
+        assert site["pid"] == pids[site["site"]]
         assert site["smtp"] == f"{SITE_ADDRESSES[site['site']]}:{lab.smtp_port}"
         assert {p["peer"] for p in site["replication"]} == set(SITE_ADDRESSES) - {site["site"]}
         assert not any(p["waiting"] for p in site["replication"])
@@ -99,11 +102,18 @@ def test_lab_status_json_shows_every_process_running_and_the_queues_empty(
 
 
 def test_lab_up_again_reuses_the_running_lab(lab: RunningLab) -> None:
+    """`lab up` again says what it reused and sends no test mail unless `--send-test`."""
     other = str(lab.smtp_port + 100)
     proc = lab.sitemail("lab", "up", "--detach", "--dir", str(lab.root), "--smtp-port", other)
     assert "Install the Internet Mail Service" not in proc.stdout  # nothing made again
     assert f"keeps smtp_port {lab.smtp_port} (not {other})" in proc.stdout
-    assert "user3@example.com            -> in SiteC's mailbox store" in proc.stdout
+    pids = json.loads((lab.root / "lab.json").read_text())["pids"]
+    reused = ", ".join(f"{n} (pid {pids[n]})" for n in ("dns", "SiteA", "SiteB", "SiteC"))
+    assert f"reused, already running: {reused}" in proc.stdout
+    assert "no test mail sent" in proc.stdout
+    assert "sent to" not in proc.stdout
+    again = lab.sitemail("lab", "up", "--detach", "--dir", str(lab.root), "--send-test")
+    assert "user3@example.com            -> in SiteC's mailbox store" in again.stdout
 
 
 def test_lab_up_on_a_port_in_use_says_what_to_change(lab: RunningLab, tmp_path: Path) -> None:
@@ -329,7 +339,8 @@ def test_doctor_names_a_stopped_site(lab: RunningLab) -> None:
         f"ims: SiteC's IMS at {target} (the domain route for sitec.example.com) does not "
         "answer: no answer (connection refused)"
     ) in found
-    assert "round-trip: no answer from SiteC within 3 s to a ping through the queue and SMTP" in (
+    # Known down from its IMS: no ping is sent to it, and none is waited for.
+    assert "round-trip: no ping sent to SiteC: its IMS does not answer (see the ims finding)" in (
         found
     )
     assert all("SiteC" in line for line in found), found
