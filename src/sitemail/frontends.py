@@ -168,15 +168,20 @@ class WorkerPool:
             self._server_name,
             [(sock.fileno(), implicit) for sock, implicit in self._sockets],
         )
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "sitemail.frontends",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            pass_fds=[sock.fileno() for sock, _ in self._sockets],
-        )
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "sitemail.frontends",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=[sock.fileno() for sock, _ in self._sockets],
+            )
+        except OSError as exc:  # e.g. an interpreter the server's user may not run
+            raise ConfigError(
+                f"cannot start the {self.kind} worker ({sys.executable}): {exc.strerror}"
+            ) from exc
         assert process.stdin is not None
         assert process.stdout is not None
         process.stdin.write(pickle.dumps(spec))

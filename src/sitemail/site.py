@@ -25,6 +25,7 @@ from typing import TypeVar
 
 from sitemail.admin.filemodes import DB_FILE, create_private
 from sitemail.admin.filemodes import problems as mode_problems
+from sitemail.admin.privileges import become_service_user, drop_capabilities
 from sitemail.admin.token import admin_address, check_admin_exposure
 from sitemail.admin.wake import open_wake_socket, serve_control
 from sitemail.config import ServerConfig, load_config
@@ -563,19 +564,22 @@ def _return_big_blocks_to_the_system() -> None:
         libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
 
 
-def run_server(data_dir: Path) -> None:
-    """`sitemail serve`: run one server in this process until SIGINT/SIGTERM."""
+def run_server(data_dir: Path, *, allow_root: bool = False) -> None:
+    """`sitemail serve`: run one server in this process until SIGINT/SIGTERM; started as
+    root, as `[server] user` (admin/privileges.py)."""
     os.umask(0o077)  # whatever the server creates (token, certificate, spool) is its own
     config = load_config(data_dir)
     _return_big_blocks_to_the_system()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    log.info("running as %s", become_service_user(config, allow_root=allow_root))
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every connection
     logging.getLogger("uvicorn").setLevel(logging.WARNING)  # start/stop chatter of the admin API
     server = SiteServer(config)
 
     def ready(running: SiteServer) -> None:
+        drop_capabilities()  # every port is bound: CAP_NET_BIND_SERVICE is not needed again
         log.info("ready: %s %s", running.smtp_ports, running.client_ports)
         _settle_garbage_collector()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 from sitemail.admin.service import AdminService
@@ -19,6 +20,19 @@ def serve_command(data_dir: Path) -> list[str]:
         "-D",
         str(data_dir),
     ]
+
+
+def user_python(folder: Path) -> Path:
+    """An interpreter any user can run, with this one's packages: a virtualenv of the
+    system's python3 in `folder` (this interpreter may live in root's home, closed to others)."""
+    venv = folder / "python"
+    subprocess.run(
+        ["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
+    )
+    packages = sysconfig.get_paths()["purelib"]
+    site_dir = next((venv / "lib").glob("python3*/site-packages"))
+    (site_dir / "sitemail-tests.pth").write_text(f"import site; site.addsitedir({packages!r})\n")
+    return venv / "bin" / "python"
 
 
 def serve_until_it_exits(data_dir: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:

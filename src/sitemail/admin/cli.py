@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sitemail.admin.datadir import remember_data_dir, resolve_data_dir
+from sitemail.admin.privileges import ensure_user, give_back, hand_over
 from sitemail.admin.routing import certificate_fingerprint
 from sitemail.admin.service import AdminService, read_password_file
 from sitemail.admin.wake import ask_attempts, poke
@@ -120,11 +121,13 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 @contextmanager
 def admin(data_dir: Path | None) -> Iterator[AdminService]:
-    service = AdminService.open(resolve_data_dir(data_dir))
+    path = resolve_data_dir(data_dir)
+    service = AdminService.open(path)
     try:
         yield service
     finally:
         service.close()
+        give_back(path)  # run as root: what it created goes to the server's user
 
 
 def emit_json(value: Any) -> None:
@@ -160,6 +163,9 @@ def init(
         database_url=database_url,
     )
     try:
+        if os.geteuid() == 0:  # the server's own user, which `serve` switches to
+            user = ensure_user(service.config.user)
+            hand_over(service.config.data_dir, user.pw_uid, user.pw_gid)
         remember_data_dir(data_dir)
         info = service.org()
         out.print(

@@ -398,7 +398,9 @@ class Lab:
     def start_site(self, site: LabSite) -> None:
         if self.alive().get(site.name):
             return
-        self._spawn(site.name, ["serve", "--data-dir", str(self.data_dir(site))])
+        self._spawn(  # the lab's data dirs are root's (docs/deploy.md: running as a user)
+            site.name, ["serve", "--allow-root", "--data-dir", str(self.data_dir(site))]
+        )
         self._wait(lambda: self._greets(site), f"{site.name}'s SMTP service", site.name)
 
     def _greets(self, site: LabSite) -> bool:
