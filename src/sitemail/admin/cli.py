@@ -45,6 +45,7 @@ __all__ = [
     "cli_doctor",
     "cli_replication",
     "cli_routing",
+    "cli_service",
     "cli_tls",
     "cli_tracking",
     "main",
@@ -878,6 +879,7 @@ from sitemail.admin import (  # noqa: E402
     cli_doctor,
     cli_replication,
     cli_routing,
+    cli_service,
     cli_tls,
     cli_tracking,
 )
