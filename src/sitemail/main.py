@@ -8,10 +8,12 @@ instead of paying for what only the server uses.
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
 
+from sitemail import __version__
 from sitemail.admin import cli
 from sitemail.admin.datadir import remember_data_dir, resolve_data_dir
 from sitemail.admin.snapshot import site_snapshot
@@ -45,4 +47,7 @@ register_lab(cli.lab_app, cli.handle_errors, site_snapshot, remember_data_dir)
 
 def main() -> None:
     """Console-script entry point: the admin CLI plus `serve` and `lab`."""
+    if sys.argv[1:] == ["--version"]:  # what an installation is, before anything else loads
+        print(f"sitemail {__version__}")
+        return
     cli.app()
