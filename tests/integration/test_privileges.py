@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.processes import wait_until
-from tests.support.serve import configure, serve_command, user_python
+from tests.support.serve import serve_command, smtp_and_imaps_only, user_python
 
 HOST = "127.38.0.1"
 SITEMAIL = Path(sys.executable).parent / "sitemail"
@@ -92,15 +92,7 @@ def test_serve_as_root_runs_every_process_as_the_service_user(public_dir: Path) 
         env=root_env(),
     )
     user = pwd.getpwnam("sitemail")  # made by `init`, run as root
-    configure(
-        data_dir,
-        {
-            "admin": "port = 0",
-            "imap": "port = 0",
-            "pop3": "port = 0\ntls_port = 0",
-            "submission": "port = 0\ntls_port = 0",
-        },
-    )
+    smtp_and_imaps_only(data_dir, 25, 993)
     python = user_python(public_dir)
     command = [str(python), "-c", "from sitemail.main import main; main()", "serve"]
     log = public_dir / "serve.log"

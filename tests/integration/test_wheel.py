@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.processes import free_port, wait_until
-from tests.support.serve import configure
+from tests.support.serve import smtp_and_imaps_only
 
 HOST = "127.38.0.4"
 REPO = Path(__file__).resolve().parents[2]
@@ -95,29 +95,13 @@ def test_wheel_installs_and_serves_outside_the_repository(tmp_path: Path) -> Non
     (tmp_path / "password").write_text("wheel-password-1\n")
     run(
         sitemail,
-        "mailbox",
-        "add",
-        "alice",
-        "--name",
-        "Alice",
-        "--password-file",
-        tmp_path / "password",
-        "-D",
-        data_dir,
+        *("mailbox", "add", "alice", "--name", "Alice", "-D", data_dir),
+        *("--password-file", tmp_path / "password"),
         cwd=tmp_path,
         env=env,
     )
     smtp_port, imaps_port = free_port(HOST), free_port(HOST)
-    configure(
-        data_dir,
-        {
-            "smtp": f"port = {smtp_port}",
-            "imap": f"port = 0\ntls_port = {imaps_port}",
-            "admin": "port = 0",
-            "pop3": "port = 0\ntls_port = 0",
-            "submission": "port = 0\ntls_port = 0",
-        },
-    )
+    smtp_and_imaps_only(data_dir, smtp_port, imaps_port)
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         server = subprocess.Popen(

@@ -71,6 +71,21 @@ def relaying_site(data_dir: Path, listen: str, domain: str, nexthop: str) -> Non
         service.close()
 
 
+def smtp_and_imaps_only(data_dir: Path, smtp: int, imaps: int) -> None:
+    """Listeners: SMTP on port `smtp`, IMAP over TLS on `imaps`, nothing else (no admin API,
+    POP3, submission or plain IMAP)."""
+    configure(
+        data_dir,
+        {
+            "smtp": f"port = {smtp}",
+            "imap": f"port = 0\ntls_port = {imaps}",
+            "admin": "port = 0",
+            "pop3": "port = 0\ntls_port = 0",
+            "submission": "port = 0\ntls_port = 0",
+        },
+    )
+
+
 def configure(data_dir: Path, tables: dict[str, str]) -> None:
     """Add settings at the top of tables of data_dir's sitemail.toml (ports, mostly)."""
     path = data_dir / "sitemail.toml"

@@ -42,6 +42,7 @@ from sitemail.queue.admin import QueueEntry, RecipientEntry
 __all__ = [
     "app",
     "cli_api",
+    "cli_backup",
     "cli_doctor",
     "cli_replication",
     "cli_routing",
@@ -876,6 +877,7 @@ def main() -> None:
 # modules; importing them registers their commands.
 from sitemail.admin import (  # noqa: E402
     cli_api,
+    cli_backup,
     cli_doctor,
     cli_replication,
     cli_routing,
