@@ -20,7 +20,9 @@ import pytest
 from tests.support.processes import wait_until
 from tests.support.serve import serve_command, smtp_and_imaps_only, user_python
 
-HOST = "127.38.0.1"
+HOST, OTHER_HOST = "127.38.0.1", "127.38.0.7"
+SETPRIV = shutil.which("setpriv")
+EX_CONFIG = 78
 SITEMAIL = Path(sys.executable).parent / "sitemail"
 EX_NOUSER = 67
 
@@ -65,8 +67,8 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def greets(port: int, *, tls: bool) -> bytes:
-    with socket.create_connection((HOST, port), timeout=10) as raw:
+def greets(host: str, port: int, *, tls: bool) -> bytes:
+    with socket.create_connection((host, port), timeout=10) as raw:
         if not tls:
             return raw.recv(64)
         context = ssl.create_default_context()
@@ -76,35 +78,34 @@ def greets(port: int, *, tls: bool) -> bytes:
             return secure.recv(64)
 
 
-def test_serve_as_root_runs_every_process_as_the_service_user(public_dir: Path) -> None:
-    """Started as root: ports 25 and 993 answer while the server and its worker run as
-    [server] user (uid, gid, no capability), and the data dir is that user's."""
-    data_dir = public_dir / "SiteA"
+def init(data_dir: Path, host: str) -> None:
+    """`sitemail init` as root: the user `sitemail` exists afterwards, owning `data_dir`."""
     subprocess.run(
         [
             *(str(SITEMAIL), "init", "-D", str(data_dir), "--org", "ExchangeORG"),
             *("--site", "SiteA", "--server", "ServerA", "--domain", "sitea.example.com"),
-            *("--listen", HOST),
+            *("--listen", host),
         ],
         capture_output=True,
         timeout=60,
         check=True,
         env=root_env(),
     )
-    user = pwd.getpwnam("sitemail")  # made by `init`, run as root
     smtp_and_imaps_only(data_dir, 25, 993)
-    python = user_python(public_dir)
-    command = [str(python), "-c", "from sitemail.main import main; main()", "serve"]
-    log = public_dir / "serve.log"
+
+
+def serve_as_the_user(folder: Path, command: list[str], host: str) -> None:
+    """Run `command` (a server); ports 25 and 993 of `host` answer while the server and its
+    IMAP worker run as `sitemail` (uid, gid) with no capability left; SIGTERM ends it."""
+    user = pwd.getpwnam("sitemail")
+    log = folder / "serve.log"
     with log.open("wb") as out:
-        server = subprocess.Popen(
-            [*command, "-D", str(data_dir)], stdout=out, stderr=subprocess.STDOUT, env=root_env()
-        )
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=root_env())
     try:
         wait_until(lambda: b"ready: " in log.read_bytes() or server.poll() is not None, 60, "ready")
         assert server.poll() is None, log.read_text()
-        assert greets(25, tls=False).startswith(b"220 ")
-        assert greets(993, tls=True).startswith(b"* OK")
+        assert greets(host, 25, tls=False).startswith(b"220 ")
+        assert greets(host, 993, tls=True).startswith(b"* OK")
         processes = descendants(server.pid)
         assert len(processes) >= 2, "the server and its IMAP worker"
         for pid in processes:
@@ -113,14 +114,51 @@ def test_serve_as_root_runs_every_process_as_the_service_user(public_dir: Path) 
             assert fields["Gid"].split() == [str(user.pw_gid)] * 4, (pid, fields["Gid"])
             assert int(fields["CapEff"], 16) == 0, (pid, fields["CapEff"])
             assert int(fields["CapPrm"], 16) == 0, (pid, fields["CapPrm"])
-        for path in [data_dir, *data_dir.rglob("*")]:
-            assert path.lstat().st_uid == user.pw_uid, path
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0, log.read_text()
     finally:
         if server.poll() is None:
             server.kill()
             server.wait(timeout=10)
+
+
+def test_serve_as_root_runs_every_process_as_the_service_user(public_dir: Path) -> None:
+    """Started as root: ports 25 and 993 answer while the server and its worker run as
+    [server] user (uid, gid, no capability), and the data dir is that user's."""
+    data_dir = public_dir / "SiteA"
+    init(data_dir, HOST)
+    python = user_python(public_dir)
+    serve = [str(python), "-c", "from sitemail.main import main; main()", "serve"]
+    serve_as_the_user(public_dir, [*serve, "-D", str(data_dir)], HOST)
+    uid = pwd.getpwnam("sitemail").pw_uid
+    for path in [data_dir, *data_dir.rglob("*")]:
+        assert path.lstat().st_uid == uid, path
+
+
+@pytest.mark.skipif(SETPRIV is None, reason="util-linux's setpriv is not installed")
+def test_serve_as_the_user_with_the_capability_needs_no_root(public_dir: Path) -> None:
+    """Started as `sitemail` with CAP_NET_BIND_SERVICE (as systemd does): it binds 25 and
+    993 without root; a file of another user in its data dir stops it at start, exit 78."""
+    assert SETPRIV is not None
+    data_dir = public_dir / "SiteA"
+    init(data_dir, OTHER_HOST)
+    python = user_python(public_dir)
+    command = [
+        *(SETPRIV, "--reuid=sitemail", "--regid=sitemail", "--init-groups"),
+        *("--inh-caps=+net_bind_service", "--ambient-caps=+net_bind_service"),
+        *(str(python), "-c", "from sitemail.main import main; main()", "serve"),
+        *("-D", str(data_dir)),
+    ]
+    serve_as_the_user(public_dir, command, OTHER_HOST)
+    (data_dir / "stray").write_text("left by root\n")
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=60, env=root_env(), check=False
+    )
+    assert done.returncode == EX_CONFIG, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "stray belongs to root, not to sitemail" in lines[0], lines
+    assert f"chown -R sitemail: {data_dir}" in lines[0], lines
 
 
 def test_serve_as_root_without_a_user_refuses(tmp_path: Path) -> None:

@@ -130,7 +130,9 @@ def become_service_user(config: ServerConfig, *, allow_root: bool) -> str:
     with contextlib.suppress(OSError, AttributeError):
         _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL)
     if os.geteuid() != 0:
-        return pwd.getpwuid(os.geteuid()).pw_name
+        name = _name_of(os.geteuid())
+        _check_owner(config.data_dir, name)
+        return name
     if allow_root:
         log.warning("running as root (--allow-root): an exploited bug would run as root too")
         return "root (--allow-root)"
@@ -146,6 +148,28 @@ def become_service_user(config: ServerConfig, *, allow_root: bool) -> str:
     os.environ["HOME"] = user.pw_dir
     os.environ["USER"] = os.environ["LOGNAME"] = user.pw_name
     return user.pw_name
+
+
+def _name_of(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _check_owner(data_dir: Path, name: str) -> None:
+    """Not root: every file of the data dir must be ours, or the server would fail on it
+    later (a database it cannot write); one clear error, with its fix, instead."""
+    uid = os.geteuid()
+    for top, dirs, files in os.walk(data_dir):
+        for entry in [".", *dirs, *files]:
+            path = Path(top) / entry
+            with contextlib.suppress(FileNotFoundError):
+                if path.lstat().st_uid != uid:
+                    raise ConfigError(
+                        f"{path.resolve()} belongs to {_name_of(path.lstat().st_uid)}, not to "
+                        f"{name}, which runs the server; fix: chown -R {name}: {data_dir}"
+                    )
 
 
 def _service_user(config: ServerConfig) -> pwd.struct_passwd:
