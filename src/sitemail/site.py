@@ -19,7 +19,7 @@ import signal
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -111,7 +111,8 @@ class SiteServer:
 
     def reload(self) -> None:
         """SIGHUP (`systemctl reload`): the TLS certificate read again at once, here and in
-        the workers; sitemail.toml checked, what changed in it logged (docs/deploy.md)."""
+        the workers; sitemail.toml read again: [queue] applies at once (min_free at restart), a change to any
+        other table is logged as waiting for a restart (docs/deploy.md, Reload)."""
         if self.certificates is not None:
             self.certificates.refresh(force=True)
         for pool in self.workers.values():
@@ -121,6 +122,10 @@ class SiteServer:
         except ConfigError as exc:
             log.warning("reload: %s (the running configuration stays)", exc.message)
             return
+        if fresh.queue != self.config.queue and self.components is not None:
+            self.components.manager.use_settings(fresh.queue)
+            self.config = replace(self.config, queue=fresh.queue)
+            log.info("reload: [queue] applied")
         changed = [
             f.name for f in fields(fresh) if getattr(fresh, f.name) != getattr(self.config, f.name)
         ]

@@ -93,7 +93,8 @@ def states(sock: socket.socket, until: bytes) -> list[bytes]:
 
 
 def test_serve_notifies_ready_reloading_and_stopping(tmp_path: Path) -> None:
-    """READY=1 once serving, RELOADING=1 then READY=1 on SIGHUP, STOPPING=1 on SIGTERM."""
+    """READY=1 once serving, RELOADING=1 then READY=1 on SIGHUP ([queue] applied, a
+    [limits] change left for a restart), STOPPING=1 on SIGTERM."""
     data_dir = tmp_path / "site"
     init(data_dir)
     configure(data_dir, {**SMTP_ONLY, "smtp": f"port = {free_port(HOST)}"})
@@ -110,12 +111,16 @@ def test_serve_notifies_ready_reloading_and_stopping(tmp_path: Path) -> None:
             ready = states(sock, b"READY=1")
             assert b"ready: " in log.read_bytes()  # sent once it serves, not before
             assert f"MAINPID={server.pid}".encode() in ready[-1]
+            configure(data_dir, {"queue": "retry_initial = 60", "limits": "recipients = 50"})
             server.send_signal(signal.SIGHUP)
             assert states(sock, b"READY=1")[0] == b"RELOADING=1"
             server.send_signal(signal.SIGTERM)
             assert states(sock, b"STOPPING=1")[-1] == b"STOPPING=1"
             assert server.wait(timeout=30) == 0, log.read_text()
-            assert b"reloaded: TLS certificate checked" in log.read_bytes()
+            text = log.read_text()
+            assert "reload: [queue] applied" in text
+            assert "reload: sitemail.toml changed (limits): read at start only" in text
+            assert "reloaded: TLS certificate checked" in text
         finally:
             if server.poll() is None:
                 server.kill()
