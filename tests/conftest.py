@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sitemail.admin.service import AdminService
+
+# The suite runs as root with data dirs only root can reach: every `sitemail serve` it starts
+# (module fixtures' too, hence here and not in a fixture) stays root, as `--allow-root`;
+# tests of the switch to [server] user take it out of their servers' environment.
+os.environ.setdefault("SITEMAIL_ALLOW_ROOT", "1")
 
 
 @pytest.fixture
@@ -30,10 +36,3 @@ def _isolated_config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     """`sitemail init` remembers its data dir under XDG_CONFIG_HOME: keep tests out of $HOME."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv("SITEMAIL_DATA_DIR", raising=False)
-
-
-@pytest.fixture(autouse=True)
-def _serve_as_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The suite runs as root with data dirs only root can reach: every `sitemail serve` it
-    starts stays root (`--allow-root`); tests of the switch to [server] user unset this."""
-    monkeypatch.setenv("SITEMAIL_ALLOW_ROOT", "1")

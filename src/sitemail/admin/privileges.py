@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import logging
 import os
 import pwd
 import shutil
@@ -29,7 +28,6 @@ from sitemail.core.errors import ConfigError, NoUserError
 
 __all__ = ["become_service_user", "drop_capabilities", "ensure_user", "give_back", "hand_over"]
 
-log = logging.getLogger("sitemail.privileges")
 
 _PR_SET_KEEPCAPS = 8
 _PR_SET_NO_NEW_PRIVS = 38
@@ -133,8 +131,7 @@ def become_service_user(config: ServerConfig, *, allow_root: bool) -> str:
         name = _name_of(os.geteuid())
         _check_owner(config.data_dir, name)
         return name
-    if allow_root:
-        log.warning("running as root (--allow-root): an exploited bug would run as root too")
+    if allow_root:  # asked for explicitly; the risk is docs/deploy.md's to tell
         return "root (--allow-root)"
     user = _service_user(config)
     hand_over(config.data_dir, user.pw_uid, user.pw_gid)
