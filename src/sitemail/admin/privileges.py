@@ -98,14 +98,17 @@ def ensure_user(name: str) -> pwd.struct_passwd:
 
 
 def hand_over(path: Path, uid: int, gid: int) -> None:
-    """`path` and everything under it owned by uid:gid (symbolic links not followed)."""
-    for top, dirs, files in os.walk(path):
-        for name in [".", *dirs, *files]:
-            entry = os.path.join(top, name)
+    """`path` and everything under it owned by uid:gid. By directory descriptors, never
+    following a symbolic link (os.fwalk): a link planted in the data dir, or a directory
+    swapped for one while we walk, cannot make root give away a file outside it."""
+    if (path.lstat().st_uid, path.lstat().st_gid) != (uid, gid):
+        os.lchown(path, uid, gid)
+    for _, dirs, files, dir_fd in os.fwalk(path, follow_symlinks=False):
+        for name in [*dirs, *files]:
             with contextlib.suppress(FileNotFoundError):  # a server's temporary file, gone
-                st = os.lstat(entry)
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
                 if (st.st_uid, st.st_gid) != (uid, gid):
-                    os.lchown(entry, uid, gid)
+                    os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
 
 
 def give_back(data_dir: Path) -> None:
