@@ -82,7 +82,7 @@ def main() -> None:
         port = _prepare(data_dir)
         token = (data_dir / "admin-token").read_text().strip()
         server = subprocess.Popen(
-            _sitemail("serve", "-D", str(data_dir)), stderr=subprocess.DEVNULL
+            _sitemail("serve", "--allow-root", "-D", str(data_dir)), stderr=subprocess.DEVNULL
         )
         try:
             base = f"http://{ADDRESS}:{port}"

@@ -223,7 +223,7 @@ def sitemail(scenario: str, message_size: int, *, client_access: bool) -> Iterat
     log = root / "serve.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [*sitemail_command(), "serve", "--data-dir", str(data_dir)],
+            [*sitemail_command(), "serve", "--allow-root", "--data-dir", str(data_dir)],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -148,7 +148,7 @@ def main() -> int:
         service.close()
         base = f"http://{HOST}:{port}"
         process = subprocess.Popen(
-            [SITEMAIL, "serve", "-D", str(root / "SiteA")],
+            [SITEMAIL, "serve", "--allow-root", "-D", str(root / "SiteA")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

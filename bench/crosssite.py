@@ -155,7 +155,7 @@ def serving(dirs: dict[str, Path]) -> Iterator[None]:
             with (path / "serve.log").open("wb") as log:
                 procs.append(
                     subprocess.Popen(
-                        [str(script), "serve", "--data-dir", str(path)],
+                        [str(script), "serve", "--allow-root", "--data-dir", str(path)],
                         stdin=subprocess.DEVNULL,
                         stdout=log,
                         stderr=subprocess.STDOUT,

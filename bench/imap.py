@@ -165,7 +165,7 @@ def running(command: list[str], host: str, what: str, log: Path) -> Iterator[Non
 
 def sitemail_serving(data_dir: Path) -> contextlib.AbstractContextManager[None]:
     script = Path(sys.executable).parent / "sitemail"
-    command = [str(script), "serve", "--data-dir", str(data_dir)]
+    command = [str(script), "serve", "--allow-root", "--data-dir", str(data_dir)]
     return running(command, SITEMAIL_IP, "sitemail's IMAP", data_dir / "serve.log")
 
 

@@ -245,7 +245,7 @@ class SitemailServer:
             raise BenchError(f"something already listens on {self.ip}:{self.port}")
         with self.log_path.open("wb") as log:
             self._proc = subprocess.Popen(
-                [*sitemail_command(), "serve", "--data-dir", str(self.data_dir)],
+                [*sitemail_command(), "serve", "--allow-root", "--data-dir", str(self.data_dir)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -119,7 +119,7 @@ def start_server(data_dir: Path, log: Path) -> subprocess.Popen[bytes]:
     exe = Path(sys.executable).with_name("sitemail")
     with log.open("wb") as out:
         return subprocess.Popen(
-            [str(exe), "serve", "--data-dir", str(data_dir)], stdout=out, stderr=out
+            [str(exe), "serve", "--allow-root", "--data-dir", str(data_dir)], stdout=out, stderr=out
         )
 
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sitemail.admin.service import AdminService
+
+# The suite runs as root with data dirs only root can reach: every `sitemail serve` it starts
+# (module fixtures' too, hence here and not in a fixture) stays root, as `--allow-root`;
+# tests of the switch to [server] user take it out of their servers' environment.
+os.environ.setdefault("SITEMAIL_ALLOW_ROOT", "1")
 
 
 @pytest.fixture

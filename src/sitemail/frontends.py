@@ -34,7 +34,6 @@ import os
 import pickle
 import signal
 import socket
-import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -138,6 +137,12 @@ class WorkerPool:
         if process is not None and process.stdin is not None and not process.stdin.is_closing():
             process.stdin.write(b"R %s %s\n" % (number, encode_result(result)))
 
+    def signal(self, number: int) -> None:
+        """Pass a signal on to the worker (SIGHUP: read the TLS certificate again)."""
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.send_signal(number)
+
     async def launch(self) -> None:
         """Start the worker (once every listener is bound) and its supervision."""
         if not self._sockets or self._watcher is not None:
@@ -168,15 +173,20 @@ class WorkerPool:
             self._server_name,
             [(sock.fileno(), implicit) for sock, implicit in self._sockets],
         )
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "sitemail.frontends",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            pass_fds=[sock.fileno() for sock, _ in self._sockets],
-        )
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "sitemail.frontends",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=[sock.fileno() for sock, _ in self._sockets],
+            )
+        except OSError as exc:  # e.g. an interpreter the server's user may not run
+            raise ConfigError(
+                f"cannot start the {self.kind} worker ({sys.executable}): {exc.strerror}"
+            ) from exc
         assert process.stdin is not None
         assert process.stdout is not None
         process.stdin.write(pickle.dumps(spec))
@@ -276,10 +286,10 @@ async def _end(process: asyncio.subprocess.Process, grace: float) -> None:
 # -- the worker process ------------------------------------------------------------------------
 
 
-def _tls_context(config: ServerConfig) -> ssl.SSLContext:
+def _certificates(config: ServerConfig) -> ReloadingContext:
     """The server's TLS policy (core.tls), the certificate reloaded here too on `tls set`."""
     cert, key = config.path(config.tls.cert_file), config.path(config.tls.key_file)
-    return ReloadingContext(cert, key).context
+    return ReloadingContext(cert, key)
 
 
 # -- logins, checked by the server ---------------------------------------------------------------
@@ -382,7 +392,12 @@ async def _serve(spec: WorkerSpec) -> None:
     clock = SystemClock()
 
     authenticator = _ServerAuthenticator()
-    tls = _tls_context(config)
+    certificates = _certificates(config)
+    tls = certificates.context
+    # SIGHUP (the server's reload): the certificate now, not at its next check
+    asyncio.get_running_loop().add_signal_handler(
+        signal.SIGHUP, lambda: certificates.refresh(force=True)
+    )
     service: ImapService | Pop3Service
     if spec.kind == "imap":
         service = ImapService(
@@ -448,6 +463,7 @@ async def _beat_until_orphaned(authenticator: _ServerAuthenticator) -> None:
 
 def main() -> None:
     """`python -m sitemail.frontends`: one worker, spec on stdin (see `WorkerPool`)."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload before our handler is set
     with contextlib.suppress(OSError, AttributeError):  # Linux: die with the server
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     spec: WorkerSpec = pickle.load(sys.stdin.buffer)  # noqa: S301 - our own server, by a pipe

@@ -19,12 +19,14 @@ import signal
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TypeVar
 
 from sitemail.admin.filemodes import DB_FILE, create_private
 from sitemail.admin.filemodes import problems as mode_problems
+from sitemail.admin.privileges import become_service_user, drop_capabilities
+from sitemail.admin.systemd import journal_handler, notify
 from sitemail.admin.token import admin_address, check_admin_exposure
 from sitemail.admin.wake import open_wake_socket, serve_control
 from sitemail.config import ServerConfig, load_config
@@ -69,8 +71,12 @@ T = TypeVar("T")
 def build_tls_context(config: ServerConfig) -> ssl.SSLContext:
     """Every listener's TLS (core/tls.py): AEAD suites only, the certificate reloaded when
     `sitemail tls set` replaces its files."""
+    return _certificates(config).context
+
+
+def _certificates(config: ServerConfig) -> ReloadingContext:
     cert, key = config.path(config.tls.cert_file), config.path(config.tls.key_file)
-    return ReloadingContext(cert, key).context
+    return ReloadingContext(cert, key)
 
 
 @dataclass(slots=True)
@@ -99,10 +105,39 @@ class SiteServer:
         self.api_address: tuple[str, int] | None = None  # where the admin API listens
         self._stop_requested = asyncio.Event()
         self.workers: dict[str, WorkerPool] = {}  # the IMAP and POP3 worker supervisors
+        self.certificates: ReloadingContext | None = None  # every listener's, once running
 
     def stop(self) -> None:
         """Stop gracefully (SIGTERM): `run` returns within `[server] shutdown_timeout`."""
         self._stop_requested.set()
+
+    def reload(self) -> None:
+        """SIGHUP (`systemctl reload`): the TLS certificate read again at once, here and in
+        the workers; sitemail.toml read again: [queue] applies at once (min_free at restart), a change to any
+        other table is logged as waiting for a restart (docs/deploy.md, Reload)."""
+        if self.certificates is not None:
+            self.certificates.refresh(force=True)
+        for pool in self.workers.values():
+            pool.signal(signal.SIGHUP)
+        try:
+            fresh = load_config(self.config.data_dir)
+        except ConfigError as exc:
+            log.warning("reload: %s (the running configuration stays)", exc.message)
+            return
+        if fresh.queue != self.config.queue and self.components is not None:
+            self.components.manager.use_settings(fresh.queue)
+            self.config = replace(self.config, queue=fresh.queue)
+            log.info("reload: [queue] applied")
+        changed = [
+            f.name for f in fields(fresh) if getattr(fresh, f.name) != getattr(self.config, f.name)
+        ]
+        if changed:
+            log.warning(
+                "reload: sitemail.toml changed (%s): read at start only, it takes effect "
+                "at the next restart",
+                ", ".join(changed),
+            )
+        log.info("reloaded: TLS certificate checked, mailboxes and routes are always live")
 
     @property
     def stopping(self) -> bool:
@@ -206,7 +241,8 @@ class SiteServer:
         deliveries in flight finished and recorded, every queued write committed."""
         check_admin_exposure(self.config)  # before anything listens: one clear error
         parts = self.components or self.build()
-        tls = build_tls_context(self.config)
+        self.certificates = _certificates(self.config)
+        tls = self.certificates.context
         policy = ImsPolicy(
             parts.directory,
             parts.router,
@@ -569,20 +605,27 @@ def _return_big_blocks_to_the_system() -> None:
         libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
 
 
-def run_server(data_dir: Path) -> None:
-    """`sitemail serve`: run one server in this process until SIGINT/SIGTERM."""
+def run_server(data_dir: Path, *, allow_root: bool = False) -> None:
+    """`sitemail serve`: run one server in this process until SIGINT/SIGTERM; started as
+    root, as `[server] user` (admin/privileges.py)."""
     os.umask(0o077)  # whatever the server creates (token, certificate, spool) is its own
     config = load_config(data_dir)
     _return_big_blocks_to_the_system()
+    journal = journal_handler()  # under systemd: the journal's levels, its own time stamps
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[journal] if journal is not None else None,
     )
+    log.info("running as %s", become_service_user(config, allow_root=allow_root))
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every connection
     logging.getLogger("uvicorn").setLevel(logging.WARNING)  # start/stop chatter of the admin API
     server = SiteServer(config)
 
     def ready(running: SiteServer) -> None:
+        drop_capabilities()  # every port is bound: CAP_NET_BIND_SERVICE is not needed again
         log.info("ready: %s %s", running.smtp_ports, running.client_ports)
+        notify(f"READY=1\nSTATUS=serving {running.smtp_ports}\nMAINPID={os.getpid()}")
         _settle_garbage_collector()
 
     async def main() -> None:
@@ -595,11 +638,18 @@ def run_server(data_dir: Path) -> None:
             if server.stopping:
                 task.cancel()
                 return
+            notify("STOPPING=1")
             server.stop()
             loop.call_later(config.shutdown_timeout + _FLUSH_MIN, task.cancel)
 
+        def on_reload() -> None:
+            notify("RELOADING=1")
+            server.reload()
+            notify("READY=1")
+
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
+        loop.add_signal_handler(signal.SIGHUP, on_reload)
         with contextlib.suppress(asyncio.CancelledError):
             await server.run(ready)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 from sitemail.admin.service import AdminService
@@ -19,6 +20,19 @@ def serve_command(data_dir: Path) -> list[str]:
         "-D",
         str(data_dir),
     ]
+
+
+def user_python(folder: Path) -> Path:
+    """An interpreter any user can run, with this one's packages: a virtualenv of the
+    system's python3 in `folder` (this interpreter may live in root's home, closed to others)."""
+    venv = folder / "python"
+    subprocess.run(
+        ["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
+    )
+    packages = sysconfig.get_paths()["purelib"]
+    site_dir = next((venv / "lib").glob("python3*/site-packages"))
+    (site_dir / "sitemail-tests.pth").write_text(f"import site; site.addsitedir({packages!r})\n")
+    return venv / "bin" / "python"
 
 
 def serve_until_it_exits(data_dir: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -55,6 +69,21 @@ def relaying_site(data_dir: Path, listen: str, domain: str, nexthop: str) -> Non
         service.add_domain_route(domain, nexthop)
     finally:
         service.close()
+
+
+def smtp_and_imaps_only(data_dir: Path, smtp: int, imaps: int) -> None:
+    """Listeners: SMTP on port `smtp`, IMAP over TLS on `imaps`, nothing else (no admin API,
+    POP3, submission or plain IMAP)."""
+    configure(
+        data_dir,
+        {
+            "smtp": f"port = {smtp}",
+            "imap": f"port = 0\ntls_port = {imaps}",
+            "admin": "port = 0",
+            "pop3": "port = 0\ntls_port = 0",
+            "submission": "port = 0\ntls_port = 0",
+        },
+    )
 
 
 def configure(data_dir: Path, tables: dict[str, str]) -> None:

@@ -25,6 +25,7 @@ from rich.table import Table
 
 from sitemail.admin.context import note_site
 from sitemail.admin.datadir import read_pointer, remember_data_dir, resolve_data_dir
+from sitemail.admin.privileges import ensure_user, give_back, hand_over
 from sitemail.admin.routing import certificate_fingerprint
 from sitemail.admin.service import AdminService, read_password_file
 from sitemail.admin.wake import ask_attempts, poke
@@ -44,12 +45,14 @@ __all__ = [
     "announce",
     "app",
     "cli_api",
+    "cli_backup",
     "cli_context",
     "cli_dkim",
     "cli_dns",
     "cli_doctor",
     "cli_replication",
     "cli_routing",
+    "cli_service",
     "cli_site",
     "cli_tls",
     "cli_tracking",
@@ -135,12 +138,14 @@ def announce(config: ServerConfig) -> None:
 
 @contextmanager
 def admin(data_dir: Path | None) -> Iterator[AdminService]:
-    service = AdminService.open(resolve_data_dir(data_dir))
+    path = resolve_data_dir(data_dir)
+    service = AdminService.open(path)
     announce(service.config)
     try:
         yield service
     finally:
         service.close()
+        give_back(path)  # run as root: what it created goes to the server's user
 
 
 def emit_json(value: Any) -> None:
@@ -177,6 +182,9 @@ def init(
     )
     try:
         announce(service.config)
+        if os.geteuid() == 0:  # the server's own user, which `serve` switches to
+            user = ensure_user(service.config.user)
+            hand_over(service.config.data_dir, user.pw_uid, user.pw_gid)
         info = service.org()
         out.print(
             f"initialised {data_dir}: organisation {info.name}, site {info.local_site}, "
@@ -900,12 +908,14 @@ def main() -> None:
 # modules; importing them registers their commands.
 from sitemail.admin import (  # noqa: E402
     cli_api,
+    cli_backup,
     cli_context,
     cli_dkim,
     cli_dns,
     cli_doctor,
     cli_replication,
     cli_routing,
+    cli_service,
     cli_site,
     cli_tls,
     cli_tracking,

@@ -13,6 +13,7 @@ import typer
 
 from sitemail.admin.cli import DataDir, JsonFlag, announce, app, emit_json, handle_errors, out
 from sitemail.admin.datadir import resolve_data_dir
+from sitemail.admin.privileges import give_back
 from sitemail.admin.tls import CertificateInfo, describe, install_certificate
 from sitemail.config import load_config
 
@@ -71,6 +72,7 @@ def tls_set(
     config = load_config(resolve_data_dir(data_dir))
     announce(config)
     info = install_certificate(config, cert, key)
+    give_back(config.data_dir)  # run as root: the server's user must read them
     _show(info, as_json)
     if not as_json:
         out.print("installed: new connections use it (a running server needs no restart)")

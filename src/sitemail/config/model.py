@@ -200,6 +200,7 @@ class ServerConfig:
     listen: tuple[str, ...]
     database_url: str = ""  # empty: SQLite file in the data dir
     shutdown_timeout: float = 30.0  # seconds from SIGTERM to exit (docs/ims.md, Stopping)
+    user: str = "sitemail"  # started as root, the server runs as this user (docs/deploy.md)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
@@ -308,7 +309,7 @@ def load_config(data_dir: Path) -> ServerConfig:
 def _server(
     raw: dict[str, Any], data_dir: Path, where: str, parsed: dict[str, Any]
 ) -> ServerConfig:
-    allowed = {"name", "site", "listen", "database_url", "shutdown_timeout"}
+    allowed = {"name", "site", "listen", "database_url", "shutdown_timeout", "user"}
     unknown = set(raw) - allowed
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
@@ -326,8 +327,12 @@ def _server(
         raise ConfigError(f"{where}: 'shutdown_timeout' must be a number of seconds")
     if not 1 <= shutdown_timeout <= 3600:
         raise ConfigError(f"{where}: 'shutdown_timeout' must be 1-3600 s, got {shutdown_timeout}")
+    user = raw.get("user", "sitemail")
+    if not isinstance(user, str):
+        raise ConfigError(f"{where}: 'user' must be a user name")
     return ServerConfig(
         data_dir=data_dir,
+        user=user,
         server=raw["name"],
         site=raw["site"],
         listen=tuple(listen),
@@ -416,6 +421,7 @@ site = {_toml_str(site)}
 listen = [{listen_list}]
 # database_url = "postgresql+psycopg://user@host/db"   # default: sitemail.db in this directory
 # shutdown_timeout = 30        # seconds from SIGTERM to exit: replies and records finish first
+# user = "sitemail"            # started as root, the server binds its ports, then runs as this
 {"database_url = " + _toml_str(database_url) if database_url else ""}
 
 [smtp]

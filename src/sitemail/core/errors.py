@@ -6,6 +6,7 @@ by hand:
 
     SitemailError                      exit 1, HTTP 500, SMTP 451 4.3.0
     ├── ConfigError                    exit 78 (EX_CONFIG), HTTP 500
+    │   └── NoUserError                exit 67 (EX_NOUSER): no user to run the server as
     ├── StoreError                     exit 74 (EX_IOERR), HTTP 503, SMTP 451 4.3.0
     │   └── StoreUnavailableError      exit 75 (EX_TEMPFAIL), HTTP 503, SMTP 452 4.3.1
     ├── UsageError                     exit 64 (EX_USAGE), HTTP 400, SMTP 501 5.5.4
@@ -29,6 +30,7 @@ __all__ = [
     "InvalidAddressError",
     "InvalidValueError",
     "MalformedMessageError",
+    "NoUserError",
     "NotFoundError",
     "PermissionDeniedError",
     "SitemailError",
@@ -55,6 +57,12 @@ class ConfigError(SitemailError):
     """The configuration file or a setting is invalid; the server refuses to start."""
 
     exit_code = 78
+
+
+class NoUserError(ConfigError):
+    """The server, started as root, has no unprivileged user to run as: it refuses."""
+
+    exit_code = 67
 
 
 class StoreError(SitemailError):

@@ -448,7 +448,9 @@ class Lab:
             self._note(site.name, started=False)
             return
         self._note(site.name, started=True)
-        self._spawn(site.name, ["serve", "--data-dir", str(self.data_dir(site))])
+        self._spawn(  # the lab's data dirs are root's (docs/deploy.md: running as a user)
+            site.name, ["serve", "--allow-root", "--data-dir", str(self.data_dir(site))]
+        )
         self._wait(lambda: self._greets(site), f"{site.name}'s SMTP service", site.name)
 
     def _greets(self, site: LabSite) -> bool:

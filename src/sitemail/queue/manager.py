@@ -193,6 +193,11 @@ class QueueManager:
         """New mail or an admin retry: look at the queue now."""
         self._wake.set()
 
+    def use_settings(self, settings: QueueConfig) -> None:
+        """Retry, expiry, notice and hop settings read again (the server's reload): every
+        decision from now on uses them, for mail already queued too."""
+        self._settings = settings
+
     def stop(self) -> None:
         """The server stops: start no delivery any more (what waits stays queued); `run`
         returns once the deliveries in flight have finished and their results are recorded."""
