@@ -389,18 +389,24 @@ class SessionInterface(Protocol):
         sequence_set: SequenceSet,
         flag_set: frozenset[Flag],
         mode: FlagOp = FlagOp.REPLACE,
+        *,
+        unchanged_since: int | None = None,
     ) -> tuple[Iterable[tuple[int, MessageInterface]], SelectedMailbox]:
         """Update the flags for the given set of messages.
 
         See Also:
             `RFC 3501 6.4.6.
             <https://tools.ietf.org/html/rfc3501#section-6.4.6>`_
+            `RFC 7162 3.1.3.
+            <https://tools.ietf.org/html/rfc7162#section-3.1.3>`_
 
         Args:
             selected: The selected mailbox session.
             sequence_set: Sequence set of message sequences or UIDs.
             flag_set: Set of flags to update.
             mode: Update mode for the flag set.
+            unchanged_since: ``UNCHANGEDSINCE``: a message whose modseq is higher is left
+                alone and left out of the result (the caller reports it as MODIFIED).
 
         Raises:
             :class:`~pymap.exceptions.MailboxNotFound`

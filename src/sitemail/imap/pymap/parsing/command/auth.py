@@ -7,7 +7,7 @@ from typing import ClassVar
 from .. import EndLine, Params, Space
 from ..exceptions import InvalidContent, NotParseable, UnexpectedType
 from ..message import AppendMessage
-from ..primitives import List, LiteralString, String
+from ..primitives import Atom, List, LiteralString, String
 from ..specials import DateTime, ExtensionOption, ExtensionOptions, Flag, Mailbox, StatusAttribute
 from ..specials.mailbox import decode_pattern
 from . import CommandAuth
@@ -16,6 +16,7 @@ __all__ = [
     "AppendCommand",
     "CreateCommand",
     "DeleteCommand",
+    "EnableCommand",
     "ExamineCommand",
     "LSubCommand",
     "ListCommand",
@@ -287,9 +288,16 @@ class SelectCommand(CommandMailboxArg):
     def parse(cls, buf: memoryview, params: Params) -> tuple[SelectCommand, memoryview]:
         _, buf = Space.parse(buf, params)
         mailbox, buf = Mailbox.parse(buf, params)
-        options, buf = ExtensionOptions.parse(buf, params)
-        _, buf = EndLine.parse(buf, params)
+        options, after = ExtensionOptions.parse(buf, params)
+        if any(name != b"CONDSTORE" or arg.value for name, arg in options.value.items()):
+            raise NotParseable(buf)  # QRESYNC and other parameters are not supported
+        _, buf = EndLine.parse(after, params)
         return cls(params.tag, mailbox, options), buf
+
+    @property
+    def condstore(self) -> bool:
+        """``SELECT name (CONDSTORE)``: the client enables CONDSTORE (RFC 7162 3.1.8)."""
+        return self.options.has(b"CONDSTORE")
 
 
 class ExamineCommand(SelectCommand):
@@ -303,6 +311,41 @@ class ExamineCommand(SelectCommand):
 
     #: The mailbox will be opened read-only.
     readonly: ClassVar[bool] = True
+
+
+class EnableCommand(CommandAuth):
+    """The ``ENABLE`` command turns on extensions the client can handle.
+
+    See Also:
+        `RFC 5161 <https://tools.ietf.org/html/rfc5161>`_
+
+    Args:
+        tag: The command tag.
+        capabilities: The capability names given, upper-cased.
+
+    """
+
+    command = b"ENABLE"
+
+    def __init__(self, tag: bytes, capabilities: Sequence[bytes]) -> None:
+        super().__init__(tag)
+        self.capabilities = capabilities
+
+    @classmethod
+    def parse(cls, buf: memoryview, params: Params) -> tuple[EnableCommand, memoryview]:
+        capabilities: list[bytes] = []
+        while True:
+            try:
+                _, after = Space.parse(buf, params)
+                atom, after = Atom.parse(after, params)
+            except NotParseable:
+                break
+            capabilities.append(atom.value.upper())
+            buf = after
+        if not capabilities:
+            raise NotParseable(buf)
+        _, buf = EndLine.parse(buf, params)
+        return cls(params.tag, capabilities), buf
 
 
 class StatusCommand(CommandMailboxArg):

@@ -163,13 +163,16 @@ class SearchResponse(UntaggedResponse):
 
     """
 
-    def __init__(self, seqs: Iterable[int]) -> None:
+    def __init__(self, seqs: Iterable[int], modseq: int | None = None) -> None:
         super().__init__()
         self.seqs = seqs
+        self.modseq = modseq
 
     @property
     def text(self) -> bytes:
         text = BytesFormat(b" ").join([b"SEARCH"], [b"%i" % seq for seq in self.seqs])
+        if self.modseq is not None:  # SEARCH MODSEQ: the highest of the matches (RFC 7162)
+            text += b" (MODSEQ %d)" % self.modseq
         return super().text + text
 
 
