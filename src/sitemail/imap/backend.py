@@ -752,7 +752,7 @@ class FolderSet:
     async def get_mailbox(self, name: str) -> FolderData:
         return await self._registry.folder(self._owner, name)
 
-    async def add_mailbox(self, name: str) -> ObjectId:
+    async def add_mailbox(self, name: str, *, special_use: str = "") -> ObjectId:
         # "a/b/" asks for a future parent (RFC 3501 6.3.3): the name is "a/b"
         name = name.removesuffix(self.delimiter)
         if not name or len(name) > 255 or any(ord(c) < 32 for c in name):
@@ -762,7 +762,8 @@ class FolderSet:
         now = self._registry.clock.now()
 
         info = await _write(
-            self._store, lambda conn: create_folder(conn, self._owner, name, now=now)
+            self._store,
+            lambda conn: create_folder(conn, self._owner, name, now=now, special_use=special_use),
         )
         return _mailbox_id(self._owner, info.id, info.uidvalidity)
 
@@ -1000,7 +1001,7 @@ class BackendConfig(IMAPConfig):
             idle=True,
             object_id=True,
             multi_append=True,
-            custom=[b"SPECIAL-USE", b"ENABLE", b"CONDSTORE"],
+            custom=[b"SPECIAL-USE", b"CREATE-SPECIAL-USE", b"ENABLE", b"CONDSTORE"],
         )
 
     @property

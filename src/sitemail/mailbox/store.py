@@ -513,8 +513,11 @@ def append_to_folder(
     return int(uid)
 
 
-def create_folder(conn: Connection, mailbox: str, name: str, *, now: float) -> FolderInfo:
-    """A new folder with a fresh UIDVALIDITY; `ValueError` if the name is taken."""
+def create_folder(
+    conn: Connection, mailbox: str, name: str, *, now: float, special_use: str = ""
+) -> FolderInfo:
+    """A new folder with a fresh UIDVALIDITY and, if given, an RFC 6154 special-use
+    attribute ("\\Archive"); `ValueError` if the name is taken."""
     if get_folder(conn, mailbox, name) is not None:
         raise ValueError(name)
     uidvalidity = next_uidvalidity(conn, mailbox, now)
@@ -524,7 +527,7 @@ def create_folder(conn: Connection, mailbox: str, name: str, *, now: float) -> F
             name=name,
             uidvalidity=uidvalidity,
             uidnext=1,
-            special_use="",
+            special_use=special_use,
             subscribed=False,  # CREATE does not subscribe (RFC 3501 6.3.3); SUBSCRIBE does
         )
     )

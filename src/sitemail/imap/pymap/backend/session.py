@@ -136,10 +136,10 @@ class BaseSession(SessionInterface, Generic[MessageT]):
         return snapshot, await self._load_updates(selected, mbx)
 
     async def create_mailbox(
-        self, name: str, selected: SelectedMailbox | None = None
+        self, name: str, selected: SelectedMailbox | None = None, *, special_use: str = ""
     ) -> tuple[ObjectId, SelectedMailbox | None]:
         try:
-            mailbox_id = await self.mailbox_set.add_mailbox(name)
+            mailbox_id = await self.mailbox_set.add_mailbox(name, special_use=special_use)
         except ValueError as exc:
             raise MailboxConflict(name) from exc
         return mailbox_id, await self._load_updates(selected, None)

@@ -11,7 +11,12 @@ from sitemail.imap.pymap.bytes import MaybeBytes
 from sitemail.imap.pymap.concurrent import Event
 from sitemail.imap.pymap.config import IMAPConfig
 from sitemail.imap.pymap.context import connection_exit, socket_info
-from sitemail.imap.pymap.exceptions import CloseConnection, NotAllowedError, NotSupportedError
+from sitemail.imap.pymap.exceptions import (
+    CloseConnection,
+    NotAllowedError,
+    NotSupportedError,
+    UseAttrNotSupported,
+)
 from sitemail.imap.pymap.fetch import MessageAttributes
 from sitemail.imap.pymap.interfaces.login import LoginInterface
 from sitemail.imap.pymap.interfaces.session import SessionInterface
@@ -98,6 +103,14 @@ _CommandFunc: TypeAlias = Callable[[Command], Awaitable[_CommandRet]]
 _flags_attr = FetchAttribute(b"FLAGS")
 _uid_attr = FetchAttribute(b"UID")
 _modseq_attr = FetchAttribute(b"MODSEQ")
+
+#: RFC 6154 special-use attributes as LIST entries carry them (without the backslash)
+_SPECIAL_USES = frozenset({b"All", b"Archive", b"Drafts", b"Flagged", b"Junk", b"Sent", b"Trash"})
+#: those CREATE can give a mailbox (\All and \Flagged are virtual: not stored here)
+_CREATE_USES = {
+    b"\\" + use.lower(): "\\" + use.decode("ascii")
+    for use in (b"Archive", b"Drafts", b"Junk", b"Sent", b"Trash")
+}
 
 
 def _uses_modseq(keys: Iterable[SearchKey]) -> bool:
@@ -283,8 +296,13 @@ class ConnectionState:
     async def do_create(self, cmd: CreateCommand) -> _CommandRet:
         if cmd.mailbox == "INBOX":
             return ResponseNo(cmd.tag, b"Cannot create INBOX."), None
+        uses = {use.lower() for use in cmd.special_use}
+        if len(uses) > 1 or not uses <= _CREATE_USES.keys():
+            raise UseAttrNotSupported(cmd.mailbox)
         mailbox_id, updates = await self.session.create_mailbox(
-            cmd.mailbox, selected=self._selected
+            cmd.mailbox,
+            selected=self._selected,
+            special_use=_CREATE_USES[uses.pop()] if uses else "",
         )
         return ResponseOk(cmd.tag, cmd.command + b" completed.", MailboxId(mailbox_id)), updates
 
@@ -356,6 +374,8 @@ class ConnectionState:
         resp = ResponseOk(cmd.tag, cmd.command + b" completed.")
         resp_type = LSubResponse if cmd.only_subscribed else ListResponse
         for name, sep, attrs in mailboxes:
+            if cmd.special_use_only and not _SPECIAL_USES.intersection(attrs):
+                continue  # LIST (SPECIAL-USE): special-use mailboxes only (RFC 6154 5.1)
             resp.add_untagged(resp_type(name, sep, attrs))
         return resp, updates
 

@@ -95,17 +95,19 @@ class SessionInterface(Protocol):
 
     @abstractmethod
     async def create_mailbox(
-        self, name: str, selected: SelectedMailbox | None = None
+        self, name: str, selected: SelectedMailbox | None = None, *, special_use: str = ""
     ) -> tuple[ObjectId, SelectedMailbox | None]:
         """Creates a new mailbox owned by the user.
 
         See Also:
             `RFC 3501 6.3.3.
             <https://tools.ietf.org/html/rfc3501#section-6.3.3>`_
+            `RFC 6154 3. <https://tools.ietf.org/html/rfc6154#section-3>`_
 
         Args:
             name: The name of the mailbox.
             selected: If applicable, the currently selected mailbox name.
+            special_use: Its special-use attribute (``\\Archive``), or "" for none.
 
         Raises:
             :class:`~pymap.exceptions.MailboxConflict`
