@@ -1001,7 +1001,7 @@ class BackendConfig(IMAPConfig):
             idle=True,
             object_id=True,
             multi_append=True,
-            custom=[b"SPECIAL-USE", b"CREATE-SPECIAL-USE", b"ENABLE", b"CONDSTORE"],
+            custom=[b"SPECIAL-USE", b"CREATE-SPECIAL-USE", b"ENABLE", b"CONDSTORE", b"ESEARCH"],
         )
 
     @property

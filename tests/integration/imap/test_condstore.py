@@ -221,3 +221,21 @@ def test_imap_condstore_malformed_modifiers_are_bad(client: Raw, command: bytes)
     ok(client, b"m1", b"SELECT INBOX")
     assert client.command(b"m2", command)[-1].startswith(b"m2 BAD"), command
     ok(client, b"m3", b"NOOP")
+
+
+def test_imap_esearch_returns_min_max_count_all_and_modseq(client: Raw) -> None:
+    """SEARCH RETURN (...) answers ESEARCH (RFC 4731); with MODSEQ it tells the highest modseq
+    of the messages it names (RFC 7162 3.1.5)."""
+    assert b" ESEARCH" in ok(client, b"x1", b"CAPABILITY")[0]
+    ok(client, b"x2", b"SELECT INBOX (CONDSTORE)")
+    first = modseqs(ok(client, b"x3", b"STORE 1 +FLAGS (\\Seen)"))[1]
+    third = modseqs(ok(client, b"x4", b"STORE 3 +FLAGS (\\Seen)"))[3]
+    reply = ok(client, b"x5", b"SEARCH RETURN (MIN MAX COUNT) SEEN")
+    assert reply[0] == b'* ESEARCH (TAG "x5") MIN 1 MAX 3 COUNT 2', reply
+    modseq_min = ok(client, b"x6", b"SEARCH RETURN (MIN) MODSEQ 1 SEEN")
+    assert modseq_min[0] == b'* ESEARCH (TAG "x6") MIN 1 MODSEQ %d' % first, modseq_min
+    every = ok(client, b"x7", b"SEARCH RETURN () MODSEQ 1 SEEN")
+    assert every[0] == b'* ESEARCH (TAG "x7") ALL 1,3 MODSEQ %d' % third, every
+    none = ok(client, b"x8", b"UID SEARCH RETURN (MIN COUNT) DRAFT")
+    assert none[0] == b'* ESEARCH (TAG "x8") UID COUNT 0', none
+    assert client.command(b"x9", b"SEARCH RETURN (SAVE) ALL")[-1].startswith(b"x9 BAD")

@@ -1,9 +1,11 @@
-"""Parsing of the CONDSTORE (RFC 7162), ENABLE (RFC 5161) and SPECIAL-USE (RFC 6154) syntax."""
+"""Parsing of the CONDSTORE (RFC 7162), ENABLE (RFC 5161), SPECIAL-USE (RFC 6154) and ESEARCH
+(RFC 4731) syntax, and the ESEARCH answer."""
 
 from __future__ import annotations
 
 import pytest
 
+from sitemail.imap.pymap.imap.state import _esearch
 from sitemail.imap.pymap.parsing import Params
 from sitemail.imap.pymap.parsing.command import Command
 from sitemail.imap.pymap.parsing.command.auth import (
@@ -139,3 +141,36 @@ def test_list_other_extended_options_are_invalid() -> None:
     """LIST-EXTENDED options but SPECIAL-USE are not supported: BAD, not silently ignored."""
     assert isinstance(parse(b'a LIST (SUBSCRIBED) "" "*"'), InvalidCommand)
     assert isinstance(parse(b'a LIST "" "*" RETURN (CHILDREN)'), InvalidCommand)
+
+
+def test_search_return_options_make_an_esearch() -> None:
+    """SEARCH RETURN (MIN MAX ALL COUNT) asks for ESEARCH; RETURN () too; SAVE is refused."""
+    cmd = parse(b"a UID SEARCH return (min count) ALL")
+    assert isinstance(cmd, SearchCommand)
+    assert cmd.esearch
+    assert set(cmd.options.value) == {b"MIN", b"COUNT"}
+    empty = parse(b"a SEARCH RETURN () ALL")
+    assert isinstance(empty, SearchCommand)
+    assert empty.esearch
+    plain = parse(b"a SEARCH ALL")
+    assert isinstance(plain, SearchCommand)
+    assert not plain.esearch
+    assert isinstance(parse(b"a SEARCH RETURN (SAVE) ALL"), InvalidCommand)
+    assert isinstance(parse(b"a SEARCH RETURN ALL"), InvalidCommand)
+
+
+def test_esearch_response_order_and_modseq() -> None:
+    """ESEARCH names MIN MAX ALL COUNT in that order, MODSEQ last (of MIN and MAX alone when
+    only they are asked for)."""
+    cmd = parse(b"t1 SEARCH RETURN (COUNT MAX MIN) MODSEQ 1")
+    assert isinstance(cmd, SearchCommand)
+    found = {2: 7, 3: 9, 5: 4}
+    assert bytes(_esearch(cmd, found, True)) == (
+        b'* ESEARCH (TAG "t1") MIN 2 MAX 5 COUNT 3 MODSEQ 9\r\n'
+    )
+    only = parse(b"t2 UID SEARCH RETURN (MIN MAX) MODSEQ 1")
+    assert isinstance(only, SearchCommand)
+    assert (
+        bytes(_esearch(only, found, True)) == b'* ESEARCH (TAG "t2") UID MIN 2 MAX 5 MODSEQ 7\r\n'
+    )
+    assert bytes(_esearch(only, {}, True)) == b'* ESEARCH (TAG "t2") UID\r\n'

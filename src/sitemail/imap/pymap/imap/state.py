@@ -75,6 +75,7 @@ from sitemail.imap.pymap.parsing.response.code import (
     Unseen,
 )
 from sitemail.imap.pymap.parsing.response.specials import (
+    ESearchResponse,
     ExistsResponse,
     FetchResponse,
     FlagsResponse,
@@ -123,6 +124,31 @@ def _uses_modseq(keys: Iterable[SearchKey]) -> bool:
         if key.value == b"OR" and _uses_modseq(key.filter_key_or):
             return True
     return False
+
+
+def _esearch(cmd: SearchCommand, found: dict[int, int], with_modseq: bool) -> ESearchResponse:
+    """The ESEARCH answer (RFC 4731) to ``SEARCH RETURN (...)``: MIN, MAX, ALL, COUNT in that
+    order, then with a MODSEQ criterion the highest modseq of the messages it names (of MIN
+    and MAX alone when only they are asked, RFC 7162 3.1.5)."""
+    wanted = set(cmd.options.value) or {b"ALL"}
+    ids = sorted(found)
+    data: dict[bytes, MaybeBytes] = {}
+    named: list[int] = []
+    if ids and b"MIN" in wanted:
+        data[b"MIN"] = Number(ids[0])
+        named.append(ids[0])
+    if ids and b"MAX" in wanted:
+        data[b"MAX"] = Number(ids[-1])
+        named.append(ids[-1])
+    if ids and b"ALL" in wanted:
+        data[b"ALL"] = SequenceSet.build(ids, cmd.uid)
+    if b"COUNT" in wanted:
+        data[b"COUNT"] = Number(len(ids))
+    if wanted & {b"ALL", b"COUNT"}:
+        named = ids
+    if with_modseq and named:
+        data[b"MODSEQ"] = Number(max(found[i] for i in named))
+    return ESearchResponse(cmd.tag, cmd.uid, data)
 
 
 def _highest_modseq_code(selected: SelectedMailbox) -> tuple[bytes, ResponseCode]:
@@ -448,20 +474,21 @@ class ConnectionState:
         with_modseq = _uses_modseq(cmd.keys)
         if with_modseq:
             self._enable_condstore()
+        if cmd.esearch and b"ESEARCH" not in self.capability:
+            raise NotSupportedError("ESEARCH is not available.")
         messages, updates = await self.session.search_mailbox(self.selected, cmd.keys)
         resp = ResponseOk(cmd.tag, cmd.command + b" completed.")
-        msg_ids: list[int] = []
-        highest = 0
+        found: dict[int, int] = {}  # sequence number or UID -> modseq
         for msg_seq, msg in messages:
             if msg.expunged:
                 resp.code = ResponseCode.of(b"EXPUNGEISSUED")
-            if cmd.uid:
-                msg_ids.append(msg.uid)
-            else:
-                msg_ids.append(msg_seq)
-            highest = max(highest, msg.modseq)
-        # SEARCH MODSEQ: the highest modseq of what matched, when anything did (RFC 7162 3.1.5)
-        resp.add_untagged(SearchResponse(msg_ids, highest if with_modseq and msg_ids else None))
+            found[msg.uid if cmd.uid else msg_seq] = msg.modseq
+        if cmd.esearch:
+            resp.add_untagged(_esearch(cmd, found, with_modseq))
+        else:
+            # SEARCH MODSEQ: the highest modseq of the matches, when any (RFC 7162 3.1.5)
+            highest = max(found.values()) if with_modseq and found else None
+            resp.add_untagged(SearchResponse(list(found), highest))
         return resp, updates
 
     async def do_store(self, cmd: StoreCommand) -> _CommandRet:

@@ -382,6 +382,7 @@ class SearchCommand(CommandSelect):
         self.keys = frozenset(keys)
         self.charset = charset
         self.options = options or ExtensionOptions.empty()
+        self._esearch = False
 
     @classmethod
     def _parse_charset(cls, buf: memoryview, params: Params) -> tuple[str | None, memoryview]:
@@ -402,17 +403,33 @@ class SearchCommand(CommandSelect):
                 return charset, after
         return None, buf
 
+    #: ESEARCH return options (RFC 4731 3.1); SAVE (RFC 5182) is not supported
+    return_options = frozenset({b"MIN", b"MAX", b"ALL", b"COUNT"})
+
     @classmethod
-    def _parse_options(cls, buf: memoryview, params: Params) -> tuple[ExtensionOptions, memoryview]:
+    def _parse_options(
+        cls, buf: memoryview, params: Params
+    ) -> tuple[ExtensionOptions | None, memoryview]:
+        """``RETURN (...)`` (ESEARCH), or None when the client asked for a plain SEARCH."""
         start = cls._whitespace_length(buf)
-        if bytes(buf[start : start + 6]) == b"RETURN":
-            return ExtensionOptions.parse(buf[start + 6 :], params)
-        options, _ = ExtensionOptions.parse(memoryview(b""), params)
-        return options, buf
+        if bytes(buf[start : start + 7]).upper() != b"RETURN ":
+            return None, buf
+        after = buf[start + 7 :]
+        options, rest = ExtensionOptions.parse(after, params)
+        if rest is after or any(
+            name not in cls.return_options or arg.value for name, arg in options.value.items()
+        ):
+            raise NotParseable(buf)
+        return options, rest
+
+    @property
+    def esearch(self) -> bool:
+        """``SEARCH RETURN (...)``: the answer is an ESEARCH response (RFC 4731)."""
+        return self._esearch
 
     @classmethod
     def parse(cls, buf: memoryview, params: Params) -> tuple[SearchCommand, memoryview]:
-        options, buf = cls._parse_options(buf, params)
+        returned, buf = cls._parse_options(buf, params)
         charset, buf = cls._parse_charset(buf, params)
         search_keys = []
         while True:
@@ -425,7 +442,9 @@ class SearchCommand(CommandSelect):
                     raise
                 break
         _, buf = EndLine.parse(buf, params)
-        return cls(params.tag, search_keys, charset, options), buf
+        cmd = cls(params.tag, search_keys, charset, returned)
+        cmd._esearch = returned is not None
+        return cmd, buf
 
 
 class UidCommand(CommandSelect):

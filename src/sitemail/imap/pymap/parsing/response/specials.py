@@ -200,12 +200,13 @@ class ESearchResponse(UntaggedResponse):
 
     @property
     def text(self) -> bytes:
-        prefixes: list[bytes] = []
+        prefixes: list[bytes] = [b"ESEARCH"]
         if self.issuer_tag is not None:
             prefixes += [BytesFormat(b'(TAG "%b")') % self.issuer_tag]
         if self.uid:
             prefixes += [b"UID"]
-        parts = [(item.upper(), bytes(value)) for item, value in sorted(self.data.items())]
+        # in the order given: MIN MAX ALL COUNT MODSEQ, as Dovecot writes them
+        parts = [(item.upper(), bytes(value)) for item, value in self.data.items()]
         return super().text + BytesFormat(b" ").join(prefixes, *parts)
 
 
