@@ -423,9 +423,12 @@ def next_modseq(conn: Connection, folder_id: int) -> int:
 
 def message_modseqs(conn: Connection, folder_id: int, uids: Sequence[int]) -> dict[int, int]:
     """The current modseq of the given UIDs (STORE UNCHANGEDSINCE checks it in its own
-    write transaction, so another process's change in between is seen)."""
+    write transaction, so another process's change in between is seen). The folder row is
+    locked first (PostgreSQL; SQLite's write transaction already excludes other writers), so
+    no change can come between this read and the caller's update."""
     if not uids:
         return {}
+    conn.execute(select(mail_folder.c.id).where(mail_folder.c.id == folder_id).with_for_update())
     rows = conn.execute(
         select(mail_message.c.uid, mail_message.c.modseq).where(
             mail_message.c.folder_id == folder_id, mail_message.c.uid.in_(list(uids))
