@@ -278,7 +278,8 @@ class ConnectionState:
 
     async def do_enable(self, cmd: EnableCommand) -> _CommandRet:
         # RFC 5161: what the server does not support is left out of ENABLED, not an error
-        enabled = [name for name in dict.fromkeys(cmd.capabilities) if name == b"CONDSTORE"]
+        supported = b"CONDSTORE" in self.capability
+        enabled = [n for n in dict.fromkeys(cmd.capabilities) if n == b"CONDSTORE" and supported]
         if enabled:
             self._enable_condstore()
         resp = ResponseOk(cmd.tag, cmd.command + b" completed.")
