@@ -16,6 +16,8 @@ import pytest
 from tests.support.clientsite import ClientSite, client_site
 from tests.support.rawimap import USER, Raw, raw_tls
 
+from sitemail.mailbox import get_folder, set_flags
+
 ADDRESS = "127.31.0.1"
 MESSAGE = b"From: a@outside.test\r\nTo: " + USER.encode() + b"\r\nSubject: m\r\n\r\nbody\r\n"
 
@@ -239,3 +241,23 @@ def test_imap_esearch_returns_min_max_count_all_and_modseq(client: Raw) -> None:
     none = ok(client, b"x8", b"UID SEARCH RETURN (MIN COUNT) DRAFT")
     assert none[0] == b'* ESEARCH (TAG "x8") UID COUNT 0', none
     assert client.command(b"x9", b"SEARCH RETURN (SAVE) ALL")[-1].startswith(b"x9 BAD")
+
+
+def test_imap_condstore_idle_sees_flags_changed_by_another_process(
+    site: ClientSite, client: Raw
+) -> None:
+    """Flags written to the database by another process (as a second IMAP worker would) reach
+    an idling CONDSTORE client as a FETCH with the new MODSEQ, within the idle poll."""
+    before = highest(ok(client, b"i1", b"SELECT INBOX (CONDSTORE)"))
+    client.send(b"i2 IDLE\r\n")
+    assert client.line().startswith(b"+ ")
+    guid = site.service.directory.get("jsmith").guid
+    with site.service.store.write() as conn:
+        folder = get_folder(conn, guid, "INBOX")
+        assert folder is not None
+        stored = set_flags(conn, folder.id, [(2, "\\Flagged")])
+    assert stored == before + 1
+    update = client.line()  # bounded by the socket's 20 s timeout; idle_poll is 0.25 s
+    assert update == b"* 2 FETCH (FLAGS (\\Flagged \\Recent) MODSEQ (%d))" % stored, update
+    client.send(b"DONE\r\n")
+    assert client.until_tagged(b"i2")[-1].startswith(b"i2 OK")
