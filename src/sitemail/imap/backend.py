@@ -19,6 +19,12 @@ Invariants and choices:
   idle client within that time.
 - Whole-set operations (STORE, FETCH that sets \\Seen, COPY, MOVE, EXPUNGE) are one transaction
   each, not one per message.
+- CONDSTORE (RFC 7162): the store raises a folder's HIGHESTMODSEQ by one on every change and
+  gives changed messages that value (`mail_message.modseq`); the probe includes it, so flags
+  changed by another process are seen like arrivals. Each write here raises it by exactly
+  one, so the known mark follows our own writes without a query and still differs from the
+  database after anyone else's. STORE UNCHANGEDSINCE reads the modseqs again inside its
+  write transaction.
 - `\\Recent` is a session flag kept in memory (RFC 3501 allows it): after a restart no message
   is recent.
 - PERMANENTFLAGS include `\\*`: clients may create keywords ($Junk, $Label1...).
@@ -92,6 +98,7 @@ from sitemail.imap.pymap.user import UserMetadata
 from sitemail.mailbox import (
     DEFAULT_FOLDERS,
     FolderState,
+    Mark,
     MessageMeta,
     append_to_folder,
     copy_messages,
@@ -105,6 +112,7 @@ from sitemail.mailbox import (
     folder_state,
     get_folder,
     load_contents,
+    message_modseqs,
     rename_folder,
     set_flags,
     set_subscribed,
@@ -147,8 +155,16 @@ class Message(BaseMessage):
         email_id: ObjectId,
         expunged: bool = False,
         batch: _ContentBatch | None = None,
+        modseq: int = 0,
     ) -> None:
-        super().__init__(uid, internal_date, permanent_flags, expunged=expunged, email_id=email_id)
+        super().__init__(
+            uid,
+            internal_date,
+            permanent_flags,
+            expunged=expunged,
+            email_id=email_id,
+            modseq=modseq,
+        )
         self.size = size
         self._batch = batch
 
@@ -161,6 +177,7 @@ class Message(BaseMessage):
             email_id=self.email_id,
             expunged=expunged,
             batch=batch,
+            modseq=self.modseq,
         )
 
     async def load_content(self, requirement: FetchRequirement) -> BaseLoadedMessage:
@@ -291,7 +308,7 @@ class FolderData:
         self._lock = asyncio.Lock()
         self._messages: dict[int, Message] = {}
         self._uidnext = 1
-        self._mark: tuple[int, int] = (0, 0)
+        self._mark: Mark = (0, 0, 0)
         self._version = 0
         self._recent_claimed = 0
         self._apply_state(state)
@@ -340,6 +357,7 @@ class FolderData:
             selected.mod_sequence = self._version
         elif not selected.hide_expunged:
             selected.add_updates([], ())  # expunges held back during a FETCH or STORE
+        selected.highest_modseq = self.highest_modseq
         return selected
 
     async def _wait(self, wait_on: Event, selected: SelectedMailbox) -> None:
@@ -370,7 +388,7 @@ class FolderData:
                     conn, self.folder_id, literal, now=now, flags=_flags_text(flags)
                 ),
             )
-            meta = MessageMeta(uid, now, len(literal), _flags_text(flags))
+            meta = MessageMeta(uid, now, len(literal), _flags_text(flags), self.highest_modseq + 1)
             message = self._message(meta)
             self._add(message, arrived=1)
             if not recent:
@@ -397,6 +415,7 @@ class FolderData:
                 size=0,
                 email_id=cached_msg.email_id,
                 expunged=True,
+                modseq=cached_msg.modseq,
             )
         return message.bound(_ContentBatch(self, [uid]))
 
@@ -455,6 +474,7 @@ class FolderData:
             first_unseen,
             self._uidnext,
             keywords=frozenset().union(*flag_sets) - _SYSTEM_FLAGS,
+            highest_modseq=self.highest_modseq,
         )
 
     async def messages(self) -> AsyncIterable[Message]:
@@ -484,24 +504,53 @@ class FolderData:
     async def update_many(
         self, uids: Sequence[int], flag_set: frozenset[Flag], mode: FlagOp
     ) -> list[Message]:
+        updated, _ = await self.store_flags(uids, flag_set, mode)
+        return updated
+
+    async def store_flags(
+        self,
+        uids: Sequence[int],
+        flag_set: frozenset[Flag],
+        mode: FlagOp,
+        unchanged_since: int | None = None,
+    ) -> tuple[list[Message], set[int]]:
+        """STORE on the messages of `uids` still here: (those done, changed or not; UIDs left
+        alone because their modseq in the database is above `unchanged_since`)."""
         async with self._lock:
-            changes: list[tuple[int, str]] = []
-            updated: list[Message] = []
+            wanted: dict[int, frozenset[Flag]] = {}
             for uid in uids:
                 message = self._messages.get(uid)
-                if message is None:
+                if message is not None:
+                    wanted[uid] = frozenset(mode.apply(message.permanent_flags, flag_set))
+            changes = [
+                (uid, _flags_text(flags))
+                for uid, flags in wanted.items()
+                if flags - {Recent} != self._messages[uid].permanent_flags
+            ]
+
+            def job(conn: Connection) -> tuple[set[int], int]:
+                failed: set[int] = set()
+                if unchanged_since is not None:
+                    current = message_modseqs(conn, self.folder_id, list(wanted))
+                    failed = {uid for uid, seq in current.items() if seq > unchanged_since}
+                passed = [(uid, text) for uid, text in changes if uid not in failed]
+                return failed, set_flags(conn, self.folder_id, passed)
+
+            failed, modseq = await _write(self._store, job) if wanted else (set(), 0)
+            updated: list[Message] = []
+            for uid, flags in wanted.items():
+                message = self._messages[uid]
+                if uid in failed:
                     continue
-                flags = frozenset(mode.apply(message.permanent_flags, flag_set)) - {Recent}
-                if flags != message.permanent_flags:
-                    changes.append((uid, _flags_text(flags)))
+                if modseq and flags - {Recent} != message.permanent_flags:
                     message = message.bound(None)
-                    message.permanent_flags = flags
+                    message.permanent_flags = flags - {Recent}
+                    message.modseq = modseq
                     self._messages[uid] = message
                 updated.append(message)
-            if changes:
-                await _write(self._store, lambda conn: set_flags(conn, self.folder_id, changes))
+            if modseq:
                 self._changed()
-        return updated
+        return updated, failed
 
     async def copy_many(
         self, uids: Sequence[int], destination: FolderData
@@ -541,6 +590,9 @@ class FolderData:
 
     def copied(self, pairs: Sequence[tuple[int, int]], source: FolderData) -> None:
         """Messages another folder copied here (already committed)."""
+        if not pairs:
+            return
+        modseq = self.highest_modseq + 1
         for source_uid, uid in pairs:
             original = source.cached_message(source_uid)
             if original is None:
@@ -551,6 +603,7 @@ class FolderData:
                 original.permanent_flags,
                 size=original.size,
                 email_id=_email_id(self.folder_id, uid),
+                modseq=modseq,
             )
             self._uidnext = max(self._uidnext, uid + 1)
         self._changed(arrived=len(pairs))
@@ -583,14 +636,19 @@ class FolderData:
             self._updated.set()
 
     @property
-    def mark(self) -> tuple[int, int]:
-        """(uidnext, message count) as this process last knew them."""
+    def mark(self) -> Mark:
+        """(uidnext, message count, highestmodseq) as this process last knew them."""
         return self._mark
+
+    @property
+    def highest_modseq(self) -> int:
+        """The folder's HIGHESTMODSEQ as this process knows it (exact after a refresh)."""
+        return self._mark[2]
 
     def _apply_state(self, state: FolderState) -> None:
         self._messages = {m.uid: self._message(m) for m in state.messages}
         self._uidnext = state.folder.uidnext
-        self._mark = (state.folder.uidnext, len(state.messages))
+        self._mark = (state.folder.uidnext, len(state.messages), state.folder.highestmodseq)
 
     def _message(self, meta: MessageMeta) -> Message:
         return Message(
@@ -599,6 +657,7 @@ class FolderData:
             _parse_flags(meta.flags),
             size=meta.size,
             email_id=_email_id(self.folder_id, meta.uid),
+            modseq=meta.modseq,
         )
 
     def _add(self, message: Message, *, arrived: int) -> None:
@@ -607,8 +666,10 @@ class FolderData:
         self._changed(arrived=arrived)
 
     def _changed(self, *, arrived: int = 0, left: int = 0) -> None:
-        uidnext, count = self._mark
-        self._mark = (max(uidnext, self._uidnext), count + arrived - left)
+        """After one write of ours: each raised HIGHESTMODSEQ by exactly one, so the mark
+        stays equal to the database's unless someone else wrote too (then a refresh reloads)."""
+        uidnext, count, modseq = self._mark
+        self._mark = (max(uidnext, self._uidnext), count + arrived - left, modseq + 1)
         self._version += 1
         self._updated.set()
 
@@ -691,7 +752,7 @@ class FolderSet:
     async def get_mailbox(self, name: str) -> FolderData:
         return await self._registry.folder(self._owner, name)
 
-    async def add_mailbox(self, name: str) -> ObjectId:
+    async def add_mailbox(self, name: str, *, special_use: str = "") -> ObjectId:
         # "a/b/" asks for a future parent (RFC 3501 6.3.3): the name is "a/b"
         name = name.removesuffix(self.delimiter)
         if not name or len(name) > 255 or any(ord(c) < 32 for c in name):
@@ -701,7 +762,8 @@ class FolderSet:
         now = self._registry.clock.now()
 
         info = await _write(
-            self._store, lambda conn: create_folder(conn, self._owner, name, now=now)
+            self._store,
+            lambda conn: create_folder(conn, self._owner, name, now=now, special_use=special_use),
         )
         return _mailbox_id(self._owner, info.id, info.uidvalidity)
 
@@ -879,17 +941,22 @@ class Session(BaseSession[Message]):
         sequence_set: SequenceSet,
         flag_set: frozenset[Flag],
         mode: FlagOp = FlagOp.REPLACE,
+        *,
+        unchanged_since: int | None = None,
     ) -> tuple[Iterable[tuple[int, Message]], SelectedMailbox]:
         if selected.readonly:
             raise MailboxReadOnly()
         folder = await self._folder(selected)
         found = selected.messages.get_all(sequence_set)
         permanent = selected.permanent_flags & flag_set
-        updated = {
-            m.uid: m for m in await folder.update_many([c.uid for _, c in found], permanent, mode)
-        }
+        done, failed = await folder.store_flags(
+            [c.uid for _, c in found], permanent, mode, unchanged_since
+        )
+        updated = {m.uid: m for m in done}
         out: list[tuple[int, Message]] = []
         for seq, cached in found:
+            if cached.uid in failed:
+                continue  # UNCHANGEDSINCE: left out, reported MODIFIED
             message = updated.get(cached.uid)
             if message is None:
                 message = await folder.get(cached.uid, cached)
@@ -931,7 +998,10 @@ class BackendConfig(IMAPConfig):
     @property
     def backend_capability(self) -> BackendCapability:
         return BackendCapability(
-            idle=True, object_id=True, multi_append=True, custom=[b"SPECIAL-USE"]
+            idle=True,
+            object_id=True,
+            multi_append=True,
+            custom=[b"SPECIAL-USE", b"CREATE-SPECIAL-USE", b"ENABLE", b"CONDSTORE", b"ESEARCH"],
         )
 
     @property

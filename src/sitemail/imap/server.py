@@ -102,7 +102,7 @@ class _Config(BackendConfig):
         return SASLAuth.named([b"PLAIN", b"LOGIN"])
 
 
-_FAST_SIMPLE: Final = frozenset({b"UID", b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE"})
+_FAST_SIMPLE: Final = frozenset({b"UID", b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"MODSEQ"})
 _FAST_SECTIONED: Final = frozenset(
     {b"BODY", b"BODY.PEEK", b"RFC822", b"RFC822.HEADER", b"RFC822.TEXT"}
 )
@@ -165,6 +165,8 @@ class _FastFetch(UntaggedResponse):
                 items.append(b"FLAGS " + bytes(List(flags, sort=True)))
             elif name == b"INTERNALDATE":
                 items.append(b"INTERNALDATE " + bytes(DateTime(message.internal_date)))
+            elif name == b"MODSEQ":
+                items.append(b"MODSEQ (%d)" % message.modseq)
             elif loaded is None:
                 items.append(bytes(attr.for_response) + b" " + MessageAttributes.placeholder)
             elif name == b"RFC822.SIZE":
@@ -191,7 +193,8 @@ class _State(ConnectionState):
         return ResponseOk(b"*", self.config.greeting, self.capability)
 
     async def do_fetch(self, cmd: FetchCommand) -> tuple[CommandResponse, SelectedMailbox | None]:
-        attributes = list(dict.fromkeys(cmd.attributes))  # pymap answers a duplicate once
+        # pymap answers a duplicate once; CONDSTORE may add MODSEQ
+        attributes = list(dict.fromkeys(self._fetch_attributes(cmd)))
         if not fast_fetchable(attributes):
             return await super().do_fetch(cmd)
         if not cmd.uid:
@@ -201,7 +204,10 @@ class _State(ConnectionState):
             self.selected, cmd.sequence_set, set_seen
         )
         response = ResponseOk(cmd.tag, cmd.command + b" completed.")
+        changedsince = cmd.changedsince
         for seq, message in messages:
+            if changedsince is not None and message.modseq <= changedsince:
+                continue
             if message.expunged:
                 response.code = ResponseCode.of(b"EXPUNGEISSUED")
             response.add_untagged(_FastFetch(seq, message, attributes, self.selected))

@@ -4,7 +4,8 @@ One job: append a message to a mailbox folder (taking the next UID atomically) a
 folders back. Callers pass their open transaction, so delivery can commit the message and the
 queue's record of it together. Every mailbox gets the standard folders on first use; UIDVALIDITY
 is fixed when a folder is created and UIDs only grow, so clients' caches stay valid across
-restarts.
+restarts. Every change to a folder (messages in, flags, expunge) raises its HIGHESTMODSEQ by
+one in the same transaction and gives the changed messages that value (CONDSTORE, RFC 7162).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "Append",
     "FolderInfo",
     "FolderState",
+    "Mark",
     "MessageMeta",
     "StoredMessage",
     "append_message",
@@ -43,6 +45,8 @@ __all__ = [
     "list_folders",
     "list_messages",
     "load_contents",
+    "message_modseqs",
+    "next_modseq",
     "rename_folder",
     "set_flags",
     "set_subscribed",
@@ -65,6 +69,7 @@ class FolderInfo:
     uidvalidity: int
     uidnext: int
     special_use: str
+    highestmodseq: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,17 +87,21 @@ class StoredMessage:
 _SELECT_FOLDERS = select(mail_folder.c.name, mail_folder.c.id).where(
     mail_folder.c.mailbox == bindparam("b_mailbox")
 )
-_NEXT_UID = (
-    update(mail_folder)
-    .where(mail_folder.c.id == bindparam("b_folder_id"))
-    .values(uidnext=mail_folder.c.uidnext + 1)
-    .returning(mail_folder.c.uidnext)
-)
+# Taking UIDs is a change to the folder: the same statement raises its HIGHESTMODSEQ.
 _NEXT_UIDS = (
     update(mail_folder)
     .where(mail_folder.c.id == bindparam("b_folder_id"))
-    .values(uidnext=mail_folder.c.uidnext + bindparam("b_count"))
-    .returning(mail_folder.c.uidnext)
+    .values(
+        uidnext=mail_folder.c.uidnext + bindparam("b_count"),
+        highestmodseq=mail_folder.c.highestmodseq + 1,
+    )
+    .returning(mail_folder.c.uidnext, mail_folder.c.highestmodseq)
+)
+_NEXT_MODSEQ = (
+    update(mail_folder)
+    .where(mail_folder.c.id == bindparam("b_folder_id"))
+    .values(highestmodseq=mail_folder.c.highestmodseq + 1)
+    .returning(mail_folder.c.highestmodseq)
 )
 _INSERT_MESSAGE = insert(mail_message)
 
@@ -208,9 +217,9 @@ def append_messages(
         folder_id = ensure_folders(conn, mailbox, now).get(folder)
         if folder_id is None:
             raise NotFoundError(f"mailbox {mailbox} has no folder {folder!r}")
-        last = conn.execute(
+        last, modseq = conn.execute(
             _NEXT_UIDS, {"b_folder_id": folder_id, "b_count": len(indexes)}
-        ).scalar_one()
+        ).one()
         first = int(last) - len(indexes)
         for offset, index in enumerate(indexes):
             message = messages[index]
@@ -224,6 +233,7 @@ def append_messages(
                 "message_id": message.message_id,
                 "queue_id": message.queue_id,
                 "content": message.content,
+                "modseq": modseq,
             }
             if message.tail_size:
                 tailed.append((row, message))
@@ -256,7 +266,7 @@ def list_folders(conn: Connection, mailbox: str) -> list[FolderInfo]:
     rows = conn.execute(
         select(mail_folder).where(mail_folder.c.mailbox == mailbox).order_by(mail_folder.c.id)
     ).all()
-    return [FolderInfo(r.id, r.name, r.uidvalidity, r.uidnext, r.special_use) for r in rows]
+    return [_folder_info(r) for r in rows]
 
 
 def list_messages(conn: Connection, mailbox: str, folder: str = "INBOX") -> list[StoredMessage]:
@@ -285,6 +295,7 @@ class MessageMeta:
     internal_date: float
     size: int
     flags: str
+    modseq: int = 1  # CONDSTORE: the folder's HIGHESTMODSEQ when it last changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,20 +316,27 @@ def get_folder(conn: Connection, mailbox: str, name: str) -> FolderInfo | None:
     ).first()
     if row is None:
         return None
-    return FolderInfo(row.id, row.name, row.uidvalidity, row.uidnext, row.special_use)
+    return _folder_info(row)
+
+
+def _folder_info(row: Any) -> FolderInfo:
+    return FolderInfo(
+        row.id, row.name, row.uidvalidity, row.uidnext, row.special_use, row.highestmodseq
+    )
 
 
 def folder_state(conn: Connection, folder_id: int) -> FolderState | None:
     row = conn.execute(select(mail_folder).where(mail_folder.c.id == folder_id)).first()
     if row is None:
         return None
-    info = FolderInfo(row.id, row.name, row.uidvalidity, row.uidnext, row.special_use)
+    info = _folder_info(row)
     rows = conn.execute(
         select(
             mail_message.c.uid,
             mail_message.c.internal_date,
             mail_message.c.size,
             mail_message.c.flags,
+            mail_message.c.modseq,
         )
         .where(mail_message.c.folder_id == folder_id)
         .order_by(mail_message.c.uid)
@@ -326,7 +344,7 @@ def folder_state(conn: Connection, folder_id: int) -> FolderState | None:
     return FolderState(
         info,
         bool(row.subscribed),
-        [MessageMeta(r.uid, r.internal_date, r.size, r.flags) for r in rows],
+        [MessageMeta(r.uid, r.internal_date, r.size, r.flags, r.modseq) for r in rows],
     )
 
 
@@ -336,16 +354,21 @@ _FOLDER_MARK = select(
     .select_from(mail_message)
     .where(mail_message.c.folder_id == mail_folder.c.id)
     .scalar_subquery(),
+    mail_folder.c.highestmodseq,
 ).where(mail_folder.c.id == bindparam("b_folder_id"))
 
+#: (uidnext, message count, highestmodseq): what `folder_mark` probes.
+Mark = tuple[int, int, int]
 
-def folder_mark(conn: Connection, folder_id: int) -> tuple[int, int] | None:
-    """(uidnext, message count): a cheap probe that changes when mail arrives or leaves."""
+
+def folder_mark(conn: Connection, folder_id: int) -> Mark | None:
+    """(uidnext, message count, highestmodseq): a cheap probe that changes when mail arrives
+    or leaves or flags change, by whatever way (IMAP in another process, POP3, delivery)."""
     row = conn.execute(_FOLDER_MARK, {"b_folder_id": folder_id}).first()
-    return None if row is None else (int(row[0]), int(row[1]))
+    return None if row is None else (int(row[0]), int(row[1]), int(row[2]))
 
 
-def folder_marks(conn: Connection, folder_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+def folder_marks(conn: Connection, folder_ids: Sequence[int]) -> dict[int, Mark]:
     """`folder_mark` of many folders in one query (folders that no longer exist are absent)."""
     if not folder_ids:
         return {}
@@ -356,11 +379,11 @@ def folder_marks(conn: Connection, folder_ids: Sequence[int]) -> dict[int, tuple
         .scalar_subquery()
     )
     rows = conn.execute(
-        select(mail_folder.c.id, mail_folder.c.uidnext, count).where(
+        select(mail_folder.c.id, mail_folder.c.uidnext, count, mail_folder.c.highestmodseq).where(
             mail_folder.c.id.in_(list(folder_ids))
         )
     ).all()
-    return {int(r[0]): (int(r[1]), int(r[2])) for r in rows}
+    return {int(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in rows}
 
 
 def load_contents(conn: Connection, folder_id: int, uids: Sequence[int]) -> dict[int, bytes]:
@@ -375,19 +398,43 @@ def load_contents(conn: Connection, folder_id: int, uids: Sequence[int]) -> dict
     return {int(r.uid): bytes(r.content) for r in rows}
 
 
-def set_flags(conn: Connection, folder_id: int, changes: Sequence[tuple[int, str]]) -> None:
-    """Replace the flags of messages: (uid, "\\\\Seen $Label ...") pairs."""
+def set_flags(conn: Connection, folder_id: int, changes: Sequence[tuple[int, str]]) -> int:
+    """Replace the flags of messages: (uid, "\\\\Seen $Label ...") pairs. They take the
+    folder's next modseq, which is returned (0 when there is nothing to change)."""
     if not changes:
-        return
+        return 0
+    modseq = next_modseq(conn, folder_id)
     conn.execute(
         update(mail_message)
         .where(
             mail_message.c.folder_id == bindparam("b_folder_id"),
             mail_message.c.uid == bindparam("b_uid"),
         )
-        .values(flags=bindparam("b_flags")),
+        .values(flags=bindparam("b_flags"), modseq=modseq),
         [{"b_folder_id": folder_id, "b_uid": uid, "b_flags": flags} for uid, flags in changes],
     )
+    return modseq
+
+
+def next_modseq(conn: Connection, folder_id: int) -> int:
+    """Raise the folder's HIGHESTMODSEQ by one (a change to it); the new value."""
+    return int(conn.execute(_NEXT_MODSEQ, {"b_folder_id": folder_id}).scalar_one())
+
+
+def message_modseqs(conn: Connection, folder_id: int, uids: Sequence[int]) -> dict[int, int]:
+    """The current modseq of the given UIDs (STORE UNCHANGEDSINCE checks it in its own
+    write transaction, so another process's change in between is seen). The folder row is
+    locked first (PostgreSQL; SQLite's write transaction already excludes other writers), so
+    no change can come between this read and the caller's update."""
+    if not uids:
+        return {}
+    conn.execute(select(mail_folder.c.id).where(mail_folder.c.id == folder_id).with_for_update())
+    rows = conn.execute(
+        select(mail_message.c.uid, mail_message.c.modseq).where(
+            mail_message.c.folder_id == folder_id, mail_message.c.uid.in_(list(uids))
+        )
+    ).all()
+    return {int(r.uid): int(r.modseq) for r in rows}
 
 
 def copy_messages(
@@ -401,7 +448,7 @@ def copy_messages(
     ).all()
     if not rows:
         return []
-    last = conn.execute(_NEXT_UIDS, {"b_folder_id": dest_id, "b_count": len(rows)}).scalar_one()
+    last, modseq = conn.execute(_NEXT_UIDS, {"b_folder_id": dest_id, "b_count": len(rows)}).one()
     first = int(last) - len(rows)
     # a copy keeps the original's internal date and flags (RFC 3501 6.4.7)
     conn.execute(
@@ -416,6 +463,7 @@ def copy_messages(
                 "message_id": r.message_id,
                 "queue_id": r.queue_id,
                 "content": r.content,
+                "modseq": modseq,
             }
             for offset, r in enumerate(rows)
         ],
@@ -432,7 +480,10 @@ def delete_messages(conn: Connection, folder_id: int, uids: Sequence[int]) -> in
             mail_message.c.folder_id == folder_id, mail_message.c.uid.in_(list(uids))
         )
     )
-    return int(result.rowcount or 0)
+    gone = int(result.rowcount or 0)
+    if gone:
+        next_modseq(conn, folder_id)  # an expunge is a change clients resync on
+    return gone
 
 
 def append_to_folder(
@@ -446,7 +497,8 @@ def append_to_folder(
     queue_id: str = "",
 ) -> int:
     """Store `content` in a folder known by id (IMAP APPEND); returns its UID."""
-    uid = conn.execute(_NEXT_UID, {"b_folder_id": folder_id}).scalar_one() - 1
+    next_uid, modseq = conn.execute(_NEXT_UIDS, {"b_folder_id": folder_id, "b_count": 1}).one()
+    uid = next_uid - 1
     conn.execute(
         _INSERT_MESSAGE,
         {
@@ -458,13 +510,17 @@ def append_to_folder(
             "message_id": message_id,
             "queue_id": queue_id,
             "content": content,
+            "modseq": modseq,
         },
     )
     return int(uid)
 
 
-def create_folder(conn: Connection, mailbox: str, name: str, *, now: float) -> FolderInfo:
-    """A new folder with a fresh UIDVALIDITY; `ValueError` if the name is taken."""
+def create_folder(
+    conn: Connection, mailbox: str, name: str, *, now: float, special_use: str = ""
+) -> FolderInfo:
+    """A new folder with a fresh UIDVALIDITY and, if given, an RFC 6154 special-use
+    attribute ("\\Archive"); `ValueError` if the name is taken."""
     if get_folder(conn, mailbox, name) is not None:
         raise ValueError(name)
     uidvalidity = next_uidvalidity(conn, mailbox, now)
@@ -474,7 +530,7 @@ def create_folder(conn: Connection, mailbox: str, name: str, *, now: float) -> F
             name=name,
             uidvalidity=uidvalidity,
             uidnext=1,
-            special_use="",
+            special_use=special_use,
             subscribed=False,  # CREATE does not subscribe (RFC 3501 6.3.3); SUBSCRIBE does
         )
     )

@@ -207,6 +207,9 @@ mail_folder = Table(
     Column("uidnext", Integer, nullable=False, default=1),
     Column("special_use", String(32), nullable=False, default=""),
     Column("subscribed", Boolean, nullable=False, default=True, server_default=true()),
+    # CONDSTORE (RFC 7162): raised by one on every change to the folder (append, flags,
+    # expunge); a changed message takes the new value as its `modseq`.
+    Column("highestmodseq", BigInteger, nullable=False, default=1, server_default="1"),
     Index("ux_mail_folder_mailbox_name", "mailbox", "name", unique=True),
 )
 
@@ -236,6 +239,7 @@ mail_message = Table(
     Column("message_id", String(998), nullable=False, default=""),
     Column("queue_id", String(32), nullable=False, default=""),  # for tracking and audits
     Column("content", LargeBinary, nullable=False),
+    Column("modseq", BigInteger, nullable=False, default=1, server_default="1"),
     Index("ux_mail_message_folder_uid", "folder_id", "uid", unique=True),
 )
 

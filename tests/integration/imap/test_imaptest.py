@@ -2,7 +2,8 @@
 
 The site listens with implicit TLS (the 993 listener, on a free port of 127.26.0.21);
 imaptest logs in as one user and creates its own mailboxes. The scripted run may fail only
-the groups listed in imaptest_known_failures.txt (empty: all 71 pass, as with Dovecot); the
+the groups listed in imaptest_known_failures.txt (empty: all 71 pass, as with Dovecot), and
+the ESEARCH and CONDSTORE groups must really run (not be skipped for a missing capability); the
 stress run (5 clients, a small mbox) must report no error. The 60-second stress run is
 bench/imaptest.py. Skipped when imaptest cannot be built here (scripts/test-deps.sh builds
 it as root).
@@ -10,6 +11,7 @@ it as root).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,6 +71,29 @@ def test_imaptest_scripted_groups_fail_no_more_than_known(
     known = known_failures()
     assert failed <= known, f"new failures {sorted(failed - known)}:\n{output[-4000:]}"
     assert not known - failed, f"passing now, remove from {KNOWN.name}: {sorted(known - failed)}"
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("group", ["esearch", "esearch-condstore"])
+def test_imaptest_extension_groups_run_and_pass(
+    imaptest: Imaptest, site: ClientSite, group: str
+) -> None:
+    """The groups gated on ESEARCH and CONDSTORE run (imaptest skips a group silently, as
+    0/0 commands, when a capability is missing) and none of their commands fails."""
+    output = run_imaptest(
+        imaptest,
+        site.address,
+        site.ports["imaps"],
+        USER,
+        PASSWORD,
+        f"test={imaptest.tests / group}",
+        timeout=200,
+    )
+    groups, failed = failed_groups(output)
+    assert (groups, failed) == (1, set()), output[-2000:]
+    ran = re.search(r"^extensions: 0/(\d+) individual commands failed", output, re.MULTILINE)
+    assert ran is not None, output[-2000:]
+    assert int(ran.group(1)) > 0, output[-2000:]
 
 
 @pytest.mark.timeout(300)

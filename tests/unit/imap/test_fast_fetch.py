@@ -26,6 +26,7 @@ RAW = (
 COMMANDS = [
     "(UID FLAGS)",
     "(UID FLAGS INTERNALDATE RFC822.SIZE)",
+    "(UID FLAGS MODSEQ)",
     "BODY.PEEK[HEADER]",
     "(UID BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)])",
     "(BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT)])",
@@ -55,6 +56,7 @@ def render(command: str, *, expunged: bool = False) -> tuple[bytes, bytes]:
         email_id=ObjectId(b"M1"),
         expunged=expunged,
         batch=_Batch(),  # type: ignore[arg-type]
+        modseq=12,
     )
     selected = SelectedMailbox(
         ObjectId(b"F1"),

@@ -25,6 +25,7 @@ __all__ = [
     "ResponseError",
     "SearchNotAllowed",
     "TemporaryFailure",
+    "UseAttrNotSupported",
     "UserNotFound",
 ]
 
@@ -194,6 +195,24 @@ class MailboxConflict(MailboxError):
 
     def __init__(self, mailbox: str) -> None:
         super().__init__(mailbox, b"Mailbox already exists.", ResponseCode.of(b"ALREADYEXISTS"))
+
+
+class UseAttrNotSupported(MailboxError):
+    """CREATE asked for a special-use attribute the server cannot give a mailbox, or more
+    than one (``NO [USEATTR]``, RFC 6154 3).
+
+    Args:
+        mailbox: The name of the mailbox.
+
+    """
+
+    def __init__(self, mailbox: str) -> None:
+        super().__init__(
+            mailbox,
+            b"Special-use attribute not supported: one of "
+            b"\\Archive \\Drafts \\Junk \\Sent \\Trash.",
+            ResponseCode.of(b"USEATTR"),
+        )
 
 
 class MailboxHasChildren(MailboxError):

@@ -156,6 +156,11 @@ class _FlagsFetchValue(DynamicFetchValue):
         return List(flag_set, sort=True)
 
 
+class _ModSeqFetchValue(DynamicFetchValue):
+    def get_value(self) -> MaybeBytes:
+        return b"(%d)" % self.message.modseq  # RFC 7162 7: "MODSEQ" SP "(" mod-sequence ")"
+
+
 class _InternalDateFetchValue(DynamicFetchValue):
     def get_value(self) -> MaybeBytes:
         return DateTime(self.message.internal_date)
@@ -267,6 +272,7 @@ class MessageAttributes(Sequence[FetchValue]):
         b"INTERNALDATE": _InternalDateFetchValue,
         b"EMAILID": _EmailIdFetchValue,
         b"THREADID": _ThreadIdFetchValue,
+        b"MODSEQ": _ModSeqFetchValue,
     }
 
     _loaded_attrs: Mapping[bytes, type[DynamicLoadedFetchValue]] = {

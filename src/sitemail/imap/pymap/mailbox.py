@@ -31,12 +31,14 @@ class MailboxSnapshot(MailboxInterface):
         unseen: Number of unseen messages in the mailbox.
         first_unseen: The sequence number of the first unseen message.
         next_uid: The predicted next message UID.
+        highest_modseq: The mailbox's HIGHESTMODSEQ (RFC 7162), None if it keeps none.
 
     """
 
     __slots__ = [
         "exists",
         "first_unseen",
+        "highest_modseq",
         "keywords",
         "mailbox_id",
         "next_uid",
@@ -61,8 +63,10 @@ class MailboxSnapshot(MailboxInterface):
         first_unseen: int | None,
         next_uid: int,
         keywords: Iterable[Flag] = (),
+        highest_modseq: int | None = None,
     ) -> None:
         super().__init__()
+        self.highest_modseq: Final = highest_modseq
         self.keywords: Final = frozenset(keywords)
         self.mailbox_id: Final = mailbox_id
         self.readonly: Final = readonly

@@ -45,12 +45,14 @@ class BaseMessage(MessageInterface, CachedMessage):
         email_id: The message content identifier for the message.
         thread_id: The thread identifier for the message.
         expunged: True if this message has been expunged from the mailbox.
+        modseq: The message's modification sequence (CONDSTORE, RFC 7162).
 
     """
 
     __slots__ = [
         "_email_id",
         "_flags_key",
+        "_modseq",
         "_permanent_flags",
         "_thread_id",
         "expunged",
@@ -67,9 +69,11 @@ class BaseMessage(MessageInterface, CachedMessage):
         email_id: ObjectId | None = None,
         thread_id: ObjectId | None = None,
         expunged: bool = False,
+        modseq: int = 0,
     ) -> None:
         super().__init__()
         self.uid: Final = uid
+        self._modseq = modseq
         self.internal_date: Final = internal_date
         self.expunged: Final = expunged
         self._email_id = email_id or ObjectId(None)
@@ -93,6 +97,14 @@ class BaseMessage(MessageInterface, CachedMessage):
     def permanent_flags(self, permanent_flags: frozenset[Flag]) -> None:
         self._permanent_flags = permanent_flags
         self._flags_key = (self.uid, permanent_flags)
+
+    @property
+    def modseq(self) -> int:
+        return self._modseq
+
+    @modseq.setter
+    def modseq(self, modseq: int) -> None:
+        self._modseq = modseq
 
     def get_flags(self, session_flags: SessionFlags) -> frozenset[Flag]:
         msg_sflags = session_flags.get(self.uid)

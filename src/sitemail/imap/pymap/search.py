@@ -154,6 +154,8 @@ class SearchCriteria(metaclass=ABCMeta):
         if key_name == b"HEADER":
             name, value = key.filter_header
             return HeaderSearchCriteria(name, value, params)
+        if key_name == b"MODSEQ":
+            return ModSeqSearchCriteria(key.filter_int, params)
         if key_name in (b"BODY", b"TEXT"):
             # RFC 3501 6.4.4: BODY looks in the body only, TEXT in the header and body
             return BodySearchCriteria(key.filter_str, params, with_headers=key_name == b"TEXT")
@@ -369,6 +371,20 @@ class HeaderDateSearchCriteria(DateSearchCriteria):
             except (ValueError, TypeError, IndexError):
                 continue
         return None
+
+
+class ModSeqSearchCriteria(SearchCriteria):
+    """Matches messages whose modification sequence is at least the given one (RFC 7162
+    3.1.5)."""
+
+    def __init__(self, modseq: int, params: SearchParams) -> None:
+        super().__init__(params)
+        self.modseq = modseq
+
+    def matches(
+        self, msg_seq: int, msg: MessageInterface, loaded_msg: LoadedMessageInterface
+    ) -> bool:
+        return msg.modseq >= self.modseq
 
 
 class SizeSearchCriteria(SearchCriteria):

@@ -25,6 +25,7 @@ __all__ = ["SelectedMailbox", "SelectedSet", "SynchronizedMessages"]
 
 _flags_attr = FetchAttribute(b"FLAGS")
 _uid_attr = FetchAttribute(b"UID")
+_modseq_attr = FetchAttribute(b"MODSEQ")
 
 
 class SelectedSet:
@@ -217,6 +218,7 @@ class SelectedMailbox:
         "__weakref__",
         "_announced",
         "_hide_expunged",
+        "_highest_modseq",
         "_is_deleted",
         "_kwargs",
         "_lookup",
@@ -230,6 +232,7 @@ class SelectedMailbox:
         "_session_flags",
         "_silenced_flags",
         "_silenced_sflags",
+        "condstore",
     ]
 
     def __init__(
@@ -251,6 +254,9 @@ class SelectedMailbox:
         self._kwargs = kwargs
         self._lookup: Any = lookup
         self._mod_sequence = kwargs.get("_mod_sequence")
+        self._highest_modseq: int | None = kwargs.get("_highest_modseq")
+        #: the client enabled CONDSTORE: unsolicited FETCH responses carry MODSEQ
+        self.condstore: bool = kwargs.get("_condstore", False)
         self._is_deleted = False
         self._hide_expunged = False
         self._silenced_flags: set[tuple[int, frozenset[Flag]]] = set()
@@ -296,6 +302,16 @@ class SelectedMailbox:
     @mod_sequence.setter
     def mod_sequence(self, mod_sequence: Any) -> None:
         self._mod_sequence = mod_sequence
+
+    @property
+    def highest_modseq(self) -> int | None:
+        """The mailbox's HIGHESTMODSEQ (RFC 7162) as the backend last saw it, None if the
+        mailbox keeps no mod-sequences."""
+        return self._highest_modseq
+
+    @highest_modseq.setter
+    def highest_modseq(self, highest_modseq: int | None) -> None:
+        self._highest_modseq = highest_modseq
 
     @property
     def hide_expunged(self) -> bool:
@@ -427,6 +443,8 @@ class SelectedMailbox:
             self._selected_set,
             self._lookup,
             _mod_sequence=self._mod_sequence,
+            _highest_modseq=self._highest_modseq,
+            _condstore=self.condstore,
             _prev=frozen,
             _messages=self._messages,
             _announced=self._announced,
@@ -476,4 +494,6 @@ class SelectedMailbox:
             fetch_data: list[FetchValue] = [FetchValue.of(_flags_attr, List(msg_flags, sort=True))]
             if with_uid:
                 fetch_data.append(FetchValue.of(_uid_attr, Number(uid)))
+            if self.condstore:  # RFC 7162 3.2: every unsolicited FETCH then has MODSEQ
+                fetch_data.append(FetchValue.of(_modseq_attr, b"(%d)" % cache[uid].modseq))
             yield FetchResponse(seq, fetch_data)

@@ -277,7 +277,7 @@ class MailboxSetInterface(Protocol[MailboxDataT_co]):
         ...
 
     @abstractmethod
-    async def add_mailbox(self, name: str) -> ObjectId:
+    async def add_mailbox(self, name: str, *, special_use: str = "") -> ObjectId:
         """Create a new mailbox, returning its object ID.
 
         See Also:
@@ -285,6 +285,7 @@ class MailboxSetInterface(Protocol[MailboxDataT_co]):
 
         Args:
             name: The name of the mailbox.
+            special_use: Its special-use attribute (``\\Archive``), or "" for none.
 
         Raises:
             ValueError: The mailbox already exists.

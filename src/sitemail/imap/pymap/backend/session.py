@@ -7,7 +7,12 @@ from typing import Any, Generic
 
 from sitemail.imap.pymap.concurrent import Event
 from sitemail.imap.pymap.config import IMAPConfig
-from sitemail.imap.pymap.exceptions import MailboxConflict, MailboxNotFound, MailboxReadOnly
+from sitemail.imap.pymap.exceptions import (
+    MailboxConflict,
+    MailboxNotFound,
+    MailboxReadOnly,
+    NotSupportedError,
+)
 from sitemail.imap.pymap.flags import FlagOp, PermanentFlags, SessionFlags
 from sitemail.imap.pymap.interfaces.filter import FilterSetInterface
 from sitemail.imap.pymap.interfaces.message import MessageT
@@ -131,10 +136,10 @@ class BaseSession(SessionInterface, Generic[MessageT]):
         return snapshot, await self._load_updates(selected, mbx)
 
     async def create_mailbox(
-        self, name: str, selected: SelectedMailbox | None = None
+        self, name: str, selected: SelectedMailbox | None = None, *, special_use: str = ""
     ) -> tuple[ObjectId, SelectedMailbox | None]:
         try:
-            mailbox_id = await self.mailbox_set.add_mailbox(name)
+            mailbox_id = await self.mailbox_set.add_mailbox(name, special_use=special_use)
         except ValueError as exc:
             raise MailboxConflict(name) from exc
         return mailbox_id, await self._load_updates(selected, None)
@@ -299,9 +304,13 @@ class BaseSession(SessionInterface, Generic[MessageT]):
         sequence_set: SequenceSet,
         flag_set: frozenset[Flag],
         mode: FlagOp = FlagOp.REPLACE,
+        *,
+        unchanged_since: int | None = None,
     ) -> tuple[Iterable[tuple[int, MessageT]], SelectedMailbox]:
         if selected.readonly:
             raise MailboxReadOnly()
+        if unchanged_since is not None:
+            raise NotSupportedError("UNCHANGEDSINCE is not supported by this backend.")
         mbx = await self._get_selected(selected)
         permanent_flags = selected.permanent_flags & flag_set
         messages: list[tuple[int, MessageT]] = []

@@ -11,7 +11,12 @@ from sitemail.imap.pymap.bytes import MaybeBytes
 from sitemail.imap.pymap.concurrent import Event
 from sitemail.imap.pymap.config import IMAPConfig
 from sitemail.imap.pymap.context import connection_exit, socket_info
-from sitemail.imap.pymap.exceptions import CloseConnection, NotAllowedError, NotSupportedError
+from sitemail.imap.pymap.exceptions import (
+    CloseConnection,
+    NotAllowedError,
+    NotSupportedError,
+    UseAttrNotSupported,
+)
 from sitemail.imap.pymap.fetch import MessageAttributes
 from sitemail.imap.pymap.interfaces.login import LoginInterface
 from sitemail.imap.pymap.interfaces.session import SessionInterface
@@ -26,6 +31,7 @@ from sitemail.imap.pymap.parsing.command.auth import (
     AppendCommand,
     CreateCommand,
     DeleteCommand,
+    EnableCommand,
     ListCommand,
     RenameCommand,
     SelectCommand,
@@ -69,6 +75,7 @@ from sitemail.imap.pymap.parsing.response.code import (
     Unseen,
 )
 from sitemail.imap.pymap.parsing.response.specials import (
+    ESearchResponse,
     ExistsResponse,
     FetchResponse,
     FlagsResponse,
@@ -79,7 +86,13 @@ from sitemail.imap.pymap.parsing.response.specials import (
     SearchResponse,
     StatusResponse,
 )
-from sitemail.imap.pymap.parsing.specials import FetchAttribute, FetchValue, StatusAttribute
+from sitemail.imap.pymap.parsing.specials import (
+    FetchAttribute,
+    FetchValue,
+    SearchKey,
+    SequenceSet,
+    StatusAttribute,
+)
 from sitemail.imap.pymap.selected import SelectedMailbox
 
 __all__ = ["ConnectionState"]
@@ -90,6 +103,60 @@ _CommandFunc: TypeAlias = Callable[[Command], Awaitable[_CommandRet]]
 
 _flags_attr = FetchAttribute(b"FLAGS")
 _uid_attr = FetchAttribute(b"UID")
+_modseq_attr = FetchAttribute(b"MODSEQ")
+
+#: RFC 6154 special-use attributes as LIST entries carry them (without the backslash)
+_SPECIAL_USES = frozenset({b"All", b"Archive", b"Drafts", b"Flagged", b"Junk", b"Sent", b"Trash"})
+#: those CREATE can give a mailbox (\All and \Flagged are virtual: not stored here)
+_CREATE_USES = {
+    b"\\" + use.lower(): "\\" + use.decode("ascii")
+    for use in (b"Archive", b"Drafts", b"Junk", b"Sent", b"Trash")
+}
+
+
+def _uses_modseq(keys: Iterable[SearchKey]) -> bool:
+    """A MODSEQ criterion anywhere in the keys (under NOT, OR, parentheses too)."""
+    for key in keys:
+        if key.value == b"MODSEQ":
+            return True
+        if key.value == b"KEYSET" and _uses_modseq(key.filter_key_set):
+            return True
+        if key.value == b"OR" and _uses_modseq(key.filter_key_or):
+            return True
+    return False
+
+
+def _esearch(cmd: SearchCommand, found: dict[int, int], with_modseq: bool) -> ESearchResponse:
+    """The ESEARCH answer (RFC 4731) to ``SEARCH RETURN (...)``: MIN, MAX, ALL, COUNT in that
+    order, then with a MODSEQ criterion the highest modseq of the messages it names (of MIN
+    and MAX alone when only they are asked, RFC 7162 3.1.5)."""
+    wanted = set(cmd.options.value) or {b"ALL"}
+    ids = sorted(found)
+    data: dict[bytes, MaybeBytes] = {}
+    named: list[int] = []
+    if ids and b"MIN" in wanted:
+        data[b"MIN"] = Number(ids[0])
+        named.append(ids[0])
+    if ids and b"MAX" in wanted:
+        data[b"MAX"] = Number(ids[-1])
+        named.append(ids[-1])
+    if ids and b"ALL" in wanted:
+        data[b"ALL"] = SequenceSet.build(ids, cmd.uid)
+    if b"COUNT" in wanted:
+        data[b"COUNT"] = Number(len(ids))
+    if wanted & {b"ALL", b"COUNT"}:
+        named = ids
+    if with_modseq and named:
+        data[b"MODSEQ"] = Number(max(found[i] for i in named))
+    return ESearchResponse(cmd.tag, cmd.uid, data)
+
+
+def _highest_modseq_code(selected: SelectedMailbox) -> tuple[bytes, ResponseCode]:
+    """The untagged OK that tells a CONDSTORE client the mailbox's HIGHESTMODSEQ (or that it
+    keeps none, NOMODSEQ: RFC 7162 3.1.2)."""
+    if selected.highest_modseq is None:
+        return b"No mod-sequences.", ResponseCode.of(b"NOMODSEQ")
+    return b"Highest.", ResponseCode.of(b"HIGHESTMODSEQ %d" % selected.highest_modseq)
 
 
 class ConnectionState:
@@ -107,6 +174,8 @@ class ConnectionState:
         self._session: SessionInterface | None = None
         self._selected: SelectedMailbox | None = None
         self._capability = list(config.initial_capability)
+        #: the client has enabled CONDSTORE (ENABLE, or a CONDSTORE-enabling command)
+        self._condstore = False
 
     @property
     def session(self) -> SessionInterface:
@@ -202,8 +271,28 @@ class ConnectionState:
         response.add_untagged(IdResponse(self.config.id_response))
         return response, None
 
+    def _enable_condstore(self) -> None:
+        if b"CONDSTORE" not in self.capability:
+            raise NotSupportedError("CONDSTORE is not available.")
+        self._condstore = True
+
+    async def do_enable(self, cmd: EnableCommand) -> _CommandRet:
+        # RFC 5161: what the server does not support is left out of ENABLED, not an error
+        supported = b"CONDSTORE" in self.capability
+        enabled = [n for n in dict.fromkeys(cmd.capabilities) if n == b"CONDSTORE" and supported]
+        if enabled:
+            self._enable_condstore()
+        resp = ResponseOk(cmd.tag, cmd.command + b" completed.")
+        resp.add_untagged(UntaggedResponse(b" ".join([b"ENABLED", *enabled])))
+        updates = None
+        if self._selected is not None:
+            updates = await self.session.check_mailbox(self.selected)
+        return resp, updates
+
     async def do_select(self, cmd: SelectCommand) -> _CommandRet:
         self._selected = None
+        if cmd.condstore:
+            self._enable_condstore()
         mailbox, updates = await self.session.select_mailbox(cmd.mailbox, cmd.readonly)
         # FLAGS first: PERMANENTFLAGS may only name keywords FLAGS has introduced
         if updates.readonly:
@@ -224,6 +313,8 @@ class ConnectionState:
         resp.add_untagged(RecentResponse(num_recent))
         resp.add_untagged_ok(b"Predicted next UID.", UidNext(mailbox.next_uid))
         resp.add_untagged_ok(b"UIDs valid.", UidValidity(mailbox.uid_validity))
+        if b"CONDSTORE" in self.capability:  # on every SELECT (RFC 7162 3.1.2.1)
+            resp.add_untagged_ok(*_highest_modseq_code(updates))
         if mailbox.first_unseen:
             resp.add_untagged_ok(b"First unseen message.", Unseen(mailbox.first_unseen))
         resp.add_untagged_ok(b"Object ID.", MailboxId(mailbox.mailbox_id))
@@ -232,8 +323,13 @@ class ConnectionState:
     async def do_create(self, cmd: CreateCommand) -> _CommandRet:
         if cmd.mailbox == "INBOX":
             return ResponseNo(cmd.tag, b"Cannot create INBOX."), None
+        uses = {use.lower() for use in cmd.special_use}
+        if len(uses) > 1 or not uses <= _CREATE_USES.keys():
+            raise UseAttrNotSupported(cmd.mailbox)
         mailbox_id, updates = await self.session.create_mailbox(
-            cmd.mailbox, selected=self._selected
+            cmd.mailbox,
+            selected=self._selected,
+            special_use=_CREATE_USES[uses.pop()] if uses else "",
         )
         return ResponseOk(cmd.tag, cmd.command + b" completed.", MailboxId(mailbox_id)), updates
 
@@ -270,6 +366,9 @@ class ConnectionState:
                 data[attr] = Number(mailbox.uid_validity)
             elif attr == b"MAILBOXID":
                 data[attr] = mailbox.mailbox_id.parens
+            elif attr == b"HIGHESTMODSEQ":
+                self._enable_condstore()
+                data[attr] = Number(mailbox.highest_modseq or 0)  # 0: keeps none (3.1.6)
         resp = ResponseOk(cmd.tag, cmd.command + b" completed.")
         resp.add_untagged(StatusResponse(cmd.mailbox, data))
         return resp, updates
@@ -302,6 +401,8 @@ class ConnectionState:
         resp = ResponseOk(cmd.tag, cmd.command + b" completed.")
         resp_type = LSubResponse if cmd.only_subscribed else ListResponse
         for name, sep, attrs in mailboxes:
+            if cmd.special_use_only and not _SPECIAL_USES.intersection(attrs):
+                continue  # LIST (SPECIAL-USE): special-use mailboxes only (RFC 6154 5.1)
             resp.add_untagged(resp_type(name, sep, attrs))
         return resp, updates
 
@@ -336,18 +437,34 @@ class ConnectionState:
         resp.add_untagged_ok(b"Moved.", copy_uid)
         return resp, updates
 
+    def _fetch_attributes(self, cmd: FetchCommand) -> list[FetchAttribute]:
+        """The attributes to send: MODSEQ added when CHANGEDSINCE is given, or with FLAGS
+        once CONDSTORE is on (RFC 7162 3.1.4.1, 3.2)."""
+        attributes = list(cmd.attributes)
+        names = {attr.value for attr in attributes}
+        if b"MODSEQ" in names or cmd.changedsince is not None:
+            self._enable_condstore()
+        wanted = cmd.changedsince is not None or (self._condstore and b"FLAGS" in names)
+        if wanted and b"MODSEQ" not in names:
+            attributes.append(_modseq_attr)
+        return attributes
+
     async def do_fetch(self, cmd: FetchCommand) -> _CommandRet:
         if not cmd.uid:
             self.selected.hide_expunged = True
-        set_seen = not self.selected.readonly and any(attr.set_seen for attr in cmd.attributes)
+        attributes = self._fetch_attributes(cmd)
+        changedsince = cmd.changedsince
+        set_seen = not self.selected.readonly and any(attr.set_seen for attr in attributes)
         messages, updates = await self.session.fetch_messages(
             self.selected, cmd.sequence_set, set_seen
         )
         resp = ResponseOk(cmd.tag, cmd.command + b" completed.")
         for msg_seq, msg in messages:
+            if changedsince is not None and msg.modseq <= changedsince:
+                continue
             if msg.expunged:
                 resp.code = ResponseCode.of(b"EXPUNGEISSUED")
-            msg_attrs = MessageAttributes(msg, self.selected, cmd.attributes)
+            msg_attrs = MessageAttributes(msg, self.selected, attributes)
             fetch_resp = FetchResponse(msg_seq, msg_attrs, writing_hook=msg_attrs.load_hook())
             resp.add_untagged(fetch_resp)
         return resp, updates
@@ -355,39 +472,67 @@ class ConnectionState:
     async def do_search(self, cmd: SearchCommand) -> _CommandRet:
         if not cmd.uid:
             self.selected.hide_expunged = True
+        with_modseq = _uses_modseq(cmd.keys)
+        if with_modseq:
+            self._enable_condstore()
+        if cmd.esearch and b"ESEARCH" not in self.capability:
+            raise NotSupportedError("ESEARCH is not available.")
         messages, updates = await self.session.search_mailbox(self.selected, cmd.keys)
         resp = ResponseOk(cmd.tag, cmd.command + b" completed.")
-        msg_ids: list[int] = []
+        found: dict[int, int] = {}  # sequence number or UID -> modseq
         for msg_seq, msg in messages:
             if msg.expunged:
                 resp.code = ResponseCode.of(b"EXPUNGEISSUED")
-            if cmd.uid:
-                msg_ids.append(msg.uid)
-            else:
-                msg_ids.append(msg_seq)
-        resp.add_untagged(SearchResponse(msg_ids))
+            found[msg.uid if cmd.uid else msg_seq] = msg.modseq
+        if cmd.esearch:
+            resp.add_untagged(_esearch(cmd, found, with_modseq))
+        else:
+            # SEARCH MODSEQ: the highest modseq of the matches, when any (RFC 7162 3.1.5)
+            highest = max(found.values()) if with_modseq and found else None
+            resp.add_untagged(SearchResponse(list(found), highest))
         return resp, updates
 
     async def do_store(self, cmd: StoreCommand) -> _CommandRet:
         if not cmd.uid:
             self.selected.hide_expunged = True
+        unchanged_since = cmd.unchangedsince
+        if unchanged_since is not None:
+            self._enable_condstore()
         if cmd.silent:
             self.selected.silence(cmd.sequence_set, cmd.flag_set, cmd.mode)
+        asked = self.selected.messages.get_all(cmd.sequence_set)
         messages, updates = await self.session.update_flags(
-            self.selected, cmd.sequence_set, cmd.flag_set, cmd.mode
+            self.selected,
+            cmd.sequence_set,
+            cmd.flag_set,
+            cmd.mode,
+            unchanged_since=unchanged_since,
         )
         resp = ResponseOk(cmd.tag, cmd.command + b" completed.")
         session_flags = self.selected.session_flags
+        done: set[int] = set()
         for msg_seq, msg in messages:
+            done.add(msg.uid)
             if msg.expunged:
                 resp.code = ResponseCode.of(b"EXPUNGEISSUED")
-            elif cmd.silent:
                 continue
-            flags = msg.get_flags(session_flags)
-            fetch_data: list[FetchValue] = [FetchValue.of(_flags_attr, List(flags, sort=True))]
+            if cmd.silent and not self._condstore:
+                continue
+            fetch_data: list[FetchValue] = []
+            if not cmd.silent:  # with CONDSTORE a silent STORE still tells the MODSEQ (3.1.3)
+                flags = msg.get_flags(session_flags)
+                fetch_data.append(FetchValue.of(_flags_attr, List(flags, sort=True)))
             if cmd.uid:
                 fetch_data.append(FetchValue.of(_uid_attr, Number(msg.uid)))
+            if self._condstore:
+                fetch_data.append(FetchValue.of(_modseq_attr, b"(%d)" % msg.modseq))
             resp.add_untagged(FetchResponse(msg_seq, fetch_data))
+        modified = [
+            cached.uid if cmd.uid else seq for seq, cached in asked if cached.uid not in done
+        ]
+        if unchanged_since is not None and modified:
+            ids = bytes(SequenceSet.build(modified))
+            resp.code = ResponseCode.of(b"MODIFIED " + ids)
         return resp, updates
 
     async def do_idle(self, cmd: IdleCommand) -> _CommandRet:
@@ -401,6 +546,7 @@ class ConnectionState:
 
     async def receive_updates(self, cmd: IdleCommand, done: Event) -> Iterable[UntaggedResponse]:
         selected = await self.session.check_mailbox(self.selected, wait_on=done)
+        selected.condstore = self._condstore
         self._selected, untagged = selected.fork(cmd)
         return untagged
 
@@ -436,8 +582,13 @@ class ConnectionState:
             func: _CommandFunc = getattr(self, func_name)
         except AttributeError:
             return ResponseNo(cmd.tag, cmd.command + b": Not Implemented")
+        condstore_before = self._condstore
         response, selected = await func(cmd)
         if selected is not None:
+            selected.condstore = self._condstore
+            if self._condstore and not condstore_before and not isinstance(cmd, SelectCommand):
+                # CONDSTORE enabled while a mailbox is selected: its HIGHESTMODSEQ (3.1)
+                response.add_untagged_ok(*_highest_modseq_code(selected))
             self._selected, untagged = selected.fork(cmd)
             for update in untagged:
                 if isinstance(update, FlagsResponse):

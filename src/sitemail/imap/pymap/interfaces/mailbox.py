@@ -97,3 +97,9 @@ class MailboxInterface(Protocol):
     def uid_validity(self) -> int:
         """The mailbox UID validity value."""
         ...
+
+    @property
+    @abstractmethod
+    def highest_modseq(self) -> int | None:
+        """The mailbox's HIGHESTMODSEQ (RFC 7162 3.1.2), None if it keeps no mod-sequences."""
+        ...

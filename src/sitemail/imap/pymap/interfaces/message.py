@@ -75,6 +75,12 @@ class CachedMessage(Protocol):
 
     @property
     @abstractmethod
+    def modseq(self) -> int:
+        """The message's modification sequence (CONDSTORE, RFC 7162); 0 if none."""
+        ...
+
+    @property
+    @abstractmethod
     def flags_key(self) -> FlagsKey:
         """Hashable value that represents the current flags of this
         message, used for detecting mailbox updates.
@@ -111,6 +117,12 @@ class MessageInterface(Protocol):
     @abstractmethod
     def expunged(self) -> bool:
         """True if this message has been expunged from the mailbox."""
+        ...
+
+    @property
+    @abstractmethod
+    def modseq(self) -> int:
+        """The message's modification sequence (CONDSTORE, RFC 7162); 0 if none."""
         ...
 
     @property

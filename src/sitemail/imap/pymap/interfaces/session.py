@@ -95,17 +95,19 @@ class SessionInterface(Protocol):
 
     @abstractmethod
     async def create_mailbox(
-        self, name: str, selected: SelectedMailbox | None = None
+        self, name: str, selected: SelectedMailbox | None = None, *, special_use: str = ""
     ) -> tuple[ObjectId, SelectedMailbox | None]:
         """Creates a new mailbox owned by the user.
 
         See Also:
             `RFC 3501 6.3.3.
             <https://tools.ietf.org/html/rfc3501#section-6.3.3>`_
+            `RFC 6154 3. <https://tools.ietf.org/html/rfc6154#section-3>`_
 
         Args:
             name: The name of the mailbox.
             selected: If applicable, the currently selected mailbox name.
+            special_use: Its special-use attribute (``\\Archive``), or "" for none.
 
         Raises:
             :class:`~pymap.exceptions.MailboxConflict`
@@ -389,18 +391,24 @@ class SessionInterface(Protocol):
         sequence_set: SequenceSet,
         flag_set: frozenset[Flag],
         mode: FlagOp = FlagOp.REPLACE,
+        *,
+        unchanged_since: int | None = None,
     ) -> tuple[Iterable[tuple[int, MessageInterface]], SelectedMailbox]:
         """Update the flags for the given set of messages.
 
         See Also:
             `RFC 3501 6.4.6.
             <https://tools.ietf.org/html/rfc3501#section-6.4.6>`_
+            `RFC 7162 3.1.3.
+            <https://tools.ietf.org/html/rfc7162#section-3.1.3>`_
 
         Args:
             selected: The selected mailbox session.
             sequence_set: Sequence set of message sequences or UIDs.
             flag_set: Set of flags to update.
             mode: Update mode for the flag set.
+            unchanged_since: ``UNCHANGEDSINCE``: a message whose modseq is higher is left
+                alone and left out of the result (the caller reports it as MODIFIED).
 
         Raises:
             :class:`~pymap.exceptions.MailboxNotFound`

@@ -7,7 +7,7 @@ from typing import ClassVar
 from .. import EndLine, Params, Space
 from ..exceptions import InvalidContent, NotParseable, UnexpectedType
 from ..message import AppendMessage
-from ..primitives import List, LiteralString, String
+from ..primitives import Atom, List, LiteralString, String
 from ..specials import DateTime, ExtensionOption, ExtensionOptions, Flag, Mailbox, StatusAttribute
 from ..specials.mailbox import decode_pattern
 from . import CommandAuth
@@ -16,6 +16,7 @@ __all__ = [
     "AppendCommand",
     "CreateCommand",
     "DeleteCommand",
+    "EnableCommand",
     "ExamineCommand",
     "LSubCommand",
     "ListCommand",
@@ -153,21 +154,40 @@ class AppendCommand(CommandAuth):
 
 
 class CreateCommand(CommandMailboxArg):
-    """The ``CREATE`` command creates a new mailbox."""
+    """The ``CREATE`` command creates a new mailbox, optionally with special-use attributes
+    (``CREATE name (USE (\\Archive))``, RFC 6154 3)."""
 
     command = b"CREATE"
 
-    def __init__(self, tag: bytes, mailbox: Mailbox, options: ExtensionOptions) -> None:
+    _use_pattern = re.compile(rb" *\( *USE +\(([^()]*)\) *\)", re.I)
+    _attr_pattern = re.compile(rb"\\[A-Za-z0-9_-]+")
+
+    def __init__(
+        self,
+        tag: bytes,
+        mailbox: Mailbox,
+        options: ExtensionOptions,
+        special_use: Sequence[bytes] = (),
+    ) -> None:
         super().__init__(tag, mailbox)
         self.options = options
+        #: the special-use attributes asked for, as given (``\\Archive``)
+        self.special_use = special_use
 
     @classmethod
     def parse(cls, buf: memoryview, params: Params) -> tuple[CreateCommand, memoryview]:
         _, buf = Space.parse(buf, params)
         mailbox, buf = Mailbox.parse(buf, params)
+        use = cls._use_pattern.match(buf)
+        special_use: list[bytes] = []
+        if use is not None:
+            special_use = use.group(1).split()
+            if not all(cls._attr_pattern.fullmatch(attr) for attr in special_use):
+                raise NotParseable(buf)
+            buf = buf[use.end(0) :]
         options, buf = ExtensionOptions.parse(buf, params)
         _, buf = EndLine.parse(buf, params)
-        return cls(params.tag, mailbox, options), buf
+        return cls(params.tag, mailbox, options, special_use), buf
 
 
 class DeleteCommand(CommandMailboxArg):
@@ -196,14 +216,35 @@ class ListCommand(CommandAuth):
         rb"\x5D-\x7A\x7C-\x7E]+"
     )
 
-    def __init__(self, tag: bytes, ref_name: str, filter_: str) -> None:
+    #: LIST-EXTENDED selection and return options understood (RFC 5258, RFC 6154 5)
+    _options_pattern = re.compile(rb" *\( *((?:SPECIAL-USE)?) *\)", re.I)
+    _return_pattern = re.compile(rb" +RETURN *\( *((?:SPECIAL-USE)?) *\)", re.I)
+
+    def __init__(
+        self, tag: bytes, ref_name: str, filter_: str, *, special_use_only: bool = False
+    ) -> None:
         super().__init__(tag)
         self.ref_name = ref_name
         self.filter = filter_
+        #: ``LIST (SPECIAL-USE) ...``: only mailboxes with a special-use attribute
+        self.special_use_only = special_use_only
+
+    @classmethod
+    def _parse_selection(cls, buf: memoryview) -> tuple[bool, memoryview]:
+        """``(SPECIAL-USE)`` or ``()`` before the reference name (LIST only)."""
+        if cls.only_subscribed:
+            return False, buf
+        match = cls._options_pattern.match(buf)
+        if match is None:
+            return False, buf
+        return bool(match.group(1)), buf[match.end(0) :]
 
     @classmethod
     def parse(cls, buf: memoryview, params: Params) -> tuple[ListCommand, memoryview]:
         _, buf = Space.parse(buf, params)
+        special_use_only, buf = cls._parse_selection(buf)
+        if special_use_only or bytes(buf[:1]) == b" ":
+            _, buf = Space.parse(buf, params)
         ref_name, buf = Mailbox.parse(buf, params)
         _, buf = Space.parse(buf, params)
         match = cls._list_mailbox_pattern.match(buf)
@@ -214,8 +255,11 @@ class ListCommand(CommandAuth):
         else:
             filter_str, buf = String.parse(buf, params)
             filter_ = decode_pattern(filter_str.value)
+        returned = None if cls.only_subscribed else cls._return_pattern.match(buf)
+        if returned is not None:  # special-use attributes are always returned anyway
+            buf = buf[returned.end(0) :]
         _, buf = EndLine.parse(buf, params)
-        return cls(params.tag, ref_name.value, filter_), buf
+        return cls(params.tag, ref_name.value, filter_, special_use_only=special_use_only), buf
 
 
 class LSubCommand(ListCommand):
@@ -287,9 +331,16 @@ class SelectCommand(CommandMailboxArg):
     def parse(cls, buf: memoryview, params: Params) -> tuple[SelectCommand, memoryview]:
         _, buf = Space.parse(buf, params)
         mailbox, buf = Mailbox.parse(buf, params)
-        options, buf = ExtensionOptions.parse(buf, params)
-        _, buf = EndLine.parse(buf, params)
+        options, after = ExtensionOptions.parse(buf, params)
+        if any(name != b"CONDSTORE" or arg.value for name, arg in options.value.items()):
+            raise NotParseable(buf)  # QRESYNC and other parameters are not supported
+        _, buf = EndLine.parse(after, params)
         return cls(params.tag, mailbox, options), buf
+
+    @property
+    def condstore(self) -> bool:
+        """``SELECT name (CONDSTORE)``: the client enables CONDSTORE (RFC 7162 3.1.8)."""
+        return self.options.has(b"CONDSTORE")
 
 
 class ExamineCommand(SelectCommand):
@@ -303,6 +354,41 @@ class ExamineCommand(SelectCommand):
 
     #: The mailbox will be opened read-only.
     readonly: ClassVar[bool] = True
+
+
+class EnableCommand(CommandAuth):
+    """The ``ENABLE`` command turns on extensions the client can handle.
+
+    See Also:
+        `RFC 5161 <https://tools.ietf.org/html/rfc5161>`_
+
+    Args:
+        tag: The command tag.
+        capabilities: The capability names given, upper-cased.
+
+    """
+
+    command = b"ENABLE"
+
+    def __init__(self, tag: bytes, capabilities: Sequence[bytes]) -> None:
+        super().__init__(tag)
+        self.capabilities = capabilities
+
+    @classmethod
+    def parse(cls, buf: memoryview, params: Params) -> tuple[EnableCommand, memoryview]:
+        capabilities: list[bytes] = []
+        while True:
+            try:
+                _, after = Space.parse(buf, params)
+                atom, after = Atom.parse(after, params)
+            except NotParseable:
+                break
+            capabilities.append(atom.value.upper())
+            buf = after
+        if not capabilities:
+            raise NotParseable(buf)
+        _, buf = EndLine.parse(buf, params)
+        return cls(params.tag, capabilities), buf
 
 
 class StatusCommand(CommandMailboxArg):

@@ -40,6 +40,18 @@ __all__ = [
 ]
 
 
+def _check_options(buf: memoryview, options: ExtensionOptions, known: set[bytes]) -> None:
+    """A modifier this server does not know, or a mod-sequence that is not a 63-bit number,
+    makes the command unparseable (BAD), as RFC 4466 2.1 asks."""
+    for name in options.value:
+        if name not in known:
+            raise NotParseable(buf)
+        try:
+            options.modseq(name)
+        except ValueError as exc:
+            raise NotParseable(buf) from exc
+
+
 class CheckCommand(CommandNoArgs, CommandSelect):
     """The ``CHECK`` command initiates an implementation-specific backend
     synchronization for the selected mailbox.
@@ -247,9 +259,15 @@ class FetchCommand(CommandSelect):
             attr_list = attr_list_p.get_as(FetchAttribute)
         if params.uid:
             attr_list = [*list(attr_list), FetchAttribute(b"UID")]
-        options, buf = ExtensionOptions.parse(buf, params)
-        _, buf = EndLine.parse(buf, params)
+        options, after = ExtensionOptions.parse(buf, params)
+        _check_options(buf, options, {b"CHANGEDSINCE"})
+        _, buf = EndLine.parse(after, params)
         return cls(params.tag, seq_set, attr_list, options), buf
+
+    @property
+    def changedsince(self) -> int | None:
+        """CONDSTORE's ``CHANGEDSINCE`` modifier: only messages changed after it."""
+        return self.options.modseq(b"CHANGEDSINCE")
 
 
 class StoreCommand(CommandSelect):
@@ -321,13 +339,19 @@ class StoreCommand(CommandSelect):
     def parse(cls, buf: memoryview, params: Params) -> tuple[StoreCommand, memoryview]:
         _, buf = Space.parse(buf, params)
         seq_set, buf = SequenceSet.parse(buf, params)
-        options, buf = ExtensionOptions.parse(buf, params)
-        _, buf = Space.parse(buf, params)
+        options, after = ExtensionOptions.parse(buf, params)
+        _check_options(buf, options, {b"UNCHANGEDSINCE"})
+        _, buf = Space.parse(after, params)
         mode, silent, buf = cls._parse_store_info(buf, params)
         _, buf = Space.parse(buf, params)
         flag_list, buf = cls._parse_flag_list(buf, params)
         _, buf = EndLine.parse(buf, params)
         return cls(params.tag, seq_set, flag_list, mode, silent, options), buf
+
+    @property
+    def unchangedsince(self) -> int | None:
+        """CONDSTORE's ``UNCHANGEDSINCE`` modifier: only messages not changed after it."""
+        return self.options.modseq(b"UNCHANGEDSINCE")
 
 
 class SearchCommand(CommandSelect):
@@ -358,6 +382,7 @@ class SearchCommand(CommandSelect):
         self.keys = frozenset(keys)
         self.charset = charset
         self.options = options or ExtensionOptions.empty()
+        self._esearch = False
 
     @classmethod
     def _parse_charset(cls, buf: memoryview, params: Params) -> tuple[str | None, memoryview]:
@@ -378,17 +403,33 @@ class SearchCommand(CommandSelect):
                 return charset, after
         return None, buf
 
+    #: ESEARCH return options (RFC 4731 3.1); SAVE (RFC 5182) is not supported
+    return_options = frozenset({b"MIN", b"MAX", b"ALL", b"COUNT"})
+
     @classmethod
-    def _parse_options(cls, buf: memoryview, params: Params) -> tuple[ExtensionOptions, memoryview]:
+    def _parse_options(
+        cls, buf: memoryview, params: Params
+    ) -> tuple[ExtensionOptions | None, memoryview]:
+        """``RETURN (...)`` (ESEARCH), or None when the client asked for a plain SEARCH."""
         start = cls._whitespace_length(buf)
-        if bytes(buf[start : start + 6]) == b"RETURN":
-            return ExtensionOptions.parse(buf[start + 6 :], params)
-        options, _ = ExtensionOptions.parse(memoryview(b""), params)
-        return options, buf
+        if bytes(buf[start : start + 7]).upper() != b"RETURN ":
+            return None, buf
+        after = buf[start + 7 :]
+        options, rest = ExtensionOptions.parse(after, params)
+        if rest is after or any(
+            name not in cls.return_options or arg.value for name, arg in options.value.items()
+        ):
+            raise NotParseable(buf)
+        return options, rest
+
+    @property
+    def esearch(self) -> bool:
+        """``SEARCH RETURN (...)``: the answer is an ESEARCH response (RFC 4731)."""
+        return self._esearch
 
     @classmethod
     def parse(cls, buf: memoryview, params: Params) -> tuple[SearchCommand, memoryview]:
-        options, buf = cls._parse_options(buf, params)
+        returned, buf = cls._parse_options(buf, params)
         charset, buf = cls._parse_charset(buf, params)
         search_keys = []
         while True:
@@ -401,7 +442,9 @@ class SearchCommand(CommandSelect):
                     raise
                 break
         _, buf = EndLine.parse(buf, params)
-        return cls(params.tag, search_keys, charset, options), buf
+        cmd = cls(params.tag, search_keys, charset, returned)
+        cmd._esearch = returned is not None
+        return cmd, buf
 
 
 class UidCommand(CommandSelect):

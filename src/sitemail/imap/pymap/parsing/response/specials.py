@@ -163,13 +163,16 @@ class SearchResponse(UntaggedResponse):
 
     """
 
-    def __init__(self, seqs: Iterable[int]) -> None:
+    def __init__(self, seqs: Iterable[int], modseq: int | None = None) -> None:
         super().__init__()
         self.seqs = seqs
+        self.modseq = modseq
 
     @property
     def text(self) -> bytes:
         text = BytesFormat(b" ").join([b"SEARCH"], [b"%i" % seq for seq in self.seqs])
+        if self.modseq is not None:  # SEARCH MODSEQ: the highest of the matches (RFC 7162)
+            text += b" (MODSEQ %d)" % self.modseq
         return super().text + text
 
 
@@ -197,12 +200,13 @@ class ESearchResponse(UntaggedResponse):
 
     @property
     def text(self) -> bytes:
-        prefixes: list[bytes] = []
+        prefixes: list[bytes] = [b"ESEARCH"]
         if self.issuer_tag is not None:
             prefixes += [BytesFormat(b'(TAG "%b")') % self.issuer_tag]
         if self.uid:
             prefixes += [b"UID"]
-        parts = [(item.upper(), bytes(value)) for item, value in sorted(self.data.items())]
+        # in the order given: MIN MAX ALL COUNT MODSEQ, as Dovecot writes them
+        parts = [(item.upper(), bytes(value)) for item, value in self.data.items()]
         return super().text + BytesFormat(b" ").join(prefixes, *parts)
 
 

@@ -177,7 +177,7 @@ class FetchAttribute(Parseable[bytes]):
     def requirement(self) -> FetchRequirement:
         """Indicates the data required to fulfill this fetch attribute."""
         attr_name = self.attribute
-        if attr_name in (b"UID", b"FLAGS", b"INTERNALDATE"):
+        if attr_name in (b"UID", b"FLAGS", b"INTERNALDATE", b"MODSEQ"):
             return FetchRequirement.METADATA
         if attr_name in (b"ENVELOPE", b"RFC822.HEADER"):
             return FetchRequirement.HEADER
@@ -281,6 +281,7 @@ class FetchAttribute(Parseable[bytes]):
             b"BODYSTRUCTURE",
             b"EMAILID",
             b"THREADID",
+            b"MODSEQ",  # RFC 7162 3.1.5
         ):
             return cls(attr), after
         if attr == b"RFC822":

@@ -7,9 +7,13 @@ from ...bytes import BytesFormat
 from .. import Params, Parseable
 from ..exceptions import NotParseable
 from ..primitives import List, Number
-from . import AString, SequenceSet
+from .astring import AString
+from .sequenceset import SequenceSet
 
-__all__ = ["ExtensionOption", "ExtensionOptions"]
+__all__ = ["MAX_MODSEQ", "ExtensionOption", "ExtensionOptions"]
+
+#: The highest mod-sequence value (RFC 7162 section 7: a positive 63-bit number).
+MAX_MODSEQ = 2**63 - 1
 
 
 class ExtensionOption(Parseable[bytes]):
@@ -129,6 +133,20 @@ class ExtensionOptions(Parseable[Mapping[bytes, List]]):
 
     def get(self, option: bytes) -> List | None:
         return self.options.get(option, None)
+
+    def modseq(self, option: bytes) -> int | None:
+        """The mod-sequence value given to `option` (``CHANGEDSINCE 12``), None if the option
+        is absent; `ValueError` if its argument is not one number of 63 bits at most."""
+        arg = self.options.get(option)
+        if arg is None:
+            return None
+        values = arg.value
+        if len(values) != 1 or not isinstance(values[0], Number):
+            raise ValueError(option)
+        found = values[0].value
+        if found > MAX_MODSEQ:
+            raise ValueError(option)
+        return found
 
     def __bool__(self) -> bool:
         return bool(self.options)

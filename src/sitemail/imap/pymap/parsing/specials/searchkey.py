@@ -14,6 +14,7 @@ from .astring import AString
 from .fetchattr import FetchRequirement
 from .flag import Flag
 from .objectid import ObjectId
+from .options import MAX_MODSEQ
 from .sequenceset import SequenceSet
 
 __all__ = ["SearchKey"]
@@ -175,6 +176,25 @@ class SearchKey(Parseable[bytes]):
         return date, after
 
     @classmethod
+    def _parse_modseq(
+        cls, buf: memoryview, params: Params, inverse: bool
+    ) -> tuple[SearchKey, memoryview]:
+        """``MODSEQ ["/flags/\\seen" all] 1234`` (RFC 7162 3.1.5): one modseq per message
+        here, so the optional entry name and type are checked and then ignored."""
+        _, buf = Space.parse(buf, params)
+        with contextlib.suppress(NotParseable):
+            _, after = QuotedString.parse(buf, params)
+            _, after = Space.parse(after, params)
+            entry_type, after = Atom.parse(after, params)
+            if entry_type.value.lower() not in (b"priv", b"shared", b"all"):
+                raise NotParseable(buf)
+            _, buf = Space.parse(after, params)
+        num, buf = Number.parse(buf, params)
+        if num.value > MAX_MODSEQ:
+            raise NotParseable(buf)
+        return cls(b"MODSEQ", num.value, inverse), buf
+
+    @classmethod
     def parse(cls, buf: memoryview, params: Params) -> tuple[SearchKey, memoryview]:
         with contextlib.suppress(NotParseable):
             _, buf = Space.parse(buf, params)
@@ -250,6 +270,8 @@ class SearchKey(Parseable[bytes]):
             _, buf = Space.parse(buf, params)
             header_value, buf = cls._parse_astring_filter(buf, params)
             return cls(key, (header_field, header_value), inverse), buf
+        if key == b"MODSEQ":
+            return cls._parse_modseq(after, params, inverse)
         if key == b"OR":
             _, buf = Space.parse(after, params)
             or1, buf = SearchKey.parse(buf, params)

@@ -19,7 +19,15 @@ class StatusAttribute(Parseable[bytes]):
     """
 
     #: The set of valid status attributes.
-    valid_statuses = {b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN", b"MAILBOXID"}
+    valid_statuses = {
+        b"MESSAGES",
+        b"RECENT",
+        b"UIDNEXT",
+        b"UIDVALIDITY",
+        b"UNSEEN",
+        b"MAILBOXID",
+        b"HIGHESTMODSEQ",  # RFC 7162 3.1.6
+    }
 
     def __init__(self, status: bytes) -> None:
         super().__init__()
