@@ -42,6 +42,7 @@ __all__ = [
     "app",
     "cli_api",
     "cli_doctor",
+    "cli_queue",
     "cli_replication",
     "cli_routing",
     "cli_tls",
@@ -870,6 +871,7 @@ def main() -> None:
 from sitemail.admin import (  # noqa: E402
     cli_api,
     cli_doctor,
+    cli_queue,
     cli_replication,
     cli_routing,
     cli_tls,

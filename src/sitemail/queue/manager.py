@@ -79,8 +79,10 @@ from sitemail.queue.records import (
     close_finished,
     close_if_done,
     defer_recipient,
+    deferred_hops,
     due_queue_ids,
     finish_recipient,
+    flush_hop,
     insert_message,
     load_messages,
     mark_delay_notified,
@@ -116,6 +118,12 @@ class _Work:
     message: QueuedMessage
     content: Content
     due: list[QueuedRecipient]
+    hops: dict[int, str] = field(default_factory=dict)  # recipient id -> its next hop (_hop)
+
+
+def _hop(transport: Transport, nexthop: str) -> str:
+    """A next hop as the queue names it: "site SiteB", "relay host:25", "mx example.org"."""
+    return f"{transport} {nexthop}".strip()
 
 
 @dataclass(slots=True)
@@ -188,6 +196,8 @@ class QueueManager:
         self._backoff = backoff or Backoff()
         self.attempts = Attempts(clock)  # what each delivery in flight is doing (queue list)
         self._stopping = False  # stop(): start nothing more; run() returns when idle
+        # Next hops with deferred recipients: a delivery there flushes them (_flush).
+        self._deferred_hops: set[str] = set()
 
     def wake(self) -> None:
         """New mail or an admin retry: look at the queue now."""
@@ -271,6 +281,7 @@ class QueueManager:
         TaskGroup, so cancelling `run` stops them all."""
         await self._record_noted()
         await self._close_leftovers()
+        self._deferred_hops.update(await asyncio.to_thread(self._read_deferred_hops))
         self._slots = asyncio.Semaphore(_PARALLEL_MESSAGES)
         async with asyncio.TaskGroup() as group:
             self._group = group
@@ -330,6 +341,28 @@ class QueueManager:
                     self._record_in(conn, _Work(message, content, due), results, close=True)
                     count += len(results)
         return count
+
+    def _read_deferred_hops(self) -> set[str]:
+        with self._store.read() as conn:
+            return deferred_hops(conn)
+
+    async def _flush(self, hop: str) -> None:
+        """`hop` just took a message: its deferred mail is due now, not at its retry time
+        (Postfix's flush on a destination's return). Only hops known to hold deferred mail
+        cost a write, so a busy hop's every delivery does not."""
+        if hop not in self._deferred_hops:
+            return
+        self._deferred_hops.discard(hop)
+        now = self._clock.now()
+        try:
+            flushed = await self._writer.submit(lambda conn: flush_hop(conn, hop, now))
+        except Exception:  # the retry schedule still holds; a later delivery tries again
+            self._deferred_hops.add(hop)
+            log.exception("flushing the deferred mail of %s failed", hop)
+            return
+        if flushed:
+            log.info("queue flush nexthop=%s recipients=%d", hop, flushed)
+            self._wake.set()
 
     async def _close_leftovers(self) -> None:
         """At start: drop what a crash left finished. A failing store must not keep the
@@ -532,6 +565,7 @@ class QueueManager:
             else:
                 key = (route.transport, "" if route.transport is Transport.LOCAL else route.nexthop)
                 plan.groups[key].append((rcpt, route))
+                work.hops[rcpt.id] = _hop(*key)
         return plan
 
     def _all_transactional(self, plan: _Plan) -> bool:
@@ -612,6 +646,8 @@ class QueueManager:
                 notes.append(self._journal.note(work.message.queue_id, fresh))
             if pending and delivered:  # the last hop's go with the closing record below
                 await self._record_early(work, delivered, recorded)
+            if delivered:
+                await self._flush(_hop(transport, members[0][1].nexthop))
 
         await asyncio.gather(*(one(t, m) for (t, _), m in plan.groups.items()))
         rest = [r for r in results if r.rcpt_id not in recorded]
@@ -724,7 +760,8 @@ class QueueManager:
             rcpt = by_id.get(result.rcpt_id)
             if rcpt is None:
                 continue
-            notice = self._record_one(conn, work.message, rcpt, result, now)
+            hop = work.hops.get(rcpt.id, "")
+            notice = self._record_one(conn, work.message, rcpt, result, now, hop=hop)
             if notice is not None:
                 kind, status, diagnostic = notice
                 notices[kind].append(
@@ -756,6 +793,8 @@ class QueueManager:
         rcpt: QueuedRecipient,
         result: RecipientResult,
         now: float,
+        *,
+        hop: str = "",
     ) -> tuple[DsnKind, str, str] | None:
         """Write one result; returns the notice it may need: (kind, status, diagnostic)."""
         event = TrackEvent(
@@ -795,8 +834,16 @@ class QueueManager:
             return DsnKind.FAILURE, "4.4.7", text
         backoff = min(self._settings.retry_initial * 2**rcpt.attempts, self._settings.retry_max)
         defer_recipient(
-            conn, rcpt.id, status=result.status, text=detail, now=now, next_at=now + backoff
+            conn,
+            rcpt.id,
+            status=result.status,
+            text=detail,
+            now=now,
+            next_at=now + backoff,
+            nexthop=hop,
         )
+        if hop:
+            self._deferred_hops.add(hop)
         track(conn, [_with(event, "deferred", f"{detail}; next try in {backoff:g} s")])
         age = now - message.received_at
         if (
