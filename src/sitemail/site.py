@@ -30,6 +30,7 @@ from sitemail.admin.wake import open_wake_socket, serve_control
 from sitemail.config import ServerConfig, load_config
 from sitemail.core.clock import Clock, SystemClock
 from sitemail.core.errors import ConfigError
+from sitemail.core.events import LogFormatter, listening
 from sitemail.core.tls import ReloadingContext
 from sitemail.delivery.local import LocalDelivery
 from sitemail.delivery.remote import RemoteDelivery
@@ -55,7 +56,7 @@ from sitemail.smtp.submission import SubmissionPolicy
 from sitemail.store import Store, default_url, open_store, upgrade
 from sitemail.store.space import FreeSpace
 from sitemail.store.writer import GroupWriter
-from sitemail.web import bind_api_socket, create_app, serve_api
+from sitemail.web import Metrics, bind_api_socket, create_app, serve_api
 
 __all__ = ["SPOOL_DIR", "SiteServer", "build_tls_context", "clear_spool_dir", "run_server"]
 
@@ -97,6 +98,7 @@ class SiteServer:
         self.api_address: tuple[str, int] | None = None  # where the admin API listens
         self._stop_requested = asyncio.Event()
         self.workers: dict[str, WorkerPool] = {}  # the IMAP and POP3 worker supervisors
+        self.metrics = Metrics()  # /metrics on the admin port (web/metrics.py)
 
     def stop(self) -> None:
         """Stop gracefully (SIGTERM): `run` returns within `[server] shutdown_timeout`."""
@@ -200,7 +202,13 @@ class SiteServer:
     async def run(self, ready: Callable[[SiteServer], None] | None = None) -> None:
         """Serve until `stop()` or cancelled. Either way the stop runs in this order (see
         `_stop_serving`): listeners closed, sessions storing a message answered, queue
-        deliveries in flight finished and recorded, every queued write committed."""
+        deliveries in flight finished and recorded, every queued write committed. Every
+        event emitted in here (each task started here inherits the context) is counted in
+        this server's metrics, and in no other's."""
+        with listening(self.metrics.observe):
+            await self._run(ready)
+
+    async def _run(self, ready: Callable[[SiteServer], None] | None) -> None:
         check_admin_exposure(self.config)  # before anything listens: one clear error
         parts = self.components or self.build()
         tls = build_tls_context(self.config)
@@ -340,6 +348,7 @@ class SiteServer:
                 store=parts.store,
                 clock=self.clock,
                 attempts=parts.manager.attempts.snapshot,
+                metrics=self.metrics,
             )
             await serve_api(app, sock, tls)
         finally:
@@ -568,9 +577,9 @@ def run_server(data_dir: Path) -> None:
     os.umask(0o077)  # whatever the server creates (token, certificate, spool) is its own
     config = load_config(data_dir)
     _return_big_blocks_to_the_system()
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(LogFormatter(as_json=config.log.format == "json"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every connection
     logging.getLogger("uvicorn").setLevel(logging.WARNING)  # start/stop chatter of the admin API
     server = SiteServer(config)

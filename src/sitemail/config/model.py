@@ -23,6 +23,7 @@ __all__ = [
     "DnsConfig",
     "ImapConfig",
     "LimitsConfig",
+    "LogConfig",
     "Pop3Config",
     "QueueConfig",
     "ReplicationConfig",
@@ -175,6 +176,13 @@ class AdminConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LogConfig:
+    """How `sitemail serve` writes its log (docs/events.md)."""
+
+    format: str = "text"  # "text": `time LEVEL logger: message`; "json": one object a line
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     data_dir: Path
     server: str
@@ -193,6 +201,7 @@ class ServerConfig:
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def path(self, relative: str) -> Path:
         p = Path(relative)
@@ -273,6 +282,7 @@ def load_config(data_dir: Path) -> ServerConfig:
         "submission": SubmissionConfig,
         "auth": AuthConfig,
         "admin": AdminConfig,
+        "log": LogConfig,
     }
     parsed = {
         name: _section(cls, raw.pop(name, {}), f"{where} [{name}]")
@@ -323,6 +333,8 @@ def _validate(config: ServerConfig, where: str) -> None:
     _check_port(config.smtp.port, f"{where} [smtp] port")
     _check_port(config.smtp.outbound_port, f"{where} [smtp] outbound_port")
     _validate_client_access(config, where)
+    if config.log.format not in {"text", "json"}:
+        raise ConfigError(f"{where} [log] format: 'text' or 'json', got {config.log.format!r}")
     if config.admin.listen:
         _check_address(config.admin.listen, f"{where} [admin] listen")
     if config.admin.port:  # 0: the admin API is off
@@ -429,4 +441,7 @@ listen = [{listen_list}]
 # port = 8025                  # 0 switches the admin API off (token: `sitemail admin token`)
 # tls = false                  # https with this server's certificate; required when listen is
 #                              # not a loopback address
+
+[log]
+# format = "text"              # or "json": one object a line (docs/events.md)
 """

@@ -49,7 +49,7 @@ from collections import defaultdict
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
@@ -57,6 +57,17 @@ from sitemail.config.model import QueueConfig
 from sitemail.core.clock import Clock
 from sitemail.core.envelope import Envelope, EnvelopeRecipient, Notify
 from sitemail.core.errors import StoreUnavailableError
+from sitemail.core.events import (
+    Event,
+    QueueBounced,
+    QueueDeferred,
+    QueueDelivered,
+    QueueDsn,
+    QueueExpired,
+    QueueFlushed,
+    QueueRelayed,
+    emit,
+)
 from sitemail.queue.attempts import Attempts, report_stage
 from sitemail.queue.backoff import Backoff
 from sitemail.queue.content import Content
@@ -99,6 +110,9 @@ __all__ = ["QueueManager", "count_received_headers"]
 
 log = logging.getLogger("sitemail.queue")
 
+T = TypeVar("T")
+Recording = Callable[[Connection, list[Event]], T]  # a record job: writes, and says what it did
+
 _RECEIVED = re.compile(rb"^received:", re.IGNORECASE | re.MULTILINE)
 _BATCH = 100
 _PARALLEL_MESSAGES = 32  # messages handed to network transports at once
@@ -140,7 +154,7 @@ class _Plan:
 class _UnrecordedError(Exception):
     """A transport's results that could not be written: the record job, to run again."""
 
-    def __init__(self, work: _Work, record: Callable[[Connection], bool]) -> None:
+    def __init__(self, work: _Work, record: Recording[bool]) -> None:
         super().__init__("results not recorded")
         self.work = work
         self.record = record
@@ -198,6 +212,7 @@ class QueueManager:
         self._stopping = False  # stop(): start nothing more; run() returns when idle
         # Next hops with deferred recipients: a delivery there flushes them (_flush).
         self._deferred_hops: set[str] = set()
+        self._accepted_events: dict[str, list[Event]] = {}  # deliver_in's, told at unclaim
 
     def wake(self) -> None:
         """New mail or an admin retry: look at the queue now."""
@@ -218,6 +233,8 @@ class QueueManager:
         was committed after all, a pass picks it up), or `deliver_in` settled it."""
         self._running.discard(queue_id)
         self._planned.pop(queue_id, None)
+        for event in self._accepted_events.pop(queue_id, ()):
+            emit(event)
         if wake:
             self._wake.set()
 
@@ -241,8 +258,13 @@ class QueueManager:
                     self._planned[message.queue_id] = plan
             if not local:
                 return {}
+            events: list[Event] = []
             with conn.begin_nested():
-                closed, noticed = self._settle_in(conn, local)
+                closed, noticed = self._settle_in(conn, local, events)
+            for plan in local:  # told once committed (unclaim), never from this transaction
+                self._accepted_events[plan.work.message.queue_id] = [
+                    e for e in events if getattr(e, "queue_id", "") == plan.work.message.queue_id
+                ]
         except Exception:  # accepted all the same; the usual path retries, message by message
             log.exception("delivery with acceptance failed; handing the messages off")
             return {}
@@ -361,7 +383,7 @@ class QueueManager:
             log.exception("flushing the deferred mail of %s failed", hop)
             return
         if flushed:
-            log.info("queue flush nexthop=%s recipients=%d", hop, flushed)
+            emit(QueueFlushed(hop, flushed))
             self._wake.set()
 
     async def _close_leftovers(self) -> None:
@@ -576,9 +598,7 @@ class QueueManager:
         fails, message by message, so a message that cannot be delivered holds no other up.
         True when it left work for a pass (see `_record_in`)."""
         try:
-            left = await self._writer.submit(
-                functools.partial(self._deliver_and_record, plans=plans)
-            )
+            left = await self._recording(functools.partial(self._deliver_and_record, plans=plans))
         except StoreUnavailableError:
             raise  # no message is to blame: they all wait for the back-off (_guarded)
         except Exception as exc:
@@ -591,19 +611,23 @@ class QueueManager:
             results = list(plan.results)
             for (transport, _), members in plan.groups.items():
                 results.extend(_internal_error(transport, exc, members))
-            await self._writer.submit(
-                lambda conn: self._record_in(conn, plan.work, results, close=True)
+            await self._recording(
+                lambda conn, sink: self._record_in(conn, plan.work, results, close=True, sink=sink)
             )
             return True
         self._backoff.succeeded()
         return left
 
-    def _deliver_and_record(self, conn: Connection, *, plans: list[_Plan]) -> bool:
+    def _deliver_and_record(
+        self, conn: Connection, sink: list[Event], *, plans: list[_Plan]
+    ) -> bool:
         """Settle `plans` in the caller's transaction; whether they left work for a pass."""
-        closed, noticed = self._settle_in(conn, plans)
+        closed, noticed = self._settle_in(conn, plans, sink)
         return noticed or len(closed) < len(plans)
 
-    def _settle_in(self, conn: Connection, plans: list[_Plan]) -> tuple[list[str], bool]:
+    def _settle_in(
+        self, conn: Connection, plans: list[_Plan], sink: list[Event]
+    ) -> tuple[list[str], bool]:
         """Deliver to the transactional transports, record every result, drop what is done;
         (the messages dropped, whether a notice was queued)."""
         results = {id(plan): list(plan.results) for plan in plans}
@@ -620,7 +644,9 @@ class QueueManager:
             answers = agent.deliver_in(conn, [delivery for _, delivery in items])
             for (plan, _), answer in zip(items, answers, strict=True):
                 results[id(plan)].extend(answer)
-        noticed = [self._record_in(conn, p.work, results[id(p)], close=False) for p in plans]
+        noticed = [
+            self._record_in(conn, p.work, results[id(p)], close=False, sink=sink) for p in plans
+        ]
         return close_done(conn, [plan.work.message.queue_id for plan in plans]), any(noticed)
 
     async def _process(self, plan: _Plan) -> bool:
@@ -665,8 +691,8 @@ class QueueManager:
     ) -> None:
         """Commit these deliveries now; if that fails, the closing record tries again."""
         try:
-            await self._writer.submit(
-                lambda conn: self._record_in(conn, work, delivered, close=False)
+            await self._recording(
+                lambda conn, sink: self._record_in(conn, work, delivered, close=False, sink=sink)
             )
         except Exception:
             log.exception("recording deliveries of %s failed", work.message.queue_id)
@@ -715,9 +741,12 @@ class QueueManager:
         """Write what a transport obtained (see `_record_in`). If the write fails, raise
         `_UnrecordedError` holding the record: the results stay in memory, and `_guarded`
         writes them once the store takes them (`_record_until_written`)."""
-        record = functools.partial(self._record_in, work=work, results=results, close=True)
+
+        def record(conn: Connection, sink: list[Event]) -> bool:
+            return self._record_in(conn, work, results, close=True, sink=sink)
+
         try:
-            left = await self._writer.submit(record, lazy=lazy)
+            left = await self._recording(record, lazy=lazy)
         except Exception as exc:
             raise _UnrecordedError(work, record) from exc
         self._backoff.succeeded()
@@ -737,15 +766,35 @@ class QueueManager:
                 report_stage(f"delivered; recording the results failed ({error}), retrying")
                 await asyncio.sleep(self._backoff.failed(error, "recording delivery results"))
                 try:
-                    left = await self._writer.submit(kept.record)
+                    left = await self._recording(kept.record)
                 except Exception as exc:
                     error = exc
                     continue
                 self._backoff.succeeded()
                 return left
 
+    async def _recording(self, record: Recording[T], *, lazy: bool = False) -> T:
+        """Run a record job through the writer and tell its events once it has committed (a
+        job may run more than once: only its last run's events are true)."""
+        events: list[Event] = []
+
+        def job(conn: Connection) -> T:
+            events.clear()
+            return record(conn, events)
+
+        result = await self._writer.submit(job, lazy=lazy)
+        for event in events:
+            emit(event)
+        return result
+
     def _record_in(
-        self, conn: Connection, work: _Work, results: Sequence[RecipientResult], *, close: bool
+        self,
+        conn: Connection,
+        work: _Work,
+        results: Sequence[RecipientResult],
+        *,
+        close: bool,
+        sink: list[Event] | None = None,
     ) -> bool:
         """Write every result and the notices they call for, in the caller's transaction;
         with `close`, drop the message if every recipient is final (else the caller will).
@@ -761,7 +810,7 @@ class QueueManager:
             if rcpt is None:
                 continue
             hop = work.hops.get(rcpt.id, "")
-            notice = self._record_one(conn, work.message, rcpt, result, now, hop=hop)
+            notice = self._record_one(conn, work.message, rcpt, result, now, hop=hop, sink=sink)
             if notice is not None:
                 kind, status, diagnostic = notice
                 notices[kind].append(
@@ -781,7 +830,7 @@ class QueueManager:
                 )
                 if kind is DsnKind.DELAY:
                     delayed_ids.append(rcpt.id)
-        queued = [self._queue_notice(conn, work, k, e, now) for k, e in notices.items()]
+        queued = [self._queue_notice(conn, work, k, e, now, sink) for k, e in notices.items()]
         mark_delay_notified(conn, delayed_ids)
         still_queued = close and not close_if_done(conn, work.message.queue_id)
         return any(queued) or still_queued
@@ -795,8 +844,12 @@ class QueueManager:
         now: float,
         *,
         hop: str = "",
+        sink: list[Event] | None = None,
     ) -> tuple[DsnKind, str, str] | None:
-        """Write one result; returns the notice it may need: (kind, status, diagnostic)."""
+        """Write one result; returns the notice it may need: (kind, status, diagnostic). What
+        happened goes to `sink` as catalogued events (their names name the tracking events)."""
+        told = sink if sink is not None else []
+        qid, address = message.queue_id, rcpt.recipient.address
         event = TrackEvent(
             now,
             "",
@@ -808,6 +861,9 @@ class QueueManager:
         )
         detail = f"{result.code} {result.status} {result.text}".strip()
         if result.outcome is Outcome.DELIVERED:
+            told.append(
+                QueueDelivered(qid, address) if hop == "local" else QueueRelayed(qid, address, hop)
+            )
             if not result.already_recorded:
                 finish_recipient(
                     conn,
@@ -817,20 +873,22 @@ class QueueManager:
                     text=detail,
                     now=now,
                 )
-                track(conn, [_with(event, "relayed", f"to {result.remote_mta}: {detail}")])
+                track(conn, [_with(event, QueueRelayed.name, f"to {result.remote_mta}: {detail}")])
             return DsnKind.SUCCESS, result.status, detail
         if result.outcome is Outcome.FAILED:
             finish_recipient(
                 conn, rcpt.id, state=RcptState.FAILED, status=result.status, text=detail, now=now
             )
-            track(conn, [_with(event, "bounced", detail)])
+            track(conn, [_with(event, QueueBounced.name, detail)])
+            told.append(QueueBounced(qid, address, hop, result.status, result.text))
             return DsnKind.FAILURE, result.status, detail
         if now - message.received_at >= self._settings.expiry:
             text = f"gave up after {self._settings.expiry / 3600:g} h; last error: {detail}"
             finish_recipient(
                 conn, rcpt.id, state=RcptState.FAILED, status="4.4.7", text=text, now=now
             )
-            track(conn, [_with(event, "expired", text)])
+            track(conn, [_with(event, QueueExpired.name, text)])
+            told.append(QueueExpired(qid, address, hop))
             return DsnKind.FAILURE, "4.4.7", text
         backoff = min(self._settings.retry_initial * 2**rcpt.attempts, self._settings.retry_max)
         defer_recipient(
@@ -844,7 +902,8 @@ class QueueManager:
         )
         if hop:
             self._deferred_hops.add(hop)
-        track(conn, [_with(event, "deferred", f"{detail}; next try in {backoff:g} s")])
+        track(conn, [_with(event, QueueDeferred.name, f"{detail}; next try in {backoff:g} s")])
+        told.append(QueueDeferred(qid, address, hop, result.status, backoff))
         age = now - message.received_at
         if (
             self._settings.delay_notice
@@ -854,8 +913,14 @@ class QueueManager:
             return DsnKind.DELAY, result.status, detail
         return None
 
-    def _queue_notice(
-        self, conn: Connection, work: _Work, kind: DsnKind, entries: list[DsnEntry], now: float
+    def _queue_notice(  # noqa: PLR0917 -- the record's state, passed down
+        self,
+        conn: Connection,
+        work: _Work,
+        kind: DsnKind,
+        entries: list[DsnEntry],
+        now: float,
+        sink: list[Event] | None = None,
     ) -> bool:
         """Queue a DSN in this transaction (build_dsn says None for <> senders, DSNs, NOTIFY);
         whether one was queued."""
@@ -890,7 +955,7 @@ class QueueManager:
             [
                 TrackEvent(
                     now,
-                    "dsn",
+                    QueueDsn.name,
                     message.queue_id,
                     message.message_id,
                     message.envelope.sender,
@@ -901,6 +966,8 @@ class QueueManager:
                 for entry in entries
             ],
         )
+        if sink is not None:
+            sink.append(QueueDsn(message.queue_id, str(kind), queue_id))
         return True
 
 

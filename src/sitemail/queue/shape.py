@@ -57,9 +57,11 @@ class QueueShape:
     labels: tuple[str, ...]
     total: HopRow  # every hop added up, named "TOTAL"
     hops: tuple[HopRow, ...]  # most recipients first
+    messages: int = 0  # messages with a queued recipient
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "messages": self.messages,
             "buckets": list(self.labels),
             "total": self.total.to_json(self.labels),
             "nexthops": [row.to_json(self.labels) for row in self.hops],
@@ -109,4 +111,9 @@ def read_shape(
         key=lambda r: (-r.total, r.nexthop),
     )
     every = [age for values in ages.values() for age in values]
-    return QueueShape(tuple(bucket_labels(buckets)), _row("TOTAL", every, buckets), tuple(hops))
+    return QueueShape(
+        tuple(bucket_labels(buckets)),
+        _row("TOTAL", every, buckets),
+        tuple(hops),
+        len({row.queue_id for row in rows}),
+    )
