@@ -122,6 +122,7 @@ class SmtpAccepted(Event):
     recipients: int
     size: int
     origin: str  # the sibling site that sent it (proven by its signed trace), else ""
+    replication: bool = False  # for directory-service mailboxes only (signed in its body)
 
 
 @catalogued("auth", "failed")

@@ -165,6 +165,7 @@ class ImsPolicy:
                 len(envelope.recipients),
                 content.size,
                 origin.site if origin is not None else "",
+                replication=all(_is_dsa(r) for r in envelope.recipients),
             )
         )
         return Reply(250, "2.0.0", f"Ok: queued as {queue_id}")

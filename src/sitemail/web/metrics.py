@@ -41,6 +41,7 @@ __all__ = ["CONTENT_TYPE", "Metrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 EXTERNAL = "external"  # the origin of mail no sibling site proved it sent
+REPLICATION = "replication"  # directory replication mail (its origin is checked later)
 
 
 def _split(hop: str) -> tuple[str, str]:
@@ -57,7 +58,8 @@ class Metrics:
         r = self.registry
         self.received = Counter(
             "sitemail_messages_received",
-            "Messages accepted over SMTP (250), by origin: a sibling site, or external.",
+            "Messages accepted over SMTP (250), by origin: a sibling site, external, or "
+            "replication (directory mail).",
             ["origin"],
             registry=r,
         )
@@ -118,7 +120,7 @@ class Metrics:
         """Count one catalogued event (a listener of core.events)."""
         match event:
             case SmtpAccepted():
-                origin = event.origin or EXTERNAL
+                origin = REPLICATION if event.replication else (event.origin or EXTERNAL)
                 self.received.labels(origin).inc()
                 self.received_rcpts.labels(origin).inc(event.recipients)
             case QueueDelivered():

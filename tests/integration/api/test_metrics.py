@@ -9,6 +9,7 @@ prometheus_client's own parser and checked against what was sent. Addresses: 127
 
 from __future__ import annotations
 
+import asyncio
 import imaplib
 import smtplib
 import time
@@ -20,6 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tests.support import processes
 from tests.support.clientsite import ClientSite, client_site, client_tls, free_port
+from tests.support.org import Site, delivered, organisation, replicated_pair, until
 
 from sitemail.admin.token import METRICS_TOKEN_FILE, read_token
 
@@ -167,3 +169,57 @@ def test_metrics_need_a_token(site: ClientSite) -> None:
     assert scrape(site, "not-the-token").status_code == 401
     assert scrape(site, read_token(site.data_dir, METRICS_TOKEN_FILE)).status_code == 200
     assert scrape(site, read_token(site.data_dir)).status_code == 200
+
+
+def test_metrics_per_connected_site_and_replication_partner(tmp_path: Path) -> None:
+    """Two sites replicating: SiteA counts what it relayed to SiteB under `transport="site"`,
+    SiteB counts it received from origin SiteA (proven by the signed trace), and each has a
+    replication lag and replication messages for its partner. Addresses 127.36.0.30-31."""
+
+    async def scenario() -> None:
+        addresses = {"SiteA": "127.36.0.30", "SiteB": "127.36.0.31"}
+        async with organisation(tmp_path, addresses) as org:
+            a, b = await replicated_pair(org)
+            for i in range(3):
+                raw = message(f"to b {i}").replace(
+                    b"From: ", b"To: user2@siteb.example.com\r\nFrom: "
+                )
+                await asyncio.to_thread(
+                    a.send, "someone@internet.test", ["user2@siteb.example.com"], raw
+                )
+            await until(delivered(b, "user2", 3), what="3 messages at SiteB")
+            at_a, at_b = await asyncio.gather(*(asyncio.to_thread(org_samples, s) for s in (a, b)))
+        assert value(at_a, "sitemail_messages_received_total", origin="external") == 3
+        assert (
+            value(at_a, "sitemail_recipients_delivered_total", transport="site", nexthop="SiteB")
+            == 3
+        )
+        assert value(at_b, "sitemail_messages_received_total", origin="SiteA") == 3
+        assert (
+            value(at_b, "sitemail_recipients_delivered_total", transport="local", nexthop="") == 3
+        )
+        for found, partner in ((at_a, "SiteB"), (at_b, "SiteA")):
+            assert ("sitemail_replication_lag_seconds", frozenset({("partner", partner)})) in found
+            assert sum(
+                v for (n, labels), v in found.items()
+                if n == "sitemail_replication_messages_total" and ("partner", partner) in labels
+            ) >= 1  # fmt: skip
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
+def org_samples(site: Site) -> Samples:
+    """/metrics of a site of the org harness, with its metrics token."""
+    assert site.server is not None
+    assert site.server.api_address is not None
+    host, port = site.server.api_address
+    token = read_token(site.data_dir, METRICS_TOKEN_FILE)
+    response = httpx.get(
+        f"http://{host}:{port}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=20
+    )
+    assert response.status_code == 200, response.text
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
