@@ -36,6 +36,11 @@ hands it to a transport again. While writes fail, nothing new starts before the 
 over (local mail, which commits with its delivery, simply waits), and the failure is logged
 once a minute. `attempts` (queue/attempts.py) tells `queue list` what each delivery in
 flight is doing.
+
+A deferral keeps its next hop; a delivery that succeeds at a next hop makes the mail deferred
+there due at once (`_flush`, Postfix's flush of a destination that answers again). What each
+result was is told as catalogued events (core/events.py: logs, metrics) once its record has
+committed, never from inside a job the writer may run again.
 """
 
 from __future__ import annotations
@@ -303,10 +308,10 @@ class QueueManager:
         TaskGroup, so cancelling `run` stops them all."""
         await self._record_noted()
         await self._close_leftovers()
-        self._deferred_hops.update(await asyncio.to_thread(self._read_deferred_hops))
         self._slots = asyncio.Semaphore(_PARALLEL_MESSAGES)
         async with asyncio.TaskGroup() as group:
             self._group = group
+            group.create_task(self._load_deferred_hops())  # not before the first hand-off
             try:
                 await self._loop(group)
             finally:
@@ -364,9 +369,17 @@ class QueueManager:
                     count += len(results)
         return count
 
-    def _read_deferred_hops(self) -> set[str]:
-        with self._store.read() as conn:
-            return deferred_hops(conn)
+    async def _load_deferred_hops(self) -> None:
+        """At start: the next hops that hold deferred mail (a delivery there flushes it)."""
+
+        def read() -> set[str]:
+            with self._store.read() as conn:
+                return deferred_hops(conn)
+
+        try:
+            self._deferred_hops.update(await asyncio.to_thread(read))
+        except Exception:  # a failing store must not stop the queue: no flush until a deferral
+            log.exception("reading the next hops of deferred mail failed")
 
     async def _flush(self, hop: str) -> None:
         """`hop` just took a message: its deferred mail is due now, not at its retry time
