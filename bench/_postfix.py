@@ -773,6 +773,8 @@ def run_smtp_source(
     recipient: str,
     sender: str,
     reuse_connections: bool = True,
+    recipients: int = 1,
+    distinct_recipients: bool = False,
     helo: str = "loadgen.localhost",
     show_counter: bool = False,
     timeout: float = 600.0,
@@ -783,6 +785,9 @@ def run_smtp_source(
     ``size_bytes`` is the body length (``-l``; smtp-source adds a few header lines of its own).
     ``reuse_connections`` passes ``-d`` (each of the ``concurrency`` sessions sends message after
     message over one connection, RSET-free); without it every message opens a new connection.
+    ``recipients`` is the count per message (``-r``); ``distinct_recipients`` passes ``-N``:
+    smtp-source then prepends a sequence number to every recipient of the run (``1bench@``,
+    ``2bench@``, ... up to messages x recipients), so no two RCPTs name the same address.
     ``show_counter`` passes ``-c`` and lets the counter go to this process's stdout.
     Raises PostfixError if smtp-source fails and ``check`` is true.
     """
@@ -805,6 +810,10 @@ def run_smtp_source(
     ]  # fmt: skip
     if reuse_connections:
         cmd.append("-d")
+    if recipients != 1:
+        cmd += ["-r", str(recipients)]
+    if distinct_recipients:
+        cmd.append("-N")
     if show_counter:
         cmd.append("-c")
     cmd.append(_hostport(host, port))

@@ -19,11 +19,25 @@ Two modes, each with fresh instances of both servers:
   sitemail's mailbox store (committed together with the dequeue) vs Postfix's virtual(8)
   delivering into a Maildir.
 
+Shapes (issue 24): by default every session sends message after message over one connection,
+each to the one recipient bench@. `--new-connection` opens a connection per message (as most
+Internet senders do); `--recipients N` gives every message N recipients, each address different
+from every other in the run (smtp-source -N: 1bench@, 2bench@, ...; sitemail gets a mailbox
+for each, Postfix a catch-all). `--all-shapes` runs the four: reused or new connection x one
+recipient or N different ones. Each concurrency's timed run is preceded by a warm-up at that
+concurrency, the server that runs first alternates, and the ratio of every round is printed
+before the medians.
+
 After the rate runs, an asyncio client (`_postfix.measure_latency`) times each message's
 acceptance, from the end of DATA to the 250, at each concurrency, and p50/p99 are printed.
 
 The targets of issue 3: accepting, at least 1.3x Postfix at concurrency 50; into mailboxes, at
 least 1.5x Postfix. The table says which rows meet them.
+
+With `--edge`, both servers check every message as an Internet edge does (issue 20): sitemail
+with its SPF, DKIM and DMARC checks ([mailauth]), Postfix with OpenDKIM and OpenDMARC as
+milters (bench/_milters.py); both resolve through a DNS server on loopback serving the
+sender domain's SPF and DMARC records. The target then: sitemail still ahead of Postfix.
 
 Bounded: a fixed number of messages per run, every wait has a timeout, and both servers are
 stopped (and their files removed) on the way out, also after an error or Ctrl-C. Loopback only.
@@ -31,12 +45,15 @@ Run as root (Postfix) from the repository root:
 
     .venv/bin/python bench/ingest.py                       # 5,000 x 4 KiB at c=10 and c=50
     .venv/bin/python bench/ingest.py --messages 2000 --modes accept --json
+    .venv/bin/python bench/ingest.py --all-shapes --recipients 1 --size 1024
+    .venv/bin/python bench/ingest.py --edge --modes accept     # both checking SPF/DKIM/DMARC
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
@@ -54,6 +71,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from _milters import milters, milters_available
 from _postfix import (
     LatencyResult,
     Mode,
@@ -67,13 +85,15 @@ from _postfix import (
 )
 from sitemail.admin.service import AdminService
 from sitemail.directory import ObjectKind
+from sitemail.lab.dns_server import EmbeddedDnsServer
 
 DOMAIN = "bench.test"
 SENDER = "loadgen@sender.test"
 RECIPIENT = f"bench@{DOMAIN}"
 WARMUP_MESSAGES = 200
-ACCEPT_TARGET = 1.3  # x Postfix at the highest concurrency
+ACCEPT_TARGET = 1.3  # x Postfix, at every concurrency and in every shape (issue 24)
 MAILBOX_TARGET = 1.5  # x Postfix
+EDGE_TARGET = 1.0  # x Postfix with its milters, both checking every message (--edge)
 
 Row = dict[str, float]
 
@@ -134,8 +154,10 @@ class PostfixServer:
 
 
 @contextlib.contextmanager
-def postfix_server(ip: str, port: int, mode: Mode) -> Iterator[PostfixServer]:
-    with PrivatePostfix(ip=ip, port=port, mode=mode, domain=DOMAIN) as pf:
+def postfix_server(
+    ip: str, port: int, mode: Mode, extra: dict[str, str] | None = None
+) -> Iterator[PostfixServer]:
+    with PrivatePostfix(ip=ip, port=port, mode=mode, domain=DOMAIN, extra_main_cf=extra) as pf:
         yield PostfixServer(pf)
 
 
@@ -154,7 +176,7 @@ def sitemail_command() -> list[str]:
     return [found]
 
 
-def _configure(data_dir: Path, port: int, max_connections: int) -> None:
+def _configure(data_dir: Path, port: int, max_connections: int, nameserver: str = "") -> None:
     """The bench's settings, through the config file: port, and room for every session.
 
     The default of 20 sessions per client (Postfix's 50, Exchange's 20) would refuse
@@ -171,6 +193,8 @@ def _configure(data_dir: Path, port: int, max_connections: int) -> None:
         f"connections_total = {max_connections}\n",
         1,
     )
+    if nameserver:  # --edge: [mailauth] checks need DNS (without it they are off)
+        text = text.replace("\n[dns]\n", f'\n[dns]\nnameservers = ["{nameserver}"]\n', 1)
     path.write_text(text, encoding="utf-8")
 
 
@@ -179,12 +203,23 @@ class SitemailServer:
 
     name = "sitemail"
 
-    def __init__(self, ip: str, port: int, root: Path, *, max_connections: int) -> None:
+    def __init__(
+        self,
+        ip: str,
+        port: int,
+        root: Path,
+        *,
+        max_connections: int,
+        numbered: int = 0,
+        nameserver: str = "",
+    ) -> None:
+        self.nameserver = nameserver
         self.ip = ip
         self.port = port
         self.data_dir = root / "data"
         self.log_path = root / "serve.log"
         self._max_connections = max_connections
+        self._numbered = numbered  # mailboxes 1bench .. {numbered}bench (smtp-source -N)
         self._proc: subprocess.Popen[bytes] | None = None
         self._db: sqlite3.Connection | None = None
 
@@ -199,9 +234,13 @@ class SitemailServer:
         )
         try:
             service.add_recipient(ObjectKind.MAILBOX, "bench", display_name="Bench")
+            for number in range(1, self._numbered + 1):
+                service.add_recipient(
+                    ObjectKind.MAILBOX, f"{number}bench", display_name=f"Bench {number}"
+                )
         finally:
             service.close()
-        _configure(self.data_dir, self.port, self._max_connections)
+        _configure(self.data_dir, self.port, self._max_connections, self.nameserver)
         if _port_answers(self.ip, self.port):
             raise BenchError(f"something already listens on {self.ip}:{self.port}")
         with self.log_path.open("wb") as log:
@@ -264,9 +303,13 @@ class SitemailServer:
 
 
 @contextlib.contextmanager
-def sitemail_server(ip: str, port: int, *, max_connections: int) -> Iterator[SitemailServer]:
+def sitemail_server(
+    ip: str, port: int, *, max_connections: int, numbered: int = 0, nameserver: str = ""
+) -> Iterator[SitemailServer]:
     root = Path(tempfile.mkdtemp(prefix=f"sitemail-bench-{port}-"))
-    server = SitemailServer(ip, port, root, max_connections=max_connections)
+    server = SitemailServer(
+        ip, port, root, max_connections=max_connections, numbered=numbered, nameserver=nameserver
+    )
     try:
         server.start()
         yield server
@@ -280,12 +323,33 @@ def sitemail_server(ip: str, port: int, *, max_connections: int) -> Iterator[Sit
 
 
 @dataclass(frozen=True)
+class Shape:
+    """How the load looks: connection reuse, and recipients per message (distinct or one)."""
+
+    reuse: bool = True
+    recipients: int = 1
+    distinct: bool = False  # every RCPT of the run names another address (smtp-source -N)
+
+    @property
+    def name(self) -> str:
+        connection = "reused" if self.reuse else "new-conn"
+        who = f"{self.recipients}x-distinct" if self.distinct else "same-rcpt"
+        return f"{connection}/{who}"
+
+
+@dataclass(frozen=True)
 class Settings:
     messages: int
     latency_messages: int
     size: int
     concurrency: list[int]
     timeout: float
+    shape: Shape = Shape()
+
+    @property
+    def deliveries(self) -> int:
+        """Mailbox deliveries one timed run makes (one per recipient)."""
+        return self.messages * self.shape.recipients
 
 
 def source(server: Server, settings: Settings, concurrency: int, messages: int) -> SourceResult:
@@ -297,6 +361,9 @@ def source(server: Server, settings: Settings, concurrency: int, messages: int) 
         size_bytes=settings.size,
         recipient=RECIPIENT,
         sender=SENDER,
+        reuse_connections=settings.shape.reuse,
+        recipients=settings.shape.recipients,
+        distinct_recipients=settings.shape.distinct,
         timeout=settings.timeout,
     )
 
@@ -313,8 +380,10 @@ def wait_idle(server: Server, settings: Settings) -> float:
     return _wait_until(empty_twice, timeout=settings.timeout, what=f"{server.name}'s queue")
 
 
-def warm_up(server: Server, settings: Settings) -> None:
-    source(server, settings, min(10, max(settings.concurrency)), WARMUP_MESSAGES)
+def warm_up(server: Server, settings: Settings, concurrency: int) -> None:
+    """A short run at the concurrency about to be measured, so both servers have their
+    processes and caches for it before the clock starts (Postfix forks smtpd per session)."""
+    source(server, settings, concurrency, max(WARMUP_MESSAGES, concurrency * 4))
     wait_idle(server, settings)
     server.clear_mailboxes()
 
@@ -333,18 +402,18 @@ def accept_run(server: Server, settings: Settings, concurrency: int) -> Row:
 
 def mailbox_run(server: Server, settings: Settings, concurrency: int) -> Row:
     before = server.delivered()
-    target = before + settings.messages
+    target = before + settings.deliveries
     start = time.perf_counter()
     res = source(server, settings, concurrency, settings.messages)
     _wait_until(
         lambda: server.delivered() >= target,
         timeout=settings.timeout,
-        what=f"{settings.messages} messages in {server.name}'s mailboxes",
+        what=f"{settings.deliveries} deliveries in {server.name}'s mailboxes",
     )
     total = time.perf_counter() - start
     wait_idle(server, settings)
     server.clear_mailboxes()
-    rate = settings.messages / total
+    rate = settings.messages / total  # messages (not deliveries) per second, as accept
     print(
         f"  mailbox {server.name:<8} c={concurrency:<3} {res.messages} x {res.size_bytes} B "
         f"accepted in {res.elapsed_s:6.2f} s, all in mailboxes after {total:6.2f} s "
@@ -384,24 +453,65 @@ def latency_run(server: Server, settings: Settings, concurrency: int, mode: str)
     return {"p50_ms": lat.p50_ms, "p99_ms": lat.p99_ms, "latency_msgs_per_s": lat.msgs_per_s}
 
 
-def run_mode(mode: str, args: argparse.Namespace, settings: Settings) -> dict[str, Row]:
-    """Both servers up, fresh; warm-up, then for each concurrency Postfix then sitemail."""
+@contextlib.contextmanager
+def edge(args: argparse.Namespace) -> Iterator[tuple[dict[str, str], str]]:
+    """--edge: the DNS server (port 53: the milters' resolvers know no other) serving the
+    sender domain's SPF (every loopback address) and DMARC (p=none: every message goes on),
+    and the milters; yields Postfix's extra main.cf and sitemail's name server."""
+    if not milters_available():
+        raise BenchError("--edge needs root and Debian's opendkim and opendmarc")
+    sender_domain = SENDER.rpartition("@")[2]
+    root = Path(tempfile.mkdtemp(prefix="bench-edge-"))
+    try:
+        with EmbeddedDnsServer(args.dns_ip, 53, zones=[sender_domain, DOMAIN]) as dns:
+            dns.add(sender_domain, "TXT", '"v=spf1 ip4:127.0.0.0/8 -all"')
+            dns.add(f"_dmarc.{sender_domain}", "TXT", '"v=DMARC1; p=none"')
+            with milters(
+                root,
+                dkim_address=args.milter_ips[0],
+                dmarc_address=args.milter_ips[1],
+                dns_address=args.dns_ip,
+                authserv_id="postfix-bench.localhost",
+            ) as smtpd_milters:
+                extra = {"smtpd_milters": smtpd_milters, "milter_default_action": "tempfail"}
+                yield extra, f"{args.dns_ip}:53"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run_mode(
+    mode: str, args: argparse.Namespace, settings: Settings, round_number: int
+) -> dict[str, Row]:
+    """Both servers up, fresh; for each concurrency a warm-up at it, then the timed runs,
+    the server that goes first alternating between concurrencies and rounds."""
     rows: dict[str, Row] = {}
     postfix_mode: Mode = "discard" if mode == "accept" else "maildir"
     measure = accept_run if mode == "accept" else mailbox_run
-    with (
-        postfix_server(args.postfix_ip, args.port, postfix_mode) as postfix,
-        sitemail_server(args.sitemail_ip, args.port, max_connections=args.max_connections) as sm,
-    ):
+    shape = settings.shape
+    numbered = settings.deliveries if shape.distinct else 0
+    with contextlib.ExitStack() as stack:
+        extra, nameserver = stack.enter_context(edge(args)) if args.edge else ({}, "")
+        postfix = stack.enter_context(
+            postfix_server(args.postfix_ip, args.port, postfix_mode, extra)
+        )
+        sm = stack.enter_context(
+            sitemail_server(
+                args.sitemail_ip,
+                args.port,
+                max_connections=args.max_connections,
+                numbered=numbered,
+                nameserver=nameserver,
+            )
+        )
         servers: list[Server] = [postfix, sm]
-        for server in servers:
-            warm_up(server, settings)
+        for index, conc in enumerate(settings.concurrency):
+            order = servers if (round_number + index) % 2 else servers[::-1]
+            for server in order:
+                warm_up(server, settings, conc)
+                rows[f"{shape.name}/{mode}/{server.name}/{conc}"] = measure(server, settings, conc)
         for conc in settings.concurrency:
             for server in servers:
-                rows[f"{mode}/{server.name}/{conc}"] = measure(server, settings, conc)
-        for conc in settings.concurrency:
-            for server in servers:
-                rows[f"{mode}/{server.name}/{conc}"].update(
+                rows[f"{shape.name}/{mode}/{server.name}/{conc}"].update(
                     latency_run(server, settings, conc, mode)
                 )
     return rows
@@ -418,29 +528,63 @@ def medians(rounds: list[dict[str, Row]]) -> dict[str, Row]:
     }
 
 
-def table(rows: dict[str, Row], modes: list[str], concurrency: list[int]) -> list[str]:
-    top = max(concurrency)
-    head = (
-        f"{'mode':<8}{'c':>4}  {'Postfix msg/s':>13}  {'sitemail msg/s':>14}  {'ratio':>6}  "
-        f"{'target':>7}  {'Postfix p50/p99 ms':>18}  {'sitemail p50/p99 ms':>19}"
+def ratio(rows: dict[str, Row], cell: str, conc: int) -> float:
+    """sitemail's msg/s over Postfix's in one cell ("shape/mode") at one concurrency."""
+    return (
+        rows[f"{cell}/sitemail/{conc}"]["msgs_per_s"] / rows[f"{cell}/Postfix/{conc}"]["msgs_per_s"]
     )
+
+
+def table(
+    rows: dict[str, Row],
+    cells: list[str],
+    concurrency: list[int],
+    rounds: list[dict[str, Row]] | None = None,
+    *,
+    edge: bool = False,
+) -> list[str]:
+    """The side-by-side table; with `rounds`, each round's ratio after the median's; with
+    `edge`, both servers checked every message and the target is EDGE_TARGET."""
+    head = (
+        f"{'shape/mode':<27}{'c':>4}  {'Postfix msg/s':>13}  {'sitemail msg/s':>14}  "
+        f"{'ratio':>6}  {'target':>9}  {'Postfix p50/p99 ms':>18}  {'sitemail p50/p99 ms':>19}"
+    )
+    if rounds:
+        head += "  per round"
     lines = [head, "-" * len(head)]
-    for mode in modes:
+    for cell in cells:
+        mode = cell.rsplit("/", 1)[1]
         for conc in concurrency:
-            pf, sm = rows[f"{mode}/Postfix/{conc}"], rows[f"{mode}/sitemail/{conc}"]
-            ratio = sm["msgs_per_s"] / pf["msgs_per_s"]
+            pf, sm = rows[f"{cell}/Postfix/{conc}"], rows[f"{cell}/sitemail/{conc}"]
+            got = ratio(rows, cell, conc)
             goal = ACCEPT_TARGET if mode == "accept" else MAILBOX_TARGET
-            if mode == "accept" and conc != top:
-                verdict = "-"
-            else:
-                verdict = f">={goal:g} {'ok' if ratio >= goal else 'MISS'}"
-            lines.append(
-                f"{mode:<8}{conc:>4}  {pf['msgs_per_s']:>13.0f}  {sm['msgs_per_s']:>14.0f}  "
-                f"{ratio:>5.2f}x  {verdict:>7}  "
+            goal = EDGE_TARGET if edge else goal
+            verdict = f">={goal:g} {'ok' if got >= goal else 'MISS'}"
+            line = (
+                f"{cell:<27}{conc:>4}  {pf['msgs_per_s']:>13.0f}  {sm['msgs_per_s']:>14.0f}  "
+                f"{got:>5.2f}x  {verdict:>9}  "
                 f"{pf['p50_ms']:>8.2f} / {pf['p99_ms']:>7.2f}  "
                 f"{sm['p50_ms']:>9.2f} / {sm['p99_ms']:>7.2f}"
             )
+            if rounds:
+                line += "  " + " ".join(f"{ratio(r, cell, conc):.2f}x" for r in rounds)
+            lines.append(line)
     return lines
+
+
+def shapes_of(args: argparse.Namespace) -> list[Shape]:
+    """The load shapes the command line asks for, in the order they run."""
+    many = Shape(recipients=args.recipients or 1, distinct=True)
+    if args.all_shapes:
+        return [
+            Shape(),
+            Shape(reuse=False),
+            many,
+            Shape(reuse=False, recipients=many.recipients, distinct=True),
+        ]
+    if args.recipients:
+        return [Shape(reuse=not args.new_connection, recipients=args.recipients, distinct=True)]
+    return [Shape(reuse=not args.new_connection)]
 
 
 def _postfix_version() -> str:
@@ -466,10 +610,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--modes", nargs="+", choices=["accept", "mailbox"], default=["accept", "mailbox"]
     )
-    parser.add_argument("--repeat", type=int, default=1, help="rounds; medians if > 1")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; medians if > 1")
+    parser.add_argument(
+        "--new-connection", action="store_true", help="a new connection for every message"
+    )
+    parser.add_argument(
+        "--recipients",
+        type=int,
+        default=0,
+        help="N recipients per message, every address of the run a different one",
+    )
+    parser.add_argument(
+        "--all-shapes",
+        action="store_true",
+        help="reused and new connections x the same recipient and --recipients N distinct",
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run or wait")
     parser.add_argument("--max-connections", type=int, default=200, help="sitemail [limits]")
     parser.add_argument("--json", action="store_true", help="also print one JSON line")
+    parser.add_argument(
+        "--edge", action="store_true", help="SPF/DKIM/DMARC on: [mailauth] vs OpenDKIM+OpenDMARC"
+    )
+    parser.add_argument("--dns-ip", default="127.0.0.93", help="--edge: DNS server (port 53)")
+    parser.add_argument(
+        "--milter-ips", nargs=2, default=["127.0.0.94", "127.0.0.95"], help="--edge: milters"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.repeat <= 10:
         parser.error("--repeat must be 1..10")
@@ -479,6 +644,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--concurrency must be 1..500")
     if args.max_connections < max(args.concurrency) + 1:
         parser.error("--max-connections must exceed the highest --concurrency")
+    if not 0 <= args.recipients <= 50 or args.messages * max(args.recipients, 1) > 100_000:
+        parser.error("--recipients must be 0..50, and messages x recipients at most 100000")
     if args.postfix_ip == args.sitemail_ip:
         parser.error("Postfix and sitemail need distinct addresses")
     return args
@@ -493,6 +660,8 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=sorted(args.concurrency),
         timeout=args.timeout,
     )
+    shapes = shapes_of(args)
+    cells = [f"{shape.name}/{mode}" for shape in shapes for mode in args.modes]
     ensure_postfix_installed()
     load = os.getloadavg()
     summary: dict[str, Any] = {
@@ -502,23 +671,34 @@ def main(argv: list[str] | None = None) -> int:
         "messages": args.messages,
         "latency_messages": args.latency_messages,
         "size_bytes": args.size,
+        "shapes": [shape.name for shape in shapes],
+        "edge_checks": args.edge,
     }
     summary["event_loop"] = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     print(
         f"sitemail ({summary['event_loop']}) vs Postfix {summary['postfix']}: "
         f"{args.messages} x {args.size} B per run, "
         f"c={','.join(map(str, settings.concurrency))}, {summary['cpus']} CPUs, "
-        f"load average {load[0]:.2f} at start",
+        f"load average {load[0]:.2f} at start"
+        + (
+            ", edge checks on (sitemail [mailauth]; Postfix + OpenDKIM + OpenDMARC)"
+            if args.edge
+            else ""
+        ),
         flush=True,
     )
     rounds: list[dict[str, Row]] = []
     try:
         for number in range(1, args.repeat + 1):
             rows: dict[str, Row] = {}
-            for mode in args.modes:
-                print(f"round {number}/{args.repeat}, mode {mode}:", flush=True)
-                rows.update(run_mode(mode, args, settings))
+            for shape in shapes:
+                shaped = dataclasses.replace(settings, shape=shape)
+                for mode in args.modes:
+                    print(f"round {number}/{args.repeat}, {shape.name}, {mode}:", flush=True)
+                    rows.update(run_mode(mode, args, shaped, number))
             rounds.append(rows)
+            for line in table(rows, cells, settings.concurrency):
+                print(f"  round {number}: {line}", flush=True)
     except (BenchError, PostfixError, subprocess.TimeoutExpired) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -528,7 +708,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     if args.repeat > 1:
         print(f"median of {args.repeat} rounds:")
-    for line in table(result, args.modes, settings.concurrency):
+    for line in table(
+        result, cells, settings.concurrency, rounds if args.repeat > 1 else None, edge=args.edge
+    ):
         print(line)
     print(
         "accept: msg/s acknowledged durably (sitemail also delivering to its mailbox meanwhile,"

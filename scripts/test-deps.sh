@@ -16,6 +16,9 @@ command -v fetchmail >/dev/null 2>&1 || need+=(fetchmail)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v testssl >/dev/null 2>&1 || need+=(testssl.sh)
 [ -e /usr/lib/dovecot/libdovecot.so ] || need+=(dovecot-core)
+# OpenDKIM and OpenDMARC as Postfix milters: the outside verifier of our DKIM signatures
+command -v opendkim >/dev/null 2>&1 || [ -x /usr/sbin/opendkim ] || need+=(opendkim opendkim-tools)
+command -v opendmarc >/dev/null 2>&1 || [ -x /usr/sbin/opendmarc ] || need+=(opendmarc)
 build_imaptest() {
   local script=${IMAPTEST_BUILD:-../shared/tools/imaptest/build.sh}
   local dir=${IMAPTEST_DIR:-.venv/imaptest}
@@ -35,4 +38,6 @@ apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # Debian starts the service on install; we only ever run private instances.
 (command -v postfix >/dev/null && postfix status >/dev/null 2>&1 && postfix stop) || true
 (command -v service >/dev/null && service dovecot stop >/dev/null 2>&1) || true
+(command -v service >/dev/null && service opendkim stop >/dev/null 2>&1) || true
+(command -v service >/dev/null && service opendmarc stop >/dev/null 2>&1) || true
 build_imaptest

@@ -37,6 +37,8 @@ from sitemail.delivery.remote import RemoteDelivery
 from sitemail.directory import Directory
 from sitemail.directory.auth import Authenticator
 from sitemail.frontends import WorkerPool
+from sitemail.mailauth.edge import edge_check_for
+from sitemail.mailauth.signing import signer_for
 from sitemail.queue.journal import DeliveryJournal
 from sitemail.queue.manager import QueueManager
 from sitemail.queue.model import DeliveryAgent
@@ -145,6 +147,7 @@ class SiteServer:
             site_hop=router.site_hop,
             trace_site=org.local_site,
             trace_signer=site_key.sign,  # the next site can prove a resend (queue.dedupe)
+            dkim_signer=signer_for(config.mailauth, config.data_dir, router.is_authoritative),
             wall_clock=self.clock.now,
         )
         writer = GroupWriter(store)  # every queue write of the process: one commit per batch
@@ -219,6 +222,9 @@ class SiteServer:
             self.clock,
             trusted_networks=self.config.smtp.trusted_networks,
             origin_of=SiblingOrigins(parts.replicator).origin,
+            edge_check=edge_check_for(
+                self.config, parts.directory.org().name, parts.router.is_authoritative
+            ),
         )
         clear_spool_dir(self.spool_dir)
         await parts.writer.start()

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 NET = "127.10.93"
@@ -27,6 +28,17 @@ REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("SITEMAIL_TEST_ARTIFACTS") or REPO / "test-artifacts") / "console"
 
 Screenshot = Callable[[Page, str], Path]
+
+
+def require_chromium() -> None:
+    """Skip the calling test module when Debian's chromium is missing and cannot be installed
+    here (root installs it with scripts/test-deps.sh)."""
+    if not CHROMIUM.exists() and os.geteuid() != 0:
+        pytest.skip(
+            f"{CHROMIUM} (Debian's chromium) is missing and only root can install it: "
+            "run scripts/test-deps.sh as root",
+            allow_module_level=True,
+        )
 
 
 class PageErrors:

@@ -13,7 +13,6 @@ found it, even when it fails.
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import threading
@@ -26,15 +25,10 @@ from urllib.parse import quote
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
-from tests.e2e.browser import CHROMIUM, NET, Screenshot, log_in, open_page
+from tests.e2e.browser import NET, Screenshot, log_in, open_page, require_chromium
 from tests.support.lab import RunningLab
 
-if not CHROMIUM.exists() and os.geteuid() != 0:
-    pytest.skip(
-        f"{CHROMIUM} (Debian's chromium) is missing and only root can install it: "
-        "run scripts/test-deps.sh as root",
-        allow_module_level=True,
-    )
+require_chromium()
 
 pytestmark = pytest.mark.timeout(600)  # the first test also waits for `lab up` (1-3 minutes)
 

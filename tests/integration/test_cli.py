@@ -53,9 +53,10 @@ def as_json(*args: str | Path) -> Any:
 
 
 def assert_error(result: Result, exit_code: int, fragment: str) -> None:
-    """One `error:` line on stderr with the sysexits code, nothing on stdout, no traceback."""
+    """One `error:` line on stderr (after the context line) with the sysexits code, nothing
+    on stdout, no traceback."""
     assert result.exit_code == exit_code, (result.stdout, result.stderr)
-    lines = result.stderr.splitlines()
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("sitemail: ")]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ")
     assert fragment in lines[0]

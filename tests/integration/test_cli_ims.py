@@ -57,6 +57,20 @@ def test_cli_domain_route_add_list_remove(site_a: AdminService) -> None:
     assert run("domain-route", "remove", "siteb.example.com", "-D", data_dir).exit_code == 66
 
 
+def test_cli_domain_route_refuses_an_address_that_is_no_ip_address(site_a: AdminService) -> None:
+    """`999.1.1.1` (or `10.0.0`) is no IP address and no host name: one clear error, exit 65,
+    nothing added; a real address and a name with a port are taken."""
+    data_dir = site_a.config.data_dir
+    for host in ("999.1.1.1", "10.0.0", "[2001:db8::zz]:25"):
+        refused = run("domain-route", "add", "x.test", host, "-D", data_dir)
+        assert refused.exit_code == 65, refused.stdout
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1
+        assert "not an IP address" in errors[0] or "not a host" in errors[0]
+    assert json.loads(run("domain-route", "list", "--json", "-D", data_dir).stdout) == []
+    assert run("domain-route", "add", "x.test", "192.0.2.1:2525", "-D", data_dir).exit_code == 0
+
+
 def test_cli_queue_hold_release_retry_delete_and_track(site_a: AdminService) -> None:
     """Queue commands act on a real queued message; tracking shows every admin step."""
     data_dir = site_a.config.data_dir

@@ -58,7 +58,7 @@ def test_cli_process_readme_walkthrough(tmp_path: Path) -> None:
     assert dry.returncode == 0, dry.stderr
     assert "jsmith: jsmith@sitea.example.com -> jsmith@example.com" in dry.stdout
     assert "nothing was changed" in dry.stdout
-    assert dry.stderr == ""
+    assert dry.stderr == f"sitemail: SiteA (server ServerA, data dir {d.resolve()})\n"
 
     real = sitemail("addressing", "set", "smtp", "@example.com", "--update-recipients")
     assert real.returncode == 0, real.stderr
@@ -83,5 +83,8 @@ def test_cli_process_error_is_one_line_with_exit_code(tmp_path: Path) -> None:
     ).close()  # fmt: skip
     unknown = sitemail("mailbox", "show", "nobody", "-D", tmp_path / "d")
     assert unknown.returncode == 66
-    assert unknown.stderr == "error: no recipient 'nobody' in the directory\n"
+    assert unknown.stderr == (
+        f"sitemail: SiteA (server S, data dir {(tmp_path / 'd').resolve()})\n"
+        "error: no recipient 'nobody' in the directory\n"
+    )
     assert unknown.stdout == ""

@@ -23,10 +23,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from sitemail.admin.datadir import remember_data_dir, resolve_data_dir
+from sitemail.admin.context import note_site
+from sitemail.admin.datadir import read_pointer, remember_data_dir, resolve_data_dir
 from sitemail.admin.routing import certificate_fingerprint
 from sitemail.admin.service import AdminService, read_password_file
 from sitemail.admin.wake import ask_attempts, poke
+from sitemail.config import ServerConfig
 from sitemail.core.clock import span
 from sitemail.core.errors import NotFoundError, SitemailError
 from sitemail.directory import (
@@ -39,12 +41,17 @@ from sitemail.directory import (
 from sitemail.queue.admin import QueueEntry, RecipientEntry
 
 __all__ = [
+    "announce",
     "app",
     "cli_api",
+    "cli_context",
+    "cli_dkim",
+    "cli_dns",
     "cli_doctor",
     "cli_queue",
     "cli_replication",
     "cli_routing",
+    "cli_site",
     "cli_tls",
     "cli_tracking",
     "main",
@@ -119,9 +126,18 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def announce(config: ServerConfig) -> None:
+    """On stderr: the site, server and data dir this command acts on (admin/context.py)."""
+    line, warning = note_site(config)
+    err.print(line, markup=False)
+    if warning:
+        err.print(warning, markup=False)
+
+
 @contextmanager
 def admin(data_dir: Path | None) -> Iterator[AdminService]:
     service = AdminService.open(resolve_data_dir(data_dir))
+    announce(service.config)
     try:
         yield service
     finally:
@@ -161,14 +177,29 @@ def init(
         database_url=database_url,
     )
     try:
-        remember_data_dir(data_dir)
+        announce(service.config)
         info = service.org()
         out.print(
             f"initialised {data_dir}: organisation {info.name}, site {info.local_site}, "
             f"server {info.local_server}, addressing {service.addressing()}"
         )
+        _init_default(service.config.data_dir)
     finally:
         service.close()
+
+
+def _init_default(data_dir: Path) -> None:
+    """The first data dir becomes the default; a later `init` leaves the default where it is
+    and says so (creating a server never moves where the next command acts)."""
+    current = read_pointer()
+    if current is not None and current != data_dir and (current / "sitemail.toml").is_file():
+        err.print(
+            f"note: commands without --data-dir still act on {current}; "
+            f"`sitemail use {data_dir}` makes this one the default",
+            markup=False,
+        )
+    elif remember_data_dir(data_dir):
+        err.print(f"commands without --data-dir now act on {data_dir}", markup=False)
 
 
 # -- recipients -------------------------------------------------------------------------------
@@ -870,10 +901,14 @@ def main() -> None:
 # modules; importing them registers their commands.
 from sitemail.admin import (  # noqa: E402
     cli_api,
+    cli_context,
+    cli_dkim,
+    cli_dns,
     cli_doctor,
     cli_queue,
     cli_replication,
     cli_routing,
+    cli_site,
     cli_tls,
     cli_tracking,
 )

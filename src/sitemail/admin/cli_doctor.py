@@ -71,7 +71,8 @@ def _show(findings: list[Finding]) -> None:
     for f in findings:
         out.print(f"{_MARK[f.level]} {f.check:16} {f.message}", markup=False)
         if f.fix and f.level is not Level.OK:
-            out.print(f"{'':24} fix: {f.fix}", markup=False)
+            fix = f.fix.replace("\n", "\n" + " " * 29)  # several zone lines stay aligned
+            out.print(f"{'':24} fix: {fix}", markup=False)
     counts = {level: sum(1 for f in findings if f.level is level) for level in Level}
     out.print(
         f"\n{counts[Level.OK]} ok, {counts[Level.WARNING]} warning(s), "

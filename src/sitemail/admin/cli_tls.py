@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from sitemail.admin.cli import DataDir, JsonFlag, app, emit_json, handle_errors, out
+from sitemail.admin.cli import DataDir, JsonFlag, announce, app, emit_json, handle_errors, out
 from sitemail.admin.datadir import resolve_data_dir
 from sitemail.admin.tls import CertificateInfo, describe, install_certificate
 from sitemail.config import load_config
@@ -69,6 +69,7 @@ def tls_set(
     """Install a certificate and key for this server, checked first (the key matches, the
     certificate is valid now); a running server uses it for new connections, no restart."""
     config = load_config(resolve_data_dir(data_dir))
+    announce(config)
     info = install_certificate(config, cert, key)
     _show(info, as_json)
     if not as_json:
@@ -79,4 +80,6 @@ def tls_set(
 @handle_errors
 def tls_show(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
     """Show the installed certificate: names, issuer, validity, SHA-256 fingerprint."""
-    _show(describe(load_config(resolve_data_dir(data_dir))), as_json)
+    config = load_config(resolve_data_dir(data_dir))
+    announce(config)
+    _show(describe(config), as_json)

@@ -6,6 +6,8 @@ finding ok / warning / error and how to fix it:
 - dns: the MX (or A) of the company domain(s) and of every site's domain lead to an address
   where a server of the organisation (for a site domain: of that site) answers SMTP; which
   server answers is read from its greeting, so an MX pointing at the wrong site shows;
+- records: every record `sitemail dns records` lists (MX, A, PTR, SPF, DKIM, DMARC) is
+  published as it should be; each missing or wrong one with the line to publish;
 - ims: each site's Internet Mail Service answers where this site sends that site's mail (its
   domain route, else its MX);
 - connectors, connected-sites: both exist in both directions between every two sites, and
@@ -33,6 +35,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from sitemail.admin.dnscheck import check_records
+from sitemail.admin.dnsrecords import compute_records
 from sitemail.admin.filemodes import problems as mode_problems
 from sitemail.admin.service import AdminService
 from sitemail.admin.tls import describe
@@ -84,6 +88,7 @@ class _Doctor:
     report: KccReport
     scope: list[SiteInfo]  # the sites checked (all, or the one of --site)
     findings: list[Finding] = field(default_factory=list)
+    down: set[str] = field(default_factory=set)  # sites whose IMS did not answer here
 
     def add(self, check: str, level: Level, message: str, fix: str = "") -> None:
         self.findings.append(Finding(check, level, message, fix))
@@ -115,6 +120,7 @@ def run_doctor(
     scope = [s for s in report.sites if site is None or s.name == site]
     doctor = _Doctor(service, report, scope)
     asyncio.run(_network_checks(doctor))
+    _check_published_records(doctor, site)
     _check_connectors(doctor)
     _check_connected_sites(doctor)
     _check_replication(doctor)
@@ -197,6 +203,29 @@ async def _network_checks(doctor: _Doctor) -> None:
                 await _check_domain_dns(doctor, resolver, site.routing_domain, site.name, port)
     for site in doctor.scope:
         await _check_ims(doctor, site, resolver, table, port)
+
+
+def _check_published_records(doctor: _Doctor, site: str | None) -> None:
+    """The records of `sitemail dns records` against the configured name servers: each
+    problem with the line to publish, the good ones counted in one line."""
+    config = doctor.service.config
+    servers = config.dns.servers()
+    if not servers:
+        return  # the dns check has said so already
+    expected = compute_records(doctor.service.directory, config, site=site)
+    verdicts = asyncio.run(check_records(expected.records, servers, config.dns.timeout))
+    good = [v for v in verdicts if v.status == "ok"]
+    for verdict in verdicts:
+        if verdict.status != "ok":
+            doctor.add("records", Level(verdict.status), verdict.message, verdict.fix)
+    if good:
+        kinds = ", ".join(dict.fromkeys(v.kind.upper() for v in good))
+        doctor.add(
+            "records",
+            Level.OK,
+            f"{len(good)} of {len(verdicts)} records published as "
+            f"`sitemail dns records` lists them ({kinds})",
+        )
 
 
 async def _check_domain_dns(
@@ -322,6 +351,7 @@ async def _check_ims(
     """The site's IMS answers where this site sends its mail, as a server of that site."""
     where, how = await _ims_addresses(doctor, site, resolver, table, port)
     if not where:
+        doctor.down.add(site.name)
         doctor.add(
             "ims",
             Level.ERROR,
@@ -334,6 +364,7 @@ async def _check_ims(
         target = f"{host}:{target_port}"
         greeting = await _greeting(host, target_port)
         if not greeting.startswith("220 "):
+            doctor.down.add(site.name)
             doctor.add(
                 "ims",
                 Level.ERROR,
@@ -557,7 +588,16 @@ def _check_kcc(doctor: _Doctor, site: str | None) -> None:
 
 def _check_round_trips(doctor: _Doctor, timeout: float, wake: Callable[[], object]) -> None:
     replication = doctor.service.replication
-    sent = {s.name: (replication.ping(s.name), time.monotonic()) for s in doctor.scope}
+    # A site whose IMS did not answer cannot answer a ping either: not waited for.
+    for name in sorted(doctor.down):
+        doctor.add(
+            "round-trip",
+            Level.ERROR,
+            f"no ping sent to {name}: its IMS does not answer (see the ims finding)",
+            f"start it at {name} (sitemail serve), then run the doctor again",
+        )
+    scope = [s for s in doctor.scope if s.name not in doctor.down]
+    sent = {s.name: (replication.ping(s.name), time.monotonic()) for s in scope}
     wake()
     deadline = time.monotonic() + timeout
     answered: dict[str, float] = {}

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sitemail.admin.token import METRICS_TOKEN_FILE, TOKEN_FILE
 from sitemail.config import CONFIG_FILE, ServerConfig
+from sitemail.mailauth.dkimkeys import dkim_key_files
 from sitemail.replication.keys import KEY_FILE
 
 __all__ = ["DB_FILE", "ModeProblem", "create_private", "problems", "secret_files", "secure"]
@@ -54,6 +55,7 @@ def secret_files(config: ServerConfig) -> list[Path]:
     files = [config.data_dir / CONFIG_FILE, config.data_dir / TOKEN_FILE]
     files.append(config.data_dir / METRICS_TOKEN_FILE)
     files.append(config.data_dir / KEY_FILE)
+    files += dkim_key_files(config.data_dir)
     files.append(config.path(config.tls.key_file))
     if not config.database_url:  # SQLite in the data dir (PostgreSQL guards its own files)
         files += [config.data_dir / (DB_FILE + suffix) for suffix in _DB_COMPANIONS]

@@ -27,6 +27,7 @@ from sitemail.replication.connectors import (
     remove_connector,
     update_connector,
 )
+from sitemail.replication.forget import readmit
 from sitemail.replication.kcc import KccReport, run_kcc
 from sitemail.replication.keys import fingerprint as key_fingerprint
 from sitemail.replication.keys import load_site_key
@@ -105,6 +106,7 @@ class ReplicationAdmin:
             peer_key=peer_key,
             schedule=schedule,
         )
+        readmit(self.directory, site)  # a removed site's name set up again
         with self.directory.store.read() as conn:
             held = state.get_pending(conn, site)
         # The request it sent before we had a connector (the article's one-sided order) is

@@ -13,6 +13,7 @@ from pathlib import Path
 from sitemail.admin.filemodes import DB_FILE, create_private, secure
 from sitemail.admin.replication import ReplicationAdmin
 from sitemail.admin.routing import RoutingAdmin
+from sitemail.admin.siteremoval import RemovalReport, remove_site
 from sitemail.admin.tls import make_self_signed
 from sitemail.admin.token import admin_url, ensure_token
 from sitemail.admin.tracking import TrackingAdmin
@@ -40,6 +41,7 @@ from sitemail.directory import (
     set_addressing,
 )
 from sitemail.directory.service import check_name
+from sitemail.mailauth.dkimkeys import generate_dkim_keys
 from sitemail.queue.admin import QueueAdmin
 from sitemail.queue.attempts import Attempt
 from sitemail.replication.keys import fingerprint, generate_site_key, load_site_key
@@ -130,6 +132,7 @@ class AdminService:
             raise
         config = service.config
         key = generate_site_key(data_dir)
+        generate_dkim_keys(data_dir, site)
         ensure_token(data_dir)
         service.directory.update_site_attrs(public_key=key.public.token)
         make_self_signed(
@@ -303,6 +306,12 @@ class AdminService:
     def tracking(self) -> TrackingAdmin:
         """Message tracking across sites: `ask_sites(ref)`, `path(ref)` (docs/tracking.md)."""
         return TrackingAdmin(self.config, self.directory, self.clock)
+
+    def remove_site(self, site: str, *, dry_run: bool = False) -> RemovalReport:
+        """Remove another site from the organisation, here (admin/siteremoval.py)."""
+        return remove_site(
+            self.directory, self.replication, self.routing, self.queue, site, dry_run=dry_run
+        )
 
     # -- export / import --------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from sitemail.config.model import (
     ImapConfig,
     LimitsConfig,
     LogConfig,
+    MailauthConfig,
     Pop3Config,
     QueueConfig,
     ReplicationConfig,
@@ -17,6 +18,7 @@ from sitemail.config.model import (
     TlsConfig,
     load_config,
     render_config,
+    split_nameserver,
 )
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "ImapConfig",
     "LimitsConfig",
     "LogConfig",
+    "MailauthConfig",
     "Pop3Config",
     "QueueConfig",
     "ReplicationConfig",
@@ -36,4 +39,5 @@ __all__ = [
     "TlsConfig",
     "load_config",
     "render_config",
+    "split_nameserver",
 ]

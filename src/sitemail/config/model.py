@@ -24,6 +24,7 @@ __all__ = [
     "ImapConfig",
     "LimitsConfig",
     "LogConfig",
+    "MailauthConfig",
     "Pop3Config",
     "QueueConfig",
     "ReplicationConfig",
@@ -99,6 +100,10 @@ class DnsConfig:
 
     nameservers: tuple[str, ...] = ()
     timeout: float = 5.0
+    # The DMARC record `sitemail dns records` publishes (docs/dns-records.md): the policy for
+    # mail failing DMARC that claims our domains, and where aggregate reports go ("" none).
+    dmarc_policy: str = "quarantine"
+    dmarc_rua: str = ""
 
     def servers(self) -> list[tuple[str, int]]:
         """(address, port) of every name server (the entries are validated at load)."""
@@ -167,6 +172,19 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MailauthConfig:
+    """DKIM signing on the way out, SPF/DKIM/DMARC checks at the edge (docs/mailauth.md)."""
+
+    sign: bool = True  # DKIM-sign mail leaving the organisation from its domains
+    max_size: int = 64 * 1024 * 1024  # bigger: not DKIM-signed nor verified (read whole)
+    check: bool = True  # SPF, DKIM and DMARC on mail from the Internet
+    authserv_id: str = ""  # Authentication-Results' id; empty: the organisation's name
+    quarantine: str = "junk"  # DMARC p=quarantine: "junk", "reject" or "accept"
+    reject_own_domain_spoof: bool = True  # our From domains without DMARC alignment: 550
+    dns_timeout: float = 5.0  # seconds for all of one message's lookups
+
+
+@dataclass(frozen=True, slots=True)
 class AdminConfig:
     """The admin HTTP API and the web console, served by `sitemail serve`."""
 
@@ -202,6 +220,7 @@ class ServerConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    mailauth: MailauthConfig = field(default_factory=MailauthConfig)
 
     def path(self, relative: str) -> Path:
         p = Path(relative)
@@ -283,6 +302,7 @@ def load_config(data_dir: Path) -> ServerConfig:
         "auth": AuthConfig,
         "admin": AdminConfig,
         "log": LogConfig,
+        "mailauth": MailauthConfig,
     }
     parsed = {
         name: _section(cls, raw.pop(name, {}), f"{where} [{name}]")
@@ -345,6 +365,7 @@ def _validate(config: ServerConfig, where: str) -> None:
         if port < 0:
             raise ConfigError(f"{where} [dns] nameservers: bad port in {server!r}")
         _check_port(port, f"{where} [dns] nameservers")
+    _validate_dmarc(config, where)
     for net in config.smtp.trusted_networks:
         try:
             ipaddress.ip_network(net, strict=False)
@@ -354,9 +375,30 @@ def _validate(config: ServerConfig, where: str) -> None:
         raise ConfigError(f"{where} [queue]: need 0 < retry_initial <= retry_max")
     if config.replication.tombstone_lifetime < 2 * 86400:
         raise ConfigError(f"{where} [replication]: tombstone_lifetime must be at least 2 days")
+    if config.mailauth.quarantine not in ("junk", "reject", "accept"):
+        raise ConfigError(f"{where} [mailauth] quarantine: one of junk, reject, accept")
     if config.limits.command_length < 512 or config.limits.line_length < 1000:
         raise ConfigError(
             f"{where} [limits]: RFC 5321 requires command_length >= 512, line_length >= 1000"
+        )
+
+
+DMARC_POLICIES = ("none", "quarantine", "reject")
+
+
+def _validate_dmarc(config: ServerConfig, where: str) -> None:
+    if config.dns.dmarc_policy not in DMARC_POLICIES:
+        raise ConfigError(
+            f"{where} [dns] dmarc_policy: one of {', '.join(DMARC_POLICIES)}, "
+            f"got {config.dns.dmarc_policy!r}"
+        )
+    rua = config.dns.dmarc_rua
+    if rua and not all(
+        part.strip().startswith("mailto:") and "@" in part for part in rua.split(",")
+    ):
+        raise ConfigError(
+            f"{where} [dns] dmarc_rua: mailto: URIs separated by commas "
+            f"(e.g. mailto:dmarc@example.com), got {rua!r}"
         )
 
 
@@ -414,6 +456,8 @@ listen = [{listen_list}]
 
 [dns]
 # nameservers = ["127.0.0.1:53"]
+# dmarc_policy = "quarantine"  # the DMARC policy `sitemail dns records` publishes
+# dmarc_rua = ""               # e.g. "mailto:dmarc@example.com": aggregate reports
 
 [queue]
 # retry_initial = 300
@@ -441,6 +485,12 @@ listen = [{listen_list}]
 # port = 8025                  # 0 switches the admin API off (token: `sitemail admin token`)
 # tls = false                  # https with this server's certificate; required when listen is
 #                              # not a loopback address
+
+[mailauth]
+# sign = true                  # DKIM-sign mail leaving the organisation (docs/mailauth.md)
+# check = true                 # SPF, DKIM and DMARC on mail from the Internet
+# quarantine = "junk"          # DMARC p=quarantine: "junk", "reject" or "accept"
+# authserv_id = ""             # Authentication-Results id; default: the organisation's name
 
 [log]
 # format = "text"              # or "json": one object a line (docs/events.md)

@@ -4,7 +4,8 @@ One job: for recipients routed `local`, do the final step in ONE transaction tog
 queue's record of it, so a crash at any instant leaves a message either delivered once and
 dequeued, or still queued (never lost, never twice):
 - mailbox: add `Return-Path` and `Delivered-To`, refuse a message that already carries our
-  `Delivered-To` for this address (a mail loop, 5.4.6), append to INBOX;
+  `Delivered-To` for this address (a mail loop, 5.4.6), append to INBOX (to Junk when the
+  edge marked it quarantined by DMARC, mailauth.headers);
 - group: add each member's primary address as a new recipient of the same queued message
   (skipping addresses it already has, which also stops nested-group cycles);
 - contact: add the contact's external target as a new recipient.
@@ -23,6 +24,7 @@ from sitemail.core.envelope import EnvelopeRecipient
 from sitemail.core.errors import NotFoundError
 from sitemail.core.events import QueueDelivered
 from sitemail.directory import Directory, ObjectKind, Recipient
+from sitemail.mailauth.headers import is_quarantined
 from sitemail.mailbox import Append, append_messages
 from sitemail.queue.content import Content
 from sitemail.queue.model import (
@@ -77,6 +79,19 @@ def _append(
     )
 
 
+def _append_to_folders(
+    conn: Connection, appends: list[tuple[str, Append]], now: float
+) -> list[int]:
+    """`append_messages` per folder; the UIDs in the order of `appends`."""
+    uids = [0] * len(appends)
+    for folder in dict.fromkeys(f for f, _ in appends):
+        indexes = [i for i, (f, _) in enumerate(appends) if f == folder]
+        got = append_messages(conn, [appends[i][1] for i in indexes], now=now, folder=folder)
+        for index, uid in zip(indexes, got, strict=True):
+            uids[index] = uid
+    return uids
+
+
 class LocalDelivery:
     """The `local` transport."""
 
@@ -114,7 +129,7 @@ class LocalDelivery:
         """
         now = self._clock.now()
         out: list[list[RecipientResult]] = []
-        appends: list[Append] = []
+        appends: list[tuple[str, Append]] = []  # (folder, message)
         waiting: list[tuple[int, int, QueuedMessage, QueuedRecipient, Recipient]] = []
         targets: dict[str, Recipient] = {}
         for number, (message, content, recipients) in enumerate(batch):
@@ -139,13 +154,16 @@ class LocalDelivery:
                     head = (
                         f"Return-Path: <{message.envelope.sender}>\r\nDelivered-To: {address}\r\n"
                     )
-                    appends.append(_append(conn, target.guid, head.encode(), message, content))
+                    folder = "Junk" if is_quarantined(content.head) else "INBOX"
+                    appends.append(
+                        (folder, _append(conn, target.guid, head.encode(), message, content))
+                    )
                     waiting.append((number, len(results), message, rcpt, target))
                     results.append(_PLACEHOLDER)
                     continue
                 results.append(self._deliver_one(conn, message=message, rcpt=rcpt, target=target))
             out.append(results)
-        uids = append_messages(conn, appends, now=now)
+        uids = _append_to_folders(conn, appends, now)
         finished: list[tuple[int, RcptState, str, str]] = []
         events: list[TrackEvent] = []
         for (number, index, message, rcpt, target), uid in zip(waiting, uids, strict=True):

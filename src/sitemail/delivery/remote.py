@@ -147,6 +147,7 @@ from aiosmtplib.protocol import normalize_message_line_endings
 
 from sitemail.core.envelope import BodyType, Envelope, EnvelopeRecipient, Notify
 from sitemail.core.events import SmtpOut, SmtpOutSessionFailed, emit
+from sitemail.mailauth.signing import DkimSigner
 from sitemail.queue.attempts import report_stage
 from sitemail.queue.content import Content
 from sitemail.queue.model import Outcome, QueuedMessage, QueuedRecipient, RecipientResult
@@ -607,6 +608,7 @@ class RemoteDelivery:
         site_hop: Callable[[str], SiteHop | None] | None = None,
         trace_site: str = "",
         trace_signer: Signer | None = None,
+        dkim_signer: DkimSigner | None = None,
         source_address: str | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -623,7 +625,8 @@ class RemoteDelivery:
         gives each site its own loopback address; use an address of the peers' family);
         ``site_hop`` maps a site name to how to reach it, and ``trace_site`` is the name
         written in the trace field of mail to other sites, signed with ``trace_signer``
-        (the site key's ``sign``) for each transaction; ``rng`` orders equal MX
+        (the site key's ``sign``) for each transaction; ``dkim_signer`` DKIM-signs mail
+        going out by MX or relay (mailauth.signing); ``rng`` orders equal MX
         preferences; ``clock`` (monotonic seconds) ages idle connections; ``wall_clock``
         (seconds since the epoch, the site's clock) dates trace fields.
 
@@ -676,6 +679,7 @@ class RemoteDelivery:
         self.listen_ports: set[int] = set()
         self._trace_site = trace_site
         self._trace_signer = trace_signer
+        self._dkim = dkim_signer  # signs what leaves the organisation (not site hops)
         if source_address is not None and _ip(source_address) is None:
             raise ValueError(f"source address {source_address!r} is not an IP address")
         self._source = (source_address, 0) if source_address else None
@@ -750,6 +754,8 @@ class RemoteDelivery:
         envelope = message.envelope
         if content.in_memory:
             content = Content.of(normalize_message_line_endings(content.whole()))
+        if self._dkim is not None and transport is not Transport.SITE:
+            content = await self._dkim.sign(content, message.queue_id)
         job = _Job(
             message=message,
             content=content,

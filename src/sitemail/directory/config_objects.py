@@ -8,6 +8,7 @@ site's routes steer its own IMS.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -43,7 +44,23 @@ def validate_host(text: str) -> str:
     match = _HOST.match(host)
     if not match or (match.group(2) and not 0 < int(match.group(2)) < 65536):
         raise InvalidValueError(f"not a host, IP address or host:port: {text!r}")
+    _check_address(match.group(1), text)
     return host
+
+
+def _check_address(name: str, text: str) -> None:
+    """What looks like an IP address must be one: a name's last label is never all digits
+    (RFC 3696 section 2), so `999.1.1.1` is a wrong address, not a host name."""
+    literal = name[1:-1] if name.startswith("[") else name
+    if not name.startswith("[") and not literal.rsplit(".", 1)[-1].isdigit():
+        return
+    try:
+        ipaddress.ip_address(literal)
+    except ValueError:
+        raise InvalidValueError(
+            f"not an IP address: {literal!r} in {text!r} (IPv4: four numbers 0-255; "
+            "IPv6 in brackets, e.g. [2001:db8::1]:25)"
+        ) from None
 
 
 def add_domain_route(directory: Directory, domain: str, host: str) -> DomainRouteEntry:

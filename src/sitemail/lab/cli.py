@@ -23,6 +23,7 @@ from rich.table import Table
 
 from sitemail.core.clock import span
 from sitemail.lab.dns_server import DnsRecord, EmbeddedDnsServer, parse_zone_text
+from sitemail.lab.internet import serve_internet
 from sitemail.lab.lab import (
     COMPANY_DOMAIN,
     PASSWORDS_FILE,
@@ -61,7 +62,7 @@ def register(
     app: typer.Typer,
     guard: Callable[[Callable[..., Any]], Callable[..., Any]],
     probe: Probe,
-    make_current: Callable[[Path], None],
+    make_current: Callable[[Path], object],
 ) -> None:
     """Add the lab commands to `app` (the CLI's `lab` group); `guard` maps errors to exit
     codes as for every other command, `probe` reads one site's queue, replication and recent
@@ -70,7 +71,7 @@ def register(
 
     @app.command("up")
     @guard
-    def up(
+    def up(  # noqa: PLR0917 - Typer maps each parameter to an option
         lab_dir: LabDir = Path("lab"),
         detach: Annotated[
             bool, typer.Option("--detach", help="Return once the lab is ready; leave it running.")
@@ -83,6 +84,13 @@ def register(
                 "--net", hidden=True, help="First three octets of the lab's loopback /24."
             ),
         ] = None,
+        send_test: Annotated[
+            bool,
+            typer.Option(
+                "--send-test",
+                help="Send the test mail from the Internet again (a new lab always sends it).",
+            ),
+        ] = False,
     ) -> None:
         """Bring up the article's three sites (or reuse the lab folder) and walk its steps."""
         lab = Lab(
@@ -95,7 +103,7 @@ def register(
             probe=probe,
         )
         with stopping_on_error(lab):
-            lab.up()
+            lab.up(send_test=send_test)
         first = lab.data_dir(lab.sites[0])
         make_current(first)
         _where(lab)
@@ -140,6 +148,18 @@ def register(
         """The lab's DNS server process: serves the zone file, reloading it when it changes."""
         _serve_dns(zone, address, port)
 
+    @app.command("internet-serve", hidden=True)
+    @guard
+    def internet_serve(
+        lab_dir: LabDir,
+        address: Annotated[str, typer.Option("--address")],
+        port: Annotated[int, typer.Option("--port")],
+        nameserver: Annotated[str, typer.Option("--nameserver")],
+    ) -> None:
+        """The lab's Internet process: the outside mail server for internet.test."""
+        host, _, dns_port = nameserver.rpartition(":")
+        serve_internet(lab_dir.resolve(), address, port, (host, int(dns_port)))
+
 
 _SHOWN = {"imap": "IMAP", "pop3": "POP3", "submission": "submission"}
 
@@ -175,10 +195,21 @@ def _where(lab: Lab) -> None:
         f"MX {COMPANY_DOMAIN})",
         markup=False,
     )
+    internet = lab.status()["internet"]
+    out.print(
+        f"  the lab's Internet: mail to anyone@{internet['domain']} leaves each site by MX to "
+        f"{internet['smtp']} and is kept, DKIM-checked, in {lab.root / 'internet'}",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def _table(data: dict[str, Any]) -> Table:
-    table = Table(title=f"lab {data['lab']}  (DNS {data['dns']['address']})")
+    internet = data.get("internet", {})
+    outside = (
+        f", Internet {internet['smtp']}" if internet.get("running") else ", Internet NOT running"
+    )
+    table = Table(title=f"lab {data['lab']}  (DNS {data['dns']['address']}{outside})")
     for column in ("site", "server", "SMTP", "running", "queue", "replication"):
         table.add_column(column)
     for entry in data["sites"]:
@@ -279,7 +310,8 @@ def _serve_dns(zone: Path, address: str, port: int) -> None:
             return
         records = _parse_zone(zone.read_text(encoding="utf-8"))  # a bad edit raises here
         served = server.resolver
-        served.remove_zone(COMPANY_DOMAIN)
+        for old in served.zones():  # the published part adds zones (reverse, internet.test)
+            served.remove_zone(old.origin)
         served.add_zone(COMPANY_DOMAIN)
         served.load(records)
         loaded = mtime

@@ -53,7 +53,7 @@ __all__ = [
 
 #: Record types this server stores and answers, by their numeric code.
 _TYPE_CODES: Final = MappingProxyType(
-    {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "MX": 15, "TXT": 16, "AAAA": 28}
+    {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28}
 )
 RECORD_TYPES: Final = frozenset(_TYPE_CODES)
 MAX_CNAME_CHAIN: Final = 8

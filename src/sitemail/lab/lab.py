@@ -41,6 +41,9 @@ import dns.exception
 import dns.resolver
 
 from sitemail.core.errors import ConfigError
+from sitemail.lab.internet import INTERNET_DOMAIN, INTERNET_HOST, INTERNET_OCTET, received
+from sitemail.lab.outbound import OUTSIDE_RECIPIENT, Submission, submit, wait_for_arrival
+from sitemail.lab.published import MARKER, write_published_zone
 
 __all__ = [
     "COMPANY_DOMAIN",
@@ -224,6 +227,8 @@ class Lab:
             if getattr(self.state, name) != value
         ]
         self.sites = lab_sites(self.state.net)
+        self.started: list[str] = []  # processes this `lab up` started (or restarted)
+        self.reused: list[str] = []  # processes it found running and left alone
 
     # -- output, and the sites' steps at once ----------------------------------------------
 
@@ -315,14 +320,22 @@ class Lab:
 
     # -- processes --------------------------------------------------------------------------
 
+    def reap(self) -> None:
+        """Collect the exit of every process this `lab up` started that has ended (a site
+        killed under a foreground lab stays `<defunct>` until its parent does this)."""
+        for pid in self.state.pids.values():
+            with contextlib.suppress(ChildProcessError):  # not our child: another `lab up`'s
+                os.waitpid(pid, os.WNOHANG)
+
     def alive(self) -> dict[str, bool]:
+        self.reap()
         return {
             name: _process_is_ours(pid, self.root) for name, pid in sorted(self.state.pids.items())
         }
 
     def running(self) -> bool:
         alive = self.alive()
-        return bool(alive) and all(alive.values()) and len(alive) == len(self.sites) + 1
+        return bool(alive) and all(alive.values()) and len(alive) == len(self.sites) + 2
 
     def check_addresses(self) -> None:
         """Every address and port the lab needs is free and bindable (else say what to do)."""
@@ -336,6 +349,7 @@ class Lab:
             (self.state.dns_address, self.state.dns_port, kind, "the DNS server")
             for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM)
         ]
+        wanted.append((self.internet_address, self.state.smtp_port, socket.SOCK_STREAM, "internet"))
         alive = self.alive()
         for address, port, kind, what in wanted:
             name = "dns" if what == "the DNS server" else what
@@ -360,9 +374,15 @@ class Lab:
             self.state.save(self.root)
         return proc.pid
 
+    def _note(self, name: str, *, started: bool) -> None:
+        with self._lock:
+            (self.started if started else self.reused).append(name)
+
     def start_dns(self) -> None:
         if self.alive().get("dns"):
+            self._note("dns", started=False)
             return
+        self._note("dns", started=True)
         zone = self.root / ZONE_FILE
         if not zone.exists():
             zone.write_text(zone_text(self.sites), encoding="utf-8")
@@ -388,6 +408,34 @@ class Lab:
             return False
         return True
 
+    @property
+    def internet_address(self) -> str:
+        return f"{self.state.net}.{INTERNET_OCTET}"
+
+    def start_internet(self) -> None:
+        """The lab's Internet: the outside mail server for internet.test (lab/internet.py)."""
+        if self.alive().get("internet"):
+            self._note("internet", started=False)
+            return
+        self._note("internet", started=True)
+        self._spawn(
+            "internet",
+            [
+                "lab", "internet-serve", "--dir", str(self.root), "--address",
+                self.internet_address, "--port", str(self.state.smtp_port),
+                "--nameserver", self.nameserver(),
+            ],
+        )  # fmt: skip
+        self._wait(self._internet_greets, "the lab's Internet", "internet")
+
+    def _internet_greets(self) -> bool:
+        try:
+            with socket.create_connection((self.internet_address, self.state.smtp_port), 1) as s:
+                s.settimeout(2)
+                return s.recv(4).startswith(b"220")
+        except OSError:
+            return False
+
     def resolve(self, name: str, rtype: str) -> list[str]:
         resolver = dns.resolver.Resolver(configure=False)
         resolver.nameservers = [self.state.dns_address]
@@ -397,7 +445,9 @@ class Lab:
 
     def start_site(self, site: LabSite) -> None:
         if self.alive().get(site.name):
+            self._note(site.name, started=False)
             return
+        self._note(site.name, started=True)
         self._spawn(site.name, ["serve", "--data-dir", str(self.data_dir(site))])
         self._wait(lambda: self._greets(site), f"{site.name}'s SMTP service", site.name)
 
@@ -448,8 +498,9 @@ class Lab:
 
     # -- the article ------------------------------------------------------------------------
 
-    def up(self) -> None:
-        """Start what is not running; on a new lab, walk the whole procedure."""
+    def up(self, *, send_test: bool = False) -> None:
+        """Start what is not running; on a new lab, walk the whole procedure and send the
+        test mail (again later only with `send_test`)."""
         if self.ignored:
             self._print(
                 f"  this lab ({self.root}) keeps {', '.join(self.ignored)}: its sites are "
@@ -460,18 +511,48 @@ class Lab:
         self.state.save(self.root)
         self._print_heading("Prerequisites: DNS records (MX and A) for every site and the company")
         self.start_dns()
-        for line in (self.root / ZONE_FILE).read_text().splitlines()[2:]:
+        for line in (self.root / ZONE_FILE).read_text().partition(MARKER)[0].splitlines()[2:]:
             self._print(f"  {line}")
         self._print(f"  served by the lab's DNS server on {self.nameserver()}")
         new = [s for s in self.sites if not (self.data_dir(s) / "sitemail.toml").exists()]
         self._at_each_site(self._install, new)
         self._at_each_site(self.start_site)
-        if not self.state.set_up:
+        self.start_internet()
+        self._say_reused(new)
+        first_time = not self.state.set_up
+        if first_time:
             self._procedure()
             self.state.set_up = True
             self.state.save(self.root)
-        self._print_heading("Mail from the Internet to user@example.com, through the company MX")
-        self.send_test_mail()
+        self.publish_records()
+        if first_time or send_test:
+            self._print_heading(
+                "Mail from the Internet to user@example.com, through the company MX"
+            )
+            self.send_test_mail()
+        else:
+            self._print("  no test mail sent (the lab was set up before): `--send-test` sends it")
+        self._print_heading(f"Mail from a user of each site to the Internet ({OUTSIDE_RECIPIENT})")
+        self.mail_the_internet()
+
+    def _say_reused(self, new: Sequence[LabSite]) -> None:
+        """What this `lab up` found running, what it (re)started and which sites it made."""
+        pids = self.state.pids
+        order = ["dns", "internet", *(s.name for s in self.sites)]
+
+        def named(names: list[str]) -> str:
+            return ", ".join(f"{n} (pid {pids[n]})" for n in order if n in names and n in pids)
+
+        if self.reused:
+            self._print(f"  reused, already running: {named(self.reused)}")
+        made = {s.name for s in new} | (
+            {"dns", "internet"} if len(new) == len(self.sites) else set()
+        )
+        restarted = [n for n in self.started if n not in made]
+        if restarted:
+            self._print(f"  started again (were not running): {named(restarted)}")
+        if made:
+            self._print(f"  created and started: {named(list(made))}")
 
     def _install(self, site: LabSite) -> None:
         self._print_heading(f"Install the Internet Mail Service at {site.name} ({site.domain})")
@@ -660,6 +741,64 @@ class Lab:
                 )
             time.sleep(0.5)
 
+    # -- what the world sees: DNS records, the lab's Internet --------------------------------
+
+    def publish_records(self) -> None:
+        """Put every record `sitemail dns records` lists at each site in the lab's DNS, with
+        the reverse zone and the lab's Internet (what an admin does at the registrar)."""
+        self._print_heading(
+            "Publishing the records of `sitemail dns records` (MX, A, PTR, SPF, DKIM, DMARC)"
+        )
+        found: dict[str, list[dict[str, Any]]] = {}
+
+        def records(site: LabSite) -> None:
+            out = self.run("dns", "records", "--site", site.name, "--json", site=site)
+            found[site.name] = json.loads(out)["records"]
+
+        self._at_each_site(records)
+        unique = {r["zone"]: r["kind"] for site in self.sites for r in found[site.name]}
+        written = write_published_zone(
+            self.root / ZONE_FILE, self.state.net, unique, COMPANY_DOMAIN
+        )
+        kinds: dict[str, int] = {}
+        for kind in unique.values():
+            kinds[kind] = kinds.get(kind, 0) + 1
+        shown = ", ".join(f"{count} {kind.upper()}" for kind, count in kinds.items())
+        self._print(f"  $ sitemail dns records --site <site> at each site: {shown}")
+        self._print(f"  {written} records added to {self.root / ZONE_FILE}, with reverse (PTR)")
+        self._print(
+            f"  the lab's Internet: {INTERNET_DOMAIN} MX {INTERNET_HOST} "
+            f"({self.internet_address}:{self.state.smtp_port})"
+        )
+
+    def mail_the_internet(self) -> list[tuple[str, bool, str]]:
+        """One message from the first user of each site to the lab's Internet, through the
+        site's submission port; shows whether it arrived and its DKIM verdict there. Returns
+        (site, delivered, dkim)."""
+        plain = self.client_ports()["submission"][0]
+        sent = []
+        for site in self.sites:
+            alias, name = site.users[0]
+            secret = (self.root / "passwords" / f"{alias}.txt").read_text().strip()
+            login = f"{alias}@{COMPANY_DOMAIN}"
+            message_id = submit(Submission(site.address, plain, login, secret, name))
+            self._print(f"  [{site.name}] {login} -> {OUTSIDE_RECIPIENT} ({message_id})")
+            sent.append((site, message_id))
+        with ThreadPoolExecutor(max_workers=len(sent)) as pool:
+            arrivals = list(pool.map(lambda item: wait_for_arrival(self.root, item[1]), sent))
+        results = []
+        for (site, _), arrival in zip(sent, arrivals, strict=True):
+            if arrival is None:
+                self._print(f"  {site.name}: NOT delivered to {INTERNET_DOMAIN} (yet)")
+                results.append((site.name, False, ""))
+                continue
+            self._print(
+                f"  {site.name}: delivered to {INTERNET_DOMAIN}, dkim={arrival.dkim} "
+                f"({arrival.signer})"
+            )
+            results.append((site.name, True, arrival.dkim))
+        return results
+
     # -- the proof ---------------------------------------------------------------------------
 
     def mx_host(self) -> str:
@@ -719,6 +858,7 @@ class Lab:
                 "smtp": f"{site.address}:{self.state.smtp_port}",
                 "client_ports": {k: list(v) for k, v in self.client_ports().items()},
                 "running": alive.get(site.name, False),
+                "pid": self.state.pids.get(site.name) if alive.get(site.name) else None,
                 "data_dir": str(self.data_dir(site)),
             }
             if self.probe is not None and (self.data_dir(site) / "sitemail.toml").exists():
@@ -726,7 +866,18 @@ class Lab:
             sites.append(entry)
         return {
             "lab": str(self.root),
-            "dns": {"address": self.nameserver(), "running": alive.get("dns", False)},
+            "dns": {
+                "address": self.nameserver(),
+                "running": alive.get("dns", False),
+                "pid": self.state.pids.get("dns") if alive.get("dns") else None,
+            },
+            "internet": {
+                "domain": INTERNET_DOMAIN,
+                "smtp": f"{self.internet_address}:{self.state.smtp_port}",
+                "running": alive.get("internet", False),
+                "pid": self.state.pids.get("internet") if alive.get("internet") else None,
+                "received": len(received(self.root)),
+            },
             "sites": sites,
             "set_up": self.state.set_up,
         }

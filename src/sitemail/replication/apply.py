@@ -166,7 +166,7 @@ _REQUIRED_ATTRS: dict[str, tuple[tuple[str, type], ...]] = {
     "domain": (("type", str),),
 }
 _OPTIONAL_ATTRS: dict[str, tuple[tuple[str, type], ...]] = {
-    "site": (("public_key", str), ("routing_domain", str)),
+    "site": (("public_key", str), ("routing_domain", str), ("removed_sites", list)),
     "group": (("members", list),),
     "server": (("listen", list),),
     "connected_site": (("cost", int), ("tls_fingerprint", str)),

@@ -81,6 +81,7 @@ from sitemail.replication.codec import (
     encode_message,
 )
 from sitemail.replication.connectors import Connector, list_connectors
+from sitemail.replication.forget import removed_sites
 from sitemail.replication.keys import PublicKey, SiteKey, parse_public_key
 from sitemail.store.tables import dir_object, site_usn
 
@@ -306,7 +307,8 @@ class Replicator:
         full: bool,
         direct: set[str],
     ) -> dict[str, Any]:
-        exclude = sorted({self.site} | (direct - {connector.site}))
+        removed = removed_sites(conn, self.site)  # never pulled again (replication/forget.py)
+        exclude = sorted({self.site} | (direct - {connector.site}) | removed)
         known = (self.held_ncs(conn) | {connector.site}) - set(exclude)
         marks = state.watermarks(conn)
         ncs = {
@@ -426,10 +428,13 @@ class Replicator:
         try:
             message = verified or self.verify(raw, connectors)
         except ReplicationRejected as refused:
-            if refused.reason == "unknown-origin":
-                return self._maybe_pending(conn, raw, queue_id, refused, source)
             claimed = claimed_origin(raw)
-            return self._reject(conn, refused.reason, claimed, queue_id, refused.detail)
+            if refused.reason != "unknown-origin":
+                return self._reject(conn, refused.reason, claimed, queue_id, refused.detail)
+            if claimed in removed_sites(conn, self.site):  # never held for the admin again
+                detail = f"{refused.detail} (a site removed from the organisation here)"
+                return self._reject(conn, refused.reason, claimed, queue_id, detail)
+            return self._maybe_pending(conn, raw, queue_id, refused, source)
         if message.type in (MessageType.PING, MessageType.PONG):
             return self._take_ping(conn, message, queue_id)
         if message.type in (MessageType.TRACK_QUERY, MessageType.TRACK_ANSWER):
@@ -930,10 +935,11 @@ class Replicator:
             return self._reject(
                 conn, "malformed", message.origin, "", f"answer without ranges or over {BATCH}"
             )
-        # A peer may answer only for naming contexts we pull through it: not ours, and not
-        # those of our other direct peers (we pull those from their owners), whatever the
-        # answer itself declares; no range may end beyond what the peer says it has.
-        direct = sites - {connector.site}
+        # A peer may answer only for naming contexts we pull through it: not ours, not a
+        # removed site's, and not those of our other direct peers (we pull those from their
+        # owners), whatever the answer itself declares; no range may end beyond what the
+        # peer says it has.
+        direct = (sites - {connector.site}) | removed_sites(conn, self.site)
         ranges = {
             nc: (start, min(end, max(high, start)), high)
             for nc, (start, end, high) in ranges.items()

@@ -18,6 +18,10 @@ At DATA, a message beyond core.mailshape's bounds (MIME nesting, header sizes) i
 `550 5.6.0`, so no reader behind the queue meets one; a recipient that is a directory-service
 mailbox gets NOTIFY=NEVER, so nothing sent to one ever causes a notice (docs/security.md).
 
+A message from the Internet (not an authenticated or trusted client, not a sibling site's
+server) is checked at the end of DATA by `edge_check` (mailauth.edge: SPF, DKIM, DMARC),
+which refuses it or gives it back with its Authentication-Results field on top.
+
 An accepted message whose hop trace proves it comes from a sibling site (`origin_of`,
 routing.trace.verified_origin) is queued with that origin, so a resend is recognised and not
 stored twice (queue.dedupe); the 250 then names the first copy's queue id.
@@ -28,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from sitemail.core.address import DSA_LOCAL_PART, parse_address
@@ -72,6 +76,7 @@ class ImsPolicy:
         *,
         trusted_networks: Sequence[str] = (),
         origin_of: Callable[[Envelope, Content], Origin | None] | None = None,
+        edge_check: Callable[[Envelope, Content], Awaitable[Reply | Content]] | None = None,
     ) -> None:
         self._directory = directory
         self._router = router
@@ -79,6 +84,7 @@ class ImsPolicy:
         self._clock = clock
         self._trusted = [ipaddress.ip_network(n, strict=False) for n in trusted_networks]
         self._origin_of = origin_of
+        self._edge_check = edge_check  # SPF/DKIM/DMARC on mail from the Internet (mailauth)
 
     def is_trusted(self, peer_ip: str) -> bool:
         try:
@@ -136,6 +142,16 @@ class ImsPolicy:
             log.exception("checking the trace of a message failed; stored without its origin")
             return None
 
+    def _from_internet(self, envelope: Envelope) -> bool:
+        """Whether the client is outside: not authenticated, not trusted, not a sibling
+        site's server (siblings trust the edge that checked the message first)."""
+        peer = envelope.client_address
+        if all(_is_dsa(r) for r in envelope.recipients):
+            return False  # replication mail: its own signatures prove it (replication.codec)
+        return not (
+            envelope.authenticated_as or self.is_trusted(peer) or self._router.is_sibling(peer)
+        )
+
     def new_queue_id(self) -> str:
         """Allocated before acceptance, so the Received header can name it."""
         return new_queue_id(self._clock.now())
@@ -151,6 +167,11 @@ class ImsPolicy:
             refused = await asyncio.to_thread(_shape_refusal, content)
             if refused is not None:
                 return refused
+        if self._edge_check is not None and self._from_internet(envelope):
+            checked = await self._edge_check(envelope, content)
+            if isinstance(checked, Reply):
+                return checked
+            content = checked
         origin = await self._origin(envelope, content)
         queue_id = await self._spool.enqueue(
             NewMessage(

@@ -87,11 +87,11 @@ def test_admin_token_command_prints_it_and_makes_one_for_an_old_data_dir(tmp_pat
     runner = CliRunner()
     first = runner.invoke(cli_app, ["admin", "token", "-D", str(data_dir)])
     assert first.exit_code == 0, first.output
-    token = first.output.strip()
+    token = first.stdout.strip()
     assert len(token) >= 40
     assert stat.S_IMODE((data_dir / TOKEN_FILE).stat().st_mode) == 0o600
     again = runner.invoke(cli_app, ["admin", "token", "-D", str(data_dir)])
-    assert again.output.strip() == token
+    assert again.stdout.strip() == token
 
 
 def test_admin_url_command(tmp_path: Path) -> None:
@@ -103,17 +103,17 @@ def test_admin_url_command(tmp_path: Path) -> None:
     runner = CliRunner()
     shown = runner.invoke(cli_app, ["admin", "url", "-D", str(data_dir)])
     assert shown.exit_code == 0, shown.output
-    assert shown.output.startswith("http://127.10.75.12:8025/api/")
-    assert [line.split()[0] for line in shown.output.splitlines()] == [
+    assert shown.stdout.startswith("http://127.10.75.12:8025/api/")
+    assert [line.split()[0] for line in shown.stdout.splitlines()] == [
         "http://127.10.75.12:8025/api/",
         "http://127.10.75.12:8025/console/",
     ]
     alone = runner.invoke(cli_app, ["admin", "url", "--api", "-D", str(data_dir)])
-    assert alone.output == "http://127.10.75.12:8025/api/\n"
+    assert alone.stdout == "http://127.10.75.12:8025/api/\n"
     console = runner.invoke(cli_app, ["admin", "url", "--console", "-D", str(data_dir)])
-    assert console.output == "http://127.10.75.12:8025/console/\n"
+    assert console.stdout == "http://127.10.75.12:8025/console/\n"
     both = json.loads(
-        runner.invoke(cli_app, ["admin", "url", "--json", "-D", str(data_dir)]).output
+        runner.invoke(cli_app, ["admin", "url", "--json", "-D", str(data_dir)]).stdout
     )
     assert both["console"] == "http://127.10.75.12:8025/console/"
     config = data_dir / "sitemail.toml"

@@ -484,6 +484,11 @@ def test_console_queue_actions_and_tracking(api: Api) -> None:
     search = api.client.get("/console/tracking", params={"recipient": entry.recipients[0].address})
     assert "Messages found" in search.text
     assert entry.message_id.strip("<>") in search.text
+    by_id = api.client.get(
+        "/console/tracking", params={"ref": entry.message_id}, follow_redirects=False
+    )
+    assert by_id.status_code == 303  # one message: its path at once, no list between
+    assert by_id.headers["location"].startswith("/console/tracking/path?ref=")
     path = api.client.get("/console/tracking/path", params={"ref": qid})
     assert path.status_code == 200
     assert 'data-event="received"' in path.text

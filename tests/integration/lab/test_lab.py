@@ -90,8 +90,11 @@ def test_lab_status_json_shows_every_process_running_and_the_queues_empty(
     status = json.loads(lab.sitemail("lab", "status", "--dir", str(lab.root), "--json").stdout)
     assert status["dns"]["running"]
     assert [s["site"] for s in status["sites"]] == ["SiteA", "SiteB", "SiteC"]
+    pids = json.loads((lab.root / "lab.json").read_text())["pids"]
+    assert status["dns"]["pid"] == pids["dns"]
     for site in status["sites"]:
         assert site["running"], site
+        assert site["pid"] == pids[site["site"]]
         assert site["smtp"] == f"{SITE_ADDRESSES[site['site']]}:{lab.smtp_port}"
         assert {p["peer"] for p in site["replication"]} == set(SITE_ADDRESSES) - {site["site"]}
         assert not any(p["waiting"] for p in site["replication"])
@@ -99,11 +102,18 @@ def test_lab_status_json_shows_every_process_running_and_the_queues_empty(
 
 
 def test_lab_up_again_reuses_the_running_lab(lab: RunningLab) -> None:
+    """`lab up` again says what it reused and sends no test mail unless `--send-test`."""
     other = str(lab.smtp_port + 100)
     proc = lab.sitemail("lab", "up", "--detach", "--dir", str(lab.root), "--smtp-port", other)
     assert "Install the Internet Mail Service" not in proc.stdout  # nothing made again
     assert f"keeps smtp_port {lab.smtp_port} (not {other})" in proc.stdout
-    assert "user3@example.com            -> in SiteC's mailbox store" in proc.stdout
+    pids = json.loads((lab.root / "lab.json").read_text())["pids"]
+    reused = ", ".join(f"{n} (pid {pids[n]})" for n in ("dns", "SiteA", "SiteB", "SiteC"))
+    assert f"reused, already running: {reused}" in proc.stdout
+    assert "no test mail sent" in proc.stdout
+    assert "sent to" not in proc.stdout
+    again = lab.sitemail("lab", "up", "--detach", "--dir", str(lab.root), "--send-test")
+    assert "user3@example.com            -> in SiteC's mailbox store" in again.stdout
 
 
 def test_lab_up_on_a_port_in_use_says_what_to_change(lab: RunningLab, tmp_path: Path) -> None:
@@ -171,6 +181,17 @@ def doctor(lab: RunningLab, *args: str) -> tuple[int, list[dict[str, str]]]:
     return proc.returncode, json.loads(proc.stdout)
 
 
+def doctor_once_it_fails(lab: RunningLab, *args: str) -> tuple[int, list[dict[str, str]]]:
+    """The doctor after an edit of the zone file: the lab's DNS server reloads it within a
+    second or two, so ask until an error shows (20 s at most)."""
+    deadline = time.monotonic() + 20
+    while True:
+        code, findings = doctor(lab, *args)
+        if code or time.monotonic() > deadline:
+            return code, findings
+        time.sleep(0.5)
+
+
 def problems(findings: list[dict[str, str]]) -> list[str]:
     return [f"{f['check']}: {f['message']}" for f in findings if f["level"] == "error"]
 
@@ -184,8 +205,8 @@ def test_doctor_finds_the_lab_healthy_from_the_default_data_dir(lab: RunningLab)
     assert code == 0, problems(findings)
     checks = {f["check"] for f in findings}
     assert checks >= {
-        "dns", "ims", "connectors", "connected-sites", "replication", "duplicates", "routing",
-        "round-trip",
+        "dns", "records", "ims", "connectors", "connected-sites", "replication", "duplicates",
+        "routing", "round-trip",
     }  # fmt: skip
     trips = [f["message"] for f in findings if f["check"] == "round-trip"]
     assert len(trips) == 3
@@ -227,20 +248,80 @@ def test_doctor_names_an_mx_pointing_at_the_wrong_site(lab: RunningLab) -> None:
     assert wrong != good
     zone.write_text(wrong)
     try:
-        deadline = time.monotonic() + 20
-        while True:  # the lab's DNS server reloads the zone within a second or two
-            code, findings = doctor(lab, "--site", "SiteB")
-            if code or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+        code, findings = doctor_once_it_fails(lab, "--site", "SiteB")
         assert code == 1
         assert problems(findings) == [
             f"dns: SiteB's domain siteb.example.com: MX serverc.sitec.example.com "
             f"{SITE_ADDRESSES['SiteC']} leads to {SITE_ADDRESSES['SiteC']}:{lab.smtp_port} "
-            "(SiteC), not SiteB"
+            "(SiteC), not SiteB",
+            "records: MX siteb.example.com.: MX serverc.sitec.example.com., "
+            "not serverb.siteb.example.com.",
         ]
     finally:
         zone.write_text(good)
+
+
+def test_doctor_names_a_broken_published_record_with_its_fix(lab: RunningLab) -> None:
+    """The lab DNS serves every record of `sitemail dns records`; an SPF record that leaves
+    out SiteC's address is named, with the line to publish."""
+    zone = lab.root / "dns.zone"
+    good = zone.read_text()
+    spf = (
+        f"ip4:{SITE_ADDRESSES['SiteA']} ip4:{SITE_ADDRESSES['SiteB']} ip4:{SITE_ADDRESSES['SiteC']}"
+    )
+    right = f'example.com. 3600 IN TXT "v=spf1 {spf} -all"'
+    assert right in good
+    wrong = right.replace(f" ip4:{SITE_ADDRESSES['SiteC']}", "")
+    zone.write_text(good.replace(f"\n{right}\n", f"\n{wrong}\n"))  # example.com's only
+    try:
+        code, findings = doctor_once_it_fails(lab, "--site", "SiteC")
+        assert code == 1
+        broken = [f for f in findings if f["level"] == "error"]
+        assert [(f["check"], f["message"], f["fix"]) for f in broken] == [
+            (
+                "records",
+                f'SPF example.com.: "v=spf1 ip4:{SITE_ADDRESSES["SiteA"]} '
+                f'ip4:{SITE_ADDRESSES["SiteB"]} -all" does not list {SITE_ADDRESSES["SiteC"]}: '
+                "its mail fails SPF",
+                right,
+            )
+        ]
+    finally:
+        zone.write_text(good)
+
+
+def test_lab_up_ends_with_mail_from_each_site_delivered_to_the_labs_internet(
+    lab: RunningLab,
+) -> None:
+    """A user of each site submits to someone@internet.test; the lab's Internet (reached by
+    the lab DNS's MX) has each message and finds its signature (the site's own selector,
+    looked up in the lab's DNS) valid with dkimpy, as an outside receiver would."""
+    out = lab.up_output
+    assert "Mail from a user of each site to the Internet (someone@internet.test)" in out
+    arrivals = [
+        json.loads(line)
+        for line in (lab.root / "internet" / "received.jsonl").read_text().splitlines()
+    ]
+    for site in SITE_ADDRESSES:
+        selector = site.lower()
+        assert (
+            f"{site}: delivered to internet.test, dkim=pass (d=example.com s={selector}" in out
+        ), out[-2000:]
+    assert len(arrivals) >= 3
+    assert all(a["rcpt_to"] == ["someone@internet.test"] for a in arrivals)
+    assert all(a["dkim"] == "pass" for a in arrivals), arrivals
+    status = json.loads(lab.sitemail("lab", "status", "--dir", str(lab.root), "--json").stdout)
+    assert status["internet"]["running"]
+    assert status["internet"]["smtp"] == f"{NET}.40:{lab.smtp_port}"
+
+
+def test_the_labs_internet_refuses_to_relay(lab: RunningLab) -> None:
+    """It takes internet.test mail only: another domain is refused at RCPT (no open relay)."""
+    with smtplib.SMTP(f"{NET}.40", lab.smtp_port, timeout=30) as smtp:
+        smtp.ehlo("client.test")
+        smtp.mail("a@client.test")
+        code, _ = smtp.rcpt("b@elsewhere.test")
+    assert code == 550
 
 
 def test_doctor_names_a_stopped_site(lab: RunningLab) -> None:
@@ -258,7 +339,8 @@ def test_doctor_names_a_stopped_site(lab: RunningLab) -> None:
         f"ims: SiteC's IMS at {target} (the domain route for sitec.example.com) does not "
         "answer: no answer (connection refused)"
     ) in found
-    assert "round-trip: no answer from SiteC within 3 s to a ping through the queue and SMTP" in (
+    # Known down from its IMS: no ping is sent to it, and none is waited for.
+    assert "round-trip: no ping sent to SiteC: its IMS does not answer (see the ims finding)" in (
         found
     )
     assert all("SiteC" in line for line in found), found

@@ -138,7 +138,7 @@ def test_tracking_across_sites_shows_the_delivery_at_the_other_site(tmp_path: Pa
                 "-D", a.data_dir,
             )  # fmt: skip
             assert result.exit_code == 0, result.output
-            shown = json.loads(result.output)
+            shown = json.loads(result.stdout)
             assert shown["message_id"] == MESSAGE_ID
             assert shown["asked"] == ["SiteB", "SiteC"]
             assert "SiteC" in shown["pending"]

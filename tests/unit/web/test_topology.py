@@ -120,3 +120,11 @@ def test_a_link_to_a_site_not_replicated_yet_still_shows() -> None:
         now=NOW,
     )
     assert {n.name for n in picture.nodes} == {"SiteA", "SiteX"}
+
+
+def test_connected_site_health_is_error_when_the_site_does_not_answer() -> None:
+    """Mail that found nobody answering (4.4.1) makes the link red at once, not amber."""
+    down = HopLoad(queued=1, deferred=1, oldest=NOW - 5, unreachable=True, last_error="refused")
+    health, why = connected_health(down, NOW)
+    assert health is Health.ERROR
+    assert why.endswith("(the site does not answer: down?)")

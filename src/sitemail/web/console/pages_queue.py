@@ -89,13 +89,16 @@ def tracking_page(
     ref: Annotated[str, Query(max_length=1024)] = "",
     sender: Annotated[str, Query(max_length=1024)] = "",
     recipient: Annotated[str, Query(max_length=1024)] = "",
-) -> HTMLResponse:
+) -> Response:
     queue = console.service.queue
     results: list[TrackEvent] = []
     error = ""
     try:
         if ref.strip():
             results = _messages(queue.track(ref))
+            if len(results) == 1:  # one message: its path is what the admin came for
+                found = results[0].message_id or results[0].queue_id
+                return redirect(f"/tracking/path?ref={quote(found)}", console.request)
         elif sender.strip() or recipient.strip():
             results = _messages(
                 queue.search(sender=sender, recipient=recipient, limit=SEARCH_LIMIT)

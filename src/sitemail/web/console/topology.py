@@ -68,6 +68,7 @@ class HopLoad:
     queued: int = 0
     deferred: int = 0  # tried and told to wait
     failing: int = 0  # refused for good at the last attempt
+    unreachable: bool = False  # the last attempt found nobody answering (4.4.1: down)
     oldest: float | None = None
     last_error: str = ""
 
@@ -136,6 +137,8 @@ def connected_health(load: HopLoad | None, now: float) -> tuple[Health, str]:
     why = f"{load.queued} waiting, oldest {_ago(waited)}"
     if load.last_error:
         why += f"; last error: {load.last_error}"
+    if load.unreachable:  # a site that does not answer is down, not late: red
+        return Health.ERROR, f"{why} (the site does not answer: down?)"
     if load.failing or waited > QUEUE_ERROR_AGE:
         return Health.ERROR, why
     if load.deferred:

@@ -21,6 +21,7 @@ from sitemail.web.console.topology import HopLoad, ReplicationView, Topology, bu
 __all__ = ["Tree", "hop_loads", "replication_views", "topology", "tree"]
 
 MAX_ROUTED = 2000  # queued recipients routed for the picture; beyond that the queue page tells
+NO_ANSWER = "4.4.1"  # RFC 3463 "no answer from host": the last attempt found the site down
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,7 @@ def hop_loads(service: AdminService, entries: list[QueueEntry]) -> dict[str, Hop
                 load.failing += failed
                 load.deferred += not failed
                 load.last_error = rcpt.last_text or load.last_error
+                load.unreachable |= rcpt.last_status == NO_ANSWER
             load.oldest = min(entry.received_at, load.oldest or entry.received_at)
     return loads
 
