@@ -43,6 +43,7 @@ from typing import Final
 from sitemail.config import ServerConfig
 from sitemail.core.clock import SystemClock
 from sitemail.core.errors import ConfigError
+from sitemail.core.events import AuthFailed, emit
 from sitemail.core.tls import ReloadingContext
 from sitemail.directory.auth import (
     LOCKED_TEXT,
@@ -134,6 +135,8 @@ class WorkerPool:
             log.warning("%s worker sent a login request that does not parse", self.kind)
             return
         result = await self._authenticator.authenticate(login, password, peer)
+        if not result.ok:
+            emit(AuthFailed(self.kind, peer, str(result.outcome)))
         if process is not None and process.stdin is not None and not process.stdin.is_closing():
             process.stdin.write(b"R %s %s\n" % (number, encode_result(result)))
 

@@ -32,6 +32,7 @@ from sitemail.admin.wake import open_wake_socket, serve_control
 from sitemail.config import ServerConfig, load_config
 from sitemail.core.clock import Clock, SystemClock
 from sitemail.core.errors import ConfigError
+from sitemail.core.events import LogFormatter, listening
 from sitemail.core.tls import ReloadingContext
 from sitemail.delivery.local import LocalDelivery
 from sitemail.delivery.remote import RemoteDelivery
@@ -59,7 +60,7 @@ from sitemail.smtp.submission import SubmissionPolicy
 from sitemail.store import Store, default_url, open_store, upgrade
 from sitemail.store.space import FreeSpace
 from sitemail.store.writer import GroupWriter
-from sitemail.web import bind_api_socket, create_app, serve_api
+from sitemail.web import Metrics, bind_api_socket, create_app, serve_api
 
 __all__ = ["SPOOL_DIR", "SiteServer", "build_tls_context", "clear_spool_dir", "run_server"]
 
@@ -106,6 +107,7 @@ class SiteServer:
         self._stop_requested = asyncio.Event()
         self.workers: dict[str, WorkerPool] = {}  # the IMAP and POP3 worker supervisors
         self.certificates: ReloadingContext | None = None  # every listener's, once running
+        self.metrics = Metrics()  # /metrics on the admin port (web/metrics.py)
 
     def stop(self) -> None:
         """Stop gracefully (SIGTERM): `run` returns within `[server] shutdown_timeout`."""
@@ -238,7 +240,13 @@ class SiteServer:
     async def run(self, ready: Callable[[SiteServer], None] | None = None) -> None:
         """Serve until `stop()` or cancelled. Either way the stop runs in this order (see
         `_stop_serving`): listeners closed, sessions storing a message answered, queue
-        deliveries in flight finished and recorded, every queued write committed."""
+        deliveries in flight finished and recorded, every queued write committed. Every
+        event emitted in here (each task started here inherits the context) is counted in
+        this server's metrics, and in no other's."""
+        with listening(self.metrics.observe):
+            await self._run(ready)
+
+    async def _run(self, ready: Callable[[SiteServer], None] | None) -> None:
         check_admin_exposure(self.config)  # before anything listens: one clear error
         parts = self.components or self.build()
         self.certificates = _certificates(self.config)
@@ -382,6 +390,7 @@ class SiteServer:
                 store=parts.store,
                 clock=self.clock,
                 attempts=parts.manager.attempts.snapshot,
+                metrics=self.metrics,
             )
             await serve_api(app, sock, tls)
         finally:
@@ -612,11 +621,13 @@ def run_server(data_dir: Path, *, allow_root: bool = False) -> None:
     config = load_config(data_dir)
     _return_big_blocks_to_the_system()
     journal = journal_handler()  # under systemd: the journal's levels, its own time stamps
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=[journal] if journal is not None else None,
-    )
+    handler: logging.Handler
+    if journal is not None and config.log.format != "json":
+        handler = journal
+    else:
+        handler = logging.StreamHandler()
+        handler.setFormatter(LogFormatter(as_json=config.log.format == "json"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     log.info("running as %s", become_service_user(config, allow_root=allow_root))
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every connection
     logging.getLogger("uvicorn").setLevel(logging.WARNING)  # start/stop chatter of the admin API

@@ -14,6 +14,7 @@ found it, even when it fails.
 from __future__ import annotations
 
 import re
+import socket
 import threading
 import time
 import uuid
@@ -413,6 +414,42 @@ def test_queues_page_lists_what_the_cli_lists(
     if not before and not after:
         expect(table).to_contain_text("The queue is empty")
     screenshot(console, "12-queues")
+
+
+DOWN_HOST = "127.36.0.20"  # nothing listens there: mail routed to it waits in the queue
+
+
+def test_queues_page_shows_the_queue_by_destination(
+    lab: RunningLab, console: Page, screenshot: Screenshot
+) -> None:
+    """Mail for a destination that is down counts under its next hop in the Queues page's
+    table by destination, as `sitemail queue shape` counts it."""
+    with socket.socket() as probe:
+        probe.bind((DOWN_HOST, 0))
+        host = f"{DOWN_HOST}:{probe.getsockname()[1]}"
+    hop = f"relay {host}"
+    lab.sitemail("domain-route", "add", "nowhere.test", host, site="SiteA")
+    try:
+        for i in range(2):
+            lab.send_from_outside(f"user{i}@nowhere.test", "a destination that is down")
+
+        def deferred() -> dict[str, Any] | None:
+            rows = lab.json("queue", "shape", site="SiteA")["nexthops"]
+            return next((r for r in rows if r["nexthop"] == hop and r["total"] == 2), None)
+
+        cli = eventually(deferred, f"2 recipients deferred at {hop}")
+        open_tree(console, "Queues", "Queues")
+        row = console.locator(f'#queue-shape tr[data-nexthop="{hop}"]')
+        cells = row.locator("td")
+        expect(cells.nth(1)).to_have_text(str(cli["total"]))  # T
+        expect(cells.nth(2)).to_have_text(str(cli["buckets"]["0-5"]))  # minutes 0-5
+        expect(console.locator("#queue-shape tr.total td").nth(0)).to_have_text("TOTAL")
+        screenshot(console, "12-queues-by-destination")
+    finally:
+        for entry in lab.json("queue", "list", site="SiteA"):
+            if any(r["address"].endswith("@nowhere.test") for r in entry["recipients"]):
+                lab.sitemail("queue", "delete", entry["queue_id"], site="SiteA")
+        lab.sitemail("domain-route", "remove", "nowhere.test", site="SiteA")
 
 
 # -- message tracking ----------------------------------------------------------------------

@@ -114,10 +114,11 @@ def free_port(host: str) -> int:
 
 
 @contextmanager
-def postfix_sink(folder: Path, host: str, *flags: str) -> Iterator[tuple[int, Path]]:
-    """Postfix's smtp-sink on `host`, dumping transactions to a file; stopped by its pid."""
+def postfix_sink(folder: Path, host: str, *flags: str, port: int = 0) -> Iterator[tuple[int, Path]]:
+    """Postfix's smtp-sink on `host` (on `port`, else a free one), dumping transactions to a
+    file; stopped by its pid."""
     assert SMTP_SINK is not None
-    port = free_port(host)
+    port = port or free_port(host)
     dump = folder / f"smtp-sink-{port}.dump"
     user = ["-u", pwd.getpwuid(os.geteuid()).pw_name] if os.geteuid() == 0 else []
     command = [SMTP_SINK, *user, "-D", str(dump), *flags, f"{host}:{port}", "16"]

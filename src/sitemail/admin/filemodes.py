@@ -18,7 +18,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from sitemail.admin.token import TOKEN_FILE
+from sitemail.admin.token import METRICS_TOKEN_FILE, TOKEN_FILE
 from sitemail.config import CONFIG_FILE, ServerConfig
 from sitemail.mailauth.dkimkeys import dkim_key_files
 from sitemail.replication.keys import KEY_FILE
@@ -53,6 +53,7 @@ class ModeProblem:
 def secret_files(config: ServerConfig) -> list[Path]:
     """The files holding secrets, whether they exist yet or not."""
     files = [config.data_dir / CONFIG_FILE, config.data_dir / TOKEN_FILE]
+    files.append(config.data_dir / METRICS_TOKEN_FILE)
     files.append(config.data_dir / KEY_FILE)
     files += dkim_key_files(config.data_dir)
     files.append(config.path(config.tls.key_file))

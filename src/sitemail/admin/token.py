@@ -19,6 +19,7 @@ from sitemail.config import ServerConfig
 from sitemail.core.errors import ConfigError
 
 __all__ = [
+    "METRICS_TOKEN_FILE",
     "TOKEN_FILE",
     "admin_address",
     "admin_url",
@@ -29,27 +30,29 @@ __all__ = [
 ]
 
 TOKEN_FILE = "admin-token"  # noqa: S105 - the file name, not a secret
+# A second token that opens /metrics and nothing else: what a Prometheus server is given.
+METRICS_TOKEN_FILE = "metrics-token"  # noqa: S105 - the file name, not a secret
 
 
-def read_token(data_dir: Path) -> str | None:
-    """The token of `data_dir`, or None when it has none yet."""
+def read_token(data_dir: Path, name: str = TOKEN_FILE) -> str | None:
+    """The token of `data_dir` (`name`: which one), or None when it has none yet."""
     try:
-        text = (data_dir / TOKEN_FILE).read_text(encoding="ascii").strip()
+        text = (data_dir / name).read_text(encoding="ascii").strip()
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the admin token {data_dir / TOKEN_FILE}: {exc}") from exc
+        raise ConfigError(f"cannot read the token {data_dir / name}: {exc}") from exc
     return text or None
 
 
-def ensure_token(data_dir: Path) -> str:
-    """The token of `data_dir`, made now (mode 0600) when there is none."""
-    existing = read_token(data_dir)
+def ensure_token(data_dir: Path, name: str = TOKEN_FILE) -> str:
+    """The token of `data_dir` (`name`: which one), made now (mode 0600) when there is none."""
+    existing = read_token(data_dir, name)
     if existing is not None:
         return existing
     token = secrets.token_urlsafe(32)
-    path = data_dir / TOKEN_FILE
-    temp = data_dir / f".{TOKEN_FILE}.{os.getpid()}"
+    path = data_dir / name
+    temp = data_dir / f".{name}.{os.getpid()}"
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="ascii") as handle:
@@ -58,13 +61,13 @@ def ensure_token(data_dir: Path) -> str:
     except FileExistsError:
         pass
     except OSError as exc:
-        raise ConfigError(f"cannot write the admin token {path}: {exc.strerror}") from exc
+        raise ConfigError(f"cannot write the token {path}: {exc.strerror}") from exc
     finally:
         with contextlib.suppress(OSError):
             temp.unlink()
-    found = read_token(data_dir)
+    found = read_token(data_dir, name)
     if found is None:
-        raise ConfigError(f"the admin token {path} is empty: delete it to make a new one")
+        raise ConfigError(f"the token {path} is empty: delete it to make a new one")
     return found
 
 

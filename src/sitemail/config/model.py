@@ -23,6 +23,7 @@ __all__ = [
     "DnsConfig",
     "ImapConfig",
     "LimitsConfig",
+    "LogConfig",
     "MailauthConfig",
     "Pop3Config",
     "QueueConfig",
@@ -193,6 +194,13 @@ class AdminConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LogConfig:
+    """How `sitemail serve` writes its log (docs/events.md)."""
+
+    format: str = "text"  # "text": `time LEVEL logger: message`; "json": one object a line
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     data_dir: Path
     server: str
@@ -212,6 +220,7 @@ class ServerConfig:
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     mailauth: MailauthConfig = field(default_factory=MailauthConfig)
 
     def path(self, relative: str) -> Path:
@@ -293,6 +302,7 @@ def load_config(data_dir: Path) -> ServerConfig:
         "submission": SubmissionConfig,
         "auth": AuthConfig,
         "admin": AdminConfig,
+        "log": LogConfig,
         "mailauth": MailauthConfig,
     }
     parsed = {
@@ -348,6 +358,8 @@ def _validate(config: ServerConfig, where: str) -> None:
     _check_port(config.smtp.port, f"{where} [smtp] port")
     _check_port(config.smtp.outbound_port, f"{where} [smtp] outbound_port")
     _validate_client_access(config, where)
+    if config.log.format not in {"text", "json"}:
+        raise ConfigError(f"{where} [log] format: 'text' or 'json', got {config.log.format!r}")
     if config.admin.listen:
         _check_address(config.admin.listen, f"{where} [admin] listen")
     if config.admin.port:  # 0: the admin API is off
@@ -485,4 +497,7 @@ listen = [{listen_list}]
 # check = true                 # SPF, DKIM and DMARC on mail from the Internet
 # quarantine = "junk"          # DMARC p=quarantine: "junk", "reject" or "accept"
 # authserv_id = ""             # Authentication-Results id; default: the organisation's name
+
+[log]
+# format = "text"              # or "json": one object a line (docs/events.md)
 """

@@ -22,6 +22,7 @@ from sqlalchemy import Connection
 from sitemail.core.clock import Clock
 from sitemail.core.envelope import EnvelopeRecipient
 from sitemail.core.errors import NotFoundError
+from sitemail.core.events import QueueDelivered
 from sitemail.directory import Directory, ObjectKind, Recipient
 from sitemail.mailauth.headers import is_quarantined
 from sitemail.mailbox import Append, append_messages
@@ -171,7 +172,7 @@ class LocalDelivery:
             events.append(
                 TrackEvent(
                     now,
-                    "delivered",
+                    QueueDelivered.name,
                     message.queue_id,
                     message.message_id,
                     message.envelope.sender,

@@ -146,6 +146,7 @@ from aiosmtplib.email import quote_address
 from aiosmtplib.protocol import normalize_message_line_endings
 
 from sitemail.core.envelope import BodyType, Envelope, EnvelopeRecipient, Notify
+from sitemail.core.events import SmtpOut, SmtpOutSessionFailed, emit
 from sitemail.mailauth.signing import DkimSigner
 from sitemail.queue.attempts import report_stage
 from sitemail.queue.content import Content
@@ -780,12 +781,7 @@ class RemoteDelivery:
                 await self._deliver_to(target, pins, job)
             except _SessionError as error:
                 last = error.verdict
-                log.info(
-                    "smtp_out session_failed queue_id=%s host=%s reason=%r",
-                    message.queue_id,
-                    target.describe,
-                    error.verdict.text,
-                )
+                emit(SmtpOutSessionFailed(message.queue_id, target.describe, error.verdict.text))
                 if error.final:
                     for index in job.pending():
                         job.settle(index, error.verdict)
@@ -832,14 +828,15 @@ class RemoteDelivery:
     @staticmethod
     def _log(message: QueuedMessage, addresses: list[str], verdict: _Verdict) -> None:
         for address in addresses:
-            log.info(
-                "smtp_out %s queue_id=%s rcpt=%s relay=%s status=%s reply=%r",
-                verdict.outcome,
-                message.queue_id,
-                address,
-                verdict.remote_mta or "none",
-                verdict.status,
-                f"{verdict.code} {verdict.text}",
+            emit(
+                SmtpOut(
+                    message.queue_id,
+                    address,
+                    str(verdict.outcome),
+                    verdict.remote_mta or "none",
+                    verdict.status,
+                    f"{verdict.code} {verdict.text}",
+                )
             )
 
     # -- where to go ---------------------------------------------------------------------

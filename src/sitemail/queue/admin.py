@@ -22,6 +22,7 @@ from sitemail.queue.attempts import Attempt
 from sitemail.queue.content import HEAD_LIMIT
 from sitemail.queue.model import RcptState
 from sitemail.queue.records import TrackEvent, track
+from sitemail.queue.shape import QueueShape, read_shape
 from sitemail.store.engine import Store
 from sitemail.store.tables import queue_message, queue_rcpt, track_event
 
@@ -111,6 +112,12 @@ class QueueAdmin:
             )
             for m in messages
         ]
+
+    def shape(self) -> QueueShape:
+        """Queued recipients by next hop and age (`queue shape`, the console's queue page)."""
+        live = {key: attempt.nexthop for key, attempt in self._live().items()}
+        with self._store.read() as conn:
+            return read_shape(conn, self._clock.now(), live)
 
     def _live(self) -> dict[tuple[str, str], Attempt]:
         """The attempts in progress by (queue id, recipient address)."""

@@ -36,6 +36,11 @@ hands it to a transport again. While writes fail, nothing new starts before the 
 over (local mail, which commits with its delivery, simply waits), and the failure is logged
 once a minute. `attempts` (queue/attempts.py) tells `queue list` what each delivery in
 flight is doing.
+
+A deferral keeps its next hop; a delivery that succeeds at a next hop makes the mail deferred
+there due at once (`_flush`, Postfix's flush of a destination that answers again). What each
+result was is told as catalogued events (core/events.py: logs, metrics) once its record has
+committed, never from inside a job the writer may run again.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ from collections import defaultdict
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
@@ -57,6 +62,17 @@ from sitemail.config.model import QueueConfig
 from sitemail.core.clock import Clock
 from sitemail.core.envelope import Envelope, EnvelopeRecipient, Notify
 from sitemail.core.errors import StoreUnavailableError
+from sitemail.core.events import (
+    Event,
+    QueueBounced,
+    QueueDeferred,
+    QueueDelivered,
+    QueueDsn,
+    QueueExpired,
+    QueueFlushed,
+    QueueRelayed,
+    emit,
+)
 from sitemail.queue.attempts import Attempts, report_stage
 from sitemail.queue.backoff import Backoff
 from sitemail.queue.content import Content
@@ -79,8 +95,10 @@ from sitemail.queue.records import (
     close_finished,
     close_if_done,
     defer_recipient,
+    deferred_hops,
     due_queue_ids,
     finish_recipient,
+    flush_hop,
     insert_message,
     load_messages,
     mark_delay_notified,
@@ -96,6 +114,9 @@ from sitemail.store.writer import GroupWriter
 __all__ = ["QueueManager", "count_received_headers"]
 
 log = logging.getLogger("sitemail.queue")
+
+T = TypeVar("T")
+Recording = Callable[[Connection, list[Event]], T]  # a record job: writes, and says what it did
 
 _RECEIVED = re.compile(rb"^received:", re.IGNORECASE | re.MULTILINE)
 _BATCH = 100
@@ -116,6 +137,12 @@ class _Work:
     message: QueuedMessage
     content: Content
     due: list[QueuedRecipient]
+    hops: dict[int, str] = field(default_factory=dict)  # recipient id -> its next hop (_hop)
+
+
+def _hop(transport: Transport, nexthop: str) -> str:
+    """A next hop as the queue names it: "site SiteB", "relay host:25", "mx example.org"."""
+    return f"{transport} {nexthop}".strip()
 
 
 @dataclass(slots=True)
@@ -132,7 +159,7 @@ class _Plan:
 class _UnrecordedError(Exception):
     """A transport's results that could not be written: the record job, to run again."""
 
-    def __init__(self, work: _Work, record: Callable[[Connection], bool]) -> None:
+    def __init__(self, work: _Work, record: Recording[bool]) -> None:
         super().__init__("results not recorded")
         self.work = work
         self.record = record
@@ -188,6 +215,9 @@ class QueueManager:
         self._backoff = backoff or Backoff()
         self.attempts = Attempts(clock)  # what each delivery in flight is doing (queue list)
         self._stopping = False  # stop(): start nothing more; run() returns when idle
+        # Next hops with deferred recipients: a delivery there flushes them (_flush).
+        self._deferred_hops: set[str] = set()
+        self._accepted_events: dict[str, list[Event]] = {}  # deliver_in's, told at unclaim
 
     def wake(self) -> None:
         """New mail or an admin retry: look at the queue now."""
@@ -213,6 +243,8 @@ class QueueManager:
         was committed after all, a pass picks it up), or `deliver_in` settled it."""
         self._running.discard(queue_id)
         self._planned.pop(queue_id, None)
+        for event in self._accepted_events.pop(queue_id, ()):
+            emit(event)
         if wake:
             self._wake.set()
 
@@ -236,8 +268,13 @@ class QueueManager:
                     self._planned[message.queue_id] = plan
             if not local:
                 return {}
+            events: list[Event] = []
             with conn.begin_nested():
-                closed, noticed = self._settle_in(conn, local)
+                closed, noticed = self._settle_in(conn, local, events)
+            for plan in local:  # told once committed (unclaim), never from this transaction
+                self._accepted_events[plan.work.message.queue_id] = [
+                    e for e in events if getattr(e, "queue_id", "") == plan.work.message.queue_id
+                ]
         except Exception:  # accepted all the same; the usual path retries, message by message
             log.exception("delivery with acceptance failed; handing the messages off")
             return {}
@@ -279,6 +316,7 @@ class QueueManager:
         self._slots = asyncio.Semaphore(_PARALLEL_MESSAGES)
         async with asyncio.TaskGroup() as group:
             self._group = group
+            group.create_task(self._load_deferred_hops())  # not before the first hand-off
             try:
                 await self._loop(group)
             finally:
@@ -335,6 +373,36 @@ class QueueManager:
                     self._record_in(conn, _Work(message, content, due), results, close=True)
                     count += len(results)
         return count
+
+    async def _load_deferred_hops(self) -> None:
+        """At start: the next hops that hold deferred mail (a delivery there flushes it)."""
+
+        def read() -> set[str]:
+            with self._store.read() as conn:
+                return deferred_hops(conn)
+
+        try:
+            self._deferred_hops.update(await asyncio.to_thread(read))
+        except Exception:  # a failing store must not stop the queue: no flush until a deferral
+            log.exception("reading the next hops of deferred mail failed")
+
+    async def _flush(self, hop: str) -> None:
+        """`hop` just took a message: its deferred mail is due now, not at its retry time
+        (Postfix's flush on a destination's return). Only hops known to hold deferred mail
+        cost a write, so a busy hop's every delivery does not."""
+        if hop not in self._deferred_hops:
+            return
+        self._deferred_hops.discard(hop)
+        now = self._clock.now()
+        try:
+            flushed = await self._writer.submit(lambda conn: flush_hop(conn, hop, now))
+        except Exception:  # the retry schedule still holds; a later delivery tries again
+            self._deferred_hops.add(hop)
+            log.exception("flushing the deferred mail of %s failed", hop)
+            return
+        if flushed:
+            emit(QueueFlushed(hop, flushed))
+            self._wake.set()
 
     async def _close_leftovers(self) -> None:
         """At start: drop what a crash left finished. A failing store must not keep the
@@ -537,6 +605,7 @@ class QueueManager:
             else:
                 key = (route.transport, "" if route.transport is Transport.LOCAL else route.nexthop)
                 plan.groups[key].append((rcpt, route))
+                work.hops[rcpt.id] = _hop(*key)
         return plan
 
     def _all_transactional(self, plan: _Plan) -> bool:
@@ -547,9 +616,7 @@ class QueueManager:
         fails, message by message, so a message that cannot be delivered holds no other up.
         True when it left work for a pass (see `_record_in`)."""
         try:
-            left = await self._writer.submit(
-                functools.partial(self._deliver_and_record, plans=plans)
-            )
+            left = await self._recording(functools.partial(self._deliver_and_record, plans=plans))
         except StoreUnavailableError:
             raise  # no message is to blame: they all wait for the back-off (_guarded)
         except Exception as exc:
@@ -562,19 +629,23 @@ class QueueManager:
             results = list(plan.results)
             for (transport, _), members in plan.groups.items():
                 results.extend(_internal_error(transport, exc, members))
-            await self._writer.submit(
-                lambda conn: self._record_in(conn, plan.work, results, close=True)
+            await self._recording(
+                lambda conn, sink: self._record_in(conn, plan.work, results, close=True, sink=sink)
             )
             return True
         self._backoff.succeeded()
         return left
 
-    def _deliver_and_record(self, conn: Connection, *, plans: list[_Plan]) -> bool:
+    def _deliver_and_record(
+        self, conn: Connection, sink: list[Event], *, plans: list[_Plan]
+    ) -> bool:
         """Settle `plans` in the caller's transaction; whether they left work for a pass."""
-        closed, noticed = self._settle_in(conn, plans)
+        closed, noticed = self._settle_in(conn, plans, sink)
         return noticed or len(closed) < len(plans)
 
-    def _settle_in(self, conn: Connection, plans: list[_Plan]) -> tuple[list[str], bool]:
+    def _settle_in(
+        self, conn: Connection, plans: list[_Plan], sink: list[Event]
+    ) -> tuple[list[str], bool]:
         """Deliver to the transactional transports, record every result, drop what is done;
         (the messages dropped, whether a notice was queued)."""
         results = {id(plan): list(plan.results) for plan in plans}
@@ -591,7 +662,9 @@ class QueueManager:
             answers = agent.deliver_in(conn, [delivery for _, delivery in items])
             for (plan, _), answer in zip(items, answers, strict=True):
                 results[id(plan)].extend(answer)
-        noticed = [self._record_in(conn, p.work, results[id(p)], close=False) for p in plans]
+        noticed = [
+            self._record_in(conn, p.work, results[id(p)], close=False, sink=sink) for p in plans
+        ]
         return close_done(conn, [plan.work.message.queue_id for plan in plans]), any(noticed)
 
     async def _process(self, plan: _Plan) -> bool:
@@ -617,6 +690,8 @@ class QueueManager:
                 notes.append(self._journal.note(work.message.queue_id, fresh))
             if pending and delivered:  # the last hop's go with the closing record below
                 await self._record_early(work, delivered, recorded)
+            if delivered:
+                await self._flush(_hop(transport, members[0][1].nexthop))
 
         await asyncio.gather(*(one(t, m) for (t, _), m in plan.groups.items()))
         rest = [r for r in results if r.rcpt_id not in recorded]
@@ -634,8 +709,8 @@ class QueueManager:
     ) -> None:
         """Commit these deliveries now; if that fails, the closing record tries again."""
         try:
-            await self._writer.submit(
-                lambda conn: self._record_in(conn, work, delivered, close=False)
+            await self._recording(
+                lambda conn, sink: self._record_in(conn, work, delivered, close=False, sink=sink)
             )
         except Exception:
             log.exception("recording deliveries of %s failed", work.message.queue_id)
@@ -684,9 +759,12 @@ class QueueManager:
         """Write what a transport obtained (see `_record_in`). If the write fails, raise
         `_UnrecordedError` holding the record: the results stay in memory, and `_guarded`
         writes them once the store takes them (`_record_until_written`)."""
-        record = functools.partial(self._record_in, work=work, results=results, close=True)
+
+        def record(conn: Connection, sink: list[Event]) -> bool:
+            return self._record_in(conn, work, results, close=True, sink=sink)
+
         try:
-            left = await self._writer.submit(record, lazy=lazy)
+            left = await self._recording(record, lazy=lazy)
         except Exception as exc:
             raise _UnrecordedError(work, record) from exc
         self._backoff.succeeded()
@@ -706,15 +784,35 @@ class QueueManager:
                 report_stage(f"delivered; recording the results failed ({error}), retrying")
                 await asyncio.sleep(self._backoff.failed(error, "recording delivery results"))
                 try:
-                    left = await self._writer.submit(kept.record)
+                    left = await self._recording(kept.record)
                 except Exception as exc:
                     error = exc
                     continue
                 self._backoff.succeeded()
                 return left
 
+    async def _recording(self, record: Recording[T], *, lazy: bool = False) -> T:
+        """Run a record job through the writer and tell its events once it has committed (a
+        job may run more than once: only its last run's events are true)."""
+        events: list[Event] = []
+
+        def job(conn: Connection) -> T:
+            events.clear()
+            return record(conn, events)
+
+        result = await self._writer.submit(job, lazy=lazy)
+        for event in events:
+            emit(event)
+        return result
+
     def _record_in(
-        self, conn: Connection, work: _Work, results: Sequence[RecipientResult], *, close: bool
+        self,
+        conn: Connection,
+        work: _Work,
+        results: Sequence[RecipientResult],
+        *,
+        close: bool,
+        sink: list[Event] | None = None,
     ) -> bool:
         """Write every result and the notices they call for, in the caller's transaction;
         with `close`, drop the message if every recipient is final (else the caller will).
@@ -729,7 +827,8 @@ class QueueManager:
             rcpt = by_id.get(result.rcpt_id)
             if rcpt is None:
                 continue
-            notice = self._record_one(conn, work.message, rcpt, result, now)
+            hop = work.hops.get(rcpt.id, "")
+            notice = self._record_one(conn, work.message, rcpt, result, now, hop=hop, sink=sink)
             if notice is not None:
                 kind, status, diagnostic = notice
                 notices[kind].append(
@@ -749,7 +848,7 @@ class QueueManager:
                 )
                 if kind is DsnKind.DELAY:
                     delayed_ids.append(rcpt.id)
-        queued = [self._queue_notice(conn, work, k, e, now) for k, e in notices.items()]
+        queued = [self._queue_notice(conn, work, k, e, now, sink) for k, e in notices.items()]
         mark_delay_notified(conn, delayed_ids)
         still_queued = close and not close_if_done(conn, work.message.queue_id)
         return any(queued) or still_queued
@@ -761,8 +860,14 @@ class QueueManager:
         rcpt: QueuedRecipient,
         result: RecipientResult,
         now: float,
+        *,
+        hop: str = "",
+        sink: list[Event] | None = None,
     ) -> tuple[DsnKind, str, str] | None:
-        """Write one result; returns the notice it may need: (kind, status, diagnostic)."""
+        """Write one result; returns the notice it may need: (kind, status, diagnostic). What
+        happened goes to `sink` as catalogued events (their names name the tracking events)."""
+        told = sink if sink is not None else []
+        qid, address = message.queue_id, rcpt.recipient.address
         event = TrackEvent(
             now,
             "",
@@ -774,6 +879,9 @@ class QueueManager:
         )
         detail = f"{result.code} {result.status} {result.text}".strip()
         if result.outcome is Outcome.DELIVERED:
+            told.append(
+                QueueDelivered(qid, address) if hop == "local" else QueueRelayed(qid, address, hop)
+            )
             if not result.already_recorded:
                 finish_recipient(
                     conn,
@@ -783,26 +891,37 @@ class QueueManager:
                     text=detail,
                     now=now,
                 )
-                track(conn, [_with(event, "relayed", f"to {result.remote_mta}: {detail}")])
+                track(conn, [_with(event, QueueRelayed.name, f"to {result.remote_mta}: {detail}")])
             return DsnKind.SUCCESS, result.status, detail
         if result.outcome is Outcome.FAILED:
             finish_recipient(
                 conn, rcpt.id, state=RcptState.FAILED, status=result.status, text=detail, now=now
             )
-            track(conn, [_with(event, "bounced", detail)])
+            track(conn, [_with(event, QueueBounced.name, detail)])
+            told.append(QueueBounced(qid, address, hop, result.status, result.text))
             return DsnKind.FAILURE, result.status, detail
         if now - message.received_at >= self._settings.expiry:
             text = f"gave up after {self._settings.expiry / 3600:g} h; last error: {detail}"
             finish_recipient(
                 conn, rcpt.id, state=RcptState.FAILED, status="4.4.7", text=text, now=now
             )
-            track(conn, [_with(event, "expired", text)])
+            track(conn, [_with(event, QueueExpired.name, text)])
+            told.append(QueueExpired(qid, address, hop))
             return DsnKind.FAILURE, "4.4.7", text
         backoff = min(self._settings.retry_initial * 2**rcpt.attempts, self._settings.retry_max)
         defer_recipient(
-            conn, rcpt.id, status=result.status, text=detail, now=now, next_at=now + backoff
+            conn,
+            rcpt.id,
+            status=result.status,
+            text=detail,
+            now=now,
+            next_at=now + backoff,
+            nexthop=hop,
         )
-        track(conn, [_with(event, "deferred", f"{detail}; next try in {backoff:g} s")])
+        if hop:
+            self._deferred_hops.add(hop)
+        track(conn, [_with(event, QueueDeferred.name, f"{detail}; next try in {backoff:g} s")])
+        told.append(QueueDeferred(qid, address, hop, result.status, backoff))
         age = now - message.received_at
         if (
             self._settings.delay_notice
@@ -812,8 +931,14 @@ class QueueManager:
             return DsnKind.DELAY, result.status, detail
         return None
 
-    def _queue_notice(
-        self, conn: Connection, work: _Work, kind: DsnKind, entries: list[DsnEntry], now: float
+    def _queue_notice(  # noqa: PLR0917 -- the record's state, passed down
+        self,
+        conn: Connection,
+        work: _Work,
+        kind: DsnKind,
+        entries: list[DsnEntry],
+        now: float,
+        sink: list[Event] | None = None,
     ) -> bool:
         """Queue a DSN in this transaction (build_dsn says None for <> senders, DSNs, NOTIFY);
         whether one was queued."""
@@ -848,7 +973,7 @@ class QueueManager:
             [
                 TrackEvent(
                     now,
-                    "dsn",
+                    QueueDsn.name,
                     message.queue_id,
                     message.message_id,
                     message.envelope.sender,
@@ -859,6 +984,8 @@ class QueueManager:
                 for entry in entries
             ],
         )
+        if sink is not None:
+            sink.append(QueueDsn(message.queue_id, str(kind), queue_id))
         return True
 
 

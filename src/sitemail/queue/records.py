@@ -56,7 +56,9 @@ __all__ = [
     "close_done",
     "close_finished",
     "content_blob",
+    "deferred_hops",
     "finish_recipients",
+    "flush_hop",
     "insert_message",
     "insert_messages",
     "load_message",
@@ -528,8 +530,17 @@ def finish_recipients(
 
 
 def defer_recipient(
-    conn: Connection, rcpt_id: int, *, status: str, text: str, now: float, next_at: float
+    conn: Connection,
+    rcpt_id: int,
+    *,
+    status: str,
+    text: str,
+    now: float,
+    next_at: float,
+    nexthop: str = "",
 ) -> None:
+    """Count a failed attempt and set the next; `nexthop` ("transport host") is where it
+    failed ("" when routing deferred it), which a later delivery there flushes."""
     conn.execute(
         update(queue_rcpt)
         .where(queue_rcpt.c.id == rcpt_id, queue_rcpt.c.state == RcptState.QUEUED.value)
@@ -539,8 +550,32 @@ def defer_recipient(
             attempts=queue_rcpt.c.attempts + 1,
             next_attempt_at=next_at,
             first_attempt_at=func.coalesce(queue_rcpt.c.first_attempt_at, now),
+            nexthop=nexthop,
         )
     )
+
+
+def flush_hop(conn: Connection, nexthop: str, now: float) -> int:
+    """Make due now every queued recipient last deferred at `nexthop` (it just took a
+    message: Postfix's flush of a destination's deferred mail). Returns how many."""
+    c = queue_rcpt.c
+    result = conn.execute(
+        update(queue_rcpt)
+        .where(c.state == RcptState.QUEUED.value, c.nexthop == nexthop, c.next_attempt_at > now)
+        .values(next_attempt_at=now)
+    )
+    return int(result.rowcount or 0)
+
+
+def deferred_hops(conn: Connection) -> set[str]:
+    """The next hops that queued recipients were last deferred at."""
+    c = queue_rcpt.c
+    rows = conn.execute(
+        select(c.nexthop)
+        .where(c.state == RcptState.QUEUED.value, c.nexthop.is_not(None), c.nexthop != "")
+        .distinct()
+    )
+    return {str(row[0]) for row in rows}
 
 
 def retry_directory_deferrals(conn: Connection, now: float) -> int:

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
+from sitemail.core.events import ReplicationApplied, ReplicationSent, emit
 from sitemail.queue.content import Content
 from sitemail.queue.model import QueuedMessage, QueuedRecipient, RecipientResult
 from sitemail.queue.records import close_if_done, new_queue_id, record_delivered
@@ -65,6 +66,7 @@ class ReplicationAgent:
         # (Exchange's DS does the same): answers build on each other's watermarks.
         self._serial = asyncio.Lock()
         self._taken = 0  # messages taken up and not yet processed (bounds asking ahead)
+        self._outcomes: dict[str, Received] = {}  # the last run's, told once committed
 
     async def deliver(
         self,
@@ -114,6 +116,13 @@ class ReplicationAgent:
                     source=message.envelope.client_address,
                 )
             )
+        outcome = self._outcomes.pop(message.queue_id, None)
+        if outcome is not None and outcome.outcome != "rejected":  # the replicator warns of those
+            emit(
+                ReplicationApplied(
+                    outcome.origin, outcome.outcome, message.queue_id, outcome.detail
+                )
+            )
         return results
 
     async def _ask_ahead(
@@ -156,6 +165,8 @@ class ReplicationAgent:
             for queue_id in claimed:  # rolled back (or not known): a pass looks
                 handoff.unclaim(queue_id)
             raise
+        for peer, kind, seq in outbox.sent:
+            emit(ReplicationSent(peer, kind, seq))
         failed = set(hand_over(handoff, outbox.written, settled))
         try:
             self._replicator.start_prefetches()  # the answer is on its way: read ahead
@@ -224,8 +235,7 @@ class ReplicationAgent:
         replicator = self._replicator
         now = replicator.clock.now()
         text = f"replication {outcome.outcome}: {outcome.detail}"
-        if outcome.outcome != "rejected":  # refusals are logged as warnings by the replicator
-            log.info("%s from %s (queue id %s)", text, outcome.origin, message.queue_id)
+        self._outcomes[message.queue_id] = outcome
         results = [
             record_delivered(
                 conn,

@@ -159,6 +159,7 @@ class Outbox:
         default_factory=list
     )
     overflow: int = 0
+    sent: list[tuple[str, str, int]] = field(default_factory=list)  # (peer, type, seq)
 
     def next_id(self, now: float) -> QueueId:
         if self.claimed:
@@ -280,6 +281,8 @@ class Replicator:
         )
         if outbox is not None and outbox.overflow == 0:
             outbox.written.append((queued, content, recipients))
+        if outbox is not None:
+            outbox.sent.append((target, str(kind), seq))
         return seq
 
     def collecting(self, outbox: Outbox, step: Callable[[], _T]) -> _T:

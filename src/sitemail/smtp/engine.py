@@ -99,6 +99,7 @@ from sitemail.core.clock import Clock, SystemClock
 from sitemail.core.connections import ConnectionCounter
 from sitemail.core.envelope import BodyType, Envelope, EnvelopeRecipient, Notify, Ret
 from sitemail.core.errors import InvalidAddressError
+from sitemail.core.events import AuthFailed, SmtpConnected, emit
 from sitemail.core.reply import Reply
 from sitemail.directory.auth import Authenticator, AuthOutcome, AuthResult
 from sitemail.queue.content import Content
@@ -727,6 +728,8 @@ class SmtpSession(SMTP):
             return
         peer = transport.get_extra_info("peername")
         self._peer_ip = str(peer[0]) if peer else ""
+        local = transport.get_extra_info("sockname")
+        emit(SmtpConnected(self._peer_ip, int(local[1]) if local else 0))
         limiter = self._settings.limiter
         if limiter.full and limiter.within_share(self._peer_ip):
             self._make_room()
@@ -1089,7 +1092,7 @@ class SmtpSession(SMTP):
         elif result.outcome is AuthOutcome.LOCKED:
             await self._reply(Reply(454, "4.7.0", result.text))
         else:
-            log.info("smtp auth failed peer=%s outcome=%s", self._peer_ip, result.outcome)
+            emit(AuthFailed("smtp", self._peer_ip, str(result.outcome)))
             await self._reply(Reply(535, "5.7.8", result.text))
 
     async def _read_credentials(self, mechanism: str, initial: str) -> tuple[str, str] | Reply:

@@ -39,6 +39,7 @@ from sitemail.core.address import DSA_LOCAL_PART, parse_address
 from sitemail.core.clock import Clock
 from sitemail.core.envelope import Envelope, EnvelopeRecipient, Notify
 from sitemail.core.errors import InvalidAddressError, MalformedMessageError
+from sitemail.core.events import SmtpAccepted, emit
 from sitemail.core.mailshape import check_structure, check_structure_chunks
 from sitemail.core.reply import Reply
 from sitemail.directory import Directory
@@ -175,6 +176,17 @@ class ImsPolicy:
         queue_id = await self._spool.enqueue(
             NewMessage(
                 _no_notices_for_dsa(envelope), content, queue_id=QueueId(queue_id), origin=origin
+            )
+        )
+        emit(
+            SmtpAccepted(
+                queue_id,
+                envelope.client_address,
+                envelope.sender,
+                len(envelope.recipients),
+                content.size,
+                origin.site if origin is not None else "",
+                replication=all(_is_dsa(r) for r in envelope.recipients),
             )
         )
         return Reply(250, "2.0.0", f"Ok: queued as {queue_id}")

@@ -177,6 +177,8 @@ queue_rcpt = Table(
     Column("last_status", String(16), nullable=False, default=""),
     Column("last_text", Text, nullable=False, default=""),
     Column("delay_notified", Boolean, nullable=False, default=False),
+    # "transport nexthop" of the last deferral (queue shape; a delivery there flushes it)
+    Column("nexthop", String(300), nullable=True),
     Index("ix_queue_rcpt_due", "state", "next_attempt_at"),
     Index("ix_queue_rcpt_queue_id", "queue_id"),
 )

@@ -5,6 +5,7 @@ Sits above `sitemail.admin` (it calls the same AdminService as the CLI) and belo
 """
 
 from sitemail.web.app import create_app
+from sitemail.web.metrics import Metrics
 from sitemail.web.server import bind_api_socket, serve_api
 
-__all__ = ["bind_api_socket", "create_app", "serve_api"]
+__all__ = ["Metrics", "bind_api_socket", "create_app", "serve_api"]

@@ -24,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sitemail.admin.token import ensure_token
+from sitemail.admin.token import METRICS_TOKEN_FILE, ensure_token
 from sitemail.admin.wake import ask_attempts, poke
 from sitemail.config import load_config
 from sitemail.core.clock import Clock
@@ -34,8 +34,15 @@ from sitemail.store import Store, default_url, open_store, upgrade
 from sitemail.web import routes
 from sitemail.web.console import PREFIX as CONSOLE_PREFIX
 from sitemail.web.console import error_page, mount_console
-from sitemail.web.deps import ApiContext, ThrottledError, UnauthorizedError, authenticate
+from sitemail.web.deps import (
+    ApiContext,
+    ThrottledError,
+    UnauthorizedError,
+    authenticate,
+    authenticate_metrics,
+)
 from sitemail.web.limits import BodyLimit
+from sitemail.web.metrics import CONTENT_TYPE, Metrics
 from sitemail.web.models import ErrorOut
 
 __all__ = ["create_app"]
@@ -145,13 +152,15 @@ def create_app(
     store: Store | None = None,
     clock: Clock | None = None,
     attempts: Callable[[], Sequence[Attempt]] | None = None,
+    metrics: Metrics | None = None,
 ) -> FastAPI:
     """The admin API of the server whose data dir is `data_dir`.
 
     `wake` nudges the queue after a change that queued mail (default: the data dir's wake
     socket, as the CLI does); `store` lets the server share its own (else one is opened here
     and closed when the app shuts down); `attempts` says what the deliveries in flight are
-    doing (default: asked of the running server over the control channel, as the CLI does).
+    doing (default: asked of the running server over the control channel, as the CLI does);
+    `metrics` holds the server's counters (default: none counted, the gauges only).
     """
     config = load_config(data_dir)
     owned = store is None
@@ -165,7 +174,9 @@ def create_app(
         wake if wake is not None else (lambda: poke(data_dir)),
         clock,
         attempts=attempts if attempts is not None else (lambda: ask_attempts(data_dir) or []),
+        metrics_token=ensure_token(data_dir, METRICS_TOKEN_FILE),
     )
+    counted = metrics if metrics is not None else Metrics()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -194,6 +205,12 @@ def create_app(
         return app.openapi()
 
     app.include_router(api)
+
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(authenticate_metrics)])
+    def scrape() -> Response:
+        """Prometheus's text format: needs the metrics or the admin token (docs/metrics.md)."""
+        return Response(counted.scrape(context.service()), media_type=CONTENT_TYPE)
+
     mount_console(app)
     app.add_middleware(BodyLimit)
     return app

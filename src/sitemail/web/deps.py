@@ -39,6 +39,7 @@ __all__ = [
     "UnauthorizedError",
     "Wake",
     "authenticate",
+    "authenticate_metrics",
 ]
 
 
@@ -54,8 +55,10 @@ class ApiContext:
         clock: Clock | None = None,
         *,
         attempts: Callable[[], Sequence[Attempt]] | None = None,
+        metrics_token: str = "",
     ) -> None:
         self.config = config
+        self.metrics_token = metrics_token  # opens /metrics only (docs/metrics.md)
         self.store = store
         self.token = token
         self.wake = wake
@@ -124,6 +127,23 @@ async def authenticate(
     context = _context(request)
     if credentials is not None and context.token_matches(credentials.credentials):
         return
+    await context.wrong_token(client_address(request))
+    raise UnauthorizedError
+
+
+async def authenticate_metrics(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """/metrics: the metrics token (what Prometheus is given) or the admin token; wrong ones
+    are throttled like any other."""
+    context = _context(request)
+    if credentials is not None:
+        given = credentials.credentials
+        if context.token_matches(given) or (
+            context.metrics_token and check_token(context.metrics_token, given)
+        ):
+            return
     await context.wrong_token(client_address(request))
     raise UnauthorizedError
 

@@ -71,6 +71,13 @@ retry_initial = 60
     assert isinstance(config.queue.retry_initial, float)
 
 
+def test_config_log_format_json_is_read(tmp_path: Path) -> None:
+    """`[log] format = "json"` is taken; the default is text."""
+    assert load_config(write(tmp_path, BASE)).log.format == "text"
+    config = load_config(write(tmp_path, BASE + '[log]\nformat = "json"\n'))
+    assert config.log.format == "json"
+
+
 def test_config_relative_paths_are_inside_the_data_dir(tmp_path: Path) -> None:
     """`config.path()` resolves relative paths against the data dir, keeps absolute ones."""
     config = load_config(write(tmp_path, BASE))
@@ -89,6 +96,7 @@ def test_config_missing_file_is_config_error(tmp_path: Path) -> None:
     ("extra", "message"),
     [
         ("[smtp]\nprot = 25\n", "unknown setting 'prot'"),  # a typo is not ignored
+        ('[log]\nformat = "xml"\n', "'text' or 'json'"),
         ("[smtpd]\nport = 25\n", "unknown table"),
         ("[smtp]\nport = 0\n", "port must be 1-65535"),
         ("[smtp]\nport = 65536\n", "port must be 1-65535"),

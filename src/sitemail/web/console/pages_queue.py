@@ -40,7 +40,8 @@ def _back(console: ConsoleContext, kind: str, message: str) -> Response:
 def queues_page(console: Console) -> HTMLResponse:
     entries = console.service.queue.entries()
     waiting = [e for e in entries if any(r.state == "queued" for r in e.recipients)]
-    return render(console, "console/queues.html", entries=waiting, now=console.now())
+    shape = console.service.queue.shape()  # by destination, like `sitemail queue shape`
+    return render(console, "console/queues.html", entries=waiting, shape=shape, now=console.now())
 
 
 @router.post("/queues/retry", include_in_schema=False)
