@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.databases import new_database_url
+
 from sitemail.admin.service import AdminService
 from sitemail.config import ServerConfig, load_config
 from sitemail.directory import ObjectKind
@@ -219,6 +221,7 @@ def client_site(
         server="ServerA",
         domain=f"{site.lower()}.example.com",
         listen=[address],
+        database_url=new_database_url(),
     )
     names = ("smtp", "imap", "imaps", "pop3", "pop3s", "submission", "submissions", "admin")
     ports = dict(zip(names, free_ports(address, len(names)), strict=True))
