@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed-stamp
 # The suites that run a second time with every site on PostgreSQL (a private cluster).
 PG_SUITES := tests/unit/store tests/unit/directory tests/unit/queue tests/unit/replication \
 	tests/integration/imap/test_imap.py tests/integration/imap/test_imap_semantics.py \
-	tests/integration/ims tests/integration/replication
+	tests/integration/ims tests/integration/replication tests/integration/multiserver/test_claims.py
 
 venv: $(STAMP)
 

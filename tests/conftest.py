@@ -43,17 +43,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session", autouse=True)
 def _database_cluster() -> Iterator[None]:
-    """The session's PostgreSQL cluster under `--database postgresql`, removed at the end."""
-    if not DATABASES.postgresql:
-        yield
-        return
-    if not postgres_available():
-        pytest.exit("--database postgresql: install postgresql and psycopg (make test does)", 4)
-    DATABASES.start_cluster(free_port(PG_HOST))
+    """The session's PostgreSQL cluster under `--database postgresql` (or once a test asks
+    for `pg_url`), removed at the end."""
+    if DATABASES.postgresql:
+        if not postgres_available():
+            pytest.exit("--database postgresql: install postgresql and psycopg (make test does)", 4)
+        DATABASES.start_cluster(free_port(PG_HOST))
     try:
         yield
     finally:
         DATABASES.stop()
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """A fresh PostgreSQL database's URL, whatever `--database` says (tests of what only
+    PostgreSQL does: several servers of a site); skipped where PostgreSQL is not installed."""
+    if not postgres_available():
+        pytest.skip("PostgreSQL (Debian's postgresql) or psycopg is not installed")
+    cluster = DATABASES.start_cluster(free_port(PG_HOST))
+    return cluster.url(DATABASES.new_database())
 
 
 @pytest.fixture(autouse=True)

@@ -44,6 +44,7 @@ __all__ = [
     "cli_doctor",
     "cli_replication",
     "cli_routing",
+    "cli_server",
     "cli_tls",
     "cli_tracking",
     "main",
@@ -872,6 +873,7 @@ from sitemail.admin import (  # noqa: E402
     cli_doctor,
     cli_replication,
     cli_routing,
+    cli_server,
     cli_tls,
     cli_tracking,
 )

@@ -42,7 +42,7 @@ from sitemail.directory import (
 from sitemail.directory.service import check_name
 from sitemail.queue.admin import QueueAdmin
 from sitemail.queue.attempts import Attempt
-from sitemail.replication.keys import fingerprint, generate_site_key, load_site_key
+from sitemail.replication.keys import KEY_FILE, fingerprint, generate_site_key, load_site_key
 from sitemail.store import Store, default_url, open_store, upgrade
 
 __all__ = ["AdminService", "read_password_file"]
@@ -140,6 +140,47 @@ class AdminService:
         )
         secure(config)
         return service
+
+    def join(self, data_dir: Path, *, server: str, listen: Sequence[str]) -> AdminService:
+        """A new server of this site (`sitemail server add`): its own data dir, name and
+        addresses, on this site's PostgreSQL database, with the site's one key (so every
+        server signs replication as the site) and a Server object in the directory."""
+        check_name("server name", server)
+        url = self.config.database_url
+        if not url.startswith("postgresql"):
+            raise ConfigError(
+                "a site of several servers shares one PostgreSQL database: move this one "
+                "first (sitemail store migrate --to postgresql+psycopg://...)"
+            )
+        if (data_dir / CONFIG_FILE).exists():
+            raise ConflictError(f"{data_dir} is already a sitemail data dir")
+        if server.lower() in {
+            o.alias.lower() for o in self.directory.list_objects(ObjectKind.SERVER)
+        }:
+            raise ConflictError(f"server {server} exists already")
+        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.chmod(0o700)
+        site = self.org().local_site
+        create_private(data_dir / CONFIG_FILE)
+        (data_dir / CONFIG_FILE).write_text(
+            render_config(server=server, site=site, listen=list(listen), database_url=url),
+            encoding="utf-8",
+        )
+        key = data_dir / KEY_FILE
+        key.parent.mkdir(mode=0o700, exist_ok=True)
+        create_private(key)
+        key.write_bytes((self.config.data_dir / KEY_FILE).read_bytes())
+        self.directory.add_server(server, list(listen))
+        ensure_token(data_dir)
+        joined = AdminService.open(data_dir, self.clock)
+        make_self_signed(
+            joined.config.path(joined.config.tls.cert_file),
+            joined.config.path(joined.config.tls.key_file),
+            [f"{server.lower()}.{self.directory.routing_domain()}"],
+            list(listen),
+        )
+        secure(joined.config)
+        return joined
 
     def site_key(self) -> tuple[str, str]:
         """This site's public key token and its fingerprint (the private key never leaves)."""

@@ -57,6 +57,7 @@ from sitemail.config.model import QueueConfig
 from sitemail.core.clock import Clock
 from sitemail.core.envelope import Envelope, EnvelopeRecipient, Notify
 from sitemail.core.errors import StoreUnavailableError
+from sitemail.queue import claims
 from sitemail.queue.attempts import Attempts, report_stage
 from sitemail.queue.backoff import Backoff
 from sitemail.queue.content import Content
@@ -161,8 +162,12 @@ class QueueManager:
         writer: GroupWriter | None = None,
         backoff: Backoff | None = None,
         journal: DeliveryJournal | None = None,
+        server: str = "",
     ) -> None:
         self._store = store
+        # Our name in queue claims (queue.claims), "" for none: a manager built alone (tests).
+        self._server = server
+        self._lease = settings.claim_lease
         self._clock = clock
         self._site = site
         self._reporting_mta = reporting_mta
@@ -188,6 +193,7 @@ class QueueManager:
         self._backoff = backoff or Backoff()
         self.attempts = Attempts(clock)  # what each delivery in flight is doing (queue list)
         self._stopping = False  # stop(): start nothing more; run() returns when idle
+        self._halt = asyncio.Event()  # stop(): the claim renewal ends
 
     def wake(self) -> None:
         """New mail or an admin retry: look at the queue now."""
@@ -198,6 +204,7 @@ class QueueManager:
         returns once the deliveries in flight have finished and their results are recorded."""
         self._stopping = True
         self._wake.set()
+        self._halt.set()
 
     def claim(self, queue_id: str) -> None:
         """The spool is committing this message and will hand it over: passes skip it."""
@@ -229,6 +236,9 @@ class QueueManager:
                     local.append(plan)
                 else:  # routed once: hand_off takes this plan (the writer's last run's)
                     self._planned[message.queue_id] = plan
+            handed = [m.queue_id for m, _, _ in batch if m.queue_id in self._planned]
+            if self._server:  # handed off in memory: ours before any other server sees them
+                claims.claim_new(conn, handed, self._server, self._clock.now() + self._lease)
             if not local:
                 return {}
             with conn.begin_nested():
@@ -274,6 +284,8 @@ class QueueManager:
         self._slots = asyncio.Semaphore(_PARALLEL_MESSAGES)
         async with asyncio.TaskGroup() as group:
             self._group = group
+            if self._server:
+                group.create_task(self._renew_claims())
             try:
                 await self._loop(group)
             finally:
@@ -296,6 +308,23 @@ class QueueManager:
                 async with asyncio.timeout(min(delay, _IDLE_POLL) or 0.01):
                     await self._wake.wait()
             self._wake.clear()
+
+    async def _renew_claims(self) -> None:
+        """Until `stop()`: keep the leases of our deliveries in flight from running out (a
+        third of the lease apart), so no other server takes over a slow delivery."""
+        while not self._halt.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._lease / 3):
+                    await self._halt.wait()
+            ids = sorted(self._running)
+            if ids and not self._halt.is_set():
+                until = self._clock.now() + self._lease
+                try:
+                    await self._writer.submit(
+                        functools.partial(claims.renew, ids=ids, server=self._server, until=until)
+                    )
+                except Exception as exc:  # the next round tries again; passes back off
+                    self._backoff.failed(exc, "renewing queue claims")
 
     async def _record_noted(self) -> None:
         """Record the deliveries a previous run noted in the journal but had not committed
@@ -363,6 +392,8 @@ class QueueManager:
 
     def _next_due(self) -> float | None:
         with self._store.read() as conn:
+            if self._server:
+                return claims.next_due(conn, self._server, self._clock.now())
             return next_due_at(conn)
 
     async def _start_due(self, group: asyncio.TaskGroup) -> int:
@@ -477,6 +508,8 @@ class QueueManager:
 
     def _due_ids(self, now: float) -> list[str]:
         with self._store.read() as conn:
+            if self._server:
+                return claims.due_ids(conn, now, _BATCH, self._server)
             return due_queue_ids(conn, now, _BATCH)
 
     def _due_plans(
@@ -484,6 +517,9 @@ class QueueManager:
     ) -> tuple[list[str], list[_Plan]]:
         """In a worker thread: the due messages not in flight (at most `room`), planned."""
         ids = [i for i in self._due_ids(now) if i not in running][:room]
+        if ids and self._server:  # ours for a lease: no other server starts them meanwhile
+            with self._store.write() as conn:
+                ids = claims.take(conn, ids, self._server, now, self._lease)
         return ids, (self._prepare(ids, now) if ids else [])
 
     def _prepare(self, ids: Sequence[str], now: float) -> list[_Plan]:
@@ -572,6 +608,12 @@ class QueueManager:
     def _settle_in(self, conn: Connection, plans: list[_Plan]) -> tuple[list[str], bool]:
         """Deliver to the transactional transports, record every result, drop what is done;
         (the messages dropped, whether a notice was queued)."""
+        if self._server:  # a server that stalled past its lease delivers nothing another took
+            ours = claims.hold(conn, [p.work.message.queue_id for p in plans], self._server)
+            lost = [p.work.message.queue_id for p in plans if p.work.message.queue_id not in ours]
+            if lost:
+                log.warning("queue claims taken over by another server: %s", ", ".join(lost))
+                plans = [p for p in plans if p.work.message.queue_id in ours]
         results = {id(plan): list(plan.results) for plan in plans}
         by_transport: dict[Transport, list[tuple[_Plan, Delivery]]] = defaultdict(list)
         for plan in plans:
