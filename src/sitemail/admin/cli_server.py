@@ -1,6 +1,6 @@
-"""`sitemail server add`: another server of this site, on the site's PostgreSQL database.
+"""`sitemail server add` (another server of the site) and `sitemail store migrate`.
 
-One job: parse and print for `AdminService.join`; registered on the main app by `cli.py`.
+One job: parse and print for `AdminService.join` and `migrate_store`; registered on the main app by `cli.py`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import typer
 
 from sitemail.admin.cli import DataDir, admin, app, handle_errors, out
 
-__all__ = ["server_app"]
+__all__ = ["server_app", "store_app"]
 
 server_app = typer.Typer(help="The servers of this site.", no_args_is_help=True)
 app.add_typer(server_app, name="server")
@@ -35,3 +35,22 @@ def server_add(
         site = service.org().local_site
     out.print(f"server {name} of site {site}: data dir {new_data_dir}; start it with")
     out.print(f"  sitemail serve --data-dir {new_data_dir}", markup=False)
+
+
+store_app = typer.Typer(help="This server's database.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("migrate")
+@handle_errors
+def store_migrate(
+    to: Annotated[
+        str, typer.Option("--to", help="The empty database, e.g. postgresql+psycopg://u@h/db.")
+    ],
+    data_dir: DataDir = None,
+) -> None:
+    """Move this site's database (stop the server first): every row, keys kept, then point
+    the configuration at the new one. The old database is left untouched."""
+    with admin(data_dir) as service:
+        report = service.migrate_store(to)
+    out.print(f"copied {report.total} rows in {len(report.rows)} tables; database_url set")

@@ -7,6 +7,7 @@ Works whether or not the server is running: SQLite in WAL mode lets both write s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from sitemail.queue.admin import QueueAdmin
 from sitemail.queue.attempts import Attempt
 from sitemail.replication.keys import KEY_FILE, fingerprint, generate_site_key, load_site_key
 from sitemail.store import Store, default_url, open_store, upgrade
+from sitemail.store.transfer import CopyReport, copy_store
 
 __all__ = ["AdminService", "read_password_file"]
 
@@ -181,6 +183,28 @@ class AdminService:
         )
         secure(joined.config)
         return joined
+
+    def migrate_store(self, url: str) -> CopyReport:
+        """Copy this server's whole database to the empty one at `url` (the server stopped),
+        then point the configuration at it; the old database is left as it was."""
+        if url == (self.config.database_url or default_url(self.config.data_dir)):
+            raise ConflictError("that is the database this server already uses")
+        target = open_store(url)
+        try:
+            report = copy_store(self.store, target)
+        finally:
+            target.close()
+        path = self.config.data_dir / CONFIG_FILE
+        lines = path.read_text(encoding="utf-8").splitlines()
+        setting = f"database_url = {json.dumps(url)}"  # a TOML basic string too
+        at = next((i for i, line in enumerate(lines) if line.startswith("database_url =")), None)
+        if at is None:  # SQLite by default: the key goes in [server], after its `listen`
+            at = next(i for i, line in enumerate(lines) if line.startswith("listen ="))
+            lines.insert(at + 1, setting)
+        else:
+            lines[at] = setting
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return report
 
     def site_key(self) -> tuple[str, str]:
         """This site's public key token and its fingerprint (the private key never leaves)."""
