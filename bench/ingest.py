@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from _pgsites import pg_sitemail, split_source
 from _postfix import (
     LatencyResult,
     Mode,
@@ -289,9 +290,20 @@ class Settings:
 
 
 def source(server: Server, settings: Settings, concurrency: int, messages: int) -> SourceResult:
+    ips: list[str] = getattr(server, "ips", [server.ip])
+    if len(ips) > 1:  # a site of several servers: the load shared between them, at once
+        return split_source(
+            ips, lambda ip, c, n: _source_at(ip, server.port, settings, c, n), concurrency, messages
+        )
+    return _source_at(server.ip, server.port, settings, concurrency, messages)
+
+
+def _source_at(
+    ip: str, port: int, settings: Settings, concurrency: int, messages: int
+) -> SourceResult:
     return run_smtp_source(
-        server.ip,
-        server.port,
+        ip,
+        port,
         messages=messages,
         concurrency=concurrency,
         size_bytes=settings.size,
@@ -390,10 +402,25 @@ def run_mode(mode: str, args: argparse.Namespace, settings: Settings) -> dict[st
     postfix_mode: Mode = "discard" if mode == "accept" else "maildir"
     measure = accept_run if mode == "accept" else mailbox_run
     with (
+        contextlib.ExitStack() as stack,
         postfix_server(args.postfix_ip, args.port, postfix_mode) as postfix,
         sitemail_server(args.sitemail_ip, args.port, max_connections=args.max_connections) as sm,
     ):
         servers: list[Server] = [postfix, sm]
+        for count in args.servers:  # sitemail on PostgreSQL, a site of `count` servers
+            ips = [f"127.0.0.{95 + n}" for n in range(count)]
+            servers.append(
+                stack.enter_context(
+                    pg_sitemail(
+                        ips,
+                        args.port,
+                        command=sitemail_command(),
+                        domain=DOMAIN,
+                        configure=lambda d: _configure(d, args.port, args.max_connections),
+                        wait=_wait_until,
+                    )
+                )
+            )
         for server in servers:
             warm_up(server, settings)
         for conc in settings.concurrency:
@@ -440,6 +467,15 @@ def table(rows: dict[str, Row], modes: list[str], concurrency: list[int]) -> lis
                 f"{pf['p50_ms']:>8.2f} / {pf['p99_ms']:>7.2f}  "
                 f"{sm['p50_ms']:>9.2f} / {sm['p99_ms']:>7.2f}"
             )
+            for name in sorted({k.split("/")[1] for k in rows if k.startswith(f"{mode}/pg")}):
+                if not name.startswith("pg") or f"{mode}/{name}/{conc}" not in rows:
+                    continue
+                pg = rows[f"{mode}/{name}/{conc}"]
+                lines.append(
+                    f"{'':<8}{'':>4}  sitemail on PostgreSQL, {name[2:]} server(s): "
+                    f"{pg['msgs_per_s']:.0f} msg/s = {pg['msgs_per_s'] / sm['msgs_per_s']:.2f}x "
+                    f"SQLite's; p50/p99 {pg['p50_ms']:.2f} / {pg['p99_ms']:.2f} ms"
+                )
     return lines
 
 
@@ -470,6 +506,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run or wait")
     parser.add_argument("--max-connections", type=int, default=200, help="sitemail [limits]")
     parser.add_argument("--json", action="store_true", help="also print one JSON line")
+    parser.add_argument(
+        "--servers",
+        type=int,
+        nargs="*",
+        choices=[1, 2],
+        default=[],
+        help="also sitemail on a private PostgreSQL, a site of 1 and/or 2 servers (pg1, pg2)",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.repeat <= 10:
         parser.error("--repeat must be 1..10")

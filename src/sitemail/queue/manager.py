@@ -91,7 +91,7 @@ from sitemail.queue.records import (
 )
 from sitemail.routing.route import Route, Transport
 from sitemail.routing.trace import read_trace
-from sitemail.store.engine import Store
+from sitemail.store.engine import Store, is_conflict
 from sitemail.store.writer import GroupWriter
 
 __all__ = ["QueueManager", "count_received_headers"]
@@ -243,8 +243,14 @@ class QueueManager:
                 return {}
             with conn.begin_nested():
                 closed, noticed = self._settle_in(conn, local)
-        except Exception:  # accepted all the same; the usual path retries, message by message
-            log.exception("delivery with acceptance failed; handing the messages off")
+        except Exception as exc:  # accepted all the same; the usual path retries them
+            if is_conflict(exc):  # a deadlock with another server's delivery: not a fault
+                log.warning(
+                    "delivery with acceptance deferred: a conflict with another server's "
+                    "transaction; the messages are handed off"
+                )
+            else:
+                log.exception("delivery with acceptance failed; handing the messages off")
             return {}
         done = set(closed)
         return {
@@ -589,7 +595,14 @@ class QueueManager:
                 return True
             # a transport bug defers; it never loses the message
             plan = plans[0]
-            log.exception("local delivery failed for %s", plan.work.message.queue_id)
+            if is_conflict(exc):  # another server's transaction: retried, nothing is wrong
+                log.warning(
+                    "local delivery of %s deferred: a conflict with another server's "
+                    "transaction (deadlock or serialization); retried",
+                    plan.work.message.queue_id,
+                )
+            else:
+                log.exception("local delivery failed for %s", plan.work.message.queue_id)
             results = list(plan.results)
             for (transport, _), members in plan.groups.items():
                 results.extend(_internal_error(transport, exc, members))
