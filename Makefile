@@ -9,12 +9,17 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: lab test lint unit clean venv
 
+# The suites that run a second time with every site on PostgreSQL (a private cluster).
+PG_SUITES := tests/unit/store tests/unit/directory tests/unit/queue tests/unit/replication \
+	tests/integration/imap/test_imap.py tests/integration/imap/test_imap_semantics.py \
+	tests/integration/ims tests/integration/replication tests/integration/multiserver/test_claims.py
+
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,speed]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,speed,postgres]'
 	touch $(STAMP)
 
 lab: $(STAMP)
@@ -30,6 +35,7 @@ test: $(STAMP)
 	scripts/test-deps.sh
 	$(MAKE) lint
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --database postgresql $(PG_SUITES)
 
 clean:
 	rm -rf $(VENV) lab .pytest_cache .mypy_cache .ruff_cache

@@ -72,6 +72,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from _milters import milters, milters_available
+from _pgsites import pg_sitemail, split_source
 from _postfix import (
     LatencyResult,
     Mode,
@@ -353,9 +354,20 @@ class Settings:
 
 
 def source(server: Server, settings: Settings, concurrency: int, messages: int) -> SourceResult:
+    ips: list[str] = getattr(server, "ips", [server.ip])
+    if len(ips) > 1:  # a site of several servers: the load shared between them, at once
+        return split_source(
+            ips, lambda ip, c, n: _source_at(ip, server.port, settings, c, n), concurrency, messages
+        )
+    return _source_at(server.ip, server.port, settings, concurrency, messages)
+
+
+def _source_at(
+    ip: str, port: int, settings: Settings, concurrency: int, messages: int
+) -> SourceResult:
     return run_smtp_source(
-        server.ip,
-        server.port,
+        ip,
+        port,
         messages=messages,
         concurrency=concurrency,
         size_bytes=settings.size,
@@ -504,6 +516,20 @@ def run_mode(
             )
         )
         servers: list[Server] = [postfix, sm]
+        for count in args.servers:  # sitemail on PostgreSQL, a site of `count` servers
+            ips = [f"127.0.0.{97 + n}" for n in range(count)]
+            servers.append(
+                stack.enter_context(
+                    pg_sitemail(
+                        ips,
+                        args.port,
+                        command=sitemail_command(),
+                        domain=DOMAIN,
+                        configure=lambda d: _configure(d, args.port, args.max_connections),
+                        wait=_wait_until,
+                    )
+                )
+            )
         for index, conc in enumerate(settings.concurrency):
             order = servers if (round_number + index) % 2 else servers[::-1]
             for server in order:
@@ -569,6 +595,16 @@ def table(
             if rounds:
                 line += "  " + " ".join(f"{ratio(r, cell, conc):.2f}x" for r in rounds)
             lines.append(line)
+            for key in sorted(
+                k for k in rows if k.startswith(f"{cell}/pg") and k.endswith(f"/{conc}")
+            ):
+                name = key[len(cell) + 1 :].split("/")[0]
+                pg = rows[key]
+                lines.append(
+                    f"{'':<27}{'':>4}  sitemail on PostgreSQL, {name[2:]} server(s): "
+                    f"{pg['msgs_per_s']:.0f} msg/s = {pg['msgs_per_s'] / sm['msgs_per_s']:.2f}x "
+                    f"SQLite's; p50/p99 {pg['p50_ms']:.2f} / {pg['p99_ms']:.2f} ms"
+                )
     return lines
 
 
@@ -635,6 +671,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--milter-ips", nargs=2, default=["127.0.0.94", "127.0.0.95"], help="--edge: milters"
     )
+    parser.add_argument(
+        "--servers",
+        type=int,
+        nargs="*",
+        choices=[1, 2],
+        default=[],
+        help="also sitemail on a private PostgreSQL, a site of 1 and/or 2 servers (pg1, pg2)",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.repeat <= 10:
         parser.error("--repeat must be 1..10")
@@ -646,6 +690,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--max-connections must exceed the highest --concurrency")
     if not 0 <= args.recipients <= 50 or args.messages * max(args.recipients, 1) > 100_000:
         parser.error("--recipients must be 0..50, and messages x recipients at most 100000")
+    if args.servers and (args.recipients or args.all_shapes or args.edge):
+        parser.error(
+            "--servers runs the default shape only (no --recipients, --all-shapes, --edge)"
+        )
     if args.postfix_ip == args.sitemail_ip:
         parser.error("Postfix and sitemail need distinct addresses")
     return args

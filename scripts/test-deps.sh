@@ -5,7 +5,9 @@
 # testssl.sh, which audits every TLS port of a running site (tests/integration/attacks). Then
 # Dovecot's imaptest (IMAP compliance and stress), built by the shared build script (from
 # ../shared/tools/imaptest, or $IMAPTEST_BUILD) into .venv/imaptest (or $IMAPTEST_DIR); it
-# links against Debian's libdovecot (dovecot-core; the service is kept stopped).
+# links against Debian's libdovecot (dovecot-core; the service is kept stopped). PostgreSQL's
+# server programs (postgresql; the system cluster is kept stopped): the tests run private
+# clusters on loopback (sitemail.lab.postgres).
 # Installed only when missing; the system Postfix service is kept stopped: tests run their own
 # private instances on loopback ports.
 set -euo pipefail
@@ -19,6 +21,7 @@ command -v testssl >/dev/null 2>&1 || need+=(testssl.sh)
 # OpenDKIM and OpenDMARC as Postfix milters: the outside verifier of our DKIM signatures
 command -v opendkim >/dev/null 2>&1 || [ -x /usr/sbin/opendkim ] || need+=(opendkim opendkim-tools)
 command -v opendmarc >/dev/null 2>&1 || [ -x /usr/sbin/opendmarc ] || need+=(opendmarc)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 build_imaptest() {
   local script=${IMAPTEST_BUILD:-../shared/tools/imaptest/build.sh}
   local dir=${IMAPTEST_DIR:-.venv/imaptest}
@@ -40,4 +43,5 @@ apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 (command -v service >/dev/null && service dovecot stop >/dev/null 2>&1) || true
 (command -v service >/dev/null && service opendkim stop >/dev/null 2>&1) || true
 (command -v service >/dev/null && service opendmarc stop >/dev/null 2>&1) || true
+(command -v service >/dev/null && service postgresql stop >/dev/null 2>&1) || true
 build_imaptest

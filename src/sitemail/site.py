@@ -207,6 +207,7 @@ class SiteServer:
             writer=writer,
             # A next hop's 250 is noted at once: a crash does not send that message again.
             journal=DeliveryJournal(config.data_dir / "queue-journal"),
+            server=config.server,  # its claims on the queue the site's servers share
         )
         wake_queue.target = manager.wake
         replication.handoff = manager  # what it queues starts at once, as the spool's mail
@@ -234,8 +235,9 @@ class SiteServer:
         """Our host name in greetings and Received headers: server.site-domain, on the site's
         own (routing) domain, which stays when Site Addressing moves to the shared domain (the
         article's A records are serverX.siteX.company.com)."""
-        org = directory.org()
-        return f"{org.local_server.lower()}.{directory.routing_domain()}"
+        # This process's own server (config), not the one that made the site: a site may
+        # have several servers on one database (sitemail server add).
+        return f"{self.config.server.lower()}.{directory.routing_domain()}"
 
     async def run(self, ready: Callable[[SiteServer], None] | None = None) -> None:
         """Serve until `stop()` or cancelled. Either way the stop runs in this order (see

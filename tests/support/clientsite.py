@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.databases import new_database_url
+
 from sitemail.admin.service import AdminService
 from sitemail.config import ServerConfig, load_config
 from sitemail.directory import ObjectKind
@@ -209,8 +211,10 @@ def client_site(
     limits: dict[str, Any] | None = None,
     admin: dict[str, Any] | None = None,
     site: str = "SiteA",
+    database_url: str | None = None,
 ) -> Iterator[ClientSite]:
-    """A running SiteA on `address` with every client-access listener on a free port."""
+    """A running SiteA on `address` with every client-access listener on a free port
+    (on `database_url`, else the run's database: tests/support/databases.py)."""
     data_dir = tmp_path / site
     service = AdminService.init(
         data_dir,
@@ -219,7 +223,29 @@ def client_site(
         server="ServerA",
         domain=f"{site.lower()}.example.com",
         listen=[address],
+        database_url=new_database_url() if database_url is None else database_url,
     )
+    site_handle = serve_data_dir(
+        data_dir, service, address, auth=auth, imap=imap, limits=limits, admin=admin
+    )
+    try:
+        yield site_handle
+    finally:
+        site_handle.stop()
+        service.close()
+
+
+def serve_data_dir(
+    data_dir: Path,
+    service: AdminService,
+    address: str,
+    *,
+    auth: dict[str, Any] | None = None,
+    imap: dict[str, Any] | None = None,
+    limits: dict[str, Any] | None = None,
+    admin: dict[str, Any] | None = None,
+) -> ClientSite:
+    """Start the server of `data_dir` on `address`, every listener on a free port."""
     names = ("smtp", "imap", "imaps", "pop3", "pop3s", "submission", "submissions", "admin")
     ports = dict(zip(names, free_ports(address, len(names)), strict=True))
     config = load_config(data_dir)
@@ -239,8 +265,4 @@ def client_site(
     )
     site_handle = ClientSite(address, data_dir, config, service, ports)
     site_handle.start()
-    try:
-        yield site_handle
-    finally:
-        site_handle.stop()
-        service.close()
+    return site_handle

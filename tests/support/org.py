@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from tests.support.databases import new_database_url
 
 from sitemail.admin.service import AdminService
 from sitemail.admin.wake import poke
@@ -152,6 +153,7 @@ class Org:
             server=f"Server{name[-1]}",
             domain=f"{name.lower()}.example.com",
             listen=[address],
+            database_url=new_database_url(),
         )
         settings = {"startup_delay": 3600.0, **replication}
         site = Site(name, address, data_dir, service, free_port(address), settings)

@@ -7,6 +7,7 @@ Works whether or not the server is running: SQLite in WAL mode lets both write s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -44,8 +45,9 @@ from sitemail.directory.service import check_name
 from sitemail.mailauth.dkimkeys import generate_dkim_keys
 from sitemail.queue.admin import QueueAdmin
 from sitemail.queue.attempts import Attempt
-from sitemail.replication.keys import fingerprint, generate_site_key, load_site_key
+from sitemail.replication.keys import KEY_FILE, fingerprint, generate_site_key, load_site_key
 from sitemail.store import Store, default_url, open_store, upgrade
+from sitemail.store.transfer import CopyReport, copy_store
 
 __all__ = ["AdminService", "read_password_file"]
 
@@ -143,6 +145,69 @@ class AdminService:
         )
         secure(config)
         return service
+
+    def join(self, data_dir: Path, *, server: str, listen: Sequence[str]) -> AdminService:
+        """A new server of this site (`sitemail server add`): its own data dir, name and
+        addresses, on this site's PostgreSQL database, with the site's one key (so every
+        server signs replication as the site) and a Server object in the directory."""
+        check_name("server name", server)
+        url = self.config.database_url
+        if not url.startswith("postgresql"):
+            raise ConfigError(
+                "a site of several servers shares one PostgreSQL database: move this one "
+                "first (sitemail store migrate --to postgresql+psycopg://...)"
+            )
+        if (data_dir / CONFIG_FILE).exists():
+            raise ConflictError(f"{data_dir} is already a sitemail data dir")
+        if server.lower() in {
+            o.alias.lower() for o in self.directory.list_objects(ObjectKind.SERVER)
+        }:
+            raise ConflictError(f"server {server} exists already")
+        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.chmod(0o700)
+        site = self.org().local_site
+        create_private(data_dir / CONFIG_FILE)
+        (data_dir / CONFIG_FILE).write_text(
+            render_config(server=server, site=site, listen=list(listen), database_url=url),
+            encoding="utf-8",
+        )
+        key = data_dir / KEY_FILE
+        key.parent.mkdir(mode=0o700, exist_ok=True)
+        create_private(key)
+        key.write_bytes((self.config.data_dir / KEY_FILE).read_bytes())
+        self.directory.add_server(server, list(listen))
+        ensure_token(data_dir)
+        joined = AdminService.open(data_dir, self.clock)
+        make_self_signed(
+            joined.config.path(joined.config.tls.cert_file),
+            joined.config.path(joined.config.tls.key_file),
+            [f"{server.lower()}.{self.directory.routing_domain()}"],
+            list(listen),
+        )
+        secure(joined.config)
+        return joined
+
+    def migrate_store(self, url: str) -> CopyReport:
+        """Copy this server's whole database to the empty one at `url` (the server stopped),
+        then point the configuration at it; the old database is left as it was."""
+        if url == (self.config.database_url or default_url(self.config.data_dir)):
+            raise ConflictError("that is the database this server already uses")
+        target = open_store(url)
+        try:
+            report = copy_store(self.store, target)
+        finally:
+            target.close()
+        path = self.config.data_dir / CONFIG_FILE
+        lines = path.read_text(encoding="utf-8").splitlines()
+        setting = f"database_url = {json.dumps(url)}"  # a TOML basic string too
+        at = next((i for i, line in enumerate(lines) if line.startswith("database_url =")), None)
+        if at is None:  # SQLite by default: the key goes in [server], after its `listen`
+            at = next(i for i, line in enumerate(lines) if line.startswith("listen ="))
+            lines.insert(at + 1, setting)
+        else:
+            lines[at] = setting
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return report
 
     def site_key(self) -> tuple[str, str]:
         """This site's public key token and its fingerprint (the private key never leaves)."""

@@ -130,6 +130,9 @@ class QueueConfig:
     expiry: float = 48 * 3600.0
     delay_notice: float = 4 * 3600.0  # 0 disables delay notices
     hop_limit: int = 50
+    # Seconds a server's claim on a message it delivers lasts without renewal: another server
+    # of the site takes the message over after it (queue.claims; a dead server's mail).
+    claim_lease: float = 60.0
     # Bytes kept free in the data dir's file system: below it MAIL answers 452 4.3.1
     # (Postfix's queue_minfree). 0: 1.5 x [limits] message_size, as Postfix does.
     min_free: int = 0

@@ -163,15 +163,7 @@ class Directory:
                 attrs={"organization": org, "routing_domain": template.domain},
                 now=now,
             )
-            insert_object(
-                conn,
-                site=site,
-                kind=ObjectKind.SERVER,
-                name=server,
-                display_name=server,
-                attrs={"listen": list(listen)},
-                now=now,
-            )
+            _insert_server(conn, site, server, listen, now)
             insert_object(
                 conn,
                 site=site,
@@ -281,6 +273,12 @@ class Directory:
                 raise NotFoundError(f"no site object for {self.local_site}")
             obj = row_to_recipient(row)
             return update_object(conn, obj, now=self.clock.now(), attrs={**obj.attrs, **attrs})
+
+    def add_server(self, server: str, listen: list[str]) -> None:
+        """Another server of this site (several share one PostgreSQL database)."""
+        site = self.org().local_site
+        with self.store.write() as conn:
+            _insert_server(conn, site, server, listen, self.clock.now())
 
     def routing_domain(self, site: str | None = None) -> str:
         """The domain of a site's directory-service mailbox (its routing address)."""
@@ -778,3 +776,17 @@ def set_addressing(
 
 
 _BY_GUID = select(dir_object).where(dir_object.c.guid == bindparam("b_guid"))
+
+
+def _insert_server(
+    conn: Connection, site: str, server: str, listen: Sequence[str], now: float
+) -> None:
+    insert_object(
+        conn,
+        site=site,
+        kind=ObjectKind.SERVER,
+        name=server,
+        display_name=server,
+        attrs={"listen": list(listen)},
+        now=now,
+    )

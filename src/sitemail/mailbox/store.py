@@ -213,7 +213,9 @@ def append_messages(
     uids = [0] * len(messages)
     rows: list[dict[str, object]] = []
     tailed: list[tuple[dict[str, object], Append]] = []
-    for mailbox, indexes in by_mailbox.items():
+    # Folders in one order (their UID rows stay locked to the commit): two servers delivering
+    # to the same mailboxes at once never wait on each other in a circle (a deadlock).
+    for mailbox, indexes in sorted(by_mailbox.items()):
         folder_id = ensure_folders(conn, mailbox, now).get(folder)
         if folder_id is None:
             raise NotFoundError(f"mailbox {mailbox} has no folder {folder!r}")

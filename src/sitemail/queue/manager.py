@@ -73,6 +73,7 @@ from sitemail.core.events import (
     QueueRelayed,
     emit,
 )
+from sitemail.queue import claims
 from sitemail.queue.attempts import Attempts, report_stage
 from sitemail.queue.backoff import Backoff
 from sitemail.queue.content import Content
@@ -108,7 +109,7 @@ from sitemail.queue.records import (
 )
 from sitemail.routing.route import Route, Transport
 from sitemail.routing.trace import read_trace
-from sitemail.store.engine import Store
+from sitemail.store.engine import Store, is_conflict
 from sitemail.store.writer import GroupWriter
 
 __all__ = ["QueueManager", "count_received_headers"]
@@ -188,8 +189,12 @@ class QueueManager:
         writer: GroupWriter | None = None,
         backoff: Backoff | None = None,
         journal: DeliveryJournal | None = None,
+        server: str = "",
     ) -> None:
         self._store = store
+        # Our name in queue claims (queue.claims), "" for none: a manager built alone (tests).
+        self._server = server
+        self._lease = settings.claim_lease
         self._clock = clock
         self._site = site
         self._reporting_mta = reporting_mta
@@ -218,6 +223,7 @@ class QueueManager:
         # Next hops with deferred recipients: a delivery there flushes them (_flush).
         self._deferred_hops: set[str] = set()
         self._accepted_events: dict[str, list[Event]] = {}  # deliver_in's, told at unclaim
+        self._halt = asyncio.Event()  # stop(): the claim renewal ends
 
     def wake(self) -> None:
         """New mail or an admin retry: look at the queue now."""
@@ -233,6 +239,7 @@ class QueueManager:
         returns once the deliveries in flight have finished and their results are recorded."""
         self._stopping = True
         self._wake.set()
+        self._halt.set()
 
     def claim(self, queue_id: str) -> None:
         """The spool is committing this message and will hand it over: passes skip it."""
@@ -266,6 +273,9 @@ class QueueManager:
                     local.append(plan)
                 else:  # routed once: hand_off takes this plan (the writer's last run's)
                     self._planned[message.queue_id] = plan
+            handed = [m.queue_id for m, _, _ in batch if m.queue_id in self._planned]
+            if self._server:  # handed off in memory: ours before any other server sees them
+                claims.claim_new(conn, handed, self._server, self._clock.now() + self._lease)
             if not local:
                 return {}
             events: list[Event] = []
@@ -275,8 +285,14 @@ class QueueManager:
                 self._accepted_events[plan.work.message.queue_id] = [
                     e for e in events if getattr(e, "queue_id", "") == plan.work.message.queue_id
                 ]
-        except Exception:  # accepted all the same; the usual path retries, message by message
-            log.exception("delivery with acceptance failed; handing the messages off")
+        except Exception as exc:  # accepted all the same; the usual path retries them
+            if is_conflict(exc):  # a deadlock with another server's delivery: not a fault
+                log.warning(
+                    "delivery with acceptance deferred: a conflict with another server's "
+                    "transaction; the messages are handed off"
+                )
+            else:
+                log.exception("delivery with acceptance failed; handing the messages off")
             return {}
         done = set(closed)
         return {
@@ -317,6 +333,8 @@ class QueueManager:
         async with asyncio.TaskGroup() as group:
             self._group = group
             group.create_task(self._load_deferred_hops())  # not before the first hand-off
+            if self._server:
+                group.create_task(self._renew_claims())
             try:
                 await self._loop(group)
             finally:
@@ -339,6 +357,23 @@ class QueueManager:
                 async with asyncio.timeout(min(delay, _IDLE_POLL) or 0.01):
                     await self._wake.wait()
             self._wake.clear()
+
+    async def _renew_claims(self) -> None:
+        """Until `stop()`: keep the leases of our deliveries in flight from running out (a
+        third of the lease apart), so no other server takes over a slow delivery."""
+        while not self._halt.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._lease / 3):
+                    await self._halt.wait()
+            ids = sorted(self._running)
+            if ids and not self._halt.is_set():
+                until = self._clock.now() + self._lease
+                try:
+                    await self._writer.submit(
+                        functools.partial(claims.renew, ids=ids, server=self._server, until=until)
+                    )
+                except Exception as exc:  # the next round tries again; passes back off
+                    self._backoff.failed(exc, "renewing queue claims")
 
     async def _record_noted(self) -> None:
         """Record the deliveries a previous run noted in the journal but had not committed
@@ -436,6 +471,8 @@ class QueueManager:
 
     def _next_due(self) -> float | None:
         with self._store.read() as conn:
+            if self._server:
+                return claims.next_due(conn, self._server, self._clock.now())
             return next_due_at(conn)
 
     async def _start_due(self, group: asyncio.TaskGroup) -> int:
@@ -550,6 +587,8 @@ class QueueManager:
 
     def _due_ids(self, now: float) -> list[str]:
         with self._store.read() as conn:
+            if self._server:
+                return claims.due_ids(conn, now, _BATCH, self._server)
             return due_queue_ids(conn, now, _BATCH)
 
     def _due_plans(
@@ -557,6 +596,9 @@ class QueueManager:
     ) -> tuple[list[str], list[_Plan]]:
         """In a worker thread: the due messages not in flight (at most `room`), planned."""
         ids = [i for i in self._due_ids(now) if i not in running][:room]
+        if ids and self._server:  # ours for a lease: no other server starts them meanwhile
+            with self._store.write() as conn:
+                ids = claims.take(conn, ids, self._server, now, self._lease)
         return ids, (self._prepare(ids, now) if ids else [])
 
     def _prepare(self, ids: Sequence[str], now: float) -> list[_Plan]:
@@ -625,7 +667,14 @@ class QueueManager:
                 return True
             # a transport bug defers; it never loses the message
             plan = plans[0]
-            log.exception("local delivery failed for %s", plan.work.message.queue_id)
+            if is_conflict(exc):  # another server's transaction: retried, nothing is wrong
+                log.warning(
+                    "local delivery of %s deferred: a conflict with another server's "
+                    "transaction (deadlock or serialization); retried",
+                    plan.work.message.queue_id,
+                )
+            else:
+                log.exception("local delivery failed for %s", plan.work.message.queue_id)
             results = list(plan.results)
             for (transport, _), members in plan.groups.items():
                 results.extend(_internal_error(transport, exc, members))
@@ -648,6 +697,12 @@ class QueueManager:
     ) -> tuple[list[str], bool]:
         """Deliver to the transactional transports, record every result, drop what is done;
         (the messages dropped, whether a notice was queued)."""
+        if self._server:  # a server that stalled past its lease delivers nothing another took
+            ours = claims.hold(conn, [p.work.message.queue_id for p in plans], self._server)
+            lost = [p.work.message.queue_id for p in plans if p.work.message.queue_id not in ours]
+            if lost:
+                log.warning("queue claims taken over by another server: %s", ", ".join(lost))
+                plans = [p for p in plans if p.work.message.queue_id in ours]
         results = {id(plan): list(plan.results) for plan in plans}
         by_transport: dict[Transport, list[tuple[_Plan, Delivery]]] = defaultdict(list)
         for plan in plans:

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import Text, select, type_coerce
+from sqlalchemy import Text, cast, select
 
 from sitemail.directory import RECIPIENT_KINDS, Directory, ObjectKind, list_domain_routes
 from sitemail.directory.ims_objects import list_connected_sites
@@ -220,7 +220,8 @@ def _check_moved_aside(directory: Directory, report: KccReport) -> None:
                 c.kind.in_([str(k) for k in RECIPIENT_KINDS]),
                 c.is_deleted.is_(False),
                 c.changed_at >= since,
-                type_coerce(c.attrs, Text).contains('"moved_aside"', autoescape=True),
+                # CAST, not type_coerce: PostgreSQL has no LIKE on json
+                cast(c.attrs, Text).contains('"moved_aside"', autoescape=True),
             )
         ).all()
     for obj in map(row_to_recipient, rows):

@@ -28,7 +28,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 
 from sitemail.core.errors import StoreError, StoreUnavailableError
 
-__all__ = ["Store", "default_url", "open_store", "store_fault"]
+__all__ = ["Store", "default_url", "is_conflict", "open_store", "store_fault"]
 
 _IMMEDIATE = "sitemail_immediate"
 _BLOB_CACHE_KIB = 256  # page cache of the connections that read big values (blob_reader)
@@ -62,6 +62,19 @@ def store_fault(exc: Exception, what: str) -> StoreError:
     else:  # PostgreSQL and the rest: the DB-API's own split (connection lost, disk full...)
         unavailable = type(original).__name__ in ("OperationalError", "InterfaceError")
     return StoreUnavailableError(text) if unavailable else StoreError(text)
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) is the database aborting a transaction for a
+    conflict with a concurrent one: a deadlock or a serialization failure (SQLSTATE class
+    40). Servers sharing a database meet these now and then; the transaction is retried."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        state = getattr(getattr(seen, "orig", seen), "sqlstate", None)
+        if isinstance(state, str) and state.startswith("40"):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def default_url(data_dir: Path) -> str:

@@ -37,6 +37,7 @@ __all__ = [
     "organization",
     "proxy_address",
     "proxy_conflict",
+    "queue_claim",
     "queue_message",
     "queue_rcpt",
     "relay_seen",
@@ -181,6 +182,22 @@ queue_rcpt = Table(
     Column("nexthop", String(300), nullable=True),
     Index("ix_queue_rcpt_due", "state", "next_attempt_at"),
     Index("ix_queue_rcpt_queue_id", "queue_id"),
+)
+
+# Which server of the site delivers a message, until when (queue.claims): several servers on
+# one database share the queue; a claim whose lease ran out (its server died) is taken over.
+queue_claim = Table(
+    "queue_claim",
+    metadata,
+    Column(
+        "queue_id",
+        String(32),
+        ForeignKey("queue_message.queue_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("server", String(64), nullable=False),
+    Column("until", Float, nullable=False),
+    Index("ix_queue_claim_until", "until"),
 )
 
 relay_seen = Table(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.clientsite import PASSWORD, ClientSite, client_site, client_tls
+from tests.support.databases import new_database_url
 
 from sitemail.admin.service import AdminService
 from sitemail.directory import ObjectKind
@@ -243,6 +244,7 @@ def test_imap_user_of_another_site_is_told_the_home_host(tmp_path: Path, site: C
         server="ServerB",
         domain="siteb.example.com",
         listen=["127.10.70.12"],
+        database_url=new_database_url(),
     )
     try:
         other.add_recipient(

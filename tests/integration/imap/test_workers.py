@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.clientsite import PASSWORD, ClientSite, client_site, client_tls, free_port
+from tests.support.databases import new_database_url
 from tests.support.serve import configure, serve_command
 
 from sitemail.admin.service import AdminService
@@ -132,6 +133,7 @@ def test_workers_sigterm_ends_the_server_and_every_worker(tmp_path: Path) -> Non
         server="ServerA",
         domain="sitea.example.com",
         listen=[SERVE_ADDRESS],
+        database_url=new_database_url(),
     )
     service.add_recipient(ObjectKind.MAILBOX, "jsmith", display_name="J", password=PASSWORD)
     service.close()

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP as AioSMTP  # noqa: N811 - the library's name
+from tests.support.databases import new_database_url
 
 from sitemail.admin.service import AdminService
 from sitemail.config import load_config
@@ -113,6 +114,7 @@ async def running_site(
         server="ServerA",
         domain="sitea.example.com",
         listen=[HOST],
+        database_url=new_database_url(),
     )
     service.add_recipient(ObjectKind.MAILBOX, "jsmith", display_name="John Smith")
     service.add_recipient(ObjectKind.MAILBOX, "mjones", display_name="Mary Jones")

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from tests.support.databases import new_database_url
 
 from sitemail.admin.service import AdminService
 from sitemail.config import AuthConfig
@@ -188,6 +189,7 @@ def test_auth_sends_users_of_another_site_to_their_home_server(
         server="ServerB",
         domain="siteb.example.com",
         listen=["127.0.0.1"],
+        database_url=new_database_url(),
     )
     try:
         other.add_recipient(ObjectKind.MAILBOX, "bwayne", display_name="B W", password=PASSWORD)

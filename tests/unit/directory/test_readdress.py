@@ -487,6 +487,7 @@ def directory_state(site: AdminService) -> tuple[object, ...]:
     )
 
 
+@pytest.mark.sqlite_only  # compares the SQLite fast path with the portable one
 @pytest.mark.parametrize(
     ("template", "drop_old"),
     [
@@ -609,6 +610,7 @@ def _no_proxies(site: AdminService) -> None:
         )
 
 
+@pytest.mark.sqlite_only  # SQLite's set-based path and pragmas
 @pytest.mark.parametrize(
     ("template", "drop_old", "extra", "bulk"),
     [
@@ -665,6 +667,7 @@ def test_readdress_set_based_and_portable_paths_agree(
     assert results[0] == results[1]
 
 
+@pytest.mark.sqlite_only  # SQLite's set-based path and pragmas
 def test_readdress_set_based_keeps_old_primaries(site_a: AdminService) -> None:
     """What the set-based path writes, spelled out: new primary first, every old SMTP primary
     a secondary in its place, other secondaries unchanged, one USN each, index updated."""
@@ -704,6 +707,7 @@ def test_readdress_set_based_keeps_old_primaries(site_a: AdminService) -> None:
     assert_index_matches_proxies(site_a)
 
 
+@pytest.mark.sqlite_only  # SQLite's set-based path and pragmas
 def test_readdress_set_based_dry_run_then_run(site_a: AdminService) -> None:
     """A dry run of the set-based path leaves nothing behind (its staging table included), and
     the real run after it on the same pooled connection does the work."""
@@ -732,6 +736,7 @@ def test_readdress_set_based_dry_run_then_run(site_a: AdminService) -> None:
     assert staged == 0
 
 
+@pytest.mark.sqlite_only  # SQLite's set-based path and pragmas
 def test_readdress_restores_the_page_cache_setting(populated: AdminService) -> None:
     """The bigger cache of the bulk write is the transaction's only: pooled connections keep
     the configured 32 MiB."""
@@ -740,6 +745,7 @@ def test_readdress_restores_the_page_cache_setting(populated: AdminService) -> N
         assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == -32768
 
 
+@pytest.mark.sqlite_only  # SQLite's set-based path and pragmas
 def test_readdress_leaves_foreign_keys_checked_and_whole(populated: AdminService) -> None:
     """The re-addressing transaction skips SQLite's per-row parent lookups; every index row
     still has its object, and pooled connections check foreign keys again afterwards."""

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.databases import new_database_url
 
 from sitemail.admin.service import AdminService
 from sitemail.core import DuplicateAddressError, InvalidValueError, SitemailError
@@ -51,6 +52,7 @@ def site_b(tmp_path: Path) -> Any:
         server="ServerB",
         domain="siteb.example.com",
         listen=["127.0.0.2"],
+        database_url=new_database_url(),
     )
     yield service
     service.close()
@@ -269,6 +271,7 @@ def test_import_restore_into_fresh_site_keeps_the_exported_addressing(
         server="ServerA",
         domain="sitea.example.com",
         listen=["127.0.0.1"],
+        database_url=new_database_url(),
     )
     try:
         fresh.import_directory(lines)

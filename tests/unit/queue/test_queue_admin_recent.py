@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.support.databases import store_url
+
 from sitemail.core.clock import ManualClock
 from sitemail.queue.admin import QueueAdmin
 from sitemail.queue.records import TrackEvent, track
@@ -13,7 +15,7 @@ from sitemail.store import open_store, upgrade
 def test_recent_final_events_newest_first_without_the_directory_service_mailbox(
     tmp_path: Path,
 ) -> None:
-    store = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    store = open_store(store_url(tmp_path))
     upgrade(store)
     try:
         with store.write() as conn:

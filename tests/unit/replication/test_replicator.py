@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import delete, select
+from tests.support.databases import new_database_url
 
 from sitemail.admin.service import AdminService
 from sitemail.directory import ObjectKind
@@ -24,6 +25,7 @@ def make(root: Path, name: str) -> AdminService:
         server=f"Server{name[-1]}",
         domain=f"{name.lower()}.example.com",
         listen=["127.0.0.1"],
+        database_url=new_database_url(),
     )
 
 

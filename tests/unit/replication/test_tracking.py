@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, select
+from tests.support.databases import new_database_url
 
 from sitemail.admin.service import AdminService
 from sitemail.core.errors import InvalidValueError, NotFoundError
@@ -30,6 +31,7 @@ def make(root: Path, name: str) -> AdminService:
         server=f"Server{name[-1]}",
         domain=f"{name.lower()}.example.com",
         listen=["127.0.0.1"],
+        database_url=new_database_url(),
     )
 
 

@@ -7,18 +7,21 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import insert, select, text
+from tests.support.databases import store_url
 
 from sitemail.core import StoreError
 from sitemail.core.errors import StoreUnavailableError
-from sitemail.store import Store, default_url, open_store, upgrade
+from sitemail.store import Store, open_store, upgrade
 from sitemail.store.tables import site_usn
+
+pytestmark = pytest.mark.sqlite_only  # pragmas and the SQLite-only point reads
 
 SQL = "SELECT usn FROM site_usn WHERE site = ?"
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    s = open_store(default_url(tmp_path))
+    s = open_store(store_url(tmp_path))
     upgrade(s)
     yield s  # type: ignore[misc]
     s.close()

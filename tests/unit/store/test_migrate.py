@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
+from tests.support.databases import store_url
 
 from sitemail.store import open_store, upgrade
 from sitemail.store.migrate import alembic_config, current_revision, head_revision
@@ -18,7 +19,7 @@ def test_head_read_from_the_files_is_alembics_head() -> None:
 def test_upgrade_migrates_an_older_database_and_leaves_one_at_head_alone(
     tmp_path: Path,
 ) -> None:
-    store = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    store = open_store(store_url(tmp_path))
     try:
         upgrade(store, "0002")
         assert current_revision(store) == "0002"

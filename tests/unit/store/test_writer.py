@@ -8,16 +8,17 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, insert, select
+from tests.support.databases import store_url
 
 from sitemail.core.errors import StoreUnavailableError
-from sitemail.store import Store, default_url, open_store, upgrade
+from sitemail.store import Store, open_store, upgrade
 from sitemail.store.tables import site_usn
 from sitemail.store.writer import GroupWriter
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    s = open_store(default_url(tmp_path))
+    s = open_store(store_url(tmp_path))
     upgrade(s)
     yield s
     s.close()
