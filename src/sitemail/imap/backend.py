@@ -153,15 +153,19 @@ class Message(BaseMessage):
         self._batch = batch
 
     def bound(self, batch: _ContentBatch | None, *, expunged: bool = False) -> Message:
-        return Message(
-            self.uid,
-            self.internal_date,
-            self.permanent_flags,
-            size=self.size,
-            email_id=self.email_id,
-            expunged=expunged,
-            batch=batch,
-        )
+        """This message for one command, its content loaded through `batch`: a copy of the
+        slots (FETCH binds every message of the range; __init__ would rebuild each value)."""
+        clone = Message.__new__(Message)
+        clone.uid = self.uid  # type: ignore[misc]  # Final: set once, on a new object
+        clone.internal_date = self.internal_date  # type: ignore[misc]
+        clone.expunged = expunged  # type: ignore[misc]
+        clone._email_id = self._email_id
+        clone._thread_id = self._thread_id
+        clone._permanent_flags = self._permanent_flags
+        clone._flags_key = self._flags_key
+        clone.size = self.size
+        clone._batch = batch
+        return clone
 
     async def load_content(self, requirement: FetchRequirement) -> BaseLoadedMessage:
         if self.expunged or requirement.has_none(FetchRequirement.CONTENT):
@@ -200,7 +204,8 @@ class _Loaded(BaseLoadedMessage):
         if raw is None:
             return None
         end = raw.find(b"\r\n\r\n")
-        if end < 0 or b"\n" in raw[:end].replace(b"\r\n", b""):
+        # a bare LF in the header (more LFs than CRLFs), counted without copying the header
+        if end < 0 or raw.count(b"\n", 0, end) != raw.count(b"\r\n", 0, end):
             return None  # no CRLF-delimited header: let pymap's parser decide
         return raw[: end + 4]
 

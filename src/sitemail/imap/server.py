@@ -132,13 +132,14 @@ class _FastFetch(UntaggedResponse):
         message: MessageInterface,
         attributes: Sequence[FetchAttribute],
         selected: SelectedMailbox,
+        requirement: FetchRequirement,
     ) -> None:
         super().__init__()
         self.seq = seq
         self._message = message
         self._attributes = attributes
         self._selected = selected
-        self._requirement = FetchRequirement.reduce(a.requirement for a in attributes)
+        self._requirement = requirement  # of all the attributes: the same for every message
 
     @property
     def text(self) -> bytes:
@@ -201,10 +202,11 @@ class _State(ConnectionState):
             self.selected, cmd.sequence_set, set_seen
         )
         response = ResponseOk(cmd.tag, cmd.command + b" completed.")
+        requirement = FetchRequirement.reduce(a.requirement for a in attributes)
         for seq, message in messages:
             if message.expunged:
                 response.code = ResponseCode.of(b"EXPUNGEISSUED")
-            response.add_untagged(_FastFetch(seq, message, attributes, self.selected))
+            response.add_untagged(_FastFetch(seq, message, attributes, self.selected, requirement))
         return response, updates
 
 
