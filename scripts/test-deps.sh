@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the test suite uses as real outside peers (Postfix's smtp-sink/smtp-source),
-# as real mail clients of the site (isync's mbsync over IMAP, fetchmail over POP3), and the
-# browser the console's end-to-end tests drive (Debian's chromium, through Playwright),
+# as real mail clients of the site (isync's mbsync over IMAP, fetchmail over POP3, neomutt over
+# IMAPS on a pseudo-terminal), and the browser the console's end-to-end tests drive (Debian's
+# chromium, through Playwright),
 # testssl.sh, which audits every TLS port of a running site (tests/integration/attacks). Then
 # Dovecot's imaptest (IMAP compliance and stress), built by the shared build script (from
 # ../shared/tools/imaptest, or $IMAPTEST_BUILD) into .venv/imaptest (or $IMAPTEST_DIR); it
@@ -15,6 +16,7 @@ need=()
 command -v smtp-sink >/dev/null 2>&1 || [ -x /usr/sbin/smtp-sink ] || need+=(postfix)
 command -v mbsync >/dev/null 2>&1 || need+=(isync)
 command -v fetchmail >/dev/null 2>&1 || need+=(fetchmail)
+command -v neomutt >/dev/null 2>&1 || need+=(neomutt)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v testssl >/dev/null 2>&1 || need+=(testssl.sh)
 [ -e /usr/lib/dovecot/libdovecot.so ] || need+=(dovecot-core)

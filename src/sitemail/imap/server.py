@@ -132,13 +132,14 @@ class _FastFetch(UntaggedResponse):
         message: MessageInterface,
         attributes: Sequence[FetchAttribute],
         selected: SelectedMailbox,
+        requirement: FetchRequirement,
     ) -> None:
         super().__init__()
         self.seq = seq
         self._message = message
         self._attributes = attributes
         self._selected = selected
-        self._requirement = FetchRequirement.reduce(a.requirement for a in attributes)
+        self._requirement = requirement  # of all the attributes: the same for every message
 
     @property
     def text(self) -> bytes:
@@ -205,12 +206,13 @@ class _State(ConnectionState):
         )
         response = ResponseOk(cmd.tag, cmd.command + b" completed.")
         changedsince = cmd.changedsince
+        requirement = FetchRequirement.reduce(a.requirement for a in attributes)
         for seq, message in messages:
             if changedsince is not None and message.modseq <= changedsince:
                 continue
             if message.expunged:
                 response.code = ResponseCode.of(b"EXPUNGEISSUED")
-            response.add_untagged(_FastFetch(seq, message, attributes, self.selected))
+            response.add_untagged(_FastFetch(seq, message, attributes, self.selected, requirement))
         return response, updates
 
 

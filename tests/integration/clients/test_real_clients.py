@@ -2,15 +2,21 @@
 
 mbsync (isync) pulls INBOX over IMAP into a Maildir, once over implicit TLS (993) and once over
 STARTTLS (143), verifying the site's certificate; fetchmail downloads over POP3 with STLS and
-hands each message to a command. scripts/test-deps.sh installs both (CI runs it); elsewhere the
+hands each message to a command; neomutt, its keys pushed from the command line, reads and
+moves a message over IMAPS. scripts/test-deps.sh installs the three (CI runs it); elsewhere the
 tests are skipped when the programs are missing.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import select
 import shutil
+import struct
 import subprocess
+import termios
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,3 +139,122 @@ def test_fetchmail_downloads_over_pop3_with_stls(site: ClientSite, tmp_path: Pat
     assert any(b"pop body 0" in m for m in fetched)
     assert any(b"pop body 1" in m for m in fetched)
     assert site.inbox("jsmith") == []  # fetchmail deletes after download, at QUIT
+
+
+# -- neomutt ---------------------------------------------------------------------------------
+
+MUTT_ADDRESS = "127.32.0.10"
+
+
+def muttrc(site: ClientSite, home: Path) -> Path:
+    """A muttrc that never asks: every question a default answer, every pause zero."""
+    url = f"imaps://{site.address}:{site.ports['imaps']}/"
+    rc = home / "muttrc"
+    rc.write_text(
+        f'set imap_user = "jsmith@sitea.example.com"\n'
+        f'set imap_pass = "{PASSWORD}"\n'
+        f'set folder = "{url}"\n'
+        'set spoolfile = "+INBOX"\n'
+        # the site's own self-signed certificate is the one trusted; it names the server,
+        # not the loopback address the test dials
+        f'set certificate_file = "{certificate(site)}"\n'
+        "set ssl_verify_host = no\n"
+        "set ssl_force_tls = yes\n"
+        "set ssl_starttls = no\n"
+        'set record = ""\n'
+        'set header_cache = ""\n'
+        'set message_cachedir = ""\n'
+        "set confirmcreate = no\n"
+        "set confirmappend = no\n"
+        "set delete = yes\n"
+        "set quit = yes\n"
+        "set move = no\n"
+        "set mark_old = no\n"
+        "set wait_key = no\n"
+        "set sleep_time = 0\n"
+        "set imap_idle = no\n"
+        "set mail_check_stats = no\n"
+        "set pager_stop = yes\n"
+        'set pager = "builtin"\n'
+        "set sort = date-sent\n"
+    )
+    return rc
+
+
+def run_on_terminal(command: list[str], env: dict[str, str], timeout: float) -> tuple[int, str]:
+    """Run a full-screen program on a pseudo-terminal of its own (curses needs one; no human
+    and no expect-like script is involved: the program's keys come from its own `push`).
+    Returns its exit status and what it drew, for the failure message."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen(
+        command, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True
+    )
+    os.close(slave)
+    drawn = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the program closed the terminal
+                    break
+                if not chunk:
+                    break
+                drawn += chunk
+            elif proc.poll() is not None:
+                break
+        return proc.wait(timeout=max(1.0, deadline - time.monotonic())), drawn.decode(
+            errors="replace"
+        )
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        os.close(master)
+
+
+def test_neomutt_reads_and_moves_a_message(tmp_path: Path) -> None:
+    """neomutt lists INBOX over IMAPS, displays a message and saves (moves) it to a folder."""
+    neomutt = program("neomutt")
+    with client_site(tmp_path, MUTT_ADDRESS) as site:
+        site.add_user("jsmith")
+        neomutt_session(neomutt, site, tmp_path)
+
+
+def neomutt_session(neomutt: str, site: ClientSite, tmp_path: Path) -> None:
+    """Two messages in INBOX; neomutt moves the newest to Archive; the server shows it did."""
+    site.deliver("jsmith@sitea.example.com", "keep in inbox", body="stays where it is")
+    site.wait_for_inbox("jsmith", 1)
+    site.deliver("jsmith@sitea.example.com", "file me away", body="moved by neomutt")
+    site.wait_for_inbox("jsmith", 2)
+    with site.imap_tls("jsmith@sitea.example.com") as client:
+        assert client.create("Archive")[0] == "OK"
+    # sorted by date sent, the newest last: <last-entry> is "file me away"
+    keys = "<last-entry><display-message><exit><save-message>=Archive<enter><sync-mailbox><quit>"
+    env = {
+        "HOME": str(tmp_path),
+        "TERM": "xterm",
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+    }
+    status, drawn = run_on_terminal(
+        [neomutt, "-n", "-F", str(muttrc(site, tmp_path)), "-e", f"push '{keys}'"],
+        env,
+        timeout=60,
+    )
+    assert status == 0, drawn[-2000:]
+    archived = site.inbox("jsmith", "Archive")
+    assert len(archived) == 1, drawn[-2000:]
+    assert b"moved by neomutt" in archived[0]
+    remaining = site.inbox("jsmith")
+    assert len(remaining) == 1
+    assert b"stays where it is" in remaining[0]
+    # the message neomutt displayed was marked read on the server before the move
+    with site.imap_tls("jsmith@sitea.example.com") as client:
+        client.select("Archive", readonly=True)
+        typ, data = client.fetch("1", "(FLAGS)")
+        assert typ == "OK"
+        assert b"\\Seen" in data[0]

@@ -14,7 +14,7 @@ from sitemail.imap.pymap.parsing import Params
 from sitemail.imap.pymap.parsing.command.select import FetchCommand
 from sitemail.imap.pymap.parsing.commands import Commands
 from sitemail.imap.pymap.parsing.response.specials import FetchResponse
-from sitemail.imap.pymap.parsing.specials import ObjectId
+from sitemail.imap.pymap.parsing.specials import FetchRequirement, ObjectId
 from sitemail.imap.pymap.parsing.specials.flag import Flag, Recent, Seen
 from sitemail.imap.pymap.selected import SelectedMailbox, SelectedSet
 from sitemail.imap.server import _FastFetch, _Gather, fast_fetchable
@@ -74,7 +74,9 @@ def render(command: str, *, expunged: bool = False) -> tuple[bytes, bytes]:
         theirs, ours = _Gather(), _Gather()
         attrs = MessageAttributes(message, selected, attributes)
         await FetchResponse(3, attrs, writing_hook=attrs.load_hook()).async_write(theirs)
-        await _FastFetch(3, message, list(dict.fromkeys(attributes)), selected).async_write(ours)
+        requirement = FetchRequirement.reduce(a.requirement for a in attributes)
+        unique = list(dict.fromkeys(attributes))
+        await _FastFetch(3, message, unique, selected, requirement).async_write(ours)
         return bytes(theirs.data), bytes(ours.data)
 
     return asyncio.run(both())

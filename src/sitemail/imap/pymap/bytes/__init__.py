@@ -228,6 +228,12 @@ class BytesFormat:
             other: The data interpolated into the format string.
 
         """
+        # the common cases first: isinstance against the runtime Protocols below costs
+        # microseconds a call, and responses format thousands of values
+        if type(other) is bytes or type(other) is int:
+            return self.format([other])
+        if type(other) is tuple or type(other) is list:
+            return self.format(other)
         if isinstance(other, SupportsIndex) or has_bytes(other):
             return self.format([other])
         if self._iter_guard(other):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from email.headerregistry import ContentTypeHeader
 from email.policy import SMTP
@@ -444,27 +445,46 @@ class MessageBody(Writeable):
     def _find_parts(
         cls, data: bytes, view: memoryview, lines: _Lines, boundary: bytes
     ) -> Sequence[_Lines]:
-        ret: list[list[_Line]] = []
-        part_match = (b"--%s" % boundary, b"--%s" % boundary)
-        stop_match = (b"--%s--" % boundary, b"--%s--" % boundary)
-        for line in lines:
-            start, end, _ = line
-            if not data.startswith(b"--", start, end):  # most lines: no copy, no compare
-                if ret:
-                    ret[-1].append(line)
-                continue
+        ret: list[_Lines] = []
+        opened = -1  # index of the line after the last boundary line, once one is seen
+        for index in cls._boundary_lines(data, lines, b"--%s" % boundary):
+            start, end, _ = lines[index]
             # transport padding (white space after the boundary) is allowed: RFC 2046 5.1.1
-            line_view = data[start:end].rstrip(b" \t")
-            if any(line_view == m for m in stop_match):
+            line = data[start:end].rstrip(b" \t")
+            closing = line.endswith(b"--") and len(line) == len(boundary) + 4
+            if not closing and len(line) != len(boundary) + 2:
+                continue
+            if opened >= 0:
+                ret.append(lines[opened:index])
+            if closing:
+                opened = -1
                 break
-            if any(line_view == m for m in part_match):
-                ret.append([])
-            elif ret:
-                ret[-1].append(line)
+            opened = index + 1
+        if opened >= 0:
+            ret.append(lines[opened:])
         # RFC 2046 5.1.1: the line break before a boundary belongs to the boundary
         return [
             [*part[:-1], (part[-1][0], part[-1][1], part[-1][1])] if part else part for part in ret
         ]
+
+    @classmethod
+    def _boundary_lines(cls, data: bytes, lines: _Lines, marker: bytes) -> Iterable[int]:
+        """Indexes of the lines that start with `marker`, in order: found by searching the
+        octets, not by visiting each line (a part nested N deep is searched N times, and a
+        big attachment has many thousands of lines)."""
+        if not lines:
+            return
+        first, last = lines[0][0], lines[-1][1]
+        starts: list[int] | None = None
+        pos = data.find(marker, first, last)
+        while pos >= 0:
+            if pos == first or data[pos - 1] == 0x0A:  # at the start of a line
+                if starts is None:
+                    starts = [line[0] for line in lines]
+                index = bisect_left(starts, pos)
+                if index < len(starts) and starts[index] == pos:
+                    yield index
+            pos = data.find(marker, pos + 1, last)
 
     def write(self, writer: WriteStream) -> None:
         writer.write(bytes(self))

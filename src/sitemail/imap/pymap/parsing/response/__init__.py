@@ -175,6 +175,9 @@ class CommandResponse(Response):
 
         """
         for resp in responses:
+            if type(resp).merge_key is _UNMERGEABLE:  # most kinds: no exception raised and caught
+                self._untagged.append(resp)
+                continue
             try:
                 merge_key = resp.merge_key
             except TypeError:
@@ -291,6 +294,10 @@ class UntaggedResponse(Response):
         writing_hook = self.writing_hook or self._noop_cm()
         async with writing_hook:
             await super().async_write(writer)
+
+
+#: the merge_key of response kinds that never merge (it raises TypeError)
+_UNMERGEABLE: Final = UntaggedResponse.merge_key
 
 
 class ResponseContinuation(Response):

@@ -4,7 +4,7 @@ import enum
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import reduce, total_ordering
+from functools import total_ordering
 from typing import Any, Final
 
 from ...bytes import BytesFormat, MaybeBytes, Writeable
@@ -56,7 +56,10 @@ class FetchRequirement(enum.Flag):
             expected: The expected fetch requirements.
 
         """
-        return self & expected == expected
+        # on the plain values: Flag's own operators build a member per call, and FETCH asks
+        # this for every message
+        want = expected._value_
+        return self._value_ & want == want
 
     def has_none(self, expected: FetchRequirement) -> bool:
         """Returns true if none of the expected fetch requirements are met by
@@ -66,7 +69,7 @@ class FetchRequirement(enum.Flag):
             expected: The expected fetch requirements.
 
         """
-        return self & expected == FetchRequirement.NONE
+        return not self._value_ & expected._value_
 
     @classmethod
     def get_all(cls) -> FetchRequirement:
@@ -84,7 +87,10 @@ class FetchRequirement(enum.Flag):
             requirements: The set of fetch requirements.
 
         """
-        return reduce(lambda x, y: x | y, requirements, cls.NONE)
+        value = 0
+        for requirement in requirements:
+            value |= requirement._value_
+        return cls(value)
 
 
 @total_ordering
