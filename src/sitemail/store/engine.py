@@ -67,11 +67,13 @@ def store_fault(exc: Exception, what: str) -> StoreError:
 def is_conflict(exc: BaseException) -> bool:
     """Whether `exc` (or what caused it) is the database aborting a transaction for a
     conflict with a concurrent one: a deadlock or a serialization failure (SQLSTATE class
-    40). Servers sharing a database meet these now and then; the transaction is retried."""
+    40), or a unique key another server's transaction inserted first (23505: two servers
+    delivering the first message of a new mailbox both create its folders). Servers sharing
+    a database meet these now and then; the transaction is retried, and sees the winner's rows."""
     seen: BaseException | None = exc
     while seen is not None:
         state = getattr(getattr(seen, "orig", seen), "sqlstate", None)
-        if isinstance(state, str) and state.startswith("40"):
+        if isinstance(state, str) and (state.startswith("40") or state == "23505"):
             return True
         seen = seen.__cause__
     return False

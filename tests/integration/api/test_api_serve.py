@@ -43,8 +43,10 @@ def wait_for_api(url: str, process: subprocess.Popen[str]) -> None:
         if process.poll() is not None:
             raise AssertionError(f"sitemail serve exited {process.returncode}")
         try:
-            httpx.get(url, timeout=2)
-        except httpx.TransportError:
+            # Longer than [auth] failure_delay (2 s): a token-less probe answered late is a
+            # wrong token counted, and a client that gives up and asks again counts another.
+            httpx.get(url, timeout=10)
+        except httpx.ConnectError:
             time.sleep(0.1)
             continue
         return

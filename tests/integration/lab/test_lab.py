@@ -108,7 +108,8 @@ def test_lab_up_again_reuses_the_running_lab(lab: RunningLab) -> None:
     assert "Install the Internet Mail Service" not in proc.stdout  # nothing made again
     assert f"keeps smtp_port {lab.smtp_port} (not {other})" in proc.stdout
     pids = json.loads((lab.root / "lab.json").read_text())["pids"]
-    reused = ", ".join(f"{n} (pid {pids[n]})" for n in ("dns", "SiteA", "SiteB", "SiteC"))
+    names = ("dns", "internet", "SiteA", "SiteB", "SiteC")
+    reused = ", ".join(f"{n} (pid {pids[n]})" for n in names)
     assert f"reused, already running: {reused}" in proc.stdout
     assert "no test mail sent" in proc.stdout
     assert "sent to" not in proc.stdout

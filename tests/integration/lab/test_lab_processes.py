@@ -47,6 +47,13 @@ def test_lab_reaps_a_killed_child_and_status_shows_pids(tmp_path: Path) -> None:
         status = lab.status()
         assert status["dns"]["running"] is False
         assert status["dns"]["pid"] is None
+        # A killed process shows "Z" as soon as its first thread is gone, and its exit can be
+        # collected only once every thread is: the lab's next looks (every 2 s under a
+        # foreground `lab up`) collect it.
+        deadline = time.monotonic() + 10
+        while state_of(pid) != "" and time.monotonic() < deadline:
+            lab.status()
+            time.sleep(0.05)
         assert state_of(pid) == ""  # reaped
         again = Lab(lab.root, say=lambda _t: None)  # the next `lab up` in that folder
         again.start_dns()

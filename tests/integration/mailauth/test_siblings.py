@@ -9,6 +9,7 @@ which records its Authentication-Results; SiteB stores the message with that one
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 from tests.support.org import delivered, mailbox, organisation, replicate, until
@@ -56,6 +57,7 @@ def test_siblings_trust_the_edge_result(tmp_path: Path) -> None:
                     if line.lower().startswith(b"authentication-results:")
                 ]
                 assert fields == [b"Authentication-Results: exchangeorg;"]
-                assert b"spf=pass smtp.mailfrom=internet.test" in got.content
+                unfolded = re.sub(rb"\r\n[ \t]+", b" ", got.content)  # where it folds varies
+                assert b"spf=pass smtp.mailfrom=internet.test" in unfolded
 
     asyncio.run(asyncio.wait_for(scenario(), 120))
